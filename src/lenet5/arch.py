@@ -1,0 +1,212 @@
+"""Engine-neutral description of each LeNet-5 architecture.
+
+Both engines build their networks from these descriptions, and model files store parameters
+under the names given here (``C1.weight``, ``C1.bias``, ...), so a file written by one engine
+loads in the other. Nothing here computes activations: shapes, counts and initial values only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import Lenet5Error
+
+RELU = "relu"
+SCALED_TANH = "scaled_tanh"  # f(a) = 1.7159 tanh(2a/3), LeCun et al. 1998, section II-A
+
+
+@dataclass(frozen=True)
+class Conv:
+    """Valid 2-D convolution, stride 1, square kernel, optional activation after it."""
+
+    name: str
+    in_channels: int
+    out_channels: int
+    kernel: int
+    activation: str | None
+    # (out_channels, in_channels) bool: which input maps feed each output map; None = all.
+    table: tuple[tuple[bool, ...], ...] | None = None
+
+
+@dataclass(frozen=True)
+class MaxPool:
+    name: str
+    size: int = 2
+
+
+@dataclass(frozen=True)
+class Subsample:
+    """1998 sub-sampling: sum of each size x size block times a per-map coefficient plus bias."""
+
+    name: str
+    channels: int
+    size: int = 2
+    activation: str | None = SCALED_TANH
+
+
+@dataclass(frozen=True)
+class Dense:
+    """Fully connected; its input is flattened in (C, H, W) order."""
+
+    name: str
+    in_features: int
+    out_features: int
+    activation: str | None
+
+
+@dataclass(frozen=True)
+class RBF:
+    """Euclidean RBF output: y_i = sum_j (x_j - c_ij)^2 with fixed centres."""
+
+    name: str
+    in_features: int
+    out_features: int
+
+
+Layer = Conv | MaxPool | Subsample | Dense | RBF
+
+
+@dataclass(frozen=True)
+class Architecture:
+    name: str
+    description: str
+    input_size: int  # images are padded from 28 to this size
+    layers: tuple[Layer, ...]
+    loss: str  # "cross_entropy" or "map"
+    input_normalization: str  # "mean_std" (training-set statistics) or "lecun_1998"
+    init: str  # "he_uniform" or "lecun_1998"
+    defaults: dict = field(default_factory=dict)  # training defaults that suit this arch
+
+    def layer_shapes(self) -> list[tuple[int, ...]]:
+        """Output shape (C, H, W) or (F,) of each layer for one image."""
+        shapes: list[tuple[int, ...]] = []
+        c, h, w = 1, self.input_size, self.input_size
+        for layer in self.layers:
+            if isinstance(layer, Conv):
+                c, h, w = layer.out_channels, h - layer.kernel + 1, w - layer.kernel + 1
+                shapes.append((c, h, w))
+            elif isinstance(layer, (MaxPool, Subsample)):
+                h, w = h // layer.size, w // layer.size
+                shapes.append((c, h, w))
+            else:
+                c, h, w = layer.out_features, 1, 1
+                shapes.append((c,))
+        return shapes
+
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Every trainable parameter's name and shape (fixed RBF centres are not listed)."""
+        shapes: dict[str, tuple[int, ...]] = {}
+        for layer in self.layers:
+            if isinstance(layer, Conv):
+                shapes[f"{layer.name}.weight"] = (
+                    layer.out_channels, layer.in_channels, layer.kernel, layer.kernel)
+                shapes[f"{layer.name}.bias"] = (layer.out_channels,)
+            elif isinstance(layer, Subsample):
+                shapes[f"{layer.name}.weight"] = (layer.channels,)
+                shapes[f"{layer.name}.bias"] = (layer.channels,)
+            elif isinstance(layer, Dense):
+                shapes[f"{layer.name}.weight"] = (layer.out_features, layer.in_features)
+                shapes[f"{layer.name}.bias"] = (layer.out_features,)
+        return shapes
+
+    def layer_counts(self) -> list[dict]:
+        """Per layer: name, output shape, trainable parameters and connections (as in the paper)."""
+        rows = []
+        for layer, shape in zip(self.layers, self.layer_shapes(), strict=True):
+            spatial = shape[1] * shape[2] if len(shape) == 3 else 1
+            if isinstance(layer, Conv):
+                fan_in = connected_inputs(layer) * layer.kernel**2
+                params = fan_in + layer.out_channels  # sum over maps of (inputs * k * k) + biases
+                connections = params * spatial
+            elif isinstance(layer, Subsample):
+                params = 2 * layer.channels
+                connections = (layer.size**2 + 1) * layer.channels * spatial
+            elif isinstance(layer, MaxPool):
+                params = 0
+                connections = layer.size**2 * shape[0] * spatial
+            elif isinstance(layer, Dense):
+                params = (layer.in_features + 1) * layer.out_features
+                connections = params
+            else:  # RBF: centres are fixed, so nothing is trainable
+                params = 0
+                connections = layer.in_features * layer.out_features
+            rows.append({"name": layer.name, "output": list(shape), "params": params,
+                         "connections": connections})
+        return rows
+
+    @property
+    def num_classes(self) -> int:
+        return self.layer_shapes()[-1][0]
+
+
+def connected_inputs(conv: Conv) -> int:
+    """Number of (output map, input map) pairs that are connected."""
+    if conv.table is None:
+        return conv.in_channels * conv.out_channels
+    return sum(sum(row) for row in conv.table)
+
+
+def init_params(arch: Architecture, seed: int) -> dict[str, np.ndarray]:
+    """Initial float32 parameters, identical for both engines given the same seed."""
+    rng = np.random.default_rng(seed)
+    params: dict[str, np.ndarray] = {}
+    for name, shape in arch.param_shapes().items():
+        layer_name, kind = name.split(".")
+        layer = next(layer for layer in arch.layers if layer.name == layer_name)
+        fan_in = fan_in_per_output(layer)  # (out,) or scalar
+        if arch.init == "lecun_1998":
+            # Paper, appendix C: weights (biases too) uniform in +-2.4/F_i, F_i the unit's fan-in.
+            bound = 2.4 / fan_in
+        elif kind == "bias":
+            bound = 0.0  # biases start at zero
+        elif getattr(layer, "activation", None) == RELU:
+            bound = np.sqrt(6.0 / fan_in)  # He uniform: keeps ReLU activations' variance
+        else:
+            bound = np.sqrt(3.0 / fan_in)  # LeCun uniform for the logits: small initial outputs
+        bound = np.reshape(bound, (-1,) + (1,) * (len(shape) - 1)) if np.ndim(bound) else bound
+        params[name] = (rng.uniform(-1.0, 1.0, size=shape) * bound + 0.0).astype(np.float32)
+    return params
+
+
+def fan_in_per_output(layer: Layer) -> np.ndarray | int:
+    """Inputs feeding one unit of each output map (a sparse conv's maps differ)."""
+    if isinstance(layer, Conv):
+        if layer.table is None:
+            return layer.in_channels * layer.kernel**2
+        return np.array([sum(row) for row in layer.table]) * layer.kernel**2
+    if isinstance(layer, Subsample):
+        return layer.size**2
+    if isinstance(layer, Dense):
+        return layer.in_features
+    raise ValueError(f"layer {layer.name} has no parameters")
+
+
+LENET5 = Architecture(
+    name="lenet5",
+    description="modern LeNet-5: ReLU, 2x2 max-pool, full C3, dense C5-F6, softmax",
+    input_size=32,
+    layers=(
+        Conv("C1", 1, 6, 5, RELU),
+        MaxPool("S2"),
+        Conv("C3", 6, 16, 5, RELU),
+        MaxPool("S4"),
+        Dense("C5", 16 * 5 * 5, 120, RELU),
+        Dense("F6", 120, 84, RELU),
+        Dense("OUTPUT", 84, 10, None),
+    ),
+    loss="cross_entropy",
+    input_normalization="mean_std",
+    init="he_uniform",
+)
+
+ARCHITECTURES: dict[str, Architecture] = {LENET5.name: LENET5}
+
+
+def get_arch(name: str) -> Architecture:
+    try:
+        return ARCHITECTURES[name]
+    except KeyError:
+        known = ", ".join(ARCHITECTURES)
+        raise Lenet5Error(f"unknown architecture {name!r}; choose one of: {known}.") from None

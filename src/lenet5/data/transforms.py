@@ -1,0 +1,97 @@
+"""Training-time transforms on whole arrays: padding, normalisation, a validation split.
+
+LeNet-5 reads 32x32 inputs so that stroke ends sit well inside C1's receptive fields; MNIST
+images are 28x28, hence `pad`. Everything is vectorised over the batch axis.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import DTypeLike
+
+from lenet5.arch import Architecture
+from lenet5.errors import DataError, Lenet5Error
+
+
+def pad(images: np.ndarray, pad: int = 2) -> np.ndarray:
+    """Zero-pad the last two axes: (N,28,28) -> (N,28+2*pad,28+2*pad)."""
+    widths = [(0, 0)] * (images.ndim - 2) + [(pad, pad)] * 2
+    return np.pad(images, widths)
+
+
+def pixel_stats(images: np.ndarray) -> tuple[float, float]:
+    """Mean and standard deviation of uint8 pixels scaled to [0, 1] (MNIST train: 0.1307, 0.3081).
+
+    Exact, from a 256-bin histogram, so no float copy of the images is ever made.
+    """
+    if images.dtype != np.uint8:
+        raise TypeError(f"pixel_stats needs uint8 images, got {images.dtype}")
+    counts = np.bincount(images.ravel(), minlength=256)  # (256,)
+    values = np.arange(256) / 255.0  # (256,)
+    n = counts.sum()
+    mean = float(counts @ values / n)
+    std = float(np.sqrt(counts @ (values - mean) ** 2 / n))
+    return mean, std
+
+
+def normalize(
+    images: np.ndarray, mean: float, std: float, dtype: DTypeLike = np.float32
+) -> np.ndarray:
+    """(N,H,W) uint8 (0-255) or float (0-1) -> (N,1,H,W) `dtype` holding (x - mean) / std.
+
+    The 1998 input scaling (background -0.1, ink 1.175) is mean=0.1/1.275, std=1/1.275.
+    """
+    scale = 255.0 if images.dtype == np.uint8 else 1.0
+    x = images.astype(dtype)[:, None]  # (N,1,H,W)
+    x *= 1.0 / (scale * std)
+    x -= mean / std
+    return x
+
+
+def input_normalization(arch: Architecture, train_images: np.ndarray) -> dict:
+    """How this architecture's inputs are made from 28x28 images; stored in model files."""
+    pad_px = (arch.input_size - 28) // 2
+    if arch.input_normalization == "mean_std":
+        mean, std = pixel_stats(train_images)
+        return {"kind": "mean_std", "pad": pad_px, "mean": mean, "std": std}
+    # LeCun et al. 1998, section II-A: background -0.1 and ink 1.175, so inputs have mean
+    # roughly 0 and variance roughly 1.
+    return {"kind": "lecun_1998", "pad": pad_px, "background": -0.1, "ink": 1.175}
+
+
+def prepare_inputs(images: np.ndarray, norm: dict) -> np.ndarray:
+    """(N,28,28) uint8 0-255 or float 0-1, bright ink -> the (N,1,32,32) float32 network input."""
+    if images.ndim != 3 or images.shape[1:] != (28, 28):
+        raise Lenet5Error(f"images must be 28x28 (shape (N, 28, 28)), got {images.shape}; "
+                          "use lenet5.preprocess_image for photos and other sizes.")
+    if images.dtype != np.uint8:
+        images = images.astype(np.float32)
+        if images.size and (images.min() < 0 or images.max() > 1):
+            raise Lenet5Error("float images must hold values in [0, 1]; divide 0-255 pixel "
+                              "values by 255 or pass uint8.")
+    padded = pad(images, norm["pad"])  # (N,32,32), background 0 before scaling
+    if norm["kind"] == "mean_std":
+        return normalize(padded, norm["mean"], norm["std"])
+    span = norm["ink"] - norm["background"]
+    return normalize(padded, -norm["background"] / span, 1.0 / span)
+
+
+def split_validation(
+    images: np.ndarray, labels: np.ndarray, val_size: int, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Hold out `val_size` random examples: (train_x, train_y, val_x, val_y), fixed by `seed`.
+
+    Both parts keep the original order of the examples.
+    """
+    n = len(images)
+    if len(labels) != n:
+        raise ValueError(f"{n} images but {len(labels)} labels")
+    if not 0 <= val_size < n:
+        raise DataError(
+            f"--val-size {val_size} must be at least 0 and less than the {n} training images; "
+            "choose a smaller value."
+        )
+    order = np.random.default_rng(seed).permutation(n)  # (n,)
+    val = np.sort(order[:val_size])
+    train = np.sort(order[val_size:])
+    return images[train], labels[train], images[val], labels[val]

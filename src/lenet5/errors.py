@@ -1,0 +1,21 @@
+"""One exception type for every mistake a user can make, so the CLI can print it as one sentence."""
+
+
+class Lenet5Error(Exception):
+    """A user-facing error: the message names the file or flag and says what to do next."""
+
+
+class DataError(Lenet5Error):
+    """A dataset file is missing, corrupt or fails its checksum."""
+
+
+class ModelFileError(Lenet5Error):
+    """A model file cannot be used: wrong format, version, architecture or content."""
+
+
+class TrainingDiverged(Lenet5Error):
+    """The loss became NaN or infinite."""
+
+
+class ImageError(Lenet5Error):
+    """A user's image cannot be read or holds no digit."""

@@ -1,0 +1,75 @@
+"""Engine-neutral optimizer settings and learning-rate schedules.
+
+Both engines read the same ``OptimizerSpec`` and follow PyTorch's definitions of SGD
+(momentum, Nesterov, L2 weight decay added to the gradient), Adam and AdamW, so a
+hyper-parameter means the same thing whichever engine trains.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from .errors import Lenet5Error
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("constant", "step", "cosine", "onecycle")
+
+
+@dataclass(frozen=True)
+class OptimizerSpec:
+    name: str = "adam"
+    momentum: float = 0.9  # sgd
+    nesterov: bool = False  # sgd
+    weight_decay: float = 0.0
+    beta1: float = 0.9  # adam, adamw
+    beta2: float = 0.999
+    eps: float = 1e-8
+
+    def __post_init__(self) -> None:
+        if self.name not in OPTIMIZERS:
+            raise Lenet5Error(f"unknown --optimizer {self.name!r}; choose one of: "
+                              f"{', '.join(OPTIMIZERS)}.")
+        if self.nesterov and (self.name != "sgd" or self.momentum <= 0):
+            raise Lenet5Error("--nesterov needs --optimizer sgd with --momentum above 0.")
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Learning rate as a function of the global step.
+
+    step: multiply by ``gamma`` every ``step_epochs`` epochs. cosine: from lr down to 0.
+    onecycle: PyTorch's OneCycleLR (cosine warm-up over ``warmup`` of the run from lr/25 to
+    lr, then cosine annealing to lr/25e4).
+    """
+
+    name: str = "onecycle"
+    lr: float = 3e-3
+    step_epochs: int = 5
+    gamma: float = 0.1
+    warmup: float = 0.3
+
+    def __post_init__(self) -> None:
+        if self.name not in SCHEDULES:
+            raise Lenet5Error(f"unknown --schedule {self.name!r}; choose one of: "
+                              f"{', '.join(SCHEDULES)}.")
+        if not self.lr > 0:
+            raise Lenet5Error(f"--lr must be positive, got {self.lr}.")
+
+    def at(self, step: int, steps_per_epoch: int, total_steps: int) -> float:
+        if self.name == "constant":
+            return self.lr
+        if self.name == "step":
+            return self.lr * self.gamma ** (step // (self.step_epochs * steps_per_epoch))
+        if self.name == "cosine":
+            return 0.5 * self.lr * (1 + math.cos(math.pi * step / total_steps))
+        warmup_steps = self.warmup * total_steps - 1
+        start, low = self.lr / 25, self.lr / 25 / 1e4
+        if step <= warmup_steps:
+            return _cosine_between(start, self.lr, step / warmup_steps)
+        decay_steps = total_steps - 1 - warmup_steps
+        return _cosine_between(self.lr, low, (step - warmup_steps) / decay_steps)
+
+
+def _cosine_between(start: float, end: float, fraction: float) -> float:
+    return end + (start - end) / 2 * (1 + math.cos(math.pi * min(max(fraction, 0.0), 1.0)))

@@ -1,0 +1,394 @@
+"""Turn a user's photo or drawing into the 28x28 uint8 image MNIST would have made of it.
+
+MNIST's digits were size-normalised to fit a 20x20 box (aspect ratio kept, antialiased) and then
+placed in a 28x28 field with their centre of mass at the centre, as white ink on black. A
+network trained on MNIST only works on other images prepared the same way, so `lenet5 predict`,
+the Python API and the web demo all go through `preprocess_image` here.
+
+Real photos and canvas drawings need more than MNIST's recipe: the ink may be dark on light
+paper, lit unevenly, on a transparent background, or surrounded by specks. The pipeline is
+
+1. decode safely (size limits before decoding, EXIF orientation), alpha onto white, grayscale;
+2. work on a copy at most ``WORK_SIDE`` px (JPEGs are decoded straight at that scale);
+3. estimate the paper/lighting on a tiny ``BG_SIDE`` px copy with rank filters, which ignore the
+   thin strokes; decide the ink polarity from which tail of (image - background) is heavier;
+4. subtract the background, measure noise robustly (MAD), ramp [noise floor, ink level] to [0, 1]
+   so the background becomes exactly 0 while antialiased edges stay soft;
+5. keep the largest connected blob of ink plus blobs big and close enough to belong to the same
+   digit (a 5 or 4 written in two strokes), dropping specks;
+6. crop to the ink, scale the longer side to 20 px, and paste into 28x28 so the centre of mass
+   lands on pixel (14, 14), as MNIST did.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import warnings
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+from scipy import ndimage
+
+from lenet5.errors import ImageError
+
+__all__ = ["MAX_FILE_BYTES", "MAX_PIXELS", "open_image", "preprocess_image", "side_by_side"]
+
+MAX_FILE_BYTES = 50 * 1024 * 1024
+"""Files larger than this are refused before reading: no digit photo needs more."""
+MAX_PIXELS = 40_000_000
+"""Images with more pixels are refused from their header, before decoding (decompression bombs)."""
+FORMATS = ("PNG", "JPEG", "MPO", "BMP", "GIF", "TIFF", "WEBP")
+"""The only decoders Pillow may use; MPO is what many phone cameras write for JPEG."""
+
+WORK_SIDE = 512
+"""Longer side of the working copy: a digit filling 15% of a photo still spans 40+ px here."""
+BG_SIDE = 32
+"""Longer side of the copy the lighting is estimated on: strokes average away, lighting stays."""
+BG_WINDOW = 0.5
+"""Rank-filter window as a fraction of that copy's shorter side: larger than any stroke."""
+BG_PERCENTILE = 20
+"""Percentile (ink bright) taken as the paper: right while ink covers under 80% of a window."""
+NOISE_SIGMAS = 4.0
+"""Background noise floor, in robust standard deviations (MAD * 1.4826) of the residual."""
+INK_PERCENTILE = 90
+"""Ink level: this percentile of the pixels above the noise floor maps to full white."""
+LO_FRACTION = 0.05
+"""The floor is at least this fraction of the ink contrast, so a noiseless image keeps its edges."""
+MIN_CONTRAST = 0.06
+"""Ink must differ from the paper by this much (about 15 grey levels) to count as a digit."""
+MIN_SNR = 8.0
+"""... and by this many noise standard deviations."""
+MIN_BLOB = 10
+"""Fewest pixels in the largest blob of ink (also at least MIN_BLOB_FRACTION of the image)."""
+MIN_BLOB_FRACTION = 1e-4
+KEEP_OVERLAPPING = 0.02
+"""Blobs overlapping the digit's box are kept if they hold this fraction of the main blob's ink."""
+KEEP_NEAR = 0.08
+"""Blobs outside the box are kept if they hold this fraction of the main blob's ink ..."""
+NEAR_GAP = 0.3
+"""... and lie within this fraction of the box's longer side from it."""
+BOX_SIDE = 20
+"""MNIST scaled each digit so its longer side is 20 px ..."""
+CANVAS_SIDE = 28
+"""... in a 28x28 field ..."""
+CENTRE = 14.0
+"""... with the centre of mass at pixel (14, 14) (row, col); MNIST test set mean: (13.99, 14.00)."""
+
+_Source = str | Path | bytes | BinaryIO
+
+
+def _label(source: object, name: str | None) -> str:
+    """The words error messages use for an image: its name, its path, or what it is."""
+    if name:
+        return name
+    if isinstance(source, str | Path):
+        return str(source)
+    if isinstance(source, Image.Image):
+        filename = getattr(source, "filename", "")
+        return str(filename) if filename else "the image"
+    if isinstance(source, np.ndarray):
+        return "the image array"
+    return str(getattr(source, "name", "")) or "the uploaded image"
+
+
+def _read_bytes(source: _Source, label: str) -> bytes:
+    """Read a file, bytes or stream, refusing anything over MAX_FILE_BYTES before reading it."""
+    limit = f"{label} is larger than {MAX_FILE_BYTES // 2**20} MB; use a smaller image."
+    if isinstance(source, bytes | bytearray | memoryview):
+        if len(source) > MAX_FILE_BYTES:
+            raise ImageError(limit)
+        return bytes(source)
+    if isinstance(source, str | Path):
+        path = Path(source)
+        try:
+            if path.is_dir():
+                raise ImageError(f"{label} is a directory, not an image file.")
+            if path.stat().st_size > MAX_FILE_BYTES:
+                raise ImageError(limit)
+            return path.read_bytes()
+        except FileNotFoundError:
+            raise ImageError(f"{label} does not exist; check the path.") from None
+        except OSError as exc:
+            raise ImageError(f"{label} cannot be read ({exc.strerror or exc}).") from exc
+    try:
+        data = source.read(MAX_FILE_BYTES + 1)
+    except (OSError, ValueError) as exc:
+        raise ImageError(f"{label} cannot be read ({exc}).") from exc
+    if len(data) > MAX_FILE_BYTES:
+        raise ImageError(limit)
+    return bytes(data)
+
+
+def _open(source: _Source, label: str, draft_side: int | None) -> Image.Image:
+    """Decode an image fully, or raise ImageError; JPEGs may decode directly at a smaller scale."""
+    data = _read_bytes(source, label)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            img = Image.open(io.BytesIO(data), formats=FORMATS)  # lazy: reads the header only
+            width, height = img.size
+            if width * height > MAX_PIXELS:
+                raise ImageError(
+                    f"{label} is {width}x{height} pixels, more than the "
+                    f"{MAX_PIXELS // 1_000_000} megapixels allowed; use a smaller image."
+                )
+            if draft_side is not None and img.format in ("JPEG", "MPO"):
+                factor = math.ceil(max(width, height) / draft_side)
+                img.draft("L", (width // factor, height // factor))
+            img.load()  # full decode here, so truncated files fail inside this try
+            ImageOps.exif_transpose(img, in_place=True)
+        except ImageError:
+            raise
+        except UnidentifiedImageError:
+            raise ImageError(
+                f"{label} is not an image that can be read; "
+                "use a PNG, JPEG, BMP, GIF, TIFF or WebP file."
+            ) from None
+        except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
+            raise ImageError(
+                f"{label} is too large to decode safely; use a smaller image."
+            ) from exc
+        except Exception as exc:  # Pillow's decoders raise many types for damaged files
+            raise ImageError(
+                f"{label} is damaged or truncated ({exc}); re-save or re-export it."
+            ) from exc
+    return img
+
+
+def open_image(source: _Source, *, name: str | None = None) -> Image.Image:
+    """Read a user's image file, bytes or stream safely: bounded size, EXIF orientation applied.
+
+    ``name`` is what error messages call the image (e.g. an upload's filename). Raises
+    ImageError, with one sentence naming the file, for anything that is not a readable image.
+    """
+    return _open(source, _label(source, name), None)
+
+
+def _float_image(gray: np.ndarray) -> Image.Image:
+    """A float32 PIL image of a (H, W) array, so resizing stays in float and is antialiased."""
+    return Image.fromarray(np.ascontiguousarray(gray, dtype=np.float32))
+
+
+def _resize(gray: np.ndarray, size: tuple[int, int], resample: Image.Resampling) -> np.ndarray:
+    """Resize a (H, W) float array to size = (rows, cols)."""
+    return np.asarray(_float_image(gray).resize((size[1], size[0]), resample))
+
+
+def _reduce_factor(width: int, height: int) -> int:
+    return max(1, math.ceil(max(width, height) / WORK_SIDE))
+
+
+def _pil_to_gray(img: Image.Image) -> np.ndarray:
+    """(H, W) float32 in [0, 1] of a PIL image: transparency onto white, at most WORK_SIDE px."""
+    if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        values = np.asarray(img, dtype=np.float32)  # (H, W)
+        top = float(values.max(initial=0.0))
+        scale = 1.0 if img.mode == "F" and top <= 1.0 else 255.0 if top <= 255.0 else 65535.0
+        img = _float_image(np.clip(values / scale, 0.0, 1.0))
+        factor = _reduce_factor(*img.size)
+        return np.asarray(img.reduce(factor) if factor > 1 else img)
+    if img.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in img.info:
+        rgba = img.convert("RGBA")
+        img = Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba)
+    img = img.convert("L")
+    factor = _reduce_factor(*img.size)
+    if factor > 1:
+        img = img.reduce(factor)
+    return np.asarray(img, dtype=np.float32) / np.float32(255.0)
+
+
+def _array_to_gray(array: np.ndarray, label: str) -> np.ndarray:
+    """(H, W) float32 in [0, 1] from (H, W), (H, W, 1-4) uint8/bool/float-in-[0, 1] arrays."""
+    if array.ndim == 3 and array.shape[2] in (1, 2, 3, 4):
+        channels = array.shape[2]
+    elif array.ndim == 2:
+        channels = 0
+    else:
+        raise ImageError(
+            f"{label} has shape {array.shape}; expected (H, W), (H, W, 3) or (H, W, 4)."
+        )
+    if min(array.shape[:2]) < 1:
+        raise ImageError(f"{label} is empty (shape {array.shape}).")
+    if array.dtype == np.uint8:
+        values = array.astype(np.float32) / np.float32(255.0)
+    elif array.dtype == np.bool_:
+        values = array.astype(np.float32)
+    elif np.issubdtype(array.dtype, np.floating):
+        values = array.astype(np.float32)
+        if not np.isfinite(values).all() or values.min() < 0.0 or values.max() > 1.0:
+            raise ImageError(
+                f"{label} holds floats outside [0, 1]; scale it to [0, 1] or pass uint8."
+            )
+    else:
+        raise ImageError(f"{label} has dtype {array.dtype}; pass uint8, or floats in [0, 1].")
+    if channels in (2, 4):  # composite onto white, as a browser shows a transparent canvas
+        alpha = values[..., -1:]  # (H, W, 1)
+        values = values[..., :-1] * alpha + (1.0 - alpha)
+    if channels in (3, 4):  # ITU-R 601 luma, the same weights as Pillow's convert("L")
+        values = values @ np.array([0.299, 0.587, 0.114], dtype=np.float32)  # (H, W)
+    elif channels:
+        values = values[..., 0]  # (H, W)
+    factor = _reduce_factor(values.shape[1], values.shape[0])
+    if factor > 1:
+        values = np.asarray(_float_image(values).reduce(factor))
+    return values
+
+
+def _no_digit(label: str, why: str) -> ImageError:
+    return ImageError(
+        f"{label} contains no digit: {why}; photograph one dark digit on light paper."
+    )
+
+
+def _background(small: np.ndarray, percentile: float, shape: tuple[int, int]) -> np.ndarray:
+    """A smooth (H, W) estimate of the paper from the tiny copy (h, w), ignoring strokes."""
+    window = max(3, round(BG_WINDOW * min(small.shape)))
+    estimate = ndimage.percentile_filter(small, percentile, size=window, mode="reflect")  # (h, w)
+    estimate = ndimage.gaussian_filter(estimate, window / 4, mode="nearest")
+    return _resize(estimate, shape, Image.Resampling.BILINEAR)  # (H, W)
+
+
+def _robust_stats(values: np.ndarray) -> tuple[float, float]:
+    """Median and MAD-based standard deviation, from a subsample of at most ~65k pixels."""
+    step = max(1, math.isqrt(values.size // 65536))
+    sample = values[::step, ::step].ravel()
+    median = float(np.median(sample))
+    return median, 1.4826 * float(np.median(np.abs(sample - median)))
+
+
+def _ink(gray: np.ndarray, label: str) -> np.ndarray:
+    """(H, W) float32: ink in [0, 1] as bright strokes on an exact-0 background."""
+    small = _resize(gray, _fit(gray.shape, BG_SIDE), Image.Resampling.BOX)  # (h, w)
+    residual = gray - _background(small, 50, gray.shape)  # (H, W), paper ~ 0
+    _, sigma = _robust_stats(residual)
+    tail = max(3.0 * sigma, 2.0 / 255.0)
+    brighter = np.maximum(residual - tail, 0.0).sum()
+    darker = np.maximum(-residual - tail, 0.0).sum()
+    if darker > brighter:  # the heavier tail is the ink: dark ink on light paper
+        gray, small = 1.0 - gray, 1.0 - small
+    residual = gray - _background(small, BG_PERCENTILE, gray.shape)  # (H, W), ink > 0
+
+    paper, sigma = _robust_stats(residual)
+    floor = paper + max(NOISE_SIGMAS * sigma, 2.0 / 255.0)
+    above = residual[residual > floor]
+    if above.size == 0:
+        raise _no_digit(label, "it is blank")
+    level = float(np.percentile(above, INK_PERCENTILE))
+    contrast = level - paper
+    if contrast < MIN_CONTRAST or contrast < MIN_SNR * sigma:
+        raise _no_digit(label, "nothing stands out from the background")
+    low = paper + max(NOISE_SIGMAS * sigma, LO_FRACTION * contrast)
+    return np.clip((residual - low) / (level - low), 0.0, 1.0)  # (H, W)
+
+
+def _fit(shape: tuple[int, ...], side: int) -> tuple[int, int]:
+    """(rows, cols) with the longer side scaled down to `side` (never up), aspect kept."""
+    scale = min(1.0, side / max(shape[0], shape[1]))
+    return max(1, round(shape[0] * scale)), max(1, round(shape[1] * scale))
+
+
+def _gap(a: tuple[slice, slice], b: tuple[slice, slice]) -> int:
+    """Chebyshev distance in pixels between two boxes (0 when they touch or overlap)."""
+    rows = max(a[0].start - b[0].stop, b[0].start - a[0].stop, -1) + 1
+    cols = max(a[1].start - b[1].stop, b[1].start - a[1].stop, -1) + 1
+    return max(rows, cols)
+
+
+def _union(a: tuple[slice, slice], b: tuple[slice, slice]) -> tuple[slice, slice]:
+    return (
+        slice(min(a[0].start, b[0].start), max(a[0].stop, b[0].stop)),
+        slice(min(a[1].start, b[1].start), max(a[1].stop, b[1].stop)),
+    )
+
+
+def _digit_box(ink: np.ndarray, label: str) -> tuple[np.ndarray, tuple[slice, slice]]:
+    """Zero every speck that is not part of the digit; return the ink (H, W) and its box."""
+    labels, count = ndimage.label(ink > 0, structure=np.ones((3, 3), dtype=bool))  # (H, W)
+    mass = np.bincount(labels.ravel(), weights=ink.ravel())  # (count + 1,), [0] is background
+    mass[0] = 0.0
+    main = int(np.argmax(mass))
+    area = np.count_nonzero(labels == main)
+    if count == 0 or area < max(MIN_BLOB, MIN_BLOB_FRACTION * ink.size):
+        raise _no_digit(label, "only specks or noise were found")
+    candidates = np.flatnonzero(mass >= KEEP_OVERLAPPING * mass[main])  # includes main
+    candidates = candidates[np.argsort(-mass[candidates])]  # biggest first, main at [0]
+    relabel = np.zeros(count + 1, dtype=np.int32)
+    relabel[candidates] = np.arange(1, candidates.size + 1)
+    labels = relabel[labels]  # (H, W), candidates numbered 1.. by decreasing mass
+    boxes = ndimage.find_objects(labels)
+    kept, box = [1], boxes[0]
+    grown = True
+    while grown:  # adding a stroke can bring the next one within reach
+        grown = False
+        for index in range(2, candidates.size + 1):
+            if index in kept:
+                continue
+            gap = _gap(box, boxes[index - 1])
+            reach = NEAR_GAP * max(box[0].stop - box[0].start, box[1].stop - box[1].start)
+            share = mass[candidates[index - 1]] / mass[candidates[0]]
+            if (gap == 0 and share >= KEEP_OVERLAPPING) or (gap <= reach and share >= KEEP_NEAR):
+                kept.append(index)
+                box = _union(box, boxes[index - 1])
+                grown = True
+    return ink * np.isin(labels, kept), box
+
+
+def _to_mnist(ink: np.ndarray) -> np.ndarray:
+    """Scale cropped ink (h, w) so its longer side is 20 px; centre its mass in 28x28 uint8."""
+    scale = BOX_SIDE / max(ink.shape)
+    size = max(1, round(ink.shape[0] * scale)), max(1, round(ink.shape[1] * scale))
+    digit = np.clip(_resize(ink, size, Image.Resampling.BILINEAR), 0.0, 1.0)  # (h', w')
+    digit /= digit.max()
+    com_row, com_col = ndimage.center_of_mass(digit)
+    top = min(max(round(CENTRE - com_row), 0), CANVAS_SIDE - size[0])
+    left = min(max(round(CENTRE - com_col), 0), CANVAS_SIDE - size[1])
+    canvas = np.zeros((CANVAS_SIDE, CANVAS_SIDE), dtype=np.float32)  # (28, 28)
+    canvas[top : top + size[0], left : left + size[1]] = digit
+    return np.rint(canvas * 255.0).astype(np.uint8)
+
+
+def preprocess_image(
+    source: str | Path | bytes | BinaryIO | np.ndarray | Image.Image, *, name: str | None = None
+) -> np.ndarray:
+    """A (28, 28) uint8 image of the digit in `source`, white ink on black, as MNIST made them.
+
+    Accepts a path, encoded bytes, a stream, a PIL image, or an array: (H, W), (H, W, 3) or
+    (H, W, 4), uint8 or floats in [0, 1]. Dark-on-light and light-on-dark both work; an image
+    that is already MNIST-like comes back nearly unchanged. Raises ImageError when the image
+    cannot be read or holds no digit; ``name`` is what that message calls the image.
+    """
+    label = _label(source, name)
+    if isinstance(source, np.ndarray):
+        gray = _array_to_gray(source, label)  # (H, W)
+    elif isinstance(source, Image.Image):
+        gray = _pil_to_gray(source)
+    else:
+        gray = _pil_to_gray(_open(source, label, WORK_SIDE))
+    ink = _ink(gray, label)  # (H, W)
+    ink, box = _digit_box(ink, label)
+    return _to_mnist(ink[box])
+
+
+def side_by_side(original: Image.Image, processed: np.ndarray, *, height: int = 224) -> Image.Image:
+    """The original next to what the network sees (28x28 blown up with sharp pixels), to check
+    that preprocessing found the digit; what `lenet5 predict --save-input` writes."""
+    if original.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in original.info:
+        rgba = original.convert("RGBA")
+        original = Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba)
+    left = original.convert("RGB")
+    scale = min(height / left.height, 4 * height / left.width)
+    left = left.resize(
+        (max(1, round(left.width * scale)), max(1, round(left.height * scale))),
+        Image.Resampling.LANCZOS,
+        reducing_gap=3.0,
+    )
+    right = Image.fromarray(np.asarray(processed, dtype=np.uint8))
+    right = right.resize((height, height), Image.Resampling.NEAREST).convert("RGB")
+    gap = max(4, height // 28)
+    picture = Image.new("RGB", (left.width + gap + height, height), (128, 128, 128))
+    picture.paste(left, (0, (height - left.height) // 2))
+    picture.paste(right, (left.width + gap, 0))
+    return picture

@@ -1,0 +1,55 @@
+"""A trained model for notebooks and tools: load a file, feed raw images, get probabilities."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from . import checkpoint
+from .arch import Architecture, get_arch
+from .data.transforms import prepare_inputs
+from .engine import Engine, make_engine
+from .numpy_engine.losses import log_softmax
+
+
+class Model:
+    """A network plus the input normalisation it was trained with. Images are MNIST-style:
+    uint8 0-255 or float 0-1, bright ink on a dark background, (N, 28, 28) or (28, 28)."""
+
+    def __init__(self, engine: Engine, metadata: dict):
+        self.engine = engine
+        self.metadata = metadata
+        self.arch: Architecture = engine.arch
+        self.classes: list[str] = list(metadata["classes"])
+        self.normalization: dict = metadata["input_normalization"]
+
+    def inputs(self, images: np.ndarray) -> np.ndarray:
+        """The (N, 1, 32, 32) float32 array the network reads."""
+        images = np.asarray(images)
+        if images.ndim == 2:
+            images = images[None]
+        if images.ndim == 4 and images.shape[1] == 1:
+            images = images[:, 0]
+        return prepare_inputs(images, self.normalization)
+
+    def logits(self, images: np.ndarray) -> np.ndarray:
+        return self.engine.logits(self.inputs(images))
+
+    def predict_proba(self, images: np.ndarray) -> np.ndarray:
+        """(N, K) class probabilities."""
+        return np.exp(log_softmax(self.logits(images).astype(np.float64)))
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        return self.logits(images).argmax(axis=1)
+
+    def feature_maps(self, images: np.ndarray) -> list[tuple[str, np.ndarray]]:
+        """Every layer's output for these images: [(layer name, (N, C, H, W) or (N, F))]."""
+        return self.engine.feature_maps(self.inputs(images))
+
+
+def load(path: str | Path, engine: str = "numpy", device: str = "auto") -> Model:
+    """Load ``model.safetensors`` (or a run directory holding one) into either engine."""
+    params, metadata = checkpoint.load_model(path)
+    net = make_engine(engine, get_arch(metadata["arch"]), params, device=device)
+    return Model(net, metadata)

