@@ -167,6 +167,9 @@ def init_params(arch: Architecture, seed: int) -> dict[str, np.ndarray]:
             bound = np.sqrt(3.0 / fan_in)  # LeCun uniform for the logits: small initial outputs
         bound = np.reshape(bound, (-1,) + (1,) * (len(shape) - 1)) if np.ndim(bound) else bound
         params[name] = (rng.uniform(-1.0, 1.0, size=shape) * bound + 0.0).astype(np.float32)
+        if kind == "weight" and getattr(layer, "table", None) is not None:
+            # unconnected (output map, input map) pairs hold exact zeros in every engine/file
+            params[name] *= np.array(layer.table, dtype=np.float32)[:, :, None, None]
     return params
 
 
@@ -201,7 +204,84 @@ LENET5 = Architecture(
     init="he_uniform",
 )
 
-ARCHITECTURES: dict[str, Architecture] = {LENET5.name: LENET5}
+# --- the faithful 1998 network -------------------------------------------------------------
+
+# Table I of the paper: the S2 maps that feed each of C3's 16 maps. The first six take three
+# contiguous maps, the next six four contiguous, three take four non-contiguous, the last all.
+C3_INPUTS = ((0, 1, 2), (1, 2, 3), (2, 3, 4), (3, 4, 5), (4, 5, 0), (5, 0, 1),
+             (0, 1, 2, 3), (1, 2, 3, 4), (2, 3, 4, 5), (3, 4, 5, 0), (4, 5, 0, 1), (5, 0, 1, 2),
+             (0, 1, 3, 4), (1, 2, 4, 5), (0, 2, 3, 5), (0, 1, 2, 3, 4, 5))
+C3_TABLE = tuple(tuple(s2 in inputs for s2 in range(6)) for inputs in C3_INPUTS)  # (16, 6)
+
+# Section II-B. Interpretations of the paper, each stated where it is made:
+# - every layer up to F6 squashes its weighted sum plus bias with f(a) = 1.7159 tanh(2a/3),
+#   S2 and S4 included ("the result is passed through a sigmoidal function");
+# - C5 is a 5x5 convolution over all 16 S4 maps; on 32x32 inputs its output is 120x1x1, which
+#   F6 reads as a vector of 120;
+# - the training defaults follow section V-A/Appendix C: SDLM with mu = 0.02 and the per-pass
+#   eps schedule (lr is eps for passes 1-2; later passes scale it, see hparams "sdlm"), 20
+#   passes. The paper updates after every pattern; see numpy_engine/optim.py for how a
+#   mini-batch reproduces that.
+LENET5_1998 = Architecture(
+    name="lenet5-1998",
+    description="LeNet-5 as in LeCun et al. 1998: scaled tanh, trainable subsampling, "
+                "Table I C3, RBF output, MAP loss",
+    input_size=32,
+    layers=(
+        Conv("C1", 1, 6, 5, SCALED_TANH),
+        Subsample("S2", 6),
+        Conv("C3", 6, 16, 5, SCALED_TANH, table=C3_TABLE),
+        Subsample("S4", 16),
+        Conv("C5", 16, 120, 5, SCALED_TANH),
+        Dense("F6", 120, 84, SCALED_TANH),
+        RBF("OUTPUT", 84, 10),
+    ),
+    loss="map",
+    input_normalization="lecun_1998",
+    init="lecun_1998",
+    defaults={"optimizer": "sdlm", "schedule": "sdlm", "lr": 5e-4, "batch_size": 16,
+              "epochs": 20},
+)
+
+RBF_BITMAP_ROWS, RBF_BITMAP_COLS = 12, 7
+
+
+def rbf_centres() -> np.ndarray:
+    """The OUTPUT layer's fixed centres, (10, 84) float64 of +1/-1: digit i's 7x12 bitmap
+    (assets/rbf_bitmaps.txt, '#' = +1, '.' = -1) read row-major, so F6 unit j matches row
+    j // 7, column j % 7."""
+    from importlib.resources import files
+
+    text = files("lenet5").joinpath("assets/rbf_bitmaps.txt").read_text()
+    bitmaps: dict[int, list[str]] = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith(";"):
+            continue
+        if line.startswith("digit "):
+            rows = bitmaps.setdefault(int(line.split()[1]), [])
+        else:
+            rows.append(line)
+    centres = np.empty((10, RBF_BITMAP_ROWS * RBF_BITMAP_COLS))
+    for digit in range(10):
+        rows = bitmaps[digit]
+        if len(rows) != RBF_BITMAP_ROWS or any(len(r) != RBF_BITMAP_COLS for r in rows):
+            raise ValueError(f"rbf_bitmaps.txt: digit {digit} is not {RBF_BITMAP_ROWS} lines "
+                             f"of {RBF_BITMAP_COLS} characters")
+        centres[digit] = [1.0 if ch == "#" else -1.0 for ch in "".join(rows)]
+    return centres
+
+
+def format_bitmaps(centres: np.ndarray) -> str:
+    """The 10 centres side by side as text, '#' for +1 and '.' for -1."""
+    grids = centres.reshape(-1, RBF_BITMAP_ROWS, RBF_BITMAP_COLS) > 0  # (10, 12, 7)
+    lines = ["  ".join(f"{d:^{RBF_BITMAP_COLS}}" for d in range(len(grids))).rstrip()]
+    for r in range(RBF_BITMAP_ROWS):
+        lines.append("  ".join("".join("#" if v else "." for v in g[r]) for g in grids))
+    return "\n".join(lines)
+
+
+ARCHITECTURES: dict[str, Architecture] = {LENET5.name: LENET5, LENET5_1998.name: LENET5_1998}
 
 
 def get_arch(name: str) -> Architecture:

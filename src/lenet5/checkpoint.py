@@ -73,7 +73,7 @@ def _read(path: Path, magic: str, what: str) -> tuple[dict[str, np.ndarray], dic
     try:
         with safe_open(str(path), framework="np") as f:
             meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
     except (SafetensorError, OSError, ValueError) as exc:
         raise ModelFileError(f"{path} is not a readable {what} ({exc}); it may be truncated or "
                              "corrupt: train again or restore it from a copy.") from None

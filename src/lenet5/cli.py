@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from .errors import Lenet5Error
@@ -54,11 +54,31 @@ def cmd_train(args: argparse.Namespace) -> int:
     log = _stderr_log if args.json else print
     started = time.perf_counter()
     run_dir = train(config, resume=args.resume, log=log)
+    seconds = time.perf_counter() - started
+    page = _write_run_report(run_dir, config.engine, config.device, log) if args.report else None
     if args.json:
         metrics = read_metrics(run_dir)
         _emit_json({"run_dir": str(run_dir), "model": str(run_dir / "model.safetensors"),
                     "epochs": len(metrics), "test_acc": metrics[-1]["test_acc"],
-                    "seconds": round(time.perf_counter() - started, 3), "metrics": metrics})
+                    "seconds": round(seconds, 3), "report": page and str(page),
+                    "metrics": metrics})
+    return 0
+
+
+# --- report -------------------------------------------------------------------------------
+
+def _write_run_report(run_dir: Path, engine: str, device: str,
+                      log: Callable[[str], None]) -> Path:
+    """The figures and report.html of a run; returns the page's path."""
+    from .report import write_report
+
+    page = write_report(run_dir, engine=engine, device=device, log=log)[-1]
+    log(f"report: {page}")
+    return page
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    _write_run_report(Path(args.run_dir), args.engine, args.device, print)
     return 0
 
 
@@ -93,51 +113,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 # --- predict ------------------------------------------------------------------------------
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
-
-
-def _expand_inputs(paths: Sequence[str]) -> list[str]:
-    """Files as given; directories recursively, sorted, keeping image files only."""
-    found: list[str] = []
-    for p in paths:
-        path = Path(p)
-        if path.is_dir():
-            found.extend(str(f) for f in sorted(path.rglob("*"))
-                         if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
-        else:
-            found.append(p)
-    return found
-
-
 def cmd_predict(args: argparse.Namespace) -> int:
-    import numpy as np
-
-    from .images import open_image, preprocess_image, side_by_side
     from .model import load
+    from .predict import find_images, predict_files
 
-    if args.top_k < 1:
-        raise Lenet5Error(f"--top-k must be at least 1, got {args.top_k}.")
-    model = load(args.model, engine=args.engine, device=args.device)
-    files = _expand_inputs(args.images)
+    files = find_images(args.images)
     if not files:
         raise Lenet5Error("no images found in " + ", ".join(args.images) + "; pass image files "
                           "(PNG, JPEG, BMP, GIF, TIFF, WebP) or folders holding them.")
-    if args.save_input:
-        Path(args.save_input).mkdir(parents=True, exist_ok=True)
-    results = []
-    for file in files:
-        try:
-            original = open_image(file)
-            digit = preprocess_image(original)  # (28, 28) uint8
-        except Lenet5Error as exc:
-            results.append({"file": file, "error": str(exc)})
-            continue
-        probs = model.predict_proba(digit)[0]
-        order = np.argsort(-probs)[:min(args.top_k, len(probs))]
-        results.append({"file": file, "label": int(order[0]), "confidence": float(probs[order[0]]),
-                        "top": [[int(k), float(probs[k])] for k in order]})
-        if args.save_input:
-            side_by_side(original, digit).save(Path(args.save_input) / (Path(file).stem + ".png"))
+    model = load(args.model, engine=args.engine, device=args.device)
+    results = predict_files(model, files, top_k=args.top_k, save_input=args.save_input)
     if args.json:
         _emit_json(results)
     else:
@@ -147,19 +132,44 @@ def cmd_predict(args: argparse.Namespace) -> int:
             else:
                 alternatives = ", ".join(f"{model.classes[k]} {100 * p:.1f}%" for k, p in r["top"])
                 print(f"{r['file']}: {model.classes[r['label']]} ({alternatives})")
-    return 1 if any("error" in r for r in results) else 0
+    failed = sum("error" in r for r in results)
+    if failed:
+        print(f"lenet5: {failed} of {len(results)} images could not be classified.",
+              file=sys.stderr)
+    return 1 if failed else 0
+
+
+# --- export -------------------------------------------------------------------------------
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import export
+
+    facts = export(args.model, args.output, via=args.via, opset=args.opset)
+    if args.json:
+        _emit_json(facts)
+    else:
+        print(f"wrote {facts['path']} ({facts['bytes'] / 1024:.0f} KiB, {facts['arch']}, "
+              f"opset {facts['opset']}, via {facts['via']}); onnxruntime matches the numpy "
+              f"engine to {facts['max_abs_logit_diff']:.1e}")
+    return 0
 
 
 # --- summary ------------------------------------------------------------------------------
 
 def cmd_summary(args: argparse.Namespace) -> int:
-    from .arch import get_arch
+    from .arch import RBF, format_bitmaps, get_arch, rbf_centres
 
     arch = get_arch(args.arch)
     rows = arch.layer_counts()
     document = {"arch": arch.name, "layers": rows,
                 "total_params": sum(r["params"] for r in rows),
                 "total_connections": sum(r["connections"] for r in rows)}
+    if args.bitmaps:
+        if not any(isinstance(layer, RBF) for layer in arch.layers):
+            raise Lenet5Error(f"--arch {arch.name} has no RBF centres to show; use --bitmaps "
+                              "with --arch lenet5-1998.")
+        centres = rbf_centres()  # (10, 84) of +1/-1
+        document["rbf_centres"] = centres.astype(int).tolist()
     if args.json:
         _emit_json(document)
         return 0
@@ -170,6 +180,41 @@ def cmd_summary(args: argparse.Namespace) -> int:
         print(f"{r['name']:<8}{shape:>14}{r['params']:>12,}{r['connections']:>14,}")
     print(f"{'total':<8}{'':>14}{document['total_params']:>12,}"
           f"{document['total_connections']:>14,}")
+    if args.bitmaps:
+        print(f"\nOUTPUT RBF centres (7x12 bitmaps, '#' = +1, '.' = -1):\n"
+              f"{format_bitmaps(centres)}")
+    return 0
+
+
+# --- serve --------------------------------------------------------------------------------
+
+def _newest_run(runs: Path = Path("runs")) -> Path:
+    """The run directory under ./runs/ whose model.safetensors was written last."""
+    models = sorted(runs.glob("*/model.safetensors"), key=lambda p: p.stat().st_mtime)
+    if not models:
+        raise Lenet5Error("no trained model found under ./runs/; run `lenet5 train` first, or "
+                          "pass a model.safetensors file or run directory.")
+    return models[-1].parent
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn
+    except ImportError as exc:
+        raise Lenet5Error(f"`lenet5 serve` needs the web extra ({exc}); install it with "
+                          "`pip install -e '.[web]'`.") from None
+    from .server import create_app, listen
+
+    model = args.model or _newest_run()
+    app = create_app(model, engine=args.engine, device=args.device)
+    sock = listen(args.host, args.port)
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    print(f"lenet5: serving {model} ({args.engine} engine) on http://{shown}:{port}/ "
+          "(Ctrl+C stops)", file=sys.stderr, flush=True)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+    server.run(sockets=[sock])
     return 0
 
 
@@ -177,7 +222,8 @@ def cmd_summary(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from .arch import ARCHITECTURES
-    from .engine import ENGINES
+    from .engine import ENGINES, INFERENCE_ENGINES
+    from .export import MIN_OPSET, OPSET, TORCH_MAX_OPSET, VIAS
     from .hparams import OPTIMIZERS, SCHEDULES
     from .training import TrainConfig
 
@@ -191,8 +237,10 @@ def build_parser() -> argparse.ArgumentParser:
     def command(name: str, help: str, **kw) -> argparse.ArgumentParser:
         return sub.add_parser(name, help=help, description=help, formatter_class=_Formatter, **kw)
 
-    def engine_flags(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--engine", choices=ENGINES, default="numpy", help="engine that computes")
+    def engine_flags(p: argparse.ArgumentParser, engines: tuple[str, ...] = ENGINES) -> None:
+        p.add_argument("--engine", choices=engines, default="numpy", help="engine that computes"
+                       + ("; onnx runs the model (or an exported .onnx file) in onnxruntime"
+                          if "onnx" in engines else ""))
         p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                        help="torch engine device; auto picks CUDA when available")
 
@@ -234,11 +282,16 @@ def build_parser() -> argparse.ArgumentParser:
                        help="continue an interrupted run from its last finished epoch")
     train.add_argument("--json", action="store_true",
                        help="print one JSON summary on stdout (progress goes to stderr)")
+    train.add_argument("--no-report", dest="report", action="store_false",
+                       help="skip writing the figures and report.html at the end (default: "
+                       "write them; `lenet5 report RUN_DIR` writes them later)")
     train.set_defaults(func=cmd_train)
 
     evaluate = command("evaluate", "Measure a model on the test set.")
-    evaluate.add_argument("model", help="model.safetensors or a run directory")
-    engine_flags(evaluate)
+    evaluate.add_argument("model",
+                          help="model.safetensors, a run directory, or (with --engine onnx) an "
+                          ".onnx file")
+    engine_flags(evaluate, INFERENCE_ENGINES)
     evaluate.add_argument("--dataset", choices=DATASET_NAMES, default=None,
                           help="dataset (default: the one the model was trained on)")
     evaluate.add_argument("--data-dir", default=None, help="folder holding the IDX files")
@@ -246,21 +299,58 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(func=cmd_evaluate)
 
     predict = command("predict", "Classify your own images (photos, scans, drawings).")
-    predict.add_argument("model", help="model.safetensors or a run directory")
+    predict.add_argument("model",
+                         help="model.safetensors, a run directory, or (with --engine onnx) an "
+                         ".onnx file")
     predict.add_argument("images", nargs="+", metavar="IMAGE_OR_DIR",
                          help="image files or folders (searched recursively)")
-    engine_flags(predict)
+    engine_flags(predict, INFERENCE_ENGINES)
     predict.add_argument("--top-k", type=int, default=3, help="alternatives to show")
     predict.add_argument("--save-input", default=None, metavar="DIR",
                          help="write each image beside the 28x28 the network saw")
     predict.add_argument("--json", action="store_true", help="print one JSON document")
     predict.set_defaults(func=cmd_predict)
 
+    export = command("export", "Write a model as a self-contained ONNX file: raw 0-255 pixels "
+                     "(N, 1, 28, 28) in, logits (N, 10) out, checked against onnxruntime.")
+    export.add_argument("model", help="model.safetensors or a run directory")
+    export.add_argument("--format", choices=("onnx",), default="onnx", help="file format")
+    export.add_argument("-o", "--output", required=True, metavar="FILE",
+                        help="file to write, e.g. model.onnx")
+    export.add_argument("--via", choices=VIAS, default="numpy",
+                        help="numpy builds the graph with the onnx package alone; torch uses "
+                        "torch.onnx.export on the torch engine's network")
+    export.add_argument("--opset", type=int, default=OPSET,
+                        help=f"ONNX opset, {MIN_OPSET} or newer (at most {TORCH_MAX_OPSET} "
+                        "with --via torch)")
+    export.add_argument("--json", action="store_true", help="print one JSON document")
+    export.set_defaults(func=cmd_export)
+
+    report = command("report", "Write a run's figures (curves, confusion matrix, mistakes, "
+                     "feature maps, C1 filters) and report.html into its directory.")
+    report.add_argument("run_dir", metavar="RUN_DIR", help="run directory made by `lenet5 train`")
+    engine_flags(report)
+    report.set_defaults(func=cmd_report)
+
     summary = command("summary", "Show an architecture's layers, parameters and connections.")
     summary.add_argument("--arch", choices=tuple(ARCHITECTURES), default="lenet5",
                          help="architecture")
     summary.add_argument("--json", action="store_true", help="print one JSON document")
+    summary.add_argument("--bitmaps", action="store_true",
+                         help="also show the fixed RBF centres (lenet5-1998; with --json, as "
+                         "rbf_centres, 10 lists of 84 values +1/-1)")
     summary.set_defaults(func=cmd_summary)
+
+    serve = command("serve", "Serve the draw-a-digit web page and its HTTP API (needs the web "
+                    "extra).")
+    serve.add_argument("model", nargs="?", default=None,
+                       help="model.safetensors or a run directory (default: the newest run "
+                       "under ./runs/)")
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="address to listen on; 0.0.0.0 exposes it to your network")
+    serve.add_argument("--port", type=int, default=8000, help="port (0 picks a free one)")
+    engine_flags(serve)
+    serve.set_defaults(func=cmd_serve)
     return parser
 
 

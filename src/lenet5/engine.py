@@ -11,6 +11,8 @@ from .errors import Lenet5Error
 from .hparams import OptimizerSpec
 
 ENGINES = ("numpy", "torch")
+# onnx runs an exported graph through onnxruntime (lenet5.export): predictions only, no training
+INFERENCE_ENGINES = (*ENGINES, "onnx")
 
 
 class Engine(Protocol):
@@ -62,4 +64,7 @@ def make_engine(name: str, arch: Architecture, params: dict[str, np.ndarray],
                 f"--engine torch needs PyTorch ({exc}); install it with "
                 "`pip install -e '.[torch]' -c constraints.txt`.") from None
         return TorchEngine(arch, params, optimizer, device)
+    if name == "onnx":
+        raise Lenet5Error("--engine onnx only runs trained models (evaluate, predict); train "
+                          "with --engine numpy or torch.")
     raise Lenet5Error(f"unknown --engine {name!r}; choose one of: {', '.join(ENGINES)}.")

@@ -12,8 +12,14 @@ from dataclasses import dataclass
 
 from .errors import Lenet5Error
 
-OPTIMIZERS = ("sgd", "adam", "adamw")
-SCHEDULES = ("constant", "step", "cosine", "onecycle")
+OPTIMIZERS = ("sgd", "adam", "adamw", "sdlm")
+SCHEDULES = ("constant", "step", "cosine", "onecycle", "sdlm")
+
+# LeCun et al. 1998, section III-B: SDLM's eps was 0.0005 for the first two passes, 0.0002 for
+# the next three, 0.0001 for the next three, 0.00005 for the next four and 0.00001 after.
+# Schedule "sdlm" gives lr times these factors (pass 1 first), so lr = 5e-4 is the paper's.
+SDLM_PASS_FACTORS = (1.0, 1.0, 0.4, 0.4, 0.4, 0.2, 0.2, 0.2, 0.1, 0.1, 0.1, 0.1)
+SDLM_LATE_FACTOR = 0.02
 
 
 @dataclass(frozen=True)
@@ -40,7 +46,8 @@ class Schedule:
 
     step: multiply by ``gamma`` every ``step_epochs`` epochs. cosine: from lr down to 0.
     onecycle: PyTorch's OneCycleLR (cosine warm-up over ``warmup`` of the run from lr/25 to
-    lr, then cosine annealing to lr/25e4).
+    lr, then cosine annealing to lr/25e4). sdlm: the 1998 paper's per-pass steps
+    (SDLM_PASS_FACTORS), constant within a pass.
     """
 
     name: str = "onecycle"
@@ -59,6 +66,10 @@ class Schedule:
     def at(self, step: int, steps_per_epoch: int, total_steps: int) -> float:
         if self.name == "constant":
             return self.lr
+        if self.name == "sdlm":
+            epoch = step // steps_per_epoch
+            factors = SDLM_PASS_FACTORS
+            return self.lr * (factors[epoch] if epoch < len(factors) else SDLM_LATE_FACTOR)
         if self.name == "step":
             return self.lr * self.gamma ** (step // (self.step_epochs * steps_per_epoch))
         if self.name == "cosine":

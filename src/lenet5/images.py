@@ -45,7 +45,7 @@ FORMATS = ("PNG", "JPEG", "MPO", "BMP", "GIF", "TIFF", "WEBP")
 
 WORK_SIDE = 512
 """Longer side of the working copy: a digit filling 15% of a photo still spans 40+ px here."""
-BG_SIDE = 32
+BG_SIDE = 16
 """Longer side of the copy the lighting is estimated on: strokes average away, lighting stays."""
 BG_WINDOW = 0.5
 """Rank-filter window as a fraction of that copy's shorter side: larger than any stroke."""
@@ -251,27 +251,40 @@ def _background(small: np.ndarray, percentile: float, shape: tuple[int, int]) ->
     return _resize(estimate, shape, Image.Resampling.BILINEAR)  # (H, W)
 
 
-def _robust_stats(values: np.ndarray) -> tuple[float, float]:
-    """Median and MAD-based standard deviation, from a subsample of at most ~65k pixels."""
+def _sample(values: np.ndarray) -> np.ndarray:
+    """Every k-th row and column of a (H, W) array, keeping at most ~65k pixels for statistics."""
     step = max(1, math.isqrt(values.size // 65536))
-    sample = values[::step, ::step].ravel()
-    median = float(np.median(sample))
-    return median, 1.4826 * float(np.median(np.abs(sample - median)))
+    return values[::step, ::step]
+
+
+def _spread(residual: np.ndarray) -> tuple[float, float, float]:
+    """Paper level of a (H, W) residual and its robust standard deviations below and above.
+
+    The paper is the histogram's mode (the median would land in the ink once strokes cover half
+    of a tight crop); the spreads are one-sided MADs around it, so ink inflates only its side.
+    """
+    sample = _sample(residual).ravel()
+    counts, edges = np.histogram(sample, bins=128)
+    peak = int(np.argmax(counts))
+    paper = float(np.median(sample[(sample >= edges[peak]) & (sample <= edges[peak + 1])]))
+    below = 1.4826 * float(np.median(paper - sample[sample <= paper]))
+    above = 1.4826 * float(np.median(sample[sample >= paper] - paper))
+    return paper, below, above
 
 
 def _ink(gray: np.ndarray, label: str) -> np.ndarray:
     """(H, W) float32: ink in [0, 1] as bright strokes on an exact-0 background."""
     small = _resize(gray, _fit(gray.shape, BG_SIDE), Image.Resampling.BOX)  # (h, w)
     residual = gray - _background(small, 50, gray.shape)  # (H, W), paper ~ 0
-    _, sigma = _robust_stats(residual)
-    tail = max(3.0 * sigma, 2.0 / 255.0)
+    _, below, above = _spread(residual)
+    tail = max(3.0 * min(below, above), 2.0 / 255.0)
     brighter = np.maximum(residual - tail, 0.0).sum()
     darker = np.maximum(-residual - tail, 0.0).sum()
     if darker > brighter:  # the heavier tail is the ink: dark ink on light paper
         gray, small = 1.0 - gray, 1.0 - small
     residual = gray - _background(small, BG_PERCENTILE, gray.shape)  # (H, W), ink > 0
 
-    paper, sigma = _robust_stats(residual)
+    paper, sigma, _ = _spread(residual)
     floor = paper + max(NOISE_SIGMAS * sigma, 2.0 / 255.0)
     above = residual[residual > floor]
     if above.size == 0:

@@ -10,6 +10,7 @@ from . import checkpoint
 from .arch import Architecture, get_arch
 from .data.transforms import prepare_inputs
 from .engine import Engine, make_engine
+from .errors import Lenet5Error
 from .numpy_engine.losses import log_softmax
 
 
@@ -49,7 +50,15 @@ class Model:
 
 
 def load(path: str | Path, engine: str = "numpy", device: str = "auto") -> Model:
-    """Load ``model.safetensors`` (or a run directory holding one) into either engine."""
+    """Load ``model.safetensors`` (or a run directory holding one) into either engine; with
+    ``engine="onnx"`` run it, or a file from `lenet5 export`, through onnxruntime."""
+    if engine == "onnx":
+        from .export import load_onnx
+
+        return load_onnx(path, device)
+    if Path(path).suffix.lower() == ".onnx":
+        raise Lenet5Error(f"{path} is an ONNX file; run it with --engine onnx "
+                          "(engine='onnx' in Python).")
     params, metadata = checkpoint.load_model(path)
     net = make_engine(engine, get_arch(metadata["arch"]), params, device=device)
     return Model(net, metadata)

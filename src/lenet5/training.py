@@ -51,7 +51,7 @@ class TrainConfig:
 
     def validate(self) -> None:
         for flag, value, low in (("--epochs", self.epochs, 1), ("--batch-size", self.batch_size, 1),
-                                 ("--val-size", self.val_size, 0), ("--limit", self.limit or 1, 1)):
+                                 ("--val-size", self.val_size, 0), ("--limit", 1 if self.limit is None else self.limit, 1)):
             if value < low:
                 raise Lenet5Error(f"{flag} must be at least {low}, got {value}.")
         get_arch(self.arch)
@@ -139,9 +139,10 @@ def train(config: TrainConfig, *, resume: str | Path | None = None,
 
             batches = tqdm(batches, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False,
                            unit="batch", file=sys.stderr)
-        for b in batches:
-            lr = schedule.at(epoch * steps_per_epoch + b, steps_per_epoch, total_steps)
-            engine.train_step(order[b * config.batch_size:(b + 1) * config.batch_size], lr)
+        with np.errstate(over="ignore", invalid="ignore"):  # divergence is reported below
+            for b in batches:
+                lr = schedule.at(epoch * steps_per_epoch + b, steps_per_epoch, total_steps)
+                engine.train_step(order[b * config.batch_size:(b + 1) * config.batch_size], lr)
         loss_sum, correct, seen = engine.take_train_metrics()
         seconds = time.perf_counter() - started
         if not math.isfinite(loss_sum):

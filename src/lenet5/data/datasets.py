@@ -270,10 +270,13 @@ def fetch(
     *,
     log: Log = print,
     sources: Sequence[Source] | None = None,
+    repair: bool = True,
 ) -> Path:
     """Make sure the four verified IDX files of `name` are in the cache; return the cache dir.
 
-    `sources` replaces `sources_for(name, data_dir)` (tests inject fakes here).
+    `sources` replaces `sources_for(name, data_dir)` (tests inject fakes here). With
+    `repair=False` a damaged cached file is an error instead of being fetched again, so that
+    training never quietly replaces data the user put there.
     """
     info = get_info(name)
     if data_dir is not None and not Path(data_dir).expanduser().is_dir():
@@ -294,6 +297,9 @@ def fetch(
         if path.is_file():
             if _verify(path, sha, stamps):
                 continue
+            if not repair:
+                raise DataError(f"{path} is damaged ({_diagnose(path)}); run "
+                                f"`lenet5 data fetch --dataset {name}` to replace it.")
             log(f"{name}: cached {filename} fails its SHA-256 check; fetching it again")
         missing.append(filename)
     chosen: list[Source] = []
@@ -358,6 +364,15 @@ def _verify(path: Path, sha: str, stamps: dict[str, list]) -> bool:
     return True
 
 
+def _diagnose(path: Path) -> str:
+    """What is wrong with a file that failed its checksum, in a few words."""
+    try:
+        read_idx(path)
+    except DataError as exc:
+        return str(exc).split(": ", 1)[-1].split(";")[0]
+    return "its SHA-256 does not match the published one"
+
+
 def _stamp(path: Path, sha: str, stamps: dict[str, list]) -> None:
     st = path.stat()
     stamps[path.name] = [st.st_size, st.st_mtime_ns, sha]
@@ -398,7 +413,7 @@ def _copy(stream: BinaryIO, dest: Path) -> None:
 def load(name: str = "mnist", data_dir: str | Path | None = None, *, log: Log = print) -> Dataset:
     """Fetch `name` if needed (a no-op once cached and verified) and read it into memory."""
     info = get_info(name)
-    directory = fetch(name, data_dir, log=log)
+    directory = fetch(name, data_dir, log=log, repair=data_dir is not None)
     splits = {
         split: (read_idx(directory / images), read_idx(directory / labels))
         for split, images, labels in (

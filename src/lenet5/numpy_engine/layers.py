@@ -8,6 +8,13 @@ Every layer works in the dtype of its input: float32 to train, float64 for gradi
 ``forward(x, train)`` keeps what ``backward`` needs only when ``train`` is true; ``backward(g)``
 fills ``self.grads`` (same keys as ``self.params``) and returns the input gradient, or None
 where nothing upstream needs it (the first layer).
+
+``backward_gn(h)`` is the Gauss-Newton second-derivative pass of LeCun et al. 1998, appendix C
+(and "Efficient BackProp"): given the diagonal curvature d2E/do2 of every output o, it fills
+``self.curvatures`` with sum_o (do/dp)^2 d2E/do2 for each parameter p and returns
+sum_o (do/dx)^2 d2E/do2 for each input x -- the backward pass with every Jacobian entry
+squared. For one layer this is exactly diag(J^T D J); chaining it drops the off-diagonal
+terms between hidden units, the paper's approximation. Terms in f''(a) are dropped (Gauss-Newton).
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 class Layer:
     params: dict[str, np.ndarray] = {}
     grads: dict[str, np.ndarray] = {}
+    curvatures: dict[str, np.ndarray] = {}
     needs_input_grad = True
 
     def forward(self, x: np.ndarray, train: bool) -> np.ndarray:
@@ -30,7 +38,8 @@ class Layer:
 
 class Conv2d(Layer):
     """Valid convolution, stride 1, as im2col + one GEMM. An optional (out, in) connection
-    mask makes it a sparse convolution (the 1998 C3): masked weights stay zero."""
+    mask makes it a sparse convolution (the 1998 C3): the mask multiplies the weights in the
+    forward pass, so unconnected weights have no effect and get zero gradient."""
 
     def __init__(self, weight: np.ndarray, bias: np.ndarray, mask: np.ndarray | None = None):
         self.params = {"weight": weight, "bias": bias}  # (O, C, k, k), (O,)
@@ -38,8 +47,12 @@ class Conv2d(Layer):
         if self.mask is not None:
             weight *= self.mask
 
-    def forward(self, x: np.ndarray, train: bool) -> np.ndarray:
+    def _effective_weight(self) -> np.ndarray:
         w = self.params["weight"]
+        return w if self.mask is None else w * self.mask
+
+    def forward(self, x: np.ndarray, train: bool) -> np.ndarray:
+        w = self._effective_weight()
         out_ch, in_ch, k, _ = w.shape
         n, h, wd, _ = x.shape  # (N, H, W, C)
         ho, wo = h - k + 1, wd - k + 1
@@ -52,16 +65,26 @@ class Conv2d(Layer):
         return y.reshape(n, ho, wo, out_ch)
 
     def backward(self, grad: np.ndarray) -> np.ndarray | None:
-        w = self.params["weight"]
+        dx, self.grads = self._propagate(grad, self._effective_weight(), self.cols)
+        return dx
+
+    def backward_gn(self, curv: np.ndarray) -> np.ndarray | None:
+        """The backward pass with squared weights and squared inputs: each output reads each
+        weight through exactly one input, so this is exact for the layer."""
+        dx, self.curvatures = self._propagate(curv, self._effective_weight() ** 2, self.cols ** 2)
+        return dx
+
+    def _propagate(self, grad: np.ndarray, w: np.ndarray, cols: np.ndarray
+                   ) -> tuple[np.ndarray | None, dict[str, np.ndarray]]:
         out_ch, in_ch, k, _ = w.shape
         g = grad.reshape(-1, out_ch)  # (N*Ho*Wo, O)
-        dw = (g.T @ self.cols).reshape(w.shape)
+        dw = (g.T @ cols).reshape(w.shape)
         if self.mask is not None:
             dw *= self.mask
-        self.grads = {"weight": dw, "bias": g.sum(axis=0)}
+        param_grads = {"weight": dw, "bias": g.sum(axis=0)}
         self.cols = None
         if not self.needs_input_grad:
-            return None
+            return None, param_grads
         n, h, wd, _ = self.in_shape
         ho, wo = grad.shape[1:3]
         dcols = (g @ w.reshape(out_ch, -1)).reshape(n, ho, wo, in_ch, k, k)
@@ -69,7 +92,7 @@ class Conv2d(Layer):
         for i in range(k):  # scatter-add each kernel offset's slice: k*k array ops
             for j in range(k):
                 dx[:, i:i + ho, j:j + wo, :] += dcols[..., i, j]
-        return dx
+        return dx, param_grads
 
 
 class MaxPool2d(Layer):
@@ -105,6 +128,8 @@ class MaxPool2d(Layer):
         self.routes = None
         return dx
 
+    backward_gn = backward  # Jacobian entries are 0 or 1: squaring them changes nothing
+
 
 class ReLU(Layer):
     def forward(self, x: np.ndarray, train: bool) -> np.ndarray:
@@ -115,6 +140,8 @@ class ReLU(Layer):
 
     def backward(self, grad: np.ndarray) -> np.ndarray:
         return grad * self.positive
+
+    backward_gn = backward  # Jacobian entries are 0 or 1: squaring them changes nothing
 
 
 class Flatten(Layer):
@@ -127,6 +154,8 @@ class Flatten(Layer):
     def backward(self, grad: np.ndarray) -> np.ndarray:
         n, h, w, c = self.in_shape
         return grad.reshape(n, c, h, w).transpose(0, 2, 3, 1)
+
+    backward_gn = backward  # a permutation: squaring its Jacobian changes nothing
 
 
 class Linear(Layer):
@@ -142,3 +171,94 @@ class Linear(Layer):
         self.grads = {"weight": grad.T @ self.x, "bias": grad.sum(axis=0)}
         self.x = None
         return grad @ self.params["weight"] if self.needs_input_grad else None
+
+    def backward_gn(self, curv: np.ndarray) -> np.ndarray | None:
+        self.curvatures = {"weight": curv.T @ self.x**2, "bias": curv.sum(axis=0)}
+        self.x = None
+        return curv @ self.params["weight"] ** 2 if self.needs_input_grad else None
+
+
+# --- the 1998 layers (LeCun, Bottou, Bengio, Haffner 1998) ------------------------------------
+
+class ScaledTanh(Layer):
+    """f(a) = 1.7159 tanh(2a/3) (section II-A, appendix A): f(+-1) = +-1, so targets of +-1
+    sit where the curvature is largest. f'(a) = (S/A)(A^2 - f(a)^2), from the output alone."""
+
+    A, S = 1.7159, 2.0 / 3.0
+
+    def forward(self, x: np.ndarray, train: bool) -> np.ndarray:
+        y = self.A * np.tanh(self.S * x)
+        if train:
+            self.slope = (self.S / self.A) * (self.A**2 - y * y)  # f'(a), same shape as y
+        return y
+
+    def backward(self, grad: np.ndarray) -> np.ndarray:
+        return grad * self.slope
+
+    def backward_gn(self, curv: np.ndarray) -> np.ndarray:
+        return curv * self.slope**2
+
+
+class Subsample2d(Layer):
+    """Trainable sub-sampling (S2, S4): per map c, each non-overlapping size x size block's
+    sum times a coefficient weight[c], plus bias[c]. The squashing function is a separate
+    layer after it. Height and width must be multiples of ``size``."""
+
+    def __init__(self, weight: np.ndarray, bias: np.ndarray, size: int = 2):
+        self.params = {"weight": weight, "bias": bias}  # (C,), (C,)
+        self.size = size
+
+    def forward(self, x: np.ndarray, train: bool) -> np.ndarray:
+        n, h, w, c = x.shape  # (N, H, W, C)
+        s = self.size
+        sums = x.reshape(n, h // s, s, w // s, s, c).sum(axis=(2, 4))  # (N, H/s, W/s, C)
+        if train:
+            self.sums = sums
+        return sums * self.params["weight"] + self.params["bias"]
+
+    def backward(self, grad: np.ndarray) -> np.ndarray:
+        dx, self.grads = self._propagate(grad, self.params["weight"], self.sums)
+        return dx
+
+    def backward_gn(self, curv: np.ndarray) -> np.ndarray:
+        """Exact for the layer: each output reads its coefficient once, through the block sum."""
+        dx, self.curvatures = self._propagate(curv, self.params["weight"] ** 2, self.sums**2)
+        return dx
+
+    def _propagate(self, grad: np.ndarray, w: np.ndarray, sums: np.ndarray
+                   ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        param_grads = {"weight": (grad * sums).sum(axis=(0, 1, 2)),
+                       "bias": grad.sum(axis=(0, 1, 2))}
+        self.sums = None
+        n, ho, wo, c = grad.shape
+        s = self.size
+        per_input = (grad * w)[:, :, None, :, None, :]  # (N, H/s, 1, W/s, 1, C)
+        dx = np.broadcast_to(per_input, (n, ho, s, wo, s, c)).reshape(n, ho * s, wo * s, c)
+        return dx, param_grads
+
+
+class RBF(Layer):
+    """Euclidean RBF output units (section II-B): y_i = sum_j (x_j - c_ij)^2 with fixed
+    centres c (K, F) -- nothing here is trainable.
+
+    It returns the NEGATED penalties, -y_i (N, K), so that its output is a "logits" array like
+    every other network's: argmax is the prediction, and softmax(-y) = exp(-y_i)/sum_k exp(-y_k)
+    is the class posterior of the MAP criterion (losses.map_loss). Its curvature for SDLM is
+    taken at its input, together with the loss (losses.map_curvature), so it has no
+    ``backward_gn``.
+    """
+
+    def __init__(self, centres: np.ndarray):
+        self.centres = centres  # (K, F)
+
+    def forward(self, x: np.ndarray, train: bool) -> np.ndarray:
+        if train:
+            self.x = x
+        diff = x[:, None, :] - self.centres  # (N, K, F)
+        return -np.einsum("nkf,nkf->nk", diff, diff)  # (N, K)
+
+    def backward(self, grad: np.ndarray) -> np.ndarray:
+        # d(-y_i)/dx_j = -2 (x_j - c_ij); summed over i with weights grad_i
+        dx = -2.0 * (grad.sum(axis=1, keepdims=True) * self.x - grad @ self.centres)
+        self.x = None
+        return dx  # (N, F)

@@ -11,15 +11,17 @@ import numpy as np
 from .. import arch as A
 from ..hparams import OptimizerSpec
 from . import layers as L
-from .losses import softmax_cross_entropy
+from .losses import map_curvature, map_loss, softmax_cross_entropy, softmax_curvature
 
-LOSSES = {"cross_entropy": softmax_cross_entropy}
-ACTIVATIONS = {A.RELU: L.ReLU}
+LOSSES = {"cross_entropy": softmax_cross_entropy, "map": map_loss}
+ACTIVATIONS = {A.RELU: L.ReLU, A.SCALED_TANH: L.ScaledTanh}
+SDLM_SAMPLES = 500  # images the curvature is re-estimated on before each pass (paper, app. C)
 
 
 class NumpyNet:
     """Forward and backward through the whole network. Inputs (N, 1, H, W), outputs (N, K)
-    whose argmax is the prediction. Parameters live in ``self.params`` under the names of
+    whose argmax is the prediction (for lenet5-1998, the negated RBF penalties -y_i, whose
+    softmax is the posterior exp(-y_i) / sum_k exp(-y_k)). Parameters live in ``self.params`` under the names of
     ``lenet5.arch``; layers hold references to them, so in-place updates reach every layer."""
 
     def __init__(self, arch: A.Architecture, params: dict[str, np.ndarray],
@@ -36,11 +38,21 @@ class NumpyNet:
                 self.layers.append((spec.name, L.Conv2d(p["weight"], p["bias"], mask)))
             elif isinstance(spec, A.MaxPool):
                 self.layers.append((spec.name, L.MaxPool2d(spec.size)))
+            elif isinstance(spec, A.Subsample):
+                self.layers.append((spec.name, L.Subsample2d(p["weight"], p["bias"], spec.size)))
             elif isinstance(spec, A.Dense):
                 if spatial:
                     self.layers.append((spec.name, L.Flatten()))
                     spatial = False
                 self.layers.append((spec.name, L.Linear(p["weight"], p["bias"])))
+            elif isinstance(spec, A.RBF):
+                centres = A.rbf_centres().astype(dtype)  # (10, 84), fixed
+                if centres.shape != (spec.out_features, spec.in_features):
+                    raise ValueError(f"{spec.name}: the RBF bitmaps are {centres.shape}")
+                if spatial:
+                    self.layers.append((spec.name, L.Flatten()))
+                    spatial = False
+                self.layers.append((spec.name, L.RBF(centres)))
             else:
                 raise NotImplementedError(f"{type(spec).__name__} is not in the NumPy engine yet")
             activation = getattr(spec, "activation", None)
@@ -66,6 +78,24 @@ class NumpyNet:
         out = self.forward(x, train=True)
         loss, grad = self.loss_fn(out, labels)
         return loss, out, self.backward(grad)
+
+    def curvature(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """SDLM's diagonal Gauss-Newton curvature of the loss, averaged over the images of
+        ``x``: per parameter, the mean over images of sum (d out/d p)^2 d2E/d out^2 as
+        back-propagated by the layers' ``backward_gn`` (appendix C). It needs no labels."""
+        out = self.forward(x, train=True)
+        layers = [layer for _, layer in self.layers]
+        if isinstance(layers[-1], L.RBF):  # the fixed RBF is part of the loss here
+            rbf = layers.pop()
+            curv = map_curvature(rbf.x, rbf.centres)  # (N, 84)
+            rbf.x = None
+        else:
+            curv = softmax_curvature(out)  # (N, K)
+        curv /= len(x)  # mean over images, as the gradients are
+        for layer in reversed(layers):
+            curv = layer.backward_gn(curv)
+        return {f"{name}.{k}": h for name, layer in self.layers
+                for k, h in layer.curvatures.items()}
 
     def feature_maps(self, x: np.ndarray) -> list[tuple[str, np.ndarray]]:
         """Each arch layer's output, (N, C, H, W) or (N, F), for pictures of what it sees."""
@@ -108,10 +138,19 @@ class NumpyEngine:
     def bind_training_data(self, x: np.ndarray, y: np.ndarray) -> None:
         self.train_x, self.train_y = x, y
 
+    def start_epoch(self, order: np.ndarray) -> None:
+        """Called by the training loop before each pass, after ``bind_training_data``, with
+        the pass's shuffled row order. SDLM re-estimates its curvature on the first
+        SDLM_SAMPLES rows of it (the paper: 500 patterns before each pass); other optimizers
+        need nothing."""
+        if self.optimizer.spec.name == "sdlm":
+            rows = order[:SDLM_SAMPLES]
+            self.optimizer.set_curvature(self.net.curvature(self.train_x[rows]))
+
     def train_step(self, batch: np.ndarray, lr: float) -> None:
         x, y = self.train_x[batch], self.train_y[batch]
         loss, out, grads = self.net.loss_and_grads(x, y)
-        self.optimizer.step(grads, lr)
+        self.optimizer.step(grads, lr, batch_size=len(batch))
         self._metrics += (loss * len(batch), np.count_nonzero(out.argmax(axis=1) == y), len(batch))
 
     def take_train_metrics(self) -> tuple[float, int, int]:

@@ -1,6 +1,8 @@
-"""SGD and Adam(W) on dicts of NumPy arrays, updating parameters in place.
+"""SGD, Adam(W) and SDLM on dicts of NumPy arrays, updating parameters in place.
 
-The update rules are PyTorch's, step for step, so both engines agree to rounding.
+SGD and Adam(W) follow PyTorch's update rules step for step, so both engines agree to
+rounding. SDLM is the stochastic diagonal Levenberg-Marquardt method of LeCun et al. 1998
+(appendix C), which PyTorch does not have.
 """
 
 from __future__ import annotations
@@ -8,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..hparams import OptimizerSpec
+
+SDLM_MU = 0.02  # the paper's mu: keeps steps bounded where the curvature is tiny
 
 
 class Optimizer:
@@ -18,14 +22,40 @@ class Optimizer:
         self.params = params
         self.steps = 0
         slots = {"sgd": ("momentum_buffer",), "adam": ("exp_avg", "exp_avg_sq"),
-                 "adamw": ("exp_avg", "exp_avg_sq")}[spec.name]
+                 "adamw": ("exp_avg", "exp_avg_sq"), "sdlm": ("curvature",)}[spec.name]
         self.state = {slot: {k: np.zeros_like(p) for k, p in params.items()} for slot in slots}
 
-    def step(self, grads: dict[str, np.ndarray], lr: float) -> None:
+    def step(self, grads: dict[str, np.ndarray], lr: float, batch_size: int = 1) -> None:
+        """One update from ``grads``, the gradients of the batch's MEAN loss; ``batch_size``
+        (the images in that mean) matters to SDLM only, which steps on the batch's sum."""
         self.steps += 1
+        if self.spec.name == "sdlm":
+            for name, param in self.params.items():
+                self._sdlm(name, param, grads[name], lr * batch_size)
+            return
         update = self._sgd if self.spec.name == "sgd" else self._adam
         for name, param in self.params.items():
             update(name, param, grads[name], lr)
+
+    def set_curvature(self, curvature: dict[str, np.ndarray]) -> None:
+        """SDLM: the diagonal Gauss-Newton estimates h_kk for the pass about to start (the
+        engine computes them on a sample before each pass)."""
+        for name, h in curvature.items():
+            np.copyto(self.state["curvature"][name], h)
+
+    def _sdlm(self, name: str, p: np.ndarray, g: np.ndarray, eps: float) -> None:
+        """p -= eps / (mu + h_kk) * g, the paper's per-parameter step.
+
+        The paper updates after every image (batch size 1). Here ``g`` is a mini-batch's mean
+        gradient and ``eps`` arrives multiplied by the batch size, so the step is eps/(mu+h)
+        times the SUM of the per-image gradients: to first order, exactly the B one-image
+        steps it replaces, taken from the batch's starting point. h_kk is the per-image
+        curvature, as in the paper. This stays stable while B * eps * h/(mu + h) < 2 for
+        every weight, i.e. for any B below 2/eps = 4,000 at the paper's largest eps.
+        """
+        if self.spec.weight_decay:
+            g = g + self.spec.weight_decay * p
+        p -= (eps / (SDLM_MU + self.state["curvature"][name])) * g
 
     def _sgd(self, name: str, p: np.ndarray, g: np.ndarray, lr: float) -> None:
         s = self.spec

@@ -1,0 +1,7 @@
+"""The web demo behind ``lenet5 serve``: an HTTP API and a draw-a-digit page (needs the ``web``
+extra: ``pip install -e '.[web]'``). ``create_app`` builds the FastAPI app around one loaded model;
+``listen`` opens the socket it is served on."""
+
+from .app import create_app, listen
+
+__all__ = ["create_app", "listen"]

@@ -1,0 +1,285 @@
+"""ONNX export: onnxruntime against the NumPy engine, both writers, both architectures, the CLI."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnx", reason="ONNX export needs the onnx package (extra 'onnx')")
+pytest.importorskip("onnxruntime", reason="ONNX inference needs onnxruntime (extra 'onnx')")
+
+import onnx  # noqa: E402
+
+from lenet5 import arch as A  # noqa: E402
+from lenet5 import checkpoint, cli  # noqa: E402
+from lenet5.errors import Lenet5Error  # noqa: E402
+from lenet5.export import OPSET, export, load_onnx  # noqa: E402
+from lenet5.model import load  # noqa: E402
+
+NORMALIZATIONS = {"mean_std": {"kind": "mean_std", "pad": 2, "mean": 0.1307, "std": 0.3081},
+                  "lecun_1998": {"kind": "lecun_1998", "pad": 2, "background": -0.1,
+                                 "ink": 1.175}}
+HAS_TORCH = importlib.util.find_spec("torch") is not None
+# Initial 1998 outputs all sit near one distance (about 84); larger weights spread them over
+# several classes, and tanh keeps every activation bounded. Modern logits reach about 7 as is.
+WEIGHT_SCALE = {"lenet5": 1.0, "lenet5-1998": 5.0}
+
+
+def make_model_file(directory, arch_name: str, seed: int = 0, dataset: str = "mnist"):
+    """A model file from (scaled) initial weights: no training, no MNIST needed."""
+    arch = A.get_arch(arch_name)
+    params = {k: v * WEIGHT_SCALE[arch_name] for k, v in A.init_params(arch, seed).items()}
+    metadata = {"arch": arch_name, "dataset": dataset, "classes": list("0123456789"),
+                "input_normalization": NORMALIZATIONS[arch.input_normalization],
+                "engine": "numpy", "epochs": 1, "test_accuracy": 0.9876, "lenet5_version": "0"}
+    path = directory / f"{arch_name}.safetensors"
+    checkpoint.save_model(path, params, metadata)
+    return path
+
+
+def digits(n: int, seed: int = 1) -> np.ndarray:
+    """(n, 28, 28) uint8: random strokes on black, with some fully random images mixed in."""
+    rng = np.random.default_rng(seed)
+    images = np.zeros((n, 28, 28), np.uint8)
+    images[:, 6:22, 10:18] = rng.integers(0, 256, (n, 16, 8))
+    images[::3] = rng.integers(0, 256, (len(images[::3]), 28, 28))
+    return images
+
+
+@pytest.fixture(scope="module", params=["lenet5", "lenet5-1998"])
+def exported(request, tmp_path_factory):
+    """(model file, its ONNX export) for each architecture."""
+    directory = tmp_path_factory.mktemp(request.param)
+    model_path = make_model_file(directory, request.param)
+    export(model_path, directory / "model.onnx")
+    return model_path, directory / "model.onnx"
+
+
+@pytest.mark.parametrize("batch", [1, 257])
+def test_onnxruntime_matches_numpy_engine(exported, batch):
+    model_path, onnx_path = exported
+    images = digits(batch)
+    want = load(model_path, engine="numpy").logits(images)  # (batch, 10)
+    got = load(onnx_path, engine="onnx").logits(images)
+    assert got.shape == (batch, 10)
+    assert np.abs(got - want).max() <= 1e-4
+    np.testing.assert_array_equal(got.argmax(1), want.argmax(1))
+    if batch > 1:  # several classes predicted, so identical labels mean something
+        assert len(np.unique(want.argmax(1))) >= 3
+
+
+def test_float_images_give_the_same_logits(exported):
+    model_path, onnx_path = exported
+    images = digits(20)
+    model = load(onnx_path, engine="onnx")
+    np.testing.assert_allclose(model.logits(images / 255.0), model.logits(images), atol=1e-4)
+
+
+def test_graph_is_checked_small_and_carries_metadata(exported):
+    model_path, onnx_path = exported
+    proto = onnx.load(onnx_path)
+    onnx.checker.check_model(proto, full_check=True)
+    props = {p.key: p.value for p in proto.metadata_props}
+    arch_name = model_path.stem
+    assert props["arch"] == arch_name
+    assert props["dataset"] == "mnist"
+    assert json.loads(props["classes"]) == list("0123456789")
+    assert float(props["test_accuracy"]) == 0.9876
+    assert props["export_via"] == "numpy"
+    assert proto.opset_import[0].version == OPSET
+    [image] = proto.graph.input
+    assert image.name == "image"
+    dims = image.type.tensor_type.shape.dim
+    assert dims[0].dim_param and [d.dim_value for d in dims[1:]] == [1, 28, 28]
+    assert [o.name for o in proto.graph.output] == ["logits"]
+    if arch_name == "lenet5":
+        assert onnx_path.stat().st_size <= 300 * 1024
+
+
+def test_onnx_model_reads_metadata_and_refuses_feature_maps(exported):
+    _, onnx_path = exported
+    model = load(onnx_path, engine="onnx")
+    assert model.engine.name == "onnx"
+    assert model.classes == list("0123456789")
+    with pytest.raises(Lenet5Error, match="not available for --engine onnx"):
+        model.feature_maps(digits(1))
+
+
+def test_model_file_runs_in_onnxruntime_without_an_onnx_file(exported):
+    model_path, onnx_path = exported
+    images = digits(30)
+    np.testing.assert_array_equal(load(model_path, engine="onnx").logits(images),
+                                  load(onnx_path, engine="onnx").logits(images))
+
+
+@pytest.mark.skipif(not HAS_TORCH, reason="--via torch needs PyTorch")
+def test_torch_export_agrees_with_numpy_export(exported, tmp_path):
+    model_path, onnx_path = exported
+    try:
+        export(model_path, tmp_path / "torch.onnx", via="torch")
+    except NotImplementedError as exc:
+        pytest.skip(f"the torch engine cannot build {model_path.stem} yet: {exc}")
+    images = digits(257)
+    via_torch = load(tmp_path / "torch.onnx", engine="onnx").logits(images)
+    via_numpy = load(onnx_path, engine="onnx").logits(images)
+    assert np.abs(via_torch - via_numpy).max() <= 1e-4
+    props = {p.key: p.value for p in onnx.load(tmp_path / "torch.onnx").metadata_props}
+    assert props["export_via"] == "torch" and props["arch"] == model_path.stem
+
+
+@pytest.mark.skipif(not HAS_TORCH, reason="--via torch needs PyTorch")
+def test_torch_export_refuses_opsets_it_cannot_write(tmp_path):
+    model_path = make_model_file(tmp_path, "lenet5")
+    with pytest.raises(Lenet5Error, match="--via torch writes opsets up to 20"):
+        export(model_path, tmp_path / "m.onnx", via="torch", opset=21)
+
+
+def test_other_opsets_export_and_run(tmp_path):
+    model_path = make_model_file(tmp_path, "lenet5")
+    images = digits(10)
+    want = load(model_path).logits(images)
+    for opset in (13, 21):
+        export(model_path, tmp_path / f"{opset}.onnx", opset=opset)
+        assert onnx.load(tmp_path / f"{opset}.onnx").opset_import[0].version == opset
+        got = load(tmp_path / f"{opset}.onnx", engine="onnx").logits(images)
+        assert np.abs(got - want).max() <= 1e-4
+
+
+@pytest.mark.parametrize("opset", [12, 999])
+def test_unsupported_opset_is_refused(tmp_path, opset):
+    model_path = make_model_file(tmp_path, "lenet5")
+    with pytest.raises(Lenet5Error, match=f"--opset {opset} is not supported"):
+        export(model_path, tmp_path / "m.onnx", opset=opset)
+    assert not (tmp_path / "m.onnx").exists()
+
+
+# --- bad files ----------------------------------------------------------------------------
+
+def test_corrupt_onnx_file_gives_one_clear_sentence(tmp_path):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"\x08\x07this is not a protobuf\xff\xff\xff")
+    with pytest.raises(Lenet5Error, match=r"bad\.onnx is not a valid ONNX file .*export it "
+                                          r"again with `lenet5 export`"):
+        load(bad, engine="onnx")
+
+
+def test_truncated_onnx_file_gives_a_clear_error(exported, tmp_path):
+    _, onnx_path = exported
+    truncated = tmp_path / "truncated.onnx"
+    truncated.write_bytes(onnx_path.read_bytes()[:5000])
+    with pytest.raises(Lenet5Error, match=r"truncated\.onnx .*export it again"):
+        load(truncated, engine="onnx")
+
+
+def test_foreign_onnx_file_without_lenet5_metadata_is_refused(tmp_path):
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    onnx.save(helper.make_model(graph), tmp_path / "other.onnx")
+    with pytest.raises(Lenet5Error, match=r"lacks lenet5 metadata \(arch, classes, "
+                                          r"input_normalization\)"):
+        load(tmp_path / "other.onnx", engine="onnx")
+
+
+def test_missing_onnx_file_is_named(tmp_path):
+    with pytest.raises(Lenet5Error, match=r"cannot read .*nothing\.onnx"):
+        load(tmp_path / "nothing.onnx", engine="onnx")
+
+
+def test_onnx_file_with_another_engine_points_to_engine_onnx(exported):
+    _, onnx_path = exported
+    with pytest.raises(Lenet5Error, match="is an ONNX file; run it with --engine onnx"):
+        load(onnx_path, engine="numpy")
+
+
+def test_onnx_engine_cannot_train_or_use_cuda(exported):
+    from lenet5.engine import make_engine
+
+    model_path, onnx_path = exported
+    with pytest.raises(Lenet5Error, match="--engine onnx only runs trained models"):
+        make_engine("onnx", A.get_arch("lenet5"), {})
+    with pytest.raises(Lenet5Error, match="--engine onnx runs on CPU"):
+        load(onnx_path, engine="onnx", device="cuda")
+
+
+# --- command line -------------------------------------------------------------------------
+
+def test_cli_export_writes_a_verified_file(tmp_path, capsys):
+    model_path = make_model_file(tmp_path, "lenet5")
+    out = tmp_path / "m.onnx"
+    assert cli.main(["export", str(model_path), "--format", "onnx", "-o", str(out),
+                     "--json"]) == 0
+    facts = json.loads(capsys.readouterr().out)
+    assert facts["bytes"] == out.stat().st_size <= 300 * 1024
+    assert facts["opset"] == OPSET and facts["via"] == "numpy" and facts["arch"] == "lenet5"
+    assert facts["max_abs_logit_diff"] <= 1e-4
+    assert cli.main(["export", str(model_path), "-o", str(out)]) == 0
+    assert "onnxruntime matches the numpy engine" in capsys.readouterr().out
+
+
+def test_cli_export_of_a_missing_model_fails_with_one_sentence(tmp_path, capsys):
+    assert cli.main(["export", str(tmp_path / "none"), "-o", str(tmp_path / "m.onnx")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("lenet5: error: no model at") and err.count("\n") == 1
+
+
+def test_cli_evaluate_with_engine_onnx(synthetic_dataset, tmp_path, capsys):
+    model_path = make_model_file(tmp_path, "lenet5", dataset=synthetic_dataset)
+    out = tmp_path / "m.onnx"
+    assert cli.main(["export", str(model_path), "-o", str(out)]) == 0
+    capsys.readouterr()
+    results = {}
+    for engine, source in (("numpy", model_path), ("onnx", out), ("onnx", model_path)):
+        assert cli.main(["evaluate", str(source), "--engine", engine, "--json"]) == 0
+        results[engine, source.suffix] = json.loads(capsys.readouterr().out)
+    reference = results["numpy", ".safetensors"]
+    for key in (("onnx", ".onnx"), ("onnx", ".safetensors")):
+        assert results[key]["engine"] == "onnx"
+        assert results[key]["n"] == reference["n"] == 200
+        assert results[key]["errors"] == reference["errors"]
+        assert results[key]["loss"] == pytest.approx(reference["loss"], rel=1e-4)
+
+
+def test_cli_predict_with_engine_onnx(tmp_path, capsys):
+    from PIL import Image
+
+    model_path = make_model_file(tmp_path, "lenet5")
+    out = tmp_path / "m.onnx"
+    assert cli.main(["export", str(model_path), "-o", str(out)]) == 0
+    image = np.zeros((28, 28), np.uint8)
+    image[4:24, 12:16] = 255  # a white "1" on black
+    Image.fromarray(255 - image).save(tmp_path / "one.png")  # dark ink on paper, as photographed
+    capsys.readouterr()
+    predictions = {}
+    for engine, source in (("numpy", model_path), ("onnx", out)):
+        assert cli.main(["predict", str(source), str(tmp_path / "one.png"), "--engine", engine,
+                         "--json"]) == 0
+        [predictions[engine]] = json.loads(capsys.readouterr().out)
+    assert predictions["onnx"]["label"] == predictions["numpy"]["label"]
+    assert predictions["onnx"]["confidence"] == pytest.approx(predictions["numpy"]["confidence"],
+                                                              abs=1e-5)
+
+
+def test_cli_evaluate_of_a_corrupt_onnx_file_fails_with_one_sentence(tmp_path, capsys):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"garbage")
+    assert cli.main(["evaluate", str(bad), "--engine", "onnx"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("lenet5: error: ") and "not a valid ONNX file" in err
+    assert err.count("\n") == 1
+
+
+@pytest.mark.mnist
+def test_onnxruntime_labels_match_on_real_digits(mnist, exported):
+    model_path, onnx_path = exported
+    images = mnist.test_images[:2000]
+    want = load(model_path, engine="numpy").logits(images)
+    got = load(onnx_path, engine="onnx").logits(images)
+    assert np.abs(got - want).max() <= 1e-4
+    np.testing.assert_array_equal(got.argmax(1), want.argmax(1))

@@ -1,0 +1,50 @@
+"""Learning-rate schedules and optimizer settings."""
+
+import math
+
+import pytest
+
+from lenet5.errors import Lenet5Error
+from lenet5.hparams import OptimizerSpec, Schedule
+
+
+def test_constant_and_step():
+    assert Schedule("constant", lr=0.1).at(999, 10, 1000) == 0.1
+    step = Schedule("step", lr=0.1, step_epochs=2, gamma=0.5)
+    assert [step.at(s, 10, 100) for s in (0, 19, 20, 40)] == pytest.approx([0.1, 0.1, 0.05, 0.025])
+
+
+def test_cosine_runs_from_lr_to_zero():
+    s = Schedule("cosine", lr=0.2)
+    assert s.at(0, 10, 100) == pytest.approx(0.2)
+    assert s.at(50, 10, 100) == pytest.approx(0.1)
+    assert s.at(100, 10, 100) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_onecycle_matches_pytorch_definition():
+    s = Schedule("onecycle", lr=1.0, warmup=0.3)
+    total = 1000
+    assert s.at(0, 10, total) == pytest.approx(1 / 25)
+    assert s.at(round(0.3 * total) - 1, 10, total) == pytest.approx(1.0)
+    assert s.at(total - 1, 10, total) == pytest.approx(1 / 25 / 1e4)
+    lrs = [s.at(i, 10, total) for i in range(total)]
+    peak = lrs.index(max(lrs))
+    assert all(a <= b for a, b in zip(lrs[:peak], lrs[1:peak + 1], strict=True))
+    assert all(a >= b for a, b in zip(lrs[peak:-1], lrs[peak + 1:], strict=True))
+    assert all(math.isfinite(x) for x in lrs)
+
+
+@pytest.mark.parametrize("kwargs, flag", [
+    ({"name": "rmsprop"}, "--optimizer"),
+    ({"name": "adam", "nesterov": True}, "--nesterov"),
+])
+def test_bad_optimizer_settings_name_the_flag(kwargs, flag):
+    with pytest.raises(Lenet5Error, match=flag):
+        OptimizerSpec(**kwargs)
+
+
+def test_bad_schedule_settings_name_the_flag():
+    with pytest.raises(Lenet5Error, match="--schedule"):
+        Schedule("linear")
+    with pytest.raises(Lenet5Error, match="--lr"):
+        Schedule("constant", lr=0.0)

@@ -1,0 +1,105 @@
+"""Every NumPy layer's backward against central finite differences, in float64."""
+
+import numpy as np
+import pytest
+from gradcheck import check_layer, max_rel_error, numeric_grad
+
+from lenet5.numpy_engine import layers as L
+from lenet5.numpy_engine.losses import softmax_cross_entropy
+
+TOL = 1e-6
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(42)
+
+
+def test_conv2d_gradients(rng):
+    layer = L.Conv2d(rng.normal(size=(4, 3, 3, 3)), rng.normal(size=4))
+    errors = check_layer(layer, rng.normal(size=(2, 7, 6, 3)))  # (N, H, W, C)
+    assert max(errors.values()) < TOL, errors
+
+
+def test_sparse_conv2d_keeps_unconnected_weights_at_zero(rng):
+    mask = rng.random((4, 3)) < 0.5
+    mask[:, 0] = True
+    layer = L.Conv2d(rng.normal(size=(4, 3, 3, 3)), rng.normal(size=4), mask)
+    assert np.all(layer.params["weight"][~mask] == 0)
+    errors = check_layer(layer, rng.normal(size=(2, 6, 6, 3)))
+    assert max(errors.values()) < TOL, errors
+    assert np.all(layer.grads["weight"][~mask] == 0)
+
+
+def test_first_conv_returns_no_input_gradient(rng):
+    layer = L.Conv2d(rng.normal(size=(2, 1, 3, 3)), np.zeros(2))
+    layer.needs_input_grad = False
+    out = layer.forward(rng.normal(size=(1, 5, 5, 1)), train=True)
+    assert layer.backward(np.ones_like(out)) is None
+    assert layer.grads["weight"].shape == (2, 1, 3, 3)
+
+
+def test_conv2d_matches_direct_convolution(rng):
+    w, b = rng.normal(size=(2, 3, 3, 3)), rng.normal(size=2)
+    x = rng.normal(size=(1, 5, 5, 3))
+    y = L.Conv2d(w.copy(), b).forward(x, train=False)
+    expected = np.empty((1, 3, 3, 2))
+    for i in range(3):
+        for j in range(3):
+            patch = x[0, i:i + 3, j:j + 3, :].transpose(2, 0, 1)  # (C, k, k)
+            expected[0, i, j] = (w * patch).sum(axis=(1, 2, 3)) + b
+    np.testing.assert_allclose(y, expected, rtol=1e-12)
+
+
+def test_maxpool_gradients(rng):
+    errors = check_layer(L.MaxPool2d(2), rng.normal(size=(2, 6, 4, 3)))
+    assert errors["x"] < TOL
+
+
+def test_maxpool_routes_ties_to_first_position():
+    x = np.zeros((1, 2, 2, 1))
+    pool = L.MaxPool2d(2)
+    pool.forward(x, train=True)
+    dx = pool.backward(np.ones((1, 1, 1, 1)))
+    assert dx[0, :, :, 0].tolist() == [[1.0, 0.0], [0.0, 0.0]]
+
+
+def test_relu_gradients(rng):
+    x = rng.normal(size=(3, 4, 4, 2))
+    x[np.abs(x) < 1e-3] = 0.5  # keep away from the kink
+    assert check_layer(L.ReLU(), x)["x"] < TOL
+
+
+def test_linear_gradients(rng):
+    layer = L.Linear(rng.normal(size=(5, 7)), rng.normal(size=5))
+    errors = check_layer(layer, rng.normal(size=(3, 7)))
+    assert max(errors.values()) < TOL, errors
+
+
+def test_flatten_uses_channel_major_order(rng):
+    x = rng.normal(size=(2, 3, 4, 5))  # (N, H, W, C)
+    flat = L.Flatten().forward(x, train=True)
+    np.testing.assert_array_equal(flat, x.transpose(0, 3, 1, 2).reshape(2, -1))
+    assert check_layer(L.Flatten(), x)["x"] < TOL
+
+
+def test_softmax_cross_entropy_gradient(rng):
+    logits = rng.normal(size=(4, 10)) * 3
+    labels = np.array([0, 3, 9, 3])
+    loss, grad = softmax_cross_entropy(logits, labels)
+    numeric = numeric_grad(lambda: softmax_cross_entropy(logits, labels)[0], logits)
+    assert max_rel_error(grad, numeric) < TOL
+    # matches the textbook definition
+    p = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    assert loss == pytest.approx(-np.log(p[np.arange(4), labels]).mean(), rel=1e-12)
+
+
+def test_softmax_cross_entropy_is_stable_for_huge_logits():
+    loss, grad = softmax_cross_entropy(np.array([[1000.0, 0.0], [0.0, -1000.0]]), np.array([0, 1]))
+    assert np.isfinite(loss) and np.isfinite(grad).all()
+    assert loss == pytest.approx(500.0)
+
+
+def test_layers_keep_float32(rng):
+    layer = L.Conv2d(rng.normal(size=(2, 1, 3, 3)).astype(np.float32), np.zeros(2, np.float32))
+    assert layer.forward(rng.normal(size=(1, 5, 5, 1)).astype(np.float32), False).dtype == np.float32

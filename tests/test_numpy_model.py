@@ -1,0 +1,71 @@
+"""The whole NumPy network: gradients end to end, outputs, feature maps, the engine."""
+
+import numpy as np
+import pytest
+from gradcheck import EPS, max_rel_error
+
+from lenet5.arch import ARCHITECTURES, LENET5, init_params
+from lenet5.hparams import OptimizerSpec
+from lenet5.numpy_engine.model import NumpyEngine, NumpyNet
+
+
+@pytest.mark.parametrize("arch", list(ARCHITECTURES.values()), ids=list(ARCHITECTURES))
+def test_network_gradients_match_finite_differences(arch):
+    rng = np.random.default_rng(0)
+    net = NumpyNet(arch, init_params(arch, 0), dtype=np.float64)
+    x = rng.normal(size=(3, 1, 32, 32))
+    labels = np.array([1, 7, 3])
+    _, _, grads = net.loss_and_grads(x, labels)
+    assert set(grads) == set(arch.param_shapes())
+    for name, param in net.params.items():
+        flat, analytic, numeric = param.reshape(-1), grads[name].reshape(-1), []
+        picks = rng.choice(flat.size, size=min(flat.size, 12), replace=False)
+        for i in picks:
+            old = flat[i]
+            flat[i] = old + EPS
+            up = net.loss_fn(net.forward(x), labels)[0]
+            flat[i] = old - EPS
+            down = net.loss_fn(net.forward(x), labels)[0]
+            flat[i] = old
+            numeric.append((up - down) / (2 * EPS))
+        assert max_rel_error(analytic[picks], np.array(numeric)) < 1e-6, name
+
+
+def test_feature_maps_name_every_layer():
+    net = NumpyNet(LENET5, init_params(LENET5, 0))
+    maps = dict(net.feature_maps(np.zeros((2, 1, 32, 32), np.float32)))
+    assert list(maps) == ["C1", "S2", "C3", "S4", "C5", "F6", "OUTPUT"]
+    assert maps["C1"].shape == (2, 6, 28, 28) and maps["S4"].shape == (2, 16, 5, 5)
+    assert maps["OUTPUT"].shape == (2, 10)
+
+
+def test_inference_keeps_no_backward_caches():
+    net = NumpyNet(LENET5, init_params(LENET5, 0))
+    net.forward(np.zeros((4, 1, 32, 32), np.float32), train=False)
+    assert not any(hasattr(layer, "cols") or hasattr(layer, "routes") for _, layer in net.layers)
+
+
+def test_engine_learns_a_separable_problem():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(256, 1, 32, 32)).astype(np.float32)
+    y = (x[:, 0, 10:20, 10:20].mean(axis=(1, 2)) > 0).astype(np.int64)
+    engine = NumpyEngine(LENET5, init_params(LENET5, 0), OptimizerSpec("adam"))
+    engine.bind_training_data(x, y)
+    first = None
+    for epoch in range(15):
+        for b in range(4):
+            engine.train_step(np.arange(b * 64, (b + 1) * 64), 2e-3)
+        loss, correct, seen = engine.take_train_metrics()
+        first = first if first is not None else loss / seen
+    assert loss / seen < first / 3
+    assert correct / seen > 0.9
+    _, preds = engine.evaluate(x, y)
+    assert np.mean(preds == y) > 0.9
+
+
+def test_engine_parameters_are_float32_copies():
+    engine = NumpyEngine(LENET5, init_params(LENET5, 3))
+    params = engine.parameters()
+    params["C1.weight"][...] = 0
+    assert np.abs(engine.net.params["C1.weight"]).sum() > 0
+    assert all(v.dtype == np.float32 for v in params.values())

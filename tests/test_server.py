@@ -1,0 +1,408 @@
+"""The web API of `lenet5 serve`: every answer and error, concurrency, limits, and the command."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("fastapi", reason="the web extra is not installed")
+httpx = pytest.importorskip("httpx", reason="httpx is not installed")
+
+from fastapi.testclient import TestClient  # noqa: E402
+from PIL import Image, ImageDraw  # noqa: E402
+
+from lenet5 import checkpoint  # noqa: E402
+from lenet5.arch import get_arch, init_params  # noqa: E402
+from lenet5.cli import main  # noqa: E402
+from lenet5.images import preprocess_image  # noqa: E402
+from lenet5.model import load  # noqa: E402
+from lenet5.server import app as server_app  # noqa: E402
+from lenet5.server import create_app  # noqa: E402
+
+MB = 2**20
+STROKES = {  # a few digit-like drawings, in 0-1 coordinates: each a list of polylines
+    "1": [[(0.5, 0.15), (0.5, 0.85)]],
+    "7": [[(0.25, 0.2), (0.75, 0.2), (0.4, 0.85)]],
+    "4": [[(0.6, 0.85), (0.6, 0.15), (0.2, 0.6), (0.8, 0.6)]],
+    "L": [[(0.3, 0.15), (0.3, 0.8), (0.75, 0.8)]],
+    "0": [[(0.5, 0.15), (0.75, 0.35), (0.75, 0.65), (0.5, 0.85), (0.25, 0.65), (0.25, 0.35),
+           (0.5, 0.15)]],
+    "T": [[(0.2, 0.2), (0.8, 0.2)], [(0.5, 0.2), (0.5, 0.85)]],
+    "X": [[(0.25, 0.2), (0.75, 0.8)], [(0.75, 0.2), (0.25, 0.8)]],
+    "Z": [[(0.25, 0.2), (0.75, 0.2), (0.25, 0.8), (0.75, 0.8)]],
+}
+
+
+def drawing(name: str, side: int = 112, fmt: str = "PNG") -> bytes:
+    """Black strokes on white, as the page sends a drawing."""
+    img = Image.new("L", (side, side), 255)
+    pen = ImageDraw.Draw(img)
+    for line in STROKES[name]:
+        pen.line([(x * side, y * side) for x, y in line], fill=0, width=side // 13, joint="curve")
+    buffer = io.BytesIO()
+    img.save(buffer, fmt)
+    return buffer.getvalue()
+
+
+def png_bytes(img: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    img.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def decode_data_url(url: str) -> np.ndarray:
+    header, _, payload = url.partition(",")
+    assert header == "data:image/png;base64"
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(payload))))
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory) -> Path:
+    """A model file with freshly initialised weights: every answer is deterministic."""
+    path = tmp_path_factory.mktemp("served") / "model.safetensors"
+    checkpoint.save_model(path, init_params(get_arch("lenet5"), seed=0), {
+        "arch": "lenet5", "dataset": "mnist", "classes": list("0123456789"),
+        "input_normalization": {"kind": "mean_std", "pad": 2, "mean": 0.1307, "std": 0.3081},
+        "engine": "numpy", "epochs": 3, "test_accuracy": 0.5})
+    return path
+
+
+@pytest.fixture(scope="module")
+def app(model_path):
+    return create_app(model_path)
+
+
+@pytest.fixture(scope="module")
+def client(app):
+    with TestClient(app) as test_client:
+        yield test_client
+
+
+def post(client, body: bytes, content_type: str | None):
+    headers = {} if content_type is None else {"Content-Type": content_type}
+    return client.post("/api/predict", content=body, headers=headers)
+
+
+# --- answers ------------------------------------------------------------------------------
+
+def test_health(client):
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+
+
+def test_model_description(client):
+    info = client.get("/api/model").json()
+    assert (info["arch"], info["engine"], info["device"]) == ("lenet5", "numpy", "cpu")
+    assert info["classes"] == list("0123456789")
+    assert info["parameters"] == 61706
+    assert (info["test_accuracy"], info["epochs"], info["dataset"]) == (0.5, 3, "mnist")
+    assert [layer["name"] for layer in info["layers"]] == \
+        ["C1", "S2", "C3", "S4", "C5", "F6", "OUTPUT"]
+    assert info["layers"][0] | {"type": "conv", "window": 5, "activation": "relu"} == \
+        info["layers"][0]
+
+
+def test_predict_answers_what_the_model_computes(client, model_path):
+    image = drawing("7")
+    response = post(client, image, "image/png")
+    assert response.status_code == 200
+    answer = response.json()
+    digit = preprocess_image(image)
+    expected = load(model_path).predict_proba(digit)[0]
+    np.testing.assert_allclose(answer["probs"], expected, rtol=1e-6, atol=1e-9)
+    assert answer["label"] == int(np.argmax(expected))
+    assert answer["confidence"] == pytest.approx(expected.max(), rel=1e-6)
+    np.testing.assert_array_equal(decode_data_url(answer["input"]), digit)
+    assert [layer["name"] for layer in answer["layers"]] == ["C1", "S2", "C3", "S4"]
+    for layer, (count, side) in zip(answer["layers"], [(6, 28), (6, 14), (16, 10), (16, 5)],
+                                    strict=True):
+        maps = [decode_data_url(url) for url in layer["maps"]]
+        assert len(maps) == count
+        assert all(m.shape == (side, side) and m.dtype == np.uint8 for m in maps)
+    timing = response.headers["server-timing"]
+    assert [part.split(";")[0] for part in timing.split(", ")] == \
+        ["preprocess", "forward", "encode"]
+
+
+def test_feature_maps_are_each_stretched_to_full_range(client, model_path):
+    answer = post(client, drawing("4"), "image/png").json()
+    maps = load(model_path).feature_maps(preprocess_image(drawing("4")))
+    c1 = maps[0][1][0]  # (6, 28, 28)
+    for activation, url in zip(c1, answer["layers"][0]["maps"], strict=True):
+        picture = decode_data_url(url)
+        if np.ptp(activation) > 0:
+            assert (picture.min(), picture.max()) == (0, 255)
+            np.testing.assert_array_equal(np.argmax(picture), np.argmax(activation))
+        else:
+            assert not picture.any()
+
+
+def test_png_data_url_round_trips():
+    gray = np.random.default_rng(0).integers(0, 256, (5, 9), dtype=np.uint8)
+    np.testing.assert_array_equal(decode_data_url(server_app.png_data_url(gray)), gray)
+
+
+@pytest.mark.parametrize("how", ["data URL", "plain base64", "base64 with newlines"])
+def test_predict_accepts_json(client, how):
+    image = drawing("7")
+    text = base64.b64encode(image).decode()
+    payload = {"data URL": "data:image/png;base64," + text, "plain base64": text,
+               "base64 with newlines": "\n".join(text[i:i + 60] for i in range(0, len(text), 60))}
+    response = client.post("/api/predict", json={"image": payload[how]})
+    assert response.status_code == 200
+    assert response.json() == post(client, image, "image/png").json()
+
+
+def test_predict_accepts_jpeg_and_white_on_black(client):
+    jpeg = post(client, drawing("1", side=200, fmt="JPEG"), "image/jpeg")
+    assert jpeg.status_code == 200
+    inverted = png_bytes(Image.eval(Image.open(io.BytesIO(drawing("1"))), lambda v: 255 - v))
+    answer = post(client, inverted, "image/png").json()
+    np.testing.assert_array_equal(decode_data_url(answer["input"]),
+                                  preprocess_image(drawing("1")))
+
+
+def test_torch_engine_gives_the_same_answer(model_path):
+    pytest.importorskip("torch", reason="torch is not installed")
+    image = drawing("7")
+    with TestClient(create_app(model_path, engine="torch", device="cpu")) as torch_client:
+        answer = post(torch_client, image, "image/png").json()
+    assert torch_client.get("/api/model").json()["engine"] == "torch"
+    expected = load(model_path).predict_proba(preprocess_image(image))[0]
+    np.testing.assert_allclose(answer["probs"], expected, atol=1e-5)
+
+
+# --- errors -------------------------------------------------------------------------------
+
+def assert_error(response, status: int, *words: str) -> None:
+    assert response.status_code == status
+    assert response.headers["content-type"] == "application/json"
+    message = response.json()["error"]
+    assert isinstance(message, str) and message
+    for word in words:
+        assert word in message
+
+
+def test_refuses_bodies_over_5_mb(client):
+    assert_error(post(client, b"\0" * (12 * MB), "image/png"), 413, "5 MB")
+    assert_error(post(client, b"x" * (5 * MB + 1), "text/plain"), 413, "5 MB")
+
+
+def test_refuses_an_oversized_stream_without_reading_all_of_it(app):
+    """No Content-Length: the server stops reading once the body passes 5 MB."""
+    chunk = 64 * 1024
+    received, sent = 0, []
+
+    async def receive():
+        nonlocal received
+        received += chunk
+        return {"type": "http.request", "body": b"\0" * chunk, "more_body": True}  # endless
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+             "method": "POST", "scheme": "http", "path": "/api/predict",
+             "raw_path": b"/api/predict", "root_path": "", "query_string": b"",
+             "headers": [(b"content-type", b"image/png")], "client": ("127.0.0.1", 1),
+             "server": ("127.0.0.1", 80)}
+    asyncio.run(app(scope, receive, send))
+    assert sent[0]["status"] == 413
+    assert received <= 5 * MB + chunk
+    assert "5 MB" in json.loads(sent[1]["body"])["error"]
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/octet-stream", None])
+def test_refuses_what_is_not_an_image(client, content_type):
+    assert_error(post(client, b"hello, world", content_type), 415, "Content-Type", "image/png")
+
+
+def test_refuses_a_data_url_of_another_type(client):
+    text = "data:text/plain;base64," + base64.b64encode(b"hello").decode()
+    assert_error(client.post("/api/predict", json={"image": text}), 415, "text/plain")
+
+
+def test_refuses_undecodable_images(client):
+    assert_error(post(client, b"\x89PNG\r\n\x1a\n not really", "image/png"), 400,
+                 "uploaded image")
+    assert_error(post(client, drawing("7")[:200], "image/png"), 400, "uploaded image")
+
+
+@pytest.mark.parametrize("colour", [255, 0, 128])
+def test_refuses_images_without_ink(client, colour):
+    blank = png_bytes(Image.new("L", (80, 80), colour))
+    assert_error(post(client, blank, "image/png"), 400, "no digit")
+
+
+@pytest.mark.parametrize("body, status, words", [
+    (b"{not json", 400, ("not valid JSON",)),
+    (b"\xff\xfe", 400, ("not valid JSON",)),
+    (b'{"picture": "abc"}', 422, ('"image"',)),
+    (b'["data:image/png;base64,AAAA"]', 422, ('"image"',)),
+    (b'{"image": 7}', 422, ('"image"',)),
+    (b'{"image": "data:image/png;base64,@@@"}', 400, ("base64",)),
+    (b'{"image": "data:image/png,rawbytes"}', 400, ("base64",)),
+    (b'{"image": "not base64!"}', 400, ("base64",)),
+])
+def test_refuses_bad_json(client, body, status, words):
+    assert_error(post(client, body, "application/json"), status, *words)
+
+
+def test_unknown_paths_and_methods_answer_json(client):
+    assert_error(client.get("/api/nothing"), 404)
+    assert_error(client.get("/api/predict"), 405)
+
+
+# --- the page -----------------------------------------------------------------------------
+
+def test_page_and_its_files_are_served_and_need_no_network(client):
+    page = client.get("/")
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    for path, kind in (("/static/app.js", "javascript"), ("/static/style.css", "text/css")):
+        response = client.get(path)
+        assert response.status_code == 200
+        assert kind in response.headers["content-type"]
+        assert "http://" not in response.text and "https://" not in response.text
+    assert "https://" not in page.text and "http://" not in page.text
+    assert 'src="/static/app.js"' in page.text and 'href="/static/style.css"' in page.text
+
+
+def test_openapi_documents_the_api(client):
+    spec = client.get("/openapi.json").json()
+    assert {"/api/predict", "/api/model", "/healthz"} <= set(spec["paths"])
+    predict = spec["paths"]["/api/predict"]["post"]
+    assert {"image/png", "image/jpeg", "application/json"} <= set(predict["requestBody"]["content"])
+    assert {"200", "400", "413", "415", "422"} <= set(predict["responses"])
+    assert client.get("/docs").status_code == 200
+
+
+# --- concurrency over a real socket ----------------------------------------------------------
+
+def test_concurrent_requests_get_the_sequential_answers(app, serve):
+    """16 threads posting different drawings at once get exactly what one client gets."""
+    url = serve(app) + "/api/predict"
+    images = {name: drawing(name) for name in STROKES}
+    headers = {"Content-Type": "image/png"}
+    with httpx.Client() as http:
+        expected = {name: http.post(url, content=image, headers=headers).json()
+                    for name, image in images.items()}
+    names = sorted(images)
+    assert len({json.dumps(answer["probs"]) for answer in expected.values()}) == len(names)
+
+    def client_thread(offset: int) -> list[tuple[str, dict]]:
+        with httpx.Client(timeout=60) as http:
+            order = [names[(offset + i) % len(names)] for i in range(3 * len(names))]
+            return [(name, http.post(url, content=images[name], headers=headers).json())
+                    for name in order]
+
+    with ThreadPoolExecutor(16) as pool:
+        results = [pair for batch in pool.map(client_thread, range(16)) for pair in batch]
+    assert len(results) == 16 * 3 * len(names)
+    for name, answer in results:
+        assert answer == expected[name], name
+
+
+def test_real_server_answers_413_to_a_12_mb_upload(app, serve):
+    url = serve(app) + "/api/predict"
+    with httpx.Client(timeout=60) as http:
+        declared = http.post(url, content=b"\0" * (12 * MB), headers={"Content-Type": "image/png"})
+        streamed = http.post(url, content=iter([b"\0" * MB] * 12),
+                             headers={"Content-Type": "image/png"})
+        after = http.post(url, content=drawing("7"), headers={"Content-Type": "image/png"})
+    assert_error(declared, 413, "5 MB")
+    assert_error(streamed, 413, "5 MB")
+    assert after.status_code == 200
+
+
+# --- `lenet5 serve` -----------------------------------------------------------------------
+
+def test_serve_without_a_model_says_to_train_first(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs" / "empty-run").mkdir(parents=True)
+    assert main(["serve"]) == 1
+    err = capsys.readouterr().err
+    assert "lenet5 train" in err and "Traceback" not in err
+    assert err.count("\n") == 1
+
+
+def test_serve_picks_the_newest_run(tmp_path, monkeypatch, model_path, capsys):
+    import uvicorn
+
+    monkeypatch.chdir(tmp_path)
+    for age, name in ((200, "older"), (100, "newer"), (300, "oldest")):
+        run = tmp_path / "runs" / name
+        run.mkdir(parents=True)
+        (run / "model.safetensors").write_bytes(model_path.read_bytes())
+        stamp = time.time() - age
+        os.utime(run / "model.safetensors", (stamp, stamp))
+    served = []
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets: served.append(sockets))
+    assert main(["serve", "--port", "0"]) == 0
+    assert len(served) == 1
+    err = capsys.readouterr().err
+    assert f"runs{os.sep}newer" in err and "http://127.0.0.1:" in err
+
+
+def test_serve_without_the_web_extra_says_how_to_install_it(model_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "uvicorn", None)  # makes `import uvicorn` fail
+    assert main(["serve", str(model_path)]) == 1
+    assert "pip install -e '.[web]'" in capsys.readouterr().err
+
+
+def test_serve_refuses_a_busy_port_and_a_bad_one(model_path, capsys):
+    from lenet5.server import listen
+
+    busy = listen("127.0.0.1", 0)
+    busy.listen()
+    try:
+        assert main(["serve", str(model_path), "--port", str(busy.getsockname()[1])]) == 1
+    finally:
+        busy.close()
+    assert "--port" in capsys.readouterr().err
+    assert main(["serve", str(model_path), "--port", "70000"]) == 1
+    assert "between 0 and 65535" in capsys.readouterr().err
+
+
+def test_serve_refuses_a_missing_model(tmp_path, capsys):
+    assert main(["serve", str(tmp_path / "nothing")]) == 1
+    assert "no model at" in capsys.readouterr().err
+
+
+def test_lenet5_serve_runs_as_a_command(model_path):
+    """The real command in its own process: prints its address, serves until stopped."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
+    process = subprocess.Popen([sys.executable, "-m", "lenet5", "serve", str(model_path),
+                                "--port", "0"], stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        line = process.stderr.readline()
+        assert "serving" in line, line
+        base = line.split(" on ")[1].split()[0].rstrip("/")
+        assert base.startswith("http://127.0.0.1:")
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                health = httpx.get(base + "/healthz")
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "the server never answered"
+                time.sleep(0.05)
+        assert health.json() == {"status": "ok"}
+        answer = httpx.post(base + "/api/predict", content=drawing("7"),
+                            headers={"Content-Type": "image/png"})
+        assert answer.status_code == 200
+    finally:
+        process.terminate()
+        process.wait(timeout=30)

@@ -1,0 +1,97 @@
+"""The training loop on a tiny synthetic dataset: files, resume, divergence, validation."""
+
+import json
+
+import numpy as np
+import pytest
+
+from lenet5 import checkpoint
+from lenet5.errors import Lenet5Error, TrainingDiverged
+from lenet5.training import TrainConfig, read_metrics, resume_config, train
+
+
+def quiet(_: str) -> None:
+    pass
+
+
+def config(dataset: str, out, **kw) -> TrainConfig:
+    return TrainConfig(**{"dataset": dataset, "out": str(out), "epochs": 2, "batch_size": 32,
+                          "seed": 3, **kw})
+
+
+def test_run_directory_holds_model_metrics_config_and_state(synthetic_dataset, tmp_path):
+    run = train(config(synthetic_dataset, tmp_path / "run", val_size=100), log=quiet)
+    rows = read_metrics(run)
+    assert [r["epoch"] for r in rows] == [1, 2]
+    assert set(rows[0]) == {"epoch", "train_loss", "train_acc", "val_acc", "test_loss",
+                            "test_acc", "seconds", "lr"}
+    assert rows[-1]["test_acc"] > 0.9  # the synthetic classes are easy
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["train_images"] == 500 and cfg["val_size"] == 100 and cfg["seed"] == 3
+    params, meta = checkpoint.load_model(run)
+    assert meta["arch"] == "lenet5" and meta["dataset"] == "synthetic"
+    assert meta["test_accuracy"] == rows[-1]["test_acc"]
+    assert (run / checkpoint.STATE_FILE).is_file()
+    assert not list(run.glob("*.tmp"))
+
+
+def test_resume_ends_bit_identical_to_an_uninterrupted_run(synthetic_dataset, tmp_path):
+    straight = train(config(synthetic_dataset, tmp_path / "a", epochs=3), log=quiet)
+
+    def killed_after_first_epoch(line: str) -> None:
+        if line.startswith("epoch  1/3"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(config(synthetic_dataset, tmp_path / "b", epochs=3), log=killed_after_first_epoch)
+    assert len(read_metrics(tmp_path / "b")) == 1
+    resumed = train(resume_config(tmp_path / "b"), resume=tmp_path / "b", log=quiet)
+
+    p1, _ = checkpoint.load_model(straight)
+    p2, _ = checkpoint.load_model(resumed)
+    assert all(np.array_equal(p1[k], p2[k]) for k in p1)
+    _, o1, _ = checkpoint.load_state(straight / checkpoint.STATE_FILE)
+    _, o2, _ = checkpoint.load_state(resumed / checkpoint.STATE_FILE)
+    assert all(np.array_equal(o1[k], o2[k]) for k in o1)
+    strip = [{k: v for k, v in r.items() if k != "seconds"} for r in read_metrics(straight)]
+    assert strip == [{k: v for k, v in r.items() if k != "seconds"} for r in read_metrics(resumed)]
+
+
+def test_same_seed_same_run(synthetic_dataset, tmp_path):
+    a = train(config(synthetic_dataset, tmp_path / "a", epochs=1), log=quiet)
+    b = train(config(synthetic_dataset, tmp_path / "b", epochs=1), log=quiet)
+    pa, pb = checkpoint.load_model(a)[0], checkpoint.load_model(b)[0]
+    assert all(np.array_equal(pa[k], pb[k]) for k in pa)
+
+
+def test_divergence_stops_with_advice_and_keeps_last_good_epoch(synthetic_dataset, tmp_path):
+    cfg = config(synthetic_dataset, tmp_path / "run", optimizer="sgd", lr=1e12,
+                 schedule="constant")
+    with pytest.raises(TrainingDiverged, match=r"lower --lr \(now 1e\+12\)"):
+        train(cfg, log=quiet)
+    assert not (tmp_path / "run" / checkpoint.MODEL_FILE).exists()
+
+
+def test_existing_run_is_not_overwritten(synthetic_dataset, tmp_path):
+    train(config(synthetic_dataset, tmp_path / "run", epochs=1), log=quiet)
+    with pytest.raises(Lenet5Error, match="already holds a training run; pass --resume"):
+        train(config(synthetic_dataset, tmp_path / "run", epochs=1), log=quiet)
+
+
+def test_resume_of_a_directory_that_is_no_run(tmp_path):
+    with pytest.raises(Lenet5Error, match="--resume needs a run directory"):
+        resume_config(tmp_path)
+
+
+@pytest.mark.parametrize("field, value, flag", [
+    ("epochs", 0, "--epochs"), ("batch_size", 0, "--batch-size"), ("val_size", -1, "--val-size"),
+    ("limit", 0, "--limit"), ("arch", "vgg", "unknown architecture"),
+])
+def test_bad_settings_are_named(field, value, flag):
+    with pytest.raises(Lenet5Error, match=flag):
+        TrainConfig(**{field: value}).validate()
+
+
+def test_limit_uses_the_first_images(synthetic_dataset, tmp_path):
+    run = train(config(synthetic_dataset, tmp_path / "run", epochs=1, limit=64), log=quiet)
+    assert json.loads((run / "config.json").read_text())["train_images"] == 64
