@@ -8,16 +8,14 @@ import json
 import numpy as np
 import pytest
 
-pytest.importorskip("onnx", reason="ONNX export needs the onnx package (extra 'onnx')")
+from lenet5 import arch as A
+from lenet5 import checkpoint, cli
+from lenet5.errors import Lenet5Error
+from lenet5.export import OPSET, export
+from lenet5.model import load
+
+onnx = pytest.importorskip("onnx", reason="ONNX export needs the onnx package (extra 'onnx')")
 pytest.importorskip("onnxruntime", reason="ONNX inference needs onnxruntime (extra 'onnx')")
-
-import onnx  # noqa: E402
-
-from lenet5 import arch as A  # noqa: E402
-from lenet5 import checkpoint, cli  # noqa: E402
-from lenet5.errors import Lenet5Error  # noqa: E402
-from lenet5.export import OPSET, export, load_onnx  # noqa: E402
-from lenet5.model import load  # noqa: E402
 
 NORMALIZATIONS = {"mean_std": {"kind": "mean_std", "pad": 2, "mean": 0.1307, "std": 0.3081},
                   "lecun_1998": {"kind": "lecun_1998", "pad": 2, "background": -0.1,
@@ -69,6 +67,17 @@ def test_onnxruntime_matches_numpy_engine(exported, batch):
     np.testing.assert_array_equal(got.argmax(1), want.argmax(1))
     if batch > 1:  # several classes predicted, so identical labels mean something
         assert len(np.unique(want.argmax(1))) >= 3
+
+
+def test_evaluate_gives_the_engines_loss_and_labels(exported):
+    model_path, onnx_path = exported
+    images = digits(100)
+    labels = np.random.default_rng(2).integers(0, 10, 100)
+    numpy_model, onnx_model = load(model_path), load(onnx_path, engine="onnx")
+    want_loss, want_labels = numpy_model.engine.evaluate(numpy_model.inputs(images), labels)
+    got_loss, got_labels = onnx_model.engine.evaluate(onnx_model.inputs(images), labels)
+    assert got_loss == pytest.approx(want_loss, rel=1e-5)
+    np.testing.assert_array_equal(got_labels, want_labels)
 
 
 def test_float_images_give_the_same_logits(exported):
@@ -227,6 +236,13 @@ def test_cli_export_of_a_missing_model_fails_with_one_sentence(tmp_path, capsys)
     assert cli.main(["export", str(tmp_path / "none"), "-o", str(tmp_path / "m.onnx")]) == 1
     err = capsys.readouterr().err
     assert err.startswith("lenet5: error: no model at") and err.count("\n") == 1
+
+
+def test_cli_export_to_a_folder_asks_for_a_file_name(tmp_path, capsys):
+    model_path = make_model_file(tmp_path, "lenet5")
+    assert cli.main(["export", str(model_path), "-o", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "is a folder; name the file to write" in err and err.count("\n") == 1
 
 
 def test_cli_evaluate_with_engine_onnx(synthetic_dataset, tmp_path, capsys):

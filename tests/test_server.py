@@ -149,9 +149,10 @@ def test_feature_maps_are_each_stretched_to_full_range(client, model_path):
             assert not picture.any()
 
 
-def test_png_data_url_round_trips():
-    gray = np.random.default_rng(0).integers(0, 256, (5, 9), dtype=np.uint8)
-    np.testing.assert_array_equal(decode_data_url(server_app.png_data_url(gray)), gray)
+def test_png_data_urls_round_trip():
+    grays = np.random.default_rng(0).integers(0, 256, (3, 5, 9), dtype=np.uint8)
+    for url, gray in zip(server_app.png_data_urls(grays), grays, strict=True):
+        np.testing.assert_array_equal(decode_data_url(url), gray)
 
 
 @pytest.mark.parametrize("how", ["data URL", "plain base64", "base64 with newlines"])

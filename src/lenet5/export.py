@@ -24,9 +24,9 @@ from . import arch as A
 from .data.transforms import prepare_inputs
 from .engine import make_engine
 from .errors import Lenet5Error, ModelFileError
-from .model import Model
+from .model import Model, image_batch
 
-OPSET = 17  # default opset: ONNX 1.12 (2022), read by onnxruntime >= 1.12 and most runtimes
+OPSET = 17  # default opset: ONNX 1.12 (2022), run by onnxruntime 1.12 and newer
 MIN_OPSET = 13  # Pad's pads and ReduceSum's axes became inputs in opset 13
 TORCH_MAX_OPSET = 20  # the newest opset torch's TorchScript exporter writes (torch 2.13)
 VIAS = ("numpy", "torch")
@@ -190,7 +190,7 @@ def to_onnx(params: dict[str, np.ndarray], metadata: dict, via: str = "numpy",
             opset: int = OPSET):
     """A checked ``onnx.ModelProto`` of this model; the model file's metadata (arch, dataset,
     classes, input_normalization, test_accuracy, ...) becomes its metadata props."""
-    onnx, onnxruntime = _import_onnx()
+    onnx, _ = _import_onnx()
     newest = onnx.defs.onnx_opset_version()
     if not MIN_OPSET <= opset <= newest:
         raise Lenet5Error(f"--opset {opset} is not supported; choose {MIN_OPSET} to {newest} "
@@ -221,6 +221,9 @@ def export(model_path: str | Path, out: str | Path, via: str = "numpy",
            opset: int = OPSET) -> dict:
     """Write ``model_path`` (a model file or run directory) as ONNX to ``out``, after checking
     that onnxruntime reproduces the NumPy engine's logits; returns facts about the file."""
+    if Path(out).is_dir():
+        raise Lenet5Error(f"-o {out} is a folder; name the file to write, e.g. "
+                          f"{Path(out) / 'model.onnx'}.")
     params, metadata = checkpoint.load_model(model_path)
     data = to_onnx(params, metadata, via, opset).SerializeToString()
     images = np.random.default_rng(0).integers(0, 256, (64, 28, 28), dtype=np.uint8)
@@ -282,12 +285,7 @@ class OnnxModel(Model):
 
     def inputs(self, images: np.ndarray) -> np.ndarray:
         """The (N, 1, 28, 28) float32 0-255 array the graph reads."""
-        images = np.asarray(images)
-        if images.ndim == 2:
-            images = images[None]
-        if images.ndim == 4 and images.shape[1] == 1:
-            images = images[:, 0]
-        return prepare_inputs(images, RAW_PIXELS)
+        return prepare_inputs(image_batch(images), RAW_PIXELS)
 
 
 def onnx_model(data: bytes, metadata: dict, source: str) -> OnnxModel:

@@ -51,6 +51,14 @@ BG_WINDOW = 0.5
 """Rank-filter window as a fraction of that copy's shorter side: larger than any stroke."""
 BG_PERCENTILE = 20
 """Percentile (ink bright) taken as the paper: right while ink covers under 80% of a window."""
+PAPER_SIGMAS = 3.0
+"""First pass: pixels within this many robust standard deviations of the paper are paper ..."""
+PAPER_SPLIT = 0.25
+FINE_SIDE = 32
+FILL_SIGMA = 1.0
+"""... and their local mean, smoothed by this many cells of the tiny copy, is the background;"""
+PRIOR_WEIGHT = 0.05
+"""under strokes (fewer paper pixels than this fraction of a cell) the rank filter fills in."""
 NOISE_SIGMAS = 4.0
 """Background noise floor, in robust standard deviations (MAD * 1.4826) of the residual."""
 INK_PERCENTILE = 90
@@ -243,12 +251,25 @@ def _no_digit(label: str, why: str) -> ImageError:
     )
 
 
-def _background(small: np.ndarray, percentile: float, shape: tuple[int, int]) -> np.ndarray:
-    """A smooth (H, W) estimate of the paper from the tiny copy (h, w), ignoring strokes."""
+def _rank_background(small: np.ndarray, percentile: float) -> np.ndarray:
+    """A smooth estimate (h, w) of the paper in the tiny copy (h, w), ignoring the strokes."""
     window = max(3, round(BG_WINDOW * min(small.shape)))
-    estimate = ndimage.percentile_filter(small, percentile, size=window, mode="reflect")  # (h, w)
-    estimate = ndimage.gaussian_filter(estimate, window / 4, mode="nearest")
-    return _resize(estimate, shape, Image.Resampling.BILINEAR)  # (H, W)
+    estimate = ndimage.percentile_filter(small, percentile, size=window, mode="reflect")
+    return ndimage.gaussian_filter(estimate, window / 4, mode="nearest")
+
+
+def _paper_background(gray: np.ndarray, paper: np.ndarray, prior: np.ndarray) -> np.ndarray:
+    """The local mean (H, W) of the pixels marked `paper` (H, W), on the tiny copy's grid; where
+    strokes hide the paper, it is filled in from around them and from `prior` (h, w)."""
+    grid = _fit(gray.shape, FINE_SIDE)
+    weight = paper.astype(np.float32)  # (H, W)
+    total = _resize(gray * weight, grid, Image.Resampling.BOX)  # (h, w)
+    count = _resize(weight, grid, Image.Resampling.BOX)  # (h, w)
+    prior = _resize(prior, grid, Image.Resampling.BILINEAR)
+    total = ndimage.gaussian_filter(total, FILL_SIGMA, mode="nearest")
+    count = ndimage.gaussian_filter(count, FILL_SIGMA, mode="nearest")
+    estimate = (total + PRIOR_WEIGHT * prior) / (count + PRIOR_WEIGHT)  # (h, w)
+    return _resize(estimate, gray.shape, Image.Resampling.BILINEAR)  # (H, W)
 
 
 def _sample(values: np.ndarray) -> np.ndarray:
@@ -275,14 +296,21 @@ def _spread(residual: np.ndarray) -> tuple[float, float, float]:
 def _ink(gray: np.ndarray, label: str) -> np.ndarray:
     """(H, W) float32: ink in [0, 1] as bright strokes on an exact-0 background."""
     small = _resize(gray, _fit(gray.shape, BG_SIDE), Image.Resampling.BOX)  # (h, w)
-    residual = gray - _background(small, 50, gray.shape)  # (H, W), paper ~ 0
-    _, below, above = _spread(residual)
+    up = gray.shape
+    residual = gray - _resize(_rank_background(small, 50), up, Image.Resampling.BILINEAR)
+    _, below, above = _spread(residual)  # residual (H, W): paper ~ 0, ink in one tail
     tail = max(3.0 * min(below, above), 2.0 / 255.0)
     brighter = np.maximum(residual - tail, 0.0).sum()
     darker = np.maximum(-residual - tail, 0.0).sum()
     if darker > brighter:  # the heavier tail is the ink: dark ink on light paper
         gray, small = 1.0 - gray, 1.0 - small
-    residual = gray - _background(small, BG_PERCENTILE, gray.shape)  # (H, W), ink > 0
+    prior = _rank_background(small, BG_PERCENTILE)  # (h, w)
+    residual = gray - _resize(prior, up, Image.Resampling.BILINEAR)  # (H, W), ink > 0
+    paper, sigma, _ = _spread(residual)
+    top = float(np.percentile(_sample(residual), 99.9))
+    split = paper + max(PAPER_SIGMAS * sigma, PAPER_SPLIT * (top - paper))
+    background = _paper_background(gray, residual <= split, prior)
+    residual = gray - background  # (H, W): paper ~ 0 everywhere, ink > 0
 
     paper, sigma, _ = _spread(residual)
     floor = paper + max(NOISE_SIGMAS * sigma, 2.0 / 255.0)

@@ -14,6 +14,16 @@ from .errors import Lenet5Error
 from .numpy_engine.losses import log_softmax
 
 
+def image_batch(images: np.ndarray) -> np.ndarray:
+    """(N, 28, 28) from one image (28, 28) or a batch, channel axis (N, 1, 28, 28) or not."""
+    images = np.asarray(images)
+    if images.ndim == 2:
+        images = images[None]
+    if images.ndim == 4 and images.shape[1] == 1:
+        images = images[:, 0]
+    return images
+
+
 class Model:
     """A network plus the input normalisation it was trained with. Images are MNIST-style:
     uint8 0-255 or float 0-1, bright ink on a dark background, (N, 28, 28) or (28, 28)."""
@@ -27,12 +37,7 @@ class Model:
 
     def inputs(self, images: np.ndarray) -> np.ndarray:
         """The (N, 1, 32, 32) float32 array the network reads."""
-        images = np.asarray(images)
-        if images.ndim == 2:
-            images = images[None]
-        if images.ndim == 4 and images.shape[1] == 1:
-            images = images[:, 0]
-        return prepare_inputs(images, self.normalization)
+        return prepare_inputs(image_batch(images), self.normalization)
 
     def logits(self, images: np.ndarray) -> np.ndarray:
         return self.engine.logits(self.inputs(images))

@@ -68,18 +68,19 @@ def plot_curves(metrics: list[dict], path: Path, title: str) -> Path:
     fig = _new_figure(11, 4.2)
     loss_ax, acc_ax = fig.subplots(1, 2)
     series = (
-        (loss_ax, "train_loss", "train", "train"),
-        (loss_ax, "test_loss", "test", "test"),
-        (acc_ax, "train_acc", "train", "train"),
-        (acc_ax, "val_acc", "validation", "val"),
-        (acc_ax, "test_acc", "test", "test"),
+        (loss_ax, "train_loss", "train"),
+        (loss_ax, "test_loss", "test"),
+        (acc_ax, "train_acc", "train"),
+        (acc_ax, "val_acc", "val"),
+        (acc_ax, "test_acc", "test"),
     )
-    for ax, key, label, color in series:
+    for ax, key, split in series:
         values = [row[key] for row in metrics if key in row]
         if len(values) == len(metrics):
             scale = 100.0 if key.endswith("_acc") else 1.0
-            ax.plot(epochs, np.array(values) * scale, marker="o", markersize=4, label=label,
-                    color=COLORS[color])
+            style = {"linestyle": "--", "marker": "s"} if split == "val" else {"marker": "o"}
+            ax.plot(epochs, np.array(values) * scale, markersize=4, color=COLORS[split],
+                    label="validation" if split == "val" else split, **style)
     final = metrics[-1]
     loss_ax.set(title="Loss (mean per image)", xlabel="epoch", ylabel="loss")
     acc_ax.set(title=f"Accuracy (final test {100 * final['test_acc']:.2f}%)", xlabel="epoch",
@@ -129,8 +130,13 @@ def plot_errors(images: np.ndarray, labels: np.ndarray, probs: np.ndarray, class
     confidence = probs.max(axis=1)  # (N,)
     wrong = np.flatnonzero(predictions != labels)
     shown = wrong[np.argsort(-confidence[wrong], kind="stable")][:ERROR_GRID[0] * ERROR_GRID[1]]
+    if not len(shown):
+        fig = _new_figure(6, 1.2)
+        fig.text(0.5, 0.5, f"No mistakes on the {len(labels):,} test images", ha="center",
+                 va="center", fontsize=13)
+        return _save(fig, path)
     columns = ERROR_GRID[1]
-    rows = max(1, -(-len(shown) // columns))
+    rows = -(-len(shown) // columns)
     fig = _new_figure(1.45 * columns, 1.75 * rows + 0.5)
     axes = fig.subplots(rows, columns, squeeze=False)
     for ax in axes.ravel():
@@ -139,12 +145,8 @@ def plot_errors(images: np.ndarray, labels: np.ndarray, probs: np.ndarray, class
         ax.imshow(images[index], cmap="gray_r", vmin=0, vmax=255, interpolation="nearest")
         ax.set_title(f"true {classes[labels[index]]}\npred {classes[predictions[index]]} "
                      f"{100 * confidence[index]:.1f}%", fontsize=8.5)
-    if len(shown):
-        heading = (f"The {len(shown)} most confident of {len(wrong):,} test mistakes "
-                   f"(of {len(labels):,} images)")
-    else:
-        heading = f"No mistakes on the {len(labels):,} test images"
-    fig.suptitle(heading, fontsize=12)
+    fig.suptitle(f"The {len(shown)} most confident of {len(wrong):,} test mistakes "
+                 f"(of {len(labels):,} images)", fontsize=12)
     return _save(fig, path)
 
 

@@ -37,61 +37,92 @@ class Layer:
 
 
 class Conv2d(Layer):
-    """Valid convolution, stride 1, as im2col + one GEMM. An optional (out, in) connection
-    mask makes it a sparse convolution (the 1998 C3): the mask multiplies the weights in the
-    forward pass, so unconnected weights have no effect and get zero gradient."""
+    """Valid convolution, stride 1, as one GEMM per pass with the kernel's sweep along the
+    width folded into a banded ("row Toeplitz") weight matrix T of shape (k*W*C, Wo*O).
+
+    The input is unfolded along the height only: rows R (N*Ho, k*W*C), k times the input
+    instead of im2col's k*k, and y = R @ T lands directly in (N, Ho, Wo, O) layout. T holds
+    every weight Wo times and zeros elsewhere; the weight gradient sums T's gradient over
+    those places. An optional (out, in) connection mask makes it a sparse convolution (the
+    1998 C3): the mask multiplies the weights, so unconnected weights have no effect and get
+    zero gradient.
+    """
 
     def __init__(self, weight: np.ndarray, bias: np.ndarray, mask: np.ndarray | None = None):
         self.params = {"weight": weight, "bias": bias}  # (O, C, k, k), (O,)
         self.mask = None if mask is None else mask[:, :, None, None].astype(weight.dtype)
         if self.mask is not None:
             weight *= self.mask
+        self._band: tuple[int, tuple[np.ndarray, np.ndarray]] | None = None
 
     def _effective_weight(self) -> np.ndarray:
         w = self.params["weight"]
         return w if self.mask is None else w * self.mask
 
+    def _band_index(self, width: int) -> tuple[np.ndarray, np.ndarray]:
+        """(row, col) of T for each (kh, wo, kw, c, o), cached per input width."""
+        if self._band is None or self._band[0] != width:
+            out_ch, in_ch, k, _ = self.params["weight"].shape
+            kh, wo, kw, c, o = np.meshgrid(np.arange(k), np.arange(width - k + 1), np.arange(k),
+                                           np.arange(in_ch), np.arange(out_ch), indexing="ij")
+            rows = ((kh * width + wo + kw) * in_ch + c).ravel()
+            cols = (wo * out_ch + o).ravel()
+            self._band = (width, (rows, cols))
+        return self._band[1]
+
+    def _toeplitz(self, w: np.ndarray, width: int) -> np.ndarray:
+        out_ch, in_ch, k, _ = w.shape
+        wo = width - k + 1
+        t = np.zeros((k * width * in_ch, wo * out_ch), dtype=w.dtype)
+        t[self._band_index(width)] = np.broadcast_to(  # (kh, wo, kw, c, o)
+            w.transpose(2, 3, 1, 0)[:, None], (k, wo, k, in_ch, out_ch)).ravel()
+        return t
+
     def forward(self, x: np.ndarray, train: bool) -> np.ndarray:
         w = self._effective_weight()
         out_ch, in_ch, k, _ = w.shape
-        n, h, wd, _ = x.shape  # (N, H, W, C)
-        ho, wo = h - k + 1, wd - k + 1
-        # (N, Ho, Wo, C, k, k): a view; the reshape makes the one contiguous copy (im2col)
-        cols = sliding_window_view(x, (k, k), axis=(1, 2)).reshape(n * ho * wo, in_ch * k * k)
-        y = cols @ w.reshape(out_ch, -1).T  # (N*Ho*Wo, O)
+        n, h, width, _ = x.shape  # (N, H, W, C)
+        ho, wo = h - k + 1, width - k + 1
+        # (N, Ho, W, C, k) view -> (N, Ho, k, W, C) -> one contiguous copy (N*Ho, k*W*C)
+        rows = sliding_window_view(x, k, axis=1).transpose(0, 1, 4, 2, 3).reshape(n * ho, -1)
+        t = self._toeplitz(w, width)
+        y = (rows @ t).reshape(n, ho, wo, out_ch)
         y += self.params["bias"]
         if train:
-            self.cols, self.in_shape = cols, x.shape
-        return y.reshape(n, ho, wo, out_ch)
+            self.rows, self.t, self.in_shape = rows, t, x.shape
+        return y
 
     def backward(self, grad: np.ndarray) -> np.ndarray | None:
-        dx, self.grads = self._propagate(grad, self._effective_weight(), self.cols)
+        dx, self.grads = self._propagate(grad, self.t, self.rows)
         return dx
 
     def backward_gn(self, curv: np.ndarray) -> np.ndarray | None:
         """The backward pass with squared weights and squared inputs: each output reads each
         weight through exactly one input, so this is exact for the layer."""
-        dx, self.curvatures = self._propagate(curv, self._effective_weight() ** 2, self.cols ** 2)
+        dx, self.curvatures = self._propagate(curv, self.t ** 2, self.rows ** 2)
         return dx
 
-    def _propagate(self, grad: np.ndarray, w: np.ndarray, cols: np.ndarray
+    def _propagate(self, grad: np.ndarray, t: np.ndarray, rows: np.ndarray
                    ) -> tuple[np.ndarray | None, dict[str, np.ndarray]]:
+        w = self.params["weight"]
         out_ch, in_ch, k, _ = w.shape
-        g = grad.reshape(-1, out_ch)  # (N*Ho*Wo, O)
-        dw = (g.T @ cols).reshape(w.shape)
+        n, h, width, _ = self.in_shape
+        ho, wo = grad.shape[1:3]
+        g = grad.reshape(n * ho, wo * out_ch)
+        dt = rows.T @ g  # (k*W*C, Wo*O)
+        dw = (dt[self._band_index(width)].reshape(k, wo, k, in_ch, out_ch)
+              .sum(axis=1).transpose(3, 2, 0, 1))  # (O, C, k, k)
         if self.mask is not None:
             dw *= self.mask
-        param_grads = {"weight": dw, "bias": g.sum(axis=0)}
-        self.cols = None
+        param_grads = {"weight": np.ascontiguousarray(dw),
+                       "bias": grad.reshape(-1, out_ch).sum(axis=0)}
+        self.rows = self.t = None
         if not self.needs_input_grad:
             return None, param_grads
-        n, h, wd, _ = self.in_shape
-        ho, wo = grad.shape[1:3]
-        dcols = (g @ w.reshape(out_ch, -1)).reshape(n, ho, wo, in_ch, k, k)
+        drows = (g @ t.T).reshape(n, ho, k, width, in_ch)
         dx = np.zeros(self.in_shape, dtype=grad.dtype)  # (N, H, W, C)
-        for i in range(k):  # scatter-add each kernel offset's slice: k*k array ops
-            for j in range(k):
-                dx[:, i:i + ho, j:j + wo, :] += dcols[..., i, j]
+        for i in range(k):  # scatter-add each kernel row's slice: k array ops
+            dx[:, i:i + ho] += drows[:, :, i]
         return dx, param_grads
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 import socket
 import struct
@@ -160,17 +161,26 @@ def _png_chunk(tag: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
 
 
-def png_data_url(gray: np.ndarray) -> str:
-    """A data URL of a (H, W) uint8 grayscale PNG. Written directly (one zlib call at level 1),
-    which is several times faster than Pillow's encoder for the ~45 tiny images per answer."""
-    height, width = gray.shape
-    rows = np.zeros((height, width + 1), dtype=np.uint8)  # (H, 1 + W): filter byte 0, pixels
-    rows[:, 1:] = gray
-    png = (b"\x89PNG\r\n\x1a\n"
-           + _png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
-           + _png_chunk(b"IDAT", zlib.compress(rows.tobytes(), 1))
-           + _png_chunk(b"IEND", b""))
-    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+@functools.lru_cache
+def _png_head(height: int, width: int) -> bytes:
+    """PNG signature and header of an 8-bit grayscale image."""
+    return b"\x89PNG\r\n\x1a\n" + _png_chunk(
+        b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+
+
+_PNG_END = _png_chunk(b"IEND", b"")
+
+
+def png_data_urls(grays: np.ndarray) -> list[str]:
+    """Data URLs of (C, H, W) uint8 grayscale images as PNGs. Written directly (one zlib call
+    at level 1 per image), several times faster than Pillow for ~45 tiny images per answer."""
+    count, height, width = grays.shape
+    rows = np.zeros((count, height, width + 1), dtype=np.uint8)  # each row: filter 0, pixels
+    rows[:, :, 1:] = grays
+    head = _png_head(height, width)
+    return ["data:image/png;base64," + base64.b64encode(
+        head + _png_chunk(b"IDAT", zlib.compress(image.tobytes(), 1)) + _PNG_END).decode("ascii")
+        for image in rows]
 
 
 def _to_gray(maps: np.ndarray) -> np.ndarray:
@@ -192,11 +202,11 @@ def analyse(model: Model, image: bytes) -> tuple[dict, dict[str, float]]:
     probs = np.exp(log_softmax(logits))[0]  # (K,), as Model.predict_proba computes it
     forwarded = time.perf_counter()
     label = int(np.argmax(probs))
-    layers = [{"name": name, "maps": [png_data_url(g) for g in _to_gray(values[0])]}
+    layers = [{"name": name, "maps": png_data_urls(_to_gray(values[0]))}
               for name, values in maps
               if values.ndim == 4 and values.shape[2] * values.shape[3] > 1]  # (1, C, H, W)
     answer = {"label": label, "confidence": float(probs[label]), "probs": probs.tolist(),
-              "input": png_data_url(digit), "layers": layers}
+              "input": png_data_urls(digit[None])[0], "layers": layers}
     encoded = time.perf_counter()
     timings = {"preprocess": preprocessed - started, "forward": forwarded - preprocessed,
                "encode": encoded - forwarded}

@@ -1,9 +1,13 @@
-"""The torch engine's network: one module per layer of a ``lenet5.arch`` description.
+"""The torch engine: the networks of ``lenet5.arch`` as torch modules, and the training interface.
 
-Each module is registered under its arch layer's name and keeps its parameters as ``weight``
-and ``bias``, so ``state_dict()`` keys are ``C1.weight``, ``C1.bias``, ... as in model files.
-Each module also applies its layer's activation, so a module's output is the feature map
-NumpyNet reports for that layer. Activations are (N, C, H, W), the torch convention.
+``TorchNet`` has one module per arch layer, registered under the layer's name, with its
+parameters as ``weight`` and ``bias``: ``state_dict()`` keys are ``C1.weight``, ``C1.bias``,
+... as in model files. Each module applies its layer's activation too, so its output is the
+feature map NumpyNet reports for that layer. ``TorchEngine`` adds the optimizer and the
+interface ``lenet5.training`` drives (``lenet5.engine.Engine``). Activations are (N, C, H, W).
+
+Besides ``forward``, each module has ``curvature``: SDLM's Gauss-Newton pass (the backward pass
+with every Jacobian entry squared), the counterpart of the NumPy layers' ``backward_gn``.
 """
 
 from __future__ import annotations
@@ -12,44 +16,81 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.grad import conv2d_input, conv2d_weight
 
 from .. import arch as A
 from ..errors import Lenet5Error
 from ..hparams import OptimizerSpec
+from ..numpy_engine.layers import ScaledTanh as _NumpyScaledTanh
+from ..numpy_engine.model import SDLM_SAMPLES
+from .losses import LOSSES, map_curvature, softmax_curvature
 from .optim import TorchOptimizer
+
+TANH_A, TANH_S = _NumpyScaledTanh.A, _NumpyScaledTanh.S  # f(a) = A tanh(S a), the paper's
 
 
 def scaled_tanh(a: torch.Tensor) -> torch.Tensor:
     """LeCun et al. 1998, section II-A: f(a) = 1.7159 tanh(2a/3)."""
-    return 1.7159 * torch.tanh(a * (2.0 / 3.0))
+    return TANH_A * torch.tanh(TANH_S * a)
 
 
-def _identity(a: torch.Tensor) -> torch.Tensor:
-    return a
+# name -> (f, f' as a function of the output f(a)); None is the identity
+ACTIVATIONS = {
+    A.RELU: (F.relu, lambda y: (y > 0).to(y.dtype)),
+    A.SCALED_TANH: (scaled_tanh, lambda y: (TANH_S / TANH_A) * (TANH_A**2 - y * y)),
+}
+
+Curvatures = tuple[torch.Tensor, dict[str, torch.Tensor]]  # (input's, each parameter's)
 
 
-ACTIVATIONS = {None: _identity, A.RELU: F.relu, A.SCALED_TANH: scaled_tanh}
+class Layer(nn.Module):
+    """One arch layer, its activation included."""
+
+    def __init__(self, activation: str | None = None):
+        super().__init__()
+        self.activation = activation
+
+    def activate(self, a: torch.Tensor) -> torch.Tensor:
+        return a if self.activation is None else ACTIVATIONS[self.activation][0](a)
+
+    def curvature_before_activation(self, curv: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """d2E/da2 from d2E/dy2 for y = f(a), Gauss-Newton: times f'(a)^2."""
+        return curv if self.activation is None else curv * ACTIVATIONS[self.activation][1](y)**2
+
+    def curvature(self, curv: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> Curvatures:
+        """Given d2E/dy2 for this layer's output ``y`` (from input ``x``): d2E/dx2 and each
+        parameter's d2E/dp2, both Gauss-Newton diagonals."""
+        raise NotImplementedError
 
 
-class Conv(nn.Module):
+class Conv(Layer):
     """Valid convolution, stride 1. With a connection table (the 1998 C3) the weights are
-    multiplied by the (out, in) mask, so masked weights stay zero and get no gradient."""
+    multiplied by the (out, in) mask, so masked weights have no effect and get no gradient."""
 
     def __init__(self, spec: A.Conv):
-        super().__init__()
+        super().__init__(spec.activation)
         k = spec.kernel
         self.weight = nn.Parameter(torch.zeros(spec.out_channels, spec.in_channels, k, k))
         self.bias = nn.Parameter(torch.zeros(spec.out_channels))
         mask = None if spec.table is None else torch.tensor(spec.table)[:, :, None, None]
         self.register_buffer("mask", mask, persistent=False)  # (O, C, 1, 1) bool or None
-        self.activation = ACTIVATIONS[spec.activation]
+
+    def effective_weight(self) -> torch.Tensor:
+        return self.weight if self.mask is None else self.weight * self.mask
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w = self.weight if self.mask is None else self.weight * self.mask
-        return self.activation(F.conv2d(x, w, self.bias))  # (N, O, H-k+1, W-k+1)
+        return self.activate(F.conv2d(x, self.effective_weight(), self.bias))  # (N, O, Ho, Wo)
+
+    def curvature(self, curv: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> Curvatures:
+        curv = self.curvature_before_activation(curv, y)  # (N, O, Ho, Wo)
+        w = self.effective_weight()
+        dw = conv2d_weight(x * x, w.shape, curv)  # each output reads each weight once
+        if self.mask is not None:
+            dw = dw * self.mask
+        return conv2d_input(x.shape, w * w, curv), {"weight": dw, "bias": curv.sum((0, 2, 3))}
 
 
-class MaxPool(nn.Module):
+class MaxPool(Layer):
     """Non-overlapping max-pool; torch routes ties to the first position, as NumpyNet does."""
 
     def __init__(self, spec: A.MaxPool):
@@ -59,21 +100,72 @@ class MaxPool(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.max_pool2d(x, self.size)  # (N, C, H/s, W/s)
 
+    def curvature(self, curv: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> Curvatures:
+        _, taken = F.max_pool2d(x, self.size, return_indices=True)  # Jacobian entries 0 or 1
+        return F.max_unpool2d(curv, taken, self.size, output_size=x.shape[-2:]), {}
 
-class Dense(nn.Module):
+
+class Subsample(Layer):
+    """1998 sub-sampling: per map c, each size x size block's sum times weight[c], plus
+    bias[c], then the activation."""
+
+    def __init__(self, spec: A.Subsample):
+        super().__init__(spec.activation)
+        self.size = spec.size
+        self.weight = nn.Parameter(torch.zeros(spec.channels))
+        self.bias = nn.Parameter(torch.zeros(spec.channels))
+
+    def block_sums(self, x: torch.Tensor) -> torch.Tensor:
+        return F.avg_pool2d(x, self.size, divisor_override=1)  # (N, C, H/s, W/s)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = self.block_sums(x) * self.weight[:, None, None] + self.bias[:, None, None]
+        return self.activate(a)
+
+    def curvature(self, curv: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> Curvatures:
+        curv = self.curvature_before_activation(curv, y)  # (N, C, H/s, W/s)
+        sums = self.block_sums(x)
+        per_input = curv * (self.weight**2)[:, None, None]
+        dx = per_input.repeat_interleave(self.size, 2).repeat_interleave(self.size, 3)
+        return dx, {"weight": (curv * sums**2).sum((0, 2, 3)), "bias": curv.sum((0, 2, 3))}
+
+
+class Dense(Layer):
     """Fully connected; a spatial input is flattened in (C, H, W) order first."""
 
     def __init__(self, spec: A.Dense):
-        super().__init__()
+        super().__init__(spec.activation)
         self.weight = nn.Parameter(torch.zeros(spec.out_features, spec.in_features))
         self.bias = nn.Parameter(torch.zeros(spec.out_features))
-        self.activation = ACTIVATIONS[spec.activation]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.activation(F.linear(x.flatten(1), self.weight, self.bias))  # (N, O)
+        return self.activate(F.linear(x.flatten(1), self.weight, self.bias))  # (N, O)
+
+    def curvature(self, curv: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> Curvatures:
+        curv = self.curvature_before_activation(curv, y)  # (N, O)
+        flat = x.flatten(1)
+        dx = (curv @ self.weight**2).reshape(x.shape)
+        return dx, {"weight": curv.T @ flat**2, "bias": curv.sum(0)}
 
 
-MODULES = {A.Conv: Conv, A.MaxPool: MaxPool, A.Dense: Dense}
+class RBF(Layer):
+    """Euclidean RBF output with the fixed centres of ``arch.rbf_centres``. It returns the
+    NEGATED penalties -y_i = -sum_j (x_j - c_ij)^2, so its argmax is the prediction, as with
+    logits. Nothing is trainable; its curvature is taken with the loss (``map_curvature``)."""
+
+    def __init__(self, spec: A.RBF):
+        super().__init__()
+        centres = torch.from_numpy(A.rbf_centres()).float()  # (K, F)
+        if centres.shape != (spec.out_features, spec.in_features):
+            raise ValueError(f"{spec.name}: the RBF bitmaps are {tuple(centres.shape)}")
+        self.register_buffer("centres", centres, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        diff = x.flatten(1)[:, None, :] - self.centres  # (N, K, F)
+        return -(diff * diff).sum(dim=2)  # (N, K)
+
+
+MODULES = {A.Conv: Conv, A.MaxPool: MaxPool, A.Subsample: Subsample, A.Dense: Dense, A.RBF: RBF}
 
 
 class TorchNet(nn.Module):
@@ -84,16 +176,13 @@ class TorchNet(nn.Module):
         super().__init__()
         self.arch = arch
         for spec in arch.layers:
-            module = MODULES.get(type(spec))
-            if module is None:
-                raise NotImplementedError(f"{type(spec).__name__} is not in the torch engine")
-            self.add_module(spec.name, module(spec))
+            self.add_module(spec.name, MODULES[type(spec)](spec))
         self.to(dtype=dtype, device=device)
         self.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in params.items()})
         with torch.no_grad():
             for module in self.children():
                 if getattr(module, "mask", None) is not None:
-                    module.weight.mul_(module.mask)  # a file's masked weights are ignored
+                    module.weight.mul_(module.mask)  # unconnected weights hold exact zeros
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for module in self.children():
@@ -108,8 +197,24 @@ class TorchNet(nn.Module):
             maps.append((name, x))
         return maps
 
-
-LOSSES = {"cross_entropy": F.cross_entropy}  # each: (outputs, labels) -> mean loss
+    @torch.no_grad()
+    def curvature(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """SDLM's diagonal Gauss-Newton curvature of the loss, averaged over the images of
+        ``x`` (LeCun et al. 1998, appendix C), exactly as ``NumpyNet.curvature``."""
+        names, outputs = zip(*self.feature_maps(x), strict=True)
+        inputs = (x, *outputs[:-1])
+        modules = list(self.children())
+        if isinstance(modules[-1], RBF):  # the fixed RBF is part of the loss here
+            curv = map_curvature(inputs[-1].flatten(1), modules[-1].centres)  # (N, F)
+            modules.pop()
+        else:
+            curv = softmax_curvature(outputs[-1])  # (N, K)
+        curv = curv / len(x)  # mean over images, as the gradients are
+        found = {}
+        for i in reversed(range(len(modules))):
+            curv, per_param = modules[i].curvature(curv, inputs[i], outputs[i])
+            found.update({f"{names[i]}.{k}": h for k, h in per_param.items()})
+        return found
 
 
 def resolve_device(device: str) -> str:
@@ -174,6 +279,13 @@ class TorchEngine:
         self.train_x = self._tensor(x)  # (N, 1, H, W); on CPU it shares x's memory
         self.train_y = torch.as_tensor(y, dtype=torch.int64, device=self.device)
 
+    def start_epoch(self, order: np.ndarray) -> None:
+        """Before each pass, after ``bind_training_data``: SDLM re-estimates its curvature on
+        the pass's first SDLM_SAMPLES rows, as the NumPy engine does; others need nothing."""
+        if self.optimizer.spec.name == "sdlm":
+            rows = torch.as_tensor(order[:SDLM_SAMPLES], device=self.device)
+            self.optimizer.set_curvature(self.net.curvature(self.train_x[rows]))
+
     def train_step(self, batch: np.ndarray, lr: float) -> None:
         rows = torch.as_tensor(batch, device=self.device)
         x, y = self.train_x[rows], self.train_y[rows]
@@ -181,7 +293,7 @@ class TorchEngine:
         loss = self.loss_fn(out, y)
         self.optimizer.zero_grad()
         loss.backward()
-        self.optimizer.step(lr)
+        self.optimizer.step(lr, batch_size=len(batch))
         with torch.no_grad():
             self._metrics[0] += loss.detach() * len(batch)
             self._metrics[1] += (out.argmax(dim=1) == y).sum()
@@ -195,7 +307,7 @@ class TorchEngine:
         return loss_sum, int(correct), seen
 
     def parameters(self) -> dict[str, np.ndarray]:
-        return {k: np.array(v.detach().cpu(), dtype=np.float32)
+        return {k: np.array(v.detach().cpu().numpy(), dtype=np.float32, order="C")
                 for k, v in self.net.named_parameters()}
 
     def optimizer_state(self) -> dict[str, np.ndarray]:

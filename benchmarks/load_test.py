@@ -1,0 +1,280 @@
+"""Load-test `lenet5 serve` over loopback: single-client latency and 16-client throughput of
+`POST /api/predict` with a canvas PNG, as the page sends it.
+
+    python benchmarks/load_test.py RUN_OR_MODEL [--engine numpy] [--clients 16] ...
+    python benchmarks/load_test.py --url http://127.0.0.1:8000   # a server already running
+
+With a model it starts `lenet5 serve MODEL --port 0` in its own process (the clients run in
+this one) and stops it afterwards. Only loopback addresses are accepted. Every phase is
+bounded by a request count and by --max-seconds. Writes benchmarks/results/load_test.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import io
+import json
+import os
+import platform
+import queue
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from PIL import Image, ImageDraw
+
+RESULTS = Path(__file__).parent / "results" / "load_test.md"
+SRC = Path(__file__).resolve().parents[1] / "src"
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+TARGET_P95_MS = 30.0
+TARGET_RPS = 300.0
+
+
+def canvas_png(side: int) -> bytes:
+    """A "7" drawn as the page draws it: black round strokes 7.5% of the side wide, on white."""
+    img = Image.new("L", (side, side), 255)
+    pen = ImageDraw.Draw(img)
+    points = [(0.28 * side, 0.22 * side), (0.72 * side, 0.22 * side), (0.44 * side, 0.82 * side)]
+    width = round(0.075 * side)
+    pen.line(points, fill=0, width=width, joint="curve")
+    for x, y in (points[0], points[-1]):  # round caps
+        pen.ellipse((x - width / 2, y - width / 2, x + width / 2, y + width / 2), fill=0)
+    buffer = io.BytesIO()
+    img.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+class NoDelayConnection(http.client.HTTPConnection):
+    """http.client writes headers and body separately; without TCP_NODELAY, Nagle's algorithm
+    and the server's delayed ACK hold the body back ~40 ms. Browsers set it too."""
+
+    def connect(self) -> None:
+        super().connect()
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+class Client:
+    """One keep-alive HTTP connection posting the same image."""
+
+    def __init__(self, host: str, port: int, body: bytes):
+        self.connection = NoDelayConnection(host, port, timeout=30)
+        self.body = body
+
+    def post(self) -> tuple[float, int, dict[str, float], bytes]:
+        """(seconds, status, Server-Timing stages in ms, body)."""
+        started = time.perf_counter()
+        self.connection.request("POST", "/api/predict", body=self.body,
+                                headers={"Content-Type": "image/png"})
+        response = self.connection.getresponse()
+        data = response.read()
+        seconds = time.perf_counter() - started
+        stages = {}
+        for part in filter(None, (response.getheader("Server-Timing") or "").split(",")):
+            name, _, duration = part.strip().partition(";dur=")
+            stages[name] = float(duration)
+        return seconds, response.status, stages, data
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+def start_server(model: str, engine: str) -> tuple[subprocess.Popen, str]:
+    """`lenet5 serve MODEL --port 0` in a child process; returns it and its base URL."""
+    env = {"OPENBLAS_NUM_THREADS": "1", **os.environ,
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(SRC), os.environ.get("PYTHONPATH")]))}
+    process = subprocess.Popen([sys.executable, "-m", "lenet5", "serve", model, "--port", "0",
+                                "--engine", engine], stderr=subprocess.PIPE, text=True, env=env)
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in process.stderr],
+                     daemon=True).start()
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            line = lines.get(timeout=1)
+        except queue.Empty:
+            if process.poll() is not None:
+                break
+            continue
+        if "serving" in line and " on http://" in line:
+            return process, line.split(" on ")[1].split()[0].rstrip("/")
+        sys.stderr.write(line)
+    process.kill()
+    sys.exit("load_test: `lenet5 serve` did not start; see its messages above.")
+
+
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU time of a process so far (Linux /proc); NaN where unknown."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except (OSError, TypeError):
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def wait_healthy(host: str, port: int, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            connection = http.client.HTTPConnection(host, port, timeout=5)
+            connection.request("GET", "/healthz")
+            if connection.getresponse().status == 200:
+                return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            sys.exit(f"load_test: no healthy server at {host}:{port} after {seconds:.0f} s.")
+        time.sleep(0.1)
+
+
+def single_client(host: str, port: int, body: bytes, count: int, max_seconds: float) -> dict:
+    client = Client(host, port, body)
+    latencies, stages, errors = [], [], 0
+    deadline = time.monotonic() + max_seconds
+    while len(latencies) + errors < count and time.monotonic() < deadline:
+        seconds, status, timing, _ = client.post()
+        if status == 200:
+            latencies.append(seconds)
+            stages.append(timing)
+        else:
+            errors += 1
+    return {"latencies": latencies, "stages": stages, "errors": errors}
+
+
+def concurrent_clients(host: str, port: int, body: bytes, clients: int, count: int,
+                       max_seconds: float) -> dict:
+    lock = threading.Lock()
+    latencies: list[float] = []
+    failures: list[str] = []
+    started = time.perf_counter()
+    deadline = time.monotonic() + max_seconds
+
+    def worker() -> None:
+        client = Client(host, port, body)
+        while time.monotonic() < deadline:
+            with lock:
+                if len(latencies) + len(failures) >= count:
+                    return
+            try:
+                seconds, status, _, data = client.post()
+                failure = None if status == 200 else f"HTTP {status}: {data[:120]!r}"
+            except OSError as exc:
+                seconds, failure = 0.0, f"{type(exc).__name__}: {exc}"
+                client = Client(host, port, body)
+            with lock:
+                if failure:
+                    failures.append(failure)
+                else:
+                    latencies.append(seconds)
+
+    threads = [threading.Thread(target=worker) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return {"latencies": latencies, "failures": failures,
+            "seconds": time.perf_counter() - started}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("model", nargs="?", help="model.safetensors or run directory to serve")
+    parser.add_argument("--url", help="test a server already running on loopback instead")
+    parser.add_argument("--engine", default="numpy", help="engine of the server started here")
+    parser.add_argument("--side", type=int, default=112,
+                        help="side of the canvas PNG in px (the page sends 112)")
+    parser.add_argument("--requests", type=int, default=500, help="single-client requests")
+    parser.add_argument("--clients", type=int, default=16, help="concurrent clients")
+    parser.add_argument("--concurrent-requests", type=int, default=4000,
+                        help="requests in the concurrent phase, all clients together")
+    parser.add_argument("--max-seconds", type=float, default=30.0,
+                        help="time limit of each phase")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="markdown report to write")
+    args = parser.parse_args()
+    if bool(args.model) == bool(args.url):
+        parser.error("pass either MODEL (a server is started) or --url (one already running)")
+
+    process = None
+    if args.url:
+        base = args.url.rstrip("/")
+    else:
+        process, base = start_server(args.model, args.engine)
+    parts = urlsplit(base)
+    if parts.scheme != "http" or parts.hostname not in LOOPBACK or not parts.port:
+        parser.error(f"--url must be http://127.0.0.1:PORT (loopback only), got {base}")
+    host, port = parts.hostname, parts.port
+    body = canvas_png(args.side)
+    load_before = os.getloadavg()
+    try:
+        wait_healthy(host, port)
+        warm = single_client(host, port, body, 30, args.max_seconds)
+        answer = json.loads(Client(host, port, body).post()[3])
+        pid = process.pid if process else None
+        cpu = [cpu_seconds(pid)]
+        single = single_client(host, port, body, args.requests, args.max_seconds)
+        cpu.append(cpu_seconds(pid))
+        many = concurrent_clients(host, port, body, args.clients, args.concurrent_requests,
+                                  args.max_seconds)
+        cpu.append(cpu_seconds(pid))
+    finally:
+        if process is not None:
+            process.terminate()
+            process.wait(timeout=30)
+    if warm["errors"] or not single["latencies"]:
+        sys.exit("load_test: the server answered errors to a valid canvas PNG.")
+
+    ms = [1000 * s for s in single["latencies"]]
+    p50, p95 = percentile(ms, 50), percentile(ms, 95)
+    stage_ms = {name: statistics.median(t[name] for t in single["stages"])
+                for name in single["stages"][0]}
+    rps = len(many["latencies"]) / many["seconds"]
+    loaded_ms = [1000 * s for s in many["latencies"]] or [float("nan")]
+    yes = {True: "yes", False: "**no**"}
+    rows = [
+        ("single client: requests", f"{len(ms)} ({single['errors']} errors)"),
+        ("single client: p50 / p95 / p99 latency",
+         f"{p50:.1f} / {p95:.1f} / {percentile(ms, 99):.1f} ms"),
+        (f"single client: p95 <= {TARGET_P95_MS:.0f} ms", yes[p95 <= TARGET_P95_MS]),
+        ("server time per request (median): " + ", ".join(stage_ms),
+         " + ".join(f"{v:.2f}" for v in stage_ms.values()) + " ms"),
+        ("rest of a request (HTTP, JSON, client, waiting for a core; p50 minus the stages)",
+         f"{p50 - sum(stage_ms.values()):.1f} ms"),
+        (f"server process CPU per request, single client / {args.clients} clients",
+         f"{1000 * (cpu[1] - cpu[0]) / len(ms):.1f} / "
+         f"{1000 * (cpu[2] - cpu[1]) / max(1, len(many['latencies'])):.1f} ms"),
+        (f"{args.clients} clients: requests in {many['seconds']:.1f} s",
+         f"{len(many['latencies'])} ({len(many['failures'])} errors)"),
+        (f"{args.clients} clients: throughput", f"{rps:.0f} requests/s"),
+        (f"{args.clients} clients: p50 / p95 latency",
+         f"{percentile(loaded_ms, 50):.1f} / {percentile(loaded_ms, 95):.1f} ms"),
+        (f"{args.clients} clients: >= {TARGET_RPS:.0f} requests/s, no errors",
+         yes[rps >= TARGET_RPS and not many["failures"]]),
+        ("request", f"{args.side}x{args.side} canvas PNG ({len(body)} bytes) of a 7; answered "
+                    f"{answer['label']} ({100 * answer['confidence']:.1f}%), "
+                    f"{len(json.dumps(answer))} bytes of JSON"),
+        ("server", "started here: `lenet5 serve MODEL --port 0 --engine " + args.engine + "`"
+         if process else f"already running at {base}"),
+        ("machine", f"{platform.machine()}, {os.cpu_count()} cores, load average "
+                    f"{load_before[0]:.1f} before / {os.getloadavg()[0]:.1f} after, Python "
+                    f"{platform.python_version()}; clients and server share the cores"),
+        ("date", time.strftime("%Y-%m-%d %H:%M")),
+    ]
+    lines = ["| measure | value |", "|---|---|", *[f"| {k} | {v} |" for k, v in rows]]
+    if many["failures"]:
+        lines += ["", "First errors:", *[f"- {f}" for f in many["failures"][:5]]]
+    text = "\n".join(lines) + "\n"
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,43 @@
+"""The NumPy engine's losses (numpy_engine/losses.py) in torch, and their curvatures for SDLM.
+
+Each loss maps (outputs (N, K), labels (N,)) to the mean loss; autograd gives its gradient.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..numpy_engine.losses import MAP_J
+
+
+def map_log_probs(scores: torch.Tensor) -> torch.Tensor:
+    """log of e^{s_i} / (e^-j + sum_k e^{s_k}), (N, K), for scores s = -y (negated RBF
+    penalties): a softmax with one extra "rubbish" class whose score is fixed at -j."""
+    rubbish = scores.new_full((len(scores), 1), -MAP_J)  # (N, 1)
+    return F.log_softmax(torch.cat([rubbish, scores], dim=1), dim=1)[:, 1:]
+
+
+def map_loss(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean MAP loss of LeCun et al. 1998 (eq. 9), E = y_D + log(e^-j + sum_i e^-y_i)."""
+    return F.nll_loss(map_log_probs(scores), labels)
+
+
+LOSSES = {"cross_entropy": F.cross_entropy, "map": map_loss}
+
+
+def softmax_curvature(logits: torch.Tensor) -> torch.Tensor:
+    """Per-image Gauss-Newton diagonal of the cross-entropy w.r.t. the logits: p (1 - p)."""
+    p = F.softmax(logits, dim=1)  # (N, K)
+    return p * (1 - p)
+
+
+def map_curvature(features: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
+    """Per-image diagonal Hessian of the MAP loss w.r.t. F6's outputs x (N, F) through the
+    fixed RBF: 2 (1 - P) + 4 (sum_i p_i d_ij^2 - (sum_i p_i d_ij)^2), d_ij = x_j - c_ij
+    (derived in numpy_engine/losses.map_curvature)."""
+    diff = features[:, None, :] - centres  # (N, K, F)
+    p = map_log_probs(-(diff * diff).sum(dim=2)).exp()  # (N, K)
+    mean_d = torch.einsum("nk,nkf->nf", p, diff)  # (N, F)
+    mean_d2 = torch.einsum("nk,nkf->nf", p, diff * diff)
+    return 2 * (1 - p.sum(dim=1, keepdim=True)) + 4 * (mean_d2 - mean_d**2)

@@ -1,0 +1,222 @@
+"""`lenet5 predict`: formats, folders, --top-k, --json, --save-input, and bad files that fail
+alone (quickly, without decoding a decompression bomb) while the others are still predicted."""
+
+import json
+import os
+import struct
+import subprocess
+import sys
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from lenet5.arch import get_arch, init_params
+from lenet5.checkpoint import save_model
+from lenet5.cli import main
+from lenet5.predict import find_images
+
+FORMATS = {".png": "PNG", ".jpg": "JPEG", ".bmp": "BMP", ".gif": "GIF", ".tiff": "TIFF",
+           ".webp": "WEBP"}
+
+
+def run_cli(capsys, *argv) -> tuple[int, str, str]:
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def untrained_model(tmp_path_factory) -> Path:
+    """A model file with initial weights: enough for schema and error tests, no training."""
+    path = tmp_path_factory.mktemp("model") / "model.safetensors"
+    save_model(path, init_params(get_arch("lenet5"), 0),
+               {"arch": "lenet5", "dataset": "mnist", "classes": [str(d) for d in range(10)],
+                "input_normalization": {"kind": "mean_std", "pad": 2, "mean": 0.1307,
+                                        "std": 0.3081}})
+    return path
+
+
+def drawing(size=(160, 200)) -> Image.Image:
+    """A dark "7" drawn on light paper."""
+    image = Image.new("RGB", size, (235, 230, 220))
+    w, h = size
+    ImageDraw.Draw(image).line([(0.25 * w, 0.2 * h), (0.75 * w, 0.2 * h), (0.4 * w, 0.8 * h)],
+                               fill=(30, 30, 40), width=max(4, w // 14), joint="curve")
+    return image
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A valid 1-bit PNG of width x height, all black: tiny on disk, huge when decoded."""
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
+
+    row = bytes(1 + (width + 7) // 8)  # filter byte 0, then the packed bits
+    packer = zlib.compressobj(1)
+    body = b"".join(packer.compress(row) for _ in range(height)) + packer.flush()
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)  # 1-bit greyscale
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", body)
+            + chunk(b"IEND", b""))
+
+
+@pytest.fixture(scope="module")
+def mixed_dir(tmp_path_factory) -> Path:
+    """A truncated PNG, a text file named .png, a 20000x20000 PNG and one good photo."""
+    folder = tmp_path_factory.mktemp("mixed")
+    drawing().save(folder / "good.jpg", quality=85)
+    drawing().save(folder / "whole.png")
+    whole = (folder / "whole.png").read_bytes()
+    (folder / "truncated.png").write_bytes(whole[: len(whole) // 2])
+    (folder / "whole.png").unlink()
+    (folder / "notes.png").write_text("this is not an image\n")
+    (folder / "huge.png").write_bytes(png_claiming(20000, 20000))
+    return folder
+
+
+def test_every_format_and_the_json_schema(untrained_model, tmp_path, capsys):
+    for suffix, fmt in FORMATS.items():
+        drawing().save(tmp_path / f"seven{suffix}", format=fmt)
+    code, out, err = run_cli(capsys, "predict", untrained_model, tmp_path, "--json")
+    results = json.loads(out)
+    assert code == 0, err
+    assert [r["file"] for r in results] == [str(tmp_path / f"seven{s}") for s in sorted(FORMATS)]
+    for r in results:
+        assert set(r) == {"file", "label", "confidence", "top"}
+        assert isinstance(r["label"], int) and isinstance(r["confidence"], float)
+        assert len(r["top"]) == 3  # the default --top-k
+        assert all(isinstance(k, int) and isinstance(p, float) for k, p in r["top"])
+        assert [r["label"], r["confidence"]] == r["top"][0]
+        probs = [p for _, p in r["top"]]
+        assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1 + 1e-9
+    labels = {r["label"] for r in results}
+    assert len(labels) == 1, "the same drawing in six formats should get one label"
+
+
+def test_gif_first_frame_is_used(untrained_model, tmp_path, capsys):
+    blank = Image.new("RGB", (160, 200), (235, 230, 220))
+    drawing().save(tmp_path / "anim.gif", save_all=True, append_images=[blank], duration=100)
+    code, out, _ = run_cli(capsys, "predict", untrained_model, tmp_path / "anim.gif", "--json")
+    assert code == 0 and "label" in json.loads(out)[0]
+
+
+def test_top_k(untrained_model, tmp_path, capsys):
+    drawing().save(tmp_path / "seven.png")
+    for k, expected in ((1, 1), (5, 5), (50, 10)):
+        code, out, _ = run_cli(capsys, "predict", untrained_model, tmp_path, "--json",
+                               "--top-k", k)
+        (result,) = json.loads(out)
+        assert code == 0 and len(result["top"]) == expected
+        assert len({label for label, _ in result["top"]}) == expected
+    code, out, err = run_cli(capsys, "predict", untrained_model, tmp_path, "--top-k", "0")
+    assert code == 1 and out == ""
+    assert err == "lenet5: error: --top-k must be at least 1, got 0.\n"
+
+
+def test_bad_files_fail_alone_quickly(untrained_model, mixed_dir, capsys):
+    started = time.perf_counter()
+    code, out, _ = run_cli(capsys, "predict", untrained_model, mixed_dir, "--json")
+    seconds = time.perf_counter() - started
+    results = {Path(r["file"]).name: r for r in json.loads(out)}
+    assert code == 1
+    assert list(results) == ["good.jpg", "huge.png", "notes.png", "truncated.png"]  # sorted
+    assert "label" in results["good.jpg"]
+    for name, words in (("huge.png", "too large"), ("notes.png", "not an image"),
+                        ("truncated.png", "truncated")):
+        assert set(results[name]) == {"file", "error"}
+        assert name in results[name]["error"] and words in results[name]["error"]
+    assert seconds < 2.0, f"predict took {seconds:.2f} s"
+
+
+def test_bad_files_use_little_memory(untrained_model, mixed_dir):
+    """Run the real command and read its own peak memory: the 20000x20000 PNG (400 MB
+    decoded) must be refused from its header."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
+    process = subprocess.Popen([sys.executable, "-m", "lenet5", "predict", str(untrained_model),
+                                str(mixed_dir), "--json"], stdout=subprocess.PIPE,
+                               stderr=subprocess.DEVNULL, env=env)
+    with process:
+        out = process.stdout.read()
+        _, status, usage = os.wait4(process.pid, 0)  # this child's own peak, not the suite's
+        process.returncode = os.waitstatus_to_exitcode(status)
+    assert process.returncode == 1
+    assert len(json.loads(out)) == 4
+    peak_mb = usage.ru_maxrss / 1024  # kilobytes on Linux
+    assert peak_mb < 300, f"peak memory {peak_mb:.0f} MB"
+
+
+def test_too_big_file_and_too_many_pixels(untrained_model, tmp_path, capsys):
+    with open(tmp_path / "big.jpg", "wb") as f:
+        f.truncate(51 * 2**20)  # sparse: 51 MB on paper, nothing on disk
+    (tmp_path / "wide.png").write_bytes(png_claiming(8000, 6000))  # 48 megapixels
+    code, out, _ = run_cli(capsys, "predict", untrained_model, tmp_path, "--json")
+    big, wide = json.loads(out)
+    assert code == 1
+    assert "larger than 50 MB" in big["error"]
+    assert "megapixels" in wide["error"]
+
+
+def test_no_ink_is_an_error_entry(untrained_model, tmp_path, capsys):
+    Image.new("L", (100, 100), 240).save(tmp_path / "blank.png")
+    drawing().save(tmp_path / "seven.png")
+    code, out, err = run_cli(capsys, "predict", untrained_model, tmp_path)
+    assert code == 1
+    assert out.startswith(f"{tmp_path / 'seven.png'}: ") and out.count("\n") == 1
+    assert f"{tmp_path / 'blank.png'}: error: " in err and "no digit" in err
+    assert "1 of 2 images could not be classified" in err
+
+
+def test_save_input_names_are_unique(untrained_model, tmp_path, capsys):
+    for folder in ("a", "b"):
+        (tmp_path / "in" / folder).mkdir(parents=True)
+        drawing().save(tmp_path / "in" / folder / "7.png")
+    drawing((300, 200)).save(tmp_path / "in" / "7.jpg")
+    (tmp_path / "in" / "broken.png").write_bytes(b"not a picture")
+    saved = tmp_path / "seen"
+    code, out, _ = run_cli(capsys, "predict", untrained_model, tmp_path / "in",
+                           "--save-input", saved, "--json")
+    assert code == 1 and len(json.loads(out)) == 4
+    names = sorted(p.name for p in saved.iterdir())
+    assert names == ["7-2.png", "7-3.png", "7.png"]  # in order: 7.jpg, a/7.png, b/7.png
+    with Image.open(saved / "7.png") as picture:
+        assert picture.format == "PNG" and picture.height == 224
+        assert picture.width > 224 + 224  # the 300x200 original, then the 28x28 blown up
+
+
+def test_folders_are_searched_recursively_and_sorted(tmp_path):
+    for name in ("b/2.png", "a/z.PNG", "a/sub/1.jpeg", "a/readme.txt", "c.webp"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"")
+    found = find_images([tmp_path / "a", tmp_path / "b", tmp_path / "missing.png"])
+    assert found == [str(tmp_path / "a/sub/1.jpeg"), str(tmp_path / "a/z.PNG"),
+                     str(tmp_path / "b/2.png"), str(tmp_path / "missing.png")]
+
+
+def test_no_images_at_all_is_one_sentence(untrained_model, tmp_path, capsys):
+    code, out, err = run_cli(capsys, "predict", untrained_model, tmp_path)
+    assert code == 1 and out == ""
+    assert err.startswith("lenet5: error: no images found in ") and err.count("\n") == 1
+
+
+@pytest.mark.mnist
+def test_trained_model_reads_digits_written_as_files(trained_run, mnist, tmp_path, capsys):
+    """MNIST test digits saved as dark-on-light pictures, 4x larger and off-centre, are read
+    as the model reads the originals."""
+    import lenet5
+
+    digits, labels = mnist.test_images[:100], mnist.test_labels[:100]
+    for i, digit in enumerate(digits):
+        paper = np.full((160, 180), 230, np.uint8)
+        big = np.asarray(Image.fromarray(255 - digit).resize((112, 112), Image.BICUBIC))
+        top, left = 10 + i % 30, 5 + i % 50
+        paper[top:top + 112, left:left + 112] = np.minimum(paper[top:top + 112,
+                                                                 left:left + 112], big)
+        Image.fromarray(paper).save(tmp_path / f"{i:03d}.png")
+    code, out, _ = run_cli(capsys, "predict", trained_run, tmp_path, "--json")
+    predicted = np.array([r["label"] for r in json.loads(out)])
+    assert code == 0
+    direct = lenet5.load(trained_run).predict(digits)
+    assert np.mean(predicted == direct) >= 0.95
+    assert np.mean(predicted == labels) >= 0.90

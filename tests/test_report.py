@@ -1,0 +1,124 @@
+"""Run reports: every figure and the page are written, non-trivial, and self-contained."""
+
+import json
+import re
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from lenet5.arch import ARCHITECTURES, init_params
+from lenet5.checkpoint import save_model
+from lenet5.cli import main
+from lenet5.errors import Lenet5Error
+from lenet5.model import load
+from lenet5.report import FIGURES, plot_errors, plot_feature_maps, write_report
+from lenet5.training import TrainConfig, train
+
+PAGE = "report.html"
+
+
+@pytest.fixture
+def synthetic_run(synthetic_dataset, tmp_path):
+    """Two epochs on the synthetic squares, with a validation split (so curves show val)."""
+    config = TrainConfig(dataset=synthetic_dataset, epochs=2, batch_size=32, val_size=100,
+                         out=str(tmp_path / "run"))
+    return train(config, log=lambda _: None, progress=False)
+
+
+def assert_picture(path, min_side=150, min_width=700):
+    """A PNG of a sensible size with something drawn on it."""
+    with Image.open(path) as image:
+        assert image.format == "PNG"
+        assert min(image.size) >= min_side and image.width >= min_width, image.size
+        pixels = np.asarray(image.convert("L"))
+    assert np.mean(pixels < 128) > 0.002, f"{path.name} looks blank"
+
+
+def test_write_report_writes_every_figure_and_the_page(synthetic_run):
+    written = write_report(synthetic_run, log=lambda _: None)
+    assert [p.name for p in written] == [*FIGURES, PAGE]
+    assert all(p.parent == synthetic_run for p in written)
+    for path in written[:-1]:
+        assert_picture(path)
+
+    page = (synthetic_run / PAGE).read_text()
+    sources = re.findall(r'src="([^"]+)"', page)
+    assert sources == list(FIGURES)  # relative, next to the page
+    assert "http://" not in page and "https://" not in page  # no CDN, works offline
+    metrics = [json.loads(line) for line in (synthetic_run / "metrics.jsonl").open()]
+    for fact in ("lenet5", "numpy", "synthetic", f"{100 * metrics[-1]['test_acc']:.2f}%",
+                 "time per epoch", "val_acc", "batch_size"):
+        assert fact in page, fact
+
+
+def test_report_command_and_train_writes_it_unless_told_not_to(synthetic_dataset, tmp_path,
+                                                               capsys, monkeypatch):
+    monkeypatch.setattr("lenet5.cli.DATASET_NAMES", ("mnist", synthetic_dataset))
+    plain, skipped = tmp_path / "plain", tmp_path / "skipped"
+    common = ["train", "--dataset", synthetic_dataset, "--epochs", "1"]
+    assert main([*common, "--out", str(plain)]) == 0
+    assert (plain / PAGE).is_file() and all((plain / f).is_file() for f in FIGURES)
+    assert f"report: {plain / PAGE}" in capsys.readouterr().out
+
+    assert main([*common, "--out", str(skipped), "--no-report", "--json"]) == 0
+    out = capsys.readouterr().out
+    assert json.loads(out)["report"] is None
+    assert not (skipped / PAGE).exists()
+
+    assert main(["report", str(skipped)]) == 0
+    assert str(skipped / PAGE) in capsys.readouterr().out
+    assert all((skipped / f).is_file() for f in FIGURES)
+
+
+@pytest.mark.parametrize("arch_name", sorted(ARCHITECTURES))
+def test_feature_maps_cover_every_layer_of_each_architecture(arch_name, tmp_path):
+    arch = ARCHITECTURES[arch_name]
+    save_model(tmp_path / "model.safetensors", init_params(arch, 0),
+               {"arch": arch_name, "dataset": "mnist", "classes": list("0123456789"),
+                "input_normalization": {"kind": "mean_std", "pad": 2, "mean": 0.13,
+                                        "std": 0.31}})
+    model = load(tmp_path / "model.safetensors")
+    digit = np.zeros((28, 28), np.uint8)
+    digit[6:22, 12:16] = 255  # a "1"
+    path = plot_feature_maps(model, digit, 1, tmp_path / "maps.png", "untrained")
+    assert_picture(path)
+    with Image.open(path) as image:  # one row per layer plus the input: tall
+        assert image.height > 1.2 * image.width
+
+
+def test_errors_figure_when_there_are_no_mistakes(tmp_path):
+    images = np.zeros((5, 28, 28), np.uint8)
+    labels = np.arange(5)
+    probs = np.eye(10)[labels]  # (5, 10), every prediction right
+    path = plot_errors(images, labels, probs, list("0123456789"), tmp_path / "errors.png")
+    assert_picture(path, min_width=600)
+
+
+def test_most_confident_mistakes_come_first(tmp_path, monkeypatch):
+    shown = []
+    monkeypatch.setattr("lenet5.report._save", lambda fig, path: shown.append(fig) or path)
+    images = np.zeros((4, 28, 28), np.uint8)
+    labels = np.array([0, 1, 2, 3])
+    probs = np.full((4, 10), 0.01)
+    probs[0, 0], probs[1, 5], probs[2, 6], probs[3, 3] = 0.91, 0.6, 0.9, 0.91  # 2 mistakes
+    plot_errors(images, labels, probs, list("0123456789"), tmp_path / "errors.png")
+    titles = [ax.get_title() for ax in shown[0].axes if ax.get_title()]
+    assert titles == ["true 2\npred 6 90.0%", "true 1\npred 5 60.0%"]
+
+
+@pytest.mark.parametrize("missing", ["metrics.jsonl", "model.safetensors"])
+def test_a_run_dir_without_its_files_is_one_sentence(synthetic_run, missing, capsys):
+    (synthetic_run / missing).unlink()
+    assert main(["report", str(synthetic_run)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == (f"lenet5: error: {synthetic_run} has no {missing}; pass a run directory "
+                   "written by `lenet5 train`.")
+
+
+def test_not_a_directory_and_empty_metrics(tmp_path, synthetic_run):
+    with pytest.raises(Lenet5Error, match="is not a directory"):
+        write_report(tmp_path / "nowhere")
+    (synthetic_run / "metrics.jsonl").write_text("")
+    with pytest.raises(Lenet5Error, match="holds no finished epoch"):
+        write_report(synthetic_run)

@@ -1,0 +1,415 @@
+"""The torch engine against the NumPy engine (same weights, same batch: same outputs, gradients,
+curvatures and optimizer steps), model files across engines, resume; and torch autograd as an
+independent check of every NumPy layer's hand-written backward pass."""
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="PyTorch is not installed (pip install -e '.[torch]')")
+
+import torch.nn.functional as F  # noqa: E402
+
+from lenet5 import checkpoint  # noqa: E402
+from lenet5.arch import ARCHITECTURES, LENET5, LENET5_1998, init_params, rbf_centres  # noqa: E402
+from lenet5.engine import make_engine  # noqa: E402
+from lenet5.errors import Lenet5Error  # noqa: E402
+from lenet5.hparams import OptimizerSpec  # noqa: E402
+from lenet5.model import load  # noqa: E402
+from lenet5.numpy_engine import layers as L  # noqa: E402
+from lenet5.numpy_engine.losses import (  # noqa: E402
+    MAP_J,
+    map_curvature,
+    map_loss,
+    softmax_cross_entropy,
+)
+from lenet5.numpy_engine.model import NumpyEngine, NumpyNet  # noqa: E402
+from lenet5.numpy_engine.optim import Optimizer  # noqa: E402
+from lenet5.torch_engine import TorchEngine, TorchNet  # noqa: E402
+from lenet5.torch_engine.losses import LOSSES  # noqa: E402
+from lenet5.training import TrainConfig, resume_config, train  # noqa: E402
+
+HAS_CUDA = torch.cuda.is_available()
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not HAS_CUDA,
+                                                                 reason="no CUDA GPU"))]
+ARCHS = pytest.mark.parametrize("arch", list(ARCHITECTURES.values()), ids=list(ARCHITECTURES))
+TOL = {np.float64: 1e-10, np.float32: 1e-5}
+TORCH_DTYPE = {np.float64: torch.float64, np.float32: torch.float32}
+OPTIMIZERS = {
+    "sgd-nesterov-wd": OptimizerSpec("sgd", momentum=0.9, nesterov=True, weight_decay=1e-3),
+    "adam": OptimizerSpec("adam"),
+    "adam-l2": OptimizerSpec("adam", weight_decay=1e-2),
+    "adamw": OptimizerSpec("adamw", weight_decay=1e-2),
+    "sdlm": OptimizerSpec("sdlm"),
+}
+
+
+@pytest.fixture(autouse=True)
+def exact_cuda_float32():
+    """CUDA convolutions may use TF32 (10-bit mantissa) by default; these tests compare
+    float32 to 1e-5, so they run in full float32."""
+    if not HAS_CUDA:
+        yield
+        return
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+def assert_close(got, expected, tol: float, what: str = "") -> None:
+    """Max absolute difference within ``tol`` times the expected values' scale (at least 1)."""
+    got, expected = np.asarray(got, np.float64), np.asarray(expected, np.float64)
+    assert got.shape == expected.shape, what
+    scale = max(1.0, float(np.abs(expected).max(initial=0.0)))
+    assert np.abs(got - expected).max(initial=0.0) <= tol * scale, what
+
+
+def batch(n: int = 8, dtype=np.float64, seed: int = 1):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, 1, 32, 32)).astype(dtype), rng.integers(0, 10, n)
+
+
+def as_numpy(t: torch.Tensor) -> np.ndarray:
+    return t.detach().cpu().numpy()
+
+
+# --- the network: same function, same gradients, same curvature -----------------------------
+
+@ARCHS
+def test_state_dict_keys_are_the_model_file_names(arch):
+    net = TorchNet(arch, init_params(arch, 0))
+    shapes = {k: tuple(v.shape) for k, v in net.state_dict().items()}
+    assert shapes == arch.param_shapes()
+    assert list(shapes) == list(arch.param_shapes())
+
+
+@ARCHS
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("device", DEVICES)
+def test_outputs_and_gradients_match_numpy(arch, dtype, device):
+    params = init_params(arch, 0)
+    x, y = batch(dtype=dtype)
+    ref = NumpyNet(arch, params, dtype)
+    loss, out, grads = ref.loss_and_grads(x, y)
+    net = TorchNet(arch, params, TORCH_DTYPE[dtype], device)
+    got = net(torch.from_numpy(x).to(device))
+    got_loss = LOSSES[arch.loss](got, torch.from_numpy(y).to(device))
+    got_loss.backward()
+    tol = TOL[dtype]
+    assert_close(as_numpy(got), out, tol, "outputs")
+    assert_close(got_loss.item(), loss, tol, "loss")
+    for name, p in net.named_parameters():
+        assert_close(as_numpy(p.grad), grads[name], tol, name)
+
+
+@ARCHS
+def test_feature_maps_match_numpy(arch):
+    params = init_params(arch, 2)
+    x, _ = batch(3, np.float32)
+    expected = NumpyEngine(arch, params).feature_maps(x)
+    got = TorchEngine(arch, params, device="cpu").feature_maps(x)
+    assert [name for name, _ in got] == [name for name, _ in expected]
+    for (name, g), (_, e) in zip(got, expected, strict=True):
+        assert_close(g, e, 1e-5, name)
+
+
+@ARCHS
+def test_sdlm_curvature_matches_numpy(arch):
+    params = init_params(arch, 0)
+    x, _ = batch(6)
+    expected = NumpyNet(arch, params, np.float64).curvature(x)
+    got = TorchNet(arch, params, torch.float64).curvature(torch.from_numpy(x))
+    assert set(got) == set(arch.param_shapes())
+    for name in expected:
+        assert_close(as_numpy(got[name]), expected[name], 1e-10, name)
+
+
+def test_masked_weights_stay_zero():
+    params = init_params(LENET5_1998, 0)
+    params["C3.weight"] = params["C3.weight"] + 1  # a file whose unconnected weights are not 0
+    engine = TorchEngine(LENET5_1998, params, OptimizerSpec("adam"), device="cpu")
+    x, y = batch(16, np.float32)
+    engine.bind_training_data(x, y)
+    for _ in range(3):
+        engine.train_step(np.arange(16), 1e-2)
+    unconnected = ~np.array(LENET5_1998.layers[2].table)
+    assert np.all(engine.parameters()["C3.weight"][unconnected] == 0)
+
+
+# --- the optimizers ----------------------------------------------------------------------------
+
+def numpy_engine(arch, params, spec, dtype):
+    """A NumpyEngine computing in ``dtype`` (its default is float32)."""
+    engine = NumpyEngine(arch, params, spec)
+    engine.net = NumpyNet(arch, params, dtype)
+    engine.optimizer = Optimizer(spec, engine.net.params)
+    return engine
+
+
+def run_steps(engine, x, y, steps: int = 3):
+    engine.bind_training_data(x, y)
+    engine.start_epoch(np.arange(len(x)))
+    for step in range(steps):
+        engine.train_step(np.arange(step, len(x), 2), 1e-2 / (step + 1))
+    return engine.take_train_metrics()
+
+
+@ARCHS
+@pytest.mark.parametrize("spec", OPTIMIZERS.values(), ids=OPTIMIZERS)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("device", DEVICES)
+def test_optimizer_steps_match_numpy(arch, spec, dtype, device):
+    params = init_params(arch, 0)
+    x, y = batch(12, dtype)
+    ref = numpy_engine(arch, params, spec, dtype)
+    engine = TorchEngine(arch, params, spec, device, TORCH_DTYPE[dtype])
+    expected_metrics, metrics = run_steps(ref, x, y), run_steps(engine, x, y)
+    tol = TOL[dtype]
+    assert_close(metrics[0], expected_metrics[0], tol, "loss sum")
+    assert metrics[1:] == expected_metrics[1:]
+    for name, value in ref.net.params.items():
+        assert_close(engine.net.get_parameter(name).detach().cpu().numpy(), value, tol, name)
+    expected_state, state = ref.optimizer_state(), engine.optimizer_state()
+    assert set(state) == set(expected_state)
+    for name, value in expected_state.items():
+        assert_close(state[name], value, tol, name)
+
+
+@pytest.mark.parametrize("spec", OPTIMIZERS.values(), ids=OPTIMIZERS)
+def test_optimizer_state_moves_between_engines(spec):
+    """A state saved by either engine continues identically in the other (float32)."""
+    arch = LENET5_1998 if spec.name == "sdlm" else LENET5
+    x, y = batch(12, np.float32)
+    torch_engine = TorchEngine(arch, init_params(arch, 0), spec, "cpu")
+    run_steps(torch_engine, x, y)
+    numpy_twin = NumpyEngine(arch, torch_engine.parameters(), spec)
+    numpy_twin.load_optimizer_state(torch_engine.optimizer_state())
+    torch_twin = TorchEngine(arch, numpy_twin.parameters(), spec, "cpu")
+    torch_twin.load_optimizer_state(numpy_twin.optimizer_state())
+    for engine in (torch_engine, numpy_twin, torch_twin):
+        engine.bind_training_data(x, y)
+        engine.train_step(np.arange(12), 1e-3)
+    expected = torch_engine.parameters()
+    for name, value in torch_twin.parameters().items():
+        np.testing.assert_array_equal(value, expected[name])  # torch -> torch: bit for bit
+        assert_close(numpy_twin.parameters()[name], expected[name], 1e-5, name)
+    assert torch_twin.optimizer.steps == numpy_twin.optimizer.steps == 4
+
+
+def test_optimizer_state_before_any_step_is_zeros():
+    state = TorchEngine(LENET5, init_params(LENET5, 0), OptimizerSpec("sgd"), "cpu"
+                        ).optimizer_state()
+    expected = NumpyEngine(LENET5, init_params(LENET5, 0), OptimizerSpec("sgd")).optimizer_state()
+    assert set(state) == set(expected)
+    assert all(np.array_equal(state[k], expected[k]) for k in state)
+
+
+# --- the engine interface ------------------------------------------------------------------------
+
+def test_evaluate_logits_and_parameters_match_numpy():
+    params = init_params(LENET5, 4)
+    x, y = batch(50, np.float32)
+    ref, engine = NumpyEngine(LENET5, params), make_engine("torch", LENET5, params, device="cpu")
+    assert engine.name == "torch" and engine.device == "cpu"
+    assert_close(engine.logits(x, batch_size=16), ref.logits(x), 1e-5)
+    loss, preds = engine.evaluate(x, y, batch_size=16)
+    ref_loss, ref_preds = ref.evaluate(x, y)
+    assert_close(loss, ref_loss, 1e-5)
+    np.testing.assert_array_equal(preds, ref_preds)
+    copy = engine.parameters()
+    assert all(v.dtype == np.float32 for v in copy.values())
+    copy["C1.weight"][...] = 0  # a copy, not the engine's memory
+    assert np.abs(engine.parameters()["C1.weight"]).sum() > 0
+
+
+def test_training_data_is_copied_once_per_array():
+    engine = TorchEngine(LENET5, init_params(LENET5, 0), device="cpu")
+    x, y = batch(4, np.float32)
+    engine.bind_training_data(x, y)
+    bound = engine.train_x
+    engine.bind_training_data(x, y)
+    assert engine.train_x is bound
+    engine.bind_training_data(x.copy(), y)
+    assert engine.train_x is not bound
+
+
+def test_device_auto_and_errors():
+    assert TorchEngine(LENET5, init_params(LENET5, 0), device="auto").device == (
+        "cuda" if HAS_CUDA else "cpu")
+    with pytest.raises(Lenet5Error, match="unknown --device 'tpu'"):
+        TorchEngine(LENET5, init_params(LENET5, 0), device="tpu")
+
+
+@pytest.mark.skipif(HAS_CUDA, reason="checks the message shown when there is no GPU")
+def test_device_cuda_without_a_gpu_says_so():
+    with pytest.raises(Lenet5Error, match="--device cuda needs a CUDA GPU.*--device cpu"):
+        make_engine("torch", LENET5, init_params(LENET5, 0), device="cuda")
+
+
+# --- model files and training runs across engines ------------------------------------------------
+
+@ARCHS
+def test_model_file_loads_in_either_engine(arch, tmp_path):
+    params = init_params(arch, 5)
+    norm = ({"kind": "mean_std", "pad": 2, "mean": 0.1307, "std": 0.3081}
+            if arch.input_normalization == "mean_std" else
+            {"kind": "lecun_1998", "pad": 2, "background": -0.1, "ink": 1.175})
+    checkpoint.save_model(tmp_path / "model.safetensors", params,
+                          {"arch": arch.name, "dataset": "mnist", "classes": list("0123456789"),
+                           "input_normalization": norm})
+    images = np.random.default_rng(0).integers(0, 256, (200, 28, 28), dtype=np.uint8)
+    numpy_model, torch_model = load(tmp_path, engine="numpy"), load(tmp_path, engine="torch")
+    np.testing.assert_array_equal(torch_model.predict(images), numpy_model.predict(images))
+    assert_close(torch_model.predict_proba(images), numpy_model.predict_proba(images), 1e-5)
+
+
+def test_resume_is_bit_identical_with_the_torch_engine(synthetic_dataset, tmp_path):
+    def config(out, epochs):
+        return TrainConfig(dataset=synthetic_dataset, engine="torch", device="cpu", limit=300,
+                           epochs=epochs, batch_size=32, seed=1, out=str(out))
+
+    straight = train(config(tmp_path / "a", 2), log=lambda _: None, progress=False)
+    train(config(tmp_path / "b", 1), log=lambda _: None, progress=False)
+    resumed = train(resume_config(tmp_path / "b", epochs=2), resume=tmp_path / "b",
+                    log=lambda _: None, progress=False)
+    p1, o1, m1 = checkpoint.load_state(straight / checkpoint.STATE_FILE)
+    p2, o2, m2 = checkpoint.load_state(resumed / checkpoint.STATE_FILE)
+    assert m1["epoch"] == m2["epoch"] == 2
+    for a, b in ((p1, p2), (o1, o2)):
+        assert set(a) == set(b)
+        assert all(np.array_equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.mnist
+def test_a_numpy_trained_model_labels_every_mnist_test_image_alike_in_torch(trained_run, mnist):
+    numpy_model, torch_model = load(trained_run, engine="numpy"), load(trained_run, engine="torch")
+    np.testing.assert_array_equal(torch_model.predict(mnist.test_images),
+                                  numpy_model.predict(mnist.test_images))
+    assert_close(torch_model.predict_proba(mnist.test_images[:2000]),
+                 numpy_model.predict_proba(mnist.test_images[:2000]), 1e-4)
+
+
+# --- torch autograd checks each NumPy layer's backward (float64) ---------------------------------
+
+def nhwc(t: torch.Tensor) -> np.ndarray:
+    return as_numpy(t).transpose(0, 2, 3, 1)
+
+
+def nchw(a: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(a.transpose(0, 3, 1, 2))).requires_grad_()
+
+
+def check_against_autograd(layer, x_nhwc: np.ndarray, torch_fn, params: dict) -> None:
+    """Forward and backward of a NumPy layer (NHWC, or (N, F) when 2-D) against ``torch_fn``
+    run by autograd on the same values, for a random output gradient."""
+    spatial = x_nhwc.ndim == 4
+    x = nchw(x_nhwc) if spatial else torch.from_numpy(x_nhwc.copy()).requires_grad_()
+    tparams = {k: torch.from_numpy(v.copy()).requires_grad_() for k, v in params.items()}
+    out = torch_fn(x, **tparams)
+    got = layer.forward(x_nhwc, train=True)
+    expected_out = nhwc(out) if spatial else as_numpy(out)
+    assert_close(got, expected_out, 1e-10, "forward")
+    grad = np.random.default_rng(7).normal(size=got.shape)
+    dx = layer.backward(grad.copy())
+    out.backward(nchw(grad).detach() if spatial else torch.from_numpy(grad))
+    assert_close(dx, nhwc(x.grad) if spatial else as_numpy(x.grad), 1e-10, "input")
+    for k, v in tparams.items():
+        assert_close(layer.grads[k], as_numpy(v.grad), 1e-10, k)
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(3)
+
+
+@pytest.mark.parametrize("masked", [False, True], ids=["full", "table"])
+def test_numpy_conv2d_backward(rng, masked):
+    w, b = rng.normal(size=(4, 3, 3, 3)), rng.normal(size=4)
+    mask = rng.random((4, 3)) < 0.6 if masked else None
+    layer = L.Conv2d(w.copy(), b.copy(), mask)
+    m = 1.0 if mask is None else torch.from_numpy(mask[:, :, None, None].astype(np.float64))
+    check_against_autograd(layer, rng.normal(size=(2, 7, 6, 3)),
+                           lambda x, weight, bias: F.conv2d(x, weight * m, bias),
+                           {"weight": layer.params["weight"], "bias": b})
+
+
+def test_numpy_maxpool_backward_with_ties(rng):
+    x = rng.normal(size=(2, 6, 4, 3))
+    x[:, 0:2, 0:2, :] = 1.5  # a whole window of equal values: the first position wins
+    x[0, 2, 2:4, 1] = x[0, 3, 3, 1] = 9.0
+    check_against_autograd(L.MaxPool2d(2), x, lambda x: F.max_pool2d(x, 2), {})
+
+
+def test_numpy_relu_backward(rng):
+    x = rng.normal(size=(3, 4, 4, 2))
+    x[0, 0, 0, 0] = 0.0  # the kink: both take the gradient there as 0
+    check_against_autograd(L.ReLU(), x, F.relu, {})
+
+
+def test_numpy_linear_backward(rng):
+    w, b = rng.normal(size=(5, 12)), rng.normal(size=5)
+    check_against_autograd(L.Linear(w, b), rng.normal(size=(3, 12)),
+                           lambda x, weight, bias: F.linear(x, weight, bias),
+                           {"weight": w, "bias": b})
+
+
+def test_numpy_flatten_backward(rng):
+    x = rng.normal(size=(2, 3, 2, 4))  # (N, H, W, C)
+    flatten = L.Flatten()
+    out = flatten.forward(x, train=True)
+    t = nchw(x)
+    expected = t.flatten(1)  # torch's (C, H, W) order
+    grad = rng.normal(size=out.shape)
+    expected.backward(torch.from_numpy(grad))
+    assert_close(out, as_numpy(expected), 0.0)
+    assert_close(flatten.backward(grad), nhwc(t.grad), 0.0)
+
+
+def test_numpy_scaled_tanh_and_subsample_backward(rng):
+    check_against_autograd(L.ScaledTanh(), rng.normal(size=(2, 4, 4, 3)),
+                           lambda x: 1.7159 * torch.tanh(x * 2 / 3), {})
+    w, b = rng.normal(size=3), rng.normal(size=3)
+    check_against_autograd(L.Subsample2d(w, b, 2), rng.normal(size=(2, 6, 4, 3)),
+                           lambda x, weight, bias: F.avg_pool2d(x, 2) * 4 * weight[:, None, None]
+                           + bias[:, None, None], {"weight": w, "bias": b})
+
+
+def test_numpy_rbf_backward(rng):
+    centres = rbf_centres()
+    c = torch.from_numpy(centres)
+    check_against_autograd(L.RBF(centres), rng.normal(size=(3, 84)),
+                           lambda x: -((x[:, None, :] - c) ** 2).sum(dim=2), {})
+
+
+def map_loss_eq9(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """LeCun et al. 1998, eq. 9, as written: mean of y_D + log(e^-j + sum_i e^-y_i), y = -s."""
+    rubbish = torch.full((len(scores), 1), -MAP_J, dtype=scores.dtype)
+    return (-scores[torch.arange(len(scores)), labels]
+            + torch.logsumexp(torch.cat([rubbish, scores], dim=1), dim=1)).mean()
+
+
+@pytest.mark.parametrize("loss_fn", [softmax_cross_entropy, map_loss], ids=["softmax", "map"])
+def test_numpy_losses_backward(rng, loss_fn):
+    scores, labels = rng.normal(size=(5, 10)) * 3, rng.integers(0, 10, 5)
+    loss, grad = loss_fn(scores, labels)
+    s = torch.from_numpy(scores).requires_grad_()
+    reference = F.cross_entropy if loss_fn is softmax_cross_entropy else map_loss_eq9
+    expected = reference(s, torch.from_numpy(labels))
+    expected.backward()
+    assert_close(loss, expected.item(), 1e-10)
+    assert_close(grad, as_numpy(s.grad), 1e-10)
+
+
+def test_numpy_map_curvature_is_the_exact_hessian_diagonal(rng):
+    """map_curvature is d2E/dx2 of the per-image MAP loss through the RBF, which torch
+    computes exactly by double back-propagation."""
+    x, labels = rng.normal(size=(2, 84)), rng.integers(0, 10, 2)
+    centres = torch.from_numpy(rbf_centres())
+    expected = []
+    for xi, label in zip(x, labels, strict=True):
+        def loss(v, label=label):
+            scores = -((v[None, :] - centres) ** 2).sum(dim=1)  # (1, K)
+            return map_loss_eq9(scores, torch.tensor([label]))
+        hessian = torch.autograd.functional.hessian(loss, torch.from_numpy(xi))
+        expected.append(as_numpy(torch.diagonal(hessian)))
+    assert_close(map_curvature(x, rbf_centres()), np.array(expected), 1e-10)
