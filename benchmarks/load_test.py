@@ -6,7 +6,9 @@
 
 With a model it starts `lenet5 serve MODEL --port 0` in its own process (the clients run in
 this one) and stops it afterwards. Only loopback addresses are accepted. Every phase is
-bounded by a request count and by --max-seconds. Writes benchmarks/results/load_test.md.
+bounded by a request count and by --max-seconds. `--photos N` also POSTs N held-out
+photographed digits and compares the answers with `lenet5 predict` (run with PYTHONPATH=src or
+lenet5 installed). Writes benchmarks/results/load_test.md.
 """
 
 from __future__ import annotations
@@ -60,17 +62,18 @@ class NoDelayConnection(http.client.HTTPConnection):
 
 
 class Client:
-    """One keep-alive HTTP connection posting the same image."""
+    """One keep-alive HTTP connection posting images (by default the same canvas PNG)."""
 
     def __init__(self, host: str, port: int, body: bytes):
         self.connection = NoDelayConnection(host, port, timeout=30)
         self.body = body
 
-    def post(self) -> tuple[float, int, dict[str, float], bytes]:
+    def post(self, body: bytes | None = None, content_type: str = "image/png"
+             ) -> tuple[float, int, dict[str, float], bytes]:
         """(seconds, status, Server-Timing stages in ms, body)."""
         started = time.perf_counter()
-        self.connection.request("POST", "/api/predict", body=self.body,
-                                headers={"Content-Type": "image/png"})
+        self.connection.request("POST", "/api/predict", body=self.body if body is None else body,
+                                headers={"Content-Type": content_type})
         response = self.connection.getresponse()
         data = response.read()
         seconds = time.perf_counter() - started
@@ -183,6 +186,30 @@ def concurrent_clients(host: str, port: int, body: bytes, clients: int, count: i
             "seconds": time.perf_counter() - started}
 
 
+def photo_agreement(host: str, port: int, model_path: str, engine: str, n: int) -> dict:
+    """Held-out photographed digits (`lenet5.photo_digits`, from MNIST test digits) POSTed as
+    raw JPEG bodies: the API's accuracy, and whether every answer equals `lenet5 predict`'s."""
+    from lenet5.data import load as load_dataset
+    from lenet5.images import preprocess_image
+    from lenet5.model import load as load_model
+    from lenet5.photo_digits import make_photo_set
+    from lenet5.predict import classify
+
+    data = load_dataset("mnist")
+    photos = make_photo_set(data.test_images, data.test_labels, n, seed=0)
+    model = load_model(model_path, engine=engine)
+    client = Client(host, port, b"")
+    api_right = predict_right = same = 0
+    for jpeg, label in photos:
+        _, status, _, body = client.post(jpeg, "image/jpeg")
+        api = json.loads(body)["label"] if status == 200 else -1
+        local = classify(model, preprocess_image(jpeg))["label"]  # what `lenet5 predict` does
+        api_right += api == label
+        predict_right += local == label
+        same += api == local
+    return {"n": n, "api": api_right / n, "predict": predict_right / n, "same": same}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -197,10 +224,15 @@ def main() -> None:
                         help="requests in the concurrent phase, all clients together")
     parser.add_argument("--max-seconds", type=float, default=30.0,
                         help="time limit of each phase")
+    parser.add_argument("--photos", type=int, default=0,
+                        help="also POST this many held-out photographed digits and compare "
+                        "with `lenet5 predict` (needs MODEL and MNIST; lenet5 importable)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="markdown report to write")
     args = parser.parse_args()
     if bool(args.model) == bool(args.url):
         parser.error("pass either MODEL (a server is started) or --url (one already running)")
+    if args.photos and not args.model:
+        parser.error("--photos needs MODEL, to compare with `lenet5 predict` on it")
 
     process = None
     if args.url:
@@ -224,6 +256,8 @@ def main() -> None:
         many = concurrent_clients(host, port, body, args.clients, args.concurrent_requests,
                                   args.max_seconds)
         cpu.append(cpu_seconds(pid))
+        photos = (photo_agreement(host, port, args.model, args.engine, args.photos)
+                  if args.photos else None)
     finally:
         if process is not None:
             process.terminate()
@@ -267,7 +301,16 @@ def main() -> None:
                     f"{platform.python_version()}; clients and server share the cores"),
         ("date", time.strftime("%Y-%m-%d %H:%M")),
     ]
+    if photos:
+        rows.insert(-3, ("held-out photographed digits POSTed as JPEG: API accuracy",
+                         f"{100 * photos['api']:.2f}% of {photos['n']} (`lenet5 predict`: "
+                         f"{100 * photos['predict']:.2f}%; same label for {photos['same']} of "
+                         f"{photos['n']})"))
     lines = ["| measure | value |", "|---|---|", *[f"| {k} | {v} |" for k, v in rows]]
+    if load_before[0] > (os.cpu_count() or 1):
+        lines += ["", f"The machine was busy with other jobs (load average {load_before[0]:.1f} "
+                  f"on {os.cpu_count()} cores): times are upper bounds, and the server's CPU "
+                  "time per request is the steadier measure."]
     if many["failures"]:
         lines += ["", "First errors:", *[f"- {f}" for f in many["failures"][:5]]]
     text = "\n".join(lines) + "\n"

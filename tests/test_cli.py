@@ -88,7 +88,8 @@ def test_help_states_defaults(capsys):
         main(["train", "--help"])
     out = capsys.readouterr().out
     assert exc.value.code == 0
-    assert "(default: 128)" in out and "(default: 15" in out and "--resume" in out
+    assert "(default: 128 for lenet5" in out and "(default: 15 for lenet5" in out
+    assert "--resume" in out and "(default: 0)" in out
 
 
 @pytest.mark.mnist

@@ -35,6 +35,7 @@ def write_atomic(path: Path, data: bytes) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.fchmod(fd, 0o644)  # mkstemp makes 0600; models and runs are meant to be shared
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

@@ -15,7 +15,11 @@ DATASET_NAMES = ("mnist", "fashion-mnist")
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    pass
+    """States each default, unless the help text already says what it is."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        return text if "default" in text else super()._get_help_string(action)
 
 
 def _emit_json(document: object) -> None:
@@ -225,9 +229,17 @@ def build_parser() -> argparse.ArgumentParser:
     from .engine import ENGINES, INFERENCE_ENGINES
     from .export import MIN_OPSET, OPSET, TORCH_MAX_OPSET, VIAS
     from .hparams import OPTIMIZERS, SCHEDULES
-    from .training import TrainConfig
+    from .training import AUGMENTATIONS, TrainConfig, arch_defaults
 
     d = TrainConfig()
+
+    def per_arch(key: str) -> str:
+        """'default: 15 for lenet5, 20 for lenet5-1998' (one value when all agree)."""
+        values = {name: arch_defaults(name)[key] for name in ARCHITECTURES}
+        if len(set(values.values())) == 1:
+            return f"default: {next(iter(values.values()))}"
+        return "default: " + ", ".join(f"{v} for {k}" for k, v in values.items())
+
     parser = argparse.ArgumentParser(
         prog="lenet5", formatter_class=_Formatter,
         description="Train, evaluate and use LeNet-5 on MNIST-style digits.",
@@ -258,13 +270,21 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--arch", choices=tuple(ARCHITECTURES), default=d.arch, help="architecture")
     engine_flags(train)
     train.add_argument("--epochs", type=int, default=None,
-                       help=f"passes over the training set (default: {d.epochs}; with --resume, "
-                       "the run's own)")
-    train.add_argument("--batch-size", type=int, default=d.batch_size, help="mini-batch size")
-    train.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer, help="optimizer")
-    train.add_argument("--lr", type=float, default=d.lr, help="(peak) learning rate")
-    train.add_argument("--schedule", choices=SCHEDULES, default=d.schedule,
-                       help="learning-rate schedule")
+                       help=f"passes over the training set ({per_arch('epochs')}; with "
+                       "--resume, the run's own)")
+    train.add_argument("--batch-size", type=int, default=None,
+                       help=f"mini-batch size ({per_arch('batch_size')})")
+    train.add_argument("--optimizer", choices=OPTIMIZERS, default=None,
+                       help=f"optimizer ({per_arch('optimizer')})")
+    train.add_argument("--lr", type=float, default=None,
+                       help=f"(peak) learning rate ({per_arch('lr')})")
+    train.add_argument("--schedule", choices=SCHEDULES, default=None,
+                       help=f"learning-rate schedule ({per_arch('schedule')})")
+    train.add_argument("--augment", nargs="?", const="affine", choices=AUGMENTATIONS,
+                       default=None, help="random distortions of the training digits each "
+                       "epoch: affine (translation, scaling, squeezing, shearing, rotation; "
+                       f"plain --augment), elastic (affine + elastic) or none "
+                       f"({per_arch('augment')})")
     train.add_argument("--momentum", type=float, default=d.momentum, help="SGD momentum")
     train.add_argument("--nesterov", action="store_true", help="Nesterov momentum (SGD)")
     train.add_argument("--weight-decay", type=float, default=d.weight_decay,

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import PowerNorm
 from matplotlib.figure import Figure
@@ -123,6 +124,22 @@ def plot_confusion(labels: np.ndarray, predictions: np.ndarray, classes: list[st
 
 # --- most confident mistakes --------------------------------------------------------------
 
+def _mosaic(tiles: np.ndarray, columns: int, gap: int, band: int = 0) -> np.ndarray:
+    """(N, h, w) tiles in a grid of `columns`, NaN (drawn as paper) between them and in a
+    `band` of rows above each tile for its caption: one image, so one axes draws them all."""
+    n, h, w = tiles.shape
+    rows = -(-n // columns)
+    cells = np.full((rows * columns, band + h + gap, w + gap), np.nan)  # (R*C, cell h, cell w)
+    cells[:n, band:band + h, :w] = tiles
+    grid = cells.reshape(rows, columns, band + h + gap, w + gap).transpose(0, 2, 1, 3)
+    grid = grid.reshape(rows * (band + h + gap), columns * (w + gap))
+    return grid[:grid.shape[0] - gap, :grid.shape[1] - gap]  # no gap after the last row/column
+
+
+def _cmap(name: str):
+    return colormaps[name].with_extremes(bad="white")
+
+
 def plot_errors(images: np.ndarray, labels: np.ndarray, probs: np.ndarray, classes: list[str],
                 path: Path) -> Path:
     """A grid of the wrong predictions with the highest confidence, most confident first."""
@@ -135,16 +152,19 @@ def plot_errors(images: np.ndarray, labels: np.ndarray, probs: np.ndarray, class
         fig.text(0.5, 0.5, f"No mistakes on the {len(labels):,} test images", ha="center",
                  va="center", fontsize=13)
         return _save(fig, path)
-    columns = ERROR_GRID[1]
-    rows = -(-len(shown) // columns)
-    fig = _new_figure(1.45 * columns, 1.75 * rows + 0.5)
-    axes = fig.subplots(rows, columns, squeeze=False)
-    for ax in axes.ravel():
-        ax.set_axis_off()
-    for ax, index in zip(axes.ravel(), shown, strict=False):
-        ax.imshow(images[index], cmap="gray_r", vmin=0, vmax=255, interpolation="nearest")
-        ax.set_title(f"true {classes[labels[index]]}\npred {classes[predictions[index]]} "
-                     f"{100 * confidence[index]:.1f}%", fontsize=8.5)
+    side, gap, band = images.shape[-1], 6, 11  # pixels of the 28x28 digits
+    columns = min(ERROR_GRID[1], len(shown))
+    grid = _mosaic(images[shown].astype(np.float64), columns, gap, band)  # (H, W)
+    width = 1.45 * columns
+    fig = _new_figure(width, width * grid.shape[0] / grid.shape[1] + 0.45)
+    ax = fig.subplots()
+    ax.imshow(grid, cmap=_cmap("gray_r"), vmin=0, vmax=255, interpolation="nearest")
+    ax.set_axis_off()
+    for i, index in enumerate(shown):
+        row, col = divmod(i, columns)
+        ax.text(col * (side + gap) + side / 2, row * (band + side + gap) + band - 1,
+                f"true {classes[labels[index]]}\npred {classes[predictions[index]]} "
+                f"{100 * confidence[index]:.1f}%", ha="center", va="bottom", fontsize=8.5)
     fig.suptitle(f"The {len(shown)} most confident of {len(wrong):,} test mistakes "
                  f"(of {len(labels):,} images)", fontsize=12)
     return _save(fig, path)
@@ -156,8 +176,8 @@ def _map_colors(values: np.ndarray) -> dict:
     """Imshow settings for one layer: a shared scale, diverging only where values go negative."""
     top = float(np.abs(values).max()) or 1.0
     if values.min() < 0:
-        return {"cmap": "RdBu_r", "vmin": -top, "vmax": top}
-    return {"cmap": "magma", "vmin": 0.0, "vmax": top}
+        return {"cmap": _cmap("RdBu_r"), "vmin": -top, "vmax": top}
+    return {"cmap": _cmap("magma"), "vmin": 0.0, "vmax": top}
 
 
 def plot_feature_maps(model: Model, image: np.ndarray, label: int, path: Path,
@@ -166,8 +186,8 @@ def plot_feature_maps(model: Model, image: np.ndarray, label: int, path: Path,
     strips of units, and the output as class probabilities."""
     layers = model.feature_maps(image[None])  # [(name, (1, C, H, W) or (1, F))]
     probs = model.predict_proba(image[None])[0]  # (K,)
-    network_input = model.inputs(image)[0, 0]  # (32, 32)
-    rows: list[tuple[str, np.ndarray]] = [("input", network_input[None])]
+    network_input = model.inputs(image)[0]  # (1, 32, 32)
+    rows: list[tuple[str, np.ndarray]] = [("input", network_input)]
     for name, values in layers[:-1]:
         values = values[0]
         if values.ndim == 3 and values.shape[1] * values.shape[2] == 1:
@@ -175,32 +195,29 @@ def plot_feature_maps(model: Model, image: np.ndarray, label: int, path: Path,
         rows.append((name, values))
     # Up to 8 maps share a row's width, so small layers are not blown up; more get a column each.
     columns = [max(v.shape[0], 8) if v.ndim == 3 else 1 for _, v in rows]
-    heights = [0.95 if v.ndim == 1 else 0.35 + 11.5 / n for (_, v), n in zip(rows, columns,
-                                                                            strict=True)]
+    heights = [0.95 if v.ndim == 1 else 0.4 + 11.0 / n for (_, v), n in zip(rows, columns,
+                                                                           strict=True)]
     heights.append(2.3)  # the output bar chart
     fig = _new_figure(12, sum(heights) + 0.5)
     panels = fig.subfigures(len(heights), 1, height_ratios=heights)
     for panel, (name, values), n in zip(panels, rows, columns, strict=False):
-        colors = _map_colors(values)
+        ax = panel.subplots()
         if values.ndim == 3:
             shape = "x".join(map(str, values.shape))
             heading = "input (normalised, padded)" if name == "input" else name
             panel.suptitle(f"{heading}: {shape}", x=0.01, ha="left", fontsize=10)
-            count = values.shape[0]
-            axes = panel.subplots(1, n, squeeze=False)[0]
-            for ax in axes:
-                ax.set_axis_off()
-            for c, ax in enumerate(axes[:count]):
-                shown = ax.imshow(values[c], interpolation="nearest", **(
-                    {"cmap": "gray", "vmin": values.min(), "vmax": values.max()}
-                    if name == "input" else colors))
+            colors = ({"cmap": _cmap("gray"), "vmin": values.min(), "vmax": values.max()}
+                      if name == "input" else _map_colors(values))
+            grid = _mosaic(values.astype(np.float64), n, gap=max(1, values.shape[-1] // 7))
+            shown = ax.imshow(grid, interpolation="nearest", **colors)
+            ax.set_axis_off()
             if name != "input":
-                bar = panel.colorbar(shown, ax=list(axes), shrink=0.85, aspect=10, pad=0.01)
+                bar = panel.colorbar(shown, ax=ax, shrink=0.85, aspect=10, pad=0.01)
                 bar.ax.tick_params(labelsize=7)
                 bar.locator = MaxNLocator(3 if n <= 8 else 2)
         else:
+            colors = _map_colors(values)
             panel.suptitle(f"{name}: {values.shape[0]} units", x=0.01, ha="left", fontsize=10)
-            ax = panel.subplots()
             shown = ax.imshow(values[None], aspect="auto", interpolation="nearest", **colors)
             ax.set_yticks([])
             ax.set_xlabel("unit", fontsize=8, labelpad=1)

@@ -28,6 +28,17 @@ from .errors import Lenet5Error, TrainingDiverged
 from .hparams import OptimizerSpec, Schedule
 
 
+AUGMENTATIONS = ("none", "affine", "elastic")
+# Settings whose best value depends on the architecture: None means "the arch's default".
+GENERAL_DEFAULTS = {"epochs": 15, "batch_size": 128, "optimizer": "adam", "lr": 3e-3,
+                    "schedule": "onecycle", "augment": "affine"}
+
+
+def arch_defaults(arch_name: str) -> dict:
+    """Training defaults for an architecture: the general ones, overridden by the arch's."""
+    return {**GENERAL_DEFAULTS, **get_arch(arch_name).defaults}
+
+
 @dataclass
 class TrainConfig:
     arch: str = "lenet5"
@@ -35,28 +46,37 @@ class TrainConfig:
     device: str = "auto"
     dataset: str = "mnist"
     data_dir: str | None = None
-    epochs: int = 15
-    batch_size: int = 128
-    optimizer: str = "adam"
-    lr: float = 3e-3
-    schedule: str = "onecycle"
+    epochs: int | None = None
+    batch_size: int | None = None
+    optimizer: str | None = None
+    lr: float | None = None
+    schedule: str | None = None
     momentum: float = 0.9
     nesterov: bool = False
     weight_decay: float = 0.0
     seed: int = 0
-    augment: bool = False
+    augment: str | None = None
     val_size: int = 0
     limit: int | None = None
     out: str | None = None
 
+    def resolved(self) -> TrainConfig:
+        """A copy with every None setting replaced by the architecture's default."""
+        filled = {k: v for k, v in arch_defaults(self.arch).items() if getattr(self, k) is None}
+        return dataclasses.replace(self, **filled)
+
     def validate(self) -> None:
+        limit = 1 if self.limit is None else self.limit
         for flag, value, low in (("--epochs", self.epochs, 1), ("--batch-size", self.batch_size, 1),
-                                 ("--val-size", self.val_size, 0), ("--limit", 1 if self.limit is None else self.limit, 1)):
-            if value < low:
+                                 ("--val-size", self.val_size, 0), ("--limit", limit, 1)):
+            if value is not None and value < low:
                 raise Lenet5Error(f"{flag} must be at least {low}, got {value}.")
+        if self.augment is not None and self.augment not in AUGMENTATIONS:
+            raise Lenet5Error(f"unknown --augment {self.augment!r}; choose one of: "
+                              f"{', '.join(AUGMENTATIONS)}.")
         get_arch(self.arch)
-        self.optimizer_spec()
-        self.schedule_spec()
+        self.resolved().optimizer_spec()
+        self.resolved().schedule_spec()
 
     def optimizer_spec(self) -> OptimizerSpec:
         return OptimizerSpec(name=self.optimizer, momentum=self.momentum, nesterov=self.nesterov,
@@ -82,6 +102,7 @@ def train(config: TrainConfig, *, resume: str | Path | None = None,
     metrics: list[dict] = []
     start_epoch = 0
     config.validate()
+    config = config.resolved()
     arch = get_arch(config.arch)
     run_dir = Path(resume or config.out or default_run_dir(config))
 
@@ -132,7 +153,8 @@ def train(config: TrainConfig, *, resume: str | Path | None = None,
     for epoch in range(start_epoch, config.epochs):
         started = time.perf_counter()
         order = np.random.default_rng([config.seed, epoch]).permutation(n)
-        engine.bind_training_data(x_train, y_train)
+        engine.bind_training_data(_epoch_inputs(config, epoch, train_images, norm, x_train),
+                                  y_train)
         batches = range(steps_per_epoch)
         if show_bar:
             from tqdm import tqdm
@@ -176,6 +198,17 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
     except (OSError, ValueError):
         raise Lenet5Error(f"cannot read {path}; pass a run directory made by `lenet5 train`.")\
             from None
+
+
+def _epoch_inputs(config: TrainConfig, epoch: int, images: np.ndarray, norm: dict,
+                  clean: np.ndarray) -> np.ndarray:
+    """This epoch's network inputs: the clean ones, or fresh random distortions of them."""
+    if config.augment == "none":
+        return clean
+    from .data.distortions import distort
+
+    rng = np.random.default_rng([config.seed, epoch, 1])
+    return prepare_inputs(distort(images, rng, elastic=config.augment == "elastic"), norm)
 
 
 def _save_epoch(run_dir: Path, engine, config: TrainConfig, run_config: dict,

@@ -16,7 +16,6 @@ working arrays stay in the CPU cache.
 from __future__ import annotations
 
 import numpy as np
-from scipy.ndimage import gaussian_filter
 
 MAX_SHIFT = 2.0  # pixels, each axis
 MAX_SCALE = 0.10  # zoom by 1 +- this
@@ -50,10 +49,26 @@ def random_affine(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndar
 
 
 def elastic_fields(n: int, h: int, w: int, rng: np.random.Generator) -> np.ndarray:
-    """(n, 2, h, w) float32 smooth random displacements in pixels (Simard et al. 2003)."""
-    noise = rng.uniform(-1.0, 1.0, (n, 2, h, w)).astype(np.float32)
-    return ELASTIC_ALPHA * gaussian_filter(noise, sigma=(0, 0, ELASTIC_SIGMA, ELASTIC_SIGMA),
-                                           mode="constant")
+    """(n, 2, h, w) float32 smooth random displacements in pixels (Simard et al. 2003): uniform
+    noise in [-1, 1] per pixel, Gaussian-smoothed (zero outside the image, the kernel cut at
+    4 sigma, as scipy.ndimage.gaussian_filter does), times alpha. The separable smoothing is
+    two small matrix products, G_h @ noise @ G_w^T, which run several times faster than
+    gaussian_filter on these tiny images."""
+    noise = rng.random((n, 2, h, w), dtype=np.float32)
+    noise *= 2.0
+    noise -= 1.0  # uniform in [-1, 1)
+    along_rows = (noise.reshape(-1, w) @ gaussian_matrix(w).T).reshape(n, 2, h, w)  # one GEMM
+    return ELASTIC_ALPHA * (gaussian_matrix(h) @ along_rows)
+
+
+def gaussian_matrix(size: int, sigma: float = ELASTIC_SIGMA) -> np.ndarray:
+    """(size, size) float32 G with G @ v the 1-D Gaussian smoothing of v, zero outside."""
+    radius = int(4.0 * sigma + 0.5)
+    taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
+    taps /= taps.sum()
+    offset = np.arange(size)[None, :] - np.arange(size)[:, None]  # (size, size): j - i
+    inside = np.abs(offset) <= radius
+    return np.where(inside, taps[np.clip(offset + radius, 0, 2 * radius)], 0.0).astype(np.float32)
 
 
 def distort(images: np.ndarray, rng: np.random.Generator, elastic: bool = False) -> np.ndarray:

@@ -21,8 +21,9 @@ SDLM_SAMPLES = 500  # images the curvature is re-estimated on before each pass (
 class NumpyNet:
     """Forward and backward through the whole network. Inputs (N, 1, H, W), outputs (N, K)
     whose argmax is the prediction (for lenet5-1998, the negated RBF penalties -y_i, whose
-    softmax is the posterior exp(-y_i) / sum_k exp(-y_k)). Parameters live in ``self.params`` under the names of
-    ``lenet5.arch``; layers hold references to them, so in-place updates reach every layer."""
+    softmax is the posterior exp(-y_i) / sum_k exp(-y_k)). Parameters live in ``self.params``
+    under the names of ``lenet5.arch``; layers hold references to them, so in-place updates
+    reach every layer."""
 
     def __init__(self, arch: A.Architecture, params: dict[str, np.ndarray],
                  dtype: type = np.float32):

@@ -294,14 +294,17 @@ def listen(host: str, port: int) -> socket.socket:
     if not 0 <= port <= 65535:
         raise Lenet5Error(f"--port must be between 0 and 65535, got {port}.")
     try:
-        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
-        sock = socket.socket(family, socket.SOCK_STREAM)
+        family, kind, proto, _, address = socket.getaddrinfo(host, port,
+                                                             type=socket.SOCK_STREAM)[0]
+        # proto must be IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY on accepted connections
+        # only then, and without it Nagle's algorithm delays every answer by ~40 ms
+        sock = socket.socket(family, kind, proto)
     except OSError as exc:
         raise Lenet5Error(f"cannot serve on --host {host}: {exc.strerror or exc}; "
                           "use an address of this machine, such as 127.0.0.1.") from None
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
+        sock.bind(address)
     except OSError as exc:
         sock.close()
         raise Lenet5Error(f"cannot listen on {host}:{port} ({exc.strerror or exc}); choose "

@@ -205,7 +205,6 @@ async function send(body, type, what) {
   const controller = new AbortController();
   const mine = sequence;
   inFlight = controller;
-  $("status").textContent = "Thinking…";
   try {
     const response = await fetch("/api/predict", {
       method: "POST", headers: { "Content-Type": type }, body, signal: controller.signal,
