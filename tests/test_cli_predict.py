@@ -144,7 +144,7 @@ def test_bad_files_use_little_memory(untrained_model, mixed_dir):
     assert process.returncode == 1
     assert len(json.loads(out)) == 4
     peak_mb = usage.ru_maxrss / 1024  # kilobytes on Linux
-    assert peak_mb < 300, f"peak memory {peak_mb:.0f} MB"
+    assert peak_mb < 200, f"peak memory {peak_mb:.0f} MB"  # about 70 MB measured
 
 
 def test_too_big_file_and_too_many_pixels(untrained_model, tmp_path, capsys):

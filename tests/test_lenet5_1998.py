@@ -407,3 +407,12 @@ def test_a_short_sdlm_run_lowers_the_loss(rng):
             engine.train_step(order[b:b + 8], 1e-5)
     after = engine.evaluate(x, labels)[0]
     assert after < 0.5 * before
+
+
+def test_sdlm_curvature_also_works_for_the_modern_architecture(rng):
+    arch = get_arch("lenet5")
+    net = NumpyNet(arch, init_params(arch, 0), dtype=np.float64)
+    curvature = net.curvature(rng.normal(size=(4, 1, 32, 32)))
+    assert curvature.keys() == net.params.keys()
+    assert all(h.shape == net.params[k].shape and np.all(h >= 0) for k, h in curvature.items())
+    assert curvature["OUTPUT.bias"].sum() > 0

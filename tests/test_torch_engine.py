@@ -269,7 +269,7 @@ def test_model_file_loads_in_either_engine(arch, tmp_path):
     assert_close(torch_model.predict_proba(images), numpy_model.predict_proba(images), 1e-5)
     top2 = np.sort(expected, axis=1)[:, -2:]
     clear = top2[:, 1] - top2[:, 0] > 1e-3  # random weights leave some near-ties (1998 RBF)
-    assert clear.mean() > 0.9
+    assert clear.sum() >= 50
     np.testing.assert_array_equal(torch_model.predict(images)[clear],
                                   numpy_model.predict(images)[clear])
 

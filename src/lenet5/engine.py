@@ -32,6 +32,10 @@ class Engine(Protocol):
     def bind_training_data(self, x: np.ndarray, y: np.ndarray) -> None:
         """Keep the epoch's inputs where the engine computes (e.g. on the GPU)."""
 
+    def start_epoch(self, order: np.ndarray) -> None:
+        """Before each pass, with its shuffled row order: SDLM re-estimates its curvature on
+        the first 500 rows; other optimizers do nothing."""
+
     def train_step(self, batch: np.ndarray, lr: float) -> None:
         """One optimizer step on the bound rows ``batch``; metrics accumulate on the engine's
         side so that no step has to wait for the device."""

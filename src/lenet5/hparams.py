@@ -17,7 +17,8 @@ SCHEDULES = ("constant", "step", "cosine", "onecycle", "sdlm")
 
 # LeCun et al. 1998, section III: SDLM's eps was 0.0005 for the first two passes, 0.0002 for
 # the next three, 0.0001 for the next three, 0.00005 for the next four and 0.00001 after.
-# Schedule "sdlm" gives lr times these factors (pass 1 first), so lr = 5e-4 is the paper's.
+# Schedule "sdlm" gives lr times these factors (pass 1 first), so lr = 5e-4 is the paper's
+# (lenet5-1998 defaults to lr = 1e-5: see the note above LENET5_1998 in arch.py).
 SDLM_PASS_FACTORS = (1.0, 1.0, 0.4, 0.4, 0.4, 0.2, 0.2, 0.2, 0.1, 0.1, 0.1, 0.1)
 SDLM_LATE_FACTOR = 0.02
 

@@ -26,7 +26,7 @@ import io
 import math
 import warnings
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -43,7 +43,7 @@ MAX_PIXELS = 40_000_000
 FORMATS = ("PNG", "JPEG", "MPO", "BMP", "GIF", "TIFF", "WEBP")
 """The only decoders Pillow may use; MPO is what many phone cameras write for JPEG."""
 
-WORK_SIDE = 512
+WORK_SIDE = 256
 """Longer side of the working copy: a digit filling 15% of a photo still spans 40+ px here."""
 COARSE_SIDE = 128
 """Longer side of the copy the digit is first found on; only its box is then processed at full
@@ -65,8 +65,10 @@ CELL_PIXELS = 4
 """... (but no finer than cells of this many pixels: on a 28x28 image a cell is 4x4) ..."""
 FILL_SIGMA = 0.5
 """... smoothed by this many grid cells; under thick strokes, where a cell has fewer paper
-pixels than PRIOR_WEIGHT of its area, the rank-filter estimate fills in."""
-PRIOR_WEIGHT = 0.05
+pixels than FILL_WEIGHT of its area, the correction fades out."""
+FILL_WEIGHT = 0.05
+MIN_PAPER_CELLS = 20
+"""Fewest grid cells showing paper to fit the surface to; fewer, and it is flat."""
 NOISE_SIGMAS = 4.0
 """Background noise floor, in robust standard deviations (one-sided MAD * 1.4826)."""
 INK_PERCENTILE = 90
@@ -208,8 +210,7 @@ def _pil_to_gray(img: Image.Image) -> np.ndarray:
         factor = _reduce_factor(*img.size)
         return np.asarray(img.reduce(factor) if factor > 1 else img)
     if img.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in img.info:
-        rgba = img.convert("RGBA")
-        img = Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba)
+        return _array_to_gray(np.asarray(img.convert("RGBA")), "the image")
     img = img.convert("L")
     factor = _reduce_factor(*img.size)
     if factor > 1:
@@ -272,25 +273,38 @@ def _shrink(gray: np.ndarray, side: int) -> np.ndarray:
     return gray if size == gray.shape else _resize(gray, size, Image.Resampling.BOX)
 
 
+def _step(size: int) -> int:
+    """Stride that keeps about 4k of `size` pixels: enough for robust statistics, and cheap."""
+    return math.ceil(math.sqrt(size / 4096))
+
+
 def _sample(values: np.ndarray) -> np.ndarray:
-    """Every k-th row and column of a (H, W) array: at most ~16k pixels, plenty for statistics."""
-    step = math.ceil(math.sqrt(values.size / 16384))
+    """Every k-th row and column of a (H, W) array (k from _step)."""
+    step = _step(values.size)
     return values[::step, ::step]
 
 
-def _spread(residual: np.ndarray) -> tuple[float, float, float]:
-    """Paper level of a (H, W) residual and its robust standard deviations below and above.
+def _spread(residual: np.ndarray) -> tuple[float, float, float, float]:
+    """Paper level of a (H, W) residual, its robust standard deviations below and above, and
+    the 99.9th percentile (the darkest ink, roughly).
 
     The paper is the histogram's mode (the median would land in the ink once strokes cover half
     of a tight crop); the spreads are one-sided MADs around it, so ink inflates only its side.
     """
-    sample = _sample(residual).ravel()
-    counts, edges = np.histogram(sample, bins=128)
-    peak = int(np.argmax(counts))
-    paper = float(np.median(sample[(sample >= edges[peak]) & (sample <= edges[peak + 1])]))
-    below = 1.4826 * float(np.median(paper - sample[sample <= paper]))
-    above = 1.4826 * float(np.median(sample[sample >= paper] - paper))
-    return paper, below, above
+    values = np.sort(_sample(residual), axis=None)  # (n,) ascending
+    width = max(float(values[-1] - values[0]), 1e-9) / 128
+    bins = ((values - values[0]) / width).astype(np.intp)  # (n,) ascending bin numbers
+    peak = int(np.argmax(np.bincount(bins)))
+    first, stop = np.searchsorted(bins, [peak, peak + 1])
+    paper = float(values[(first + stop - 1) // 2])  # median of the modal bin
+    below = int(np.searchsorted(values, paper, side="right"))  # values[:below] <= paper
+    above = int(np.searchsorted(values, paper, side="left"))  # values[above:] >= paper
+    return (
+        paper,
+        1.4826 * (paper - float(values[(below - 1) // 2])),
+        1.4826 * (float(values[(above + values.size - 1) // 2]) - paper),
+        float(values[int(0.999 * (values.size - 1))]),
+    )
 
 
 def _rank_background(small: np.ndarray, percentile: float) -> np.ndarray:
@@ -306,34 +320,84 @@ def _has_dark_ink(coarse: np.ndarray, small: np.ndarray) -> bool:
     residual = coarse - _resize(
         _rank_background(small, 50), coarse.shape, Image.Resampling.BILINEAR
     )
-    _, below, above = _spread(residual)  # (H, W): paper ~ 0, ink in one tail
+    _, below, above, _ = _spread(residual)  # (H, W): paper ~ 0, ink in one tail
     tail = max(3.0 * min(below, above), 2.0 / 255.0)
     brighter = np.maximum(residual - tail, 0.0).sum()
     darker = np.maximum(-residual - tail, 0.0).sum()
     return bool(darker > brighter)
 
 
-def _paper_grid(coarse: np.ndarray, small: np.ndarray) -> np.ndarray:
-    """Brightness of the bare paper under (H, W) bright ink, on a grid of GRID_SIDE cells.
+def _monomials(v: np.ndarray, u: np.ndarray) -> list[np.ndarray]:
+    """The ten monomials of degree <= 3 in normalised coordinates v (rows) and u (columns)."""
+    one = np.ones((1,) * v.ndim, dtype=v.dtype)
+    return [one, u, v, u * u, u * v, v * v, u * u * u, u * u * v, u * v * v, v * v * v]
+
+
+def _coordinates(span: slice, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices selected by `span` in range(size), and their centres normalised to [-1, 1]."""
+    index = np.arange(size)[span]
+    return index, ((index + 0.5) * (2.0 / size) - 1.0).astype(np.float32)
+
+
+class _Paper(NamedTuple):
+    """The paper's brightness under bright ink: a cubic surface, which follows shading and
+    vignetting right to the image's edges, plus a coarse grid of local corrections (g, g')."""
+
+    surface: np.ndarray  # (10,) coefficients of _monomials
+    correction: np.ndarray  # (g, g') over the whole image
+
+    def over(self, shape: tuple[int, int], rows: slice, cols: slice) -> np.ndarray:
+        """The paper under pixels [rows, cols] (the slices may step) of an image of `shape`."""
+        row_index, v = _coordinates(rows, shape[0])
+        col_index, u = _coordinates(cols, shape[1])
+        terms = _monomials(v[:, None], u[None, :])  # broadcast to (H', W')
+        surface = sum(float(k) * term for k, term in zip(self.surface, terms, strict=True))
+        gy, gx = self.correction.shape[0] / shape[0], self.correction.shape[1] / shape[1]
+        region = (
+            col_index[0] * gx,
+            row_index[0] * gy,
+            (col_index[-1] + 1) * gx,
+            (row_index[-1] + 1) * gy,
+        )
+        correction = _float_image(self.correction).resize(
+            (col_index.size, row_index.size), Image.Resampling.BILINEAR, box=region
+        )
+        return surface + np.asarray(correction)  # (H', W')
+
+
+def _paper_model(coarse: np.ndarray, small: np.ndarray) -> _Paper:
+    """Model the paper under the (H, W) image of bright ink.
 
     A rank filter on the tiny copy `small` (h, w) gives a first estimate that strokes cannot
-    pull up; the paper pixels it reveals are then averaged locally, which follows uneven light
-    closely; where thick strokes hide the paper, the first estimate fills in.
+    pull up; the pixels it shows to be paper are then fitted with a cubic surface, and what the
+    surface misses is averaged locally on a grid; under thick strokes, the surface fills in.
     """
-    prior = _rank_background(small, BG_PERCENTILE)  # (h, w)
-    residual = coarse - _resize(prior, coarse.shape, Image.Resampling.BILINEAR)  # (H, W)
-    paper, sigma, _ = _spread(residual)
-    top = float(np.percentile(_sample(residual), 99.9))
+    prior = _resize(_rank_background(small, BG_PERCENTILE), coarse.shape, Image.Resampling.BILINEAR)
+    residual = coarse - prior  # (H, W)
+    paper, sigma, _, top = _spread(residual)
     split = paper + max(PAPER_SIGMAS * sigma, PAPER_SPLIT * (top - paper))
+    near_ink = ndimage.maximum_filter(residual, size=3) > split  # (H, W) ink and its fringe
+    weight = (~near_ink).astype(np.float32)  # (H, W) 1 on paper
+
     grid = _fit(coarse.shape, min(GRID_SIDE, max(coarse.shape) // CELL_PIXELS))
-    ink = ndimage.binary_dilation(residual > split, np.ones((3, 3), dtype=bool))  # + fringe
-    weight = (~ink).astype(np.float32)  # (H, W) 1 on paper
-    total = _resize(coarse * weight, grid, Image.Resampling.BOX)  # (g, g')
-    count = _resize(weight, grid, Image.Resampling.BOX)  # (g, g')
-    total = ndimage.gaussian_filter(total, FILL_SIGMA, mode="nearest")
-    count = ndimage.gaussian_filter(count, FILL_SIGMA, mode="nearest")
-    prior = _resize(prior, grid, Image.Resampling.BILINEAR)  # (g, g')
-    return (total + PRIOR_WEIGHT * prior) / (count + PRIOR_WEIGHT)
+    count = _resize(weight, grid, Image.Resampling.BOX)  # (g, g') paper share of each cell
+    mean = _resize(coarse * weight, grid, Image.Resampling.BOX) / np.maximum(count, 1e-6)
+    _, v = _coordinates(slice(None), grid[0])
+    _, u = _coordinates(slice(None), grid[1])
+    terms = np.stack(np.broadcast_arrays(*_monomials(v[:, None], u[None, :])), -1)  # (g, g', 10)
+    if np.count_nonzero(count) < MIN_PAPER_CELLS:
+        surface = np.zeros(10)
+        surface[0] = float(np.median(prior))
+    else:  # weighted least squares on the cells, by their share of paper
+        design = terms.reshape(-1, 10).astype(np.float64)  # (g * g', 10)
+        weights = count.reshape(-1).astype(np.float64)  # (g * g',)
+        normal = (design * weights[:, None]).T @ design  # (10, 10)
+        rhs = (design * weights[:, None]).T @ mean.reshape(-1)  # (10,)
+        surface = np.linalg.solve(normal + 1e-6 * np.eye(10), rhs)
+    misfit = (mean - terms @ surface.astype(np.float32)) * count  # (g, g')
+    total = ndimage.gaussian_filter(misfit, FILL_SIGMA)
+    count = ndimage.gaussian_filter(count, FILL_SIGMA)
+    return _Paper(surface, total / (count + FILL_WEIGHT))  # (g, g')
 
 
 def _ramp(residual: np.ndarray, paper: float, sigma: float, label: str) -> np.ndarray:
@@ -369,7 +433,7 @@ def _union(a: tuple[slice, slice], b: tuple[slice, slice]) -> tuple[slice, slice
 def _digit_box(ink: np.ndarray, label: str) -> tuple[np.ndarray, tuple[slice, slice]]:
     """Zero every speck that is not part of the digit; return the ink (H, W) and its box."""
     labels, count = ndimage.label(ink > 0, structure=np.ones((3, 3), dtype=bool))  # (H, W)
-    mass = np.bincount(labels.ravel(), weights=ink.ravel())  # (count + 1,), [0] is background
+    mass = np.bincount(labels.ravel(), weights=np.square(ink).ravel())  # (count + 1,)
     mass[0] = 0.0
     main = int(np.argmax(mass))
     area = np.count_nonzero(labels == main)
@@ -414,41 +478,15 @@ def _to_mnist(ink: np.ndarray) -> np.ndarray:
     return np.rint(canvas * 255.0).astype(np.uint8)
 
 
-def _scale_slice(span: slice, coarse: int, full: int) -> slice:
-    """A coarse-copy index range, widened by one coarse pixel, in full-resolution indices."""
-    factor = full / coarse
-    return slice(
-        max(0, math.floor((span.start - 1) * factor)),
-        min(full, math.ceil((span.stop + 1) * factor)),
-    )
-
-
-def _grid_region(grid: np.ndarray, shape: tuple[int, int], rows: slice, cols: slice) -> np.ndarray:
-    """The paper grid (g, g') upsampled to an image of `shape`, but only over [rows, cols]."""
-    gy, gx = grid.shape[0] / shape[0], grid.shape[1] / shape[1]
-    region = (cols.start * gx, rows.start * gy, cols.stop * gx, rows.stop * gy)
-    size = (cols.stop - cols.start, rows.stop - rows.start)
-    return np.asarray(_float_image(grid).resize(size, Image.Resampling.BILINEAR, box=region))
-
-
 def _mnist_digit(gray: np.ndarray, label: str) -> np.ndarray:
     """The (28, 28) uint8 MNIST rendering of the digit in a (H, W) grey image in [0, 1]."""
-    coarse = _shrink(gray, COARSE_SIDE)  # (h, w)
-    small = _shrink(coarse, BG_SIDE)  # (h', w')
-    if _has_dark_ink(coarse, small):
-        gray, coarse, small = 1.0 - gray, 1.0 - coarse, 1.0 - small
-    grid = _paper_grid(coarse, small)  # (g, g')
-    # Find the digit on the coarse copy: cheap, and decides whether there is one at all ...
-    residual = coarse - _resize(grid, coarse.shape, Image.Resampling.BILINEAR)  # (h, w)
-    paper, sigma, _ = _spread(residual)
-    _, box = _digit_box(_ramp(residual, paper, sigma, label), label)
-    # ... then look again at full working resolution, only around it.
-    rows = _scale_slice(box[0], coarse.shape[0], gray.shape[0])
-    cols = _scale_slice(box[1], coarse.shape[1], gray.shape[1])
-    sample = _sample(gray)  # (H/k, W/k): the noise is measured over the whole image
-    paper, sigma, _ = _spread(sample - _resize(grid, sample.shape, Image.Resampling.BILINEAR))
-    residual = gray[rows, cols] - _grid_region(grid, gray.shape, rows, cols)  # (H', W')
-    ink, box = _digit_box(_ramp(residual, paper, sigma, label), label)
+    small = _shrink(gray, BG_SIDE)  # (h, w)
+    if _has_dark_ink(gray, small):
+        gray, small = 1.0 - gray, 1.0 - small
+    everywhere = slice(None)
+    residual = gray - _paper_model(gray, small).over(gray.shape, everywhere, everywhere)
+    level, sigma, _, _ = _spread(residual)  # residual (H, W): paper ~ 0, ink > 0
+    ink, box = _digit_box(_ramp(residual, level, sigma, label), label)
     return _to_mnist(ink[box])
 
 

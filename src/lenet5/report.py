@@ -273,7 +273,7 @@ h1 { font-size: 1.6rem; margin-bottom: 0.2rem; } h2 { font-size: 1.2rem; margin-
 table { border-collapse: collapse; font-size: 0.92rem; }
 td, th { border-bottom: 1px solid #ddd; padding: 0.3rem 0.8rem; text-align: left; }
 th { background: #f4f6f8; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
-.facts td:first-child { color: #555; }
+.facts td:first-child { color: #555; } .metrics th:not(:first-child) { text-align: right; }
 img { max-width: 100%; height: auto; border: 1px solid #e4e4e4; }
 details { margin-top: 1rem; }
 """
@@ -300,7 +300,7 @@ def _metrics_table(metrics: list[dict]) -> str:
             return f"{value:.3g}"
         return f"{value:.4f}" if "loss" in key else f"{value:.1f}"
 
-    return _table(columns, [[cell(k, row[k]) for k in columns] for row in metrics])
+    return _table(columns, [[cell(k, row[k]) for k in columns] for row in metrics], "metrics")
 
 
 def write_html(path: Path, title: str, facts: list[tuple[str, str]], metrics: list[dict],

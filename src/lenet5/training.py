@@ -28,7 +28,7 @@ from .errors import Lenet5Error, TrainingDiverged
 from .hparams import OptimizerSpec, Schedule
 
 
-AUGMENTATIONS = ("none", "affine", "elastic")
+AUGMENTATIONS = ("none", "shift", "affine", "elastic")
 # Settings whose best value depends on the architecture: None means "the arch's default".
 GENERAL_DEFAULTS = {"epochs": 15, "batch_size": 128, "optimizer": "adam", "lr": 3e-3,
                     "schedule": "onecycle", "augment": "affine"}
@@ -155,6 +155,7 @@ def train(config: TrainConfig, *, resume: str | Path | None = None,
         order = np.random.default_rng([config.seed, epoch]).permutation(n)
         engine.bind_training_data(_epoch_inputs(config, epoch, train_images, norm, x_train),
                                   y_train)
+        engine.start_epoch(order)
         batches = range(steps_per_epoch)
         if show_bar:
             from tqdm import tqdm
@@ -205,9 +206,11 @@ def _epoch_inputs(config: TrainConfig, epoch: int, images: np.ndarray, norm: dic
     """This epoch's network inputs: the clean ones, or fresh random distortions of them."""
     if config.augment == "none":
         return clean
-    from .data.distortions import distort
+    from .data.distortions import distort, shift
 
     rng = np.random.default_rng([config.seed, epoch, 1])
+    if config.augment == "shift":
+        return prepare_inputs(shift(images, rng), norm)
     return prepare_inputs(distort(images, rng, elastic=config.augment == "elastic"), norm)
 
 

@@ -35,6 +35,9 @@ class Layer:
     def backward(self, grad: np.ndarray) -> np.ndarray | None:
         raise NotImplementedError
 
+    def backward_gn(self, curv: np.ndarray) -> np.ndarray | None:
+        raise NotImplementedError
+
 
 class Conv2d(Layer):
     """Valid convolution, stride 1, as one GEMM per pass with the kernel's sweep along the

@@ -1,4 +1,5 @@
-"""Losses on a batch of network outputs: each returns the mean loss and its gradient."""
+"""Losses on a batch of network outputs: each returns the mean loss and its gradient; the
+``*_curvature`` functions give the per-image second derivatives SDLM starts from."""
 
 from __future__ import annotations
 

@@ -97,11 +97,12 @@ class TorchOptimizer:
         state = {}
         # torch's SGD and Adam create their slots at the first step; SDLM's always exist
         if name == "sdlm" or (self.steps and (name != "sgd" or self.spec.momentum)):
-            for i, param_name in enumerate(self.params):
-                state[i] = {slot: torch.from_numpy(np.array(flat[f"{slot}.{param_name}"]))
-                            for slot in SLOTS[name]}
+            for i, (param_name, p) in enumerate(self.params.items()):
+                # like the parameter in memory layout too: fused kernels assume they match
+                state[i] = {slot: torch.empty_like(p).copy_(
+                    torch.from_numpy(np.asarray(flat[f"{slot}.{param_name}"])))
+                    for slot in SLOTS[name]}
                 if name in ("adam", "adamw"):
                     state[i]["step"] = torch.tensor(float(self.steps))
-        # torch.optim moves each slot to its parameter's device and dtype
         groups = self.optimizer.state_dict()["param_groups"]
         self.optimizer.load_state_dict({"state": state, "param_groups": groups})

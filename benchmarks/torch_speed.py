@@ -1,0 +1,121 @@
+"""The torch engine against the common tutorial loop, back to back on this machine.
+
+Each repeat runs, one after the other and each in a fresh process:
+  1. ``lenet5 train --engine torch --device DEVICE --epochs 2 --out TMP`` (the seconds of each
+     epoch are read from the run's metrics.jsonl);
+  2. ``benchmarks/tutorial_loop.py --epochs 2`` (DataLoader, batch 128, Adam 1e-3, .item()).
+Then inference: the last run's model through ``lenet5.load(run, engine="torch")``, the 10,000
+MNIST test images at batch 1000. The table gives medians over every epoch of every repeat,
+the ratio of the two loops (target <= 0.8 on CPU) and images/s (target >= 20,000 on CPU).
+``--with-numpy`` adds ``lenet5 train --engine numpy`` to each repeat.
+
+    python benchmarks/torch_speed.py [--repeats 3] [--device cpu] [--with-numpy]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def child_env() -> dict[str, str]:
+    """The environment for the timed processes: lenet5 importable from this checkout."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "src"),
+                                                      env.get("PYTHONPATH")]))
+    return env
+
+
+def time_lenet5_train(engine: str, device: str, epochs: int, out: Path) -> dict:
+    """Seconds per epoch and final test accuracy of ``lenet5 train``, from metrics.jsonl."""
+    subprocess.run([sys.executable, "-m", "lenet5", "train", "--engine", engine, "--device",
+                    device, "--epochs", str(epochs), "--out", str(out)],
+                   check=True, env=child_env(), stdout=subprocess.DEVNULL)
+    from lenet5.training import read_metrics
+
+    rows = read_metrics(out)
+    return {"epoch_seconds": [r["seconds"] for r in rows], "test_acc": rows[-1]["test_acc"]}
+
+
+def time_tutorial(device: str, epochs: int) -> dict:
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "tutorial_loop.py"),
+                           "--epochs", str(epochs), "--device", device, "--json"],
+                          check=True, env=child_env(), capture_output=True, text=True)
+    return json.loads(done.stdout)
+
+
+def inference_rate(run: Path, device: str, repeats: int = 5) -> float:
+    """Images/s of ``Model.engine.logits`` on the MNIST test set at batch 1000 (median)."""
+    import lenet5
+    from lenet5.data import load
+
+    model = lenet5.load(run, engine="torch", device=device)
+    x = model.inputs(load("mnist", log=lambda _: None).test_images)  # (10000, 1, 32, 32)
+    model.engine.logits(x[:1000], batch_size=1000)  # warm-up
+    rates = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        model.engine.logits(x, batch_size=1000)
+        rates.append(len(x) / (time.perf_counter() - started))
+    return statistics.median(rates)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=3, help="back-to-back pairs (default 3)")
+    parser.add_argument("--epochs", type=int, default=2, help="epochs per run (default 2)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    parser.add_argument("--with-numpy", action="store_true",
+                        help="also time `lenet5 train --engine numpy` (default: off)")
+    args = parser.parse_args()
+
+    import torch
+
+    loops = {"lenet5 train --engine torch": [], "tutorial loop": []}
+    if args.with_numpy:
+        loops["lenet5 train --engine numpy"] = []
+    accuracy: dict[str, list[float]] = {name: [] for name in loops}
+    load_before = os.getloadavg()[0]
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(args.repeats):
+            for name in loops:
+                if name == "tutorial loop":
+                    result = time_tutorial(args.device, args.epochs)
+                else:
+                    engine = name.split()[-1]
+                    result = time_lenet5_train(engine, args.device if engine == "torch" else "cpu",
+                                               args.epochs, Path(tmp) / f"{engine}{r}")
+                loops[name] += result["epoch_seconds"]
+                accuracy[name].append(result["test_acc"])
+                print(f"repeat {r + 1}/{args.repeats}  {name}: epochs "
+                      + ", ".join(f"{s:.2f}" for s in result["epoch_seconds"]) + " s",
+                      file=sys.stderr)
+        images_per_s = inference_rate(Path(tmp) / f"torch{args.repeats - 1}", args.device)
+
+    device = (torch.cuda.get_device_name() if args.device == "cuda"
+              else f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs")
+    print(f"device: {args.device} ({device}); torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads; {args.repeats} repeats x {args.epochs} epochs; "
+          f"load average {load_before:.1f} -> {os.getloadavg()[0]:.1f}")
+    print(f"{'':30}{'s/epoch (median)':>18}{'min':>8}{'test acc':>10}")
+    for name, seconds in loops.items():
+        print(f"{name:30}{statistics.median(seconds):>18.2f}{min(seconds):>8.2f}"
+              f"{100 * statistics.median(accuracy[name]):>9.2f}%")
+    ratio = (statistics.median(loops["lenet5 train --engine torch"])
+             / statistics.median(loops["tutorial loop"]))
+    print(f"{'ratio torch engine / tutorial':30}{ratio:>18.2f}   (target <= 0.8)")
+    print(f"{'inference, batch 1000':30}{images_per_s:>18,.0f}   images/s (target >= 20,000)")
+
+
+if __name__ == "__main__":
+    main()
