@@ -9,7 +9,7 @@ MNIST test images at batch 1000. The table gives medians over every epoch of eve
 the ratio of the two loops (target <= 0.8 on CPU) and images/s (target >= 20,000 on CPU).
 ``--with-numpy`` adds ``lenet5 train --engine numpy`` to each repeat.
 
-    python benchmarks/torch_speed.py [--repeats 3] [--device cpu] [--with-numpy]
+    python benchmarks/torch_speed.py [--repeats 3] [--device cpu] [--threads N] [--with-numpy]
 """
 
 from __future__ import annotations
@@ -28,9 +28,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
+THREADS: int | None = None  # --threads
+
+
 def child_env() -> dict[str, str]:
-    """The environment for the timed processes: lenet5 importable from this checkout."""
+    """The environment for the timed processes: lenet5 importable from this checkout, and
+    OMP_NUM_THREADS when --threads is given."""
     env = dict(os.environ)
+    if THREADS:
+        env["OMP_NUM_THREADS"] = str(THREADS)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "src"),
                                                       env.get("PYTHONPATH")]))
     return env
@@ -75,11 +81,19 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="back-to-back pairs (default 3)")
     parser.add_argument("--epochs", type=int, default=2, help="epochs per run (default 2)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads for every loop (OMP_NUM_THREADS; default: torch's "
+                             "own choice, one per core)")
     parser.add_argument("--with-numpy", action="store_true",
                         help="also time `lenet5 train --engine numpy` (default: off)")
     args = parser.parse_args()
+    global THREADS
+    THREADS = args.threads
 
     import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)  # for the inference measured in this process
 
     loops = {"lenet5 train --engine torch": [], "tutorial loop": []}
     if args.with_numpy:

@@ -125,15 +125,8 @@ def test_model_file_runs_in_onnxruntime_without_an_onnx_file(exported):
 
 
 @pytest.mark.skipif(not HAS_TORCH, reason="--via torch needs PyTorch")
-def test_torch_export_agrees_with_numpy_export(exported, tmp_path, request):
+def test_torch_export_agrees_with_numpy_export(exported, tmp_path):
     model_path, onnx_path = exported
-    if model_path.stem == "lenet5-1998":
-        # torch's TorchScript exporter writes avg_pool2d(divisor_override=1) as a plain
-        # AveragePool, a mean instead of a sum (pytorch/pytorch#105349), and torch_engine's
-        # Subsample.block_sums uses it; avg_pool2d(x, s) * s**2 is exact and exports right.
-        request.applymarker(pytest.mark.xfail(
-            strict=True, raises=Lenet5Error,
-            reason="torch.onnx (TorchScript) ignores avg_pool2d's divisor_override"))
     export(model_path, tmp_path / "torch.onnx", via="torch")
     images = digits(257)
     via_torch = load(tmp_path / "torch.onnx", engine="onnx").logits(images)

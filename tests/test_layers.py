@@ -102,4 +102,5 @@ def test_softmax_cross_entropy_is_stable_for_huge_logits():
 
 def test_layers_keep_float32(rng):
     layer = L.Conv2d(rng.normal(size=(2, 1, 3, 3)).astype(np.float32), np.zeros(2, np.float32))
-    assert layer.forward(rng.normal(size=(1, 5, 5, 1)).astype(np.float32), False).dtype == np.float32
+    x = rng.normal(size=(1, 5, 5, 1)).astype(np.float32)
+    assert layer.forward(x, train=False).dtype == np.float32

@@ -54,7 +54,7 @@ def test_engine_learns_a_separable_problem():
     engine = NumpyEngine(LENET5, init_params(LENET5, 0), OptimizerSpec("adam"))
     engine.bind_training_data(x, y)
     first = None
-    for epoch in range(15):
+    for _ in range(15):
         for b in range(4):
             engine.train_step(np.arange(b * 64, (b + 1) * 64), 2e-3)
         loss, correct, seen = engine.take_train_metrics()

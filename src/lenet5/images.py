@@ -71,8 +71,10 @@ MIN_PAPER_CELLS = 20
 """Fewest grid cells showing paper to fit the surface to; fewer, and it is flat."""
 NOISE_SIGMAS = 4.0
 """Background noise floor, in robust standard deviations (one-sided MAD * 1.4826)."""
+STRONG = 0.5
+"""Blobs of ink must somewhere reach this fraction of the way from paper to the darkest ink."""
 INK_PERCENTILE = 90
-"""Ink level: this percentile of the pixels above the noise floor maps to full white."""
+"""Ink level: this percentile of the digit's pixels maps to full white."""
 LO_FRACTION = 0.05
 """The floor is at least this fraction of the ink contrast; small, so clean images keep their
 antialiased edges."""
@@ -400,22 +402,6 @@ def _paper_model(coarse: np.ndarray, small: np.ndarray) -> _Paper:
     return _Paper(surface, total / (count + FILL_WEIGHT))  # (g, g')
 
 
-def _ramp(residual: np.ndarray, paper: float, sigma: float, label: str) -> np.ndarray:
-    """Map a (H, W) residual (bright ink, `paper` level, `sigma` noise) to ink in [0, 1]:
-    0 up to the noise floor, so the background is exactly black; 1 from the ink level up;
-    linear between, so antialiased edges stay soft."""
-    floor = paper + max(NOISE_SIGMAS * sigma, 2.0 / 255.0)
-    above = residual[residual > floor]
-    if above.size == 0:
-        raise _no_digit(label, "it is blank")
-    level = float(np.percentile(above, INK_PERCENTILE))
-    contrast = level - paper
-    if contrast < MIN_CONTRAST or contrast < MIN_SNR * sigma:
-        raise _no_digit(label, "nothing stands out from the background")
-    low = paper + max(NOISE_SIGMAS * sigma, LO_FRACTION * contrast)
-    return np.clip((residual - low) / (level - low), 0.0, 1.0)  # (H, W)
-
-
 def _gap(a: tuple[slice, slice], b: tuple[slice, slice]) -> int:
     """Chebyshev distance in pixels between two boxes (0 when they touch or overlap)."""
     rows = max(a[0].start - b[0].stop, b[0].start - a[0].stop, -1) + 1
@@ -430,38 +416,62 @@ def _union(a: tuple[slice, slice], b: tuple[slice, slice]) -> tuple[slice, slice
     )
 
 
-def _digit_box(ink: np.ndarray, label: str) -> tuple[np.ndarray, tuple[slice, slice]]:
-    """Zero every speck that is not part of the digit; return the ink (H, W) and its box."""
-    labels, count = ndimage.label(ink > 0, structure=np.ones((3, 3), dtype=bool))  # (H, W)
-    mass = np.bincount(labels.ravel(), weights=np.square(ink).ravel())  # (count + 1,)
-    mass[0] = 0.0
+def _digit_ink(
+    residual: np.ndarray, paper: float, sigma: float, top: float, label: str
+) -> np.ndarray:
+    """The digit's ink in [0, 1], cropped to its box, from a (H, W) residual of bright ink.
+
+    Blobs are the connected pixels above the noise floor; only blobs reaching halfway to the
+    darkest ink (`top`) count, which drops faint smudges and paper blotches whatever their size
+    (hysteresis thresholding). The digit is the heaviest blob plus those big and close enough
+    to be its other strokes. Its own pixels then set the ink level that maps to 1; the floor
+    maps to 0, so the background is exactly black while antialiased edges stay soft.
+    """
+    floor = paper + max(NOISE_SIGMAS * sigma, 2.0 / 255.0)
+    structure = np.ones((3, 3), dtype=bool)  # 8-connected
+    labels, count = ndimage.label(residual > floor, structure=structure)  # (H, W)
+    strong = np.zeros(count + 1, dtype=bool)  # (count + 1,) blob reaches STRONG?
+    strong[labels[residual > paper + STRONG * (top - paper)]] = True
+    strong[0] = False  # label 0 is the background
+    mass = np.bincount(labels.ravel(), weights=(residual - floor).ravel())  # (count + 1,)
+    mass[~strong] = 0.0
     main = int(np.argmax(mass))
-    area = np.count_nonzero(labels == main)
-    if count == 0 or area < max(MIN_BLOB, MIN_BLOB_FRACTION * ink.size):
+    if mass[main] <= 0.0:
+        raise _no_digit(label, "it is blank")
+    if np.count_nonzero(labels == main) < max(MIN_BLOB, MIN_BLOB_FRACTION * residual.size):
         raise _no_digit(label, "only specks or noise were found")
+
     candidates = np.flatnonzero(mass >= KEEP_OVERLAPPING * mass[main])  # includes main
-    candidates = candidates[np.argsort(-mass[candidates])]  # biggest first, main at [0]
+    candidates = candidates[np.argsort(-mass[candidates])]  # heaviest first, main at [0]
+    share = mass[candidates] / mass[main]  # (n,)
     relabel = np.zeros(count + 1, dtype=np.int32)
     relabel[candidates] = np.arange(1, candidates.size + 1)
-    labels = relabel[labels]  # (H, W), candidates numbered 1.. by decreasing mass
+    labels = relabel[labels]  # (H, W): candidates numbered 1.. by decreasing mass
     boxes = ndimage.find_objects(labels)
-    kept, box = [1], boxes[0]
+    kept, box = {0}, boxes[0]
     grown = True
     while grown:  # adding a stroke can bring the next one within reach
         grown = False
-        for index in range(2, candidates.size + 1):
-            if index in kept:
-                continue
-            gap = _gap(box, boxes[index - 1])
+        for index in set(range(1, candidates.size)) - kept:
+            gap = _gap(box, boxes[index])
             reach = NEAR_GAP * max(box[0].stop - box[0].start, box[1].stop - box[1].start)
-            share = mass[candidates[index - 1]] / mass[candidates[0]]
-            if (gap == 0 and share >= KEEP_OVERLAPPING) or (gap <= reach and share >= KEEP_NEAR):
-                kept.append(index)
-                box = _union(box, boxes[index - 1])
+            if (gap == 0 and share[index] >= KEEP_OVERLAPPING) or (
+                gap <= reach and share[index] >= KEEP_NEAR
+            ):
+                kept.add(index)
+                box = _union(box, boxes[index])
                 grown = True
-    keep = np.zeros(candidates.size + 1, dtype=np.float32)
-    keep[kept] = 1.0
-    return ink * keep[labels], box
+    keep = np.zeros(candidates.size + 1, dtype=bool)
+    keep[[index + 1 for index in kept]] = True
+    keep = keep[labels[box]]  # (h, w) pixels of the digit
+    residual = residual[box]  # (h, w)
+
+    level = float(np.percentile(residual[keep], INK_PERCENTILE))
+    contrast = level - paper
+    if contrast < MIN_CONTRAST or contrast < MIN_SNR * sigma:
+        raise _no_digit(label, "nothing stands out from the background")
+    low = paper + max(NOISE_SIGMAS * sigma, LO_FRACTION * contrast)
+    return np.clip((residual - low) / (level - low), 0.0, 1.0) * keep  # (h, w)
 
 
 def _to_mnist(ink: np.ndarray) -> np.ndarray:
@@ -485,9 +495,8 @@ def _mnist_digit(gray: np.ndarray, label: str) -> np.ndarray:
         gray, small = 1.0 - gray, 1.0 - small
     everywhere = slice(None)
     residual = gray - _paper_model(gray, small).over(gray.shape, everywhere, everywhere)
-    level, sigma, _, _ = _spread(residual)  # residual (H, W): paper ~ 0, ink > 0
-    ink, box = _digit_box(_ramp(residual, level, sigma, label), label)
-    return _to_mnist(ink[box])
+    paper, sigma, _, top = _spread(residual)  # residual (H, W): paper ~ 0, ink > 0
+    return _to_mnist(_digit_ink(residual, paper, sigma, top, label))
 
 
 def preprocess_image(

@@ -27,7 +27,6 @@ from .engine import make_engine
 from .errors import Lenet5Error, TrainingDiverged
 from .hparams import OptimizerSpec, Schedule
 
-
 AUGMENTATIONS = ("none", "shift", "affine", "elastic")
 # Settings whose best value depends on the architecture: None means "the arch's default".
 GENERAL_DEFAULTS = {"epochs": 15, "batch_size": 128, "optimizer": "adam", "lr": 3e-3,

@@ -116,7 +116,9 @@ class Subsample(Layer):
         self.bias = nn.Parameter(torch.zeros(spec.channels))
 
     def block_sums(self, x: torch.Tensor) -> torch.Tensor:
-        return F.avg_pool2d(x, self.size, divisor_override=1)  # (N, C, H/s, W/s)
+        # mean times size^2 (exact in floating point) rather than divisor_override=1, which
+        # torch.onnx.export writes as a plain mean (pytorch/pytorch#105349)
+        return F.avg_pool2d(x, self.size) * self.size**2  # (N, C, H/s, W/s)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         a = self.block_sums(x) * self.weight[:, None, None] + self.bias[:, None, None]
@@ -285,11 +287,19 @@ class TorchEngine:
         """Before each pass, after ``bind_training_data``: SDLM re-estimates its curvature on
         the pass's first SDLM_SAMPLES rows, as the NumPy engine does; others need nothing."""
         if self.optimizer.spec.name == "sdlm":
-            rows = torch.as_tensor(order[:SDLM_SAMPLES], device=self.device)
+            rows = self._rows(order[:SDLM_SAMPLES])
             self.optimizer.set_curvature(self.net.curvature(self.train_x[rows]))
 
+    def _rows(self, rows: np.ndarray) -> torch.Tensor:
+        """Row indices on the device. To CUDA through pinned memory, asynchronously: a plain
+        copy from pageable memory would make every step wait for the GPU to catch up."""
+        rows = torch.from_numpy(np.asarray(rows, dtype=np.int64))
+        if self.device == "cpu":
+            return rows
+        return rows.pin_memory().to(self.device, non_blocking=True)
+
     def train_step(self, batch: np.ndarray, lr: float) -> None:
-        rows = torch.as_tensor(batch, device=self.device)
+        rows = self._rows(batch)
         x, y = self.train_x[rows], self.train_y[rows]
         out = self.net(x)  # (B, K)
         loss = self.loss_fn(out, y)

@@ -1,0 +1,168 @@
+"""Where the NumPy engine's time goes, next to PyTorch on the same CPU, in one process.
+
+For both architectures and batch sizes 64/128/256: forward and backward milliseconds of every
+NumPy layer, the whole training step (forward, backward, optimizer), images/s and the epoch
+time that implies; the torch engine's step on the same batches; one epoch of the common
+PyTorch tutorial loop (benchmarks/tutorial_loop.py) as the reference; and inference: one
+image end to end, and batches of 1000 in both engines. Medians of interleaved repeats, since
+timings on a shared machine are noisy.
+
+    python benchmarks/engine_speed.py [--repeats 15] [--batches 64 128 256]
+
+Writes benchmarks/results/engine_speed.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from lenet5.arch import ARCHITECTURES, init_params
+from lenet5.engine import make_engine
+from lenet5.hparams import OptimizerSpec
+from lenet5.numpy_engine.model import NumpyNet
+from lenet5.training import arch_defaults
+
+RESULTS = Path(__file__).parent / "results" / "engine_speed.md"
+TRAIN_IMAGES = 60_000
+
+
+def median_ms(fn, repeats: int) -> float:
+    fn()  # warm-up: caches, allocator, BLAS threads
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - started)
+    return 1e3 * statistics.median(times)
+
+
+def layer_times(arch, batch: int, repeats: int) -> list[tuple[str, str, float, float]]:
+    """(arch layer, NumPy layer class, forward ms, backward ms) for each NumPy layer."""
+    rng = np.random.default_rng(0)
+    net = NumpyNet(arch, init_params(arch, 0))
+    x = rng.normal(size=(batch, 1, 32, 32)).astype(np.float32).transpose(0, 2, 3, 1)
+    labels = rng.integers(0, 10, batch)
+    forward = {i: [] for i in range(len(net.layers))}
+    backward = {i: [] for i in range(len(net.layers))}
+    for _ in range(repeats + 1):
+        h = x
+        for i, (_, layer) in enumerate(net.layers):
+            started = time.perf_counter()
+            h = layer.forward(h, True)
+            forward[i].append(time.perf_counter() - started)
+        _, grad = net.loss_fn(h, labels)
+        for i, (_, layer) in reversed(list(enumerate(net.layers))):
+            started = time.perf_counter()
+            grad = layer.backward(grad)
+            backward[i].append(time.perf_counter() - started)
+    return [(name, type(layer).__name__, 1e3 * statistics.median(forward[i][1:]),
+             1e3 * statistics.median(backward[i][1:]))
+            for i, (name, layer) in enumerate(net.layers)]
+
+
+def step_ms(engine_name: str, arch, batch: int, repeats: int) -> float:
+    """Median milliseconds of one optimizer step on random rows of a bound dataset."""
+    defaults = arch_defaults(arch.name)
+    engine = make_engine(engine_name, arch, init_params(arch, 0),
+                         OptimizerSpec(defaults["optimizer"]), "cpu")
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(4096, 1, 32, 32)).astype(np.float32)
+    engine.bind_training_data(x, rng.integers(0, 10, 4096))
+    engine.start_epoch(np.arange(4096))
+    batches = [rng.integers(0, 4096, batch) for _ in range(8)]
+    counter = iter(range(10**9))
+
+    def one_step() -> None:
+        engine.train_step(batches[next(counter) % 8], defaults["lr"])
+
+    ms = median_ms(one_step, repeats)
+    engine.take_train_metrics()  # the torch engine syncs here; its steps are queued until then
+    return ms
+
+
+def inference(repeats: int) -> list[tuple[str, str]]:
+    from lenet5.arch import LENET5
+    from lenet5.data.transforms import input_normalization
+    from lenet5.model import Model
+
+    rng = np.random.default_rng(2)
+    images = rng.integers(0, 256, (1000, 28, 28), dtype=np.uint8)
+    meta = {"classes": list("0123456789"),
+            "input_normalization": input_normalization(LENET5, images)}
+    rows = []
+    numpy_model = Model(make_engine("numpy", LENET5, init_params(LENET5, 0)), meta)
+    single = median_ms(lambda: numpy_model.predict_proba(images[:1]), repeats * 4)
+    rows.append(("numpy: one image, predict_proba end to end", f"{single:.2f} ms"))
+    rates = {}
+    for name in ("numpy", "torch"):
+        try:
+            model = Model(make_engine(name, LENET5, init_params(LENET5, 0), device="cpu"), meta)
+        except Exception as exc:  # torch missing: report, keep the NumPy figures
+            rows.append((f"{name}: batch 1000", f"not measured ({exc})"))
+            continue
+        ms = median_ms(lambda m=model: m.predict_proba(images), repeats)
+        rates[name] = 1000 / (ms / 1e3)
+        rows.append((f"{name}: batch 1000", f"{rates[name]:,.0f} images/s"))
+    if len(rates) == 2:
+        ratio = rates["numpy"] / rates["torch"]
+        rows.append(("numpy / torch throughput at batch 1000", f"{ratio:.2f}x"))
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=15, help="timed repeats per figure")
+    parser.add_argument("--batches", type=int, nargs="+", default=[64, 128, 256])
+    parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch figures")
+    args = parser.parse_args()
+    lines = [f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python "
+             f"{platform.python_version()}, OPENBLAS_NUM_THREADS="
+             f"{os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}; {time.strftime('%Y-%m-%d')}.",
+             f"Command: `python benchmarks/engine_speed.py {' '.join(sys.argv[1:])}`".rstrip(),
+             ""]
+    tutorial_epoch = None
+    if not args.no_torch:
+        sys.path.insert(0, str(Path(__file__).parent))
+        import tutorial_loop
+
+        tutorial_epoch = tutorial_loop.train(1)["epoch_seconds"][0]
+        lines.append(f"PyTorch tutorial loop (DataLoader, batch 128, Adam, `.item()` per step): "
+                     f"**{tutorial_epoch:.2f} s per epoch**.")
+        lines.append("")
+    summary = ["| arch | batch | numpy step | numpy images/s | numpy epoch | torch-engine epoch |"
+               " numpy / tutorial |", "|---|---:|---:|---:|---:|---:|---:|"]
+    detail = []
+    for arch in ARCHITECTURES.values():
+        for batch in args.batches:
+            numpy_ms = step_ms("numpy", arch, batch, args.repeats)
+            torch_ms = None if args.no_torch else step_ms("torch", arch, batch, args.repeats)
+            epoch = numpy_ms / 1e3 * TRAIN_IMAGES / batch
+            torch_epoch = ("" if torch_ms is None
+                           else f"{torch_ms / 1e3 * TRAIN_IMAGES / batch:.2f} s")
+            ratio = "" if tutorial_epoch is None else f"{epoch / tutorial_epoch:.2f}x"
+            summary.append(f"| {arch.name} | {batch} | {numpy_ms:.2f} ms | "
+                           f"{batch / numpy_ms * 1e3:,.0f} | {epoch:.2f} s | {torch_epoch} | "
+                           f"{ratio} |")
+            detail += [f"\n{arch.name}, batch {batch}: NumPy layers (ms)\n",
+                       "| layer | op | forward | backward |", "|---|---|---:|---:|"]
+            detail += [f"| {name} | {op} | {fw:.2f} | {bw:.2f} |"
+                       for name, op, fw, bw in layer_times(arch, batch, args.repeats)]
+            print(summary[-1], flush=True)
+    infer = ["", "| inference (modern LeNet-5) | figure |", "|---|---:|",
+             *[f"| {k} | {v} |" for k, v in inference(args.repeats)]]
+    text = "\n".join(lines + summary + infer + detail) + "\n"
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
