@@ -7,7 +7,8 @@ directory.
                                         [--settings none,affine] [--out DIR]
 
 Writes benchmarks/results/reproduce_1998.md. With fewer than 20 epochs or a --limit the table
-says it is a short run, not the reproduction.
+says it is a short run, not the reproduction. The settings train at the same time, one child
+process each (each is single-threaded; export OPENBLAS_NUM_THREADS=1).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from lenet5.arch import LENET5_1998
@@ -111,7 +113,8 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown --settings {unknown}; choose from {', '.join(SETTING_NAMES)}")
     root = Path(args.out or tempfile.mkdtemp(prefix="lenet5-1998-"))
-    results = [run_setting(augment, args, root) for augment in settings]
+    with ThreadPoolExecutor(len(settings)) as pool:  # threads only wait on the children
+        results = list(pool.map(lambda augment: run_setting(augment, args, root), settings))
     text = markdown(results, args)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(text)

@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from gradcheck import EPS, max_rel_error
+from gradcheck import EPS
 
 from lenet5.arch import ARCHITECTURES, LENET5, init_params
 from lenet5.hparams import OptimizerSpec
@@ -28,7 +28,11 @@ def test_network_gradients_match_finite_differences(arch):
             down = net.loss_fn(net.forward(x), labels)[0]
             flat[i] = old
             numeric.append((up - down) / (2 * EPS))
-        assert max_rel_error(analytic[picks], np.array(numeric)) < 1e-6, name
+        # normwise: the loss is O(100) for lenet5-1998, so finite differences of its tiny
+        # entries carry ~1e-9 of rounding; the layer tests check entrywise
+        numeric = np.array(numeric)
+        error = np.linalg.norm(analytic[picks] - numeric) / np.linalg.norm(numeric)
+        assert error < 1e-6, (name, error)
 
 
 def test_feature_maps_name_every_layer():

@@ -102,6 +102,26 @@ def test_outputs_and_gradients_match_numpy(arch, dtype, device):
         assert_close(as_numpy(p.grad), grads[name], tol, name)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_pooling_before_relu_changes_no_bit(dtype):
+    """forward runs conv -> pool -> ReLU; layer by layer (feature_maps) runs conv -> ReLU ->
+    pool, as the architecture says. Outputs and gradients must be identical, ties included."""
+    net = TorchNet(LENET5, init_params(LENET5, 0), dtype)
+    assert [pool is not None for _, pool in net.stages] == [True, True, False, False, False]
+    x = torch.randn(32, 1, 32, 32, dtype=dtype, generator=torch.Generator().manual_seed(0))
+    x[:8] = 0.0  # blank images: every pooling window is a tie
+    x[8:16] = x[8:16].round()  # many equal values
+    results = []
+    for out in (lambda: net(x), lambda: net.feature_maps(x)[-1][1]):
+        net.zero_grad()
+        y = out()
+        y.square().sum().backward()
+        results.append((y.detach(), {k: p.grad.clone() for k, p in net.named_parameters()}))
+    (y1, g1), (y2, g2) = results
+    assert torch.equal(y1, y2)
+    assert all(torch.equal(g1[k], g2[k]) for k in g1)
+
+
 @ARCHS
 def test_feature_maps_match_numpy(arch):
     params = init_params(arch, 2)

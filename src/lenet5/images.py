@@ -2,22 +2,25 @@
 
 MNIST's digits were size-normalised to fit a 20x20 box (aspect ratio kept, antialiased) and then
 placed in a 28x28 field with their centre of mass at the centre, as white ink on black. A
-network trained on MNIST only works on other images prepared the same way, so `lenet5 predict`,
-the Python API and the web demo all go through `preprocess_image` here.
+network trained on MNIST only works on images prepared the same way, so `lenet5 predict`, the
+Python API and the web demo all go through `preprocess_image` here.
 
-Real photos and canvas drawings need more than MNIST's recipe: the ink may be dark on light
-paper, lit unevenly, on a transparent background, or surrounded by specks. The pipeline is
+Photos and canvas drawings need more than MNIST's recipe: the ink may be dark on light paper,
+lit unevenly, on a transparent background, JPEG-blurred, or surrounded by specks. The steps:
 
-1. decode safely (size limits before decoding, EXIF orientation), alpha onto white, grayscale;
-2. work on a copy at most ``WORK_SIDE`` px (JPEGs are decoded straight at that scale);
-3. estimate the paper/lighting on a tiny ``BG_SIDE`` px copy with rank filters, which ignore the
-   thin strokes; decide the ink polarity from which tail of (image - background) is heavier;
-4. subtract the background, measure noise robustly (MAD), ramp [noise floor, ink level] to [0, 1]
-   so the background becomes exactly 0 while antialiased edges stay soft;
-5. keep the largest connected blob of ink plus blobs big and close enough to belong to the same
-   digit (a 5 or 4 written in two strokes), dropping specks;
-6. crop to the ink, scale the longer side to 20 px, and paste into 28x28 so the centre of mass
-   lands on pixel (14, 14), as MNIST did.
+1. decode safely (size limits before decoding, EXIF orientation), composite transparency onto
+   white, convert to grey, and shrink to at most WORK_SIDE px (JPEGs decode at that scale);
+2. polarity: compare the image with a local median on a tiny copy; the heavier tail is the ink;
+3. paper: a rank filter gives a first estimate strokes cannot pull up; the pixels it shows to
+   be paper are fitted with a cubic surface plus a coarse grid of local corrections;
+4. subtract the paper and measure the noise robustly (histogram mode, one-sided MAD);
+5. blobs of ink above the noise floor that reach halfway to the darkest ink; keep the heaviest
+   and those close and heavy enough to be its other strokes (a 5's bar), drop specks;
+6. ramp [noise floor, ink level] to [0, 1], so the background is exactly 0 and antialiased
+   edges stay soft; crop, scale the longer side to 20 px, and paste into 28x28 so the centre of
+   mass lands on pixel (14, 14), rounded to whole pixels as MNIST did.
+
+All of it is array and image operations on at most 256x256 pixels, with no per-pixel Python.
 """
 
 from __future__ import annotations
@@ -44,10 +47,10 @@ FORMATS = ("PNG", "JPEG", "MPO", "BMP", "GIF", "TIFF", "WEBP")
 """The only decoders Pillow may use; MPO is what many phone cameras write for JPEG."""
 
 WORK_SIDE = 256
-"""Longer side of the working copy: a digit filling 15% of a photo still spans 40+ px here."""
-COARSE_SIDE = 128
-"""Longer side of the copy the digit is first found on; only its box is then processed at full
-working resolution, which keeps a 1000x1000 photo under 20 ms."""
+"""Longer side of the working copy: a digit 15% of a 4:3 photo's height still spans ~30 px,
+more than the 20 px it ends up as, and every step stays fast."""
+MODEL_SIDE = 128
+"""Longer side of the copy polarity and paper are judged on: lighting is smooth, ink survives."""
 BG_SIDE = 16
 """Longer side of the copy the paper is first estimated on: strokes average away, light stays."""
 BG_WINDOW = 0.5
@@ -83,8 +86,7 @@ MIN_CONTRAST = 0.06
 MIN_SNR = 8.0
 """... and by this many noise standard deviations."""
 MIN_BLOB = 10
-"""Fewest pixels in the largest blob of ink (also at least MIN_BLOB_FRACTION of the image)."""
-MIN_BLOB_FRACTION = 1e-4
+"""Fewest pixels (of the working copy) in the digit's heaviest blob."""
 KEEP_OVERLAPPING = 0.02
 """Blobs overlapping the digit's box are kept if they hold this fraction of the main blob's ink;"""
 KEEP_NEAR = 0.08
@@ -138,6 +140,8 @@ def _read_bytes(source: _Source, label: str) -> bytes:
         data = source.read(MAX_FILE_BYTES + 1)
     except (OSError, ValueError) as exc:
         raise ImageError(f"{label} cannot be read ({exc}).") from exc
+    if not isinstance(data, bytes | bytearray):
+        raise ImageError(f"{label} was opened as text; open it in binary mode ('rb').")
     if len(data) > MAX_FILE_BYTES:
         raise ImageError(limit)
     return bytes(data)
@@ -157,8 +161,7 @@ def _open(source: _Source, label: str, draft_side: int | None) -> Image.Image:
                     f"{MAX_PIXELS // 1_000_000} megapixels allowed; use a smaller image."
                 )
             if draft_side is not None and img.format in ("JPEG", "MPO"):
-                factor = math.ceil(max(width, height) / draft_side)
-                img.draft("L", (width // factor, height // factor))
+                img.draft("L", _fit((width, height), draft_side))  # DCT scaling, >= that size
             img.load()  # full decode here, so truncated files fail inside this try
             ImageOps.exif_transpose(img, in_place=True)
         except ImageError:
@@ -198,25 +201,19 @@ def _resize(gray: np.ndarray, size: tuple[int, int], resample: Image.Resampling)
     return np.asarray(_float_image(gray).resize((size[1], size[0]), resample))
 
 
-def _reduce_factor(width: int, height: int) -> int:
-    return max(1, math.ceil(max(width, height) / WORK_SIDE))
-
-
 def _pil_to_gray(img: Image.Image) -> np.ndarray:
     """(H, W) float32 in [0, 1] of a PIL image: transparency onto white, at most WORK_SIDE px."""
     if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
         values = np.asarray(img, dtype=np.float32)  # (H, W)
         top = float(values.max(initial=0.0))
         scale = 1.0 if img.mode == "F" and top <= 1.0 else 255.0 if top <= 255.0 else 65535.0
-        img = _float_image(np.clip(values / scale, 0.0, 1.0))
-        factor = _reduce_factor(*img.size)
-        return np.asarray(img.reduce(factor) if factor > 1 else img)
+        return _array_to_gray(np.clip(values / scale, 0.0, 1.0), "the image")
     if img.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in img.info:
-        return _array_to_gray(np.asarray(img.convert("RGBA")), "the image")
+        return _array_to_gray(np.asarray(img.convert("LA")), "the image")
     img = img.convert("L")
-    factor = _reduce_factor(*img.size)
-    if factor > 1:
-        img = img.reduce(factor)
+    size = _fit((img.height, img.width), WORK_SIDE)
+    if size != (img.height, img.width):
+        img = img.resize(size[::-1], Image.Resampling.BOX)
     return np.asarray(img, dtype=np.float32) / np.float32(255.0)
 
 
@@ -244,17 +241,14 @@ def _array_to_gray(array: np.ndarray, label: str) -> np.ndarray:
             )
     else:
         raise ImageError(f"{label} has dtype {array.dtype}; pass uint8, or floats in [0, 1].")
+    if channels >= 3:  # ITU-R 601 luma, the same weights as Pillow's convert("L")
+        gray = 0.299 * values[..., 0] + 0.587 * values[..., 1] + 0.114 * values[..., 2]
+    else:
+        gray = values[..., 0] if channels else values  # (H, W)
     if channels in (2, 4):  # composite onto white, as a browser shows a transparent canvas
-        alpha = values[..., -1:]  # (H, W, 1)
-        values = values[..., :-1] * alpha + (1.0 - alpha)
-    if channels in (3, 4):  # ITU-R 601 luma, the same weights as Pillow's convert("L")
-        values = values @ np.array([0.299, 0.587, 0.114], dtype=np.float32)  # (H, W)
-    elif channels:
-        values = values[..., 0]  # (H, W)
-    factor = _reduce_factor(values.shape[1], values.shape[0])
-    if factor > 1:
-        values = np.asarray(_float_image(values).reduce(factor))
-    return values
+        alpha = values[..., -1]  # (H, W)
+        gray = gray * alpha + (1.0 - alpha)
+    return _shrink(gray, WORK_SIDE)
 
 
 def _no_digit(label: str, why: str) -> ImageError:
@@ -330,9 +324,11 @@ def _has_dark_ink(coarse: np.ndarray, small: np.ndarray) -> bool:
 
 
 def _monomials(v: np.ndarray, u: np.ndarray) -> list[np.ndarray]:
-    """The ten monomials of degree <= 3 in normalised coordinates v (rows) and u (columns)."""
+    """The ten monomials of degree <= 3 in normalised coordinates v (rows) and u (columns), in
+    the order of _Paper.surface: v**0 times 1, u, u^2, u^3; then v times 1, u, u^2; ..."""
     one = np.ones((1,) * v.ndim, dtype=v.dtype)
-    return [one, u, v, u * u, u * v, v * v, u * u * u, u * u * v, u * v * v, v * v * v]
+    row = [one, u, u * u, u * u * u]
+    return [*row, v, v * u, v * u * u, v * v, v * v * u, v * v * v]
 
 
 def _coordinates(span: slice, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -352,8 +348,11 @@ class _Paper(NamedTuple):
         """The paper under pixels [rows, cols] (the slices may step) of an image of `shape`."""
         row_index, v = _coordinates(rows, shape[0])
         col_index, u = _coordinates(cols, shape[1])
-        terms = _monomials(v[:, None], u[None, :])  # broadcast to (H', W')
-        surface = sum(float(k) * term for k, term in zip(self.surface, terms, strict=True))
+        c = self.surface.astype(np.float32)
+        powers = np.stack([np.ones_like(u), u, u * u, u * u * u])  # (4, W')
+        by_v = [c[0:4] @ powers, c[4:7] @ powers[:3], c[7:9] @ powers[:2], c[9] * powers[0]]
+        surface = ((by_v[3] * v[:, None] + by_v[2]) * v[:, None] + by_v[1]) * v[:, None]
+        surface = surface + by_v[0]  # (H', W') by Horner's rule in v
         gy, gx = self.correction.shape[0] / shape[0], self.correction.shape[1] / shape[1]
         region = (
             col_index[0] * gx,
@@ -438,7 +437,7 @@ def _digit_ink(
     main = int(np.argmax(mass))
     if mass[main] <= 0.0:
         raise _no_digit(label, "it is blank")
-    if np.count_nonzero(labels == main) < max(MIN_BLOB, MIN_BLOB_FRACTION * residual.size):
+    if np.count_nonzero(labels == main) < MIN_BLOB:
         raise _no_digit(label, "only specks or noise were found")
 
     candidates = np.flatnonzero(mass >= KEEP_OVERLAPPING * mass[main])  # includes main
@@ -490,11 +489,12 @@ def _to_mnist(ink: np.ndarray) -> np.ndarray:
 
 def _mnist_digit(gray: np.ndarray, label: str) -> np.ndarray:
     """The (28, 28) uint8 MNIST rendering of the digit in a (H, W) grey image in [0, 1]."""
-    small = _shrink(gray, BG_SIDE)  # (h, w)
-    if _has_dark_ink(gray, small):
-        gray, small = 1.0 - gray, 1.0 - small
+    coarse = _shrink(gray, MODEL_SIDE)  # (h, w)
+    small = _shrink(coarse, BG_SIDE)  # (h', w')
+    if _has_dark_ink(coarse, small):
+        gray, coarse, small = 1.0 - gray, 1.0 - coarse, 1.0 - small
     everywhere = slice(None)
-    residual = gray - _paper_model(gray, small).over(gray.shape, everywhere, everywhere)
+    residual = gray - _paper_model(coarse, small).over(gray.shape, everywhere, everywhere)
     paper, sigma, _, top = _spread(residual)  # residual (H, W): paper ~ 0, ink > 0
     return _to_mnist(_digit_ink(residual, paper, sigma, top, label))
 

@@ -30,8 +30,10 @@ class NumpyNet:
         self.arch = arch
         self.params = {k: np.array(v, dtype=dtype) for k, v in params.items()}
         self.layers: list[tuple[str, L.Layer]] = []  # (arch layer name, layer)
-        spatial = True
-        for spec in arch.layers:
+        self.deferred_activations: dict[str, L.Layer] = {}  # arch layer -> its moved activation
+        spatial, deferred = True, None
+        for i, spec in enumerate(arch.layers):
+            following = arch.layers[i + 1] if i + 1 < len(arch.layers) else None
             prefix = spec.name + "."
             p = {k[len(prefix):]: v for k, v in self.params.items() if k.startswith(prefix)}
             if isinstance(spec, A.Conv):
@@ -56,8 +58,16 @@ class NumpyNet:
                 self.layers.append((spec.name, L.RBF(centres)))
             else:
                 raise NotImplementedError(f"{type(spec).__name__} is not in the NumPy engine yet")
+            if deferred is not None:  # the activation that was moved after this max-pool
+                self.layers.append((spec.name, ACTIVATIONS[deferred]()))
+                deferred = None
             activation = getattr(spec, "activation", None)
-            if activation is not None:
+            if activation is not None and isinstance(following, A.MaxPool):
+                # max-pool commutes with a non-decreasing activation, values and gradients
+                # alike (ties included), and pooling first leaves it a quarter of the work
+                deferred = activation
+                self.deferred_activations[spec.name] = ACTIVATIONS[activation]()
+            elif activation is not None:
                 self.layers.append((spec.name, ACTIVATIONS[activation]()))
         self.layers[0][1].needs_input_grad = False  # nothing upstream of the first layer
         self.loss_fn = LOSSES[arch.loss]
@@ -104,8 +114,12 @@ class NumpyNet:
         h = x.transpose(0, 2, 3, 1)
         for name, layer in self.layers:
             h = layer.forward(h, train=False)
-            if not isinstance(layer, L.Flatten):
-                maps[name] = h.transpose(0, 3, 1, 2) if h.ndim == 4 else h
+            if isinstance(layer, L.Flatten):
+                continue
+            shown = h
+            if name in self.deferred_activations:  # show the arch layer's own output
+                shown = self.deferred_activations[name].forward(h, train=False)
+            maps[name] = shown.transpose(0, 3, 1, 2) if shown.ndim == 4 else shown
         return list(maps.items())
 
 
