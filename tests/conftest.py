@@ -54,6 +54,13 @@ def mnist():
 
 
 @pytest.fixture(scope="session")
+def mnist_test_digits(mnist) -> tuple[np.ndarray, np.ndarray]:
+    """MNIST's test set as (images (10000, 28, 28) uint8, labels (10000,) uint8): real
+    handwriting for the image-preprocessing tests."""
+    return mnist.test_images, mnist.test_labels
+
+
+@pytest.fixture(scope="session")
 def trained_run(mnist, tmp_path_factory):
     """A run directory with a briefly trained model (5,000 MNIST images, 2 epochs of batch 32:
     95.5% on the test set, some 12 s of CPU), shared by every test that needs real accuracy."""

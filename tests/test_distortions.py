@@ -89,3 +89,16 @@ def test_elastic_fields_are_smooth_pixel_scale_displacements():
 def test_bad_input_is_rejected():
     with pytest.raises(ValueError, match="uint8"):
         D.distort(np.zeros((2, 28, 28), np.float32), np.random.default_rng(0))
+
+
+def test_shift_moves_each_image_by_whole_pixels_within_two():
+    rng = np.random.default_rng(0)
+    images = np.zeros((200, 28, 28), np.uint8)
+    images[:, 10:18, 10:18] = rng.integers(1, 256, (200, 8, 8))  # ink well inside the margin
+    moved = D.shift(images, np.random.default_rng(1))
+    assert moved.shape == images.shape and moved.dtype == np.uint8
+    np.testing.assert_array_equal(moved.sum(axis=(1, 2)), images.sum(axis=(1, 2)))  # all kept
+    rows = np.argmax(moved.any(axis=2), axis=1) - 10  # (200,) vertical offsets
+    cols = np.argmax(moved.any(axis=1), axis=1) - 10
+    assert set(rows) == set(cols) == {-2, -1, 0, 1, 2}
+    np.testing.assert_array_equal(moved, D.shift(images, np.random.default_rng(1)))

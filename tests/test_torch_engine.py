@@ -105,7 +105,8 @@ def test_outputs_and_gradients_match_numpy(arch, dtype, device):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_pooling_before_relu_changes_no_bit(dtype):
     """forward runs conv -> pool -> ReLU; layer by layer (feature_maps) runs conv -> ReLU ->
-    pool, as the architecture says. Outputs and gradients must be identical, ties included."""
+    pool, as the architecture says. Outputs and gradients must be identical, ties included,
+    and so must inference's pooling, which takes another path."""
     net = TorchNet(LENET5, init_params(LENET5, 0), dtype)
     assert [pool is not None for _, pool in net.stages] == [True, True, False, False, False]
     x = torch.randn(32, 1, 32, 32, dtype=dtype, generator=torch.Generator().manual_seed(0))
@@ -120,6 +121,8 @@ def test_pooling_before_relu_changes_no_bit(dtype):
     (y1, g1), (y2, g2) = results
     assert torch.equal(y1, y2)
     assert all(torch.equal(g1[k], g2[k]) for k in g1)
+    with torch.inference_mode():  # without autograd, pooling takes the strided-views path
+        assert torch.equal(net(x), y1)
 
 
 @ARCHS

@@ -282,9 +282,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"learning-rate schedule ({per_arch('schedule')})")
     train.add_argument("--augment", nargs="?", const="affine", choices=AUGMENTATIONS,
                        default=None, help="random distortions of the training digits each "
-                       "epoch: affine (translation, scaling, squeezing, shearing, rotation; "
-                       f"plain --augment), elastic (affine + elastic) or none "
-                       f"({per_arch('augment')})")
+                       "epoch: shift (translations up to 2 px), affine (translation, scaling, "
+                       "squeezing, shearing, rotation, as in the 1998 paper; plain --augment), "
+                       f"elastic (affine + elastic) or none ({per_arch('augment')})")
     train.add_argument("--momentum", type=float, default=d.momentum, help="SGD momentum")
     train.add_argument("--nesterov", action="store_true", help="Nesterov momentum (SGD)")
     train.add_argument("--weight-decay", type=float, default=d.weight_decay,

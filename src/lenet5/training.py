@@ -30,7 +30,7 @@ from .hparams import OptimizerSpec, Schedule
 AUGMENTATIONS = ("none", "shift", "affine", "elastic")
 # Settings whose best value depends on the architecture: None means "the arch's default".
 GENERAL_DEFAULTS = {"epochs": 15, "batch_size": 128, "optimizer": "adam", "lr": 3e-3,
-                    "schedule": "onecycle", "augment": "affine"}
+                    "schedule": "onecycle", "augment": "shift"}
 
 
 def arch_defaults(arch_name: str) -> dict:

@@ -12,6 +12,8 @@ with every Jacobian entry squared), the counterpart of the NumPy layers' ``backw
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -94,14 +96,23 @@ class Conv(Layer):
 
 
 class MaxPool(Layer):
-    """Non-overlapping max-pool; torch routes ties to the first position, as NumpyNet does."""
+    """Non-overlapping max-pool; torch routes ties to the first position, as NumpyNet does.
+
+    Without autograd it is the elementwise maximum of the size*size strided views: the same
+    values, and several times faster on CPU than torch's channels-last pooling kernel, which
+    vectorises over the channels (only 6 or 16 here)."""
 
     def __init__(self, spec: A.MaxPool):
         super().__init__()
         self.size = spec.size
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.max_pool2d(x, self.size)  # (N, C, H/s, W/s)
+        if x.requires_grad and torch.is_grad_enabled():
+            return F.max_pool2d(x, self.size)  # (N, C, H/s, W/s), remembers where each max was
+        s = self.size
+        h, w = x.shape[2] // s * s, x.shape[3] // s * s  # as max_pool2d, drop a ragged edge
+        views = [x[:, :, i:h:s, j:w:s] for i in range(s) for j in range(s)]
+        return functools.reduce(torch.maximum, views)  # (N, C, H/s, W/s)
 
     def curvature(self, curv: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> Curvatures:
         _, taken = F.max_pool2d(x, self.size, return_indices=True)  # Jacobian entries 0 or 1

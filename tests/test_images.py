@@ -1,0 +1,385 @@
+"""`lenet5.images`: a user's photo or drawing -> the 28x28 image MNIST would have made of it.
+
+The invariant behind most tests: take a real MNIST test digit, disguise it the way users' images
+differ from MNIST (moved, enlarged, dark on light, RGB, transparent, JPEG, uneven noisy paper),
+and preprocessing must give the original digit back. Bad files must fail with an ImageError that
+names the file, fast and without decoding anything large.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import time
+import tracemalloc
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from lenet5.errors import ImageError
+from lenet5.images import MAX_FILE_BYTES, open_image, preprocess_image, side_by_side
+
+pytestmark = pytest.mark.mnist  # real handwriting, from the mnist_test_digits fixture
+
+
+def similarity(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson correlation of two (28, 28) images: 1 for the same picture, ~0 for unrelated."""
+    return float(np.corrcoef(a.ravel().astype(float), b.ravel().astype(float))[0, 1])
+
+
+def ink_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """Intersection over union of the strokes (pixels above half intensity)."""
+    a, b = a > 127, b > 127
+    return float((a & b).sum() / (a | b).sum())
+
+
+def png(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def digits(mnist_test_digits) -> np.ndarray:
+    """60 test digits, six of each class: (60, 28, 28) uint8."""
+    images, labels = mnist_test_digits
+    chosen = np.concatenate([np.flatnonzero(labels == k)[:6] for k in range(10)])
+    return images[chosen]
+
+
+# --- disguises: how a user's image of the same digit differs from MNIST -------------------------
+
+
+def enlarged(digit: np.ndarray) -> np.ndarray:
+    """5x larger (smooth), off-centre on a bigger black canvas: (200, 180) uint8."""
+    big = np.asarray(Image.fromarray(digit).resize((140, 140), Image.Resampling.BILINEAR))
+    canvas = np.zeros((200, 180), dtype=np.uint8)
+    canvas[50:190, 10:150] = big
+    return canvas
+
+
+def shifted(digit: np.ndarray) -> np.ndarray:
+    canvas = np.zeros((60, 90), dtype=np.uint8)
+    canvas[2:30, 55:83] = digit
+    return canvas
+
+
+def dark_on_light(digit: np.ndarray) -> np.ndarray:
+    return 255 - enlarged(digit)
+
+
+def rgb(digit: np.ndarray) -> np.ndarray:
+    gray = dark_on_light(digit)  # (H, W)
+    return np.stack([gray, gray // 2 + 128, gray], axis=-1)  # (H, W, 3), greenish paper
+
+
+def transparent(digit: np.ndarray) -> np.ndarray:
+    """What a browser canvas exports: black ink whose alpha is the stroke, on transparency."""
+    rgba = np.zeros((*enlarged(digit).shape, 4), dtype=np.uint8)  # (H, W, 4) black, clear
+    rgba[..., 3] = enlarged(digit)
+    return rgba
+
+
+def jpeg(digit: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(dark_on_light(digit)).save(buffer, format="JPEG", quality=70)
+    return buffer.getvalue()
+
+
+def uneven_paper(digit: np.ndarray) -> np.ndarray:
+    """Dark ink on paper lit from one side (0.55 to 0.95), with grain and specks far away."""
+    rng = np.random.default_rng(int(digit.sum()))
+    ink = enlarged(digit).astype(float) / 255  # (H, W)
+    height, width = ink.shape
+    light = (
+        0.55 + 0.4 * np.arange(width)[None, :] / width + 0.05 * np.arange(height)[:, None] / height
+    )
+    photo = light * (1 - 0.85 * ink) + rng.normal(0, 0.03, ink.shape)  # (H, W)
+    for row, col in [(5, 5), (8, 165), (120, 170), (190, 172)]:
+        photo[row : row + 3, col : col + 3] = 0.1
+    return np.clip(np.rint(photo * 255), 0, 255).astype(np.uint8)
+
+
+DISGUISES: dict[str, Callable[[np.ndarray], object]] = {
+    "shifted": shifted,
+    "enlarged 5x": enlarged,
+    "dark on light": dark_on_light,
+    "RGB": rgb,
+    "RGBA black on transparent": transparent,
+    "JPEG quality 70": jpeg,
+    "noisy uneven paper with specks": uneven_paper,
+}
+
+
+# --- MNIST itself -----------------------------------------------------------------------------
+
+
+def test_an_mnist_digit_comes_back_nearly_unchanged(mnist_test_digits):
+    images, _ = mnist_test_digits
+    sample = images[:300]
+    out = np.stack([preprocess_image(image) for image in sample])  # (300, 28, 28)
+    assert out.shape == sample.shape
+    assert out.dtype == np.uint8
+    assert np.abs(out.astype(int) - sample).mean() < 3.0  # grey levels, over all pixels
+    iou = [ink_iou(a, b) for a, b in zip(sample, out, strict=True)]
+    assert np.mean(iou) > 0.9
+    corr = np.array([similarity(a, b) for a, b in zip(sample, out, strict=True)])
+    assert corr.mean() > 0.98
+    # the rest are off by one pixel: MNIST's centring rounds the centre of mass, so can we
+    assert np.mean(corr > 0.95) > 0.95
+
+
+def test_the_output_looks_like_mnist(digits):
+    out = preprocess_image(dark_on_light(digits[0]))
+    assert out.shape == (28, 28) and out.dtype == np.uint8
+    assert out.max() == 255
+    assert out[:4].sum() == out[-4:].sum() == out[:, :4].sum() == out[:, -4:].sum() == 0
+    rows, cols = np.nonzero(out)
+    assert max(rows.max() - rows.min(), cols.max() - cols.min()) + 1 <= 21  # 20 px box
+    weight = out.astype(float)
+    centre = [(weight * index).sum() / weight.sum() for index in np.indices(out.shape)]
+    assert np.allclose(centre, 14.0, atol=0.5)  # centre of mass at (14, 14)
+
+
+def test_float_input_in_0_1_and_uint8_input_agree(digits):
+    digit = digits[3]
+    assert np.array_equal(preprocess_image(digit / 255.0), preprocess_image(digit))
+
+
+# --- disguised digits come back --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("disguise", list(DISGUISES))
+def test_a_disguised_digit_comes_back(digits, disguise):
+    corr = np.array([similarity(d, preprocess_image(DISGUISES[disguise](d))) for d in digits])
+    assert corr.mean() > 0.85, f"{disguise}: mean correlation {corr.mean():.3f}"
+    assert np.median(corr) > 0.9, f"{disguise}: median correlation {np.median(corr):.3f}"
+
+
+def test_every_kind_of_source_gives_the_same_digit(digits, tmp_path):
+    picture = dark_on_light(digits[7])  # (200, 180) uint8
+    expected = preprocess_image(picture)
+    file = tmp_path / "seven.png"
+    file.write_bytes(png(picture))
+    with file.open("rb") as stream:
+        from_stream = preprocess_image(stream)
+    for result in (
+        preprocess_image(str(file)),
+        preprocess_image(file),
+        preprocess_image(file.read_bytes()),
+        from_stream,
+        preprocess_image(Image.open(file)),
+        preprocess_image(picture.astype(np.float32) / 255),
+    ):
+        assert np.array_equal(result, expected)
+    # colour conversions round differently in Pillow and NumPy: the same digit, nearly
+    colour = np.stack([picture] * 3, axis=-1)  # (H, W, 3)
+    assert similarity(preprocess_image(colour), expected) > 0.99
+    assert similarity(preprocess_image(Image.fromarray(colour)), expected) > 0.99
+
+
+def test_a_digit_written_in_two_strokes_keeps_both_and_drops_specks():
+    """A 7 whose bar does not touch its stem is still one digit; dots far away are not."""
+
+    def seven(gap: int, specks: bool = False) -> np.ndarray:
+        page = Image.new("L", (300, 300), 255)
+        draw = ImageDraw.Draw(page)
+        draw.line([(80, 50), (210, 50)], fill=0, width=28)  # the bar
+        draw.line([(205, 50 + gap), (110, 260)], fill=0, width=28)  # the stem
+        if specks:
+            for x, y in [(10, 10), (280, 20), (15, 285), (285, 280)]:
+                draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=0)
+        return np.asarray(page)
+
+    joined = preprocess_image(seven(gap=0))
+    broken = preprocess_image(seven(gap=45))  # some 15 px of paper between bar and stem
+    assert similarity(broken, joined) > 0.8
+    top_row = broken[np.nonzero(broken.max(axis=1) > 127)[0][0]]
+    assert np.count_nonzero(top_row > 127) >= 8  # the bar is there
+    assert similarity(preprocess_image(seven(gap=45, specks=True)), broken) > 0.99
+    stem_only = preprocess_image(seven(gap=45)[90:])
+    assert similarity(stem_only, joined) < 0.7  # so the bar does matter
+
+
+def test_gif_uses_the_first_frame(digits, tmp_path):
+    first, second = (Image.fromarray(dark_on_light(d)) for d in (digits[0], digits[20]))
+    file = tmp_path / "animated.gif"
+    first.save(file, save_all=True, append_images=[second], duration=100, loop=0)
+    out = preprocess_image(file)
+    assert similarity(out, digits[0]) > 0.85
+    assert similarity(out, digits[0]) > similarity(out, digits[20]) + 0.2
+
+
+def test_exif_orientation_is_honoured(digits, tmp_path):
+    """Phones store pixels as the sensor saw them and say "rotate 90 degrees" in EXIF
+    (Orientation 6): the digit must be read upright."""
+    upright = np.zeros((200, 120), dtype=np.uint8)  # (H, W) portrait
+    upright[30:170, :] = np.asarray(
+        Image.fromarray(digits[7]).resize((120, 140), Image.Resampling.BILINEAR)
+    )
+    stored = np.rot90(255 - upright, k=1)  # (120, 200): turned 90 degrees anticlockwise
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: rotate 90 degrees clockwise to display
+    file = tmp_path / "phone.jpg"
+    Image.fromarray(np.ascontiguousarray(stored)).save(file, quality=95, exif=exif)
+
+    assert open_image(file).size == (120, 200)  # (width, height) as displayed
+    out = preprocess_image(file)
+    assert similarity(out, preprocess_image(upright)) > 0.9
+    assert similarity(out, preprocess_image(np.rot90(upright))) < 0.5
+
+
+# --- no digit ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "picture",
+    [
+        np.full((100, 100), 255, dtype=np.uint8),
+        np.zeros((28, 28), dtype=np.uint8),
+        np.full((64, 64, 3), 128, dtype=np.uint8),
+        np.random.default_rng(0).normal(0.5, 0.1, (200, 200)).clip(0, 1),
+        np.random.default_rng(1).random((150, 150)),
+        np.pad(np.ones((3, 3)), 100),  # a single speck
+        np.ones((1, 1)),
+    ],
+    ids=["white", "black", "grey RGB", "gaussian noise", "uniform noise", "speck", "1 pixel"],
+)
+def test_an_image_without_a_digit_is_refused(picture):
+    with pytest.raises(ImageError, match="^drawing.png contains no digit: "):
+        preprocess_image(picture, name="drawing.png")
+
+
+def test_a_blank_file_names_the_file(tmp_path):
+    file = tmp_path / "white.png"
+    file.write_bytes(png(np.full((80, 80), 255, dtype=np.uint8)))
+    with pytest.raises(ImageError, match=r"white\.png contains no digit"):
+        preprocess_image(file)
+
+
+@pytest.mark.parametrize(
+    ("array", "words"),
+    [
+        (np.zeros((4, 4, 5), dtype=np.uint8), "shape"),
+        (np.zeros(10, dtype=np.uint8), "shape"),
+        (np.zeros((0, 5), dtype=np.uint8), "empty"),
+        (np.full((8, 8), 2.0), r"\[0, 1\]"),
+        (np.full((8, 8), np.nan), r"\[0, 1\]"),
+        (np.zeros((8, 8), dtype=np.int64), "dtype"),
+    ],
+)
+def test_an_unusable_array_is_refused(array, words):
+    with pytest.raises(ImageError, match=words):
+        preprocess_image(array)
+
+
+# --- bad files ------------------------------------------------------------------------------
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A tiny PNG whose header claims width x height pixels (the data is a few bytes)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit grey
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+        + chunk(b"IEND", b"")
+    )
+
+
+def truncated_png() -> bytes:
+    data = png(np.random.default_rng(0).integers(0, 255, (100, 100), dtype=np.uint8))
+    return data[: len(data) // 2]
+
+
+def sparse_file(path: Path) -> None:
+    with path.open("wb") as f:
+        f.truncate(MAX_FILE_BYTES + 1)  # a hole: takes no disk space, reads as zeros
+
+
+@pytest.mark.parametrize(
+    ("name", "make", "words"),
+    [
+        ("missing.png", None, "does not exist"),
+        ("notes.png", lambda p: p.write_text("these are my notes, not a picture"), "not an image"),
+        ("empty.png", lambda p: p.write_bytes(b""), "empty"),
+        ("cut.png", lambda p: p.write_bytes(truncated_png()), "damaged or truncated"),
+        ("wide.png", lambda p: p.write_bytes(png_claiming(7000, 6000)), "40 megapixels"),
+        ("bomb.png", lambda p: p.write_bytes(png_claiming(20000, 20000)), "too large"),
+        ("huge.png", sparse_file, "larger than 50 MB"),
+    ],
+)
+def test_a_bad_file_is_refused_fast_naming_the_file(tmp_path, name, make, words):
+    file = tmp_path / name
+    if make is not None:
+        make(file)
+    tracemalloc.start()
+    start = time.perf_counter()
+    try:
+        for read in (open_image, preprocess_image):
+            with pytest.raises(ImageError, match=words) as error:
+                read(file)
+            assert str(file) in str(error.value)
+            assert "\n" not in str(error.value)
+    finally:
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+    assert peak < 20 * 2**20  # nothing big was read or decoded
+    assert time.perf_counter() - start < 2.0  # first use loads Pillow's plugins: ~0.5 s
+
+
+def test_a_directory_is_refused(tmp_path):
+    with pytest.raises(ImageError, match="directory"):
+        preprocess_image(tmp_path)
+
+
+def test_bytes_and_streams_are_named_as_the_caller_says():
+    with pytest.raises(ImageError, match="^upload.jpg is not an image"):
+        preprocess_image(b"GIF? no", name="upload.jpg")
+    with pytest.raises(ImageError, match="^upload.jpg is not an image"):
+        open_image(io.BytesIO(b"GIF? no"), name="upload.jpg")
+    with pytest.raises(ImageError, match="binary mode"):
+        open_image(io.StringIO("text"), name="upload.jpg")
+
+
+# --- side by side and speed --------------------------------------------------------------------
+
+
+def test_side_by_side_shows_both_at_the_same_height(digits):
+    original = Image.fromarray(transparent(digits[5]), mode="RGBA")  # (180 wide, 200 high)
+    processed = preprocess_image(original)
+    picture = side_by_side(original, processed)
+    assert picture.mode == "RGB" and picture.height == 224
+    shown = np.asarray(picture)  # (224, W, 3)
+    right = shown[:, -224:, 0]  # the 28x28, each pixel an 8x8 block
+    assert np.array_equal(right[::8, ::8], processed)
+    assert shown[112, 10].tolist() == [255, 255, 255]  # transparency shown as white paper
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    assert Image.open(buffer).size == picture.size
+
+
+def test_a_big_photo_is_processed_quickly(digits):
+    """The budget is 20 ms for a 1000x1000 JPEG on two cores; this bound only catches
+    regressions like a per-pixel Python loop, which would take seconds."""
+    photo = Image.fromarray(dark_on_light(digits[1])).resize((1000, 1000))
+    buffer = io.BytesIO()
+    photo.convert("RGB").save(buffer, format="JPEG", quality=85)
+    data = buffer.getvalue()
+    preprocess_image(data)
+    times = []
+    for _ in range(5):
+        start = time.perf_counter()
+        preprocess_image(data)
+        times.append(time.perf_counter() - start)
+    assert min(times) < 0.2
