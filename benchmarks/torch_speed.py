@@ -9,6 +9,10 @@ MNIST test images at batch 1000. The table gives medians over every epoch of eve
 the ratio of the two loops (target <= 0.8 on CPU) and images/s (target >= 20,000 on CPU).
 ``--with-numpy`` adds ``lenet5 train --engine numpy`` to each repeat.
 
+On a shared machine, whole runs minutes apart see different loads. The last line is steadier:
+blocks of 10 training steps of each loop (same data, batch 128, Adam), alternated in this one
+process, the median milliseconds per step of each and their ratio.
+
     python benchmarks/torch_speed.py [--repeats 3] [--device cpu] [--threads N] [--with-numpy]
 """
 
@@ -76,6 +80,61 @@ def inference_rate(run: Path, device: str, repeats: int = 5) -> float:
     return statistics.median(rates)
 
 
+def interleaved_steps(device: str, blocks: int = 20, steps: int = 10) -> tuple[float, float]:
+    """Median ms per training step of (torch engine, tutorial loop), alternating blocks."""
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+    from torch.utils.data import DataLoader, TensorDataset
+    from tutorial_loop import LeNet5, mnist_tensors
+
+    from lenet5.arch import LENET5, init_params
+    from lenet5.engine import make_engine
+    from lenet5.hparams import OptimizerSpec
+
+    x, y, _, _ = mnist_tensors()
+    engine = make_engine("torch", LENET5, init_params(LENET5, 0), OptimizerSpec("adam"), device)
+    engine.bind_training_data(x.numpy(), y.numpy())
+    order = np.random.default_rng(0).permutation(len(x))
+    model = LeNet5().to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    loader = DataLoader(TensorDataset(x, y), batch_size=128, shuffle=True)
+    batches = iter(loader)
+    sync = torch.cuda.synchronize if device == "cuda" else lambda: None
+    step = 0
+
+    def engine_steps() -> None:
+        nonlocal step
+        for _ in range(steps):
+            b = step % (len(x) // 128)
+            engine.train_step(order[b * 128:(b + 1) * 128], 1e-3)
+            step += 1
+
+    def tutorial_steps() -> None:
+        nonlocal batches
+        for _ in range(steps):
+            images, labels = next(batches, (None, None))
+            if images is None:
+                batches = iter(loader)
+                images, labels = next(batches)
+            images, labels = images.to(device), labels.to(device)
+            optimizer.zero_grad()
+            loss = F.cross_entropy(model(images), labels)
+            loss.backward()
+            optimizer.step()
+            loss.item()
+
+    times: dict = {engine_steps: [], tutorial_steps: []}
+    for block in range(blocks + 1):  # the first block of each warms up and is not counted
+        for run in times:
+            started = time.perf_counter()
+            run()
+            sync()
+            if block:
+                times[run].append((time.perf_counter() - started) * 1000 / steps)
+    return statistics.median(times[engine_steps]), statistics.median(times[tutorial_steps])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=3, help="back-to-back pairs (default 3)")
@@ -115,6 +174,7 @@ def main() -> None:
                       + ", ".join(f"{s:.2f}" for s in result["epoch_seconds"]) + " s",
                       file=sys.stderr)
         images_per_s = inference_rate(Path(tmp) / f"torch{args.repeats - 1}", args.device)
+    engine_ms, tutorial_ms = interleaved_steps(args.device)
 
     device = (torch.cuda.get_device_name() if args.device == "cuda"
               else f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs")
@@ -129,6 +189,8 @@ def main() -> None:
              / statistics.median(loops["tutorial loop"]))
     print(f"{'ratio torch engine / tutorial':30}{ratio:>18.2f}   (target <= 0.8)")
     print(f"{'inference, batch 1000':30}{images_per_s:>18,.0f}   images/s (target >= 20,000)")
+    print(f"{'interleaved steps, ms/step':30}{'engine':>10} {engine_ms:.2f}, tutorial "
+          f"{tutorial_ms:.2f}, ratio {engine_ms / tutorial_ms:.2f}")
 
 
 if __name__ == "__main__":

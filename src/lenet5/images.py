@@ -50,7 +50,11 @@ WORK_SIDE = 256
 """Longer side of the working copy: a digit 15% of a 4:3 photo's height still spans ~30 px,
 more than the 20 px it ends up as, and every step stays fast."""
 MODEL_SIDE = 128
-"""Longer side of the copy polarity and paper are judged on: lighting is smooth, ink survives."""
+"""Longer side of the copy polarity and paper are judged on, and the digit first looked for:
+lighting is smooth, and a digit filling a third of the picture already spans 40 px here ..."""
+MIN_DIGIT_SIDE = 40
+"""... (a digit shorter than this is looked for again at WORK_SIDE: 20 px must be antialiased
+from enough pixels)."""
 BG_SIDE = 16
 """Longer side of the copy the paper is first estimated on: strokes average away, light stays."""
 BG_WINDOW = 0.5
@@ -93,9 +97,10 @@ KEEP_NEAR = 0.08
 """blobs outside it if they hold this fraction ..."""
 NEAR_GAP = 0.3
 """... and lie within this fraction of the box's longer side from it (a 5's detached bar)."""
-BOX_LEVEL = 0.3
-"""The digit's box holds its pixels of at least this ink: in 99.97% of MNIST's test digits
-that box is 20 px long, like the box of all their nonzero pixels."""
+BOX_LEVEL = 0.15
+"""The digit's box holds its pixels of at least this ink, so faint fringes (JPEG ringing, blur)
+cannot move it; in 99.9% of MNIST's test digits that box (pixels above 48) is 20 px long, like
+the box of all their nonzero pixels."""
 BOX_SIDE = 20
 """MNIST scaled each digit so its longer side is 20 px ..."""
 CANVAS_SIDE = 28
@@ -478,7 +483,7 @@ def _digit_ink(
         raise _no_digit(label, "its marks are too faint for the noise around them")
     low = paper + max(NOISE_SIGMAS * sigma, LO_FRACTION * contrast)
     ink = np.clip((residual - low) / (level - low), 0.0, 1.0) * keep  # (h, w)
-    core = ink >= BOX_LEVEL  # the box ignores faint fringes (JPEG ringing, blur), as MNIST's did
+    core = ink >= BOX_LEVEL  # (h, w)
     rows, cols = np.flatnonzero(core.any(axis=1)), np.flatnonzero(core.any(axis=0))
     return ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
 
@@ -497,16 +502,25 @@ def _to_mnist(ink: np.ndarray) -> np.ndarray:
     return np.rint(canvas * 255.0).astype(np.uint8)
 
 
+def _find_ink(gray: np.ndarray, paper: _Paper, label: str) -> np.ndarray:
+    """The digit's ink, cropped, in a (H, W) grey image of bright ink on `paper`."""
+    everywhere = slice(None)
+    residual = gray - paper.over(gray.shape, everywhere, everywhere)  # (H, W): paper ~ 0
+    level, sigma, _, top = _spread(residual)
+    return _digit_ink(residual, level, sigma, top, label)
+
+
 def _mnist_digit(gray: np.ndarray, label: str) -> np.ndarray:
     """The (28, 28) uint8 MNIST rendering of the digit in a (H, W) grey image in [0, 1]."""
     coarse = _shrink(gray, MODEL_SIDE)  # (h, w)
     small = _shrink(coarse, BG_SIDE)  # (h', w')
     if _has_dark_ink(coarse, small):
         gray, coarse, small = 1.0 - gray, 1.0 - coarse, 1.0 - small
-    everywhere = slice(None)
-    residual = gray - _paper_model(coarse, small).over(gray.shape, everywhere, everywhere)
-    paper, sigma, _, top = _spread(residual)  # residual (H, W): paper ~ 0, ink > 0
-    return _to_mnist(_digit_ink(residual, paper, sigma, top, label))
+    paper = _paper_model(coarse, small)
+    ink = _find_ink(coarse, paper, label)
+    if max(ink.shape) < MIN_DIGIT_SIDE and coarse.shape != gray.shape:
+        ink = _find_ink(gray, paper, label)  # a small digit: look again, closer
+    return _to_mnist(ink)
 
 
 def preprocess_image(
