@@ -23,8 +23,6 @@ from PIL import Image, ImageDraw
 from lenet5.errors import ImageError
 from lenet5.images import MAX_FILE_BYTES, open_image, preprocess_image, side_by_side
 
-pytestmark = pytest.mark.mnist  # real handwriting, from the mnist_test_digits fixture
-
 
 def similarity(a: np.ndarray, b: np.ndarray) -> float:
     """Pearson correlation of two (28, 28) images: 1 for the same picture, ~0 for unrelated."""
@@ -44,7 +42,7 @@ def png(array: np.ndarray) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def digits(mnist_test_digits) -> np.ndarray:
+def digits(mnist_test_digits) -> np.ndarray:  # tests using it are marked mnist
     """60 test digits, six of each class: (60, 28, 28) uint8."""
     images, labels = mnist_test_digits
     chosen = np.concatenate([np.flatnonzero(labels == k)[:6] for k in range(10)])
@@ -118,6 +116,7 @@ DISGUISES: dict[str, Callable[[np.ndarray], object]] = {
 # --- MNIST itself -----------------------------------------------------------------------------
 
 
+@pytest.mark.mnist
 def test_an_mnist_digit_comes_back_nearly_unchanged(mnist_test_digits):
     images, _ = mnist_test_digits
     sample = images[:300]
@@ -133,6 +132,7 @@ def test_an_mnist_digit_comes_back_nearly_unchanged(mnist_test_digits):
     assert np.mean(corr > 0.95) > 0.95
 
 
+@pytest.mark.mnist
 def test_the_output_looks_like_mnist(digits):
     out = preprocess_image(dark_on_light(digits[0]))
     assert out.shape == (28, 28) and out.dtype == np.uint8
@@ -145,6 +145,7 @@ def test_the_output_looks_like_mnist(digits):
     assert np.allclose(centre, 14.0, atol=0.5)  # centre of mass at (14, 14)
 
 
+@pytest.mark.mnist
 def test_float_input_in_0_1_and_uint8_input_agree(digits):
     digit = digits[3]
     assert np.array_equal(preprocess_image(digit / 255.0), preprocess_image(digit))
@@ -153,6 +154,7 @@ def test_float_input_in_0_1_and_uint8_input_agree(digits):
 # --- disguised digits come back --------------------------------------------------------------
 
 
+@pytest.mark.mnist
 @pytest.mark.parametrize("disguise", list(DISGUISES))
 def test_a_disguised_digit_comes_back(digits, disguise):
     corr = np.array([similarity(d, preprocess_image(DISGUISES[disguise](d))) for d in digits])
@@ -160,6 +162,7 @@ def test_a_disguised_digit_comes_back(digits, disguise):
     assert np.median(corr) > 0.9, f"{disguise}: median correlation {np.median(corr):.3f}"
 
 
+@pytest.mark.mnist
 def test_every_kind_of_source_gives_the_same_digit(digits, tmp_path):
     picture = dark_on_light(digits[7])  # (200, 180) uint8
     expected = preprocess_image(picture)
@@ -205,6 +208,7 @@ def test_a_digit_written_in_two_strokes_keeps_both_and_drops_specks():
     assert similarity(stem_only, joined) < 0.7  # so the bar does matter
 
 
+@pytest.mark.mnist
 def test_gif_uses_the_first_frame(digits, tmp_path):
     first, second = (Image.fromarray(dark_on_light(d)) for d in (digits[0], digits[20]))
     file = tmp_path / "animated.gif"
@@ -214,6 +218,7 @@ def test_gif_uses_the_first_frame(digits, tmp_path):
     assert similarity(out, digits[0]) > similarity(out, digits[20]) + 0.2
 
 
+@pytest.mark.mnist
 def test_exif_orientation_is_honoured(digits, tmp_path):
     """Phones store pixels as the sensor saw them and say "rotate 90 degrees" in EXIF
     (Orientation 6): the digit must be read upright."""
@@ -231,6 +236,14 @@ def test_exif_orientation_is_honoured(digits, tmp_path):
     out = preprocess_image(file)
     assert similarity(out, preprocess_image(upright)) > 0.9
     assert similarity(out, preprocess_image(np.rot90(upright))) < 0.5
+    assert np.array_equal(preprocess_image(Image.open(file)), out)  # a PIL image, too
+
+
+def test_a_damaged_pil_image_is_an_image_error(tmp_path):
+    file = tmp_path / "cut.png"
+    file.write_bytes(truncated_png())
+    with pytest.raises(ImageError, match=r"cut\.png is damaged or truncated"):
+        preprocess_image(Image.open(file))  # opened lazily: the damage shows when decoding
 
 
 # --- no digit ------------------------------------------------------------------------------
@@ -355,6 +368,7 @@ def test_bytes_and_streams_are_named_as_the_caller_says():
 # --- side by side and speed --------------------------------------------------------------------
 
 
+@pytest.mark.mnist
 def test_side_by_side_shows_both_at_the_same_height(digits):
     original = Image.fromarray(transparent(digits[5]), mode="RGBA")  # (180 wide, 200 high)
     processed = preprocess_image(original)
@@ -369,6 +383,7 @@ def test_side_by_side_shows_both_at_the_same_height(digits):
     assert Image.open(buffer).size == picture.size
 
 
+@pytest.mark.mnist
 def test_a_big_photo_is_processed_quickly(digits):
     """The budget is 20 ms for a 1000x1000 JPEG on two cores; this bound only catches
     regressions like a per-pixel Python loop, which would take seconds."""

@@ -10,13 +10,14 @@ lit unevenly, on a transparent background, JPEG-blurred, or surrounded by specks
 
 1. decode safely (size limits before decoding, EXIF orientation), composite transparency onto
    white, convert to grey, and shrink to at most WORK_SIDE px (JPEGs decode at that scale);
-2. polarity: compare the image with a local median on a tiny copy; the heavier tail is the ink;
-3. paper: a rank filter gives a first estimate strokes cannot pull up; the pixels it shows to
-   be paper are fitted with a cubic surface plus a coarse grid of local corrections;
-4. subtract the paper and measure the noise robustly (histogram mode, one-sided MAD);
-5. blobs of ink above the noise floor that reach halfway to the darkest ink; keep the heaviest
-   and those close and heavy enough to be its other strokes (a 5's bar), drop specks;
-6. ramp [noise floor, ink level] to [0, 1], so the background is exactly 0 and antialiased
+2. on a MODEL_SIDE px copy, judge polarity (against a local median, the heavier tail is ink)
+   and model the paper: a rank filter gives a first estimate strokes cannot pull up; the pixels
+   it shows to be paper are fitted with a cubic surface plus a coarse grid of corrections;
+3. subtract the paper and measure the noise robustly (histogram mode, one-sided MAD);
+4. find blobs of ink above the noise floor that reach halfway to the darkest ink; keep the
+   heaviest and those close and heavy enough to be its other strokes (a 5's bar), drop specks;
+   a digit under MIN_DIGIT_SIDE px there is looked for again on the WORK_SIDE copy;
+5. ramp [noise floor, ink level] to [0, 1], so the background is exactly 0 and antialiased
    edges stay soft; crop, scale the longer side to 20 px, and paste into 28x28 so the centre of
    mass lands on pixel (14, 14), rounded to whole pixels as MNIST did.
 
@@ -43,6 +44,8 @@ MAX_FILE_BYTES = 50 * 1024 * 1024
 """Files larger than this are refused before reading: no digit photo needs more."""
 MAX_PIXELS = 40_000_000
 """Images with more pixels are refused from their header, before decoding (decompression bombs)."""
+EXIF_ORIENTATION = 0x0112
+"""The EXIF tag saying how the camera was held, honoured for files and PIL images alike."""
 FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP")
 """The only decoders Pillow may use (JPEG includes the MPO variant many phones write)."""
 
@@ -61,6 +64,10 @@ BG_WINDOW = 0.5
 """Rank-filter window there, as a fraction of the shorter side: wider than any stroke."""
 BG_PERCENTILE = 20
 """Percentile (ink bright) taken as the paper: right while ink covers under 80% of a window."""
+FLAT_PAPER = 1 / 255
+"""Paper whose first estimate varies less than this (one grey level) is taken as flat."""
+PAPER_ROUNDS = 2
+"""Rounds of: take the pixels the current estimate shows to be paper, fit them (see below)."""
 PAPER_SIGMAS = 3.0
 """Pixels less than this many noise deviations above that first estimate are paper ..."""
 PAPER_SPLIT = 0.25
@@ -90,7 +97,7 @@ MIN_CONTRAST = 0.06
 MIN_SNR = 8.0
 """... and by this many noise standard deviations."""
 MIN_BLOB = 10
-"""Fewest pixels (of the working copy) in the digit's heaviest blob."""
+"""Fewest pixels (of the copy searched) in the digit's heaviest blob."""
 KEEP_OVERLAPPING = 0.02
 """Blobs overlapping the digit's box are kept if they hold this fraction of the main blob's ink;"""
 KEEP_NEAR = 0.08
@@ -194,6 +201,20 @@ def _open(source: _Source, label: str, draft_side: int | None) -> Image.Image:
     return img
 
 
+def _upright(img: Image.Image, label: str) -> Image.Image:
+    """A caller's PIL image, decoded (a lazily opened file may turn out damaged) and turned as
+    its EXIF orientation says, as `open_image` does."""
+    try:
+        img.load()
+        if img.getexif().get(EXIF_ORIENTATION, 1) != 1:
+            img = ImageOps.exif_transpose(img)
+    except Exception as exc:  # Pillow's decoders raise many types for damaged files
+        raise ImageError(
+            f"{label} is damaged or truncated ({exc}); re-save or re-export it."
+        ) from exc
+    return img
+
+
 def open_image(source: _Source, *, name: str | None = None) -> Image.Image:
     """Read a user's image file, bytes or stream safely: bounded size, EXIF orientation applied.
 
@@ -213,16 +234,21 @@ def _resize(gray: np.ndarray, size: tuple[int, int], resample: Image.Resampling)
     return np.asarray(_float_image(gray).resize((size[1], size[0]), resample))
 
 
-def _pil_to_gray(img: Image.Image) -> np.ndarray:
+def _pil_to_gray(img: Image.Image, label: str) -> np.ndarray:
     """(H, W) float32 in [0, 1] of a PIL image: transparency onto white, at most WORK_SIDE px."""
     if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
         values = np.asarray(img, dtype=np.float32)  # (H, W)
         top = float(values.max(initial=0.0))
         scale = 1.0 if img.mode == "F" and top <= 1.0 else 255.0 if top <= 255.0 else 65535.0
-        return _array_to_gray(np.clip(values / scale, 0.0, 1.0), "the image")
-    if img.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in img.info:
-        return _array_to_gray(np.asarray(img.convert("LA")), "the image")
-    img = img.convert("L")
+        return _array_to_gray(np.clip(values / scale, 0.0, 1.0), label)
+    try:
+        if img.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in img.info:
+            return _array_to_gray(np.asarray(img.convert("LA")), label)
+        img = img.convert("L")
+    except ValueError as exc:  # e.g. a TIFF in LAB or HSV
+        raise ImageError(
+            f"{label} is in colour mode {img.mode}, which cannot be read; save it as RGB."
+        ) from exc
     size = _fit((img.height, img.width), WORK_SIDE)
     if size != (img.height, img.width):
         img = img.resize(size[::-1], Image.Resampling.BOX)
@@ -281,14 +307,10 @@ def _shrink(gray: np.ndarray, side: int) -> np.ndarray:
     return gray if size == gray.shape else _resize(gray, size, Image.Resampling.BOX)
 
 
-def _step(size: int) -> int:
-    """Stride that keeps about 4k of `size` pixels: enough for robust statistics, and cheap."""
-    return math.ceil(math.sqrt(size / 4096))
-
-
 def _sample(values: np.ndarray) -> np.ndarray:
-    """Every k-th row and column of a (H, W) array (k from _step)."""
-    step = _step(values.size)
+    """Every k-th row and column of a (H, W) array, about 4k pixels: enough for robust
+    statistics, and cheap."""
+    step = math.ceil(math.sqrt(values.size / 4096))
     return values[::step, ::step]
 
 
@@ -335,18 +357,26 @@ def _has_dark_ink(coarse: np.ndarray, small: np.ndarray) -> bool:
     return bool(darker > brighter)
 
 
+def _coordinates(size: int) -> np.ndarray:
+    """Centres of `size` pixels in a row or column, normalised to [-1, 1]: (size,)."""
+    return ((np.arange(size) + 0.5) * (2.0 / size) - 1.0).astype(np.float32)
+
+
 def _monomials(v: np.ndarray, u: np.ndarray) -> list[np.ndarray]:
-    """The ten monomials of degree <= 3 in normalised coordinates v (rows) and u (columns), in
-    the order of _Paper.surface: v**0 times 1, u, u^2, u^3; then v times 1, u, u^2; ..."""
+    """The ten monomials of degree <= 3 in normalised coordinates v (rows) and u (columns):
+    1, u, u^2, u^3, then v times 1, u, u^2, then v^2 times 1, u, then v^3."""
     one = np.ones((1,) * v.ndim, dtype=v.dtype)
-    row = [one, u, u * u, u * u * u]
-    return [*row, v, v * u, v * u * u, v * v, v * v * u, v * v * v]
+    return [one, u, u * u, u * u * u, v, v * u, v * u * u, v * v, v * v * u, v * v * v]
 
 
-def _coordinates(span: slice, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices selected by `span` in range(size), and their centres normalised to [-1, 1]."""
-    index = np.arange(size)[span]
-    return index, ((index + 0.5) * (2.0 / size) - 1.0).astype(np.float32)
+def _cubic(surface: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """The cubic with coefficients `surface` (10,) (order of _monomials) over an image of
+    `shape`, by Horner's rule in v: (H, W)."""
+    v, u = _coordinates(shape[0])[:, None], _coordinates(shape[1])  # (H, 1), (W,)
+    c = surface.astype(np.float32)
+    powers = np.stack([np.ones_like(u), u, u * u, u * u * u])  # (4, W)
+    by_v = [c[0:4] @ powers, c[4:7] @ powers[:3], c[7:9] @ powers[:2], c[9] * powers[0]]
+    return ((by_v[3] * v + by_v[2]) * v + by_v[1]) * v + by_v[0]  # (H, W)
 
 
 class _Paper(NamedTuple):
@@ -356,61 +386,56 @@ class _Paper(NamedTuple):
     surface: np.ndarray  # (10,) coefficients of _monomials
     correction: np.ndarray  # (g, g') over the whole image
 
-    def over(self, shape: tuple[int, int], rows: slice, cols: slice) -> np.ndarray:
-        """The paper under pixels [rows, cols] (the slices may step) of an image of `shape`."""
-        row_index, v = _coordinates(rows, shape[0])
-        col_index, u = _coordinates(cols, shape[1])
-        c = self.surface.astype(np.float32)
-        powers = np.stack([np.ones_like(u), u, u * u, u * u * u])  # (4, W')
-        by_v = [c[0:4] @ powers, c[4:7] @ powers[:3], c[7:9] @ powers[:2], c[9] * powers[0]]
-        surface = ((by_v[3] * v[:, None] + by_v[2]) * v[:, None] + by_v[1]) * v[:, None]
-        surface = surface + by_v[0]  # (H', W') by Horner's rule in v
-        gy, gx = self.correction.shape[0] / shape[0], self.correction.shape[1] / shape[1]
-        region = (
-            col_index[0] * gx,
-            row_index[0] * gy,
-            (col_index[-1] + 1) * gx,
-            (row_index[-1] + 1) * gy,
-        )
-        correction = _float_image(self.correction).resize(
-            (col_index.size, row_index.size), Image.Resampling.BILINEAR, box=region
-        )
-        return surface + np.asarray(correction)  # (H', W')
+    def over(self, shape: tuple[int, int]) -> np.ndarray:
+        """The paper under an image of `shape` (any resolution): (H, W)."""
+        correction = _resize(self.correction, shape, Image.Resampling.BILINEAR)
+        return _cubic(self.surface, shape) + correction
+
+
+def _fit_paper(coarse: np.ndarray, weight: np.ndarray, fallback: float) -> _Paper:
+    """Fit the paper to the pixels of the (H, W) image where `weight` (H, W) is 1: a cubic
+    surface by least squares on grid cells, then the cells' local misfit as corrections."""
+    grid = _fit(coarse.shape, min(GRID_SIDE, max(coarse.shape) // CELL_PIXELS))
+    count = _resize(weight, grid, Image.Resampling.BOX)  # (g, g') paper share of each cell
+    mean = _resize(coarse * weight, grid, Image.Resampling.BOX) / np.maximum(count, 1e-6)
+    if np.count_nonzero(count) < MIN_PAPER_CELLS:
+        surface = np.zeros(10)
+        surface[0] = fallback
+    else:  # weighted least squares on the cells, by their share of paper
+        v, u = _coordinates(grid[0])[:, None], _coordinates(grid[1])[None, :]
+        terms = np.broadcast_arrays(*_monomials(v.astype(np.float64), u.astype(np.float64)))
+        design = np.stack(terms, axis=-1).reshape(-1, 10)  # (g * g', 10)
+        weighted = design * count.reshape(-1, 1)  # (g * g', 10)
+        normal = weighted.T @ design + 1e-6 * np.eye(10)  # (10, 10)
+        surface = np.linalg.solve(normal, weighted.T @ mean.reshape(-1))  # (10,)
+    misfit = (mean - _cubic(surface, grid)) * count  # (g, g')
+    total = ndimage.gaussian_filter(misfit, FILL_SIGMA)
+    count = ndimage.gaussian_filter(count, FILL_SIGMA)
+    return _Paper(surface, total / (count + FILL_WEIGHT))  # (g, g')
 
 
 def _paper_model(coarse: np.ndarray, small: np.ndarray) -> _Paper:
     """Model the paper under the (H, W) image of bright ink.
 
     A rank filter on the tiny copy `small` (h, w) gives a first estimate that strokes cannot
-    pull up; the pixels it shows to be paper are then fitted with a cubic surface, and what the
-    surface misses is averaged locally on a grid; under thick strokes, the surface fills in.
+    pull up. The pixels an estimate shows to be paper are fitted (`_fit_paper`), and the fit
+    is the next estimate: the second round also fits shading the first estimate missed (dark
+    corners), which the first round took for ink.
     """
-    prior = _resize(_rank_background(small, BG_PERCENTILE), coarse.shape, Image.Resampling.BILINEAR)
-    residual = coarse - prior  # (H, W)
-    paper, sigma, _, top = _spread(residual)
-    split = paper + max(PAPER_SIGMAS * sigma, PAPER_SPLIT * (top - paper))
-    near_ink = ndimage.maximum_filter(residual, size=3) > split  # (H, W) ink and its fringe
-    weight = (~near_ink).astype(np.float32)  # (H, W) 1 on paper
-
-    grid = _fit(coarse.shape, min(GRID_SIDE, max(coarse.shape) // CELL_PIXELS))
-    count = _resize(weight, grid, Image.Resampling.BOX)  # (g, g') paper share of each cell
-    mean = _resize(coarse * weight, grid, Image.Resampling.BOX) / np.maximum(count, 1e-6)
-    _, v = _coordinates(slice(None), grid[0])
-    _, u = _coordinates(slice(None), grid[1])
-    terms = np.stack(np.broadcast_arrays(*_monomials(v[:, None], u[None, :])), -1)  # (g, g', 10)
-    if np.count_nonzero(count) < MIN_PAPER_CELLS:
-        surface = np.zeros(10)
-        surface[0] = float(np.median(prior))
-    else:  # weighted least squares on the cells, by their share of paper
-        design = terms.reshape(-1, 10).astype(np.float64)  # (g * g', 10)
-        weights = count.reshape(-1).astype(np.float64)  # (g * g',)
-        normal = (design * weights[:, None]).T @ design  # (10, 10)
-        rhs = (design * weights[:, None]).T @ mean.reshape(-1)  # (10,)
-        surface = np.linalg.solve(normal + 1e-6 * np.eye(10), rhs)
-    misfit = (mean - terms @ surface.astype(np.float32)) * count  # (g, g')
-    total = ndimage.gaussian_filter(misfit, FILL_SIGMA)
-    count = ndimage.gaussian_filter(count, FILL_SIGMA)
-    return _Paper(surface, total / (count + FILL_WEIGHT))  # (g, g')
+    estimate = _resize(
+        _rank_background(small, BG_PERCENTILE), coarse.shape, Image.Resampling.BILINEAR
+    )
+    fallback = float(np.median(estimate))
+    if np.ptp(estimate) <= FLAT_PAPER:  # blank paper or a canvas: nothing to model
+        return _Paper(np.eye(10)[0] * fallback, np.zeros((1, 1), dtype=np.float32))
+    for _ in range(PAPER_ROUNDS):
+        residual = coarse - estimate  # (H, W)
+        paper, sigma, _, top = _spread(residual)
+        split = paper + max(PAPER_SIGMAS * sigma, PAPER_SPLIT * (top - paper))
+        near_ink = ndimage.maximum_filter(residual, size=3) > split  # (H, W) ink and fringe
+        model = _fit_paper(coarse, (~near_ink).astype(np.float32), fallback)
+        estimate = model.over(coarse.shape)
+    return model
 
 
 def _gap(a: tuple[slice, slice], b: tuple[slice, slice]) -> int:
@@ -504,8 +529,7 @@ def _to_mnist(ink: np.ndarray) -> np.ndarray:
 
 def _find_ink(gray: np.ndarray, paper: _Paper, label: str) -> np.ndarray:
     """The digit's ink, cropped, in a (H, W) grey image of bright ink on `paper`."""
-    everywhere = slice(None)
-    residual = gray - paper.over(gray.shape, everywhere, everywhere)  # (H, W): paper ~ 0
+    residual = gray - paper.over(gray.shape)  # (H, W): paper ~ 0
     level, sigma, _, top = _spread(residual)
     return _digit_ink(residual, level, sigma, top, label)
 
@@ -537,9 +561,9 @@ def preprocess_image(
     if isinstance(source, np.ndarray):
         gray = _array_to_gray(source, label)  # (H, W)
     elif isinstance(source, Image.Image):
-        gray = _pil_to_gray(source)
+        gray = _pil_to_gray(_upright(source, label), label)
     else:
-        gray = _pil_to_gray(_open(source, label, WORK_SIDE))
+        gray = _pil_to_gray(_open(source, label, WORK_SIDE), label)
     return _mnist_digit(gray, label)
 
 
