@@ -142,7 +142,7 @@ def train(config: TrainConfig, *, resume: str | Path | None = None,
     checkpoint.write_atomic(run_dir / "config.json", json.dumps(run_config, indent=2).encode())
     if start_epoch == 0:
         log(f"training {arch.name} with the {engine.name} engine ({engine.device}) on "
-            f"{len(x_train):,} {config.dataset} images for {config.epochs} epochs -> {run_dir}")
+            f"{len(x_train):,} {config.dataset} images for {_epochs(config.epochs)} -> {run_dir}")
 
     schedule = config.schedule_spec()
     n = len(x_train)
@@ -185,7 +185,7 @@ def train(config: TrainConfig, *, resume: str | Path | None = None,
             + (f"val {100 * row['val_acc']:.2f}%  " if "val_acc" in row else "")
             + f"test {100 * row['test_acc']:.2f}%  {seconds:.1f} s")
     final = metrics[-1]
-    log(f"test accuracy {100 * final['test_acc']:.2f}% ({config.epochs} epochs); "
+    log(f"test accuracy {100 * final['test_acc']:.2f}% ({_epochs(config.epochs)}); "
         f"model saved in {run_dir}")
     return run_dir
 
@@ -198,6 +198,10 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
     except (OSError, ValueError):
         raise Lenet5Error(f"cannot read {path}; pass a run directory made by `lenet5 train`.")\
             from None
+
+
+def _epochs(n: int) -> str:
+    return f"{n} epoch" if n == 1 else f"{n} epochs"
 
 
 def _epoch_inputs(config: TrainConfig, epoch: int, images: np.ndarray, norm: dict,
