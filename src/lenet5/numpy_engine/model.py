@@ -57,7 +57,7 @@ class NumpyNet:
                     spatial = False
                 self.layers.append((spec.name, L.RBF(centres)))
             else:
-                raise NotImplementedError(f"{type(spec).__name__} is not in the NumPy engine yet")
+                raise TypeError(f"{spec.name}: unknown layer kind {type(spec).__name__}")
             if deferred is not None:  # the activation that was moved after this max-pool
                 self.layers.append((spec.name, ACTIVATIONS[deferred]()))
                 deferred = None
