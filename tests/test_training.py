@@ -95,3 +95,15 @@ def test_bad_settings_are_named(field, value, flag):
 def test_limit_uses_the_first_images(synthetic_dataset, tmp_path):
     run = train(config(synthetic_dataset, tmp_path / "run", epochs=1, limit=64), log=quiet)
     assert json.loads((run / "config.json").read_text())["train_images"] == 64
+
+
+@pytest.mark.parametrize("augment", ["none", "shift", "affine", "elastic"])
+def test_every_augmentation_trains(synthetic_dataset, tmp_path, augment):
+    run = train(config(synthetic_dataset, tmp_path / "run", augment=augment), log=quiet)
+    assert json.loads((run / "config.json").read_text())["augment"] == augment
+    assert read_metrics(run)[-1]["test_acc"] > 0.5
+
+
+def test_unknown_augmentation_is_named():
+    with pytest.raises(Lenet5Error, match="unknown --augment 'blur'"):
+        TrainConfig(augment="blur").validate()

@@ -112,7 +112,9 @@ def train(config: TrainConfig, *, resume: str | Path | None = None,
     train_images, train_labels, val_images, val_labels = split_validation(
         train_images, train_labels, config.val_size, config.seed)
     norm = input_normalization(arch, train_images)
-    x_train = prepare_inputs(train_images, norm)  # (N, 1, 32, 32) float32
+    # (N, 1, 32, 32) float32, only when every epoch reads the same inputs: with augmentation
+    # each epoch makes its own, and a clean copy would only hold memory
+    x_clean = prepare_inputs(train_images, norm) if config.augment == "none" else None
     y_train = train_labels.astype(np.int64)
     x_test, y_test = prepare_inputs(data.test_images, norm), data.test_labels.astype(np.int64)
     x_val = prepare_inputs(val_images, norm) if len(val_images) else None
@@ -136,23 +138,24 @@ def train(config: TrainConfig, *, resume: str | Path | None = None,
     if optimizer_state is not None:
         engine.load_optimizer_state(optimizer_state)
     run_config = {**dataclasses.asdict(config), "input_normalization": norm,
-                  "classes": data.classes, "train_images": len(x_train),
+                  "classes": data.classes, "train_images": len(train_images),
                   "device": engine.device, "lenet5_version": __version__,
                   "python": platform.python_version(), "machine": platform.machine()}
     checkpoint.write_atomic(run_dir / "config.json", json.dumps(run_config, indent=2).encode())
     if start_epoch == 0:
         log(f"training {arch.name} with the {engine.name} engine ({engine.device}) on "
-            f"{len(x_train):,} {config.dataset} images for {_epochs(config.epochs)} -> {run_dir}")
+            f"{len(train_images):,} {config.dataset} images for {_epochs(config.epochs)} "
+            f"-> {run_dir}")
 
     schedule = config.schedule_spec()
-    n = len(x_train)
+    n = len(train_images)
     steps_per_epoch = math.ceil(n / config.batch_size)
     total_steps = steps_per_epoch * config.epochs
     show_bar = sys.stderr.isatty() if progress is None else progress
     for epoch in range(start_epoch, config.epochs):
         started = time.perf_counter()
         order = np.random.default_rng([config.seed, epoch]).permutation(n)
-        engine.bind_training_data(_epoch_inputs(config, epoch, train_images, norm, x_train),
+        engine.bind_training_data(_epoch_inputs(config, epoch, train_images, norm, x_clean),
                                   y_train)
         engine.start_epoch(order)
         batches = range(steps_per_epoch)
@@ -205,7 +208,7 @@ def _epochs(n: int) -> str:
 
 
 def _epoch_inputs(config: TrainConfig, epoch: int, images: np.ndarray, norm: dict,
-                  clean: np.ndarray) -> np.ndarray:
+                  clean: np.ndarray | None) -> np.ndarray:
     """This epoch's network inputs: the clean ones, or fresh random distortions of them."""
     if config.augment == "none":
         return clean
