@@ -104,3 +104,40 @@ def test_layers_keep_float32(rng):
     layer = L.Conv2d(rng.normal(size=(2, 1, 3, 3)).astype(np.float32), np.zeros(2, np.float32))
     x = rng.normal(size=(1, 5, 5, 1)).astype(np.float32)
     assert layer.forward(x, train=False).dtype == np.float32
+
+
+@pytest.mark.parametrize("pool", ["max", "subsample"])
+def test_split_width_layout_changes_nothing_but_speed(rng, pool):
+    """A conv writing split columns into a pool reading them == the natural layout, both ways."""
+    w, b = rng.normal(size=(4, 3, 3, 3)), rng.normal(size=4)
+    x = rng.normal(size=(2, 10, 10, 3))  # conv output (2, 8, 8, 4)
+
+    def make_pool():
+        if pool == "max":
+            return L.MaxPool2d(2)
+        return L.Subsample2d(np.array([0.5, -1.0, 2.0, 0.3]), np.array([0.1, 0.0, -0.2, 0.4]))
+
+    results = []
+    for split in (False, True):
+        conv, pooling = L.Conv2d(w.copy(), b.copy()), make_pool()
+        if split:
+            conv.split, pooling.split_input = 2, True
+        y = conv.forward(x, train=True)
+        out = pooling.forward(y, train=True)
+        grad_out = np.arange(out.size, dtype=float).reshape(out.shape) % 7 - 3
+        dx = conv.backward(pooling.backward(grad_out))
+        conv_out = L.unsplit_width(y, 2) if split else y
+        results.append((conv_out, out, dx, conv.grads, pooling.grads))
+    natural, split = results
+    for a, c in zip(natural[:3], split[:3], strict=True):
+        np.testing.assert_allclose(c, a, rtol=1e-12, atol=1e-12)
+    for grads_a, grads_c in zip(natural[3:], split[3:], strict=True):
+        for name in grads_a:
+            np.testing.assert_allclose(grads_c[name], grads_a[name], rtol=1e-12, atol=1e-12)
+
+
+def test_split_conv_refuses_an_odd_output_width(rng):
+    conv = L.Conv2d(rng.normal(size=(2, 1, 3, 3)), np.zeros(2))
+    conv.split = 2
+    with pytest.raises(ValueError, match="does not split"):
+        conv.forward(rng.normal(size=(1, 5, 5, 1)), train=False)

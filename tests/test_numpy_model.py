@@ -1,12 +1,15 @@
 """The whole NumPy network: gradients end to end, outputs, feature maps, the engine."""
 
+import sys
+
 import numpy as np
 import pytest
 from gradcheck import EPS
 
 from lenet5.arch import ARCHITECTURES, LENET5, init_params
 from lenet5.hparams import OptimizerSpec
-from lenet5.numpy_engine.model import NumpyEngine, NumpyNet
+from lenet5.numpy_engine import layers as L
+from lenet5.numpy_engine.model import ACTIVATIONS, NumpyEngine, NumpyNet, keep_freed_memory
 
 
 @pytest.mark.parametrize("arch", list(ARCHITECTURES.values()), ids=list(ARCHITECTURES))
@@ -41,6 +44,30 @@ def test_feature_maps_name_every_layer():
     assert list(maps) == ["C1", "S2", "C3", "S4", "C5", "F6", "OUTPUT"]
     assert maps["C1"].shape == (2, 6, 28, 28) and maps["S4"].shape == (2, 16, 5, 5)
     assert maps["OUTPUT"].shape == (2, 10)
+
+
+@pytest.mark.parametrize("arch", list(ARCHITECTURES.values()), ids=list(ARCHITECTURES))
+def test_feature_maps_are_in_natural_order(arch):
+    """Convolutions feeding a pool store their columns split; the maps must not show that."""
+    net = NumpyNet(arch, init_params(arch, 0), dtype=np.float64)
+    convs = [layer for _, layer in net.layers if isinstance(layer, L.Conv2d)]
+    assert [conv.split for conv in convs] == [2, 2, 1][:len(convs)]  # C1, C3 feed pools
+    x = np.random.default_rng(0).normal(size=(2, 1, 32, 32))
+    c1 = dict(net.feature_maps(x))["C1"]  # (2, 6, 28, 28)
+    plain = L.Conv2d(net.params["C1.weight"].copy(), net.params["C1.bias"].copy())
+    activation = ACTIVATIONS[arch.layers[0].activation]()
+    expected = activation.forward(plain.forward(x.transpose(0, 2, 3, 1), train=False), False)
+    np.testing.assert_allclose(c1, expected.transpose(0, 3, 1, 2), rtol=1e-12, atol=1e-12)
+
+
+def test_allocator_keeps_freed_memory_on_linux():
+    assert keep_freed_memory() == (sys.platform.startswith("linux") and _glibc())
+
+
+def _glibc() -> bool:
+    import platform
+
+    return platform.libc_ver()[0] == "glibc"
 
 
 def test_inference_keeps_no_backward_caches():

@@ -1,8 +1,11 @@
 """LeNet-5's layers in NumPy: each forward pass beside its hand-written backward pass.
 
 Activations are kept channels-last, (N, H, W, C): a convolution is then one GEMM whose output
-is already in layout, and pooling works on strided views without transposes. Parameters keep
-the engine-neutral layouts of ``lenet5.arch`` (conv weights (out, in, k, k), dense (out, in)).
+is already in layout. A convolution followed by pooling writes its output columns "split"
+(``Conv2d.split``): for 2x2 pooling the even columns, then the odd ones, so that the four
+inputs of every pooling window lie in four blocks contiguous along (W/2, C), and pooling runs
+on long rows instead of runs of C floats. Parameters keep the engine-neutral layouts of
+``lenet5.arch`` (conv weights (out, in, k, k), dense (out, in)).
 Every layer works in the dtype of its input: float32 to train, float64 for gradient checks.
 
 ``forward(x, train)`` keeps what ``backward`` needs only when ``train`` is true; ``backward(g)``
@@ -39,6 +42,22 @@ class Layer:
         raise NotImplementedError
 
 
+def pool_blocks(x: np.ndarray, size: int, split: bool) -> np.ndarray:
+    """A view (N, H/s, s, s, W/s, C) of ``x`` (N, H, W, C): [:, :, i, j] holds position (i, j)
+    of every s x s pooling window. ``split``: the width of ``x`` is stored split (Conv2d.split),
+    and each [:, :, i, j] is then contiguous along (W/s, C)."""
+    n, h, w, c = x.shape
+    if split:
+        return x.reshape(n, h // size, size, size, w // size, c)
+    return x.reshape(n, h // size, size, w // size, size, c).transpose(0, 1, 2, 4, 3, 5)
+
+
+def unsplit_width(x: np.ndarray, size: int) -> np.ndarray:
+    """(N, H, W, C) stored with split width -> the natural column order."""
+    n, h, w, c = x.shape
+    return x.reshape(n, h, size, w // size, c).transpose(0, 1, 3, 2, 4).reshape(x.shape)
+
+
 class Conv2d(Layer):
     """Valid convolution, stride 1, as one GEMM per pass with the kernel's sweep along the
     width folded into a banded ("row Toeplitz") weight matrix T of shape (k*W*C, Wo*O).
@@ -48,8 +67,11 @@ class Conv2d(Layer):
     every weight Wo times and zeros elsewhere; the weight gradient sums T's gradient over
     those places. An optional (out, in) connection mask makes it a sparse convolution (the
     1998 C3): the mask multiplies the weights, so unconnected weights have no effect and get
-    zero gradient.
+    zero gradient. With ``split`` = s > 1 the output columns are stored phase-major, column wo
+    at (wo % s) * (Wo / s) + wo // s, for the pooling layer after it: only T's columns move.
     """
+
+    split = 1
 
     def __init__(self, weight: np.ndarray, bias: np.ndarray, mask: np.ndarray | None = None):
         self.params = {"weight": weight, "bias": bias}  # (O, C, k, k), (O,)
@@ -68,8 +90,12 @@ class Conv2d(Layer):
             out_ch, in_ch, k, _ = self.params["weight"].shape
             kh, wo, kw, c, o = np.meshgrid(np.arange(k), np.arange(width - k + 1), np.arange(k),
                                            np.arange(in_ch), np.arange(out_ch), indexing="ij")
+            out_width = width - k + 1
+            if out_width % self.split:
+                raise ValueError(f"output width {out_width} does not split into {self.split}")
+            position = (wo % self.split) * (out_width // self.split) + wo // self.split
             rows = ((kh * width + wo + kw) * in_ch + c).ravel()
-            cols = (wo * out_ch + o).ravel()
+            cols = (position * out_ch + o).ravel()
             self._band = (width, (rows, cols))
         return self._band[1]
 
@@ -89,8 +115,9 @@ class Conv2d(Layer):
         # (N, Ho, W, C, k) view -> (N, Ho, k, W, C) -> one contiguous copy (N*Ho, k*W*C)
         rows = sliding_window_view(x, k, axis=1).transpose(0, 1, 4, 2, 3).reshape(n * ho, -1)
         t = self._toeplitz(w, width)
-        y = (rows @ t).reshape(n, ho, wo, out_ch)
-        y += self.params["bias"]
+        y = rows @ t  # (N*Ho, Wo*O)
+        y += np.tile(self.params["bias"], wo)  # along whole rows, not runs of O floats
+        y = y.reshape(n, ho, wo, out_ch)
         if train:
             self.rows, self.t, self.in_shape = rows, t, x.shape
         return y
@@ -118,7 +145,7 @@ class Conv2d(Layer):
         if self.mask is not None:
             dw *= self.mask
         param_grads = {"weight": np.ascontiguousarray(dw),
-                       "bias": grad.reshape(-1, out_ch).sum(axis=0)}
+                       "bias": g.sum(axis=0).reshape(wo, out_ch).sum(axis=0)}
         self.rows = self.t = None
         if not self.needs_input_grad:
             return None, param_grads
@@ -130,15 +157,18 @@ class Conv2d(Layer):
 
 
 class MaxPool2d(Layer):
-    """Non-overlapping max-pool on strided views. Ties go to the first window position in
-    row-major order, as PyTorch does, so gradients match it exactly."""
+    """Non-overlapping max-pool on views of the windows' positions. Ties go to the first
+    window position in row-major order, as PyTorch does, so gradients match it exactly.
+    ``split_input``: the input comes from a Conv2d whose ``split`` is this size."""
+
+    split_input = False
 
     def __init__(self, size: int = 2):
         self.size = size
 
     def _views(self, x: np.ndarray) -> list[np.ndarray]:
-        s = self.size
-        return [x[:, i::s, j::s, :] for i in range(s) for j in range(s)]  # each (N, H/s, W/s, C)
+        blocks = pool_blocks(x, self.size, self.split_input)
+        return [blocks[:, :, i, j] for i in range(self.size) for j in range(self.size)]
 
     def forward(self, x: np.ndarray, train: bool) -> np.ndarray:
         views = self._views(x)
@@ -236,16 +266,18 @@ class ScaledTanh(Layer):
 class Subsample2d(Layer):
     """Trainable sub-sampling (S2, S4): per map c, each non-overlapping size x size block's
     sum times a coefficient weight[c], plus bias[c]. The squashing function is a separate
-    layer after it. Height and width must be multiples of ``size``."""
+    layer after it. Height and width must be multiples of ``size``; ``split_input`` as for
+    MaxPool2d."""
+
+    split_input = False
 
     def __init__(self, weight: np.ndarray, bias: np.ndarray, size: int = 2):
         self.params = {"weight": weight, "bias": bias}  # (C,), (C,)
         self.size = size
 
     def forward(self, x: np.ndarray, train: bool) -> np.ndarray:
-        n, h, w, c = x.shape  # (N, H, W, C)
-        s = self.size
-        sums = x.reshape(n, h // s, s, w // s, s, c).sum(axis=(2, 4))  # (N, H/s, W/s, C)
+        blocks = pool_blocks(x, self.size, self.split_input)  # (N, H/s, s, s, W/s, C)
+        sums = blocks.sum(axis=(2, 3))  # (N, H/s, W/s, C)
         if train:
             self.sums = sums
         return sums * self.params["weight"] + self.params["bias"]
@@ -265,9 +297,8 @@ class Subsample2d(Layer):
                        "bias": grad.sum(axis=(0, 1, 2))}
         self.sums = None
         n, ho, wo, c = grad.shape
-        s = self.size
-        per_input = (grad * w)[:, :, None, :, None, :]  # (N, H/s, 1, W/s, 1, C)
-        dx = np.broadcast_to(per_input, (n, ho, s, wo, s, c)).reshape(n, ho * s, wo * s, c)
+        dx = np.empty((n, ho * self.size, wo * self.size, c), dtype=grad.dtype)
+        pool_blocks(dx, self.size, self.split_input)[...] = (grad * w)[:, :, None, None]
         return dx, param_grads
 
 

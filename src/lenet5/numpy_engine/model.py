@@ -6,6 +6,10 @@ small interface ``lenet5.training`` drives (see ``lenet5.engine.Engine``).
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import sys
+
 import numpy as np
 
 from .. import arch as A
@@ -15,6 +19,7 @@ from .losses import map_curvature, map_loss, softmax_cross_entropy, softmax_curv
 
 LOSSES = {"cross_entropy": softmax_cross_entropy, "map": map_loss}
 ACTIVATIONS = {A.RELU: L.ReLU, A.SCALED_TANH: L.ScaledTanh}
+POOLS = (L.MaxPool2d, L.Subsample2d)
 SDLM_SAMPLES = 500  # images the curvature is re-estimated on before each pass (paper, app. C)
 
 
@@ -70,7 +75,21 @@ class NumpyNet:
             elif activation is not None:
                 self.layers.append((spec.name, ACTIVATIONS[activation]()))
         self.layers[0][1].needs_input_grad = False  # nothing upstream of the first layer
+        self._split_pooled_convolutions()
         self.loss_fn = LOSSES[arch.loss]
+
+    def _split_pooled_convolutions(self) -> None:
+        """Each convolution that feeds a pooling layer through elementwise layers only writes
+        its output in the layout that pooling reads fastest (``layers.Conv2d.split``)."""
+        conv = None
+        for _, layer in self.layers:
+            if isinstance(layer, L.Conv2d):
+                conv = layer
+            elif isinstance(layer, POOLS) and conv is not None:
+                conv.split, layer.split_input = layer.size, True
+                conv = None
+            elif not isinstance(layer, tuple(ACTIVATIONS.values())):
+                conv = None
 
     def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
         h = x.transpose(0, 2, 3, 1)  # (N, 1, H, W) -> (N, H, W, 1)
@@ -112,15 +131,37 @@ class NumpyNet:
         """Each arch layer's output, (N, C, H, W) or (N, F), for pictures of what it sees."""
         maps: dict[str, np.ndarray] = {}
         h = x.transpose(0, 2, 3, 1)
+        split = 1  # the width split of h (layers.Conv2d.split)
         for name, layer in self.layers:
             h = layer.forward(h, train=False)
             if isinstance(layer, L.Flatten):
                 continue
-            shown = h
+            split = layer.split if isinstance(layer, L.Conv2d) else (
+                1 if isinstance(layer, POOLS) else split)
+            shown = h if split == 1 else L.unsplit_width(h, split)
             if name in self.deferred_activations:  # show the arch layer's own output
-                shown = self.deferred_activations[name].forward(h, train=False)
+                shown = self.deferred_activations[name].forward(shown, train=False)
             maps[name] = shown.transpose(0, 3, 1, 2) if shown.ndim == 4 else shown
         return list(maps.items())
+
+
+def keep_freed_memory() -> bool:
+    """Ask glibc to keep freed blocks of up to 32 MiB for reuse (True where it did).
+
+    Every step allocates the same few-MB temporaries. By default glibc serves such blocks
+    with mmap and unmaps them when freed, so each step faults all of them back in page by page:
+    about half of a LeNet-5 training step on a 2-core machine. With a higher mmap threshold
+    they come from the heap and are reused; a higher trim threshold keeps the heap's top.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # not glibc (musl has no mallopt)
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3  # from glibc's malloc.h
+    return bool(mallopt(m_mmap_threshold, 32 << 20)) and bool(mallopt(m_trim_threshold, 256 << 20))
 
 
 class NumpyEngine:
@@ -131,6 +172,7 @@ class NumpyEngine:
                  optimizer: OptimizerSpec | None = None):
         from .optim import Optimizer
 
+        keep_freed_memory()
         self.arch = arch
         self.net = NumpyNet(arch, params)
         self.optimizer = Optimizer(optimizer or OptimizerSpec(), self.net.params)
