@@ -78,33 +78,31 @@ class Conv2d(Layer):
         self.mask = None if mask is None else mask[:, :, None, None].astype(weight.dtype)
         if self.mask is not None:
             weight *= self.mask
-        self._band: tuple[int, tuple[np.ndarray, np.ndarray]] | None = None
 
     def _effective_weight(self) -> np.ndarray:
         w = self.params["weight"]
         return w if self.mask is None else w * self.mask
 
-    def _band_index(self, width: int) -> tuple[np.ndarray, np.ndarray]:
-        """(row, col) of T for each (kh, wo, kw, c, o), cached per input width."""
-        if self._band is None or self._band[0] != width:
-            out_ch, in_ch, k, _ = self.params["weight"].shape
-            kh, wo, kw, c, o = np.meshgrid(np.arange(k), np.arange(width - k + 1), np.arange(k),
-                                           np.arange(in_ch), np.arange(out_ch), indexing="ij")
-            out_width = width - k + 1
-            if out_width % self.split:
-                raise ValueError(f"output width {out_width} does not split into {self.split}")
-            position = (wo % self.split) * (out_width // self.split) + wo // self.split
-            rows = ((kh * width + wo + kw) * in_ch + c).ravel()
-            cols = (position * out_ch + o).ravel()
-            self._band = (width, (rows, cols))
-        return self._band[1]
+    def _band(self, t: np.ndarray, width: int) -> np.ndarray:
+        """The band of a contiguous T-shaped array (k*W*C, Wo*O) as a strided view
+        (k, k, C, s, Wo/s, O): [kh, kw, c, p, q, o] is where weight (o, c, kh, kw) meets output
+        column wo = s*q + p (stored at p*Wo/s + q) and input column wo + kw. Every place
+        is distinct, so the view can be written, and summing it over (p, q) gives dW."""
+        out_ch, in_ch, k, _ = self.params["weight"].shape
+        s, wo = self.split, width - k + 1
+        if wo % s:
+            raise ValueError(f"output width {wo} does not split into {s}")
+        row, col = t.strides  # bytes
+        kw_step = in_ch * row  # one input column further
+        return np.lib.stride_tricks.as_strided(
+            t, shape=(k, k, in_ch, s, wo // s, out_ch), writeable=True,
+            strides=(width * kw_step, kw_step, row, kw_step + wo // s * out_ch * col,
+                     s * kw_step + out_ch * col, col))
 
     def _toeplitz(self, w: np.ndarray, width: int) -> np.ndarray:
         out_ch, in_ch, k, _ = w.shape
-        wo = width - k + 1
-        t = np.zeros((k * width * in_ch, wo * out_ch), dtype=w.dtype)
-        t[self._band_index(width)] = np.broadcast_to(  # (kh, wo, kw, c, o)
-            w.transpose(2, 3, 1, 0)[:, None], (k, wo, k, in_ch, out_ch)).ravel()
+        t = np.zeros((k * width * in_ch, (width - k + 1) * out_ch), dtype=w.dtype)
+        self._band(t, width)[...] = w.transpose(2, 3, 1, 0)[:, :, :, None, None]  # (k,k,C,1,1,O)
         return t
 
     def forward(self, x: np.ndarray, train: bool) -> np.ndarray:
@@ -140,8 +138,7 @@ class Conv2d(Layer):
         ho, wo = grad.shape[1:3]
         g = grad.reshape(n * ho, wo * out_ch)
         dt = rows.T @ g  # (k*W*C, Wo*O)
-        dw = (dt[self._band_index(width)].reshape(k, wo, k, in_ch, out_ch)
-              .sum(axis=1).transpose(3, 2, 0, 1))  # (O, C, k, k)
+        dw = self._band(dt, width).sum(axis=(3, 4)).transpose(3, 2, 0, 1)  # (O, C, k, k)
         if self.mask is not None:
             dw *= self.mask
         param_grads = {"weight": np.ascontiguousarray(dw),
