@@ -49,7 +49,7 @@ def child_env() -> dict[str, str]:
 def time_lenet5_train(engine: str, device: str, epochs: int, out: Path) -> dict:
     """Seconds per epoch and final test accuracy of ``lenet5 train``, from metrics.jsonl."""
     subprocess.run([sys.executable, "-m", "lenet5", "train", "--engine", engine, "--device",
-                    device, "--epochs", str(epochs), "--out", str(out)],
+                    device, "--epochs", str(epochs), "--batch-size", "128", "--out", str(out)],
                    check=True, env=child_env(), stdout=subprocess.DEVNULL)
     from lenet5.training import read_metrics
 
@@ -80,8 +80,9 @@ def inference_rate(run: Path, device: str, repeats: int = 5) -> float:
     return statistics.median(rates)
 
 
-def interleaved_steps(device: str, blocks: int = 20, steps: int = 10) -> tuple[float, float]:
-    """Median ms per training step of (torch engine, tutorial loop), alternating blocks."""
+def interleaved_steps(device: str, engine_name: str = "torch", blocks: int = 20,
+                      steps: int = 10) -> tuple[float, float]:
+    """Median ms per training step of (lenet5 engine, tutorial loop), alternating blocks."""
     import numpy as np
     import torch
     import torch.nn.functional as F
@@ -93,7 +94,8 @@ def interleaved_steps(device: str, blocks: int = 20, steps: int = 10) -> tuple[f
     from lenet5.hparams import OptimizerSpec
 
     x, y, _, _ = mnist_tensors()
-    engine = make_engine("torch", LENET5, init_params(LENET5, 0), OptimizerSpec("adam"), device)
+    engine = make_engine(engine_name, LENET5, init_params(LENET5, 0), OptimizerSpec("adam"),
+                         device if engine_name == "torch" else "cpu")
     engine.bind_training_data(x.numpy(), y.numpy())
     order = np.random.default_rng(0).permutation(len(x))
     model = LeNet5().to(device)
@@ -175,6 +177,7 @@ def main() -> None:
                       file=sys.stderr)
         images_per_s = inference_rate(Path(tmp) / f"torch{args.repeats - 1}", args.device)
     engine_ms, tutorial_ms = interleaved_steps(args.device)
+    numpy_ms, numpy_tutorial_ms = interleaved_steps("cpu", "numpy") if args.with_numpy else (0, 0)
 
     device = (torch.cuda.get_device_name() if args.device == "cuda"
               else f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs")
@@ -188,9 +191,16 @@ def main() -> None:
     ratio = (statistics.median(loops["lenet5 train --engine torch"])
              / statistics.median(loops["tutorial loop"]))
     print(f"{'ratio torch engine / tutorial':30}{ratio:>18.2f}   (target <= 0.8)")
+    if args.with_numpy:
+        numpy_ratio = (statistics.median(loops["lenet5 train --engine numpy"])
+                       / statistics.median(loops["tutorial loop"]))
+        print(f"{'ratio numpy engine / tutorial':30}{numpy_ratio:>18.2f}   (target <= 1.0)")
     print(f"{'inference, batch 1000':30}{images_per_s:>18,.0f}   images/s (target >= 20,000)")
     print(f"{'interleaved steps, ms/step':30}{'engine':>10} {engine_ms:.2f}, tutorial "
           f"{tutorial_ms:.2f}, ratio {engine_ms / tutorial_ms:.2f}")
+    if args.with_numpy:
+        print(f"{'interleaved steps, ms/step':30}{'numpy':>10} {numpy_ms:.2f}, tutorial "
+              f"{numpy_tutorial_ms:.2f}, ratio {numpy_ms / numpy_tutorial_ms:.2f}")
 
 
 if __name__ == "__main__":
