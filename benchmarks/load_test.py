@@ -5,10 +5,10 @@
     python benchmarks/load_test.py --url http://127.0.0.1:8000   # a server already running
 
 With a model it starts `lenet5 serve MODEL --port 0` in its own process (the clients run in
-this one) and stops it afterwards. Only loopback addresses are accepted. Every phase is
-bounded by a request count and by --max-seconds. `--photos N` also POSTs N held-out
-photographed digits and compares the answers with `lenet5 predict` (run with PYTHONPATH=src or
-lenet5 installed). Writes benchmarks/results/load_test.md.
+this one; --workers N is passed on) and stops it afterwards. Only loopback addresses are
+accepted. Every phase is bounded by a request count and by --max-seconds. `--photos N` also
+POSTs N held-out photographed digits and compares the answers with `lenet5 predict` (run with
+PYTHONPATH=src or lenet5 installed). Writes benchmarks/results/load_test.md.
 """
 
 from __future__ import annotations
@@ -89,12 +89,16 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
-def start_server(model: str, engine: str) -> tuple[subprocess.Popen, str]:
-    """`lenet5 serve MODEL --port 0` in a child process; returns it and its base URL."""
+def start_server(model: str, engine: str, workers: int | None
+                 ) -> tuple[subprocess.Popen, str, str]:
+    """`lenet5 serve MODEL --port 0` in a child process; returns it, its base URL and what it
+    says it runs (engine, workers)."""
     env = {"OPENBLAS_NUM_THREADS": "1", **os.environ,
            "PYTHONPATH": os.pathsep.join(filter(None, [str(SRC), os.environ.get("PYTHONPATH")]))}
+    workers_flag = [] if workers is None else ["--workers", str(workers)]
     process = subprocess.Popen([sys.executable, "-m", "lenet5", "serve", model, "--port", "0",
-                                "--engine", engine], stderr=subprocess.PIPE, text=True, env=env)
+                                "--engine", engine, *workers_flag],
+                               stderr=subprocess.PIPE, text=True, env=env)
     lines: queue.Queue[str] = queue.Queue()
     threading.Thread(target=lambda: [lines.put(line) for line in process.stderr],
                      daemon=True).start()
@@ -107,19 +111,23 @@ def start_server(model: str, engine: str) -> tuple[subprocess.Popen, str]:
                 break
             continue
         if "serving" in line and " on http://" in line:
-            return process, line.split(" on ")[1].split()[0].rstrip("/")
+            return (process, line.split(" on ")[1].split()[0].rstrip("/"),
+                    line.partition("(")[2].partition(")")[0])
         sys.stderr.write(line)
     process.kill()
     sys.exit("load_test: `lenet5 serve` did not start; see its messages above.")
 
 
 def cpu_seconds(pid: int | None) -> float:
-    """User + system CPU time of a process so far (Linux /proc); NaN where unknown."""
+    """User + system CPU time so far of a process and its descendants (the server's worker
+    processes), from Linux /proc; NaN where unknown."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
     except (OSError, TypeError):
         return float("nan")
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+    return own + sum(cpu_seconds(int(child)) for child in children)
 
 
 def wait_healthy(host: str, port: int, seconds: float = 60) -> None:
@@ -216,6 +224,9 @@ def main() -> None:
     parser.add_argument("model", nargs="?", help="model.safetensors or run directory to serve")
     parser.add_argument("--url", help="test a server already running on loopback instead")
     parser.add_argument("--engine", default="numpy", help="engine of the server started here")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="worker processes of the server started here (default: "
+                        "`lenet5 serve`'s own, one per core)")
     parser.add_argument("--side", type=int, default=112,
                         help="side of the canvas PNG in px (the page sends 112)")
     parser.add_argument("--requests", type=int, default=500, help="single-client requests")
@@ -234,11 +245,11 @@ def main() -> None:
     if args.photos and not args.model:
         parser.error("--photos needs MODEL, to compare with `lenet5 predict` on it")
 
-    process = None
+    process, running = None, ""
     if args.url:
         base = args.url.rstrip("/")
     else:
-        process, base = start_server(args.model, args.engine)
+        process, base, running = start_server(args.model, args.engine, args.workers)
     parts = urlsplit(base)
     if parts.scheme != "http" or parts.hostname not in LOOPBACK or not parts.port:
         parser.error(f"--url must be http://127.0.0.1:PORT (loopback only), got {base}")
@@ -253,8 +264,10 @@ def main() -> None:
         cpu = [cpu_seconds(pid)]
         single = single_client(host, port, body, args.requests, args.max_seconds)
         cpu.append(cpu_seconds(pid))
+        client_cpu = time.process_time()
         many = concurrent_clients(host, port, body, args.clients, args.concurrent_requests,
                                   args.max_seconds)
+        client_cpu = time.process_time() - client_cpu
         cpu.append(cpu_seconds(pid))
         photos = (photo_agreement(host, port, args.model, args.engine, args.photos)
                   if args.photos else None)
@@ -281,9 +294,11 @@ def main() -> None:
          " + ".join(f"{v:.2f}" for v in stage_ms.values()) + " ms"),
         ("rest of a request (HTTP, JSON, client, waiting for a core; p50 minus the stages)",
          f"{p50 - sum(stage_ms.values()):.1f} ms"),
-        (f"server process CPU per request, single client / {args.clients} clients",
+        (f"server CPU per request (all its processes), single client / {args.clients} clients",
          f"{1000 * (cpu[1] - cpu[0]) / len(ms):.1f} / "
          f"{1000 * (cpu[2] - cpu[1]) / max(1, len(many['latencies'])):.1f} ms"),
+        (f"load generator (this process) CPU per request, {args.clients} clients",
+         f"{1000 * client_cpu / max(1, len(many['latencies'])):.1f} ms"),
         (f"{args.clients} clients: requests in {many['seconds']:.1f} s",
          f"{len(many['latencies'])} ({len(many['failures'])} errors)"),
         (f"{args.clients} clients: throughput", f"{rps:.0f} requests/s"),
@@ -294,8 +309,9 @@ def main() -> None:
         ("request", f"{args.side}x{args.side} canvas PNG ({len(body)} bytes) of a 7; answered "
                     f"{answer['label']} ({100 * answer['confidence']:.1f}%), "
                     f"{len(json.dumps(answer))} bytes of JSON"),
-        ("server", "started here: `lenet5 serve MODEL --port 0 --engine " + args.engine + "`"
-         if process else f"already running at {base}"),
+        ("server", f"started here: `lenet5 serve MODEL --port 0 --engine {args.engine}"
+                   + ("" if args.workers is None else f" --workers {args.workers}")
+                   + f"` ({running})" if process else f"already running at {base}"),
         ("machine", f"{platform.machine()}, {os.cpu_count()} cores, load average "
                     f"{load_before[0]:.1f} before / {os.getloadavg()[0]:.1f} after, Python "
                     f"{platform.python_version()}; clients and server share the cores"),

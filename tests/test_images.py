@@ -163,6 +163,26 @@ def test_a_disguised_digit_comes_back(digits, disguise):
 
 
 @pytest.mark.mnist
+def test_clean_drawings_read_their_ink_directly_with_the_same_result(digits, monkeypatch):
+    """Paper of one exact grey (a canvas) tells the ink's polarity at once, sparing the server
+    the local-median model; what comes out is what that model gives. Photos are left to it."""
+    from lenet5 import images
+
+    clean = {enlarged: False, dark_on_light: True, rgb: True, transparent: True}  # dark ink?
+    for make, dark_ink in clean.items():
+        for digit in digits[::6]:  # one of each class
+            picture = make(digit)
+            gray = images._array_to_gray(picture, make.__name__)  # (H, W)
+            assert images._drawn_with_dark_ink(gray) is dark_ink, make.__name__
+            direct = preprocess_image(picture)
+            with monkeypatch.context() as patched:
+                patched.setattr(images, "_drawn_with_dark_ink", lambda coarse: None)
+                assert np.array_equal(preprocess_image(picture), direct), make.__name__
+    photo = images._array_to_gray(uneven_paper(digits[0]), "photo")
+    assert images._drawn_with_dark_ink(photo) is None
+
+
+@pytest.mark.mnist
 def test_every_kind_of_source_gives_the_same_digit(digits, tmp_path):
     picture = dark_on_light(digits[7])  # (200, 180) uint8
     expected = preprocess_image(picture)

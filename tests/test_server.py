@@ -7,11 +7,13 @@ import base64
 import io
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -362,9 +364,22 @@ def test_serve_without_a_model_says_to_train_first(tmp_path, monkeypatch, capsys
     assert err.count("\n") == 1
 
 
-def test_serve_picks_the_newest_run(tmp_path, monkeypatch, model_path, capsys):
-    import uvicorn
+@pytest.fixture
+def supervised(monkeypatch) -> list[dict]:
+    """Stands in for uvicorn's worker supervisor: records what `lenet5 serve` asked of it (and
+    the environment the workers would inherit) instead of starting processes."""
+    from uvicorn.supervisors import Multiprocess
 
+    monkeypatch.setattr(os, "environ", dict(os.environ))  # serve() sets variables for workers
+    for name in server_app.ONE_THREAD:
+        os.environ.pop(name, None)
+    runs = []
+    monkeypatch.setattr(Multiprocess, "run", lambda self: runs.append(
+        {"config": self.config, "sockets": self.sockets, "environ": dict(os.environ)}))
+    return runs
+
+
+def test_serve_picks_the_newest_run(tmp_path, monkeypatch, model_path, capsys, supervised):
     monkeypatch.chdir(tmp_path)
     for age, name in ((200, "older"), (100, "newer"), (300, "oldest")):
         run = tmp_path / "runs" / name
@@ -372,12 +387,47 @@ def test_serve_picks_the_newest_run(tmp_path, monkeypatch, model_path, capsys):
         (run / "model.safetensors").write_bytes(model_path.read_bytes())
         stamp = time.time() - age
         os.utime(run / "model.safetensors", (stamp, stamp))
-    served = []
-    monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets: served.append(sockets))
     assert main(["serve", "--port", "0"]) == 0
-    assert len(served) == 1
+    assert len(supervised) == 1
     err = capsys.readouterr().err
     assert f"runs{os.sep}newer" in err and "http://127.0.0.1:" in err
+    worker = json.loads(supervised[0]["environ"][server_app.WORKER_ENV])
+    assert Path(worker["model_path"]).name == "newer"
+
+
+def test_serve_runs_the_workers_asked_for_each_with_one_blas_thread(model_path, client, capsys,
+                                                                     supervised, monkeypatch):
+    assert main(["serve", str(model_path), "--port", "0", "--workers", "3",
+                 "--engine", "numpy"]) == 0
+    (run,) = supervised
+    assert run["config"].workers == 3 and len(run["sockets"]) == 1
+    assert "3 workers" in capsys.readouterr().err
+    assert json.loads(run["environ"][server_app.WORKER_ENV]) == {
+        "model_path": str(model_path), "engine": "numpy", "device": "auto"}
+    assert all(run["environ"][name] == "1" for name in server_app.ONE_THREAD)
+    # what a worker process does with that environment: the same model, answering, and (on
+    # Linux) a request to be stopped with its parent; recorded here, not made for pytest
+    os.environ[server_app.WORKER_ENV] = run["environ"][server_app.WORKER_ENV]
+    prctl = []
+    monkeypatch.setattr(server_app.ctypes, "CDLL", lambda _: SimpleNamespace(
+        prctl=lambda *args: prctl.append(args)))
+    with TestClient(server_app.worker_app()) as worker:
+        assert worker.get("/api/model").json() == client.get("/api/model").json()
+    if sys.platform.startswith("linux"):
+        assert prctl == [(server_app.PR_SET_PDEATHSIG, signal.SIGTERM)]
+
+
+def test_serve_defaults_to_a_worker_per_core(model_path, capsys, supervised):
+    assert main(["serve", str(model_path), "--port", "0"]) == 0
+    expected = min(4, len(os.sched_getaffinity(0)))
+    assert supervised[0]["config"].workers == server_app.default_workers() == expected
+
+
+def test_serve_refuses_fewer_than_one_worker(model_path, capsys, supervised):
+    assert main(["serve", str(model_path), "--port", "0", "--workers", "0"]) == 1
+    err = capsys.readouterr().err
+    assert "--workers must be at least 1" in err and err.count("\n") == 1
+    assert not supervised
 
 
 def test_serve_without_the_web_extra_says_how_to_install_it(model_path, monkeypatch, capsys):
@@ -420,11 +470,17 @@ def test_serve_refuses_a_missing_model(tmp_path, capsys):
     assert "no model at" in capsys.readouterr().err
 
 
-def test_lenet5_serve_runs_as_a_command(model_path):
-    """The real command in its own process: prints its address, serves until stopped."""
+@pytest.mark.parametrize("workers, stop", [([], "terminate"), (["--workers", "1"], "kill")],
+                         ids=["default workers, SIGTERM", "1 worker, SIGKILL"])
+def test_lenet5_serve_runs_as_a_command(model_path, workers, stop):
+    """The real command in its own process: prints its address, serves until stopped, and its
+    worker processes stop with it, even when it is killed outright."""
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
     process = subprocess.Popen([sys.executable, "-m", "lenet5", "serve", str(model_path),
-                                "--port", "0"], stderr=subprocess.PIPE, text=True, env=env)
+                                "--port", "0", *workers], stderr=subprocess.PIPE, text=True,
+                               env=env)
+    children = Path(f"/proc/{process.pid}/task/{process.pid}/children")
+    expected = int(workers[1]) if workers else server_app.default_workers()
     try:
         line = process.stderr.readline()
         assert "serving" in line, line
@@ -439,9 +495,19 @@ def test_lenet5_serve_runs_as_a_command(model_path):
                 assert time.monotonic() < deadline, "the server never answered"
                 time.sleep(0.05)
         assert health.json() == {"status": "ok"}
-        answer = httpx.post(base + "/api/predict", content=drawing("7"),
-                            headers={"Content-Type": "image/png"})
-        assert answer.status_code == 200
+        with ThreadPoolExecutor(4) as pool:
+            answers = list(pool.map(lambda name: httpx.post(
+                base + "/api/predict", content=drawing(name),
+                headers={"Content-Type": "image/png"}), "17417"))
+        assert [answer.status_code for answer in answers] == [200] * 5
+        workers_started = []  # and multiprocessing's resource tracker; known on Linux only
+        if children.exists():
+            workers_started = children.read_text().split()
+            assert len(workers_started) > expected
     finally:
-        process.terminate()
+        getattr(process, stop)()
         process.wait(timeout=30)
+    deadline = time.monotonic() + 10
+    while any(Path(f"/proc/{pid}").exists() for pid in workers_started):
+        assert time.monotonic() < deadline, "worker processes outlived `lenet5 serve`"
+        time.sleep(0.05)

@@ -204,21 +204,25 @@ def _newest_run(runs: Path = Path("runs")) -> Path:
 def cmd_serve(args: argparse.Namespace) -> int:
     try:
         import fastapi  # noqa: F401
-        import uvicorn
+        import uvicorn  # noqa: F401
     except ImportError as exc:
         raise Lenet5Error(f"`lenet5 serve` needs the web extra ({exc}); install it with "
                           "`pip install -e '.[web]'`.") from None
-    from .server import create_app, listen
+    from .model import load
+    from .server import default_workers, listen, serve
 
+    workers = default_workers() if args.workers is None else args.workers
+    if workers < 1:
+        raise Lenet5Error(f"--workers must be at least 1, got {workers}.")
     model = args.model or _newest_run()
-    app = create_app(model, engine=args.engine, device=args.device)
+    load(model, engine=args.engine, device=args.device)  # a bad model fails here, not in workers
     sock = listen(args.host, args.port)
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
-    print(f"lenet5: serving {model} ({args.engine} engine) on http://{shown}:{port}/ "
-          "(Ctrl+C stops)", file=sys.stderr, flush=True)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
-    server.run(sockets=[sock])
+    print(f"lenet5: serving {model} ({args.engine} engine, {workers} worker"
+          f"{'s' if workers > 1 else ''}) on http://{shown}:{port}/ (Ctrl+C stops)",
+          file=sys.stderr, flush=True)
+    serve(sock, model, args.engine, args.device, workers)
     return 0
 
 
@@ -369,6 +373,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1",
                        help="address to listen on; 0.0.0.0 exposes it to your network")
     serve.add_argument("--port", type=int, default=8000, help="port (0 picks a free one)")
+    serve.add_argument("--workers", type=int, default=None,
+                       help="processes answering requests, each with its own copy of the model "
+                       "(default: one per CPU core, at most 4)")
     engine_flags(serve)
     serve.set_defaults(func=cmd_serve)
     return parser

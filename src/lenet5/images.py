@@ -10,9 +10,10 @@ lit unevenly, on a transparent background, JPEG-blurred, or surrounded by specks
 
 1. decode safely (size limits before decoding, EXIF orientation), composite transparency onto
    white, convert to grey, and shrink to at most WORK_SIDE px (JPEGs decode at that scale);
-2. on a MODEL_SIDE px copy, judge polarity (against a local median, the heavier tail is ink)
-   and model the paper: a rank filter gives a first estimate strokes cannot pull up; the pixels
-   it shows to be paper are fitted with a cubic surface plus a coarse grid of corrections;
+2. on a MODEL_SIDE px copy, judge polarity (against a local median, the heavier tail is ink;
+   a clean drawing, mostly paper of one exact grey, against that grey) and model the paper: a
+   rank filter gives a first estimate strokes cannot pull up; the pixels it shows to be paper
+   are fitted with a cubic surface plus a coarse grid of corrections;
 3. subtract the paper and measure the noise robustly (histogram mode, one-sided MAD);
 4. find blobs of ink above the noise floor that reach halfway to the darkest ink; keep the
    heaviest and those close and heavy enough to be its other strokes (a 5's bar), drop specks;
@@ -64,6 +65,9 @@ BG_WINDOW = 0.5
 """Rank-filter window there, as a fraction of the shorter side: wider than any stroke."""
 BG_PERCENTILE = 20
 """Percentile (ink bright) taken as the paper: right while ink covers under 80% of a window."""
+CLEAN_SHARE = 0.5
+"""A drawing whose paper is exactly one grey in at least this share of its pixels has its ink's
+polarity read directly; photos never have paper that even."""
 FLAT_PAPER = 1 / 255
 """Paper whose first estimate varies less than this (one grey level) is taken as flat."""
 PAPER_ROUNDS = 2
@@ -357,6 +361,17 @@ def _has_dark_ink(coarse: np.ndarray, small: np.ndarray) -> bool:
     return bool(darker > brighter)
 
 
+def _drawn_with_dark_ink(coarse: np.ndarray) -> bool | None:
+    """Whether a clean drawing, most of whose pixels are exactly one grey (a canvas, a digital
+    image), has dark ink: whichever side of that paper grey holds more ink. None for anything
+    else (in a photo or scan, noise leaves no paper that even), which `_has_dark_ink` judges."""
+    values = _sample(coarse)
+    paper = np.median(values)  # that grey, where it covers over half of the pixels
+    if np.count_nonzero(values == paper) < CLEAN_SHARE * values.size:
+        return None
+    return bool(np.maximum(paper - values, 0.0).sum() > np.maximum(values - paper, 0.0).sum())
+
+
 def _coordinates(size: int) -> np.ndarray:
     """Centres of `size` pixels in a row or column, normalised to [-1, 1]: (size,)."""
     return ((np.arange(size) + 0.5) * (2.0 / size) - 1.0).astype(np.float32)
@@ -387,7 +402,10 @@ class _Paper(NamedTuple):
     correction: np.ndarray  # (g, g') over the whole image
 
     def over(self, shape: tuple[int, int]) -> np.ndarray:
-        """The paper under an image of `shape` (any resolution): (H, W)."""
+        """The paper under an image of `shape` (any resolution): (H, W), or a scalar (its one
+        level) where it is flat."""
+        if not self.surface[1:].any() and not self.correction.any():
+            return np.float32(self.surface[0])
         correction = _resize(self.correction, shape, Image.Resampling.BILINEAR)
         return _cubic(self.surface, shape) + correction
 
@@ -422,12 +440,11 @@ def _paper_model(coarse: np.ndarray, small: np.ndarray) -> _Paper:
     is the next estimate: the second round also fits shading the first estimate missed (dark
     corners), which the first round took for ink.
     """
-    estimate = _resize(
-        _rank_background(small, BG_PERCENTILE), coarse.shape, Image.Resampling.BILINEAR
-    )
+    first = _rank_background(small, BG_PERCENTILE)  # (h, w)
+    if np.ptp(first) <= FLAT_PAPER:  # blank paper or a canvas: nothing to model
+        return _Paper(np.eye(10)[0] * float(np.median(first)), np.zeros((1, 1), np.float32))
+    estimate = _resize(first, coarse.shape, Image.Resampling.BILINEAR)
     fallback = float(np.median(estimate))
-    if np.ptp(estimate) <= FLAT_PAPER:  # blank paper or a canvas: nothing to model
-        return _Paper(np.eye(10)[0] * fallback, np.zeros((1, 1), dtype=np.float32))
     for _ in range(PAPER_ROUNDS):
         residual = coarse - estimate  # (H, W)
         paper, sigma, _, top = _spread(residual)
@@ -538,7 +555,10 @@ def _mnist_digit(gray: np.ndarray, label: str) -> np.ndarray:
     """The (28, 28) uint8 MNIST rendering of the digit in a (H, W) grey image in [0, 1]."""
     coarse = _shrink(gray, MODEL_SIDE)  # (h, w)
     small = _shrink(coarse, BG_SIDE)  # (h', w')
-    if _has_dark_ink(coarse, small):
+    dark_ink = _drawn_with_dark_ink(coarse)
+    if dark_ink is None:
+        dark_ink = _has_dark_ink(coarse, small)
+    if dark_ink:
         gray, coarse, small = 1.0 - gray, 1.0 - coarse, 1.0 - small
     paper = _paper_model(coarse, small)
     ink = _find_ink(coarse, paper, label)
