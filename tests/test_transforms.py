@@ -37,6 +37,13 @@ def test_normalize(images, dtype):
     np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
 
 
+def test_normalize_into_an_existing_array_gives_the_same_values(images):
+    fresh = normalize(images, 0.1307, 0.3081)
+    reused = np.full((10, 1, 28, 28), np.nan, np.float32)
+    assert normalize(images, 0.1307, 0.3081, out=reused) is reused
+    np.testing.assert_array_equal(reused, fresh)
+
+
 def test_normalize_gives_the_1998_input_range():
     out = normalize(np.array([[[0, 255]]], np.uint8), 0.1 / 1.275, 1 / 1.275)
     np.testing.assert_allclose(out.ravel(), [-0.1, 1.175], atol=1e-6)

@@ -152,11 +152,12 @@ def train(config: TrainConfig, *, resume: str | Path | None = None,
     steps_per_epoch = math.ceil(n / config.batch_size)
     total_steps = steps_per_epoch * config.epochs
     show_bar = sys.stderr.isatty() if progress is None else progress
+    x_epoch = x_clean
     for epoch in range(start_epoch, config.epochs):
         started = time.perf_counter()
         order = np.random.default_rng([config.seed, epoch]).permutation(n)
-        engine.bind_training_data(_epoch_inputs(config, epoch, train_images, norm, x_clean),
-                                  y_train)
+        x_epoch = _epoch_inputs(config, epoch, train_images, norm, x_epoch)
+        engine.bind_training_data(x_epoch, y_train)
         engine.start_epoch(order)
         batches = range(steps_per_epoch)
         if show_bar:
@@ -208,16 +209,18 @@ def _epochs(n: int) -> str:
 
 
 def _epoch_inputs(config: TrainConfig, epoch: int, images: np.ndarray, norm: dict,
-                  clean: np.ndarray | None) -> np.ndarray:
-    """This epoch's network inputs: the clean ones, or fresh random distortions of them."""
+                  previous: np.ndarray | None) -> np.ndarray:
+    """This epoch's network inputs: the clean ones (``previous``), or fresh random
+    distortions, written over the previous epoch's where there are some."""
     if config.augment == "none":
-        return clean
+        return previous
     from .data.distortions import distort, shift
 
     rng = np.random.default_rng([config.seed, epoch, 1])
     if config.augment == "shift":
-        return prepare_inputs(shift(images, rng), norm)
-    return prepare_inputs(distort(images, rng, elastic=config.augment == "elastic"), norm)
+        return prepare_inputs(shift(images, rng), norm, out=previous)
+    distorted = distort(images, rng, elastic=config.augment == "elastic")
+    return prepare_inputs(distorted, norm, out=previous)
 
 
 def _save_epoch(run_dir: Path, engine, config: TrainConfig, run_config: dict,

@@ -35,14 +35,21 @@ def pixel_stats(images: np.ndarray) -> tuple[float, float]:
 
 
 def normalize(
-    images: np.ndarray, mean: float, std: float, dtype: DTypeLike = np.float32
+    images: np.ndarray, mean: float, std: float, dtype: DTypeLike = np.float32,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
-    """(N,H,W) uint8 (0-255) or float (0-1) -> (N,1,H,W) `dtype` holding (x - mean) / std.
+    """(N,H,W) uint8 (0-255) or float (0-1) -> (N,1,H,W) `dtype` holding (x - mean) / std,
+    written into ``out`` (N,1,H,W) where given: refilling last epoch's inputs costs a third of
+    faulting in a fresh quarter-gigabyte array.
 
     The 1998 input scaling (background -0.1, ink 1.175) is mean=0.1/1.275, std=1/1.275.
     """
     scale = 255.0 if images.dtype == np.uint8 else 1.0
-    x = images.astype(dtype)[:, None]  # (N,1,H,W)
+    if out is None:
+        x = images.astype(dtype)[:, None]  # (N,1,H,W)
+    else:
+        x = out
+        np.copyto(x[:, 0], images)
     x *= 1.0 / (scale * std)
     x -= mean / std
     return x
@@ -59,8 +66,9 @@ def input_normalization(arch: Architecture, train_images: np.ndarray) -> dict:
     return {"kind": "lecun_1998", "pad": pad_px, "background": -0.1, "ink": 1.175}
 
 
-def prepare_inputs(images: np.ndarray, norm: dict) -> np.ndarray:
-    """(N,28,28) uint8 0-255 or float 0-1, bright ink -> the (N,1,32,32) float32 network input."""
+def prepare_inputs(images: np.ndarray, norm: dict, out: np.ndarray | None = None) -> np.ndarray:
+    """(N,28,28) uint8 0-255 or float 0-1, bright ink -> the (N,1,32,32) float32 network input
+    (into ``out`` where given, see `normalize`)."""
     if images.ndim != 3 or images.shape[1:] != (28, 28):
         raise Lenet5Error(f"images must be 28x28 (shape (N, 28, 28)), got {images.shape}; "
                           "use lenet5.preprocess_image for photos and other sizes.")
@@ -71,9 +79,9 @@ def prepare_inputs(images: np.ndarray, norm: dict) -> np.ndarray:
                               "values by 255 or pass uint8.")
     padded = pad(images, norm["pad"])  # (N,32,32), background 0 before scaling
     if norm["kind"] == "mean_std":
-        return normalize(padded, norm["mean"], norm["std"])
+        return normalize(padded, norm["mean"], norm["std"], out=out)
     span = norm["ink"] - norm["background"]
-    return normalize(padded, -norm["background"] / span, 1.0 / span)
+    return normalize(padded, -norm["background"] / span, 1.0 / span, out=out)
 
 
 def split_validation(
