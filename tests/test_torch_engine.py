@@ -250,17 +250,6 @@ def test_evaluate_logits_and_parameters_match_numpy():
     assert np.abs(engine.parameters()["C1.weight"]).sum() > 0
 
 
-def test_training_data_is_copied_once_per_array():
-    engine = TorchEngine(LENET5, init_params(LENET5, 0), device="cpu")
-    x, y = batch(4, np.float32)
-    engine.bind_training_data(x, y)
-    bound = engine.train_x
-    engine.bind_training_data(x, y)
-    assert engine.train_x is bound
-    engine.bind_training_data(x.copy(), y)
-    assert engine.train_x is not bound
-
-
 def test_device_auto_and_errors():
     assert TorchEngine(LENET5, init_params(LENET5, 0), device="auto").device == (
         "cuda" if HAS_CUDA else "cpu")

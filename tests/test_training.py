@@ -104,6 +104,29 @@ def test_every_augmentation_trains(synthetic_dataset, tmp_path, augment):
     assert read_metrics(run)[-1]["test_acc"] > 0.5
 
 
+@pytest.mark.parametrize("engine", ["numpy", "torch"])
+@pytest.mark.parametrize("augment", ["none", "shift"])
+def test_engine_is_given_each_epochs_inputs(synthetic_dataset, tmp_path, monkeypatch, engine,
+                                            augment):
+    """Augmented inputs are refilled in place each epoch; every engine must be told (an engine
+    that copies to a device would otherwise keep training on the first epoch's)."""
+    if engine == "torch":
+        pytest.importorskip("torch")
+        from lenet5.torch_engine.model import TorchEngine as cls
+    else:
+        from lenet5.numpy_engine.model import NumpyEngine as cls
+    bound = []  # what the engine holds after each binding
+    original = cls.bind_training_data
+    monkeypatch.setattr(cls, "bind_training_data", lambda self, x, y: (
+        original(self, x, y), bound.append(float(self.train_x.sum()))))
+    train(config(synthetic_dataset, tmp_path / "run", engine=engine, epochs=3, augment=augment),
+          log=quiet)
+    if augment == "none":
+        assert len(bound) == 1  # the same inputs all along: copied once
+    else:
+        assert len(bound) == 3 and len(set(bound)) == 3  # fresh distortions every epoch
+
+
 def test_unknown_augmentation_is_named():
     with pytest.raises(Lenet5Error, match="unknown --augment 'blur'"):
         TrainConfig(augment="blur").validate()

@@ -30,7 +30,8 @@ class Engine(Protocol):
         """(sum of per-image losses, predicted labels)."""
 
     def bind_training_data(self, x: np.ndarray, y: np.ndarray) -> None:
-        """Keep the epoch's inputs where the engine computes (e.g. on the GPU)."""
+        """Copy the training inputs where the engine computes (e.g. to the GPU). Called once
+        for clean inputs, and each epoch for augmented ones, which the loop refills in place."""
 
     def start_epoch(self, order: np.ndarray) -> None:
         """Before each pass, with its shuffled row order: SDLM re-estimates its curvature on

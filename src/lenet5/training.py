@@ -112,9 +112,6 @@ def train(config: TrainConfig, *, resume: str | Path | None = None,
     train_images, train_labels, val_images, val_labels = split_validation(
         train_images, train_labels, config.val_size, config.seed)
     norm = input_normalization(arch, train_images)
-    # (N, 1, 32, 32) float32, only when every epoch reads the same inputs: with augmentation
-    # each epoch makes its own, and a clean copy would only hold memory
-    x_clean = prepare_inputs(train_images, norm) if config.augment == "none" else None
     y_train = train_labels.astype(np.int64)
     x_test, y_test = prepare_inputs(data.test_images, norm), data.test_labels.astype(np.int64)
     x_val = prepare_inputs(val_images, norm) if len(val_images) else None
@@ -152,12 +149,15 @@ def train(config: TrainConfig, *, resume: str | Path | None = None,
     steps_per_epoch = math.ceil(n / config.batch_size)
     total_steps = steps_per_epoch * config.epochs
     show_bar = sys.stderr.isatty() if progress is None else progress
-    x_epoch = x_clean
+    x_epoch = None  # (N, 1, 32, 32) float32: this epoch's inputs
+    if config.augment == "none":  # every epoch reads the same inputs
+        engine.bind_training_data(prepare_inputs(train_images, norm), y_train)
     for epoch in range(start_epoch, config.epochs):
         started = time.perf_counter()
         order = np.random.default_rng([config.seed, epoch]).permutation(n)
-        x_epoch = _epoch_inputs(config, epoch, train_images, norm, x_epoch)
-        engine.bind_training_data(x_epoch, y_train)
+        if config.augment != "none":
+            x_epoch = _distorted_inputs(config, epoch, train_images, norm, x_epoch)
+            engine.bind_training_data(x_epoch, y_train)
         engine.start_epoch(order)
         batches = range(steps_per_epoch)
         if show_bar:
@@ -208,12 +208,10 @@ def _epochs(n: int) -> str:
     return f"{n} epoch" if n == 1 else f"{n} epochs"
 
 
-def _epoch_inputs(config: TrainConfig, epoch: int, images: np.ndarray, norm: dict,
-                  previous: np.ndarray | None) -> np.ndarray:
-    """This epoch's network inputs: the clean ones (``previous``), or fresh random
-    distortions, written over the previous epoch's where there are some."""
-    if config.augment == "none":
-        return previous
+def _distorted_inputs(config: TrainConfig, epoch: int, images: np.ndarray, norm: dict,
+                      previous: np.ndarray | None) -> np.ndarray:
+    """This epoch's network inputs, fresh random distortions of ``images``, written over the
+    previous epoch's where there are some (the engine is told by binding them again)."""
     from .data.distortions import distort, shift
 
     rng = np.random.default_rng([config.seed, epoch, 1])

@@ -278,7 +278,6 @@ class TorchEngine:
         self.optimizer = TorchOptimizer(optimizer or OptimizerSpec(),
                                         dict(self.net.named_parameters()))
         self.loss_fn = LOSSES[arch.loss]
-        self._bound: tuple[np.ndarray, np.ndarray] | None = None  # the arrays last bound
         self._metrics = torch.zeros(2, dtype=torch.float64, device=self.device)  # loss, correct
         self._seen = 0
 
@@ -304,10 +303,7 @@ class TorchEngine:
         return float(loss_sum), torch.cat(preds).cpu().numpy()
 
     def bind_training_data(self, x: np.ndarray, y: np.ndarray) -> None:
-        """Copy the epoch's data to the device, unless these very arrays are there already."""
-        if self._bound is not None and self._bound[0] is x and self._bound[1] is y:
-            return
-        self._bound = (x, y)
+        """Copy the training data to the device (the loop calls this whenever it changes)."""
         self.train_x = self._tensor(x)  # (N, 1, H, W); on CPU it shares x's memory
         self.train_y = torch.as_tensor(y, dtype=torch.int64, device=self.device)
 
