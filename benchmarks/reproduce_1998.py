@@ -8,7 +8,7 @@ directory.
 
 Writes benchmarks/results/reproduce_1998.md. With fewer than 20 epochs or a --limit the table
 says it is a short run, not the reproduction. The settings train at the same time, one child
-process each (each is single-threaded; export OPENBLAS_NUM_THREADS=1).
+process each, each with one BLAS thread unless OPENBLAS_NUM_THREADS says otherwise.
 """
 
 from __future__ import annotations
@@ -41,8 +41,10 @@ def run_setting(augment: str, args: argparse.Namespace, root: Path) -> dict:
                "--out", str(out)]
     if args.limit:
         command += ["--limit", str(args.limit)]
+    # the settings train side by side: one BLAS/OpenMP thread each, or they fight for the cores
+    env = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", **os.environ}
     started = time.perf_counter()
-    subprocess.run(command, check=True)
+    subprocess.run(command, check=True, env=env)
     wall = time.perf_counter() - started
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     config = json.loads((out / "config.json").read_text())

@@ -60,14 +60,18 @@ def test_feature_maps_are_in_natural_order(arch):
     np.testing.assert_allclose(c1, expected.transpose(0, 3, 1, 2), rtol=1e-12, atol=1e-12)
 
 
-def test_allocator_keeps_freed_memory_on_linux():
-    assert keep_freed_memory() == (sys.platform.startswith("linux") and _glibc())
-
-
-def _glibc() -> bool:
+def test_allocator_keeps_freed_memory_on_64_bit_glibc(monkeypatch):
     import platform
 
-    return platform.libc_ver()[0] == "glibc"
+    keep_freed_memory.cache_clear()
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
+    glibc = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
+    assert keep_freed_memory() == (glibc and sys.maxsize > 2**32)
+    keep_freed_memory.cache_clear()
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "65536")  # the user's own tuning wins
+    assert keep_freed_memory() is False
+    keep_freed_memory.cache_clear()
 
 
 def test_inference_keeps_no_backward_caches():

@@ -403,24 +403,57 @@ def test_serve_runs_the_workers_asked_for_each_with_one_blas_thread(model_path, 
     assert run["config"].workers == 3 and len(run["sockets"]) == 1
     assert "3 workers" in capsys.readouterr().err
     assert json.loads(run["environ"][server_app.WORKER_ENV]) == {
-        "model_path": str(model_path), "engine": "numpy", "device": "auto"}
+        "model_path": str(model_path), "engine": "numpy", "device": "auto",
+        "parent": os.getpid()}
     assert all(run["environ"][name] == "1" for name in server_app.ONE_THREAD)
-    # what a worker process does with that environment: the same model, answering, and (on
-    # Linux) a request to be stopped with its parent; recorded here, not made for pytest
+    # what a worker process does with that environment: asks to stop with its parent
+    # (recorded here, not done to pytest) and answers with the same model
     os.environ[server_app.WORKER_ENV] = run["environ"][server_app.WORKER_ENV]
+    parents = []
+    monkeypatch.setattr(server_app, "stop_with_parent", parents.append)
+    with TestClient(server_app.worker_app()) as worker:
+        assert worker.get("/api/model").json() == client.get("/api/model").json()
+    assert parents == [os.getpid()]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl is Linux's")
+def test_a_worker_whose_parent_is_gone_leaves(monkeypatch):
     prctl = []
     monkeypatch.setattr(server_app.ctypes, "CDLL", lambda _: SimpleNamespace(
         prctl=lambda *args: prctl.append(args)))
-    with TestClient(server_app.worker_app()) as worker:
-        assert worker.get("/api/model").json() == client.get("/api/model").json()
-    if sys.platform.startswith("linux"):
-        assert prctl == [(server_app.PR_SET_PDEATHSIG, signal.SIGTERM)]
+    server_app.stop_with_parent(os.getppid())  # parent alive: stays
+    with pytest.raises(SystemExit) as stopped:
+        server_app.stop_with_parent(os.getppid() + 1)  # not our parent: it has died
+    assert stopped.value.code == 0
+    assert prctl == [(server_app.PR_SET_PDEATHSIG, signal.SIGTERM)] * 2
 
 
-def test_serve_defaults_to_a_worker_per_core(model_path, capsys, supervised):
+def test_a_worker_that_cannot_load_the_model_stops_the_server(tmp_path, monkeypatch, capsys,
+                                                              supervised, model_path):
+    from uvicorn.config import STARTUP_FAILURE
+    from uvicorn.supervisors import Multiprocess
+
+    monkeypatch.setattr(server_app, "stop_with_parent", lambda parent: None)
+    os.environ[server_app.WORKER_ENV] = json.dumps(
+        {"model_path": str(tmp_path / "gone"), "engine": "numpy", "device": "auto",
+         "parent": 1})
+    with pytest.raises(SystemExit) as failed:  # the worker: one line, uvicorn's status
+        server_app.worker_app()
+    assert failed.value.code == STARTUP_FAILURE
+    assert "no model at" in capsys.readouterr().err
+    # the supervisor then stops; `lenet5 serve` says so and exits 1, not 0
+    monkeypatch.setattr(Multiprocess, "run", lambda self: setattr(
+        self, "processes", [SimpleNamespace(exitcode=STARTUP_FAILURE)]))
+    assert main(["serve", str(model_path), "--port", "0"]) == 1
+    assert "a worker could not load" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("cores, workers", [(1, 1), (2, 2), (8, 4)])
+def test_serve_defaults_to_a_worker_per_core(model_path, capsys, supervised, monkeypatch, cores,
+                                             workers):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _: set(range(cores)), raising=False)
     assert main(["serve", str(model_path), "--port", "0"]) == 0
-    expected = min(4, len(os.sched_getaffinity(0)))
-    assert supervised[0]["config"].workers == server_app.default_workers() == expected
+    assert supervised[0]["config"].workers == server_app.default_workers() == workers
 
 
 def test_serve_refuses_fewer_than_one_worker(model_path, capsys, supervised):
@@ -508,6 +541,15 @@ def test_lenet5_serve_runs_as_a_command(model_path, workers, stop):
         getattr(process, stop)()
         process.wait(timeout=30)
     deadline = time.monotonic() + 10
-    while any(Path(f"/proc/{pid}").exists() for pid in workers_started):
+    while any(_running(pid) for pid in workers_started):
         assert time.monotonic() < deadline, "worker processes outlived `lenet5 serve`"
         time.sleep(0.05)
+
+
+def _running(pid: str) -> bool:
+    """Whether a process exists and is not a zombie (one nobody has reaped yet is gone too)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except OSError:
+        return False
+    return state != "Z"

@@ -401,7 +401,7 @@ class _Paper(NamedTuple):
     surface: np.ndarray  # (10,) coefficients of _monomials
     correction: np.ndarray  # (g, g') over the whole image
 
-    def over(self, shape: tuple[int, int]) -> np.ndarray:
+    def over(self, shape: tuple[int, int]) -> np.ndarray | np.float32:
         """The paper under an image of `shape` (any resolution): (H, W), or a scalar (its one
         level) where it is flat."""
         if not self.surface[1:].any() and not self.correction.any():

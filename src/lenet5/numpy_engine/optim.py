@@ -7,6 +7,8 @@ rounding. SDLM is the stochastic diagonal Levenberg-Marquardt method of LeCun et
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ..hparams import OptimizerSpec
@@ -98,7 +100,7 @@ class Optimizer:
         v += (1 - s.beta2) * g * g
         bias1 = 1 - s.beta1**self.steps
         bias2 = 1 - s.beta2**self.steps
-        denom = np.sqrt(v) / np.sqrt(bias2) + s.eps
+        denom = np.sqrt(v) / math.sqrt(bias2) + s.eps  # a Python float keeps float32 float32
         return (lr / bias1) * (m / denom)
 
     def state_dict(self) -> dict[str, np.ndarray]:

@@ -6,9 +6,10 @@ pass, and answers the probabilities, the 28x28 input the network saw and the fea
 its convolution and pooling layers as small PNGs. The page in ``static/`` draws on top of it.
 
 Concurrency: each process answers one request at a time, on its event loop: the body is read
-there (so oversized bodies are cut off early) and the 2-3 ms of CPU work runs inline, since a
-hop to a thread pool costs more than it saves when the GIL lets only one thread compute anyway.
-`lenet5 serve --workers N` runs N such processes on one socket, to use N cores.
+there (so oversized bodies are cut off early) and the CPU work (2-3 ms for a canvas drawing,
+more for a large photo, which holds that process's other requests meanwhile) runs inline,
+since a hop to a thread pool costs more than it saves when the GIL lets only one thread
+compute anyway. `lenet5 serve --workers N` runs N such processes on one socket, to use N cores.
 """
 
 from __future__ import annotations
@@ -333,18 +334,35 @@ other workers for the cores."""
 
 
 def default_workers() -> int:
-    """One worker process per core this process may use, at most 4."""
+    """One worker process per core this process may use (all cores where the system does not
+    say), at most 4."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return max(1, min(4, cores or 1))
 
 
-def worker_app() -> FastAPI:
-    """The app of one worker process started by `serve`. On Linux the worker also asks the
-    kernel for SIGTERM when `serve`'s process dies, even killed outright, so that no orphaned
-    worker keeps answering on (and holding) the port."""
+def stop_with_parent(parent: int) -> None:
+    """On Linux, ask the kernel for SIGTERM when `serve`'s process dies, even killed outright,
+    so that no orphaned worker keeps answering on (and holding) the port; leave at once if it
+    died before the request."""
     if sys.platform.startswith("linux"):
         ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    return create_app(**json.loads(os.environ[WORKER_ENV]))
+        if os.getppid() != parent:
+            sys.exit(0)
+
+
+def worker_app() -> FastAPI:
+    """The app of one worker process started by `serve`. A model that cannot be loaded stops
+    the worker with uvicorn's startup-failure status, so the supervisor stops rather than
+    restarting it forever."""
+    from uvicorn.config import STARTUP_FAILURE
+
+    settings = json.loads(os.environ[WORKER_ENV])
+    stop_with_parent(settings.pop("parent"))
+    try:
+        return create_app(**settings)
+    except Lenet5Error as exc:
+        print(f"lenet5: {exc}", file=sys.stderr, flush=True)
+        sys.exit(STARTUP_FAILURE)
 
 
 def serve(sock: socket.socket, model_path: str | Path, engine: str = "numpy",
@@ -354,12 +372,17 @@ def serve(sock: socket.socket, model_path: str | Path, engine: str = "numpy",
     replaces a worker that dies. Workers are started afresh, never forked, so numpy in them
     reads ONE_THREAD (numpy here was loaded before `serve` could set it)."""
     import uvicorn
+    from uvicorn.config import STARTUP_FAILURE
     from uvicorn.supervisors import Multiprocess
 
-    os.environ[WORKER_ENV] = json.dumps(
-        {"model_path": str(model_path), "engine": engine, "device": device})
+    os.environ[WORKER_ENV] = json.dumps({"model_path": str(model_path), "engine": engine,
+                                         "device": device, "parent": os.getpid()})
     for name in ONE_THREAD:
         os.environ.setdefault(name, "1")
     config = uvicorn.Config(f"{__name__}:worker_app", factory=True, workers=workers,
                             log_level="warning", access_log=False)
-    Multiprocess(config, sockets=[sock]).run()
+    supervisor = Multiprocess(config, sockets=[sock])
+    supervisor.run()
+    if any(worker.exitcode == STARTUP_FAILURE for worker in supervisor.processes):
+        raise Lenet5Error(f"a worker could not load {model_path} (its message is above); "
+                          "check the model file and --engine/--device.")
