@@ -48,16 +48,23 @@ def test_feature_maps_name_every_layer():
 
 @pytest.mark.parametrize("arch", list(ARCHITECTURES.values()), ids=list(ARCHITECTURES))
 def test_feature_maps_are_in_natural_order(arch):
-    """Convolutions feeding a pool store their columns split; the maps must not show that."""
+    """Convolutions feeding a pool store their columns split; the maps must not show that:
+    every map equals that of the same network computed without the split layout."""
     net = NumpyNet(arch, init_params(arch, 0), dtype=np.float64)
     convs = [layer for _, layer in net.layers if isinstance(layer, L.Conv2d)]
     assert [conv.split for conv in convs] == [2, 2, 1][:len(convs)]  # C1, C3 feed pools
+    plain = NumpyNet(arch, init_params(arch, 0), dtype=np.float64)
+    for _, layer in plain.layers:
+        layer.split, layer.split_input = 1, False
     x = np.random.default_rng(0).normal(size=(2, 1, 32, 32))
-    c1 = dict(net.feature_maps(x))["C1"]  # (2, 6, 28, 28)
-    plain = L.Conv2d(net.params["C1.weight"].copy(), net.params["C1.bias"].copy())
+    maps, expected = dict(net.feature_maps(x)), dict(plain.feature_maps(x))
+    assert list(maps) == list(expected)
+    for name in maps:
+        np.testing.assert_allclose(maps[name], expected[name], rtol=1e-12, atol=1e-12)
+    c1 = L.Conv2d(net.params["C1.weight"].copy(), net.params["C1.bias"].copy())
     activation = ACTIVATIONS[arch.layers[0].activation]()
-    expected = activation.forward(plain.forward(x.transpose(0, 2, 3, 1), train=False), False)
-    np.testing.assert_allclose(c1, expected.transpose(0, 3, 1, 2), rtol=1e-12, atol=1e-12)
+    direct = activation.forward(c1.forward(x.transpose(0, 2, 3, 1), train=False), False)
+    np.testing.assert_allclose(maps["C1"], direct.transpose(0, 3, 1, 2), rtol=1e-12, atol=1e-12)
 
 
 def test_allocator_keeps_freed_memory_on_64_bit_glibc(monkeypatch):
