@@ -267,7 +267,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 "verify every file's SHA-256.", formatter_class=_Formatter)
     fetch.add_argument("--dataset", choices=DATASET_NAMES, default="mnist", help="dataset")
     fetch.add_argument("--data-dir", default=None,
-                       help="folder holding the four IDX files (raw or .gz) to use first")
+                       help="folder holding the four IDX files (raw or .gz) to use first "
+                       "(default: none; the cache is $LENET5_DATA or ~/.cache/lenet5)")
     fetch.set_defaults(func=cmd_data_fetch)
 
     train = command("train", "Train a model; writes a run directory.")
@@ -299,7 +300,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--limit", type=int, default=None,
                        help="train on the first N training images only (default: all)")
     train.add_argument("--dataset", choices=DATASET_NAMES, default=d.dataset, help="dataset")
-    train.add_argument("--data-dir", default=None, help="folder holding the dataset's IDX files")
+    train.add_argument("--data-dir", default=None, help="folder holding the dataset's IDX files "
+                       "(default: the verified cache, $LENET5_DATA or ~/.cache/lenet5)")
     train.add_argument("--out", default=None,
                        help="run directory (default: runs/<arch>-<engine>-<date>-<time>)")
     train.add_argument("--resume", default=None, metavar="RUN_DIR",
@@ -318,7 +320,8 @@ def build_parser() -> argparse.ArgumentParser:
     engine_flags(evaluate, INFERENCE_ENGINES)
     evaluate.add_argument("--dataset", choices=DATASET_NAMES, default=None,
                           help="dataset (default: the one the model was trained on)")
-    evaluate.add_argument("--data-dir", default=None, help="folder holding the IDX files")
+    evaluate.add_argument("--data-dir", default=None, help="folder holding the IDX files "
+                          "(default: the verified cache, $LENET5_DATA or ~/.cache/lenet5)")
     evaluate.add_argument("--json", action="store_true", help="print one JSON document")
     evaluate.set_defaults(func=cmd_evaluate)
 
@@ -340,7 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("model", help="model.safetensors or a run directory")
     export.add_argument("--format", choices=("onnx",), default="onnx", help="file format")
     export.add_argument("-o", "--output", required=True, metavar="FILE",
-                        help="file to write, e.g. model.onnx")
+                        help="file to write, e.g. model.onnx (required, no default)")
     export.add_argument("--via", choices=VIAS, default="numpy",
                         help="numpy builds the graph with the onnx package alone; torch uses "
                         "torch.onnx.export on the torch engine's network")

@@ -66,8 +66,8 @@ def make_engine(name: str, arch: Architecture, params: dict[str, np.ndarray],
             from .torch_engine import TorchEngine
         except ImportError as exc:
             raise Lenet5Error(
-                f"--engine torch needs PyTorch ({exc}); install it with "
-                "`pip install -e '.[torch]' -c constraints.txt`.") from None
+                f"the torch engine (--engine torch, engine=\"torch\") needs PyTorch ({exc}); "
+                "install it with `pip install -e '.[torch]' -c constraints.txt`.") from None
         return TorchEngine(arch, params, optimizer, device)
     if name == "onnx":
         raise Lenet5Error("--engine onnx only runs trained models (evaluate, predict); train "
