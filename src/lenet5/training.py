@@ -149,7 +149,7 @@ def train(config: TrainConfig, *, resume: str | Path | None = None,
     steps_per_epoch = math.ceil(n / config.batch_size)
     total_steps = steps_per_epoch * config.epochs
     show_bar = sys.stderr.isatty() if progress is None else progress
-    x_epoch = None  # (N, 1, 32, 32) float32: this epoch's inputs
+    x_epoch = None  # (N, 1, 32, 32) float32: the distorted inputs, refilled every epoch
     if config.augment == "none":  # every epoch reads the same inputs
         engine.bind_training_data(prepare_inputs(train_images, norm), y_train)
     for epoch in range(start_epoch, config.epochs):
