@@ -42,6 +42,9 @@ class NumpyNet:
             following = arch.layers[i + 1] if i + 1 < len(arch.layers) else None
             prefix = spec.name + "."
             p = {k[len(prefix):]: v for k, v in self.params.items() if k.startswith(prefix)}
+            if spatial and isinstance(spec, (A.Dense, A.RBF)):  # the first vector layer
+                self.layers.append((spec.name, L.Flatten()))
+                spatial = False
             if isinstance(spec, A.Conv):
                 mask = None if spec.table is None else np.array(spec.table, dtype=bool)
                 self.layers.append((spec.name, L.Conv2d(p["weight"], p["bias"], mask)))
@@ -50,17 +53,11 @@ class NumpyNet:
             elif isinstance(spec, A.Subsample):
                 self.layers.append((spec.name, L.Subsample2d(p["weight"], p["bias"], spec.size)))
             elif isinstance(spec, A.Dense):
-                if spatial:
-                    self.layers.append((spec.name, L.Flatten()))
-                    spatial = False
                 self.layers.append((spec.name, L.Linear(p["weight"], p["bias"])))
             elif isinstance(spec, A.RBF):
                 centres = A.rbf_centres().astype(dtype)  # (10, 84), fixed
                 if centres.shape != (spec.out_features, spec.in_features):
                     raise ValueError(f"{spec.name}: the RBF bitmaps are {centres.shape}")
-                if spatial:
-                    self.layers.append((spec.name, L.Flatten()))
-                    spatial = False
                 self.layers.append((spec.name, L.RBF(centres)))
             else:
                 raise TypeError(f"{spec.name}: unknown layer kind {type(spec).__name__}")
