@@ -74,8 +74,9 @@ class TrainConfig:
             raise Lenet5Error(f"unknown --augment {self.augment!r}; choose one of: "
                               f"{', '.join(AUGMENTATIONS)}.")
         get_arch(self.arch)
-        self.resolved().optimizer_spec()
-        self.resolved().schedule_spec()
+        resolved = self.resolved()
+        resolved.optimizer_spec()
+        resolved.schedule_spec()
 
     def optimizer_spec(self) -> OptimizerSpec:
         return OptimizerSpec(name=self.optimizer, momentum=self.momentum, nesterov=self.nesterov,
