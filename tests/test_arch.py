@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from lenet5.arch import LENET5, get_arch, init_params
+from lenet5.arch import LENET5, RBF, get_arch, init_params, rbf_centres_of
 from lenet5.errors import Lenet5Error
 
 
@@ -41,3 +41,9 @@ def test_init_is_deterministic_float32_and_scaled():
 def test_unknown_arch_is_a_clear_error():
     with pytest.raises(Lenet5Error, match="unknown architecture 'lenet6'"):
         get_arch("lenet6")
+
+
+def test_rbf_centres_fit_only_a_layer_of_their_shape():
+    assert rbf_centres_of(RBF("OUTPUT", 84, 10)).shape == (10, 84)
+    with pytest.raises(ValueError, match="OUTPUT: the RBF bitmaps are"):
+        rbf_centres_of(RBF("OUTPUT", 84, 26))

@@ -3,8 +3,15 @@
 import numpy as np
 import pytest
 
-from lenet5.data.transforms import normalize, pad, pixel_stats, split_validation
-from lenet5.errors import DataError
+from lenet5.data.transforms import (
+    mean_std,
+    normalize,
+    pad,
+    pixel_stats,
+    prepare_inputs,
+    split_validation,
+)
+from lenet5.errors import DataError, ModelFileError
 
 
 @pytest.fixture
@@ -73,3 +80,11 @@ def test_split_without_validation(images):
 def test_split_refuses_impossible_sizes(images, val_size):
     with pytest.raises(DataError, match="--val-size"):
         split_validation(images, np.zeros(10, np.uint8), val_size, seed=0)
+
+
+def test_mean_std_of_each_normalisation_and_an_unknown_one(images):
+    assert mean_std({"kind": "mean_std", "mean": 0.13, "std": 0.31}) == (0.13, 0.31)
+    mean, std = mean_std({"kind": "lecun_1998", "background": -0.1, "ink": 1.175})
+    assert (0 - mean) / std == pytest.approx(-0.1) and (1 - mean) / std == pytest.approx(1.175)
+    with pytest.raises(ModelFileError, match="unknown input normalisation 'whiten'"):
+        prepare_inputs(images, {"kind": "whiten", "pad": 2})

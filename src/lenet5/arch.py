@@ -277,6 +277,16 @@ def rbf_centres() -> np.ndarray:
     return centres
 
 
+def rbf_centres_of(layer: RBF) -> np.ndarray:
+    """The centres of an RBF layer, (out_features, in_features): the digit bitmaps, which
+    exist for 10 classes of 84 features only."""
+    centres = rbf_centres()
+    if centres.shape != (layer.out_features, layer.in_features):
+        raise ValueError(f"{layer.name}: the RBF bitmaps are {centres.shape}, the layer "
+                         f"{(layer.out_features, layer.in_features)}")
+    return centres
+
+
 def format_bitmaps(centres: np.ndarray) -> str:
     """The 10 centres side by side as text, '#' for +1 and '.' for -1."""
     grids = centres.reshape(-1, RBF_BITMAP_ROWS, RBF_BITMAP_COLS) > 0  # (10, 12, 7)

@@ -21,10 +21,11 @@ import numpy as np
 
 from . import __version__, checkpoint
 from . import arch as A
-from .data.transforms import prepare_inputs
+from .data.transforms import mean_std, prepare_inputs
 from .engine import make_engine
 from .errors import Lenet5Error, ModelFileError
 from .model import Model, image_batch
+from .numpy_engine.layers import ScaledTanh
 
 OPSET = 17  # default opset: ONNX 1.12 (2022), run by onnxruntime 1.12 and newer
 MIN_OPSET = 13  # Pad's pads and ReduceSum's axes became inputs in opset 13
@@ -51,14 +52,7 @@ def _import_onnx():
 def input_affine(norm: dict) -> tuple[float, float]:
     """(scale, shift) such that the network input is padded_pixels * scale - shift, the same
     float32 steps as ``data.transforms.prepare_inputs`` on uint8 images."""
-    if norm["kind"] == "mean_std":
-        mean, std = norm["mean"], norm["std"]
-    elif norm["kind"] == "lecun_1998":
-        span = norm["ink"] - norm["background"]
-        mean, std = -norm["background"] / span, 1.0 / span
-    else:
-        raise ModelFileError(f"unknown input normalisation {norm['kind']!r} in the model file; "
-                             "upgrade lenet5.")
+    mean, std = mean_std(norm)
     return 1.0 / (255.0 * std), mean / std
 
 
@@ -81,10 +75,10 @@ def numpy_graph(arch: A.Architecture, params: dict[str, np.ndarray], norm: dict)
     def activation(x: str, kind: str | None, prefix: str) -> str:
         if kind == A.RELU:
             return node("Relu", [x], f"{prefix}.relu")
-        if kind == A.SCALED_TANH:  # 1.7159 tanh(2a/3)
-            a = node("Mul", [x, const(f"{prefix}.two_thirds", 2.0 / 3.0)], f"{prefix}.scaled")
+        if kind == A.SCALED_TANH:  # A tanh(S a) = 1.7159 tanh(2a/3)
+            a = node("Mul", [x, const(f"{prefix}.two_thirds", ScaledTanh.S)], f"{prefix}.scaled")
             t = node("Tanh", [a], f"{prefix}.tanh")
-            return node("Mul", [t, const(f"{prefix}.amplitude", 1.7159)], f"{prefix}.act")
+            return node("Mul", [t, const(f"{prefix}.amplitude", ScaledTanh.A)], f"{prefix}.act")
         return x
 
     p = norm["pad"]
@@ -95,6 +89,9 @@ def numpy_graph(arch: A.Architecture, params: dict[str, np.ndarray], norm: dict)
     spatial = True
     for layer in arch.layers:
         name = layer.name
+        if spatial and isinstance(layer, (A.Dense, A.RBF)):  # (N, C, H, W) -> (N, C*H*W)
+            x = node("Flatten", [x], f"{name}.flatten", axis=1)  # in (C, H, W) order
+            spatial = False
         if isinstance(layer, A.Conv):
             weight = params[f"{name}.weight"]  # (O, C, k, k)
             if layer.table is not None:  # sparse C3: weights outside the table are ignored
@@ -113,16 +110,10 @@ def numpy_graph(arch: A.Architecture, params: dict[str, np.ndarray], norm: dict)
                      params[f"{name}.bias"])], f"{name}.subsample", group=c,
                      kernel_shape=[s, s], strides=[s, s])
         elif isinstance(layer, A.Dense):
-            if spatial:  # (N, C, H, W) -> (N, C*H*W) in (C, H, W) order
-                x = node("Flatten", [x], f"{name}.flatten", axis=1)
-                spatial = False
             x = node("Gemm", [x, const(f"{name}.weight", params[f"{name}.weight"]),
                      const(f"{name}.bias", params[f"{name}.bias"])], f"{name}.gemm", transB=1)
         elif isinstance(layer, A.RBF):
-            centres = A.rbf_centres()  # (K, F) fixed +-1 bitmaps
-            if spatial:
-                x = node("Flatten", [x], f"{name}.flatten", axis=1)
-                spatial = False
+            centres = A.rbf_centres_of(layer)  # (K, F) fixed +-1 bitmaps
             x = node("Unsqueeze", [x, const(f"{name}.axis", [1], np.int64)], f"{name}.rows")
             d = node("Sub", [x, const(f"{name}.centres", centres)], f"{name}.diff")  # (N,K,F)
             d = node("Mul", [d, d], f"{name}.squared")

@@ -10,7 +10,7 @@ import numpy as np
 from numpy.typing import DTypeLike
 
 from lenet5.arch import Architecture
-from lenet5.errors import DataError, Lenet5Error
+from lenet5.errors import DataError, Lenet5Error, ModelFileError
 
 
 def pad(images: np.ndarray, pad: int = 2) -> np.ndarray:
@@ -66,6 +66,18 @@ def input_normalization(arch: Architecture, train_images: np.ndarray) -> dict:
     return {"kind": "lecun_1998", "pad": pad_px, "background": -0.1, "ink": 1.175}
 
 
+def mean_std(norm: dict) -> tuple[float, float]:
+    """The (mean, std) on the 0-1 pixel scale that an input normalisation subtracts and
+    divides by (``input_normalization``'s dict, as stored in model files)."""
+    if norm["kind"] == "mean_std":
+        return norm["mean"], norm["std"]
+    if norm["kind"] == "lecun_1998":
+        span = norm["ink"] - norm["background"]
+        return -norm["background"] / span, 1.0 / span
+    raise ModelFileError(f"unknown input normalisation {norm['kind']!r} in the model file; "
+                         "upgrade lenet5.")
+
+
 def prepare_inputs(images: np.ndarray, norm: dict, out: np.ndarray | None = None) -> np.ndarray:
     """(N,28,28) uint8 0-255 or float 0-1, bright ink -> the (N,1,32,32) float32 network input
     (into ``out`` where given, see `normalize`)."""
@@ -78,10 +90,7 @@ def prepare_inputs(images: np.ndarray, norm: dict, out: np.ndarray | None = None
             raise Lenet5Error("float images must hold values in [0, 1]; divide 0-255 pixel "
                               "values by 255 or pass uint8.")
     padded = pad(images, norm["pad"])  # (N,32,32), background 0 before scaling
-    if norm["kind"] == "mean_std":
-        return normalize(padded, norm["mean"], norm["std"], out=out)
-    span = norm["ink"] - norm["background"]
-    return normalize(padded, -norm["background"] / span, 1.0 / span, out=out)
+    return normalize(padded, *mean_std(norm), out=out)
 
 
 def split_validation(

@@ -55,9 +55,7 @@ class NumpyNet:
             elif isinstance(spec, A.Dense):
                 self.layers.append((spec.name, L.Linear(p["weight"], p["bias"])))
             elif isinstance(spec, A.RBF):
-                centres = A.rbf_centres().astype(dtype)  # (10, 84), fixed
-                if centres.shape != (spec.out_features, spec.in_features):
-                    raise ValueError(f"{spec.name}: the RBF bitmaps are {centres.shape}")
+                centres = A.rbf_centres_of(spec).astype(dtype)  # (10, 84), fixed
                 self.layers.append((spec.name, L.RBF(centres)))
             else:
                 raise TypeError(f"{spec.name}: unknown layer kind {type(spec).__name__}")

@@ -171,9 +171,7 @@ class RBF(Layer):
 
     def __init__(self, spec: A.RBF):
         super().__init__()
-        centres = torch.from_numpy(A.rbf_centres()).float()  # (K, F)
-        if centres.shape != (spec.out_features, spec.in_features):
-            raise ValueError(f"{spec.name}: the RBF bitmaps are {tuple(centres.shape)}")
+        centres = torch.from_numpy(A.rbf_centres_of(spec)).float()  # (K, F)
         self.register_buffer("centres", centres, persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
