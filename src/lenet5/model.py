@@ -24,6 +24,11 @@ def image_batch(images: np.ndarray) -> np.ndarray:
     return images
 
 
+def probabilities(logits: np.ndarray) -> np.ndarray:
+    """(N, K) class probabilities from (N, K) network outputs, in float64."""
+    return np.exp(log_softmax(logits.astype(np.float64)))
+
+
 class Model:
     """A network plus the input normalisation it was trained with. Images are MNIST-style:
     uint8 0-255 or float 0-1, bright ink on a dark background, (N, 28, 28) or (28, 28)."""
@@ -44,7 +49,7 @@ class Model:
 
     def predict_proba(self, images: np.ndarray) -> np.ndarray:
         """(N, K) class probabilities."""
-        return np.exp(log_softmax(self.logits(images).astype(np.float64)))
+        return probabilities(self.logits(images))
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         return self.logits(images).argmax(axis=1)

@@ -30,7 +30,6 @@ from pathlib import Path
 
 import numpy as np
 from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
@@ -39,8 +38,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from .. import __version__
 from ..errors import Lenet5Error
 from ..images import preprocess_image
-from ..model import Model, load
-from ..numpy_engine.losses import log_softmax
+from ..model import Model, load, probabilities
 
 STATIC_DIR = Path(__file__).parent / "static"
 MAX_BODY_BYTES = 5 * 1024 * 1024
@@ -204,8 +202,7 @@ def analyse(model: Model, image: bytes) -> tuple[dict, dict[str, float]]:
     digit = preprocess_image(image)  # (28, 28) uint8
     preprocessed = time.perf_counter()
     maps = model.feature_maps(digit)  # one forward pass; the last layer's output is the logits
-    logits = maps[-1][1].astype(np.float64)  # (1, K)
-    probs = np.exp(log_softmax(logits))[0]  # (K,), as Model.predict_proba computes it
+    probs = probabilities(maps[-1][1])[0]  # (K,), as Model.predict_proba computes it
     forwarded = time.perf_counter()
     label = int(np.argmax(probs))
     layers = [{"name": name, "maps": png_data_urls(_to_gray(values[0]))}
@@ -255,10 +252,6 @@ def create_app(model_path: str | Path, engine: str = "numpy", device: str = "aut
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         return _error(exc.status_code, str(exc.detail))
 
-    @app.exception_handler(RequestValidationError)
-    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return _error(422, f"invalid request: {exc.errors()}")
-
     @app.get("/healthz", summary="Liveness check")
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
@@ -273,12 +266,14 @@ def create_app(model_path: str | Path, engine: str = "numpy", device: str = "aut
         """Preprocess the image as MNIST was (`lenet5.preprocess_image`) and classify it.
         The answer has a `Server-Timing` header with the time of each stage."""
         media_type = _media_type(request.headers.get("content-type", ""))
-        if not media_type.startswith("image/") and not _is_json(media_type):
-            await _read_body(request)  # a huge body still gets 413, as the limit promises
+        body = await _read_body(request)  # first: a huge body gets 413, whatever its type
+        if _is_json(media_type):
+            image = _image_from_json(body)
+        elif media_type.startswith("image/"):
+            image = body
+        else:
             raise ApiError(415, f"Content-Type {media_type or '(none)'} is not an image; "
                                 + USAGE)
-        body = await _read_body(request)
-        image = _image_from_json(body) if _is_json(media_type) else body
         try:
             answer, timings = analyse(model, image)
         except Lenet5Error as exc:  # ImageError: undecodable, or no digit in it
