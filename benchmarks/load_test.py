@@ -93,7 +93,7 @@ def start_server(model: str, engine: str, workers: int | None
                  ) -> tuple[subprocess.Popen, str, str]:
     """`lenet5 serve MODEL --port 0` in a child process; returns it, its base URL and what it
     says it runs (engine, workers)."""
-    env = {"OPENBLAS_NUM_THREADS": "1", **os.environ,
+    env = {**os.environ,
            "PYTHONPATH": os.pathsep.join(filter(None, [str(SRC), os.environ.get("PYTHONPATH")]))}
     workers_flag = [] if workers is None else ["--workers", str(workers)]
     process = subprocess.Popen([sys.executable, "-m", "lenet5", "serve", model, "--port", "0",

@@ -26,6 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from lenet5.arch import LENET5_1998
+from lenet5.training import read_metrics
 
 RESULTS = Path(__file__).parent / "results" / "reproduce_1998.md"
 PAPER_TEST_ERROR = {"none": 0.95, "affine": 0.80}  # percent, section III of the paper
@@ -46,7 +47,7 @@ def run_setting(augment: str, args: argparse.Namespace, root: Path) -> dict:
     started = time.perf_counter()
     subprocess.run(command, check=True, env=env)
     wall = time.perf_counter() - started
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    rows = read_metrics(out)
     config = json.loads((out / "config.json").read_text())
     shown = ["lenet5", *command[3:]]
     shown[shown.index("--out") + 1] = "DIR"

@@ -85,9 +85,9 @@ def interleaved_steps(device: str, engine_name: str = "torch", blocks: int = 20,
     """Median ms per training step of (lenet5 engine, tutorial loop), alternating blocks."""
     import numpy as np
     import torch
-    import torch.nn.functional as F
     from torch.utils.data import DataLoader, TensorDataset
     from tutorial_loop import LeNet5, mnist_tensors
+    from tutorial_loop import step as tutorial_step
 
     from lenet5.arch import LENET5, init_params
     from lenet5.engine import make_engine
@@ -119,12 +119,7 @@ def interleaved_steps(device: str, engine_name: str = "torch", blocks: int = 20,
             if images is None:
                 batches = iter(loader)
                 images, labels = next(batches)
-            images, labels = images.to(device), labels.to(device)
-            optimizer.zero_grad()
-            loss = F.cross_entropy(model(images), labels)
-            loss.backward()
-            optimizer.step()
-            loss.item()
+            tutorial_step(model, optimizer, images, labels, device)
 
     times: dict = {engine_steps: [], tutorial_steps: []}
     for block in range(blocks + 1):  # the first block of each warms up and is not counted

@@ -9,7 +9,6 @@ Writes benchmarks/results/train_default.md.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import resource
@@ -19,6 +18,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from lenet5.training import read_metrics
 
 RESULTS = Path(__file__).parent / "results" / "train_default.md"
 
@@ -33,7 +34,7 @@ def main() -> None:
     subprocess.run(command, check=True)
     wall = time.perf_counter() - started
     peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # KiB on Linux
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    rows = read_metrics(out)
     first_99 = next((r["epoch"] for r in rows if r["test_acc"] >= 0.99), None)
     table = [
         ("command", "`lenet5 train " + " ".join(["--out DIR", *extra]) + "`"),

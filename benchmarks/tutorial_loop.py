@@ -54,6 +54,17 @@ def mnist_tensors() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Ten
             torch.from_numpy(ds.test_labels.astype(np.int64)))
 
 
+def step(model: nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor,
+         labels: torch.Tensor, device: str) -> float:
+    """One training step as the tutorials write it, ending with the loss as a Python float."""
+    images, labels = images.to(device), labels.to(device)
+    optimizer.zero_grad()
+    loss = F.cross_entropy(model(images), labels)
+    loss.backward()
+    optimizer.step()
+    return loss.item()
+
+
 def train(epochs: int, device: str = "cpu", seed: int = 0) -> dict:
     """Seconds per epoch, the last epoch's mean loss, and the test accuracy."""
     torch.manual_seed(seed)
@@ -67,12 +78,7 @@ def train(epochs: int, device: str = "cpu", seed: int = 0) -> dict:
         model.train()
         running_loss = 0.0
         for images, labels in loader:
-            images, labels = images.to(device), labels.to(device)
-            optimizer.zero_grad()
-            loss = F.cross_entropy(model(images), labels)
-            loss.backward()
-            optimizer.step()
-            running_loss += loss.item()
+            running_loss += step(model, optimizer, images, labels, device)
         seconds.append(time.perf_counter() - started)
     model.eval()
     with torch.no_grad():
