@@ -238,6 +238,11 @@ def _resize(gray: np.ndarray, size: tuple[int, int], resample: Image.Resampling)
     return np.asarray(_float_image(gray).resize((size[1], size[0]), resample))
 
 
+def _has_alpha(img: Image.Image) -> bool:
+    """Whether the image has transparency (an alpha channel or a transparent palette entry)."""
+    return img.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in img.info
+
+
 def _pil_to_gray(img: Image.Image, label: str) -> np.ndarray:
     """(H, W) float32 in [0, 1] of a PIL image: transparency onto white, at most WORK_SIDE px."""
     if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
@@ -246,7 +251,7 @@ def _pil_to_gray(img: Image.Image, label: str) -> np.ndarray:
         scale = 1.0 if img.mode == "F" and top <= 1.0 else 255.0 if top <= 255.0 else 65535.0
         return _array_to_gray(np.clip(values / scale, 0.0, 1.0), label)
     try:
-        if img.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in img.info:
+        if _has_alpha(img):
             return _array_to_gray(np.asarray(img.convert("LA")), label)
         img = img.convert("L")
     except ValueError as exc:  # e.g. a TIFF in LAB or HSV
@@ -445,14 +450,19 @@ def _paper_model(coarse: np.ndarray, small: np.ndarray) -> _Paper:
         return _Paper(np.eye(10)[0] * float(np.median(first)), np.zeros((1, 1), np.float32))
     estimate = _resize(first, coarse.shape, Image.Resampling.BILINEAR)
     fallback = float(np.median(estimate))
-    for _ in range(PAPER_ROUNDS):
-        residual = coarse - estimate  # (H, W)
-        paper, sigma, _, top = _spread(residual)
-        split = paper + max(PAPER_SIGMAS * sigma, PAPER_SPLIT * (top - paper))
-        near_ink = ndimage.maximum_filter(residual, size=3) > split  # (H, W) ink and fringe
-        model = _fit_paper(coarse, (~near_ink).astype(np.float32), fallback)
-        estimate = model.over(coarse.shape)
+    model = _refit_paper(coarse, estimate, fallback)
+    for _ in range(PAPER_ROUNDS - 1):  # the caller evaluates the last fit itself
+        model = _refit_paper(coarse, model.over(coarse.shape), fallback)
     return model
+
+
+def _refit_paper(coarse: np.ndarray, estimate: np.ndarray, fallback: float) -> _Paper:
+    """One round of `_paper_model`: fit the pixels that `estimate` (H, W) shows to be paper."""
+    residual = coarse - estimate  # (H, W)
+    paper, sigma, _, top = _spread(residual)
+    split = paper + max(PAPER_SIGMAS * sigma, PAPER_SPLIT * (top - paper))
+    near_ink = ndimage.maximum_filter(residual, size=3) > split  # (H, W) ink and fringe
+    return _fit_paper(coarse, (~near_ink).astype(np.float32), fallback)
 
 
 def _gap(a: tuple[slice, slice], b: tuple[slice, slice]) -> int:
@@ -590,7 +600,7 @@ def preprocess_image(
 def side_by_side(original: Image.Image, processed: np.ndarray, *, height: int = 224) -> Image.Image:
     """The original next to what the network sees (28x28 blown up with sharp pixels), to check
     that preprocessing found the digit; what `lenet5 predict --save-input` writes."""
-    if original.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in original.info:
+    if _has_alpha(original):
         rgba = original.convert("RGBA")
         original = Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba)
     left = original.convert("RGB")
