@@ -49,7 +49,8 @@ def child_env() -> dict[str, str]:
 def time_lenet5_train(engine: str, device: str, epochs: int, out: Path) -> dict:
     """Seconds per epoch and final test accuracy of ``lenet5 train``, from metrics.jsonl."""
     subprocess.run([sys.executable, "-m", "lenet5", "train", "--engine", engine, "--device",
-                    device, "--epochs", str(epochs), "--batch-size", "128", "--out", str(out)],
+                    device, "--epochs", str(epochs), "--batch-size", "128", "--no-report",
+                    "--out", str(out)],
                    check=True, env=child_env(), stdout=subprocess.DEVNULL)
     from lenet5.training import read_metrics
 

@@ -32,7 +32,7 @@ from matplotlib.ticker import MaxNLocator, PercentFormatter
 from .checkpoint import MODEL_FILE, write_atomic
 from .data import load as load_dataset
 from .errors import Lenet5Error
-from .model import Model
+from .model import Model, probabilities
 from .model import load as load_model
 from .training import read_metrics
 
@@ -185,7 +185,7 @@ def plot_feature_maps(model: Model, image: np.ndarray, label: int, path: Path,
     """One row per layer for one digit: the input, every spatial layer's maps, dense layers as
     strips of units, and the output as class probabilities."""
     layers = model.feature_maps(image[None])  # [(name, (1, C, H, W) or (1, F))]
-    probs = model.predict_proba(image[None])[0]  # (K,)
+    probs = probabilities(layers[-1][1])[0]  # (K,): the last layer's output is the logits
     network_input = model.inputs(image)[0]  # (1, 32, 32)
     rows: list[tuple[str, np.ndarray]] = [("input", network_input)]
     for name, values in layers[:-1]:
