@@ -388,6 +388,13 @@ def test_sdlm_schedule_follows_the_papers_passes():
     np.testing.assert_allclose(per_pass, expected)
 
 
+def test_sdlm_warmup_lowers_only_the_first_two_passes():
+    schedule = Schedule(name="sdlm-warmup", lr=8e-5)
+    per_pass = [schedule.at(epoch * 10 + 3, 10, 250) for epoch in range(25)]
+    expected = [1e-5, 2e-5] + [3.2e-5] * 3 + [1.6e-5] * 3 + [8e-6] * 4 + [1.6e-6] * 13
+    np.testing.assert_allclose(per_pass, expected)
+
+
 def test_a_short_sdlm_run_lowers_the_loss(rng):
     arch = get_arch("lenet5-1998")
     engine = NumpyEngine(arch, init_params(arch, 0), OptimizerSpec(name="sdlm"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -230,6 +231,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from .arch import ARCHITECTURES
+    from .data import distortions as dist
     from .engine import ENGINES, INFERENCE_ENGINES
     from .export import MIN_OPSET, OPSET, TORCH_MAX_OPSET, VIAS
     from .hparams import OPTIMIZERS, SCHEDULES
@@ -287,9 +289,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"learning-rate schedule ({per_arch('schedule')})")
     train.add_argument("--augment", nargs="?", const="affine", choices=AUGMENTATIONS,
                        default=None, help="random distortions of the training digits each "
-                       "epoch: shift (translations up to 2 px), affine (translation, scaling, "
-                       "squeezing, shearing, rotation, as in the 1998 paper; plain --augment), "
-                       f"elastic (affine + elastic) or none ({per_arch('augment')})")
+                       "epoch: shift (translations up to 2 px), affine (the 1998 paper's "
+                       f"kinds: translation up to {dist.MAX_SHIFT:g} px, scaling and squeezing "
+                       f"up to {dist.MAX_SCALE * 100:g}%%, shearing up to {dist.MAX_SHEAR:g}, and "
+                       f"rotation up to {math.degrees(dist.MAX_ROTATION):g} degrees; plain "
+                       "--augment), elastic (affine + elastic) or none "
+                       f"({per_arch('augment')})")
     train.add_argument("--momentum", type=float, default=d.momentum, help="SGD momentum")
     train.add_argument("--nesterov", action="store_true", help="Nesterov momentum (SGD)")
     train.add_argument("--weight-decay", type=float, default=d.weight_decay,

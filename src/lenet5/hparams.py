@@ -13,14 +13,16 @@ from dataclasses import dataclass
 from .errors import Lenet5Error
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "sdlm")
-SCHEDULES = ("constant", "step", "cosine", "onecycle", "sdlm")
+SCHEDULES = ("constant", "step", "cosine", "onecycle", "sdlm", "sdlm-warmup")
 
 # LeCun et al. 1998, section III: SDLM's eps was 0.0005 for the first two passes, 0.0002 for
 # the next three, 0.0001 for the next three, 0.00005 for the next four and 0.00001 after.
-# Schedule "sdlm" gives lr times these factors (pass 1 first), so lr = 5e-4 is the paper's
-# (lenet5-1998 defaults to lr = 1e-5: see the note above LENET5_1998 in arch.py).
+# Schedule "sdlm" gives lr times these factors (pass 1 first), so lr = 5e-4 is the paper's.
 SDLM_PASS_FACTORS = (1.0, 1.0, 0.4, 0.4, 0.4, 0.2, 0.2, 0.2, 0.1, 0.1, 0.1, 0.1)
 SDLM_LATE_FACTOR = 0.02
+# "sdlm-warmup" (lenet5-1998's default, see the note above LENET5_1998 in arch.py): the same,
+# but passes 1 and 2 at lr/8 and lr/4 -- the paper's initial weights cannot take more.
+SDLM_WARMUP_FACTORS = (0.125, 0.25)
 
 
 @dataclass(frozen=True)
@@ -48,7 +50,8 @@ class Schedule:
     step: multiply by ``gamma`` every ``step_epochs`` epochs. cosine: from lr down to 0.
     onecycle: PyTorch's OneCycleLR (cosine warm-up over ``warmup`` of the run from lr/25 to
     lr, then cosine annealing to lr/25e4). sdlm: the 1998 paper's per-pass steps
-    (SDLM_PASS_FACTORS), constant within a pass.
+    (SDLM_PASS_FACTORS), constant within a pass. sdlm-warmup: those, with the first passes
+    lowered (SDLM_WARMUP_FACTORS).
     """
 
     name: str = "onecycle"
@@ -67,9 +70,11 @@ class Schedule:
     def at(self, step: int, steps_per_epoch: int, total_steps: int) -> float:
         if self.name == "constant":
             return self.lr
-        if self.name == "sdlm":
+        if self.name in ("sdlm", "sdlm-warmup"):
             epoch = step // steps_per_epoch
             factors = SDLM_PASS_FACTORS
+            if self.name == "sdlm-warmup":
+                factors = SDLM_WARMUP_FACTORS + factors[len(SDLM_WARMUP_FACTORS):]
             return self.lr * (factors[epoch] if epoch < len(factors) else SDLM_LATE_FACTOR)
         if self.name == "step":
             return self.lr * self.gamma ** (step // (self.step_epochs * steps_per_epoch))
