@@ -26,7 +26,7 @@ import numpy as np
 
 from lenet5.arch import ARCHITECTURES, init_params
 from lenet5.engine import make_engine
-from lenet5.hparams import OptimizerSpec
+from lenet5.hparams import OptimizerSpec, Schedule
 from lenet5.numpy_engine.model import NumpyNet
 from lenet5.training import arch_defaults
 
@@ -73,6 +73,9 @@ def step_ms(engine_name: str, arch, batch: int, repeats: int) -> float:
     defaults = arch_defaults(arch.name)
     engine = make_engine(engine_name, arch, init_params(arch, 0),
                          OptimizerSpec(defaults["optimizer"]), "cpu")
+    # the rate of the first step of a default run: one large enough to blow the weights up
+    # on random data would time overflowing arithmetic
+    lr = Schedule(defaults["schedule"], defaults["lr"]).at(0, 1, 1)
     rng = np.random.default_rng(1)
     x = rng.normal(size=(4096, 1, 32, 32)).astype(np.float32)
     engine.bind_training_data(x, rng.integers(0, 10, 4096))
@@ -81,7 +84,7 @@ def step_ms(engine_name: str, arch, batch: int, repeats: int) -> float:
     counter = iter(range(10**9))
 
     def one_step() -> None:
-        engine.train_step(batches[next(counter) % 8], defaults["lr"])
+        engine.train_step(batches[next(counter) % 8], lr)
 
     ms = median_ms(one_step, repeats)
     engine.take_train_metrics()  # the torch engine syncs here; its steps are queued until then
@@ -128,7 +131,17 @@ def main() -> None:
              f"{os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}; {time.strftime('%Y-%m-%d')}.",
              f"Command: `python benchmarks/engine_speed.py {' '.join(sys.argv[1:])}`".rstrip(),
              ""]
-    tutorial_epoch = None
+    cases = [(arch, batch) for arch in ARCHITECTURES.values() for batch in args.batches]
+    # NumPy first: torch's OpenMP threads keep spinning for a while after torch work, and a
+    # NumPy step timed right after it loses a core to them
+    numpy_steps = [step_ms("numpy", arch, batch, args.repeats) for arch, batch in cases]
+    detail = []
+    for arch, batch in cases:
+        detail += [f"\n{arch.name}, batch {batch}: NumPy layers (ms)\n",
+                   "| layer | op | forward | backward |", "|---|---|---:|---:|"]
+        detail += [f"| {name} | {op} | {fw:.2f} | {bw:.2f} |"
+                   for name, op, fw, bw in layer_times(arch, batch, args.repeats)]
+    tutorial_epoch, torch_steps = None, [None] * len(cases)
     if not args.no_torch:
         sys.path.insert(0, str(Path(__file__).parent))
         import tutorial_loop
@@ -137,25 +150,17 @@ def main() -> None:
         lines.append(f"PyTorch tutorial loop (DataLoader, batch 128, Adam, `.item()` per step): "
                      f"**{tutorial_epoch:.2f} s per epoch**.")
         lines.append("")
+        torch_steps = [step_ms("torch", arch, batch, args.repeats) for arch, batch in cases]
     summary = ["| arch | batch | numpy step | numpy images/s | numpy epoch | torch-engine epoch |"
                " numpy / tutorial |", "|---|---:|---:|---:|---:|---:|---:|"]
-    detail = []
-    for arch in ARCHITECTURES.values():
-        for batch in args.batches:
-            numpy_ms = step_ms("numpy", arch, batch, args.repeats)
-            torch_ms = None if args.no_torch else step_ms("torch", arch, batch, args.repeats)
-            epoch = numpy_ms / 1e3 * TRAIN_IMAGES / batch
-            torch_epoch = ("" if torch_ms is None
-                           else f"{torch_ms / 1e3 * TRAIN_IMAGES / batch:.2f} s")
-            ratio = "" if tutorial_epoch is None else f"{epoch / tutorial_epoch:.2f}x"
-            summary.append(f"| {arch.name} | {batch} | {numpy_ms:.2f} ms | "
-                           f"{batch / numpy_ms * 1e3:,.0f} | {epoch:.2f} s | {torch_epoch} | "
-                           f"{ratio} |")
-            detail += [f"\n{arch.name}, batch {batch}: NumPy layers (ms)\n",
-                       "| layer | op | forward | backward |", "|---|---|---:|---:|"]
-            detail += [f"| {name} | {op} | {fw:.2f} | {bw:.2f} |"
-                       for name, op, fw, bw in layer_times(arch, batch, args.repeats)]
-            print(summary[-1], flush=True)
+    for (arch, batch), numpy_ms, torch_ms in zip(cases, numpy_steps, torch_steps, strict=True):
+        epoch = numpy_ms / 1e3 * TRAIN_IMAGES / batch
+        torch_epoch = "" if torch_ms is None else f"{torch_ms / 1e3 * TRAIN_IMAGES / batch:.2f} s"
+        ratio = "" if tutorial_epoch is None else f"{epoch / tutorial_epoch:.2f}x"
+        summary.append(f"| {arch.name} | {batch} | {numpy_ms:.2f} ms | "
+                       f"{batch / numpy_ms * 1e3:,.0f} | {epoch:.2f} s | {torch_epoch} | "
+                       f"{ratio} |")
+        print(summary[-1], flush=True)
     infer = ["", "| inference (modern LeNet-5) | figure |", "|---|---:|",
              *[f"| {k} | {v} |" for k, v in inference(args.repeats)]]
     text = "\n".join(lines + summary + infer + detail) + "\n"
