@@ -15,6 +15,7 @@ Writes benchmarks/results/engine_speed.md.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import platform
 import statistics
@@ -75,7 +76,8 @@ def step_ms(engine_name: str, arch, batch: int, repeats: int) -> float:
                          OptimizerSpec(defaults["optimizer"]), "cpu")
     # the rate of the first step of a default run: one large enough to blow the weights up
     # on random data would time overflowing arithmetic
-    lr = Schedule(defaults["schedule"], defaults["lr"]).at(0, 1, 1)
+    steps = math.ceil(TRAIN_IMAGES / batch)
+    lr = Schedule(defaults["schedule"], defaults["lr"]).at(0, steps, steps * defaults["epochs"])
     rng = np.random.default_rng(1)
     x = rng.normal(size=(4096, 1, 32, 32)).astype(np.float32)
     engine.bind_training_data(x, rng.integers(0, 10, 4096))

@@ -27,6 +27,7 @@ from PIL import Image, ImageDraw  # noqa: E402
 from lenet5 import checkpoint  # noqa: E402
 from lenet5.arch import get_arch, init_params  # noqa: E402
 from lenet5.cli import main  # noqa: E402
+from lenet5.engine import THREAD_VARIABLES  # noqa: E402
 from lenet5.images import preprocess_image  # noqa: E402
 from lenet5.model import load  # noqa: E402
 from lenet5.server import app as server_app  # noqa: E402
@@ -371,7 +372,7 @@ def supervised(monkeypatch) -> list[dict]:
     from uvicorn.supervisors import Multiprocess
 
     monkeypatch.setattr(os, "environ", dict(os.environ))  # serve() sets variables for workers
-    for name in server_app.ONE_THREAD:
+    for name in THREAD_VARIABLES:
         os.environ.pop(name, None)
     runs = []
     monkeypatch.setattr(Multiprocess, "run", lambda self: runs.append(
@@ -405,7 +406,7 @@ def test_serve_runs_the_workers_asked_for_each_with_one_blas_thread(model_path, 
     assert json.loads(run["environ"][server_app.WORKER_ENV]) == {
         "model_path": str(model_path), "engine": "numpy", "device": "auto",
         "parent": os.getpid()}
-    assert all(run["environ"][name] == "1" for name in server_app.ONE_THREAD)
+    assert all(run["environ"][name] == "1" for name in THREAD_VARIABLES)
     # what a worker process does with that environment: asks to stop with its parent
     # (recorded here, not done to pytest) and answers with the same model
     os.environ[server_app.WORKER_ENV] = run["environ"][server_app.WORKER_ENV]

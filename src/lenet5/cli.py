@@ -284,14 +284,17 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--optimizer", choices=OPTIMIZERS, default=None,
                        help=f"optimizer ({per_arch('optimizer')})")
     train.add_argument("--lr", type=float, default=None,
-                       help=f"(peak) learning rate ({per_arch('lr')})")
+                       help=f"learning rate, which the schedule scales ({per_arch('lr')})")
     train.add_argument("--schedule", choices=SCHEDULES, default=None,
-                       help=f"learning-rate schedule ({per_arch('schedule')})")
+                       help="learning-rate schedule: onecycle peaks at --lr; sdlm is the 1998 "
+                       "paper's per-pass steps (--lr 5e-4 is the paper's), sdlm-warmup the "
+                       f"same with passes 1-2 at 1/8 and 1/4 ({per_arch('schedule')})")
     train.add_argument("--augment", nargs="?", const="affine", choices=AUGMENTATIONS,
                        default=None, help="random distortions of the training digits each "
                        "epoch: shift (translations up to 2 px), affine (the 1998 paper's "
-                       f"kinds: translation up to {dist.MAX_SHIFT:g} px, scaling and squeezing "
-                       f"up to {dist.MAX_SCALE * 100:g}%%, shearing up to {dist.MAX_SHEAR:g}, and "
+                       f"kinds: translation up to {dist.MAX_SHIFT:g} px, scaling up to "
+                       f"{dist.MAX_SCALE * 100:g}%%, squeezing up to {dist.MAX_SQUEEZE * 100:g}%%, "
+                       f"shearing up to {dist.MAX_SHEAR:g}, and "
                        f"rotation up to {math.degrees(dist.MAX_ROTATION):g} degrees; plain "
                        "--augment), elastic (affine + elastic) or none "
                        f"({per_arch('augment')})")

@@ -11,6 +11,8 @@ from .errors import Lenet5Error
 from .hparams import OptimizerSpec
 
 ENGINES = ("numpy", "torch")
+# Where users set BLAS/OpenMP thread counts; where any is set, lenet5 leaves threads alone.
+THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 # onnx runs an exported graph through onnxruntime (lenet5.export): predictions only, no training
 INFERENCE_ENGINES = (*ENGINES, "onnx")
 

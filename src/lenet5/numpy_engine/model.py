@@ -11,11 +11,12 @@ import ctypes
 import functools
 import os
 import sys
-from typing import TYPE_CHECKING
 
 import numpy as np
+from threadpoolctl import ThreadpoolController
 
 from .. import arch as A
+from ..engine import THREAD_VARIABLES
 from ..hparams import OptimizerSpec
 from . import layers as L
 from .losses import map_curvature, map_loss, softmax_cross_entropy, softmax_curvature
@@ -23,12 +24,8 @@ from .losses import map_curvature, map_loss, softmax_cross_entropy, softmax_curv
 LOSSES = {"cross_entropy": softmax_cross_entropy, "map": map_loss}
 ACTIVATIONS = {A.RELU: L.ReLU, A.SCALED_TANH: L.ScaledTanh}
 POOLS = (L.MaxPool2d, L.Subsample2d)
-if TYPE_CHECKING:
-    from threadpoolctl import ThreadpoolController
-
 SDLM_SAMPLES = 500  # images the curvature is re-estimated on before each pass (paper, app. C)
 ONE_BLAS_THREAD_BELOW = 64  # training steps on fewer images run on one BLAS thread
-BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 class NumpyNet:
@@ -173,12 +170,8 @@ def keep_freed_memory() -> bool:
 @functools.cache
 def _blas_threads() -> ThreadpoolController | None:
     """threadpoolctl's view of the BLAS libraries loaded, or None where the user chose the
-    thread count in the environment (then it is theirs) or threadpoolctl is missing."""
-    if set(BLAS_THREAD_VARIABLES) & set(os.environ):
-        return None
-    try:
-        from threadpoolctl import ThreadpoolController
-    except ImportError:
+    thread count in the environment (then it is theirs)."""
+    if set(THREAD_VARIABLES) & set(os.environ):
         return None
     return ThreadpoolController()
 

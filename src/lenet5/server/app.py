@@ -36,6 +36,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
+from ..engine import THREAD_VARIABLES
 from ..errors import Lenet5Error
 from ..images import preprocess_image
 from ..model import Model, load, probabilities
@@ -323,9 +324,6 @@ WORKER_ENV = "LENET5_SERVE_WORKER"
 import string (`worker_app`), so the arguments travel in the environment, as JSON."""
 PR_SET_PDEATHSIG = 1
 """prctl(2) option: the signal this process gets when its parent dies (linux/prctl.h)."""
-ONE_THREAD = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
-"""A worker computes one small image at a time: BLAS and torch threads would only fight the
-other workers for the cores."""
 
 
 def default_workers() -> int:
@@ -365,15 +363,15 @@ def serve(sock: socket.socket, model_path: str | Path, engine: str = "numpy",
     """Answer on `sock` until Ctrl+C or SIGTERM, in `workers` processes that share the socket
     and each load the model (Python computes on one core per process); uvicorn's supervisor
     replaces a worker that dies. Workers are started afresh, never forked, so numpy in them
-    reads ONE_THREAD (numpy here was loaded before `serve` could set it)."""
+    reads THREAD_VARIABLES (numpy here was loaded before `serve` could set it)."""
     import uvicorn
     from uvicorn.config import STARTUP_FAILURE
     from uvicorn.supervisors import Multiprocess
 
     os.environ[WORKER_ENV] = json.dumps({"model_path": str(model_path), "engine": engine,
                                          "device": device, "parent": os.getpid()})
-    for name in ONE_THREAD:
-        os.environ.setdefault(name, "1")
+    for name in THREAD_VARIABLES:  # one small image at a time: more threads per worker
+        os.environ.setdefault(name, "1")  # would only fight the other workers for the cores
     config = uvicorn.Config(f"{__name__}:worker_app", factory=True, workers=workers,
                             log_level="warning", access_log=False)
     supervisor = Multiprocess(config, sockets=[sock])
