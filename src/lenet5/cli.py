@@ -234,7 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .data import distortions as dist
     from .engine import ENGINES, INFERENCE_ENGINES
     from .export import MIN_OPSET, OPSET, TORCH_MAX_OPSET, VIAS
-    from .hparams import OPTIMIZERS, SCHEDULES
+    from .hparams import OPTIMIZERS, SCHEDULES, SDLM_WARMUP_FACTORS
     from .training import AUGMENTATIONS, TrainConfig, arch_defaults
 
     d = TrainConfig()
@@ -288,7 +288,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--schedule", choices=SCHEDULES, default=None,
                        help="learning-rate schedule: onecycle peaks at --lr; sdlm is the 1998 "
                        "paper's per-pass steps (--lr 5e-4 is the paper's), sdlm-warmup the "
-                       f"same with passes 1-2 at 1/8 and 1/4 ({per_arch('schedule')})")
+                       "same with the first passes at "
+                       + ", ".join(f"1/{1 / f:g}" for f in SDLM_WARMUP_FACTORS)
+                       + f" of it ({per_arch('schedule')})")
     train.add_argument("--augment", nargs="?", const="affine", choices=AUGMENTATIONS,
                        default=None, help="random distortions of the training digits each "
                        "epoch: shift (translations up to 2 px), affine (the 1998 paper's "

@@ -23,6 +23,8 @@ SDLM_LATE_FACTOR = 0.02
 # "sdlm-warmup" (lenet5-1998's default, see the note above LENET5_1998 in arch.py): the same,
 # but passes 1 and 2 at lr/8 and lr/4 -- the paper's initial weights cannot take more.
 SDLM_WARMUP_FACTORS = (0.125, 0.25)
+SDLM_SCHEDULES = {"sdlm": SDLM_PASS_FACTORS,
+                  "sdlm-warmup": SDLM_WARMUP_FACTORS + SDLM_PASS_FACTORS[len(SDLM_WARMUP_FACTORS):]}
 
 
 @dataclass(frozen=True)
@@ -70,11 +72,8 @@ class Schedule:
     def at(self, step: int, steps_per_epoch: int, total_steps: int) -> float:
         if self.name == "constant":
             return self.lr
-        if self.name in ("sdlm", "sdlm-warmup"):
-            epoch = step // steps_per_epoch
-            factors = SDLM_PASS_FACTORS
-            if self.name == "sdlm-warmup":
-                factors = SDLM_WARMUP_FACTORS + factors[len(SDLM_WARMUP_FACTORS):]
+        if self.name in SDLM_SCHEDULES:
+            epoch, factors = step // steps_per_epoch, SDLM_SCHEDULES[self.name]
             return self.lr * (factors[epoch] if epoch < len(factors) else SDLM_LATE_FACTOR)
         if self.name == "step":
             return self.lr * self.gamma ** (step // (self.step_epochs * steps_per_epoch))
