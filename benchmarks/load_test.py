@@ -195,13 +195,15 @@ def concurrent_clients(host: str, port: int, body: bytes, clients: int, count: i
 
 
 def photo_agreement(host: str, port: int, model_path: str, engine: str, n: int) -> dict:
-    """Held-out photographed digits (`lenet5.photo_digits`, from MNIST test digits) POSTed as
+    """Held-out photographed digits (`tests/photo_digits.py`, from MNIST test digits) POSTed as
     raw JPEG bodies: the API's accuracy, and whether every answer equals `lenet5 predict`'s."""
     from lenet5.data import load as load_dataset
     from lenet5.images import preprocess_image
     from lenet5.model import load as load_model
-    from lenet5.photo_digits import make_photo_set
     from lenet5.predict import classify
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the generator
+    from photo_digits import make_photo_set
 
     data = load_dataset("mnist")
     photos = make_photo_set(data.test_images, data.test_labels, n, seed=0)

@@ -4,7 +4,7 @@
 
 Trains nothing. From MNIST *test* digits (never seen in training) it makes
 
-- photos: `lenet5.photo_digits` (dark ink on uneven, textured paper, off-centre, 15-60% of the
+- photos: `tests/photo_digits.py` (dark ink on uneven, textured paper, off-centre, 15-60% of the
   frame, rotated up to 12 degrees, blurred, specks, JPEG quality 60-90);
 - canvas drawings: each digit redrawn as a browser canvas exports it: a round pen of 12-28 px
   along the digit's centre line (Zhang-Suen thinning of the upscaled digit), black with
@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -33,8 +34,10 @@ from scipy import ndimage
 
 from lenet5.data import load as load_dataset
 from lenet5.model import load as load_model
-from lenet5.photo_digits import make_photo, to_jpeg
 from lenet5.predict import predict_file
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the photo generator
+from photo_digits import make_photo, to_jpeg  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "real_world.md"
 CANVAS = 280
@@ -167,7 +170,7 @@ def main() -> None:
         f"Model: `{args.run_dir}` ({model.arch.name}, {epochs} epochs, {args.engine} engine; "
         f"MNIST test accuracy {100 * mnist_accuracy:.2f}%).",
         f"Sets: {args.n} images each from MNIST test digits, seed {args.seed}, made by "
-        "`benchmarks/real_world.py` (photos: `lenet5.photo_digits`; drawings: round-pen "
+        "`benchmarks/real_world.py` (photos: `tests/photo_digits.py`; drawings: round-pen "
         "strokes on a transparent 280x280 canvas).",
         "",
         "| set | accuracy | target | unreadable | same digits as MNIST had them "

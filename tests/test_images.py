@@ -21,7 +21,8 @@ import pytest
 from PIL import Image, ImageDraw
 
 from lenet5.errors import ImageError
-from lenet5.images import MAX_FILE_BYTES, open_image, preprocess_image, side_by_side
+from lenet5.images import MAX_FILE_BYTES, open_image, preprocess_image
+from lenet5.predict import side_by_side
 
 
 def similarity(a: np.ndarray, b: np.ndarray) -> float:
@@ -166,20 +167,21 @@ def test_a_disguised_digit_comes_back(digits, disguise):
 def test_clean_drawings_read_their_ink_directly_with_the_same_result(digits, monkeypatch):
     """Paper of one exact grey (a canvas) tells the ink's polarity at once, sparing the server
     the local-median model; what comes out is what that model gives. Photos are left to it."""
-    from lenet5 import images
+    from lenet5.images import paper
+    from lenet5.images.decode import array_to_gray
 
     clean = {enlarged: False, dark_on_light: True, rgb: True, transparent: True}  # dark ink?
     for make, dark_ink in clean.items():
         for digit in digits[::6]:  # one of each class
             picture = make(digit)
-            gray = images._array_to_gray(picture, make.__name__)  # (H, W)
-            assert images._drawn_with_dark_ink(gray) is dark_ink, make.__name__
+            gray = array_to_gray(picture, make.__name__)  # (H, W)
+            assert paper.drawn_with_dark_ink(gray) is dark_ink, make.__name__
             direct = preprocess_image(picture)
             with monkeypatch.context() as patched:
-                patched.setattr(images, "_drawn_with_dark_ink", lambda coarse: None)
+                patched.setattr(paper, "drawn_with_dark_ink", lambda coarse: None)
                 assert np.array_equal(preprocess_image(picture), direct), make.__name__
-    photo = images._array_to_gray(uneven_paper(digits[0]), "photo")
-    assert images._drawn_with_dark_ink(photo) is None
+    photo = array_to_gray(uneven_paper(digits[0]), "photo")
+    assert paper.drawn_with_dark_ink(photo) is None
 
 
 @pytest.mark.mnist

@@ -1,4 +1,4 @@
-"""`lenet5.photo_digits`: MNIST test digits made into JPEG "photos" of ink on paper."""
+"""`tests/photo_digits.py`: MNIST test digits made into JPEG "photos" of ink on paper."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import io
 
 import numpy as np
 import pytest
+from photo_digits import make_photo, make_photo_set, to_jpeg
 from PIL import Image
 
 from lenet5.images import preprocess_image
-from lenet5.photo_digits import make_photo, make_photo_set, to_jpeg
 
 pytestmark = pytest.mark.mnist  # real handwriting, from the mnist_test_digits fixture
 

@@ -1,5 +1,5 @@
 """Accuracy gate on "photographed digits": MNIST test digits in dark ink on uneven, textured
-paper, off-centre, rescaled, rotated, with specks, saved as JPEG (`lenet5.photo_digits`), read
+paper, off-centre, rescaled, rotated, with specks, saved as JPEG (`tests/photo_digits.py`), read
 through the same code as `lenet5 predict` (file -> preprocess_image -> predict_proba).
 
 The fixture model is trained briefly (5,000 images, 2 epochs) and reads 95.5% of the MNIST test
@@ -13,9 +13,9 @@ import json
 
 import numpy as np
 import pytest
+from photo_digits import make_photo_set
 
 from lenet5.model import load
-from lenet5.photo_digits import make_photo_set
 from lenet5.predict import find_images, predict_files
 
 PHOTOS = 300

@@ -192,7 +192,8 @@ def test_torch_engine_gives_the_same_answer(model_path):
 def test_photographed_digits_get_what_lenet5_predict_gives(trained_run, mnist, tmp_path):
     """Held-out photos POSTed as raw JPEG bodies: the same answer as `lenet5 predict` on the
     file, so the API is exactly as accurate as the command."""
-    from lenet5.photo_digits import make_photo_set
+    from photo_digits import make_photo_set
+
     from lenet5.predict import predict_file
 
     model = load(trained_run)

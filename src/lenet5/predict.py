@@ -11,9 +11,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from .errors import ImageError, Lenet5Error
-from .images import open_image, preprocess_image, side_by_side
+from .images import open_image, preprocess_image
+from .images.decode import has_alpha
 from .model import Model
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".dib", ".gif",
@@ -68,6 +70,28 @@ def _picture_names(files: Sequence[str]) -> list[str]:
         used.add(name)
         names.append(name)
     return names
+
+
+def side_by_side(original: Image.Image, processed: np.ndarray, *, height: int = 224) -> Image.Image:
+    """The original next to what the network sees (28x28 blown up with sharp pixels), to check
+    that preprocessing found the digit; what `lenet5 predict --save-input` writes."""
+    if has_alpha(original):
+        rgba = original.convert("RGBA")
+        original = Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba)
+    left = original.convert("RGB")
+    scale = min(height / left.height, 4 * height / left.width)
+    left = left.resize(
+        (max(1, round(left.width * scale)), max(1, round(left.height * scale))),
+        Image.Resampling.LANCZOS,
+        reducing_gap=3.0,
+    )
+    right = Image.fromarray(np.asarray(processed, dtype=np.uint8))
+    right = right.resize((height, height), Image.Resampling.NEAREST).convert("RGB")
+    gap = max(4, height // 28)
+    picture = Image.new("RGB", (left.width + gap + height, height), (128, 128, 128))
+    picture.paste(left, (0, (height - left.height) // 2))
+    picture.paste(right, (left.width + gap, 0))
+    return picture
 
 
 def save_input_picture(file: str, digit: np.ndarray, path: Path) -> None:
