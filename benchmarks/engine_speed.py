@@ -27,9 +27,8 @@ import numpy as np
 
 from lenet5.arch import ARCHITECTURES, init_params
 from lenet5.engine import make_engine
-from lenet5.hparams import OptimizerSpec, Schedule
+from lenet5.hparams import OptimizerSpec, Schedule, defaults_for
 from lenet5.numpy_engine.model import NumpyNet
-from lenet5.training import arch_defaults
 
 RESULTS = Path(__file__).parent / "results" / "engine_speed.md"
 TRAIN_IMAGES = 60_000
@@ -71,7 +70,7 @@ def layer_times(arch, batch: int, repeats: int) -> list[tuple[str, str, float, f
 
 def step_ms(engine_name: str, arch, batch: int, repeats: int) -> float:
     """Median milliseconds of one optimizer step on random rows of a bound dataset."""
-    defaults = arch_defaults(arch.name)
+    defaults = defaults_for(arch.name)
     engine = make_engine(engine_name, arch, init_params(arch, 0),
                          OptimizerSpec(defaults["optimizer"]), "cpu")
     # the rate of the first step of a default run: one large enough to blow the weights up
@@ -81,7 +80,8 @@ def step_ms(engine_name: str, arch, batch: int, repeats: int) -> float:
     rng = np.random.default_rng(1)
     x = rng.normal(size=(4096, 1, 32, 32)).astype(np.float32)
     engine.bind_training_data(x, rng.integers(0, 10, 4096))
-    engine.start_epoch(np.arange(4096))
+    if defaults["optimizer"] == "sdlm":
+        engine.estimate_curvature(np.arange(4096))
     batches = [rng.integers(0, 4096, batch) for _ in range(8)]
     counter = iter(range(10**9))
 

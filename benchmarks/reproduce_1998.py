@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from lenet5.arch import LENET5_1998
-from lenet5.training import read_metrics
+from lenet5.files import read_metrics
 
 RESULTS = Path(__file__).parent / "results" / "reproduce_1998.md"
 PAPER_TEST_ERROR = {"none": 0.95, "affine": 0.80}  # percent, section III of the paper

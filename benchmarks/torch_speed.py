@@ -52,7 +52,7 @@ def time_lenet5_train(engine: str, device: str, epochs: int, out: Path) -> dict:
                     device, "--epochs", str(epochs), "--batch-size", "128", "--no-report",
                     "--out", str(out)],
                    check=True, env=child_env(), stdout=subprocess.DEVNULL)
-    from lenet5.training import read_metrics
+    from lenet5.files import read_metrics
 
     rows = read_metrics(out)
     return {"epoch_seconds": [r["seconds"] for r in rows], "test_acc": rows[-1]["test_acc"]}
@@ -66,17 +66,18 @@ def time_tutorial(device: str, epochs: int) -> dict:
 
 
 def inference_rate(run: Path, device: str, repeats: int = 5) -> float:
-    """Images/s of ``Model.engine.logits`` on the MNIST test set at batch 1000 (median)."""
+    """Images/s of ``batched_logits`` on the MNIST test set at batch 1000 (median)."""
     import lenet5
     from lenet5.data import load
+    from lenet5.engine import batched_logits
 
     model = lenet5.load(run, engine="torch", device=device)
     x = model.inputs(load("mnist", log=lambda _: None).test_images)  # (10000, 1, 32, 32)
-    model.engine.logits(x[:1000], batch_size=1000)  # warm-up
+    batched_logits(model.engine, x[:1000], batch_size=1000)  # warm-up
     rates = []
     for _ in range(repeats):
         started = time.perf_counter()
-        model.engine.logits(x, batch_size=1000)
+        batched_logits(model.engine, x, batch_size=1000)
         rates.append(len(x) / (time.perf_counter() - started))
     return statistics.median(rates)
 

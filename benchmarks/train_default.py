@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from lenet5.training import read_metrics
+from lenet5.files import read_metrics
 
 RESULTS = Path(__file__).parent / "results" / "train_default.md"
 

@@ -2,7 +2,8 @@
 
 import pytest
 
-from lenet5.training import TrainConfig, read_metrics, train
+from lenet5.files import read_metrics
+from lenet5.training import TrainConfig, train
 
 # One epoch of each architecture's default recipe. The full default runs reach >= 99.2%
 # (lenet5, 15 epochs) and ~99% (lenet5-1998, 20 passes, whose first pass reached 97.4-97.7%

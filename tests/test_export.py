@@ -10,6 +10,7 @@ import pytest
 
 from lenet5 import arch as A
 from lenet5 import checkpoint, cli
+from lenet5.engine import evaluate
 from lenet5.errors import Lenet5Error
 from lenet5.export import OPSET, export
 from lenet5.model import load
@@ -74,8 +75,8 @@ def test_evaluate_gives_the_engines_loss_and_labels(exported):
     images = digits(100)
     labels = np.random.default_rng(2).integers(0, 10, 100)
     numpy_model, onnx_model = load(model_path), load(onnx_path, engine="onnx")
-    want_loss, want_labels = numpy_model.engine.evaluate(numpy_model.inputs(images), labels)
-    got_loss, got_labels = onnx_model.engine.evaluate(onnx_model.inputs(images), labels)
+    want_loss, want_labels = evaluate(numpy_model.engine, numpy_model.inputs(images), labels)
+    got_loss, got_labels = evaluate(onnx_model.engine, onnx_model.inputs(images), labels)
     assert got_loss == pytest.approx(want_loss, rel=1e-5)
     np.testing.assert_array_equal(got_labels, want_labels)
 

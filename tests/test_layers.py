@@ -16,7 +16,7 @@ def rng():
 
 
 def test_conv2d_gradients(rng):
-    layer = L.Conv2d(rng.normal(size=(4, 3, 3, 3)), rng.normal(size=4))
+    layer = L.Conv(rng.normal(size=(4, 3, 3, 3)), rng.normal(size=4))
     errors = check_layer(layer, rng.normal(size=(2, 7, 6, 3)))  # (N, H, W, C)
     assert max(errors.values()) < TOL, errors
 
@@ -24,7 +24,7 @@ def test_conv2d_gradients(rng):
 def test_sparse_conv2d_keeps_unconnected_weights_at_zero(rng):
     mask = rng.random((4, 3)) < 0.5
     mask[:, 0] = True
-    layer = L.Conv2d(rng.normal(size=(4, 3, 3, 3)), rng.normal(size=4), mask)
+    layer = L.Conv(rng.normal(size=(4, 3, 3, 3)), rng.normal(size=4), mask)
     assert np.all(layer.params["weight"][~mask] == 0)
     errors = check_layer(layer, rng.normal(size=(2, 6, 6, 3)))
     assert max(errors.values()) < TOL, errors
@@ -32,7 +32,7 @@ def test_sparse_conv2d_keeps_unconnected_weights_at_zero(rng):
 
 
 def test_first_conv_returns_no_input_gradient(rng):
-    layer = L.Conv2d(rng.normal(size=(2, 1, 3, 3)), np.zeros(2))
+    layer = L.Conv(rng.normal(size=(2, 1, 3, 3)), np.zeros(2))
     layer.needs_input_grad = False
     out = layer.forward(rng.normal(size=(1, 5, 5, 1)), train=True)
     assert layer.backward(np.ones_like(out)) is None
@@ -42,7 +42,7 @@ def test_first_conv_returns_no_input_gradient(rng):
 def test_conv2d_matches_direct_convolution(rng):
     w, b = rng.normal(size=(2, 3, 3, 3)), rng.normal(size=2)
     x = rng.normal(size=(1, 5, 5, 3))
-    y = L.Conv2d(w.copy(), b).forward(x, train=False)
+    y = L.Conv(w.copy(), b).forward(x, train=False)
     expected = np.empty((1, 3, 3, 2))
     for i in range(3):
         for j in range(3):
@@ -52,13 +52,13 @@ def test_conv2d_matches_direct_convolution(rng):
 
 
 def test_maxpool_gradients(rng):
-    errors = check_layer(L.MaxPool2d(2), rng.normal(size=(2, 6, 4, 3)))
+    errors = check_layer(L.MaxPool(2), rng.normal(size=(2, 6, 4, 3)))
     assert errors["x"] < TOL
 
 
 def test_maxpool_routes_ties_to_first_position():
     x = np.zeros((1, 2, 2, 1))
-    pool = L.MaxPool2d(2)
+    pool = L.MaxPool(2)
     pool.forward(x, train=True)
     dx = pool.backward(np.ones((1, 1, 1, 1)))
     assert dx[0, :, :, 0].tolist() == [[1.0, 0.0], [0.0, 0.0]]
@@ -71,7 +71,7 @@ def test_relu_gradients(rng):
 
 
 def test_linear_gradients(rng):
-    layer = L.Linear(rng.normal(size=(5, 7)), rng.normal(size=5))
+    layer = L.Dense(rng.normal(size=(5, 7)), rng.normal(size=5))
     errors = check_layer(layer, rng.normal(size=(3, 7)))
     assert max(errors.values()) < TOL, errors
 
@@ -101,7 +101,7 @@ def test_softmax_cross_entropy_is_stable_for_huge_logits():
 
 
 def test_layers_keep_float32(rng):
-    layer = L.Conv2d(rng.normal(size=(2, 1, 3, 3)).astype(np.float32), np.zeros(2, np.float32))
+    layer = L.Conv(rng.normal(size=(2, 1, 3, 3)).astype(np.float32), np.zeros(2, np.float32))
     x = rng.normal(size=(1, 5, 5, 1)).astype(np.float32)
     assert layer.forward(x, train=False).dtype == np.float32
 
@@ -114,12 +114,12 @@ def test_split_width_layout_changes_nothing_but_speed(rng, pool):
 
     def make_pool():
         if pool == "max":
-            return L.MaxPool2d(2)
-        return L.Subsample2d(np.array([0.5, -1.0, 2.0, 0.3]), np.array([0.1, 0.0, -0.2, 0.4]))
+            return L.MaxPool(2)
+        return L.Subsample(np.array([0.5, -1.0, 2.0, 0.3]), np.array([0.1, 0.0, -0.2, 0.4]))
 
     results = []
     for split in (False, True):
-        conv, pooling = L.Conv2d(w.copy(), b.copy()), make_pool()
+        conv, pooling = L.Conv(w.copy(), b.copy()), make_pool()
         if split:
             conv.split, pooling.split_input = 2, True
         y = conv.forward(x, train=True)
@@ -137,7 +137,7 @@ def test_split_width_layout_changes_nothing_but_speed(rng, pool):
 
 
 def test_split_conv_refuses_an_odd_output_width(rng):
-    conv = L.Conv2d(rng.normal(size=(2, 1, 3, 3)), np.zeros(2))
+    conv = L.Conv(rng.normal(size=(2, 1, 3, 3)), np.zeros(2))
     conv.split = 2
     with pytest.raises(ValueError, match="does not split"):
         conv.forward(rng.normal(size=(1, 5, 5, 1)), train=False)

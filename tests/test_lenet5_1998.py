@@ -8,10 +8,11 @@ import pytest
 from gradcheck import check_layer, max_rel_error, numeric_grad
 
 from lenet5 import cli
-from lenet5.arch import C3_INPUTS, C3_TABLE, LENET5_1998, get_arch, init_params, rbf_centres
+from lenet5.arch import C3_INPUTS, C3_TABLE, LENET5_1998, MAP_J, get_arch, init_params, rbf_centres
+from lenet5.engine import batched_logits, evaluate
 from lenet5.hparams import OptimizerSpec, Schedule
 from lenet5.numpy_engine import layers as L
-from lenet5.numpy_engine.losses import MAP_J, map_curvature, map_loss, softmax_curvature
+from lenet5.numpy_engine.losses import map_curvature, map_loss, softmax_curvature
 from lenet5.numpy_engine.model import NumpyEngine, NumpyNet
 from lenet5.numpy_engine.optim import Optimizer
 
@@ -106,16 +107,16 @@ def test_scaled_tanh_values_and_gradient(rng):
 def test_subsample_sums_blocks_then_scales_and_shifts(rng):
     w, b = rng.normal(size=3), rng.normal(size=3)
     x = rng.normal(size=(2, 4, 6, 3))  # (N, H, W, C)
-    y = L.Subsample2d(w.copy(), b.copy()).forward(x, train=False)
+    y = L.Subsample(w.copy(), b.copy()).forward(x, train=False)
     expected = (x[:, 0::2, 0::2] + x[:, 0::2, 1::2] + x[:, 1::2, 0::2] + x[:, 1::2, 1::2]) * w + b
     np.testing.assert_allclose(y, expected, rtol=1e-12)
-    errors = check_layer(L.Subsample2d(w, b), x)
+    errors = check_layer(L.Subsample(w, b), x)
     assert max(errors.values()) < TOL, errors
 
 
 def test_sparse_c3_gradients_and_connectivity(rng):
     mask = np.array(C3_TABLE)
-    conv = L.Conv2d(rng.normal(size=(16, 6, 5, 5)), rng.normal(size=16), mask)
+    conv = L.Conv(rng.normal(size=(16, 6, 5, 5)), rng.normal(size=16), mask)
     x = rng.normal(size=(2, 7, 6, 6))  # (N, H, W, 6 S2 maps)
     errors = check_layer(conv, x)
     assert max(errors.values()) < TOL, errors
@@ -186,9 +187,9 @@ def test_engine_logits_are_negated_penalties_and_loss_is_map(rng):
     engine = NumpyEngine(LENET5_1998, params)
     x = rng.normal(size=(5, 1, 32, 32)).astype(np.float32)
     y = np.arange(5)
-    logits = engine.logits(x)
+    logits = batched_logits(engine, x)
     assert logits.shape == (5, 10) and np.all(logits <= 0)
-    loss_sum, preds = engine.evaluate(x, y)
+    loss_sum, preds = evaluate(engine, x, y)
     assert loss_sum == pytest.approx(map_loss(logits.astype(np.float64), y)[0] * 5, rel=1e-5)
     np.testing.assert_array_equal(preds, logits.argmax(axis=1))
 
@@ -218,8 +219,8 @@ def test_layers_and_loss_match_torch_autograd(rng):
     t_loss = (penalties[torch.arange(2), torch.tensor(labels)] + logz).mean()
     t_loss.backward()
 
-    conv = L.Conv2d(w3.copy(), b3.copy(), mask)
-    tanh, sub, rbf = L.ScaledTanh(), L.Subsample2d(ws.copy(), bs.copy()), L.RBF(rbf_centres())
+    conv = L.Conv(w3.copy(), b3.copy(), mask)
+    tanh, sub, rbf = L.ScaledTanh(), L.Subsample(ws.copy(), bs.copy()), L.RBF(rbf_centres())
     h_np = sub.forward(tanh.forward(conv.forward(x.transpose(0, 2, 3, 1), True), True), True)
     flat = h_np.transpose(0, 3, 1, 2).reshape(2, -1)  # (C, H, W) order, as torch
     loss, g = map_loss(rbf.forward(flat[:, :84], True), labels)
@@ -265,15 +266,15 @@ def brute_force_gn(layer, x: np.ndarray, curv: np.ndarray) -> dict[str, np.ndarr
 
 @pytest.mark.parametrize("kind", ["conv", "sparse_conv", "subsample", "linear", "tanh", "relu",
                                   "maxpool", "flatten"])
-def test_backward_gn_is_the_exact_gauss_newton_diagonal_of_each_layer(rng, kind):
+def test_backward_curvature_is_the_exact_gauss_newton_diagonal_of_each_layer(rng, kind):
     x = rng.normal(size=(2, 4, 4, 3))
     layer = {
-        "conv": lambda: L.Conv2d(rng.normal(size=(2, 3, 3, 3)), rng.normal(size=2)),
-        "sparse_conv": lambda: L.Conv2d(rng.normal(size=(2, 3, 3, 3)), rng.normal(size=2),
+        "conv": lambda: L.Conv(rng.normal(size=(2, 3, 3, 3)), rng.normal(size=2)),
+        "sparse_conv": lambda: L.Conv(rng.normal(size=(2, 3, 3, 3)), rng.normal(size=2),
                                         np.array([[1, 0, 1], [0, 1, 1]], dtype=bool)),
-        "subsample": lambda: L.Subsample2d(rng.normal(size=3), rng.normal(size=3)),
-        "linear": lambda: L.Linear(rng.normal(size=(5, 3)), rng.normal(size=5)),
-        "tanh": L.ScaledTanh, "relu": L.ReLU, "maxpool": L.MaxPool2d, "flatten": L.Flatten,
+        "subsample": lambda: L.Subsample(rng.normal(size=3), rng.normal(size=3)),
+        "linear": lambda: L.Dense(rng.normal(size=(5, 3)), rng.normal(size=5)),
+        "tanh": L.ScaledTanh, "relu": L.ReLU, "maxpool": L.MaxPool, "flatten": L.Flatten,
     }[kind]()
     if kind == "linear":
         x = rng.normal(size=(4, 3))
@@ -281,18 +282,18 @@ def test_backward_gn_is_the_exact_gauss_newton_diagonal_of_each_layer(rng, kind)
     curv = rng.uniform(0.1, 2.0, size=out.shape)
     expected = brute_force_gn(layer, x, curv)
     layer.forward(x, train=True)
-    got = {"x": layer.backward_gn(curv.copy()), **layer.curvatures}
+    got = {"x": layer.backward_curvature(curv.copy()), **layer.curvatures}
     assert got.keys() == expected.keys()
     for name in expected:
         assert max_rel_error(got[name], expected[name]) < TOL, name
 
 
-def test_chained_backward_gn_is_exact_through_width_one_hidden_layers(rng):
+def test_chained_backward_curvature_is_exact_through_width_one_hidden_layers(rng):
     """With one hidden unit per layer the paper's diagonal approximation drops nothing, so the
     chained pass must equal the brute-force Gauss-Newton diagonal of the whole network."""
-    conv = L.Conv2d(rng.normal(size=(1, 1, 3, 3)), rng.normal(size=1))
+    conv = L.Conv(rng.normal(size=(1, 1, 3, 3)), rng.normal(size=1))
     conv.needs_input_grad = False
-    stack = [conv, L.ScaledTanh(), L.Flatten(), L.Linear(rng.normal(size=(5, 1)),
+    stack = [conv, L.ScaledTanh(), L.Flatten(), L.Dense(rng.normal(size=(5, 1)),
                                                          rng.normal(size=5)), L.ScaledTanh()]
     x = rng.normal(size=(3, 3, 3, 1))
 
@@ -306,7 +307,7 @@ def test_chained_backward_gn_is_exact_through_width_one_hidden_layers(rng):
     curv = rng.uniform(0.1, 2.0, size=out.shape)  # (3, 5)
     back = curv
     for layer in reversed(stack):
-        back = layer.backward_gn(back)
+        back = layer.backward_curvature(back)
     for layer in (stack[0], stack[3]):
         for name, p in layer.params.items():
             expected = (curv.reshape(-1, 1) * jacobian(lambda: run(False), p) ** 2).sum(0)
@@ -404,15 +405,15 @@ def test_a_short_sdlm_run_lowers_the_loss(rng):
         x[labels == k, 0, 6 + 7 * k:12 + 7 * k, 8:24] = 1.175
     x += rng.normal(scale=0.05, size=x.shape).astype(np.float32)
     engine.bind_training_data(x, labels)
-    before = engine.evaluate(x, labels)[0]
-    engine.start_epoch(np.arange(96))
+    before = evaluate(engine, x, labels)[0]
+    engine.estimate_curvature(np.arange(96))
     assert engine.optimizer.state["curvature"]["F6.bias"].mean() > 0
     for epoch in range(3):
         order = np.random.default_rng(epoch).permutation(96)
-        engine.start_epoch(order)
+        engine.estimate_curvature(order)
         for b in range(0, 96, 8):
             engine.train_step(order[b:b + 8], 1e-5)
-    after = engine.evaluate(x, labels)[0]
+    after = evaluate(engine, x, labels)[0]
     assert after < 0.5 * before
 
 

@@ -7,12 +7,13 @@ import pytest
 from gradcheck import EPS
 from threadpoolctl import threadpool_info, threadpool_limits
 
+from lenet5 import threads
 from lenet5.arch import ARCHITECTURES, LENET5, init_params
-from lenet5.engine import THREAD_VARIABLES
+from lenet5.engine import evaluate
 from lenet5.hparams import OptimizerSpec
 from lenet5.numpy_engine import layers as L
-from lenet5.numpy_engine import model as numpy_model
 from lenet5.numpy_engine.model import ACTIVATIONS, NumpyEngine, NumpyNet, keep_freed_memory
+from lenet5.threads import THREAD_VARIABLES
 
 
 @pytest.mark.parametrize("arch", list(ARCHITECTURES.values()), ids=list(ARCHITECTURES))
@@ -54,7 +55,7 @@ def test_feature_maps_are_in_natural_order(arch):
     """Convolutions feeding a pool store their columns split; the maps must not show that:
     every map equals that of the same network computed without the split layout."""
     net = NumpyNet(arch, init_params(arch, 0), dtype=np.float64)
-    convs = [layer for _, layer in net.layers if isinstance(layer, L.Conv2d)]
+    convs = [layer for _, layer in net.layers if isinstance(layer, L.Conv)]
     assert [conv.split for conv in convs] == [2, 2, 1][:len(convs)]  # C1, C3 feed pools
     plain = NumpyNet(arch, init_params(arch, 0), dtype=np.float64)
     for _, layer in plain.layers:
@@ -64,7 +65,7 @@ def test_feature_maps_are_in_natural_order(arch):
     assert list(maps) == list(expected)
     for name in maps:
         np.testing.assert_allclose(maps[name], expected[name], rtol=1e-12, atol=1e-12)
-    c1 = L.Conv2d(net.params["C1.weight"].copy(), net.params["C1.bias"].copy())
+    c1 = L.Conv(net.params["C1.weight"].copy(), net.params["C1.bias"].copy())
     activation = ACTIVATIONS[arch.layers[0].activation]()
     direct = activation.forward(c1.forward(x.transpose(0, 2, 3, 1), train=False), False)
     np.testing.assert_allclose(maps["C1"], direct.transpose(0, 3, 1, 2), rtol=1e-12, atol=1e-12)
@@ -91,22 +92,22 @@ def _blas_thread_counts() -> set[int]:
 def test_small_training_steps_run_on_one_blas_thread(monkeypatch):
     for name in THREAD_VARIABLES:
         monkeypatch.delenv(name, raising=False)
-    numpy_model._blas_threads.cache_clear()
+    threads._blas_threads.cache_clear()
     with threadpool_limits(2, user_api="blas"):  # as on a 2-core machine, whatever this one is
         if _blas_thread_counts() != {2}:
             pytest.skip("this BLAS cannot run two threads")
-        with numpy_model.blas_threads_for(16):
+        with threads.blas_threads_for(16):
             assert _blas_thread_counts() == {1}
         assert _blas_thread_counts() == {2}  # restored after the step
-        with numpy_model.blas_threads_for(numpy_model.ONE_BLAS_THREAD_BELOW):
+        with threads.blas_threads_for(threads.ONE_BLAS_THREAD_BELOW):
             assert _blas_thread_counts() == {2}
-        with numpy_model.one_blas_thread():  # SDLM's curvature pass, whatever the batch size
+        with threads.one_blas_thread():  # SDLM's curvature pass, whatever the batch size
             assert _blas_thread_counts() == {1}
         monkeypatch.setenv("OPENBLAS_NUM_THREADS", "2")  # the user's own choice wins
-        numpy_model._blas_threads.cache_clear()
-        with numpy_model.blas_threads_for(16):
+        threads._blas_threads.cache_clear()
+        with threads.blas_threads_for(16):
             assert _blas_thread_counts() == {2}
-    numpy_model._blas_threads.cache_clear()
+    threads._blas_threads.cache_clear()
 
 
 def test_inference_keeps_no_backward_caches():
@@ -131,7 +132,7 @@ def test_engine_learns_a_separable_problem():
         first = first if first is not None else loss / seen
     assert loss / seen < first / 3
     assert correct / seen > 0.9
-    _, preds = engine.evaluate(x, y)
+    _, preds = evaluate(engine, x, y)
     assert np.mean(preds == y) > 0.9
 
 

@@ -54,7 +54,6 @@ def test_write_report_writes_every_figure_and_the_page(synthetic_run):
 
 def test_report_command_and_train_writes_it_unless_told_not_to(synthetic_dataset, tmp_path,
                                                                capsys, monkeypatch):
-    monkeypatch.setattr("lenet5.cli.DATASET_NAMES", ("mnist", synthetic_dataset))
     plain, skipped = tmp_path / "plain", tmp_path / "skipped"
     common = ["train", "--dataset", synthetic_dataset, "--epochs", "1"]
     assert main([*common, "--out", str(plain)]) == 0

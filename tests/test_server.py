@@ -27,11 +27,11 @@ from PIL import Image, ImageDraw  # noqa: E402
 from lenet5 import checkpoint  # noqa: E402
 from lenet5.arch import get_arch, init_params  # noqa: E402
 from lenet5.cli import main  # noqa: E402
-from lenet5.engine import THREAD_VARIABLES  # noqa: E402
 from lenet5.images import preprocess_image  # noqa: E402
 from lenet5.model import load  # noqa: E402
 from lenet5.server import app as server_app  # noqa: E402
 from lenet5.server import create_app  # noqa: E402
+from lenet5.threads import THREAD_VARIABLES  # noqa: E402
 
 MB = 2**20
 STROKES = {  # a few digit-like drawings, in 0-1 coordinates: each a list of polylines

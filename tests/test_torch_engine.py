@@ -9,15 +9,21 @@ torch = pytest.importorskip("torch", reason="PyTorch is not installed (pip insta
 
 import torch.nn.functional as F  # noqa: E402
 
-from lenet5 import checkpoint  # noqa: E402
-from lenet5.arch import ARCHITECTURES, LENET5, LENET5_1998, init_params, rbf_centres  # noqa: E402
-from lenet5.engine import make_engine  # noqa: E402
+from lenet5 import checkpoint, files  # noqa: E402
+from lenet5.arch import (  # noqa: E402
+    ARCHITECTURES,
+    LENET5,
+    LENET5_1998,
+    MAP_J,
+    init_params,
+    rbf_centres,
+)
+from lenet5.engine import batched_logits, evaluate, make_engine  # noqa: E402
 from lenet5.errors import Lenet5Error  # noqa: E402
 from lenet5.hparams import OptimizerSpec  # noqa: E402
 from lenet5.model import load  # noqa: E402
 from lenet5.numpy_engine import layers as L  # noqa: E402
 from lenet5.numpy_engine.losses import (  # noqa: E402
-    MAP_J,
     map_curvature,
     map_loss,
     softmax_cross_entropy,
@@ -172,7 +178,8 @@ def numpy_engine(arch, params, spec, dtype):
 def run_steps(engine, x, y, steps: int = 3):
     """SDLM's curvature, then ``steps`` steps on alternating halves with falling rates."""
     engine.bind_training_data(x, y)
-    engine.start_epoch(np.arange(len(x)))
+    if engine.optimizer.spec.name == "sdlm":
+        engine.estimate_curvature(np.arange(len(x)))
     for step in range(steps):
         engine.train_step(np.arange(step, len(x), 2), 1e-3 / (step + 1))
     return engine.take_train_metrics()
@@ -239,9 +246,9 @@ def test_evaluate_logits_and_parameters_match_numpy():
     x, y = batch(50, np.float32)
     ref, engine = NumpyEngine(LENET5, params), make_engine("torch", LENET5, params, device="cpu")
     assert engine.name == "torch" and engine.device == "cpu"
-    assert_close(engine.logits(x, batch_size=16), ref.logits(x), 1e-5)
-    loss, preds = engine.evaluate(x, y, batch_size=16)
-    ref_loss, ref_preds = ref.evaluate(x, y)
+    assert_close(batched_logits(engine, x, batch_size=16), batched_logits(ref, x), 1e-5)
+    loss, preds = evaluate(engine, x, y, batch_size=16)
+    ref_loss, ref_preds = evaluate(ref, x, y)
     assert_close(loss, ref_loss, 1e-5)
     np.testing.assert_array_equal(preds, ref_preds)
     copy = engine.parameters()
@@ -300,8 +307,8 @@ def test_resume_is_bit_identical_with_the_torch_engine(synthetic_dataset, tmp_pa
         train(config(tmp_path / "b"), log=killed_after_first_epoch, progress=False)
     resumed = train(resume_config(tmp_path / "b"), resume=tmp_path / "b",
                     log=lambda _: None, progress=False)
-    p1, o1, m1 = checkpoint.load_state(straight / checkpoint.STATE_FILE)
-    p2, o2, m2 = checkpoint.load_state(resumed / checkpoint.STATE_FILE)
+    p1, o1, m1 = checkpoint.load_state(straight / files.STATE_FILE)
+    p2, o2, m2 = checkpoint.load_state(resumed / files.STATE_FILE)
     assert m1["epoch"] == m2["epoch"] == 2
     for a, b in ((p1, p2), (o1, o2)):
         assert set(a) == set(b)
@@ -354,7 +361,7 @@ def rng():
 def test_numpy_conv2d_backward(rng, masked):
     w, b = rng.normal(size=(4, 3, 3, 3)), rng.normal(size=4)
     mask = rng.random((4, 3)) < 0.6 if masked else None
-    layer = L.Conv2d(w.copy(), b.copy(), mask)
+    layer = L.Conv(w.copy(), b.copy(), mask)
     m = 1.0 if mask is None else torch.from_numpy(mask[:, :, None, None].astype(np.float64))
     check_against_autograd(layer, rng.normal(size=(2, 7, 6, 3)),
                            lambda x, weight, bias: F.conv2d(x, weight * m, bias),
@@ -365,7 +372,7 @@ def test_numpy_maxpool_backward_with_ties(rng):
     x = rng.normal(size=(2, 6, 4, 3))
     x[:, 0:2, 0:2, :] = 1.5  # a whole window of equal values: the first position wins
     x[0, 2, 2:4, 1] = x[0, 3, 3, 1] = 9.0
-    check_against_autograd(L.MaxPool2d(2), x, lambda x: F.max_pool2d(x, 2), {})
+    check_against_autograd(L.MaxPool(2), x, lambda x: F.max_pool2d(x, 2), {})
 
 
 def test_numpy_relu_backward(rng):
@@ -376,7 +383,7 @@ def test_numpy_relu_backward(rng):
 
 def test_numpy_linear_backward(rng):
     w, b = rng.normal(size=(5, 12)), rng.normal(size=5)
-    check_against_autograd(L.Linear(w, b), rng.normal(size=(3, 12)),
+    check_against_autograd(L.Dense(w, b), rng.normal(size=(3, 12)),
                            lambda x, weight, bias: F.linear(x, weight, bias),
                            {"weight": w, "bias": b})
 
@@ -397,7 +404,7 @@ def test_numpy_scaled_tanh_and_subsample_backward(rng):
     check_against_autograd(L.ScaledTanh(), rng.normal(size=(2, 4, 4, 3)),
                            lambda x: 1.7159 * torch.tanh(x * 2 / 3), {})
     w, b = rng.normal(size=3), rng.normal(size=3)
-    check_against_autograd(L.Subsample2d(w, b, 2), rng.normal(size=(2, 6, 4, 3)),
+    check_against_autograd(L.Subsample(w, b, 2), rng.normal(size=(2, 6, 4, 3)),
                            lambda x, weight, bias: F.avg_pool2d(x, 2) * 4 * weight[:, None, None]
                            + bias[:, None, None], {"weight": w, "bias": b})
 

@@ -5,9 +5,10 @@ import json
 import numpy as np
 import pytest
 
-from lenet5 import checkpoint
+from lenet5 import checkpoint, files
 from lenet5.errors import Lenet5Error, TrainingDiverged
-from lenet5.training import TrainConfig, read_metrics, resume_config, train
+from lenet5.files import read_metrics
+from lenet5.training import TrainConfig, resume_config, train
 
 
 def quiet(_: str) -> None:
@@ -31,7 +32,7 @@ def test_run_directory_holds_model_metrics_config_and_state(synthetic_dataset, t
     params, meta = checkpoint.load_model(run)
     assert meta["arch"] == "lenet5" and meta["dataset"] == "synthetic"
     assert meta["test_accuracy"] == rows[-1]["test_acc"]
-    assert (run / checkpoint.STATE_FILE).is_file()
+    assert (run / files.STATE_FILE).is_file()
     assert not list(run.glob("*.tmp"))
 
 
@@ -50,8 +51,8 @@ def test_resume_ends_bit_identical_to_an_uninterrupted_run(synthetic_dataset, tm
     p1, _ = checkpoint.load_model(straight)
     p2, _ = checkpoint.load_model(resumed)
     assert all(np.array_equal(p1[k], p2[k]) for k in p1)
-    _, o1, _ = checkpoint.load_state(straight / checkpoint.STATE_FILE)
-    _, o2, _ = checkpoint.load_state(resumed / checkpoint.STATE_FILE)
+    _, o1, _ = checkpoint.load_state(straight / files.STATE_FILE)
+    _, o2, _ = checkpoint.load_state(resumed / files.STATE_FILE)
     assert all(np.array_equal(o1[k], o2[k]) for k in o1)
     strip = [{k: v for k, v in r.items() if k != "seconds"} for r in read_metrics(straight)]
     assert strip == [{k: v for k, v in r.items() if k != "seconds"} for r in read_metrics(resumed)]
@@ -69,7 +70,7 @@ def test_divergence_stops_with_advice_and_keeps_last_good_epoch(synthetic_datase
                  schedule="constant")
     with pytest.raises(TrainingDiverged, match=r"lower --lr \(now 1e\+12\)"):
         train(cfg, log=quiet)
-    assert not (tmp_path / "run" / checkpoint.MODEL_FILE).exists()
+    assert not (tmp_path / "run" / files.MODEL_FILE).exists()
 
 
 def test_existing_run_is_not_overwritten(synthetic_dataset, tmp_path):

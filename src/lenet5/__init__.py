@@ -9,7 +9,8 @@
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from .version import __version__
+
 __all__ = ["__version__", "datasets", "load", "preprocess_image"]
 
 

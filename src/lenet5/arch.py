@@ -7,14 +7,28 @@ loads in the other. Nothing here computes activations: shapes, counts and initia
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 from .errors import Lenet5Error
 
+# Activations (each engine maps these names to its own implementation)
 RELU = "relu"
-SCALED_TANH = "scaled_tanh"  # f(a) = 1.7159 tanh(2a/3), LeCun et al. 1998, section II-A
+SCALED_TANH = "scaled_tanh"  # f(a) = TANH_AMPLITUDE tanh(TANH_SLOPE a)
+ACTIVATIONS = (RELU, SCALED_TANH)
+# LeCun et al. 1998, section II-A and appendix A: f(a) = 1.7159 tanh(2a/3), so f(+-1) = +-1
+# and targets of +-1 sit where the curvature is largest.
+TANH_AMPLITUDE, TANH_SLOPE = 1.7159, 2.0 / 3.0
+
+# Losses: softmax cross-entropy, and the 1998 MAP criterion (section II-C, eq. 9) on the RBF
+# penalties, E = y_D + log(e^-j + sum_i e^-y_i). The paper only says j is a positive constant.
+# Read as a class, the e^-j term is a "rubbish" class whose penalty is fixed at j; a small j
+# lets the competitive term push up only penalties already nearly as small as j (outputs close
+# to a wrong centre), while y_D does most of the work, as in the paper's MSE criterion (eq. 8).
+# 0.1 is also the value reimplementations commonly use.
+LOSSES = ("cross_entropy", "map")
+MAP_J = 0.1
 
 
 @dataclass(frozen=True)
@@ -29,11 +43,41 @@ class Conv:
     # (out_channels, in_channels) bool: which input maps feed each output map; None = all.
     table: tuple[tuple[bool, ...], ...] | None = None
 
+    def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        _, h, w = shape
+        return self.out_channels, h - self.kernel + 1, w - self.kernel + 1
+
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        k = self.kernel
+        return {"weight": (self.out_channels, self.in_channels, k, k),
+                "bias": (self.out_channels,)}
+
+    def fan_in(self) -> np.ndarray | int:
+        """Inputs feeding one unit of each output map (a sparse conv's maps differ)."""
+        if self.table is None:
+            return self.in_channels * self.kernel**2
+        return np.array([sum(row) for row in self.table]) * self.kernel**2
+
+    def counts(self, shape: tuple[int, ...]) -> tuple[int, int]:
+        """(trainable parameters, connections) for this layer's output ``shape``."""
+        params = connected_inputs(self) * self.kernel**2 + self.out_channels
+        return params, params * shape[1] * shape[2]
+
 
 @dataclass(frozen=True)
 class MaxPool:
     name: str
     size: int = 2
+
+    def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        c, h, w = shape
+        return c, h // self.size, w // self.size
+
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {}
+
+    def counts(self, shape: tuple[int, ...]) -> tuple[int, int]:
+        return 0, self.size**2 * shape[0] * shape[1] * shape[2]
 
 
 @dataclass(frozen=True)
@@ -45,6 +89,17 @@ class Subsample:
     size: int = 2
     activation: str | None = SCALED_TANH
 
+    output_shape = MaxPool.output_shape
+
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {"weight": (self.channels,), "bias": (self.channels,)}
+
+    def fan_in(self) -> int:
+        return self.size**2
+
+    def counts(self, shape: tuple[int, ...]) -> tuple[int, int]:
+        return 2 * self.channels, (self.size**2 + 1) * self.channels * shape[1] * shape[2]
+
 
 @dataclass(frozen=True)
 class Dense:
@@ -55,17 +110,39 @@ class Dense:
     out_features: int
     activation: str | None
 
+    def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        return (self.out_features,)
+
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {"weight": (self.out_features, self.in_features), "bias": (self.out_features,)}
+
+    def fan_in(self) -> int:
+        return self.in_features
+
+    def counts(self, shape: tuple[int, ...]) -> tuple[int, int]:
+        params = (self.in_features + 1) * self.out_features
+        return params, params
+
 
 @dataclass(frozen=True)
 class RBF:
-    """Euclidean RBF output: y_i = sum_j (x_j - c_ij)^2 with fixed centres."""
+    """Euclidean RBF output: y_i = sum_j (x_j - c_ij)^2 with fixed centres (``rbf_centres``)."""
 
     name: str
     in_features: int
     out_features: int
 
+    output_shape = Dense.output_shape
+
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {}
+
+    def counts(self, shape: tuple[int, ...]) -> tuple[int, int]:
+        return 0, self.in_features * self.out_features  # the centres are not trainable
+
 
 Layer = Conv | MaxPool | Subsample | Dense | RBF
+VECTOR_LAYERS = (Dense, RBF)  # layers that read a flat vector: a spatial input is flattened
 
 
 @dataclass(frozen=True)
@@ -74,64 +151,29 @@ class Architecture:
     description: str
     input_size: int  # images are padded from 28 to this size
     layers: tuple[Layer, ...]
-    loss: str  # "cross_entropy" or "map"
+    loss: str  # one of LOSSES
     input_normalization: str  # "mean_std" (training-set statistics) or "lecun_1998"
     init: str  # "he_uniform" or "lecun_1998"
-    defaults: dict = field(default_factory=dict)  # training defaults that suit this arch
 
     def layer_shapes(self) -> list[tuple[int, ...]]:
         """Output shape (C, H, W) or (F,) of each layer for one image."""
         shapes: list[tuple[int, ...]] = []
-        c, h, w = 1, self.input_size, self.input_size
+        shape: tuple[int, ...] = (1, self.input_size, self.input_size)
         for layer in self.layers:
-            if isinstance(layer, Conv):
-                c, h, w = layer.out_channels, h - layer.kernel + 1, w - layer.kernel + 1
-                shapes.append((c, h, w))
-            elif isinstance(layer, (MaxPool, Subsample)):
-                h, w = h // layer.size, w // layer.size
-                shapes.append((c, h, w))
-            else:
-                c, h, w = layer.out_features, 1, 1
-                shapes.append((c,))
+            shape = layer.output_shape(shape)
+            shapes.append(shape)
         return shapes
 
     def param_shapes(self) -> dict[str, tuple[int, ...]]:
         """Every trainable parameter's name and shape (fixed RBF centres are not listed)."""
-        shapes: dict[str, tuple[int, ...]] = {}
-        for layer in self.layers:
-            if isinstance(layer, Conv):
-                shapes[f"{layer.name}.weight"] = (
-                    layer.out_channels, layer.in_channels, layer.kernel, layer.kernel)
-                shapes[f"{layer.name}.bias"] = (layer.out_channels,)
-            elif isinstance(layer, Subsample):
-                shapes[f"{layer.name}.weight"] = (layer.channels,)
-                shapes[f"{layer.name}.bias"] = (layer.channels,)
-            elif isinstance(layer, Dense):
-                shapes[f"{layer.name}.weight"] = (layer.out_features, layer.in_features)
-                shapes[f"{layer.name}.bias"] = (layer.out_features,)
-        return shapes
+        return {f"{layer.name}.{kind}": shape for layer in self.layers
+                for kind, shape in layer.param_shapes().items()}
 
     def layer_counts(self) -> list[dict]:
         """Per layer: name, output shape, trainable parameters and connections (as in the paper)."""
         rows = []
         for layer, shape in zip(self.layers, self.layer_shapes(), strict=True):
-            spatial = shape[1] * shape[2] if len(shape) == 3 else 1
-            if isinstance(layer, Conv):
-                fan_in = connected_inputs(layer) * layer.kernel**2
-                params = fan_in + layer.out_channels  # sum over maps of (inputs * k * k) + biases
-                connections = params * spatial
-            elif isinstance(layer, Subsample):
-                params = 2 * layer.channels
-                connections = (layer.size**2 + 1) * layer.channels * spatial
-            elif isinstance(layer, MaxPool):
-                params = 0
-                connections = layer.size**2 * shape[0] * spatial
-            elif isinstance(layer, Dense):
-                params = (layer.in_features + 1) * layer.out_features
-                connections = params
-            else:  # RBF: centres are fixed, so nothing is trainable
-                params = 0
-                connections = layer.in_features * layer.out_features
+            params, connections = layer.counts(shape)
             rows.append({"name": layer.name, "output": list(shape), "params": params,
                          "connections": connections})
         return rows
@@ -152,38 +194,25 @@ def init_params(arch: Architecture, seed: int) -> dict[str, np.ndarray]:
     """Initial float32 parameters, identical for both engines given the same seed."""
     rng = np.random.default_rng(seed)
     params: dict[str, np.ndarray] = {}
-    for name, shape in arch.param_shapes().items():
-        layer_name, kind = name.split(".")
-        layer = next(layer for layer in arch.layers if layer.name == layer_name)
-        fan_in = fan_in_per_output(layer)  # (out,) or scalar
-        if arch.init == "lecun_1998":
-            # Paper, appendix C: weights (biases too) uniform in +-2.4/F_i, F_i the unit's fan-in.
-            bound = 2.4 / fan_in
-        elif kind == "bias":
-            bound = 0.0  # biases start at zero
-        elif getattr(layer, "activation", None) == RELU:
-            bound = np.sqrt(6.0 / fan_in)  # He uniform: keeps ReLU activations' variance
-        else:
-            bound = np.sqrt(3.0 / fan_in)  # LeCun uniform for the logits: small initial outputs
-        bound = np.reshape(bound, (-1,) + (1,) * (len(shape) - 1)) if np.ndim(bound) else bound
-        params[name] = (rng.uniform(-1.0, 1.0, size=shape) * bound + 0.0).astype(np.float32)
-        if kind == "weight" and getattr(layer, "table", None) is not None:
-            # unconnected (output map, input map) pairs hold exact zeros in every engine/file
-            params[name] *= np.array(layer.table, dtype=np.float32)[:, :, None, None]
+    for layer in arch.layers:
+        for kind, shape in layer.param_shapes().items():
+            fan_in = layer.fan_in()  # (out,) or scalar
+            if arch.init == "lecun_1998":
+                # Paper, appendix C: weights (biases too) uniform in +-2.4/F_i, F_i the fan-in.
+                bound = 2.4 / fan_in
+            elif kind == "bias":
+                bound = 0.0  # biases start at zero
+            elif getattr(layer, "activation", None) == RELU:
+                bound = np.sqrt(6.0 / fan_in)  # He uniform: keeps ReLU activations' variance
+            else:
+                bound = np.sqrt(3.0 / fan_in)  # LeCun uniform for the logits: small outputs
+            bound = np.reshape(bound, (-1,) + (1,) * (len(shape) - 1)) if np.ndim(bound) else bound
+            name = f"{layer.name}.{kind}"
+            params[name] = (rng.uniform(-1.0, 1.0, size=shape) * bound + 0.0).astype(np.float32)
+            if kind == "weight" and getattr(layer, "table", None) is not None:
+                # unconnected (output map, input map) pairs hold exact zeros in every engine/file
+                params[name] *= np.array(layer.table, dtype=np.float32)[:, :, None, None]
     return params
-
-
-def fan_in_per_output(layer: Layer) -> np.ndarray | int:
-    """Inputs feeding one unit of each output map (a sparse conv's maps differ)."""
-    if isinstance(layer, Conv):
-        if layer.table is None:
-            return layer.in_channels * layer.kernel**2
-        return np.array([sum(row) for row in layer.table]) * layer.kernel**2
-    if isinstance(layer, Subsample):
-        return layer.size**2
-    if isinstance(layer, Dense):
-        return layer.in_features
-    raise ValueError(f"layer {layer.name} has no parameters")
 
 
 LENET5 = Architecture(
@@ -213,27 +242,13 @@ C3_INPUTS = ((0, 1, 2), (1, 2, 3), (2, 3, 4), (3, 4, 5), (4, 5, 0), (5, 0, 1),
              (0, 1, 3, 4), (1, 2, 4, 5), (0, 2, 3, 5), (0, 1, 2, 3, 4, 5))
 C3_TABLE = tuple(tuple(s2 in inputs for s2 in range(6)) for inputs in C3_INPUTS)  # (16, 6)
 
-# Section II-B. Interpretations of the paper, each stated where it is made:
-# - every layer up to F6 squashes its weighted sum plus bias with f(a) = 1.7159 tanh(2a/3),
-#   S2 and S4 included ("the result is passed through a sigmoidal function");
+# Section II-B, as we read it:
+# - every layer up to F6 squashes its weighted sum plus bias with the scaled tanh, S2 and S4
+#   included ("the result is passed through a sigmoidal function");
 # - C5 is a 5x5 convolution over all 16 S4 maps; on 32x32 inputs its output is 120x1x1, which
-#   F6 reads as a vector of 120;
-# - the training defaults follow section III and appendix C: SDLM with mu = 0.02, curvature
-#   re-estimated on 500 images before each pass, the paper's per-pass eps schedule (see
-#   hparams), 20 passes, no distortions; batch 16 stands in for the paper's per-image
-#   updates (numpy_engine/optim.py says how).
-#   One deviation, measured: eps. The paper's eps = 0.0005 diverges within a few images from
-#   its own +-2.4/F_i initialisation (the tiny initial weights make almost every h_kk << mu,
-#   so steps are eps/mu = 0.025 per image and the 400-input C5 units overshoot), even at batch
-#   size 1 and with curvature re-estimated every 20 images. Pass 1 is stable up to about
-#   eps = 1e-5 (2e-5 diverged with seed 2), later passes (once h_kk has grown) up to a few
-#   times more. So lr = 8e-5 with schedule "sdlm-warmup": the paper's schedule scaled by 0.16
-#   from pass 3 on (3.2e-5 down to 1.6e-6), passes 1 and 2 at 1e-5 and 2e-5. Measured, 20
-#   passes, test error with seed 0 (seeds 1, 2, 3): 0.95% (1.02%, 1.06%, 0.94%). The same
-#   warm-up with the rest scaled by 0.04 or 0.08 instead of 0.16: 0.98% and 1.02%; by 0.32:
-#   seeds 1, 2 at 1.04% and 1.14% after 16 passes (stopped there; 0.16 had them at 1.03% and
-#   1.05%). The schedule at 1/50 of the paper's in every pass, no warm-up (the previous
-#   default): 1.11%.
+#   F6 reads as a vector of 120.
+# Its training settings (hparams.ARCH_DEFAULTS) and why they depart from the paper's eps:
+# benchmarks/results/lenet5_1998_settings.md.
 LENET5_1998 = Architecture(
     name="lenet5-1998",
     description="LeNet-5 as in LeCun et al. 1998: scaled tanh, trainable subsampling, "
@@ -251,8 +266,6 @@ LENET5_1998 = Architecture(
     loss="map",
     input_normalization="lecun_1998",
     init="lecun_1998",
-    defaults={"optimizer": "sdlm", "schedule": "sdlm-warmup", "lr": 8e-5, "batch_size": 16,
-              "epochs": 20, "augment": "none"},  # the paper's 0.95% run has no distortions
 )
 
 RBF_BITMAP_ROWS, RBF_BITMAP_COLS = 12, 7

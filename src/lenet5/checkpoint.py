@@ -2,16 +2,13 @@
 
 A model file holds the trainable parameters under ``lenet5.arch``'s names plus metadata:
 ``format`` (always ``lenet5-model``, the magic), ``format_version``, ``arch``, ``dataset``,
-``classes`` and ``input_normalization`` (JSON), and facts about the run. Every write goes to a
-temporary file first and is renamed into place, so a full disk or a killed process never
-leaves a half-written file where a good one was.
+``classes`` and ``input_normalization`` (JSON), and facts about the run. Files are written
+atomically (``files.write_atomic``).
 """
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -19,42 +16,21 @@ from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save
 
 from .arch import ARCHITECTURES, get_arch
-from .errors import Lenet5Error, ModelFileError
+from .errors import ModelFileError
+from .files import MODEL_FILE, write_atomic
 
 MAGIC = "lenet5-model"
 STATE_MAGIC = "lenet5-training-state"
 FORMAT_VERSION = 1
-MODEL_FILE = "model.safetensors"
-STATE_FILE = "state.safetensors"
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and a rename."""
-    path = Path(path)
-    tmp = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.fchmod(fd, 0o644)  # mkstemp makes 0600; models and runs are meant to be shared
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
-        raise Lenet5Error(f"could not write {path}: {exc.strerror or exc}; free some disk space "
-                          "or choose another --out, then run again (use --resume to continue "
-                          "a training run from its last finished epoch).") from None
-
-
-def _encode(meta: dict) -> dict[str, str]:
+def encode_metadata(meta: dict) -> dict[str, str]:
+    """Metadata values as safetensors stores them: strings as they are, the rest as JSON."""
     return {k: v if isinstance(v, str) else json.dumps(v) for k, v in meta.items()}
 
 
 def save_model(path: Path, params: dict[str, np.ndarray], metadata: dict) -> None:
-    meta = {"format": MAGIC, "format_version": str(FORMAT_VERSION), **_encode(metadata)}
+    meta = {"format": MAGIC, "format_version": str(FORMAT_VERSION), **encode_metadata(metadata)}
     tensors = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in params.items()}
     write_atomic(Path(path), save(tensors, metadata=meta))
 
@@ -122,10 +98,10 @@ def load_model(path: str | Path) -> tuple[dict[str, np.ndarray], dict]:
             raise ModelFileError(f"{p} lacks the metadata field {key!r}; it was not written by "
                                  "lenet5: train again.")
     _check_params(p, meta["arch"], tensors)
-    return tensors, _decode(meta)
+    return tensors, decode_metadata(meta)
 
 
-def _decode(meta: dict[str, str]) -> dict:
+def decode_metadata(meta: dict[str, str]) -> dict:
     """JSON fields back to values; plain strings (arch, dataset, ...) stay strings."""
     decoded = {}
     for k, v in meta.items():
@@ -141,7 +117,8 @@ def save_state(path: Path, params: dict[str, np.ndarray], optimizer: dict[str, n
     """Everything needed to resume: parameters, optimizer state, epoch and run facts."""
     tensors = {f"param.{k}": np.ascontiguousarray(v) for k, v in params.items()}
     tensors.update({f"optim.{k}": np.ascontiguousarray(v) for k, v in optimizer.items()})
-    meta = {"format": STATE_MAGIC, "format_version": str(FORMAT_VERSION), **_encode(metadata)}
+    meta = {"format": STATE_MAGIC, "format_version": str(FORMAT_VERSION),
+            **encode_metadata(metadata)}
     write_atomic(Path(path), save(tensors, metadata=meta))
 
 
@@ -149,4 +126,4 @@ def load_state(path: Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]
     tensors, meta = _read(Path(path), STATE_MAGIC, "training state file")
     params = {k[6:]: v for k, v in tensors.items() if k.startswith("param.")}
     optimizer = {k[6:]: v for k, v in tensors.items() if k.startswith("optim.")}
-    return params, optimizer, _decode(meta)
+    return params, optimizer, decode_metadata(meta)

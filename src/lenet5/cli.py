@@ -1,4 +1,10 @@
-"""The ``lenet5`` command: parses arguments and calls the modules that do the work."""
+"""The ``lenet5`` command: parses arguments and calls the modules that do the work.
+
+Each command has two small functions: ``add_<command>`` declares its flags (help text built
+from the modules' own constants, every default stated) and ``cmd_<command>`` runs it. Building
+the parser imports nothing heavy: torch, onnx, scipy, matplotlib and fastapi load only when a
+command needs them.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +18,7 @@ from pathlib import Path
 
 from .errors import Lenet5Error
 
-DATASET_NAMES = ("mnist", "fashion-mnist")
+Subparsers = argparse._SubParsersAction
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -27,28 +33,143 @@ def _emit_json(document: object) -> None:
     sys.stdout.write(json.dumps(document, indent=2) + "\n")
 
 
-def _quiet_log(_: str) -> None:
-    pass
-
-
 def _stderr_log(message: str) -> None:
     print(message, file=sys.stderr)
 
 
+# --- flags more than one command takes --------------------------------------------------------
+
+def _command(sub: Subparsers, name: str, help: str, **kw) -> argparse.ArgumentParser:
+    return sub.add_parser(name, help=help, description=help, formatter_class=_Formatter, **kw)
+
+
+def _engine_flags(parser: argparse.ArgumentParser, inference: bool = False) -> None:
+    from .engine import ENGINES, INFERENCE_ENGINES
+    from .hparams import DEVICES
+
+    parser.add_argument("--engine", choices=INFERENCE_ENGINES if inference else ENGINES,
+                        default="numpy", help="engine that computes" + (
+                            "; onnx runs the model (or an exported .onnx file) in onnxruntime"
+                            if inference else ""))
+    parser.add_argument("--device", choices=DEVICES, default="auto",
+                        help="torch engine device; auto picks CUDA when available")
+
+
+def _dataset_flags(parser: argparse.ArgumentParser, default: str | None,
+                   default_help: str = "") -> None:
+    from .data import DATASETS
+
+    parser.add_argument("--dataset", choices=tuple(DATASETS), default=default,
+                        help="dataset" + default_help)
+    parser.add_argument("--data-dir", default=None, help="folder holding the dataset's IDX "
+                        "files, raw or .gz, to use first (default: the verified cache, "
+                        "$LENET5_DATA or ~/.cache/lenet5)")
+
+
+def _model_argument(parser: argparse.ArgumentParser) -> None:
+    from .files import MODEL_FILE
+
+    parser.add_argument("model", help=f"{MODEL_FILE}, a run directory, or (with --engine "
+                        "onnx) an .onnx file")
+
+
+def _json_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print one JSON document")
+
+
 # --- data ---------------------------------------------------------------------------------
+
+def add_data(sub: Subparsers) -> None:
+    data = _command(sub, "data", "Fetch and verify datasets.")
+    actions = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    fetch = actions.add_parser("fetch", help="download (or copy) and verify a dataset",
+                               description="Download (or copy) a dataset into the cache and "
+                               "verify every file's SHA-256.", formatter_class=_Formatter)
+    _dataset_flags(fetch, "mnist")
+    fetch.set_defaults(func=cmd_data_fetch)
+
 
 def cmd_data_fetch(args: argparse.Namespace) -> int:
     from .data import fetch
 
-    path = fetch(args.dataset, args.data_dir, log=_stderr_log)
-    print(path)
+    print(fetch(args.dataset, args.data_dir, log=_stderr_log))
     return 0
 
 
 # --- train --------------------------------------------------------------------------------
 
+def add_train(sub: Subparsers) -> None:
+    from .arch import ARCHITECTURES
+    from .data import distortions as dist
+    from .files import RUNS_DIR
+    from .hparams import AUGMENTATIONS, OPTIMIZERS, SCHEDULES, SDLM_WARMUP_FACTORS, defaults_for
+    from .training import TrainConfig
+
+    start = TrainConfig()
+
+    def default(key: str) -> str:
+        """'default: 15 for lenet5, 20 for lenet5-1998' (one value when all agree)."""
+        values = {name: defaults_for(name)[key] for name in ARCHITECTURES}
+        if len(set(values.values())) == 1:
+            return f"default: {next(iter(values.values()))}"
+        return "default: " + ", ".join(f"{v} for {k}" for k, v in values.items())
+
+    train = _command(sub, "train", "Train a model; writes a run directory.")
+    train.add_argument("--arch", choices=tuple(ARCHITECTURES), default=start.arch,
+                       help="architecture")
+    _engine_flags(train)
+    train.add_argument("--epochs", type=int, default=None,
+                       help=f"passes over the training set ({default('epochs')}; with "
+                       "--resume, the run's own)")
+    train.add_argument("--batch-size", type=int, default=None,
+                       help=f"mini-batch size ({default('batch_size')})")
+    train.add_argument("--optimizer", choices=OPTIMIZERS, default=None,
+                       help=f"optimizer ({default('optimizer')})")
+    train.add_argument("--lr", type=float, default=None,
+                       help=f"learning rate, which the schedule scales ({default('lr')})")
+    train.add_argument("--schedule", choices=SCHEDULES, default=None,
+                       help="learning-rate schedule: onecycle peaks at --lr; sdlm is the 1998 "
+                       "paper's per-pass steps (--lr 5e-4 is the paper's), sdlm-warmup the "
+                       "same with the first passes at "
+                       + ", ".join(f"1/{1 / f:g}" for f in SDLM_WARMUP_FACTORS)
+                       + f" of it ({default('schedule')})")
+    train.add_argument("--augment", nargs="?", const="affine", choices=AUGMENTATIONS,
+                       default=None, help="random distortions of the training digits each "
+                       "epoch: shift (translations up to 2 px), affine (the 1998 paper's "
+                       f"kinds: translation up to {dist.MAX_SHIFT:g} px, scaling up to "
+                       f"{dist.MAX_SCALE * 100:g}%%, squeezing up to {dist.MAX_SQUEEZE * 100:g}%%, "
+                       f"shearing up to {dist.MAX_SHEAR:g}, and "
+                       f"rotation up to {math.degrees(dist.MAX_ROTATION):g} degrees; plain "
+                       "--augment), elastic (affine + elastic) or none "
+                       f"({default('augment')})")
+    train.add_argument("--momentum", type=float, default=None,
+                       help=f"SGD momentum ({default('momentum')})")
+    train.add_argument("--nesterov", action="store_true", default=None,
+                       help=f"Nesterov momentum (SGD) ({default('nesterov')})")
+    train.add_argument("--weight-decay", type=float, default=None,
+                       help=f"L2 weight decay, decoupled for adamw ({default('weight_decay')})")
+    train.add_argument("--seed", type=int, default=start.seed,
+                       help="random seed (init, shuffling)")
+    train.add_argument("--val-size", type=int, default=start.val_size,
+                       help="training images held out for validation")
+    train.add_argument("--limit", type=int, default=None,
+                       help="train on the first N training images only (default: all)")
+    _dataset_flags(train, start.dataset)
+    train.add_argument("--out", default=None,
+                       help=f"run directory (default: {RUNS_DIR}/<arch>-<engine>-<date>-<time>)")
+    train.add_argument("--resume", default=None, metavar="RUN_DIR",
+                       help="continue an interrupted run from its last finished epoch")
+    train.add_argument("--json", action="store_true",
+                       help="print one JSON summary on stdout (progress goes to stderr)")
+    train.add_argument("--no-report", dest="report", action="store_false",
+                       help="skip writing the figures and report.html at the end (default: "
+                       "write them; `lenet5 report RUN_DIR` writes them later)")
+    train.set_defaults(func=cmd_train)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
-    from .training import TrainConfig, read_metrics, resume_config, train
+    from .files import MODEL_FILE, read_metrics
+    from .training import TrainConfig, resume_config, train
 
     if args.resume:
         config = resume_config(args.resume, args.epochs)
@@ -63,7 +184,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     page = _write_run_report(run_dir, config.engine, config.device, log) if args.report else None
     if args.json:
         metrics = read_metrics(run_dir)
-        _emit_json({"run_dir": str(run_dir), "model": str(run_dir / "model.safetensors"),
+        _emit_json({"run_dir": str(run_dir), "model": str(run_dir / MODEL_FILE),
                     "epochs": len(metrics), "test_acc": metrics[-1]["test_acc"],
                     "seconds": round(seconds, 3), "report": page and str(page),
                     "metrics": metrics})
@@ -71,6 +192,14 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 # --- report -------------------------------------------------------------------------------
+
+def add_report(sub: Subparsers) -> None:
+    report = _command(sub, "report", "Write a run's figures (curves, confusion matrix, "
+                      "mistakes, feature maps, C1 filters) and report.html into its directory.")
+    report.add_argument("run_dir", metavar="RUN_DIR", help="run directory made by `lenet5 train`")
+    _engine_flags(report)
+    report.set_defaults(func=cmd_report)
+
 
 def _write_run_report(run_dir: Path, engine: str, device: str,
                       log: Callable[[str], None]) -> Path:
@@ -89,18 +218,28 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 # --- evaluate -----------------------------------------------------------------------------
 
+def add_evaluate(sub: Subparsers) -> None:
+    evaluate = _command(sub, "evaluate", "Measure a model on the test set.")
+    _model_argument(evaluate)
+    _engine_flags(evaluate, inference=True)
+    _dataset_flags(evaluate, None, " (default: the one the model was trained on)")
+    _json_flag(evaluate)
+    evaluate.set_defaults(func=cmd_evaluate)
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     import numpy as np
 
     from .data import load as load_dataset
+    from .engine import evaluate
     from .model import load
 
     model = load(args.model, engine=args.engine, device=args.device)
     dataset_name = args.dataset or model.metadata.get("dataset", "mnist")
     data = load_dataset(dataset_name, args.data_dir, log=_stderr_log)
     started = time.perf_counter()
-    loss_sum, preds = model.engine.evaluate(model.inputs(data.test_images),
-                                            data.test_labels.astype(np.int64))
+    loss_sum, preds = evaluate(model.engine, model.inputs(data.test_images),
+                               data.test_labels.astype(np.int64))
     seconds = time.perf_counter() - started
     n = len(preds)
     errors = int(np.count_nonzero(preds != data.test_labels))
@@ -117,6 +256,19 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 # --- predict ------------------------------------------------------------------------------
+
+def add_predict(sub: Subparsers) -> None:
+    predict = _command(sub, "predict", "Classify your own images (photos, scans, drawings).")
+    _model_argument(predict)
+    predict.add_argument("images", nargs="+", metavar="IMAGE_OR_DIR",
+                         help="image files or folders (searched recursively)")
+    _engine_flags(predict, inference=True)
+    predict.add_argument("--top-k", type=int, default=3, help="alternatives to show")
+    predict.add_argument("--save-input", default=None, metavar="DIR",
+                         help="write each image beside the 28x28 the network saw")
+    _json_flag(predict)
+    predict.set_defaults(func=cmd_predict)
+
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from .model import load
@@ -146,6 +298,26 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 # --- export -------------------------------------------------------------------------------
 
+def add_export(sub: Subparsers) -> None:
+    from .files import MODEL_FILE
+    from .onnx_graph import MIN_OPSET, OPSET, TORCH_MAX_OPSET, VIAS
+
+    export = _command(sub, "export", "Write a model as a self-contained ONNX file: raw 0-255 "
+                      "pixels (N, 1, 28, 28) in, logits (N, 10) out, checked against onnxruntime.")
+    export.add_argument("model", help=f"{MODEL_FILE} or a run directory")
+    export.add_argument("--format", choices=("onnx",), default="onnx", help="file format")
+    export.add_argument("-o", "--output", required=True, metavar="FILE",
+                        help="file to write, e.g. model.onnx (required, no default)")
+    export.add_argument("--via", choices=VIAS, default="numpy",
+                        help="numpy builds the graph with the onnx package alone; torch uses "
+                        "torch.onnx.export on the torch engine's network")
+    export.add_argument("--opset", type=int, default=OPSET,
+                        help=f"ONNX opset, {MIN_OPSET} or newer (at most {TORCH_MAX_OPSET} "
+                        "with --via torch)")
+    _json_flag(export)
+    export.set_defaults(func=cmd_export)
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from .export import export
 
@@ -160,6 +332,20 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 # --- summary ------------------------------------------------------------------------------
+
+def add_summary(sub: Subparsers) -> None:
+    from .arch import ARCHITECTURES, LENET5
+
+    summary = _command(sub, "summary", "Show an architecture's layers, parameters and "
+                       "connections.")
+    summary.add_argument("--arch", choices=tuple(ARCHITECTURES), default=LENET5.name,
+                         help="architecture")
+    _json_flag(summary)
+    summary.add_argument("--bitmaps", action="store_true",
+                         help="also show the fixed RBF centres (lenet5-1998; with --json, as "
+                         "rbf_centres, 10 lists of 84 values +1/-1)")
+    summary.set_defaults(func=cmd_summary)
+
 
 def cmd_summary(args: argparse.Namespace) -> int:
     from .arch import RBF, format_bitmaps, get_arch, rbf_centres
@@ -193,13 +379,22 @@ def cmd_summary(args: argparse.Namespace) -> int:
 
 # --- serve --------------------------------------------------------------------------------
 
-def _newest_run(runs: Path = Path("runs")) -> Path:
-    """The run directory under ./runs/ whose model.safetensors was written last."""
-    models = sorted(runs.glob("*/model.safetensors"), key=lambda p: p.stat().st_mtime)
-    if not models:
-        raise Lenet5Error("no trained model found under ./runs/; run `lenet5 train` first, or "
-                          "pass a model.safetensors file or run directory.")
-    return models[-1].parent
+def add_serve(sub: Subparsers) -> None:
+    from .files import MODEL_FILE, RUNS_DIR
+
+    serve = _command(sub, "serve", "Serve the draw-a-digit web page and its HTTP API (needs "
+                     "the web extra).")
+    serve.add_argument("model", nargs="?", default=None,
+                       help=f"{MODEL_FILE} or a run directory (default: the newest run "
+                       f"under ./{RUNS_DIR}/)")
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="address to listen on; 0.0.0.0 exposes it to your network")
+    serve.add_argument("--port", type=int, default=8000, help="port (0 picks a free one)")
+    serve.add_argument("--workers", type=int, default=None,
+                       help="processes answering requests, each with its own copy of the model "
+                       "(default: one per CPU core, at most 4)")
+    _engine_flags(serve)
+    serve.set_defaults(func=cmd_serve)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -209,13 +404,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ImportError as exc:
         raise Lenet5Error(f"`lenet5 serve` needs the web extra ({exc}); install it with "
                           "`pip install -e '.[web]'`.") from None
+    from .files import newest_run
     from .model import load
     from .server import default_workers, listen, serve
 
     workers = default_workers() if args.workers is None else args.workers
     if workers < 1:
         raise Lenet5Error(f"--workers must be at least 1, got {workers}.")
-    model = args.model or _newest_run()
+    model = args.model or newest_run()
     load(model, engine=args.engine, device=args.device)  # a bad model fails here, not in workers
     sock = listen(args.host, args.port)
     host, port = sock.getsockname()[:2]
@@ -227,170 +423,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-# --- parser -------------------------------------------------------------------------------
+# --- the command ----------------------------------------------------------------------------
+
+COMMANDS = (add_data, add_train, add_evaluate, add_predict, add_export, add_report, add_summary,
+            add_serve)
+
 
 def build_parser() -> argparse.ArgumentParser:
-    from .arch import ARCHITECTURES
-    from .data import distortions as dist
-    from .engine import ENGINES, INFERENCE_ENGINES
-    from .export import MIN_OPSET, OPSET, TORCH_MAX_OPSET, VIAS
-    from .hparams import OPTIMIZERS, SCHEDULES, SDLM_WARMUP_FACTORS
-    from .training import AUGMENTATIONS, TrainConfig, arch_defaults
-
-    d = TrainConfig()
-
-    def per_arch(key: str) -> str:
-        """'default: 15 for lenet5, 20 for lenet5-1998' (one value when all agree)."""
-        values = {name: arch_defaults(name)[key] for name in ARCHITECTURES}
-        if len(set(values.values())) == 1:
-            return f"default: {next(iter(values.values()))}"
-        return "default: " + ", ".join(f"{v} for {k}" for k, v in values.items())
-
     parser = argparse.ArgumentParser(
         prog="lenet5", formatter_class=_Formatter,
         description="Train, evaluate and use LeNet-5 on MNIST-style digits.",
         epilog="Run `lenet5 COMMAND --help` for each command's options.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    def command(name: str, help: str, **kw) -> argparse.ArgumentParser:
-        return sub.add_parser(name, help=help, description=help, formatter_class=_Formatter, **kw)
-
-    def engine_flags(p: argparse.ArgumentParser, engines: tuple[str, ...] = ENGINES) -> None:
-        p.add_argument("--engine", choices=engines, default="numpy", help="engine that computes"
-                       + ("; onnx runs the model (or an exported .onnx file) in onnxruntime"
-                          if "onnx" in engines else ""))
-        p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                       help="torch engine device; auto picks CUDA when available")
-
-    data = command("data", "Fetch and verify datasets.")
-    data_sub = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
-    fetch = data_sub.add_parser("fetch", help="download (or copy) and verify a dataset",
-                                description="Download (or copy) a dataset into the cache and "
-                                "verify every file's SHA-256.", formatter_class=_Formatter)
-    fetch.add_argument("--dataset", choices=DATASET_NAMES, default="mnist", help="dataset")
-    fetch.add_argument("--data-dir", default=None,
-                       help="folder holding the four IDX files (raw or .gz) to use first "
-                       "(default: none; the cache is $LENET5_DATA or ~/.cache/lenet5)")
-    fetch.set_defaults(func=cmd_data_fetch)
-
-    train = command("train", "Train a model; writes a run directory.")
-    train.add_argument("--arch", choices=tuple(ARCHITECTURES), default=d.arch, help="architecture")
-    engine_flags(train)
-    train.add_argument("--epochs", type=int, default=None,
-                       help=f"passes over the training set ({per_arch('epochs')}; with "
-                       "--resume, the run's own)")
-    train.add_argument("--batch-size", type=int, default=None,
-                       help=f"mini-batch size ({per_arch('batch_size')})")
-    train.add_argument("--optimizer", choices=OPTIMIZERS, default=None,
-                       help=f"optimizer ({per_arch('optimizer')})")
-    train.add_argument("--lr", type=float, default=None,
-                       help=f"learning rate, which the schedule scales ({per_arch('lr')})")
-    train.add_argument("--schedule", choices=SCHEDULES, default=None,
-                       help="learning-rate schedule: onecycle peaks at --lr; sdlm is the 1998 "
-                       "paper's per-pass steps (--lr 5e-4 is the paper's), sdlm-warmup the "
-                       "same with the first passes at "
-                       + ", ".join(f"1/{1 / f:g}" for f in SDLM_WARMUP_FACTORS)
-                       + f" of it ({per_arch('schedule')})")
-    train.add_argument("--augment", nargs="?", const="affine", choices=AUGMENTATIONS,
-                       default=None, help="random distortions of the training digits each "
-                       "epoch: shift (translations up to 2 px), affine (the 1998 paper's "
-                       f"kinds: translation up to {dist.MAX_SHIFT:g} px, scaling up to "
-                       f"{dist.MAX_SCALE * 100:g}%%, squeezing up to {dist.MAX_SQUEEZE * 100:g}%%, "
-                       f"shearing up to {dist.MAX_SHEAR:g}, and "
-                       f"rotation up to {math.degrees(dist.MAX_ROTATION):g} degrees; plain "
-                       "--augment), elastic (affine + elastic) or none "
-                       f"({per_arch('augment')})")
-    train.add_argument("--momentum", type=float, default=d.momentum, help="SGD momentum")
-    train.add_argument("--nesterov", action="store_true", help="Nesterov momentum (SGD)")
-    train.add_argument("--weight-decay", type=float, default=d.weight_decay,
-                       help="L2 weight decay (decoupled for adamw)")
-    train.add_argument("--seed", type=int, default=d.seed, help="random seed (init, shuffling)")
-    train.add_argument("--val-size", type=int, default=d.val_size,
-                       help="training images held out for validation")
-    train.add_argument("--limit", type=int, default=None,
-                       help="train on the first N training images only (default: all)")
-    train.add_argument("--dataset", choices=DATASET_NAMES, default=d.dataset, help="dataset")
-    train.add_argument("--data-dir", default=None, help="folder holding the dataset's IDX files "
-                       "(default: the verified cache, $LENET5_DATA or ~/.cache/lenet5)")
-    train.add_argument("--out", default=None,
-                       help="run directory (default: runs/<arch>-<engine>-<date>-<time>)")
-    train.add_argument("--resume", default=None, metavar="RUN_DIR",
-                       help="continue an interrupted run from its last finished epoch")
-    train.add_argument("--json", action="store_true",
-                       help="print one JSON summary on stdout (progress goes to stderr)")
-    train.add_argument("--no-report", dest="report", action="store_false",
-                       help="skip writing the figures and report.html at the end (default: "
-                       "write them; `lenet5 report RUN_DIR` writes them later)")
-    train.set_defaults(func=cmd_train)
-
-    evaluate = command("evaluate", "Measure a model on the test set.")
-    evaluate.add_argument("model",
-                          help="model.safetensors, a run directory, or (with --engine onnx) an "
-                          ".onnx file")
-    engine_flags(evaluate, INFERENCE_ENGINES)
-    evaluate.add_argument("--dataset", choices=DATASET_NAMES, default=None,
-                          help="dataset (default: the one the model was trained on)")
-    evaluate.add_argument("--data-dir", default=None, help="folder holding the IDX files "
-                          "(default: the verified cache, $LENET5_DATA or ~/.cache/lenet5)")
-    evaluate.add_argument("--json", action="store_true", help="print one JSON document")
-    evaluate.set_defaults(func=cmd_evaluate)
-
-    predict = command("predict", "Classify your own images (photos, scans, drawings).")
-    predict.add_argument("model",
-                         help="model.safetensors, a run directory, or (with --engine onnx) an "
-                         ".onnx file")
-    predict.add_argument("images", nargs="+", metavar="IMAGE_OR_DIR",
-                         help="image files or folders (searched recursively)")
-    engine_flags(predict, INFERENCE_ENGINES)
-    predict.add_argument("--top-k", type=int, default=3, help="alternatives to show")
-    predict.add_argument("--save-input", default=None, metavar="DIR",
-                         help="write each image beside the 28x28 the network saw")
-    predict.add_argument("--json", action="store_true", help="print one JSON document")
-    predict.set_defaults(func=cmd_predict)
-
-    export = command("export", "Write a model as a self-contained ONNX file: raw 0-255 pixels "
-                     "(N, 1, 28, 28) in, logits (N, 10) out, checked against onnxruntime.")
-    export.add_argument("model", help="model.safetensors or a run directory")
-    export.add_argument("--format", choices=("onnx",), default="onnx", help="file format")
-    export.add_argument("-o", "--output", required=True, metavar="FILE",
-                        help="file to write, e.g. model.onnx (required, no default)")
-    export.add_argument("--via", choices=VIAS, default="numpy",
-                        help="numpy builds the graph with the onnx package alone; torch uses "
-                        "torch.onnx.export on the torch engine's network")
-    export.add_argument("--opset", type=int, default=OPSET,
-                        help=f"ONNX opset, {MIN_OPSET} or newer (at most {TORCH_MAX_OPSET} "
-                        "with --via torch)")
-    export.add_argument("--json", action="store_true", help="print one JSON document")
-    export.set_defaults(func=cmd_export)
-
-    report = command("report", "Write a run's figures (curves, confusion matrix, mistakes, "
-                     "feature maps, C1 filters) and report.html into its directory.")
-    report.add_argument("run_dir", metavar="RUN_DIR", help="run directory made by `lenet5 train`")
-    engine_flags(report)
-    report.set_defaults(func=cmd_report)
-
-    summary = command("summary", "Show an architecture's layers, parameters and connections.")
-    summary.add_argument("--arch", choices=tuple(ARCHITECTURES), default="lenet5",
-                         help="architecture")
-    summary.add_argument("--json", action="store_true", help="print one JSON document")
-    summary.add_argument("--bitmaps", action="store_true",
-                         help="also show the fixed RBF centres (lenet5-1998; with --json, as "
-                         "rbf_centres, 10 lists of 84 values +1/-1)")
-    summary.set_defaults(func=cmd_summary)
-
-    serve = command("serve", "Serve the draw-a-digit web page and its HTTP API (needs the web "
-                    "extra).")
-    serve.add_argument("model", nargs="?", default=None,
-                       help="model.safetensors or a run directory (default: the newest run "
-                       "under ./runs/)")
-    serve.add_argument("--host", default="127.0.0.1",
-                       help="address to listen on; 0.0.0.0 exposes it to your network")
-    serve.add_argument("--port", type=int, default=8000, help="port (0 picks a free one)")
-    serve.add_argument("--workers", type=int, default=None,
-                       help="processes answering requests, each with its own copy of the model "
-                       "(default: one per CPU core, at most 4)")
-    engine_flags(serve)
-    serve.set_defaults(func=cmd_serve)
+    for add in COMMANDS:
+        add(sub)
     return parser
 
 

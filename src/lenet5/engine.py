@@ -1,4 +1,10 @@
-"""The small interface the training loop and the public API drive, and the engine factory."""
+"""The small interface the training loop and the public API drive, and the engine factory.
+
+An engine is one network plus its optimizer, behind the methods of ``Engine``: the NumPy
+engine (``lenet5.numpy_engine``), the torch engine (``lenet5.torch_engine``) and, for
+inference only, onnxruntime (``lenet5.onnx_engine``). Batching over a dataset is done here,
+once, for every engine.
+"""
 
 from __future__ import annotations
 
@@ -9,35 +15,31 @@ import numpy as np
 from .arch import Architecture
 from .errors import Lenet5Error
 from .hparams import OptimizerSpec
+from .outputs import mean_loss
 
 ENGINES = ("numpy", "torch")
-# Where users set BLAS/OpenMP thread counts; where any is set, lenet5 leaves threads alone.
-THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 # onnx runs an exported graph through onnxruntime (lenet5.export): predictions only, no training
 INFERENCE_ENGINES = (*ENGINES, "onnx")
+EVAL_BATCH = 1000  # images per forward pass when a whole dataset is run
 
 
 class Engine(Protocol):
-    """One network plus its optimizer. Inputs are prepared (padded, normalised) float32
-    arrays (N, 1, H, W); outputs (N, K) have the prediction at their argmax."""
+    """Inputs are prepared (padded, normalised) float32 arrays (N, 1, H, W); outputs (N, K)
+    have the prediction at their argmax."""
 
     name: str
     device: str
     arch: Architecture
 
-    def logits(self, x: np.ndarray, batch_size: int = 1000) -> np.ndarray: ...
-
-    def evaluate(self, x: np.ndarray, y: np.ndarray, batch_size: int = 1000
-                 ) -> tuple[float, np.ndarray]:
-        """(sum of per-image losses, predicted labels)."""
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """The outputs of one batch, inference only."""
 
     def bind_training_data(self, x: np.ndarray, y: np.ndarray) -> None:
         """Copy the training inputs where the engine computes (e.g. to the GPU). Called once
         for clean inputs, and each epoch for augmented ones, which the loop refills in place."""
 
-    def start_epoch(self, order: np.ndarray) -> None:
-        """Before each pass, with its shuffled row order: SDLM re-estimates its curvature on
-        the first 500 rows; other optimizers do nothing."""
+    def estimate_curvature(self, rows: np.ndarray) -> None:
+        """SDLM, before each pass: re-estimate the curvature on these bound rows."""
 
     def train_step(self, batch: np.ndarray, lr: float) -> None:
         """One optimizer step on the bound rows ``batch``; metrics accumulate on the engine's
@@ -53,6 +55,23 @@ class Engine(Protocol):
     def load_optimizer_state(self, state: dict[str, np.ndarray]) -> None: ...
 
     def feature_maps(self, x: np.ndarray) -> list[tuple[str, np.ndarray]]: ...
+
+
+def batched_logits(engine: Engine, x: np.ndarray, batch_size: int = EVAL_BATCH) -> np.ndarray:
+    """The outputs (N, K) for all of ``x``, EVAL_BATCH images at a time."""
+    return np.concatenate([engine.forward(x[i:i + batch_size])
+                           for i in range(0, len(x), batch_size)])
+
+
+def evaluate(engine: Engine, x: np.ndarray, y: np.ndarray, batch_size: int = EVAL_BATCH
+             ) -> tuple[float, np.ndarray]:
+    """(sum of per-image losses, predicted labels) over all of ``x``."""
+    loss_sum, predictions = 0.0, []
+    for i in range(0, len(x), batch_size):
+        out = engine.forward(x[i:i + batch_size])  # (B, K)
+        loss_sum += mean_loss(out, y[i:i + batch_size], engine.arch.loss) * len(out)
+        predictions.append(out.argmax(axis=1))
+    return loss_sum, np.concatenate(predictions)
 
 
 def make_engine(name: str, arch: Architecture, params: dict[str, np.ndarray],

@@ -1,8 +1,10 @@
-"""Engine-neutral optimizer settings and learning-rate schedules.
+"""Training settings shared by both engines: their defaults, optimizers and schedules.
 
 Both engines read the same ``OptimizerSpec`` and follow PyTorch's definitions of SGD
 (momentum, Nesterov, L2 weight decay added to the gradient), Adam and AdamW, so a
-hyper-parameter means the same thing whichever engine trains.
+hyper-parameter means the same thing whichever engine trains. SDLM is the 1998 paper's
+stochastic diagonal Levenberg-Marquardt method (appendix C), which PyTorch does not have.
+Every default a training run uses is in DEFAULTS and ARCH_DEFAULTS, and nowhere else.
 """
 
 from __future__ import annotations
@@ -14,6 +16,31 @@ from .errors import Lenet5Error
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "sdlm")
 SCHEDULES = ("constant", "step", "cosine", "onecycle", "sdlm", "sdlm-warmup")
+AUGMENTATIONS = ("none", "shift", "affine", "elastic")
+DEVICES = ("auto", "cpu", "cuda")  # where the torch engine computes; auto: CUDA if there is one
+
+DEFAULTS = {"epochs": 15, "batch_size": 128, "optimizer": "adam", "lr": 3e-3,
+            "schedule": "onecycle", "augment": "shift", "momentum": 0.9, "nesterov": False,
+            "weight_decay": 0.0}
+# Where an architecture trains best with other settings (the 1998 network: the paper's
+# method; why these values, benchmarks/results/lenet5_1998_settings.md).
+ARCH_DEFAULTS = {
+    "lenet5-1998": {"optimizer": "sdlm", "schedule": "sdlm-warmup", "lr": 8e-5,
+                    "batch_size": 16, "epochs": 20, "augment": "none"},
+}
+
+
+def defaults_for(arch_name: str) -> dict:
+    """Every training default for an architecture."""
+    return {**DEFAULTS, **ARCH_DEFAULTS.get(arch_name, {})}
+
+
+# The state each optimizer keeps per parameter, under PyTorch's names; model-state files store
+# it as ``<slot>.<parameter name>`` whichever engine trained.
+OPTIMIZER_SLOTS = {"sgd": ("momentum_buffer",), "adam": ("exp_avg", "exp_avg_sq"),
+                   "adamw": ("exp_avg", "exp_avg_sq"), "sdlm": ("curvature",)}
+SDLM_MU = 0.02  # the paper's mu: keeps steps bounded where the curvature is tiny
+SDLM_SAMPLES = 500  # images the curvature is re-estimated on before each pass (appendix C)
 
 # LeCun et al. 1998, section III: SDLM's eps was 0.0005 for the first two passes, 0.0002 for
 # the next three, 0.0001 for the next three, 0.00005 for the next four and 0.00001 after.
@@ -29,10 +56,10 @@ SDLM_SCHEDULES = {"sdlm": SDLM_PASS_FACTORS,
 
 @dataclass(frozen=True)
 class OptimizerSpec:
-    name: str = "adam"
-    momentum: float = 0.9  # sgd
-    nesterov: bool = False  # sgd
-    weight_decay: float = 0.0
+    name: str = DEFAULTS["optimizer"]
+    momentum: float = DEFAULTS["momentum"]  # sgd
+    nesterov: bool = DEFAULTS["nesterov"]  # sgd
+    weight_decay: float = DEFAULTS["weight_decay"]
     beta1: float = 0.9  # adam, adamw
     beta2: float = 0.999
     eps: float = 1e-8
@@ -56,8 +83,8 @@ class Schedule:
     lowered (SDLM_WARMUP_FACTORS).
     """
 
-    name: str = "onecycle"
-    lr: float = 3e-3
+    name: str = DEFAULTS["schedule"]
+    lr: float = DEFAULTS["lr"]
     step_epochs: int = 5
     gamma: float = 0.1
     warmup: float = 0.3

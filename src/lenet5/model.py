@@ -9,9 +9,9 @@ import numpy as np
 from . import checkpoint
 from .arch import Architecture, get_arch
 from .data.transforms import prepare_inputs
-from .engine import Engine, make_engine
+from .engine import Engine, batched_logits, make_engine
 from .errors import Lenet5Error
-from .numpy_engine.losses import log_softmax
+from .outputs import probabilities
 
 
 def image_batch(images: np.ndarray) -> np.ndarray:
@@ -24,28 +24,25 @@ def image_batch(images: np.ndarray) -> np.ndarray:
     return images
 
 
-def probabilities(logits: np.ndarray) -> np.ndarray:
-    """(N, K) class probabilities from (N, K) network outputs, in float64."""
-    return np.exp(log_softmax(logits.astype(np.float64)))
-
-
 class Model:
     """A network plus the input normalisation it was trained with. Images are MNIST-style:
-    uint8 0-255 or float 0-1, bright ink on a dark background, (N, 28, 28) or (28, 28)."""
+    uint8 0-255 or float 0-1, bright ink on a dark background, (N, 28, 28) or (28, 28).
+    ``normalization``: what the engine reads, where it is not the training's (an ONNX graph
+    normalises inside and reads raw pixels)."""
 
-    def __init__(self, engine: Engine, metadata: dict):
+    def __init__(self, engine: Engine, metadata: dict, normalization: dict | None = None):
         self.engine = engine
         self.metadata = metadata
         self.arch: Architecture = engine.arch
         self.classes: list[str] = list(metadata["classes"])
-        self.normalization: dict = metadata["input_normalization"]
+        self.normalization: dict = normalization or metadata["input_normalization"]
 
     def inputs(self, images: np.ndarray) -> np.ndarray:
-        """The (N, 1, 32, 32) float32 array the network reads."""
+        """The array the engine reads: (N, 1, 32, 32) float32 for the trained network."""
         return prepare_inputs(image_batch(images), self.normalization)
 
     def logits(self, images: np.ndarray) -> np.ndarray:
-        return self.engine.logits(self.inputs(images))
+        return batched_logits(self.engine, self.inputs(images))
 
     def predict_proba(self, images: np.ndarray) -> np.ndarray:
         """(N, K) class probabilities."""
@@ -63,9 +60,11 @@ def load(path: str | Path, engine: str = "numpy", device: str = "auto") -> Model
     """Load ``model.safetensors`` (or a run directory holding one) into either engine; with
     ``engine="onnx"`` run it, or a file from `lenet5 export`, through onnxruntime."""
     if engine == "onnx":
-        from .export import load_onnx
+        from .onnx_engine import load_onnx
+        from .onnx_graph import RAW_PIXELS
 
-        return load_onnx(path, device)
+        graph, metadata = load_onnx(path, device)
+        return Model(graph, metadata, RAW_PIXELS)
     if Path(path).suffix.lower() == ".onnx":
         raise Lenet5Error(f"{path} is an ONNX file; run it with --engine onnx "
                           "(engine='onnx' in Python).")

@@ -29,12 +29,12 @@ from matplotlib.colors import PowerNorm
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, PercentFormatter
 
-from .checkpoint import MODEL_FILE, write_atomic
 from .data import load as load_dataset
 from .errors import Lenet5Error
-from .model import Model, probabilities
+from .files import CONFIG_FILE, METRICS_FILE, MODEL_FILE, read_config, read_metrics, write_atomic
+from .model import Model
 from .model import load as load_model
-from .training import read_metrics
+from .outputs import probabilities
 
 DPI = 130
 ERROR_GRID = (4, 8)  # rows, columns of errors.png
@@ -338,17 +338,6 @@ def write_html(path: Path, title: str, facts: list[tuple[str, str]], metrics: li
 
 # --- the whole report ---------------------------------------------------------------------
 
-def _read_config(run: Path) -> dict:
-    path = run / "config.json"
-    if not path.is_file():
-        return {}
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        raise Lenet5Error(f"cannot read {path}; it is damaged: restore it or train again.")\
-            from None
-
-
 def write_report(run_dir: str | Path, *, engine: str = "numpy", device: str = "auto",
                  feature_index: int = 0, log: Callable[[str], None] = print) -> list[Path]:
     """Write the five figures and report.html into `run_dir`; returns their paths, page last.
@@ -360,15 +349,15 @@ def write_report(run_dir: str | Path, *, engine: str = "numpy", device: str = "a
     if not run.is_dir():
         raise Lenet5Error(f"{run} is not a directory; pass a run directory written by "
                           "`lenet5 train`.")
-    for required in ("metrics.jsonl", MODEL_FILE):
+    for required in (METRICS_FILE, MODEL_FILE):
         if not (run / required).is_file():
             raise Lenet5Error(f"{run} has no {required}; pass a run directory written by "
                               "`lenet5 train`.")
     metrics = read_metrics(run)
     if not metrics:
-        raise Lenet5Error(f"{run / 'metrics.jsonl'} holds no finished epoch; train at least "
+        raise Lenet5Error(f"{run / METRICS_FILE} holds no finished epoch; train at least "
                           "one epoch first.")
-    config = _read_config(run)
+    config = read_config(run, "the report") if (run / CONFIG_FILE).is_file() else {}
     model = load_model(run, engine=engine, device=device)
     dataset = model.metadata.get("dataset", config.get("dataset", "mnist"))
     data = load_dataset(dataset, config.get("data_dir"), log=log)

@@ -3,6 +3,10 @@
 It knows data, epochs, schedules, metrics and files; the network itself sits behind
 ``lenet5.engine.Engine``. Randomness is derived from (seed, epoch), so a run resumed from its
 last finished epoch replays exactly the batches an uninterrupted run would have seen.
+
+``train`` reads top to bottom: the data (``load_training_data``), the run directory and its
+engine, new or resumed (``start_run``), then each epoch (``train_epoch``) and its files
+(``save_epoch``).
 """
 
 from __future__ import annotations
@@ -19,27 +23,22 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__, checkpoint
-from .arch import get_arch, init_params
+from . import checkpoint, files
+from .arch import Architecture, get_arch, init_params
 from .data import datasets
 from .data.transforms import input_normalization, prepare_inputs, split_validation
-from .engine import make_engine
+from .engine import Engine, evaluate, make_engine
 from .errors import Lenet5Error, TrainingDiverged
-from .hparams import OptimizerSpec, Schedule
+from .hparams import AUGMENTATIONS, SDLM_SAMPLES, OptimizerSpec, Schedule, defaults_for
+from .version import __version__
 
-AUGMENTATIONS = ("none", "shift", "affine", "elastic")
-# Settings whose best value depends on the architecture: None means "the arch's default".
-GENERAL_DEFAULTS = {"epochs": 15, "batch_size": 128, "optimizer": "adam", "lr": 3e-3,
-                    "schedule": "onecycle", "augment": "shift"}
-
-
-def arch_defaults(arch_name: str) -> dict:
-    """Training defaults for an architecture: the general ones, overridden by the arch's."""
-    return {**GENERAL_DEFAULTS, **get_arch(arch_name).defaults}
+Log = Callable[[str], None]
 
 
 @dataclass
 class TrainConfig:
+    """A run's settings. Hyper-parameters left None take ``hparams.defaults_for(arch)``."""
+
     arch: str = "lenet5"
     engine: str = "numpy"
     device: str = "auto"
@@ -50,9 +49,9 @@ class TrainConfig:
     optimizer: str | None = None
     lr: float | None = None
     schedule: str | None = None
-    momentum: float = 0.9
-    nesterov: bool = False
-    weight_decay: float = 0.0
+    momentum: float | None = None
+    nesterov: bool | None = None
+    weight_decay: float | None = None
     seed: int = 0
     augment: str | None = None
     val_size: int = 0
@@ -60,8 +59,8 @@ class TrainConfig:
     out: str | None = None
 
     def resolved(self) -> TrainConfig:
-        """A copy with every None setting replaced by the architecture's default."""
-        filled = {k: v for k, v in arch_defaults(self.arch).items() if getattr(self, k) is None}
+        """A copy with every None hyper-parameter replaced by the architecture's default."""
+        filled = {k: v for k, v in defaults_for(self.arch).items() if getattr(self, k) is None}
         return dataclasses.replace(self, **filled)
 
     def validate(self) -> None:
@@ -88,164 +87,200 @@ class TrainConfig:
 
 def default_run_dir(config: TrainConfig) -> Path:
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    return Path("runs") / f"{config.arch}-{config.engine}-{stamp}"
+    return files.RUNS_DIR / f"{config.arch}-{config.engine}-{stamp}"
 
 
-def _dump_jsonl(rows: list[dict]) -> bytes:
-    return "".join(json.dumps(row) + "\n" for row in rows).encode()
+# --- data ---------------------------------------------------------------------------------
+
+@dataclass
+class TrainingData:
+    """What a run learns from and is measured on. The training images stay uint8 (N, 28, 28)
+    until an epoch needs them, distorted or not; validation and test inputs are prepared."""
+
+    train_images: np.ndarray  # (N, 28, 28) uint8
+    train_labels: np.ndarray  # (N,) int64
+    normalization: dict  # how 28x28 images become network inputs (stored in model files)
+    classes: list[str]
+    x_val: np.ndarray | None  # (V, 1, 32, 32) float32, or None without --val-size
+    y_val: np.ndarray  # (V,) int64
+    x_test: np.ndarray  # (T, 1, 32, 32) float32
+    y_test: np.ndarray  # (T,) int64
 
 
-def train(config: TrainConfig, *, resume: str | Path | None = None,
-          log: Callable[[str], None] = print, progress: bool | None = None) -> Path:
-    """Train (or continue) a run; returns its directory. Files are rewritten atomically after
-    every epoch, so a killed run loses at most the epoch in progress."""
-    metrics: list[dict] = []
-    start_epoch = 0
-    config.validate()
-    config = config.resolved()
-    arch = get_arch(config.arch)
-    run_dir = Path(resume or config.out or default_run_dir(config))
-
+def load_training_data(config: TrainConfig, arch: Architecture, log: Log) -> TrainingData:
     data = datasets.load(config.dataset, config.data_dir, log=log)
-    train_images, train_labels = data.train_images, data.train_labels
+    images, labels = data.train_images, data.train_labels
     if config.limit:
-        train_images, train_labels = train_images[:config.limit], train_labels[:config.limit]
-    train_images, train_labels, val_images, val_labels = split_validation(
-        train_images, train_labels, config.val_size, config.seed)
-    norm = input_normalization(arch, train_images)
-    y_train = train_labels.astype(np.int64)
-    x_test, y_test = prepare_inputs(data.test_images, norm), data.test_labels.astype(np.int64)
-    x_val = prepare_inputs(val_images, norm) if len(val_images) else None
+        images, labels = images[:config.limit], labels[:config.limit]
+    images, labels, val_images, val_labels = split_validation(images, labels, config.val_size,
+                                                              config.seed)
+    norm = input_normalization(arch, images)
+    return TrainingData(
+        train_images=images, train_labels=labels.astype(np.int64), normalization=norm,
+        classes=list(data.classes),
+        x_val=prepare_inputs(val_images, norm) if len(val_images) else None,
+        y_val=val_labels.astype(np.int64),
+        x_test=prepare_inputs(data.test_images, norm), y_test=data.test_labels.astype(np.int64))
 
-    params = init_params(arch, config.seed)
-    optimizer_state = None
+
+class EpochInputs:
+    """Binds each epoch's training inputs to the engine: the clean inputs once, or fresh random
+    distortions every epoch, written over the previous epoch's array."""
+
+    def __init__(self, config: TrainConfig, data: TrainingData, engine: Engine):
+        self.config, self.data, self.engine = config, data, engine
+        self.distorted: np.ndarray | None = None  # (N, 1, 32, 32) float32, refilled each epoch
+        if config.augment == "none":  # every epoch reads the same inputs
+            engine.bind_training_data(prepare_inputs(data.train_images, data.normalization),
+                                      data.train_labels)
+
+    def bind(self, epoch: int) -> None:
+        if self.config.augment == "none":
+            return
+        from .data.distortions import distort, shift
+
+        rng = np.random.default_rng([self.config.seed, epoch, 1])
+        images = self.data.train_images
+        distorted = shift(images, rng) if self.config.augment == "shift" else distort(
+            images, rng, elastic=self.config.augment == "elastic")
+        self.distorted = prepare_inputs(distorted, self.data.normalization, out=self.distorted)
+        self.engine.bind_training_data(self.distorted, self.data.train_labels)
+
+
+# --- the run: new or resumed ----------------------------------------------------------------
+
+@dataclass
+class Run:
+    directory: Path
+    engine: Engine
+    run_config: dict  # what config.json holds: the settings plus facts about the run
+    metrics: list[dict]  # one row per finished epoch
+    start_epoch: int
+
+
+def start_run(config: TrainConfig, arch: Architecture, data: TrainingData,
+              resume: str | Path | None, log: Log) -> Run:
+    """The run directory and its engine: fresh weights, or the state of the last finished
+    epoch when resuming. Writes config.json."""
+    directory = Path(resume or config.out or default_run_dir(config))
+    state_path = directory / files.STATE_FILE
+    params, optimizer_state, start_epoch, metrics = init_params(arch, config.seed), None, 0, []
     if resume is not None:
-        state_path = run_dir / checkpoint.STATE_FILE
         if not state_path.is_file():
-            raise Lenet5Error(f"{run_dir} has no {checkpoint.STATE_FILE}; it is not a run "
+            raise Lenet5Error(f"{directory} has no {files.STATE_FILE}; it is not a run "
                               "directory that can be resumed.")
         params, optimizer_state, state_meta = checkpoint.load_state(state_path)
         start_epoch = int(state_meta["epoch"])
-        metrics = read_metrics(run_dir)[:start_epoch]
-        log(f"resuming {run_dir} after epoch {start_epoch}")
-    elif (run_dir / checkpoint.STATE_FILE).exists():
-        raise Lenet5Error(f"{run_dir} already holds a training run; pass --resume {run_dir} to "
-                          "continue it or choose another --out.")
-
+        metrics = files.read_metrics(directory)[:start_epoch]
+        log(f"resuming {directory} after epoch {start_epoch}")
+    elif state_path.exists():
+        raise Lenet5Error(f"{directory} already holds a training run; pass --resume {directory} "
+                          "to continue it or choose another --out.")
     engine = make_engine(config.engine, arch, params, config.optimizer_spec(), config.device)
     if optimizer_state is not None:
         engine.load_optimizer_state(optimizer_state)
-    run_config = {**dataclasses.asdict(config), "input_normalization": norm,
-                  "classes": data.classes, "train_images": len(train_images),
+    run_config = {**dataclasses.asdict(config), "input_normalization": data.normalization,
+                  "classes": data.classes, "train_images": len(data.train_images),
                   "device": engine.device, "lenet5_version": __version__,
                   "python": platform.python_version(), "machine": platform.machine()}
-    checkpoint.write_atomic(run_dir / "config.json", json.dumps(run_config, indent=2).encode())
-    if start_epoch == 0:
-        log(f"training {arch.name} with the {engine.name} engine ({engine.device}) on "
-            f"{len(train_images):,} {config.dataset} images for {_epochs(config.epochs)} "
-            f"-> {run_dir}")
+    files.write_atomic(directory / files.CONFIG_FILE,
+                       json.dumps(run_config, indent=2).encode())
+    return Run(directory, engine, run_config, metrics, start_epoch)
 
-    schedule = config.schedule_spec()
-    n = len(train_images)
+
+# --- one epoch ------------------------------------------------------------------------------
+
+def train_epoch(config: TrainConfig, run: Run, data: TrainingData, inputs: EpochInputs,
+                epoch: int, progress: bool) -> dict:
+    """One pass over the epoch's training inputs, then the measurements: its metrics row."""
+    engine, n = run.engine, len(data.train_labels)
+    started = time.perf_counter()
+    order = np.random.default_rng([config.seed, epoch]).permutation(n)
+    inputs.bind(epoch)
+    if config.optimizer == "sdlm":  # the paper re-estimates the curvature before each pass
+        engine.estimate_curvature(order[:SDLM_SAMPLES])
     steps_per_epoch = math.ceil(n / config.batch_size)
-    total_steps = steps_per_epoch * config.epochs
-    show_bar = sys.stderr.isatty() if progress is None else progress
-    x_epoch = None  # (N, 1, 32, 32) float32: the distorted inputs, refilled every epoch
-    if config.augment == "none":  # every epoch reads the same inputs
-        engine.bind_training_data(prepare_inputs(train_images, norm), y_train)
-    for epoch in range(start_epoch, config.epochs):
-        started = time.perf_counter()
-        order = np.random.default_rng([config.seed, epoch]).permutation(n)
-        if config.augment != "none":
-            x_epoch = _distorted_inputs(config, epoch, train_images, norm, x_epoch)
-            engine.bind_training_data(x_epoch, y_train)
-        engine.start_epoch(order)
-        batches = range(steps_per_epoch)
-        if show_bar:
-            from tqdm import tqdm
+    schedule = config.schedule_spec()
+    batches = range(steps_per_epoch)
+    if progress:
+        from tqdm import tqdm
 
-            batches = tqdm(batches, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False,
-                           unit="batch", file=sys.stderr)
-        with np.errstate(over="ignore", invalid="ignore"):  # divergence is reported below
-            for b in batches:
-                lr = schedule.at(epoch * steps_per_epoch + b, steps_per_epoch, total_steps)
-                engine.train_step(order[b * config.batch_size:(b + 1) * config.batch_size], lr)
-        loss_sum, correct, seen = engine.take_train_metrics()
-        seconds = time.perf_counter() - started
-        if not math.isfinite(loss_sum):
-            raise TrainingDiverged(
-                f"training diverged in epoch {epoch + 1} (loss is {loss_sum / seen}); lower --lr "
-                f"(now {config.lr:g}) or --batch-size; {run_dir} keeps the last good epoch.")
-        row = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_acc": correct / seen}
-        if x_val is not None:
-            _, val_pred = engine.evaluate(x_val, val_labels.astype(np.int64))
-            row["val_acc"] = float(np.mean(val_pred == val_labels))
-        test_loss, test_pred = engine.evaluate(x_test, y_test)
-        row.update(test_loss=test_loss / len(y_test), test_acc=float(np.mean(test_pred == y_test)),
-                   seconds=round(seconds, 3), lr=lr)
-        metrics.append(row)
-        _save_epoch(run_dir, engine, config, run_config, metrics)
+        batches = tqdm(batches, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False,
+                       unit="batch", file=sys.stderr)
+    with np.errstate(over="ignore", invalid="ignore"):  # divergence is reported below
+        for b in batches:
+            lr = schedule.at(epoch * steps_per_epoch + b, steps_per_epoch,
+                             steps_per_epoch * config.epochs)
+            engine.train_step(order[b * config.batch_size:(b + 1) * config.batch_size], lr)
+    loss_sum, correct, seen = engine.take_train_metrics()
+    seconds = time.perf_counter() - started
+    if not math.isfinite(loss_sum):
+        raise TrainingDiverged(
+            f"training diverged in epoch {epoch + 1} (loss is {loss_sum / seen}); lower --lr "
+            f"(now {config.lr:g}) or --batch-size; {run.directory} keeps the last good epoch.")
+    row = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_acc": correct / seen}
+    if data.x_val is not None:
+        _, val_pred = evaluate(engine, data.x_val, data.y_val)
+        row["val_acc"] = float(np.mean(val_pred == data.y_val))
+    test_loss, test_pred = evaluate(engine, data.x_test, data.y_test)
+    row.update(test_loss=test_loss / len(data.y_test),
+               test_acc=float(np.mean(test_pred == data.y_test)), seconds=round(seconds, 3),
+               lr=lr)
+    return row
+
+
+def save_epoch(config: TrainConfig, run: Run) -> None:
+    """Model, metrics and resume state for the epoch just finished, each written atomically;
+    the state goes last, so it never points past what the other files hold."""
+    last = run.metrics[-1]
+    params = run.engine.parameters()
+    meta = {"arch": config.arch, "dataset": config.dataset, "classes": run.run_config["classes"],
+            "input_normalization": run.run_config["input_normalization"],
+            "engine": run.engine.name, "epochs": last["epoch"], "test_accuracy": last["test_acc"],
+            "lenet5_version": __version__}
+    checkpoint.save_model(run.directory / files.MODEL_FILE, params, meta)
+    files.write_metrics(run.directory, run.metrics)
+    checkpoint.save_state(run.directory / files.STATE_FILE, params, run.engine.optimizer_state(),
+                          {"epoch": last["epoch"], "arch": config.arch})
+
+
+# --- the whole run --------------------------------------------------------------------------
+
+def train(config: TrainConfig, *, resume: str | Path | None = None, log: Log = print,
+          progress: bool | None = None) -> Path:
+    """Train (or continue) a run; returns its directory. Files are rewritten atomically after
+    every epoch, so a killed run loses at most the epoch in progress."""
+    config.validate()
+    config = config.resolved()
+    arch = get_arch(config.arch)
+    data = load_training_data(config, arch, log)
+    run = start_run(config, arch, data, resume, log)
+    if run.start_epoch == 0:
+        log(f"training {arch.name} with the {run.engine.name} engine ({run.engine.device}) on "
+            f"{len(data.train_images):,} {config.dataset} images for {_epochs(config.epochs)} "
+            f"-> {run.directory}")
+    inputs = EpochInputs(config, data, run.engine)
+    show_bar = sys.stderr.isatty() if progress is None else progress
+    for epoch in range(run.start_epoch, config.epochs):
+        row = train_epoch(config, run, data, inputs, epoch, show_bar)
+        run.metrics.append(row)
+        save_epoch(config, run)
         log(f"epoch {epoch + 1:>2}/{config.epochs}  loss {row['train_loss']:.4f}  "
             f"train {100 * row['train_acc']:.2f}%  "
             + (f"val {100 * row['val_acc']:.2f}%  " if "val_acc" in row else "")
-            + f"test {100 * row['test_acc']:.2f}%  {seconds:.1f} s")
-    final = metrics[-1]
-    log(f"test accuracy {100 * final['test_acc']:.2f}% ({_epochs(config.epochs)}); "
-        f"model saved in {run_dir}")
-    return run_dir
-
-
-def read_metrics(run_dir: str | Path) -> list[dict]:
-    """The per-epoch rows of a run's metrics.jsonl."""
-    path = Path(run_dir) / "metrics.jsonl"
-    try:
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    except (OSError, ValueError):
-        raise Lenet5Error(f"cannot read {path}; pass a run directory made by `lenet5 train`.")\
-            from None
+            + f"test {100 * row['test_acc']:.2f}%  {row['seconds']:.1f} s")
+    log(f"test accuracy {100 * run.metrics[-1]['test_acc']:.2f}% ({_epochs(config.epochs)}); "
+        f"model saved in {run.directory}")
+    return run.directory
 
 
 def _epochs(n: int) -> str:
     return f"{n} epoch" if n == 1 else f"{n} epochs"
 
 
-def _distorted_inputs(config: TrainConfig, epoch: int, images: np.ndarray, norm: dict,
-                      previous: np.ndarray | None) -> np.ndarray:
-    """This epoch's network inputs, fresh random distortions of ``images``, written over the
-    previous epoch's where there are some (the engine is told by binding them again)."""
-    from .data.distortions import distort, shift
-
-    rng = np.random.default_rng([config.seed, epoch, 1])
-    if config.augment == "shift":
-        return prepare_inputs(shift(images, rng), norm, out=previous)
-    distorted = distort(images, rng, elastic=config.augment == "elastic")
-    return prepare_inputs(distorted, norm, out=previous)
-
-
-def _save_epoch(run_dir: Path, engine, config: TrainConfig, run_config: dict,
-                metrics: list[dict]) -> None:
-    """Model, metrics and resume state for the epoch just finished, each written atomically;
-    the state goes last, so it never points past what the other files hold."""
-    last = metrics[-1]
-    params = engine.parameters()
-    meta = {"arch": config.arch, "dataset": config.dataset, "classes": run_config["classes"],
-            "input_normalization": run_config["input_normalization"], "engine": engine.name,
-            "epochs": last["epoch"], "test_accuracy": last["test_acc"],
-            "lenet5_version": __version__}
-    checkpoint.save_model(run_dir / checkpoint.MODEL_FILE, params, meta)
-    checkpoint.write_atomic(run_dir / "metrics.jsonl", _dump_jsonl(metrics))
-    checkpoint.save_state(run_dir / checkpoint.STATE_FILE, params, engine.optimizer_state(),
-                          {"epoch": last["epoch"], "arch": config.arch})
-
-
 def resume_config(run_dir: str | Path, epochs: int | None = None) -> TrainConfig:
     """The configuration a run was started with; ``epochs`` may extend it."""
-    path = Path(run_dir) / "config.json"
-    try:
-        saved = json.loads(path.read_text())
-    except (OSError, ValueError):
-        raise Lenet5Error(f"cannot read {path}; --resume needs a run directory made by "
-                          "`lenet5 train`.") from None
+    saved = files.read_config(run_dir, "--resume")
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     config = TrainConfig(**{k: v for k, v in saved.items() if k in fields})
     if epochs is not None:

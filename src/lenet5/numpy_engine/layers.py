@@ -1,8 +1,11 @@
 """LeNet-5's layers in NumPy: each forward pass beside its hand-written backward pass.
 
+Each class is named after the ``lenet5.arch`` layer it computes (ARCHITECTURE.md maps every
+arch layer to its NumPy class, its torch class and the tests that check them).
+
 Activations are kept channels-last, (N, H, W, C): a convolution is then one GEMM whose output
 is already in layout. A convolution followed by pooling writes its output columns "split"
-(``Conv2d.split``): for 2x2 pooling the even columns, then the odd ones, so that the four
+(``Conv.split``): for 2x2 pooling the even columns, then the odd ones, so that the four
 inputs of every pooling window lie in four blocks contiguous along (W/2, C), and pooling runs
 on long rows instead of runs of C floats. Parameters keep the engine-neutral layouts of
 ``lenet5.arch`` (conv weights (out, in, k, k), dense (out, in)).
@@ -12,9 +15,9 @@ Every layer works in the dtype of its input: float32 to train, float64 for gradi
 fills ``self.grads`` (same keys as ``self.params``) and returns the input gradient, or None
 where nothing upstream needs it (the first layer).
 
-``backward_gn(h)`` is the Gauss-Newton second-derivative pass of LeCun et al. 1998, appendix C
-(and "Efficient BackProp"): given the diagonal curvature d2E/do2 of every output o, it fills
-``self.curvatures`` with sum_o (do/dp)^2 d2E/do2 for each parameter p and returns
+``backward_curvature(h)`` is the Gauss-Newton second-derivative pass of LeCun et al. 1998,
+appendix C (and "Efficient BackProp"): given the diagonal curvature d2E/do2 of every output o,
+it fills ``self.curvatures`` with sum_o (do/dp)^2 d2E/do2 for each parameter p and returns
 sum_o (do/dx)^2 d2E/do2 for each input x -- the backward pass with every Jacobian entry
 squared. For one layer this is exactly diag(J^T D J); chaining it drops the off-diagonal
 terms between hidden units, the paper's approximation. Terms in f''(a) are dropped (Gauss-Newton).
@@ -24,6 +27,8 @@ from __future__ import annotations
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
+
+from ..arch import TANH_AMPLITUDE, TANH_SLOPE
 
 
 class Layer:
@@ -38,13 +43,13 @@ class Layer:
     def backward(self, grad: np.ndarray) -> np.ndarray | None:
         raise NotImplementedError
 
-    def backward_gn(self, curv: np.ndarray) -> np.ndarray | None:
+    def backward_curvature(self, curv: np.ndarray) -> np.ndarray | None:
         raise NotImplementedError
 
 
 def pool_blocks(x: np.ndarray, size: int, split: bool) -> np.ndarray:
     """A view (N, H/s, s, s, W/s, C) of ``x`` (N, H, W, C): [:, :, i, j] holds position (i, j)
-    of every s x s pooling window. ``split``: the width of ``x`` is stored split (Conv2d.split),
+    of every s x s pooling window. ``split``: the width of ``x`` is stored split (Conv.split),
     and each [:, :, i, j] is then contiguous along (W/s, C)."""
     n, h, w, c = x.shape
     if split:
@@ -58,7 +63,7 @@ def unsplit_width(x: np.ndarray, size: int) -> np.ndarray:
     return x.reshape(n, h, size, w // size, c).transpose(0, 1, 3, 2, 4).reshape(x.shape)
 
 
-class Conv2d(Layer):
+class Conv(Layer):
     """Valid convolution, stride 1, as one GEMM per pass with the kernel's sweep along the
     width folded into a banded ("row Toeplitz") weight matrix T of shape (k*W*C, Wo*O).
 
@@ -124,7 +129,7 @@ class Conv2d(Layer):
         dx, self.grads = self._propagate(grad, self.t, self.rows)
         return dx
 
-    def backward_gn(self, curv: np.ndarray) -> np.ndarray | None:
+    def backward_curvature(self, curv: np.ndarray) -> np.ndarray | None:
         """The backward pass with squared weights and squared inputs: each output reads each
         weight through exactly one input, so this is exact for the layer."""
         dx, self.curvatures = self._propagate(curv, self.t ** 2, self.rows ** 2)
@@ -153,10 +158,10 @@ class Conv2d(Layer):
         return dx, param_grads
 
 
-class MaxPool2d(Layer):
+class MaxPool(Layer):
     """Non-overlapping max-pool on views of the windows' positions. Ties go to the first
     window position in row-major order, as PyTorch does, so gradients match it exactly.
-    ``split_input``: the input comes from a Conv2d whose ``split`` is this size."""
+    ``split_input``: the input comes from a Conv whose ``split`` is this size."""
 
     split_input = False
 
@@ -189,7 +194,7 @@ class MaxPool2d(Layer):
         self.routes = None
         return dx
 
-    backward_gn = backward  # Jacobian entries are 0 or 1: squaring them changes nothing
+    backward_curvature = backward  # Jacobian entries are 0 or 1: squaring them changes nothing
 
 
 class ReLU(Layer):
@@ -202,7 +207,7 @@ class ReLU(Layer):
     def backward(self, grad: np.ndarray) -> np.ndarray:
         return grad * self.positive
 
-    backward_gn = backward  # Jacobian entries are 0 or 1: squaring them changes nothing
+    backward_curvature = backward  # Jacobian entries are 0 or 1: squaring them changes nothing
 
 
 class Flatten(Layer):
@@ -216,10 +221,10 @@ class Flatten(Layer):
         n, h, w, c = self.in_shape
         return grad.reshape(n, c, h, w).transpose(0, 2, 3, 1)
 
-    backward_gn = backward  # a permutation: squaring its Jacobian changes nothing
+    backward_curvature = backward  # a permutation: squaring its Jacobian changes nothing
 
 
-class Linear(Layer):
+class Dense(Layer):
     def __init__(self, weight: np.ndarray, bias: np.ndarray):
         self.params = {"weight": weight, "bias": bias}  # (O, I), (O,)
 
@@ -233,7 +238,7 @@ class Linear(Layer):
         self.x = None
         return grad @ self.params["weight"] if self.needs_input_grad else None
 
-    def backward_gn(self, curv: np.ndarray) -> np.ndarray | None:
+    def backward_curvature(self, curv: np.ndarray) -> np.ndarray | None:
         self.curvatures = {"weight": curv.T @ self.x**2, "bias": curv.sum(axis=0)}
         self.x = None
         return curv @ self.params["weight"] ** 2 if self.needs_input_grad else None
@@ -242,33 +247,31 @@ class Linear(Layer):
 # --- the 1998 layers (LeCun, Bottou, Bengio, Haffner 1998) ------------------------------------
 
 class ScaledTanh(Layer):
-    """f(a) = 1.7159 tanh(2a/3) (section II-A, appendix A): f(+-1) = +-1, so targets of +-1
-    sit where the curvature is largest. f'(a) = S A (1 - tanh(S a)^2), from tanh alone."""
-
-    A, S = 1.7159, 2.0 / 3.0
+    """f(a) = A tanh(S a) with the paper's A = 1.7159, S = 2/3 (``arch.TANH_AMPLITUDE``,
+    ``TANH_SLOPE``). f'(a) = S A (1 - tanh(S a)^2), from tanh alone."""
 
     def forward(self, x: np.ndarray, train: bool) -> np.ndarray:
-        t = np.multiply(x, self.S, dtype=x.dtype)
+        t = np.multiply(x, TANH_SLOPE, dtype=x.dtype)
         np.tanh(t, out=t)  # one temporary: tanh is the costly part
         if train:
             self.slope = t * t  # f'(a) = S A - S A t^2, same shape as x
-            self.slope *= -self.S * self.A
-            self.slope += self.S * self.A
-        t *= self.A
+            self.slope *= -TANH_SLOPE * TANH_AMPLITUDE
+            self.slope += TANH_SLOPE * TANH_AMPLITUDE
+        t *= TANH_AMPLITUDE
         return t
 
     def backward(self, grad: np.ndarray) -> np.ndarray:
         return grad * self.slope
 
-    def backward_gn(self, curv: np.ndarray) -> np.ndarray:
+    def backward_curvature(self, curv: np.ndarray) -> np.ndarray:
         return curv * self.slope**2
 
 
-class Subsample2d(Layer):
+class Subsample(Layer):
     """Trainable sub-sampling (S2, S4): per map c, each non-overlapping size x size block's
     sum times a coefficient weight[c], plus bias[c]. The squashing function is a separate
     layer after it. Height and width must be multiples of ``size``; ``split_input`` as for
-    MaxPool2d."""
+    MaxPool."""
 
     split_input = False
 
@@ -287,7 +290,7 @@ class Subsample2d(Layer):
         dx, self.grads = self._propagate(grad, self.params["weight"], self.sums)
         return dx
 
-    def backward_gn(self, curv: np.ndarray) -> np.ndarray:
+    def backward_curvature(self, curv: np.ndarray) -> np.ndarray:
         """Exact for the layer: each output reads its coefficient once, through the block sum."""
         dx, self.curvatures = self._propagate(curv, self.params["weight"] ** 2, self.sums**2)
         return dx
@@ -311,7 +314,7 @@ class RBF(Layer):
     every other network's: argmax is the prediction, and softmax(-y) = exp(-y_i)/sum_k exp(-y_k)
     is the class posterior of the MAP criterion (losses.map_loss). Its curvature for SDLM is
     taken at its input, together with the loss (losses.map_curvature), so it has no
-    ``backward_gn``.
+    ``backward_curvature``.
     """
 
     def __init__(self, centres: np.ndarray):

@@ -1,26 +1,31 @@
 """Losses on a batch of network outputs: each returns the mean loss and its gradient; the
-``*_curvature`` functions give the per-image second derivatives SDLM starts from."""
+``*_curvature`` functions give the per-image second derivatives SDLM starts from. The class
+log-probabilities they differentiate come from ``lenet5.outputs``."""
 
 from __future__ import annotations
 
 import numpy as np
 
+from ..outputs import log_softmax, map_log_probs
 
-def log_softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits - logits.max(axis=1, keepdims=True)  # (N, K), stable
-    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+
+def _negative_log_likelihood(log_p: np.ndarray, labels: np.ndarray
+                             ) -> tuple[float, np.ndarray]:
+    """Mean of -log p_label over the batch and its gradient w.r.t. the outputs, given the
+    classes' log-probabilities (N, K). Both losses make p a softmax of the outputs (MAP with
+    one more class of fixed score), so the gradient is p - [i = label], over N."""
+    n = len(labels)
+    rows = np.arange(n)
+    loss = -log_p[rows, labels].mean()
+    grad = np.exp(log_p)
+    grad[rows, labels] -= 1
+    grad /= n
+    return float(loss), grad
 
 
 def softmax_cross_entropy(logits: np.ndarray, labels: np.ndarray) -> tuple[float, np.ndarray]:
     """Mean cross-entropy of softmax(logits) and d(mean loss)/d(logits)."""
-    n = logits.shape[0]
-    log_probs = log_softmax(logits)  # (N, K)
-    rows = np.arange(n)
-    loss = -log_probs[rows, labels].mean()
-    grad = np.exp(log_probs)
-    grad[rows, labels] -= 1
-    grad /= n
-    return float(loss), grad
+    return _negative_log_likelihood(log_softmax(logits), labels)
 
 
 def softmax_curvature(logits: np.ndarray) -> np.ndarray:
@@ -32,34 +37,12 @@ def softmax_curvature(logits: np.ndarray) -> np.ndarray:
 
 # --- the 1998 MAP criterion -----------------------------------------------------------------
 
-# The paper (section II-C, eq. 9) only says j is a positive constant. Read as a class: the
-# e^-j term is a "rubbish" class whose penalty is fixed at j. Since every y_i >= 0, a small j
-# (e^-j near the largest possible e^-y_i, 1) lets the competitive term push up only penalties
-# that are already nearly as small as j -- outputs close to a wrong centre -- while the first
-# term, the squared distance to the correct centre, does most of the work, as in the paper's
-# MSE criterion (eq. 8) that MAP extends. 0.1 is also the value reimplementations commonly use.
-MAP_J = 0.1
-
-
-def _map_log_probs(scores: np.ndarray) -> np.ndarray:
-    """log of e^{s_i} / (e^-j + sum_k e^{s_k}) for each class, (N, K); s = -y."""
-    rubbish = np.full((len(scores), 1), -MAP_J, dtype=scores.dtype)  # (N, 1)
-    return log_softmax(np.concatenate([rubbish, scores], axis=1))[:, 1:]
-
-
 def map_loss(scores: np.ndarray, labels: np.ndarray) -> tuple[float, np.ndarray]:
     """Mean MAP loss E = y_D + log(e^-j + sum_i e^-y_i) and dE/d(scores), for scores = -y,
     the negated RBF penalties (what ``layers.RBF`` returns). In scores it is softmax
     cross-entropy with one extra class whose score is fixed at -j: E = -log p_D with
-    p_i = e^{s_i} / (e^-j + sum_k e^{s_k}), so dE/ds_i = p_i - [i = D]."""
-    n = len(scores)
-    rows = np.arange(n)
-    log_p = _map_log_probs(scores)  # (N, K)
-    loss = -log_p[rows, labels].mean()
-    grad = np.exp(log_p)
-    grad[rows, labels] -= 1
-    grad /= n
-    return float(loss), grad
+    p_i = e^{s_i} / (e^-j + sum_k e^{s_k}) (``outputs.map_log_probs``)."""
+    return _negative_log_likelihood(map_log_probs(scores), labels)
 
 
 def map_curvature(features: np.ndarray, centres: np.ndarray) -> np.ndarray:
@@ -76,7 +59,10 @@ def map_curvature(features: np.ndarray, centres: np.ndarray) -> np.ndarray:
     """
     diff = features[:, None, :] - centres  # (N, K, F)
     scores = -np.einsum("nkf,nkf->nk", diff, diff)  # (N, K)
-    p = np.exp(_map_log_probs(scores))  # (N, K)
+    p = np.exp(map_log_probs(scores))  # (N, K)
     mean_d = np.einsum("nk,nkf->nf", p, diff)  # (N, F)
     mean_d2 = np.einsum("nk,nkf->nf", p, diff * diff)
     return 2 * (1 - p.sum(axis=1, keepdims=True)) + 4 * (mean_d2 - mean_d**2)
+
+
+LOSSES = {"cross_entropy": softmax_cross_entropy, "map": map_loss}  # keys: arch.LOSSES

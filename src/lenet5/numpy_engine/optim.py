@@ -11,9 +11,7 @@ import math
 
 import numpy as np
 
-from ..hparams import OptimizerSpec
-
-SDLM_MU = 0.02  # the paper's mu: keeps steps bounded where the curvature is tiny
+from ..hparams import OPTIMIZER_SLOTS, SDLM_MU, OptimizerSpec
 
 
 class Optimizer:
@@ -28,8 +26,7 @@ class Optimizer:
         self.spec = spec
         self.params = params
         self.steps = 0
-        slots = {"sgd": ("momentum_buffer",), "adam": ("exp_avg", "exp_avg_sq"),
-                 "adamw": ("exp_avg", "exp_avg_sq"), "sdlm": ("curvature",)}[spec.name]
+        slots = OPTIMIZER_SLOTS[spec.name]
         ends = np.cumsum([p.size for p in params.values()])
         self._slices = {k: slice(end - p.size, end)
                         for (k, p), end in zip(params.items(), ends, strict=True)}

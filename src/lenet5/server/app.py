@@ -35,11 +35,12 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .. import __version__
-from ..engine import THREAD_VARIABLES
 from ..errors import Lenet5Error
 from ..images import preprocess_image
-from ..model import Model, load, probabilities
+from ..model import Model, load
+from ..outputs import probabilities
+from ..threads import THREAD_VARIABLES
+from ..version import __version__
 
 STATIC_DIR = Path(__file__).parent / "static"
 MAX_BODY_BYTES = 5 * 1024 * 1024

@@ -1,4 +1,4 @@
-"""The NumPy engine's losses (numpy_engine/losses.py) in torch, and their curvatures for SDLM.
+"""The losses of ``arch.LOSSES`` in torch, and their curvatures for SDLM.
 
 Each loss maps (outputs (N, K), labels (N,)) to the mean loss; autograd gives its gradient.
 """
@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..numpy_engine.losses import MAP_J
+from ..arch import MAP_J
 
 
 def map_log_probs(scores: torch.Tensor) -> torch.Tensor:
@@ -23,7 +23,7 @@ def map_loss(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return F.nll_loss(map_log_probs(scores), labels)
 
 
-LOSSES = {"cross_entropy": F.cross_entropy, "map": map_loss}
+LOSSES = {"cross_entropy": F.cross_entropy, "map": map_loss}  # keys: arch.LOSSES
 
 
 def softmax_curvature(logits: torch.Tensor) -> torch.Tensor:
@@ -35,7 +35,7 @@ def softmax_curvature(logits: torch.Tensor) -> torch.Tensor:
 def map_curvature(features: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
     """Per-image diagonal Hessian of the MAP loss w.r.t. F6's outputs x (N, F) through the
     fixed RBF: 2 (1 - P) + 4 (sum_i p_i d_ij^2 - (sum_i p_i d_ij)^2), d_ij = x_j - c_ij
-    (derived in numpy_engine/losses.map_curvature)."""
+    (derived in the NumPy engine's ``losses.map_curvature``)."""
     diff = features[:, None, :] - centres  # (N, K, F)
     p = map_log_probs(-(diff * diff).sum(dim=2)).exp()  # (N, K)
     mean_d = torch.einsum("nk,nkf->nf", p, diff)  # (N, F)

@@ -6,8 +6,8 @@ parameters as ``weight`` and ``bias``: ``state_dict()`` keys are ``C1.weight``, 
 feature map NumpyNet reports for that layer. ``TorchEngine`` adds the optimizer and the
 interface ``lenet5.training`` drives (``lenet5.engine.Engine``). Activations are (N, C, H, W).
 
-Besides ``forward``, each module has ``curvature``: SDLM's Gauss-Newton pass (the backward pass
-with every Jacobian entry squared), the counterpart of the NumPy layers' ``backward_gn``.
+Besides ``forward``, each module has ``backward_curvature``: SDLM's Gauss-Newton pass (the
+backward pass with every Jacobian entry squared), as the NumPy layers' of the same name.
 """
 
 from __future__ import annotations
@@ -21,25 +21,23 @@ from torch import nn
 from torch.nn.grad import conv2d_input, conv2d_weight
 
 from .. import arch as A
+from ..arch import TANH_AMPLITUDE, TANH_SLOPE
 from ..errors import Lenet5Error
-from ..hparams import OptimizerSpec
-from ..numpy_engine.layers import ScaledTanh as _NumpyScaledTanh
-from ..numpy_engine.model import SDLM_SAMPLES
+from ..hparams import DEVICES, OptimizerSpec
 from .losses import LOSSES, map_curvature, softmax_curvature
 from .optim import TorchOptimizer
-
-TANH_A, TANH_S = _NumpyScaledTanh.A, _NumpyScaledTanh.S  # f(a) = A tanh(S a), the paper's
 
 
 def scaled_tanh(a: torch.Tensor) -> torch.Tensor:
     """LeCun et al. 1998, section II-A: f(a) = 1.7159 tanh(2a/3)."""
-    return TANH_A * torch.tanh(TANH_S * a)
+    return TANH_AMPLITUDE * torch.tanh(TANH_SLOPE * a)
 
 
-# name -> (f, f' as a function of the output f(a)); None is the identity
+# arch.ACTIVATIONS name -> (f, f' as a function of the output y = f(a))
 ACTIVATIONS = {
     A.RELU: (F.relu, lambda y: (y > 0).to(y.dtype)),
-    A.SCALED_TANH: (scaled_tanh, lambda y: (TANH_S / TANH_A) * (TANH_A**2 - y * y)),
+    A.SCALED_TANH: (scaled_tanh, lambda y: (TANH_SLOPE / TANH_AMPLITUDE)
+                    * (TANH_AMPLITUDE**2 - y * y)),
 }
 
 Curvatures = tuple[torch.Tensor, dict[str, torch.Tensor]]  # (input's, each parameter's)
@@ -59,7 +57,8 @@ class Layer(nn.Module):
         """d2E/da2 from d2E/dy2 for y = f(a), Gauss-Newton: times f'(a)^2."""
         return curv if self.activation is None else curv * ACTIVATIONS[self.activation][1](y)**2
 
-    def curvature(self, curv: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> Curvatures:
+    def backward_curvature(self, curv: torch.Tensor, x: torch.Tensor, y: torch.Tensor
+                           ) -> Curvatures:
         """Given d2E/dy2 for this layer's output ``y`` (from input ``x``): d2E/dx2 and each
         parameter's d2E/dp2, both Gauss-Newton diagonals."""
         raise NotImplementedError
@@ -86,7 +85,8 @@ class Conv(Layer):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.activate(self.pre_activation(x))
 
-    def curvature(self, curv: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> Curvatures:
+    def backward_curvature(self, curv: torch.Tensor, x: torch.Tensor, y: torch.Tensor
+                           ) -> Curvatures:
         curv = self.curvature_before_activation(curv, y)  # (N, O, Ho, Wo)
         w = self.effective_weight()
         dw = conv2d_weight(x * x, w.shape, curv)  # each output reads each weight once
@@ -114,7 +114,8 @@ class MaxPool(Layer):
         views = [x[:, :, i:h:s, j:w:s] for i in range(s) for j in range(s)]
         return functools.reduce(torch.maximum, views)  # (N, C, H/s, W/s)
 
-    def curvature(self, curv: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> Curvatures:
+    def backward_curvature(self, curv: torch.Tensor, x: torch.Tensor, y: torch.Tensor
+                           ) -> Curvatures:
         _, taken = F.max_pool2d(x, self.size, return_indices=True)  # Jacobian entries 0 or 1
         return F.max_unpool2d(curv, taken, self.size, output_size=x.shape[-2:]), {}
 
@@ -138,7 +139,8 @@ class Subsample(Layer):
         a = self.block_sums(x) * self.weight[:, None, None] + self.bias[:, None, None]
         return self.activate(a)
 
-    def curvature(self, curv: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> Curvatures:
+    def backward_curvature(self, curv: torch.Tensor, x: torch.Tensor, y: torch.Tensor
+                           ) -> Curvatures:
         curv = self.curvature_before_activation(curv, y)  # (N, C, H/s, W/s)
         sums = self.block_sums(x)
         per_input = curv * (self.weight**2)[:, None, None]
@@ -157,7 +159,8 @@ class Dense(Layer):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.activate(F.linear(x.flatten(1), self.weight, self.bias))  # (N, O)
 
-    def curvature(self, curv: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> Curvatures:
+    def backward_curvature(self, curv: torch.Tensor, x: torch.Tensor, y: torch.Tensor
+                           ) -> Curvatures:
         curv = self.curvature_before_activation(curv, y)  # (N, O)
         flat = x.flatten(1)
         dx = (curv @ self.weight**2).reshape(x.shape)
@@ -212,7 +215,7 @@ class TorchNet(nn.Module):
         """A ReLU convolution and the max-pool after it run as conv, pool, ReLU: max and ReLU
         commute exactly, so outputs and gradients are conv -> ReLU -> pool's to the bit (a
         window's gradient goes to its first maximum either way, or is zero), and the ReLU
-        touches a quarter of the values (some 20% off a training step, measured)."""
+        touches a quarter of the values."""
         for layer, pool in self.stages:
             x = layer(x) if pool is None else F.relu(pool(layer.pre_activation(x)))
         return x
@@ -240,7 +243,7 @@ class TorchNet(nn.Module):
         curv = curv / len(x)  # mean over images, as the gradients are
         found = {}
         for i in reversed(range(len(modules))):
-            curv, per_param = modules[i].curvature(curv, inputs[i], outputs[i])
+            curv, per_param = modules[i].backward_curvature(curv, inputs[i], outputs[i])
             found.update({f"{names[i]}.{k}": h for k, h in per_param.items()})
         return found
 
@@ -252,8 +255,8 @@ def resolve_device(device: str) -> str:
     if device == "cuda" and not torch.cuda.is_available():
         raise Lenet5Error("--device cuda needs a CUDA GPU, but PyTorch sees none (this torch is "
                           f"{torch.__version__}); use --device cpu or --device auto.")
-    if device not in ("cpu", "cuda"):
-        raise Lenet5Error(f"unknown --device {device!r}; choose one of: auto, cpu, cuda.")
+    if device not in DEVICES:
+        raise Lenet5Error(f"unknown --device {device!r}; choose one of: {', '.join(DEVICES)}.")
     return device
 
 
@@ -271,7 +274,7 @@ class TorchEngine:
         self.device = resolve_device(device)
         self.dtype = dtype
         self.net = TorchNet(arch, params, dtype, self.device)
-        if self.device == "cpu":  # oneDNN's NHWC kernels: about 25% faster steps, measured
+        if self.device == "cpu":  # oneDNN's NHWC kernels are the faster ones here
             self.net.to(memory_format=torch.channels_last)
         self.optimizer = TorchOptimizer(optimizer or OptimizerSpec(),
                                         dict(self.net.named_parameters()))
@@ -283,34 +286,17 @@ class TorchEngine:
         return torch.as_tensor(x, dtype=self.dtype, device=self.device)
 
     @torch.inference_mode()
-    def logits(self, x: np.ndarray, batch_size: int = 1000) -> np.ndarray:
-        return np.concatenate([self.net(self._tensor(x[i:i + batch_size])).cpu().numpy()
-                               for i in range(0, len(x), batch_size)])
-
-    @torch.inference_mode()
-    def evaluate(self, x: np.ndarray, y: np.ndarray, batch_size: int = 1000
-                 ) -> tuple[float, np.ndarray]:
-        """(sum of per-image losses, predicted labels), read back from the device once."""
-        loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
-        preds = []
-        for i in range(0, len(x), batch_size):
-            out = self.net(self._tensor(x[i:i + batch_size]))
-            labels = torch.as_tensor(y[i:i + batch_size], device=self.device)
-            loss_sum += self.loss_fn(out, labels) * len(out)
-            preds.append(out.argmax(dim=1))
-        return float(loss_sum), torch.cat(preds).cpu().numpy()
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        return self.net(self._tensor(x)).cpu().numpy()
 
     def bind_training_data(self, x: np.ndarray, y: np.ndarray) -> None:
         """Copy the training data to the device (the loop calls this whenever it changes)."""
         self.train_x = self._tensor(x)  # (N, 1, H, W); on CPU it shares x's memory
         self.train_y = torch.as_tensor(y, dtype=torch.int64, device=self.device)
 
-    def start_epoch(self, order: np.ndarray) -> None:
-        """Before each pass, after ``bind_training_data``: SDLM re-estimates its curvature on
-        the pass's first SDLM_SAMPLES rows, as the NumPy engine does; others need nothing."""
-        if self.optimizer.spec.name == "sdlm":
-            rows = self._rows(order[:SDLM_SAMPLES])
-            self.optimizer.set_curvature(self.net.curvature(self.train_x[rows]))
+    def estimate_curvature(self, rows: np.ndarray) -> None:
+        """SDLM: the curvature for the pass about to start, from these bound rows."""
+        self.optimizer.set_curvature(self.net.curvature(self.train_x[self._rows(rows)]))
 
     def _rows(self, rows: np.ndarray) -> torch.Tensor:
         """Row indices on the device. To CUDA through pinned memory, asynchronously: a plain

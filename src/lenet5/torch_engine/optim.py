@@ -2,8 +2,9 @@
 
 torch.optim's SGD, Adam and AdamW are the rules the NumPy engine reimplements, so the spec
 maps onto them one to one; SDLM (LeCun et al. 1998, appendix C), which torch lacks, is a small
-torch.optim.Optimizer here with the NumPy engine's rule. The state is saved under the NumPy
-engine's names (``<slot>.<param name>`` plus ``steps``), so a state file reads the same in both.
+torch.optim.Optimizer here with the NumPy engine's rule. The state is saved under
+``hparams.OPTIMIZER_SLOTS``' names (``<slot>.<param name>`` plus ``steps``), so a state file
+reads the same in both engines.
 """
 
 from __future__ import annotations
@@ -11,11 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..hparams import OptimizerSpec
-from ..numpy_engine.optim import SDLM_MU
-
-SLOTS = {"sgd": ("momentum_buffer",), "adam": ("exp_avg", "exp_avg_sq"),
-         "adamw": ("exp_avg", "exp_avg_sq"), "sdlm": ("curvature",)}
+from ..hparams import OPTIMIZER_SLOTS, SDLM_MU, OptimizerSpec
 
 
 class SDLM(torch.optim.Optimizer):
@@ -84,7 +81,7 @@ class TorchOptimizer:
         """Flat arrays ``<slot>.<param name>`` plus ``steps``, as the NumPy engine's, in the
         parameters' dtype. A slot torch has not created yet (before the first step) is zeros."""
         flat = {}
-        for slot in SLOTS[self.spec.name]:
+        for slot in OPTIMIZER_SLOTS[self.spec.name]:
             for name, p in self.params.items():
                 value = self.optimizer.state.get(p, {}).get(slot, torch.zeros_like(p))
                 flat[f"{slot}.{name}"] = np.array(value.detach().cpu().numpy(), order="C")
@@ -101,7 +98,7 @@ class TorchOptimizer:
                 # like the parameter in memory layout too: fused kernels assume they match
                 state[i] = {slot: torch.empty_like(p).copy_(
                     torch.from_numpy(np.asarray(flat[f"{slot}.{param_name}"])))
-                    for slot in SLOTS[name]}
+                    for slot in OPTIMIZER_SLOTS[name]}
                 if name in ("adam", "adamw"):
                     state[i]["step"] = torch.tensor(float(self.steps))
         groups = self.optimizer.state_dict()["param_groups"]

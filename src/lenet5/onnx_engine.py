@@ -1,0 +1,80 @@
+"""onnxruntime as an inference-only engine for exported graphs (``--engine onnx``).
+
+Its inputs are raw pixels (N, 1, 28, 28) float32 0-255 (``onnx_graph.RAW_PIXELS``), since
+the graph pads and normalises them itself.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from . import arch as A
+from . import checkpoint
+from .errors import Lenet5Error, ModelFileError
+from .onnx_graph import INPUT, OUTPUT, import_onnx, to_onnx
+
+
+class OnnxEngine:
+    """An exported graph run by onnxruntime on the CPU."""
+
+    name = "onnx"
+    device = "cpu"
+
+    def __init__(self, arch: A.Architecture, data: bytes, source: str):
+        _, onnxruntime = import_onnx()
+        from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
+
+        self.arch = arch
+        try:
+            self.session = onnxruntime.InferenceSession(data, providers=["CPUExecutionProvider"])
+        except (ort_errors.Fail, ort_errors.InvalidArgument, ort_errors.InvalidGraph,
+                ort_errors.InvalidProtobuf, ort_errors.NotImplemented) as exc:
+            reason = str(exc).splitlines()[0]
+            raise ModelFileError(f"onnxruntime cannot run {source} ({reason}); export it again "
+                                 "with `lenet5 export`.") from None
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        return self.session.run([OUTPUT], {INPUT: x})[0]
+
+    def feature_maps(self, x: np.ndarray) -> list[tuple[str, np.ndarray]]:
+        raise Lenet5Error("feature maps are not available for --engine onnx (the graph "
+                          "outputs logits only); use --engine numpy or torch.")
+
+
+def read_onnx(path: str | Path) -> tuple[bytes, dict]:
+    """(serialised graph, lenet5 metadata) of an exported file; clear errors when unusable."""
+    onnx, _ = import_onnx()
+    from google.protobuf.message import DecodeError
+
+    try:
+        data = Path(path).read_bytes()
+        proto = onnx.load_model_from_string(data)
+        onnx.checker.check_model(proto)
+    except OSError as exc:
+        raise ModelFileError(f"cannot read {path} ({exc.strerror or exc}); pass an .onnx file "
+                             "written by `lenet5 export`.") from None
+    except (DecodeError, onnx.checker.ValidationError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ModelFileError(f"{path} is not a valid ONNX file ({reason}); it may be truncated "
+                             "or corrupt: export it again with `lenet5 export`.") from None
+    metadata = checkpoint.decode_metadata({p.key: p.value for p in proto.metadata_props})
+    missing = [k for k in ("arch", "classes", "input_normalization") if k not in metadata]
+    if missing:
+        raise ModelFileError(f"{path} lacks lenet5 metadata ({', '.join(missing)}); it is "
+                             "truncated or was not written by `lenet5 export`: export it again.")
+    return data, metadata
+
+
+def load_onnx(path: str | Path, device: str = "auto") -> tuple[OnnxEngine, dict]:
+    """(engine, metadata) for an ``.onnx`` file, or a model file / run directory exported in
+    memory."""
+    if device == "cuda":
+        raise Lenet5Error("--device cuda needs --engine torch; --engine onnx runs on CPU.")
+    if Path(path).suffix.lower() == ".onnx":
+        data, metadata = read_onnx(path)
+    else:
+        params, metadata = checkpoint.load_model(path)
+        data = to_onnx(params, metadata).SerializeToString()
+    return OnnxEngine(A.get_arch(metadata["arch"]), data, str(path)), metadata

@@ -1,0 +1,46 @@
+"""How many threads BLAS may use, for the engines and the server.
+
+A user who sets a thread count in the environment keeps it: lenet5 then changes nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+
+from threadpoolctl import ThreadpoolController
+
+# Where users set BLAS/OpenMP thread counts; where any is set, lenet5 leaves threads alone.
+THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+# Training steps on fewer images than this run on one BLAS thread (see blas_threads_for).
+ONE_BLAS_THREAD_BELOW = 64
+
+
+def user_set_threads() -> bool:
+    """Whether the environment names a thread count (then it is the user's choice)."""
+    return bool(set(THREAD_VARIABLES) & set(os.environ))
+
+
+@functools.cache
+def _blas_threads() -> ThreadpoolController | None:
+    """threadpoolctl's view of the BLAS libraries loaded, or None where the user chose."""
+    return None if user_set_threads() else ThreadpoolController()
+
+
+def one_blas_thread() -> contextlib.AbstractContextManager:
+    """BLAS on one thread inside the block (unless the user set the thread count), so that
+    what is computed there does not depend on the machine's core count: OpenBLAS splits a
+    GEMM differently on more threads, and the last bits of float32 results change, which
+    20 passes of the 1998 network amplify into a different run."""
+    controller = _blas_threads()
+    return contextlib.nullcontext() if controller is None else controller.limit(
+        limits=1, user_api="blas")
+
+
+def blas_threads_for(batch_size: int) -> contextlib.AbstractContextManager:
+    """One BLAS thread for a training step on fewer than ONE_BLAS_THREAD_BELOW images, all
+    of them for larger ones: the second core buys nothing measurable on a small step, so
+    small-batch runs (the 1998 network's default) give the same result on any number of
+    cores for free (measurements: benchmarks/README.md)."""
+    return one_blas_thread() if batch_size < ONE_BLAS_THREAD_BELOW else contextlib.nullcontext()
