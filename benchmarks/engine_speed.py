@@ -17,13 +17,13 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import platform
 import statistics
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from common import machine, write_results
 
 from lenet5.arch import ARCHITECTURES, init_params
 from lenet5.engine import make_engine
@@ -128,9 +128,8 @@ def main() -> None:
     parser.add_argument("--batches", type=int, nargs="+", default=[64, 128, 256])
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch figures")
     args = parser.parse_args()
-    lines = [f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python "
-             f"{platform.python_version()}, OPENBLAS_NUM_THREADS="
-             f"{os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}; {time.strftime('%Y-%m-%d')}.",
+    lines = [f"Machine: {machine()}; OPENBLAS_NUM_THREADS="
+             f"{os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}.",
              f"Command: `python benchmarks/engine_speed.py {' '.join(sys.argv[1:])}`".rstrip(),
              ""]
     cases = [(arch, batch) for arch in ARCHITECTURES.values() for batch in args.batches]
@@ -166,9 +165,7 @@ def main() -> None:
     infer = ["", "| inference (modern LeNet-5) | figure |", "|---|---:|",
              *[f"| {k} | {v} |" for k, v in inference(args.repeats)]]
     text = "\n".join(lines + summary + infer + detail) + "\n"
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(text)
-    print(text)
+    write_results(RESULTS, text)
 
 
 if __name__ == "__main__":

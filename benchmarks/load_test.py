@@ -18,7 +18,6 @@ import http.client
 import io
 import json
 import os
-import platform
 import queue
 import socket
 import statistics
@@ -29,6 +28,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from common import machine, write_results
 from PIL import Image, ImageDraw
 
 RESULTS = Path(__file__).parent / "results" / "load_test.md"
@@ -314,10 +314,8 @@ def main() -> None:
         ("server", f"started here: `lenet5 serve MODEL --port 0 --engine {args.engine}"
                    + ("" if args.workers is None else f" --workers {args.workers}")
                    + f"` ({running})" if process else f"already running at {base}"),
-        ("machine", f"{platform.machine()}, {os.cpu_count()} cores, load average "
-                    f"{load_before[0]:.1f} before / {os.getloadavg()[0]:.1f} after, Python "
-                    f"{platform.python_version()}; clients and server share the cores"),
-        ("date", time.strftime("%Y-%m-%d %H:%M")),
+        ("machine", f"{machine()}; load average {load_before[0]:.1f} before / "
+                    f"{os.getloadavg()[0]:.1f} after; clients and server share the cores"),
     ]
     if photos:
         rows.insert(-3, ("held-out photographed digits POSTed as JPEG: API accuracy",
@@ -332,9 +330,7 @@ def main() -> None:
     if many["failures"]:
         lines += ["", "First errors:", *[f"- {f}" for f in many["failures"][:5]]]
     text = "\n".join(lines) + "\n"
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
-    print(text)
+    write_results(args.out, text)
 
 
 if __name__ == "__main__":

@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from common import machine, write_results
 from PIL import Image
 from scipy import ndimage
 
@@ -185,15 +185,12 @@ def main() -> None:
         "from MNIST but not from the picture, i.e. errors preprocessing (or the distortion) "
         "causes. Latency is end to end per file after the model is loaded (read, decode, "
         "preprocess_image, forward pass), target <= 50 ms. "
-        f"Machine: {platform.machine()}, {os.cpu_count()} cores shared with other work (wall "
-        "times are upper bounds; CPU time is what one image costs), "
-        f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', '-')}, "
-        f"Python {platform.python_version()}, {time.strftime('%Y-%m-%d')}.",
+        f"Machine: {machine()}, shared with other work (wall times are upper bounds; CPU "
+        "time is what one image costs), "
+        f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', '-')}.",
     ]
     text = "# Real-world digits: photos and canvas drawings\n\n" + "\n".join(lines) + "\n"
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(text)
-    print(text)
+    write_results(Path(args.out), text)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -24,6 +23,8 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+from common import machine, write_results
 
 from lenet5.arch import LENET5_1998
 from lenet5.files import read_metrics
@@ -81,8 +82,7 @@ def markdown(results: list[dict], args: argparse.Namespace) -> str:
               f"| trainable parameters | {params:,} | {PAPER_PARAMS:,} |",
               f"| connections | {connections:,} | {PAPER_CONNECTIONS:,} |",
               f"| passes | {args.epochs} | {PAPER_PASSES} |", "",
-              f"Machine: {machine()}, Python {platform.python_version()}, engine "
-              f"{args.engine}; {time.strftime('%Y-%m-%d')}. Times are wall-clock on that "
+              f"Machine: {machine()}; engine {args.engine}. Times are wall-clock on that "
               "machine (upper bounds where it was shared).", "", "Commands:", ""]
     lines += [f"    {res['command']}" for res in results]
     for res in results:
@@ -93,11 +93,6 @@ def markdown(results: list[dict], args: argparse.Namespace) -> str:
                   f"{100 * (1 - r['train_acc']):.2f}% | {100 * (1 - r['test_acc']):.2f}% | "
                   f"{r['seconds']:.0f} |" for r in res["rows"]]
     return "\n".join(lines) + "\n"
-
-
-def machine() -> str:
-    parts = [platform.machine(), platform.processor(), f"{os.cpu_count()} cores"]
-    return ", ".join(dict.fromkeys(p for p in parts if p))  # processor is often the arch again
 
 
 def main() -> None:
@@ -119,9 +114,7 @@ def main() -> None:
     with ThreadPoolExecutor(len(settings)) as pool:  # threads only wait on the children
         results = list(pool.map(lambda augment: run_setting(augment, args, root), settings))
     text = markdown(results, args)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(text)
-    print(text)
+    write_results(RESULTS, text)
 
 
 if __name__ == "__main__":

@@ -21,13 +21,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from common import machine
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -177,7 +178,7 @@ def main() -> None:
     numpy_ms, numpy_tutorial_ms = interleaved_steps("cpu", "numpy") if args.with_numpy else (0, 0)
 
     device = (torch.cuda.get_device_name() if args.device == "cuda"
-              else f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs")
+              else machine())
     print(f"device: {args.device} ({device}); torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads; {args.repeats} repeats x {args.epochs} epochs; "
           f"load average {load_before:.1f} -> {os.getloadavg()[0]:.1f}")

@@ -9,8 +9,6 @@ Writes benchmarks/results/train_default.md.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -18,6 +16,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from common import machine, write_results
 
 from lenet5.files import read_metrics
 
@@ -45,18 +45,14 @@ def main() -> None:
          f"{statistics.median(r['seconds'] for r in rows):.2f} s"),
         ("wall time (incl. data, evaluation, files)", f"{wall:.0f} s"),
         ("peak memory (max RSS)", f"{peak_mib:.0f} MiB"),
-        ("machine", f"{platform.machine()}, {os.cpu_count()} cores, Python "
-                    f"{platform.python_version()}"),
-        ("date", time.strftime("%Y-%m-%d")),
+        ("machine", machine()),
     ]
     lines = ["| measure | value |", "|---|---|", *[f"| {k} | {v} |" for k, v in table]]
     per_epoch = ["", "| epoch | train loss | test acc | seconds |", "|---:|---:|---:|---:|",
                  *[f"| {r['epoch']} | {r['train_loss']:.4f} | {100 * r['test_acc']:.2f}% | "
                    f"{r['seconds']:.2f} |" for r in rows]]
     text = "\n".join(lines + per_epoch) + "\n"
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(text)
-    print(text)
+    write_results(RESULTS, text)
 
 
 if __name__ == "__main__":

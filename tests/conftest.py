@@ -104,3 +104,9 @@ def serve():
 
     with contextlib.ExitStack() as stack:
         yield lambda app: stack.enter_context(running(app))
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    """A fixed-seed generator (some test files keep their own seed)."""
+    return np.random.default_rng(0)

@@ -15,13 +15,13 @@ def rng():
     return np.random.default_rng(42)
 
 
-def test_conv2d_gradients(rng):
+def test_conv_gradients(rng):
     layer = L.Conv(rng.normal(size=(4, 3, 3, 3)), rng.normal(size=4))
     errors = check_layer(layer, rng.normal(size=(2, 7, 6, 3)))  # (N, H, W, C)
     assert max(errors.values()) < TOL, errors
 
 
-def test_sparse_conv2d_keeps_unconnected_weights_at_zero(rng):
+def test_sparse_conv_keeps_unconnected_weights_at_zero(rng):
     mask = rng.random((4, 3)) < 0.5
     mask[:, 0] = True
     layer = L.Conv(rng.normal(size=(4, 3, 3, 3)), rng.normal(size=4), mask)
@@ -39,7 +39,7 @@ def test_first_conv_returns_no_input_gradient(rng):
     assert layer.grads["weight"].shape == (2, 1, 3, 3)
 
 
-def test_conv2d_matches_direct_convolution(rng):
+def test_conv_matches_direct_convolution(rng):
     w, b = rng.normal(size=(2, 3, 3, 3)), rng.normal(size=2)
     x = rng.normal(size=(1, 5, 5, 3))
     y = L.Conv(w.copy(), b).forward(x, train=False)
@@ -70,7 +70,7 @@ def test_relu_gradients(rng):
     assert check_layer(L.ReLU(), x)["x"] < TOL
 
 
-def test_linear_gradients(rng):
+def test_dense_gradients(rng):
     layer = L.Dense(rng.normal(size=(5, 7)), rng.normal(size=5))
     errors = check_layer(layer, rng.normal(size=(3, 7)))
     assert max(errors.values()) < TOL, errors

@@ -264,7 +264,7 @@ def brute_force_gn(layer, x: np.ndarray, curv: np.ndarray) -> dict[str, np.ndarr
     return result
 
 
-@pytest.mark.parametrize("kind", ["conv", "sparse_conv", "subsample", "linear", "tanh", "relu",
+@pytest.mark.parametrize("kind", ["conv", "sparse_conv", "subsample", "dense", "tanh", "relu",
                                   "maxpool", "flatten"])
 def test_backward_curvature_is_the_exact_gauss_newton_diagonal_of_each_layer(rng, kind):
     x = rng.normal(size=(2, 4, 4, 3))
@@ -273,10 +273,10 @@ def test_backward_curvature_is_the_exact_gauss_newton_diagonal_of_each_layer(rng
         "sparse_conv": lambda: L.Conv(rng.normal(size=(2, 3, 3, 3)), rng.normal(size=2),
                                         np.array([[1, 0, 1], [0, 1, 1]], dtype=bool)),
         "subsample": lambda: L.Subsample(rng.normal(size=3), rng.normal(size=3)),
-        "linear": lambda: L.Dense(rng.normal(size=(5, 3)), rng.normal(size=5)),
+        "dense": lambda: L.Dense(rng.normal(size=(5, 3)), rng.normal(size=5)),
         "tanh": L.ScaledTanh, "relu": L.ReLU, "maxpool": L.MaxPool, "flatten": L.Flatten,
     }[kind]()
-    if kind == "linear":
+    if kind == "dense":
         x = rng.normal(size=(4, 3))
     out = layer.forward(x, train=True)
     curv = rng.uniform(0.1, 2.0, size=out.shape)

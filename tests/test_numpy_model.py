@@ -5,15 +5,12 @@ import sys
 import numpy as np
 import pytest
 from gradcheck import EPS
-from threadpoolctl import threadpool_info, threadpool_limits
 
-from lenet5 import threads
 from lenet5.arch import ARCHITECTURES, LENET5, init_params
 from lenet5.engine import evaluate
 from lenet5.hparams import OptimizerSpec
 from lenet5.numpy_engine import layers as L
 from lenet5.numpy_engine.model import ACTIVATIONS, NumpyEngine, NumpyNet, keep_freed_memory
-from lenet5.threads import THREAD_VARIABLES
 
 
 @pytest.mark.parametrize("arch", list(ARCHITECTURES.values()), ids=list(ARCHITECTURES))
@@ -83,31 +80,6 @@ def test_allocator_keeps_freed_memory_on_64_bit_glibc(monkeypatch):
     monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "65536")  # the user's own tuning wins
     assert keep_freed_memory() is False
     keep_freed_memory.cache_clear()
-
-
-def _blas_thread_counts() -> set[int]:
-    return {lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"}
-
-
-def test_small_training_steps_run_on_one_blas_thread(monkeypatch):
-    for name in THREAD_VARIABLES:
-        monkeypatch.delenv(name, raising=False)
-    threads._blas_threads.cache_clear()
-    with threadpool_limits(2, user_api="blas"):  # as on a 2-core machine, whatever this one is
-        if _blas_thread_counts() != {2}:
-            pytest.skip("this BLAS cannot run two threads")
-        with threads.blas_threads_for(16):
-            assert _blas_thread_counts() == {1}
-        assert _blas_thread_counts() == {2}  # restored after the step
-        with threads.blas_threads_for(threads.ONE_BLAS_THREAD_BELOW):
-            assert _blas_thread_counts() == {2}
-        with threads.one_blas_thread():  # SDLM's curvature pass, whatever the batch size
-            assert _blas_thread_counts() == {1}
-        monkeypatch.setenv("OPENBLAS_NUM_THREADS", "2")  # the user's own choice wins
-        threads._blas_threads.cache_clear()
-        with threads.blas_threads_for(16):
-            assert _blas_thread_counts() == {2}
-    threads._blas_threads.cache_clear()
 
 
 def test_inference_keeps_no_backward_caches():

@@ -358,7 +358,7 @@ def rng():
 
 
 @pytest.mark.parametrize("masked", [False, True], ids=["full", "table"])
-def test_numpy_conv2d_backward(rng, masked):
+def test_numpy_conv_backward(rng, masked):
     w, b = rng.normal(size=(4, 3, 3, 3)), rng.normal(size=4)
     mask = rng.random((4, 3)) < 0.6 if masked else None
     layer = L.Conv(w.copy(), b.copy(), mask)
@@ -381,7 +381,7 @@ def test_numpy_relu_backward(rng):
     check_against_autograd(L.ReLU(), x, F.relu, {})
 
 
-def test_numpy_linear_backward(rng):
+def test_numpy_dense_backward(rng):
     w, b = rng.normal(size=(5, 12)), rng.normal(size=5)
     check_against_autograd(L.Dense(w, b), rng.normal(size=(3, 12)),
                            lambda x, weight, bias: F.linear(x, weight, bias),

@@ -41,7 +41,7 @@ def resolve_model_path(path: str | Path) -> Path:
     if p.is_dir():
         p = p / MODEL_FILE
     if not p.is_file():
-        raise ModelFileError(f"no model at {path}; pass a model.safetensors file or a run "
+        raise ModelFileError(f"no model at {path}; pass a {MODEL_FILE} file or a run "
                              "directory made by `lenet5 train`.")
     return p
 

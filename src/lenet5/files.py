@@ -8,10 +8,13 @@ full disk or a killed process never leaves a half-written file where a good one 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from .errors import Lenet5Error
 
@@ -22,22 +25,32 @@ METRICS_FILE = "metrics.jsonl"
 RUNS_DIR = Path("runs")  # where runs go by default, and where `serve` looks for one
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and a rename."""
+@contextlib.contextmanager
+def atomic_file(path: Path, suffix: str = ".tmp") -> Iterator[BinaryIO]:
+    """A new file to write, which takes ``path``'s place only when the block ends without an
+    error (flushed to disk first); otherwise it is removed and ``path`` is untouched."""
     path = Path(path)
-    tmp = None
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.fchmod(fd, 0o644)  # mkstemp makes 0600; models and runs are meant to be shared
+        os.fchmod(fd, 0o644)  # mkstemp makes 0600; models, runs and data are meant to be shared
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (``atomic_file``), creating its folder."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_file(path) as f:
+            f.write(data)
     except OSError as exc:
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
         raise Lenet5Error(f"could not write {path}: {exc.strerror or exc}; free some disk space "
                           "or choose another --out, then run again (use --resume to continue "
                           "a training run from its last finished epoch).") from None

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import gzip
 import os
-import tempfile
 import zlib
 from pathlib import Path
 from typing import BinaryIO
@@ -16,6 +15,7 @@ from typing import BinaryIO
 import numpy as np
 
 from lenet5.errors import DataError
+from lenet5.files import atomic_file
 
 # IDX type code -> dtype (multi-byte types are big-endian on disk).
 _DTYPES = {
@@ -108,16 +108,9 @@ def write_idx(path: str | Path, array: np.ndarray) -> None:
     code = _CODES[native]
     header = bytes([0, 0, code, array.ndim]) + np.asarray(array.shape, ">u4").tobytes()
     data = np.ascontiguousarray(array, _DTYPES[code]).tobytes()  # big-endian on disk
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o644)  # mkstemp makes 0600; give the file ordinary permissions
-        with os.fdopen(fd, "wb") as f:
-            if path.suffix == ".gz":
-                with gzip.GzipFile(fileobj=f, mode="wb", mtime=0) as gz:
-                    gz.write(header + data)
-            else:
-                f.write(header + data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as f:
+        if path.suffix == ".gz":
+            with gzip.GzipFile(fileobj=f, mode="wb", mtime=0) as gz:
+                gz.write(header + data)
+        else:
+            f.write(header + data)

@@ -39,7 +39,7 @@ def normalize(
     out: np.ndarray | None = None,
 ) -> np.ndarray:
     """(N,H,W) uint8 (0-255) or float (0-1) -> (N,1,H,W) `dtype` holding (x - mean) / std,
-    written into ``out`` (N,1,H,W) where given: refilling last epoch's inputs costs a third of
+    written into ``out`` (N,1,H,W) where given: refilling last epoch's inputs is cheaper than
     faulting in a fresh quarter-gigabyte array.
 
     The 1998 input scaling (background -0.1, ink 1.175) is mean=0.1/1.275, std=1/1.275.

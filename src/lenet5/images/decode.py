@@ -111,10 +111,12 @@ def decode(source: Source, label: str, draft_side: int | None) -> Image.Image:
                 f"{label} is too large to decode safely; use a smaller image."
             ) from exc
         except Exception as exc:  # Pillow's decoders raise many types for damaged files
-            raise ImageError(
-                f"{label} is damaged or truncated ({exc}); re-save or re-export it."
-            ) from exc
+            raise _damaged(label, exc) from exc
     return img
+
+
+def _damaged(label: str, exc: Exception) -> ImageError:
+    return ImageError(f"{label} is damaged or truncated ({exc}); re-save or re-export it.")
 
 
 def upright(img: Image.Image, label: str) -> Image.Image:
@@ -125,9 +127,7 @@ def upright(img: Image.Image, label: str) -> Image.Image:
         if img.getexif().get(EXIF_ORIENTATION, 1) != 1:
             img = ImageOps.exif_transpose(img)
     except Exception as exc:  # Pillow's decoders raise many types for damaged files
-        raise ImageError(
-            f"{label} is damaged or truncated ({exc}); re-save or re-export it."
-        ) from exc
+        raise _damaged(label, exc) from exc
     return img
 
 

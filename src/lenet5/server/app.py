@@ -6,7 +6,7 @@ pass, and answers the probabilities, the 28x28 input the network saw and the fea
 its convolution and pooling layers as small PNGs. The page in ``static/`` draws on top of it.
 
 Concurrency: each process answers one request at a time, on its event loop: the body is read
-there (so oversized bodies are cut off early) and the CPU work (2-3 ms for a canvas drawing,
+there (so oversized bodies are cut off early) and the CPU work (a few ms for a canvas drawing,
 more for a large photo, which holds that process's other requests meanwhile) runs inline,
 since a hop to a thread pool costs more than it saves when the GIL lets only one thread
 compute anyway. `lenet5 serve --workers N` runs N such processes on one socket, to use N cores.

@@ -1,0 +1,64 @@
+"""What every benchmark needs: the machine its figures came from, and its results file.
+
+Speed and the exact numbers of a seeded run depend on the CPU kind (AVX-512 or not) and on
+the kernels OpenBLAS picks for it (`OPENBLAS_CORETYPE` can force them), so every results
+file names both.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from pathlib import Path
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def cpu_kind() -> str:
+    """'AVX-512', 'AVX2' or 'no AVX2' from the CPU's flags (Linux), else the architecture."""
+    try:
+        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines()
+                     if line.startswith("flags")).split()
+    except (OSError, StopIteration):
+        return platform.machine()
+    return "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
+
+
+def blas_kernels() -> str:
+    """The BLAS numpy uses and the kernels it picked, e.g. 'OpenBLAS 0.3.31 SkylakeX kernels'."""
+    import numpy  # noqa: F401  (loads the BLAS threadpoolctl reports)
+    from threadpoolctl import threadpool_info
+
+    for lib in threadpool_info():
+        if lib["user_api"] == "blas":
+            forced = os.environ.get("OPENBLAS_CORETYPE")
+            kernels = lib.get("architecture") or "?"
+            return (f"{lib['internal_api']} {lib['version']} {kernels} kernels"
+                    + (f" (OPENBLAS_CORETYPE={forced})" if forced else ""))
+    return "no BLAS found"
+
+
+def machine() -> str:
+    """One line naming everything a timing or a seeded result depends on."""
+    import numpy
+
+    return (f"{platform.machine()} {cpu_model()}, {os.cpu_count()} cores, {cpu_kind()}; "
+            f"{blas_kernels()}; Python {platform.python_version()}, numpy {numpy.__version__}; "
+            f"{time.strftime('%Y-%m-%d')}")
+
+
+def write_results(path: Path, text: str) -> None:
+    """Write a benchmark's results file (creating its folder) and show it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    print(text)
