@@ -338,14 +338,8 @@ def write_html(path: Path, title: str, facts: list[tuple[str, str]], metrics: li
 
 # --- the whole report ---------------------------------------------------------------------
 
-def write_report(run_dir: str | Path, *, engine: str = "numpy", device: str = "auto",
-                 feature_index: int = 0, log: Callable[[str], None] = print) -> list[Path]:
-    """Write the five figures and report.html into `run_dir`; returns their paths, page last.
-
-    `engine` computes the test-set predictions; `feature_index` picks the test digit whose
-    feature maps are drawn.
-    """
-    run = Path(run_dir)
+def _read_run(run: Path) -> tuple[list[dict], dict]:
+    """(metrics rows, config) of a run directory with at least one finished epoch."""
     if not run.is_dir():
         raise Lenet5Error(f"{run} is not a directory; pass a run directory written by "
                           "`lenet5 train`.")
@@ -357,7 +351,18 @@ def write_report(run_dir: str | Path, *, engine: str = "numpy", device: str = "a
     if not metrics:
         raise Lenet5Error(f"{run / METRICS_FILE} holds no finished epoch; train at least "
                           "one epoch first.")
-    config = read_config(run, "the report") if (run / CONFIG_FILE).is_file() else {}
+    return metrics, read_config(run, "the report") if (run / CONFIG_FILE).is_file() else {}
+
+
+def write_report(run_dir: str | Path, *, engine: str = "numpy", device: str = "auto",
+                 feature_index: int = 0, log: Callable[[str], None] = print) -> list[Path]:
+    """Write the five figures and report.html into `run_dir`; returns their paths, page last.
+
+    `engine` computes the test-set predictions; `feature_index` picks the test digit whose
+    feature maps are drawn.
+    """
+    run = Path(run_dir)
+    metrics, config = _read_run(run)
     model = load_model(run, engine=engine, device=device)
     dataset = model.metadata.get("dataset", config.get("dataset", "mnist"))
     data = load_dataset(dataset, config.get("data_dir"), log=log)
@@ -377,17 +382,27 @@ def write_report(run_dir: str | Path, *, engine: str = "numpy", device: str = "a
                           f"What each layer computes for test image #{index}"),
         plot_filters(model.engine.parameters()["C1.weight"], run / "filters.png"),
     ]
+    facts = _run_facts(model, config, metrics, dataset, len(data.train_images), errors,
+                       len(labels))
+    page = write_html(run / "report.html", f"LeNet-5 run report: {name}", facts, metrics,
+                      config, figures)
+    return [*figures, page]
+
+
+def _run_facts(model: Model, config: dict, metrics: list[dict], dataset: str, n_train: int,
+               errors: int, n_test: int) -> list[tuple[str, str]]:
+    """The (fact, value) rows at the top of report.html."""
     seconds = [row["seconds"] for row in metrics if "seconds" in row]
     trained_with = config.get("engine", model.metadata.get("engine", "?"))
     facts = [
         ("architecture", f"{model.arch.name}: {model.arch.description}"),
         ("engine", f"{trained_with} (trained on {config.get('device', 'cpu')}); "
                    f"report evaluated with {model.engine.name}"),
-        ("dataset", f"{dataset}: {config.get('train_images', len(data.train_images)):,} "
-                    f"training images, {len(labels):,} test images"),
+        ("dataset", f"{dataset}: {config.get('train_images', n_train):,} "
+                    f"training images, {n_test:,} test images"),
         ("epochs", str(len(metrics))),
-        ("test accuracy", f"{100 * (1 - errors / len(labels)):.2f}%"),
-        ("test errors", f"{errors:,} of {len(labels):,}"),
+        ("test accuracy", f"{100 * (1 - errors / n_test):.2f}%"),
+        ("test errors", f"{errors:,} of {n_test:,}"),
         ("final test loss", f"{metrics[-1]['test_loss']:.4f}"),
     ]
     if seconds:
@@ -396,6 +411,4 @@ def write_report(run_dir: str | Path, *, engine: str = "numpy", device: str = "a
     if config:
         facts.append(("optimizer", f"{config.get('optimizer')} lr {config.get('lr')} "
                                    f"({config.get('schedule')}), batch {config.get('batch_size')}"))
-    page = write_html(run / "report.html", f"LeNet-5 run report: {name}", facts, metrics,
-                      config, figures)
-    return [*figures, page]
+    return facts
