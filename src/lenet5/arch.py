@@ -15,8 +15,13 @@ from .errors import Lenet5Error
 
 # Activations (each engine maps these names to its own implementation)
 RELU = "relu"
+TANH = "tanh"
+SIGMOID = "sigmoid"
 SCALED_TANH = "scaled_tanh"  # f(a) = TANH_AMPLITUDE tanh(TANH_SLOPE a)
-ACTIVATIONS = (RELU, SCALED_TANH)
+ACTIVATIONS = (RELU, TANH, SIGMOID, SCALED_TANH)
+# The modern network's variants (the tutorials' comparisons): its activation and pooling
+MODERN_ACTIVATIONS = (RELU, TANH, SIGMOID)
+POOLS = ("max", "avg")
 # LeCun et al. 1998, section II-A and appendix A: f(a) = 1.7159 tanh(2a/3), so f(+-1) = +-1
 # and targets of +-1 sit where the curvature is largest.
 TANH_AMPLITUDE, TANH_SLOPE = 1.7159, 2.0 / 3.0
@@ -81,6 +86,19 @@ class MaxPool:
 
 
 @dataclass(frozen=True)
+class AvgPool:
+    """The mean of each size x size block, nothing trainable (the tutorials' "average
+    pooling", where the 1998 network's sub-sampling had a coefficient and a bias)."""
+
+    name: str
+    size: int = 2
+
+    output_shape = MaxPool.output_shape
+    param_shapes = MaxPool.param_shapes
+    counts = MaxPool.counts
+
+
+@dataclass(frozen=True)
 class Subsample:
     """1998 sub-sampling: sum of each size x size block times a per-map coefficient plus bias."""
 
@@ -141,7 +159,7 @@ class RBF:
         return 0, self.in_features * self.out_features  # the centres are not trainable
 
 
-Layer = Conv | MaxPool | Subsample | Dense | RBF
+Layer = Conv | MaxPool | AvgPool | Subsample | Dense | RBF
 VECTOR_LAYERS = (Dense, RBF)  # layers that read a flat vector: a spatial input is flattened
 
 
@@ -154,6 +172,13 @@ class Architecture:
     loss: str  # one of LOSSES
     input_normalization: str  # "mean_std" (training-set statistics) or "lecun_1998"
     init: str  # "he_uniform" or "lecun_1998"
+    pool: str = "max"  # the modern network's variant, one of POOLS (1998: "subsample")
+    activation: str = RELU  # its hidden layers' activation (1998: "scaled_tanh")
+
+    @property
+    def variant(self) -> dict[str, str]:
+        """What model files record besides the name to rebuild this architecture."""
+        return {"pool": self.pool, "activation": self.activation}
 
     def layer_shapes(self) -> list[tuple[int, ...]]:
         """Output shape (C, H, W) or (F,) of each layer for one image."""
@@ -190,48 +215,75 @@ def connected_inputs(conv: Conv) -> int:
     return sum(sum(row) for row in conv.table)
 
 
-def init_params(arch: Architecture, seed: int) -> dict[str, np.ndarray]:
-    """Initial float32 parameters, identical for both engines given the same seed."""
+def init_params(arch: Architecture, seed: int, weight_std: float | None = None
+                ) -> dict[str, np.ndarray]:
+    """Initial float32 parameters, identical for both engines given the same seed; with
+    ``weight_std``, weights drawn from N(0, weight_std^2) and biases zero instead of the
+    architecture's own initialisation."""
     rng = np.random.default_rng(seed)
     params: dict[str, np.ndarray] = {}
     for layer in arch.layers:
         for kind, shape in layer.param_shapes().items():
-            fan_in = layer.fan_in()  # (out,) or scalar
-            if arch.init == "lecun_1998":
-                # Paper, appendix C: weights (biases too) uniform in +-2.4/F_i, F_i the fan-in.
-                bound = 2.4 / fan_in
-            elif kind == "bias":
-                bound = 0.0  # biases start at zero
-            elif getattr(layer, "activation", None) == RELU:
-                bound = np.sqrt(6.0 / fan_in)  # He uniform: keeps ReLU activations' variance
-            else:
-                bound = np.sqrt(3.0 / fan_in)  # LeCun uniform for the logits: small outputs
-            bound = np.reshape(bound, (-1,) + (1,) * (len(shape) - 1)) if np.ndim(bound) else bound
             name = f"{layer.name}.{kind}"
-            params[name] = (rng.uniform(-1.0, 1.0, size=shape) * bound + 0.0).astype(np.float32)
+            if weight_std is not None:
+                values = rng.normal(0.0, weight_std, size=shape) if kind == "weight" else (
+                    np.zeros(shape))
+            else:
+                values = rng.uniform(-1.0, 1.0, size=shape) * _init_bound(arch, layer, kind,
+                                                                          len(shape))
+            params[name] = (values + 0.0).astype(np.float32)
             if kind == "weight" and getattr(layer, "table", None) is not None:
                 # unconnected (output map, input map) pairs hold exact zeros in every engine/file
                 params[name] *= np.array(layer.table, dtype=np.float32)[:, :, None, None]
     return params
 
 
-LENET5 = Architecture(
-    name="lenet5",
-    description="modern LeNet-5: ReLU, 2x2 max-pool, full C3, dense C5-F6, softmax",
-    input_size=32,
-    layers=(
-        Conv("C1", 1, 6, 5, RELU),
-        MaxPool("S2"),
-        Conv("C3", 6, 16, 5, RELU),
-        MaxPool("S4"),
-        Dense("C5", 16 * 5 * 5, 120, RELU),
-        Dense("F6", 120, 84, RELU),
-        Dense("OUTPUT", 84, 10, None),
-    ),
-    loss="cross_entropy",
-    input_normalization="mean_std",
-    init="he_uniform",
-)
+def _init_bound(arch: Architecture, layer: Layer, kind: str, ndim: int) -> np.ndarray | float:
+    """The half-width of the uniform initial values of one parameter: (out, 1, ...) or scalar."""
+    fan_in = layer.fan_in()  # (out,) or scalar
+    if arch.init == "lecun_1998":
+        # Paper, appendix C: weights (biases too) uniform in +-2.4/F_i, F_i the unit's fan-in.
+        bound = 2.4 / fan_in
+    elif kind == "bias":
+        bound = 0.0  # biases start at zero
+    elif getattr(layer, "activation", None) == RELU:
+        bound = np.sqrt(6.0 / fan_in)  # He uniform: keeps ReLU activations' variance
+    else:
+        bound = np.sqrt(3.0 / fan_in)  # LeCun uniform: unit variance through tanh, sigmoid, logits
+    return np.reshape(bound, (-1,) + (1,) * (ndim - 1)) if np.ndim(bound) else bound
+
+
+def modern_lenet5(pool: str = "max", activation: str = RELU) -> Architecture:
+    """The modern LeNet-5, or one of the tutorials' variants of it."""
+    if pool not in POOLS:
+        raise Lenet5Error(f"unknown --pool {pool!r}; choose one of: {', '.join(POOLS)}.")
+    if activation not in MODERN_ACTIVATIONS:
+        raise Lenet5Error(f"unknown --activation {activation!r}; choose one of: "
+                          f"{', '.join(MODERN_ACTIVATIONS)}.")
+    pooling = MaxPool if pool == "max" else AvgPool
+    return Architecture(
+        name="lenet5",
+        description=f"modern LeNet-5: {'ReLU' if activation == RELU else activation}, "
+                    f"2x2 {pool}-pool, full C3, dense C5-F6, softmax",
+        input_size=32,
+        layers=(
+            Conv("C1", 1, 6, 5, activation),
+            pooling("S2"),
+            Conv("C3", 6, 16, 5, activation),
+            pooling("S4"),
+            Dense("C5", 16 * 5 * 5, 120, activation),
+            Dense("F6", 120, 84, activation),
+            Dense("OUTPUT", 84, 10, None),
+        ),
+        loss="cross_entropy",
+        input_normalization="mean_std",
+        init="he_uniform",
+        pool=pool,
+        activation=activation,
+    )
+
+
+LENET5 = modern_lenet5()
 
 # --- the faithful 1998 network -------------------------------------------------------------
 
@@ -266,6 +318,8 @@ LENET5_1998 = Architecture(
     loss="map",
     input_normalization="lecun_1998",
     init="lecun_1998",
+    pool="subsample",
+    activation=SCALED_TANH,
 )
 
 RBF_BITMAP_ROWS, RBF_BITMAP_COLS = 12, 7
@@ -319,9 +373,26 @@ def format_bitmaps(centres: np.ndarray) -> str:
 ARCHITECTURES: dict[str, Architecture] = {LENET5.name: LENET5, LENET5_1998.name: LENET5_1998}
 
 
-def get_arch(name: str) -> Architecture:
+def get_arch(name: str, pool: str | None = None, activation: str | None = None
+             ) -> Architecture:
+    """An architecture by name; ``pool`` and ``activation`` choose a variant of the modern
+    network (None: its defaults)."""
+    if name == LENET5.name:
+        return modern_lenet5(pool or LENET5.pool, activation or LENET5.activation)
     try:
-        return ARCHITECTURES[name]
+        arch = ARCHITECTURES[name]
     except KeyError:
         known = ", ".join(ARCHITECTURES)
         raise Lenet5Error(f"unknown architecture {name!r}; choose one of: {known}.") from None
+    for flag, value, own in (("--pool", pool, arch.pool), ("--activation", activation,
+                                                            arch.activation)):
+        if value not in (None, own):
+            raise Lenet5Error(f"{flag} {value} is a variant of {LENET5.name} only; "
+                              f"{arch.name} has its own ({own}).")
+    return arch
+
+
+def arch_of(metadata: dict) -> Architecture:
+    """The architecture a model file's metadata names (files without a variant are the
+    default one, as written before variants existed)."""
+    return get_arch(metadata["arch"], metadata.get("pool"), metadata.get("activation"))

@@ -15,8 +15,8 @@ import numpy as np
 from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save
 
-from .arch import ARCHITECTURES, get_arch
-from .errors import ModelFileError
+from .arch import ARCHITECTURES, arch_of, get_arch
+from .errors import Lenet5Error, ModelFileError
 from .files import MODEL_FILE, write_atomic
 
 MAGIC = "lenet5-model"
@@ -98,7 +98,13 @@ def load_model(path: str | Path) -> tuple[dict[str, np.ndarray], dict]:
             raise ModelFileError(f"{p} lacks the metadata field {key!r}; it was not written by "
                                  "lenet5: train again.")
     _check_params(p, meta["arch"], tensors)
-    return tensors, decode_metadata(meta)
+    decoded = decode_metadata(meta)
+    try:
+        arch_of(decoded)
+    except Lenet5Error as exc:
+        raise ModelFileError(f"{p} names a variant this lenet5 does not know ({exc}); upgrade "
+                             "lenet5 or train again.") from None
+    return tensors, decoded
 
 
 def decode_metadata(meta: dict[str, str]) -> dict:

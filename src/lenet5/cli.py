@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -98,11 +99,22 @@ def cmd_data_fetch(args: argparse.Namespace) -> int:
 
 # --- train --------------------------------------------------------------------------------
 
-def add_train(sub: Subparsers) -> None:
-    from .arch import ARCHITECTURES
+def _training_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags that set a run's TrainConfig (all but --seed and --out). Each defaults to
+    None, so that a recipe's value shows through unless the flag is given."""
+    from .arch import ARCHITECTURES, MODERN_ACTIVATIONS, POOLS
+    from .data import DATASETS
     from .data import distortions as dist
-    from .files import RUNS_DIR
-    from .hparams import AUGMENTATIONS, OPTIMIZERS, SCHEDULES, SDLM_WARMUP_FACTORS, defaults_for
+    from .data.transforms import NORMALIZATIONS
+    from .engine import ENGINES
+    from .hparams import (
+        AUGMENTATIONS,
+        DEVICES,
+        OPTIMIZERS,
+        SCHEDULES,
+        SDLM_WARMUP_FACTORS,
+        defaults_for,
+    )
     from .training import TrainConfig
 
     start = TrainConfig()
@@ -114,47 +126,104 @@ def add_train(sub: Subparsers) -> None:
             return f"default: {next(iter(values.values()))}"
         return "default: " + ", ".join(f"{v} for {k}" for k, v in values.items())
 
+    parser.add_argument("--arch", choices=tuple(ARCHITECTURES), default=None,
+                        help=f"architecture (default: {start.arch})")
+    parser.add_argument("--pool", choices=POOLS, default=None,
+                        help="lenet5's pooling: max, or the tutorials' average (default: max)")
+    parser.add_argument("--activation", choices=MODERN_ACTIVATIONS, default=None,
+                        help="lenet5's hidden activations; the output stays softmax (default: "
+                        "relu)")
+    parser.add_argument("--engine", choices=ENGINES, default=None,
+                        help=f"engine that computes (default: {start.engine})")
+    parser.add_argument("--device", choices=DEVICES, default=None,
+                        help="torch engine device; auto picks CUDA when available (default: "
+                        f"{start.device})")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help=f"passes over the training set ({default('epochs')}; with "
+                        "--resume, the run's own)")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help=f"mini-batch size ({default('batch_size')})")
+    parser.add_argument("--optimizer", choices=OPTIMIZERS, default=None,
+                        help=f"optimizer ({default('optimizer')})")
+    parser.add_argument("--lr", type=float, default=None,
+                        help=f"learning rate, which the schedule scales ({default('lr')})")
+    parser.add_argument("--schedule", choices=SCHEDULES, default=None,
+                        help="learning-rate schedule: onecycle peaks at --lr; step multiplies it "
+                        "by --gamma every --step-epochs; sdlm is the 1998 paper's per-pass steps "
+                        "(--lr 5e-4 is the paper's), sdlm-warmup the same with the first passes "
+                        "at " + ", ".join(f"1/{1 / f:g}" for f in SDLM_WARMUP_FACTORS)
+                        + f" of it ({default('schedule')})")
+    parser.add_argument("--step-epochs", type=int, default=None,
+                        help=f"epochs between steps of --schedule step ({default('step_epochs')})")
+    parser.add_argument("--gamma", type=float, default=None,
+                        help=f"factor of each step of --schedule step ({default('gamma')})")
+    parser.add_argument("--augment", nargs="?", const="affine", choices=AUGMENTATIONS,
+                        default=None, help="random distortions of the training digits each "
+                        "epoch: shift (translations up to 2 px), affine (the 1998 paper's "
+                        f"kinds: translation up to {dist.MAX_SHIFT:g} px, scaling up to "
+                        f"{dist.MAX_SCALE * 100:g}%%, squeezing up to "
+                        f"{dist.MAX_SQUEEZE * 100:g}%%, shearing up to {dist.MAX_SHEAR:g}, and "
+                        f"rotation up to {math.degrees(dist.MAX_ROTATION):g} degrees; plain "
+                        "--augment), elastic (affine + elastic) or none "
+                        f"({default('augment')})")
+    parser.add_argument("--momentum", type=float, default=None,
+                        help=f"SGD momentum ({default('momentum')})")
+    parser.add_argument("--nesterov", action="store_true", default=None,
+                        help=f"Nesterov momentum (SGD) ({default('nesterov')})")
+    parser.add_argument("--weight-decay", type=float, default=None,
+                        help=f"L2 weight decay, decoupled for adamw ({default('weight_decay')})")
+    parser.add_argument("--beta1", type=float, default=None,
+                        help=f"Adam's first-moment decay ({default('beta1')})")
+    parser.add_argument("--beta2", type=float, default=None,
+                        help=f"Adam's second-moment decay ({default('beta2')})")
+    parser.add_argument("--init-std", type=float, default=None,
+                        help="draw the weights from N(0, STD^2), biases 0 (default: the "
+                        "architecture's own: He uniform for lenet5, +-2.4/fan-in for "
+                        "lenet5-1998)")
+    parser.add_argument("--normalization", choices=NORMALIZATIONS, default=None,
+                        help="how pixels become inputs: mean_std (minus the training pixels' "
+                        "mean, over their std), mean_image (minus the mean training image, "
+                        "0-255 scale), lecun_1998 (background -0.1, ink 1.175) (default: "
+                        "mean_std for lenet5, lecun_1998 for lenet5-1998)")
+    parser.add_argument("--val-size", type=int, default=None,
+                        help=f"training images held out for validation (default: "
+                        f"{start.val_size})")
+    parser.add_argument("--limit", type=int, default=None,
+                        help="train on the first N training images only (default: all)")
+    parser.add_argument("--dataset", choices=tuple(DATASETS), default=None,
+                        help=f"dataset (default: {start.dataset})")
+    parser.add_argument("--data-dir", default=None, help="folder holding the dataset's IDX "
+                        "files, raw or .gz, to use first (default: the verified cache, "
+                        "$LENET5_DATA or ~/.cache/lenet5)")
+    parser.add_argument("--recipe", default=None, metavar="NAME_OR_FILE",
+                        help="start from a recipe (`lenet5 recipes` lists them; or a .toml "
+                        "file); options given here override it (default: none)")
+
+
+def _train_options(args: argparse.Namespace) -> dict:
+    """The TrainConfig fields given on the command line."""
+    from .training import TrainConfig
+
+    return {k: getattr(args, k) for k in TrainConfig.__dataclass_fields__
+            if getattr(args, k, None) is not None}
+
+
+def _config_from(args: argparse.Namespace, **fixed):
+    """A TrainConfig from a recipe (if any) and the options given, ``fixed`` on top."""
+    from .recipes import load_recipe
+    from .training import TrainConfig
+
+    options = {**_train_options(args), **fixed}
+    return load_recipe(args.recipe).config(options) if args.recipe else TrainConfig(**options)
+
+
+def add_train(sub: Subparsers) -> None:
+    from .files import RUNS_DIR
+
     train = _command(sub, "train", "Train a model; writes a run directory.")
-    train.add_argument("--arch", choices=tuple(ARCHITECTURES), default=start.arch,
-                       help="architecture")
-    _engine_flags(train)
-    train.add_argument("--epochs", type=int, default=None,
-                       help=f"passes over the training set ({default('epochs')}; with "
-                       "--resume, the run's own)")
-    train.add_argument("--batch-size", type=int, default=None,
-                       help=f"mini-batch size ({default('batch_size')})")
-    train.add_argument("--optimizer", choices=OPTIMIZERS, default=None,
-                       help=f"optimizer ({default('optimizer')})")
-    train.add_argument("--lr", type=float, default=None,
-                       help=f"learning rate, which the schedule scales ({default('lr')})")
-    train.add_argument("--schedule", choices=SCHEDULES, default=None,
-                       help="learning-rate schedule: onecycle peaks at --lr; sdlm is the 1998 "
-                       "paper's per-pass steps (--lr 5e-4 is the paper's), sdlm-warmup the "
-                       "same with the first passes at "
-                       + ", ".join(f"1/{1 / f:g}" for f in SDLM_WARMUP_FACTORS)
-                       + f" of it ({default('schedule')})")
-    train.add_argument("--augment", nargs="?", const="affine", choices=AUGMENTATIONS,
-                       default=None, help="random distortions of the training digits each "
-                       "epoch: shift (translations up to 2 px), affine (the 1998 paper's "
-                       f"kinds: translation up to {dist.MAX_SHIFT:g} px, scaling up to "
-                       f"{dist.MAX_SCALE * 100:g}%%, squeezing up to {dist.MAX_SQUEEZE * 100:g}%%, "
-                       f"shearing up to {dist.MAX_SHEAR:g}, and "
-                       f"rotation up to {math.degrees(dist.MAX_ROTATION):g} degrees; plain "
-                       "--augment), elastic (affine + elastic) or none "
-                       f"({default('augment')})")
-    train.add_argument("--momentum", type=float, default=None,
-                       help=f"SGD momentum ({default('momentum')})")
-    train.add_argument("--nesterov", action="store_true", default=None,
-                       help=f"Nesterov momentum (SGD) ({default('nesterov')})")
-    train.add_argument("--weight-decay", type=float, default=None,
-                       help=f"L2 weight decay, decoupled for adamw ({default('weight_decay')})")
-    train.add_argument("--seed", type=int, default=start.seed,
-                       help="random seed (init, shuffling)")
-    train.add_argument("--val-size", type=int, default=start.val_size,
-                       help="training images held out for validation")
-    train.add_argument("--limit", type=int, default=None,
-                       help="train on the first N training images only (default: all)")
-    _dataset_flags(train, start.dataset)
+    _training_flags(train)
+    train.add_argument("--seed", type=int, default=None,
+                       help="random seed (init, shuffling) (default: 0)")
     train.add_argument("--out", default=None,
                        help=f"run directory (default: {RUNS_DIR}/<arch>-<engine>-<date>-<time>)")
     train.add_argument("--resume", default=None, metavar="RUN_DIR",
@@ -169,14 +238,14 @@ def add_train(sub: Subparsers) -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from .files import MODEL_FILE, read_metrics
-    from .training import TrainConfig, resume_config, train
+    from .training import resume_config, train
 
     if args.resume:
+        if args.recipe:
+            raise Lenet5Error("--resume continues a run with its own settings; drop --recipe.")
         config = resume_config(args.resume, args.epochs)
     else:
-        fields = {k: getattr(args, k) for k in TrainConfig.__dataclass_fields__
-                  if getattr(args, k, None) is not None}
-        config = TrainConfig(**fields)
+        config = _config_from(args)
     log = _stderr_log if args.json else print
     started = time.perf_counter()
     run_dir = train(config, resume=args.resume, log=log)
@@ -189,6 +258,106 @@ def cmd_train(args: argparse.Namespace) -> int:
                     "seconds": round(seconds, 3), "report": page and str(page),
                     "metrics": metrics})
     return 0
+
+
+# --- recipes ------------------------------------------------------------------------------
+
+def add_recipes(sub: Subparsers) -> None:
+    recipes = _command(sub, "recipes", "List the training recipes: well-known LeNet-5 setups, "
+                       "where each comes from, its published figure and what it measured here.")
+    _json_flag(recipes)
+    recipes.set_defaults(func=cmd_recipes)
+
+
+def cmd_recipes(args: argparse.Namespace) -> int:
+    from .recipes import all_recipes
+
+    recipes = all_recipes()
+    if args.json:
+        _emit_json([r.as_json() for r in recipes])
+        return 0
+    for r in recipes:
+        figure = r.reference["figure"]
+        published = f"published {figure:.2f}%" if figure is not None else "no published figure"
+        m = r.measured
+        measured = (f"; here {m['mean']:.2f} +- {m['std']:.2f}% (n = {m['n']})"
+                    if m.get("n") else "")
+        options = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in r.options.items())
+        print(f"{r.name}: {r.description}")
+        print(f"    {published}{measured}")
+        print(f"    lenet5 train --recipe {r.name}   (= {options or 'the defaults'})")
+    return 0
+
+
+# --- sweep --------------------------------------------------------------------------------
+
+def add_sweep(sub: Subparsers) -> None:
+    sweep = _command(sub, "sweep", "Train every setting of a grid with several seeds, as "
+                     "ordinary run directories, and compare them with statistics.")
+    _training_flags(sweep)
+    sweep.add_argument("--seeds", type=int, required=True,
+                       help="seeds per setting: 0, 1, ... N-1 (required)")
+    sweep.add_argument("--grid", nargs="+", default=[], metavar="KEY=V1,V2",
+                       help="settings to compare: a train option and its values, e.g. "
+                       "pool=max,avg lr=1e-3,3e-3 (every combination; default: one setting)")
+    sweep.add_argument("--out", required=True, metavar="DIR",
+                       help="folder for the runs, summary.json, summary.md and sweep.png "
+                       "(required; an existing sweep there is resumed)")
+    sweep.add_argument("--workers", type=int, default=None,
+                       help="runs at once on this machine, each on one BLAS thread (default: "
+                       "one per CPU core)")
+    sweep.add_argument("--ray", default=None, metavar="auto|ADDRESS",
+                       help="run each run as a task on a Ray cluster (needs the cluster extra; "
+                       "default: local processes)")
+    _json_flag(sweep)
+    sweep.set_defaults(func=cmd_sweep, parser=sweep)
+
+
+def _parse_grid(parser: argparse.ArgumentParser, items: list[str]) -> dict[str, list]:
+    """``KEY=V1,V2`` items -> {TrainConfig field: [values]}, each value parsed and checked as
+    its flag would be."""
+    from .training import TrainConfig
+
+    actions = {a.dest: a for a in parser._actions}
+    grid: dict[str, list] = {}
+    for item in items:
+        key, _, values = item.partition("=")
+        field = key.strip().lstrip("-").replace("-", "_")
+        if field in ("seed", "out", "recipe") or field not in TrainConfig.__dataclass_fields__:
+            raise Lenet5Error(f"--grid {item}: {key!r} is not a train option; use e.g. "
+                              "pool=max,avg or lr=1e-3,3e-3.")
+        if not values:
+            raise Lenet5Error(f"--grid {item}: give values after '=', e.g. {field}=V1,V2.")
+        action = actions[field]
+        parsed = []
+        for value in values.split(","):
+            if action.nargs == 0:  # a switch: true or false
+                if value.lower() not in ("true", "false"):
+                    raise Lenet5Error(f"--grid {item}: {field} takes true or false.")
+                parsed.append(value.lower() == "true")
+                continue
+            try:
+                parsed.append(action.type(value) if action.type else value)
+            except ValueError:
+                raise Lenet5Error(f"--grid {item}: {value!r} is not a valid {field}.") from None
+            if action.choices and parsed[-1] not in action.choices:
+                raise Lenet5Error(f"--grid {item}: {value!r} is not a valid {field}; choose "
+                                  f"from {', '.join(map(str, action.choices))}.")
+        grid[field] = parsed
+    return grid
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from .sweep import run_sweep
+
+    if args.seeds < 1:
+        raise Lenet5Error(f"--seeds must be at least 1, got {args.seeds}.")
+    grid = _parse_grid(args.parser, args.grid)
+    summary = run_sweep(_config_from(args), grid, args.seeds, Path(args.out),
+                        workers=args.workers, ray_address=args.ray, log=_stderr_log)
+    if args.json:
+        _emit_json(summary)
+    return 1 if any(s["failed"] for s in summary["settings"]) else 0
 
 
 # --- report -------------------------------------------------------------------------------
@@ -334,12 +503,16 @@ def cmd_export(args: argparse.Namespace) -> int:
 # --- summary ------------------------------------------------------------------------------
 
 def add_summary(sub: Subparsers) -> None:
-    from .arch import ARCHITECTURES, LENET5
+    from .arch import ARCHITECTURES, LENET5, MODERN_ACTIVATIONS, POOLS
 
     summary = _command(sub, "summary", "Show an architecture's layers, parameters and "
                        "connections.")
     summary.add_argument("--arch", choices=tuple(ARCHITECTURES), default=LENET5.name,
                          help="architecture")
+    summary.add_argument("--pool", choices=POOLS, default=None,
+                         help="lenet5's pooling variant (default: max)")
+    summary.add_argument("--activation", choices=MODERN_ACTIVATIONS, default=None,
+                         help="lenet5's activation variant (default: relu)")
     _json_flag(summary)
     summary.add_argument("--bitmaps", action="store_true",
                          help="also show the fixed RBF centres (lenet5-1998; with --json, as "
@@ -350,9 +523,9 @@ def add_summary(sub: Subparsers) -> None:
 def cmd_summary(args: argparse.Namespace) -> int:
     from .arch import RBF, format_bitmaps, get_arch, rbf_centres
 
-    arch = get_arch(args.arch)
+    arch = get_arch(args.arch, args.pool, args.activation)
     rows = arch.layer_counts()
-    document = {"arch": arch.name, "layers": rows,
+    document = {"arch": arch.name, **arch.variant, "layers": rows,
                 "total_params": sum(r["params"] for r in rows),
                 "total_connections": sum(r["connections"] for r in rows)}
     if args.bitmaps:
@@ -425,8 +598,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 # --- the command ----------------------------------------------------------------------------
 
-COMMANDS = (add_data, add_train, add_evaluate, add_predict, add_export, add_report, add_summary,
-            add_serve)
+COMMANDS = (add_data, add_train, add_recipes, add_sweep, add_evaluate, add_predict, add_export,
+            add_report, add_summary, add_serve)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -452,6 +625,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("lenet5: interrupted; a training run continues from its last finished epoch with "
               "`lenet5 train --resume RUN_DIR`.", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `lenet5 ... | head`: the reader left; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from . import checkpoint
-from .arch import get_arch
+from .arch import arch_of
 from .engine import make_engine
 from .errors import Lenet5Error
 from .files import write_atomic
@@ -33,7 +33,7 @@ def export(model_path: str | Path, out: str | Path, via: str = "numpy",
                           f"{Path(out) / 'model.onnx'}.")
     params, metadata = checkpoint.load_model(model_path)
     data = to_onnx(params, metadata, via, opset).SerializeToString()
-    arch = get_arch(metadata["arch"])
+    arch = arch_of(metadata)
     reference = Model(make_engine("numpy", arch, params), metadata)
     graph = Model(OnnxEngine(arch, data, f"the graph for {out}"), metadata, RAW_PIXELS)
     images = np.random.default_rng(0).integers(0, 256, (64, 28, 28), dtype=np.uint8)

@@ -21,7 +21,7 @@ DEVICES = ("auto", "cpu", "cuda")  # where the torch engine computes; auto: CUDA
 
 DEFAULTS = {"epochs": 15, "batch_size": 128, "optimizer": "adam", "lr": 3e-3,
             "schedule": "onecycle", "augment": "shift", "momentum": 0.9, "nesterov": False,
-            "weight_decay": 0.0}
+            "weight_decay": 0.0, "beta1": 0.9, "beta2": 0.999, "step_epochs": 5, "gamma": 0.1}
 # Where an architecture trains best with other settings (the 1998 network: the paper's
 # method; why these values, benchmarks/results/lenet5_1998_settings.md).
 ARCH_DEFAULTS = {
@@ -60,8 +60,8 @@ class OptimizerSpec:
     momentum: float = DEFAULTS["momentum"]  # sgd
     nesterov: bool = DEFAULTS["nesterov"]  # sgd
     weight_decay: float = DEFAULTS["weight_decay"]
-    beta1: float = 0.9  # adam, adamw
-    beta2: float = 0.999
+    beta1: float = DEFAULTS["beta1"]  # adam, adamw
+    beta2: float = DEFAULTS["beta2"]
     eps: float = 1e-8
 
     def __post_init__(self) -> None:
@@ -85,8 +85,8 @@ class Schedule:
 
     name: str = DEFAULTS["schedule"]
     lr: float = DEFAULTS["lr"]
-    step_epochs: int = 5
-    gamma: float = 0.1
+    step_epochs: int = DEFAULTS["step_epochs"]
+    gamma: float = DEFAULTS["gamma"]
     warmup: float = 0.3
 
     def __post_init__(self) -> None:

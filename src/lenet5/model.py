@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from . import checkpoint
-from .arch import Architecture, get_arch
+from .arch import Architecture, arch_of
 from .data.transforms import prepare_inputs
 from .engine import Engine, batched_logits, make_engine
 from .errors import Lenet5Error
@@ -69,5 +69,5 @@ def load(path: str | Path, engine: str = "numpy", device: str = "auto") -> Model
         raise Lenet5Error(f"{path} is an ONNX file; run it with --engine onnx "
                           "(engine='onnx' in Python).")
     params, metadata = checkpoint.load_model(path)
-    net = make_engine(engine, get_arch(metadata["arch"]), params, device=device)
+    net = make_engine(engine, arch_of(metadata), params, device=device)
     return Model(net, metadata)

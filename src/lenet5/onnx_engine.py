@@ -77,4 +77,4 @@ def load_onnx(path: str | Path, device: str = "auto") -> tuple[OnnxEngine, dict]
     else:
         params, metadata = checkpoint.load_model(path)
         data = to_onnx(params, metadata).SerializeToString()
-    return OnnxEngine(A.get_arch(metadata["arch"]), data, str(path)), metadata
+    return OnnxEngine(A.arch_of(metadata), data, str(path)), metadata

@@ -53,6 +53,8 @@ def input_affine(norm: dict) -> tuple[float, float]:
 
 # --- the NumPy path: the graph node by node -----------------------------------------------
 
+PLAIN_ACTIVATIONS = {A.RELU: "Relu", A.TANH: "Tanh", A.SIGMOID: "Sigmoid"}  # one ONNX op each
+
 class _GraphBuilder:
     """Nodes and initializers of one graph; each node's output is named after the node."""
 
@@ -75,8 +77,8 @@ class _GraphBuilder:
         return self.const(f"{layer.name}.bias", self.params[f"{layer.name}.bias"])
 
     def activation(self, x: str, kind: str | None, prefix: str) -> str:
-        if kind == A.RELU:
-            return self.node("Relu", [x], f"{prefix}.relu")
+        if kind in PLAIN_ACTIVATIONS:
+            return self.node(PLAIN_ACTIVATIONS[kind], [x], f"{prefix}.{kind}")
         if kind == A.SCALED_TANH:  # A tanh(S a) = 1.7159 tanh(2a/3)
             a = self.node("Mul", [x, self.const(f"{prefix}.slope", A.TANH_SLOPE)],
                           f"{prefix}.scaled")
@@ -97,6 +99,11 @@ def _conv(g: _GraphBuilder, layer: A.Conv, x: str) -> str:
 def _max_pool(g: _GraphBuilder, layer: A.MaxPool, x: str) -> str:
     s = layer.size
     return g.node("MaxPool", [x], f"{layer.name}.pool", kernel_shape=[s, s], strides=[s, s])
+
+
+def _avg_pool(g: _GraphBuilder, layer: A.AvgPool, x: str) -> str:
+    s = layer.size
+    return g.node("AveragePool", [x], f"{layer.name}.pool", kernel_shape=[s, s], strides=[s, s])
 
 
 def _subsample(g: _GraphBuilder, layer: A.Subsample, x: str) -> str:
@@ -124,8 +131,8 @@ def _rbf(g: _GraphBuilder, layer: A.RBF, x: str) -> str:
     return g.node("Neg", [d], f"{name}.negated")
 
 
-NODES = {A.Conv: _conv, A.MaxPool: _max_pool, A.Subsample: _subsample, A.Dense: _dense,
-         A.RBF: _rbf}
+NODES = {A.Conv: _conv, A.MaxPool: _max_pool, A.AvgPool: _avg_pool, A.Subsample: _subsample,
+         A.Dense: _dense, A.RBF: _rbf}
 
 
 def numpy_graph(arch: A.Architecture, params: dict[str, np.ndarray], norm: dict):
@@ -174,6 +181,7 @@ def torch_model(arch: A.Architecture, params: dict[str, np.ndarray], norm: dict,
                           f"choose --opset {TORCH_MAX_OPSET} or lower, or --via numpy.")
     p = norm["pad"]
     scale, shift = input_affine(norm)
+    shift = torch.as_tensor(shift, dtype=torch.float32)  # a scalar, or an image (32, 32)
 
     class RawPixelNet(torch.nn.Module):
         def __init__(self):
@@ -209,7 +217,7 @@ def to_onnx(params: dict[str, np.ndarray], metadata: dict, via: str = "numpy",
     if not MIN_OPSET <= opset <= newest:
         raise Lenet5Error(f"--opset {opset} is not supported; choose {MIN_OPSET} to {newest} "
                           f"(default {OPSET}).")
-    arch = A.get_arch(metadata["arch"])
+    arch = A.arch_of(metadata)
     norm = metadata["input_normalization"]
     if via == "numpy":
         opsets = [onnx.helper.make_opsetid("", opset)]

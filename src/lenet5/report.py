@@ -48,13 +48,13 @@ FIGURES = {
 COLORS = {"train": "#1f77b4", "test": "#d62728", "val": "#2ca02c"}
 
 
-def _new_figure(width: float, height: float, **kw) -> Figure:
+def new_figure(width: float, height: float, **kw) -> Figure:
     fig = Figure(figsize=(width, height), layout="constrained", **kw)
     FigureCanvasAgg(fig)
     return fig
 
 
-def _save(fig: Figure, path: Path) -> Path:
+def save_figure(fig: Figure, path: Path) -> Path:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=DPI, facecolor="white")
     write_atomic(path, buffer.getvalue())
@@ -66,7 +66,7 @@ def _save(fig: Figure, path: Path) -> Path:
 def plot_curves(metrics: list[dict], path: Path, title: str) -> Path:
     """Loss (left) and accuracy (right) by epoch."""
     epochs = [row["epoch"] for row in metrics]
-    fig = _new_figure(11, 4.2)
+    fig = new_figure(11, 4.2)
     loss_ax, acc_ax = fig.subplots(1, 2)
     series = (
         (loss_ax, "train_loss", "train"),
@@ -92,7 +92,7 @@ def plot_curves(metrics: list[dict], path: Path, title: str) -> Path:
         ax.grid(alpha=0.3)
         ax.legend()
     fig.suptitle(title, fontsize=13)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 # --- confusion matrix ---------------------------------------------------------------------
@@ -104,7 +104,7 @@ def plot_confusion(labels: np.ndarray, predictions: np.ndarray, classes: list[st
     counts = np.bincount(labels.astype(np.int64) * k + predictions, minlength=k * k)
     counts = counts.reshape(k, k)  # (true, predicted)
     accuracy = np.trace(counts) / counts.sum()
-    fig = _new_figure(7.6, 6.6)
+    fig = new_figure(7.6, 6.6)
     ax = fig.subplots()
     image = ax.imshow(counts, cmap="Blues", norm=PowerNorm(0.4, vmin=0, vmax=counts.max()))
     dark = image.norm(counts) > 0.55  # (k, k): cells where white text reads better
@@ -119,7 +119,7 @@ def plot_confusion(labels: np.ndarray, predictions: np.ndarray, classes: list[st
            title=f"Test confusion matrix: {counts.sum():,} images, "
                  f"{counts.sum() - np.trace(counts):,} errors ({100 * accuracy:.2f}% right)")
     fig.colorbar(image, ax=ax, shrink=0.8, label="images")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 # --- most confident mistakes --------------------------------------------------------------
@@ -148,15 +148,15 @@ def plot_errors(images: np.ndarray, labels: np.ndarray, probs: np.ndarray, class
     wrong = np.flatnonzero(predictions != labels)
     shown = wrong[np.argsort(-confidence[wrong], kind="stable")][:ERROR_GRID[0] * ERROR_GRID[1]]
     if not len(shown):
-        fig = _new_figure(6, 1.2)
+        fig = new_figure(6, 1.2)
         fig.text(0.5, 0.5, f"No mistakes on the {len(labels):,} test images", ha="center",
                  va="center", fontsize=13)
-        return _save(fig, path)
+        return save_figure(fig, path)
     side, gap, band = images.shape[-1], 6, 11  # pixels of the 28x28 digits
     columns = min(ERROR_GRID[1], len(shown))
     grid = _mosaic(images[shown].astype(np.float64), columns, gap, band)  # (H, W)
     width = 1.45 * columns
-    fig = _new_figure(width, width * grid.shape[0] / grid.shape[1] + 0.45)
+    fig = new_figure(width, width * grid.shape[0] / grid.shape[1] + 0.45)
     ax = fig.subplots()
     ax.imshow(grid, cmap=_cmap("gray_r"), vmin=0, vmax=255, interpolation="nearest")
     ax.set_axis_off()
@@ -167,7 +167,7 @@ def plot_errors(images: np.ndarray, labels: np.ndarray, probs: np.ndarray, class
                 f"{100 * confidence[index]:.1f}%", ha="center", va="bottom", fontsize=8.5)
     fig.suptitle(f"The {len(shown)} most confident of {len(wrong):,} test mistakes "
                  f"(of {len(labels):,} images)", fontsize=12)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 # --- feature maps -------------------------------------------------------------------------
@@ -198,7 +198,7 @@ def plot_feature_maps(model: Model, image: np.ndarray, label: int, path: Path,
     heights = [0.95 if v.ndim == 1 else 0.4 + 11.0 / n for (_, v), n in zip(rows, columns,
                                                                            strict=True)]
     heights.append(2.3)  # the output bar chart
-    fig = _new_figure(12, sum(heights) + 0.5)
+    fig = new_figure(12, sum(heights) + 0.5)
     panels = fig.subfigures(len(heights), 1, height_ratios=heights)
     for panel, (name, values), n in zip(panels, rows, columns, strict=False):
         ax = panel.subplots()
@@ -237,7 +237,7 @@ def plot_feature_maps(model: Model, image: np.ndarray, label: int, path: Path,
                         f"predicted {model.classes[predicted]})", x=0.01, ha="left",
                         fontsize=10)
     fig.suptitle(title, fontsize=13)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 # --- C1 filters ---------------------------------------------------------------------------
@@ -248,7 +248,7 @@ def plot_filters(weights: np.ndarray, path: Path) -> Path:
     top = float(np.abs(kernels).max()) or 1.0
     columns = min(len(kernels), 8)
     rows = -(-len(kernels) // columns)
-    fig = _new_figure(1.6 * columns + 1.2, 1.75 * rows + 0.6)
+    fig = new_figure(1.6 * columns + 1.2, 1.75 * rows + 0.6)
     axes = fig.subplots(rows, columns, squeeze=False)
     for ax in axes.ravel():
         ax.set_axis_off()
@@ -260,7 +260,7 @@ def plot_filters(weights: np.ndarray, path: Path) -> Path:
     side = kernels.shape[-1]
     fig.suptitle(f"C1 kernels ({len(kernels)} x {side}x{side}; red excites, blue inhibits)",
                  fontsize=12)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 # --- HTML ---------------------------------------------------------------------------------

@@ -26,7 +26,12 @@ import numpy as np
 from . import checkpoint, files
 from .arch import Architecture, get_arch, init_params
 from .data import datasets
-from .data.transforms import input_normalization, prepare_inputs, split_validation
+from .data.transforms import (
+    NORMALIZATIONS,
+    input_normalization,
+    prepare_inputs,
+    split_validation,
+)
 from .engine import Engine, evaluate, make_engine
 from .errors import Lenet5Error, TrainingDiverged
 from .hparams import AUGMENTATIONS, SDLM_SAMPLES, OptimizerSpec, Schedule, defaults_for
@@ -40,6 +45,8 @@ class TrainConfig:
     """A run's settings. Hyper-parameters left None take ``hparams.defaults_for(arch)``."""
 
     arch: str = "lenet5"
+    pool: str | None = None  # the modern network's variants; None: the architecture's own
+    activation: str | None = None
     engine: str = "numpy"
     device: str = "auto"
     dataset: str = "mnist"
@@ -52,15 +59,27 @@ class TrainConfig:
     momentum: float | None = None
     nesterov: bool | None = None
     weight_decay: float | None = None
+    beta1: float | None = None
+    beta2: float | None = None
+    step_epochs: int | None = None
+    gamma: float | None = None
+    init_std: float | None = None  # weights N(0, init_std^2) instead of the architecture's init
+    normalization: str | None = None  # data.transforms.NORMALIZATIONS; None: the arch's
     seed: int = 0
     augment: str | None = None
     val_size: int = 0
     limit: int | None = None
     out: str | None = None
 
+    def architecture(self) -> Architecture:
+        return get_arch(self.arch, self.pool, self.activation)
+
     def resolved(self) -> TrainConfig:
-        """A copy with every None hyper-parameter replaced by the architecture's default."""
-        filled = {k: v for k, v in defaults_for(self.arch).items() if getattr(self, k) is None}
+        """A copy with every None setting replaced by the architecture's default."""
+        arch = self.architecture()
+        defaults = {**defaults_for(self.arch), **arch.variant,
+                    "normalization": arch.input_normalization}
+        filled = {k: v for k, v in defaults.items() if getattr(self, k) is None}
         return dataclasses.replace(self, **filled)
 
     def validate(self) -> None:
@@ -72,17 +91,22 @@ class TrainConfig:
         if self.augment is not None and self.augment not in AUGMENTATIONS:
             raise Lenet5Error(f"unknown --augment {self.augment!r}; choose one of: "
                               f"{', '.join(AUGMENTATIONS)}.")
-        get_arch(self.arch)
+        if self.normalization is not None and self.normalization not in NORMALIZATIONS:
+            raise Lenet5Error(f"unknown --normalization {self.normalization!r}; choose one of: "
+                              f"{', '.join(NORMALIZATIONS)}.")
+        if self.init_std is not None and not self.init_std > 0:
+            raise Lenet5Error(f"--init-std must be positive, got {self.init_std}.")
         resolved = self.resolved()
         resolved.optimizer_spec()
         resolved.schedule_spec()
 
     def optimizer_spec(self) -> OptimizerSpec:
         return OptimizerSpec(name=self.optimizer, momentum=self.momentum, nesterov=self.nesterov,
-                             weight_decay=self.weight_decay)
+                             weight_decay=self.weight_decay, beta1=self.beta1, beta2=self.beta2)
 
     def schedule_spec(self) -> Schedule:
-        return Schedule(name=self.schedule, lr=self.lr)
+        return Schedule(name=self.schedule, lr=self.lr, step_epochs=self.step_epochs,
+                        gamma=self.gamma)
 
 
 def default_run_dir(config: TrainConfig) -> Path:
@@ -114,7 +138,7 @@ def load_training_data(config: TrainConfig, arch: Architecture, log: Log) -> Tra
         images, labels = images[:config.limit], labels[:config.limit]
     images, labels, val_images, val_labels = split_validation(images, labels, config.val_size,
                                                               config.seed)
-    norm = input_normalization(arch, images)
+    norm = input_normalization(arch, images, config.normalization)
     return TrainingData(
         train_images=images, train_labels=labels.astype(np.int64), normalization=norm,
         classes=list(data.classes),
@@ -164,7 +188,8 @@ def start_run(config: TrainConfig, arch: Architecture, data: TrainingData,
     epoch when resuming. Writes config.json."""
     directory = Path(resume or config.out or default_run_dir(config))
     state_path = directory / files.STATE_FILE
-    params, optimizer_state, start_epoch, metrics = init_params(arch, config.seed), None, 0, []
+    params = init_params(arch, config.seed, config.init_std)
+    optimizer_state, start_epoch, metrics = None, 0, []
     if resume is not None:
         if not state_path.is_file():
             raise Lenet5Error(f"{directory} has no {files.STATE_FILE}; it is not a run "
@@ -234,7 +259,8 @@ def save_epoch(config: TrainConfig, run: Run) -> None:
     the state goes last, so it never points past what the other files hold."""
     last = run.metrics[-1]
     params = run.engine.parameters()
-    meta = {"arch": config.arch, "dataset": config.dataset, "classes": run.run_config["classes"],
+    meta = {"arch": config.arch, **config.architecture().variant, "dataset": config.dataset,
+            "classes": run.run_config["classes"],
             "input_normalization": run.run_config["input_normalization"],
             "engine": run.engine.name, "epochs": last["epoch"], "test_accuracy": last["test_acc"],
             "lenet5_version": __version__}
@@ -252,7 +278,7 @@ def train(config: TrainConfig, *, resume: str | Path | None = None, log: Log = p
     every epoch, so a killed run loses at most the epoch in progress."""
     config.validate()
     config = config.resolved()
-    arch = get_arch(config.arch)
+    arch = config.architecture()
     data = load_training_data(config, arch, log)
     run = start_run(config, arch, data, resume, log)
     if run.start_epoch == 0:

@@ -35,7 +35,7 @@ def pixel_stats(images: np.ndarray) -> tuple[float, float]:
 
 
 def normalize(
-    images: np.ndarray, mean: float, std: float, dtype: DTypeLike = np.float32,
+    images: np.ndarray, mean: float | np.ndarray, std: float, dtype: DTypeLike = np.float32,
     out: np.ndarray | None = None,
 ) -> np.ndarray:
     """(N,H,W) uint8 (0-255) or float (0-1) -> (N,1,H,W) `dtype` holding (x - mean) / std,
@@ -55,22 +55,41 @@ def normalize(
     return x
 
 
-def input_normalization(arch: Architecture, train_images: np.ndarray) -> dict:
-    """How this architecture's inputs are made from 28x28 images; stored in model files."""
+NORMALIZATIONS = ("mean_std", "mean_image", "lecun_1998")
+
+
+def input_normalization(arch: Architecture, train_images: np.ndarray,
+                        kind: str | None = None) -> dict:
+    """How 28x28 images become this network's inputs (``kind``, else the architecture's own);
+    stored in model files.
+
+    mean_std: minus the training pixels' mean, over their standard deviation. mean_image:
+    minus the training set's mean image, pixel by pixel, on the 0-255 scale (the from-scratch
+    NumPy tutorials' recipe). lecun_1998: background -0.1 and ink 1.175 (LeCun et al. 1998,
+    section II-A), so inputs have mean roughly 0 and variance roughly 1.
+    """
+    kind = kind or arch.input_normalization
     pad_px = (arch.input_size - 28) // 2
-    if arch.input_normalization == "mean_std":
+    if kind == "mean_std":
         mean, std = pixel_stats(train_images)
-        return {"kind": "mean_std", "pad": pad_px, "mean": mean, "std": std}
-    # LeCun et al. 1998, section II-A: background -0.1 and ink 1.175, so inputs have mean
-    # roughly 0 and variance roughly 1.
-    return {"kind": "lecun_1998", "pad": pad_px, "background": -0.1, "ink": 1.175}
+        return {"kind": kind, "pad": pad_px, "mean": mean, "std": std}
+    if kind == "mean_image":
+        mean_image = train_images.mean(axis=0, dtype=np.float64) / 255.0  # (28, 28)
+        return {"kind": kind, "pad": pad_px, "mean": mean_image.tolist(), "std": 1.0 / 255.0}
+    if kind == "lecun_1998":
+        return {"kind": kind, "pad": pad_px, "background": -0.1, "ink": 1.175}
+    raise Lenet5Error(f"unknown --normalization {kind!r}; choose one of: "
+                      f"{', '.join(NORMALIZATIONS)}.")
 
 
-def mean_std(norm: dict) -> tuple[float, float]:
+def mean_std(norm: dict) -> tuple[float | np.ndarray, float]:
     """The (mean, std) on the 0-1 pixel scale that an input normalisation subtracts and
-    divides by (``input_normalization``'s dict, as stored in model files)."""
+    divides by, for the padded image (``input_normalization``'s dict, as stored in model
+    files); mean_image's mean is an image (H, W) with the padding at 0."""
     if norm["kind"] == "mean_std":
         return norm["mean"], norm["std"]
+    if norm["kind"] == "mean_image":
+        return pad(np.asarray(norm["mean"], dtype=np.float64), norm["pad"]), norm["std"]
     if norm["kind"] == "lecun_1998":
         span = norm["ink"] - norm["background"]
         return -norm["background"] / span, 1.0 / span

@@ -197,6 +197,32 @@ class MaxPool(Layer):
     backward_curvature = backward  # Jacobian entries are 0 or 1: squaring them changes nothing
 
 
+class AvgPool(Layer):
+    """Non-overlapping mean pooling; ``split_input`` as for MaxPool."""
+
+    split_input = False
+
+    def __init__(self, size: int = 2):
+        self.size = size
+
+    def forward(self, x: np.ndarray, train: bool) -> np.ndarray:
+        self.in_shape = x.shape
+        blocks = pool_blocks(x, self.size, self.split_input)  # (N, H/s, s, s, W/s, C)
+        return blocks.mean(axis=(2, 3))  # (N, H/s, W/s, C)
+
+    def backward(self, grad: np.ndarray) -> np.ndarray:
+        return self._spread(grad / self.size**2)
+
+    def backward_curvature(self, curv: np.ndarray) -> np.ndarray:
+        return self._spread(curv / self.size**4)  # every Jacobian entry is 1/s^2
+
+    def _spread(self, per_input: np.ndarray) -> np.ndarray:
+        """(N, H/s, W/s, C) -> (N, H, W, C): each window's value at its s*s inputs."""
+        dx = np.empty(self.in_shape, dtype=per_input.dtype)
+        pool_blocks(dx, self.size, self.split_input)[...] = per_input[:, :, None, None]
+        return dx
+
+
 class ReLU(Layer):
     def forward(self, x: np.ndarray, train: bool) -> np.ndarray:
         y = np.maximum(x, 0)
@@ -208,6 +234,37 @@ class ReLU(Layer):
         return grad * self.positive
 
     backward_curvature = backward  # Jacobian entries are 0 or 1: squaring them changes nothing
+
+
+class Squashing(Layer):
+    """A smooth activation y = f(a) that keeps its slope f'(a) when training: the backward
+    pass multiplies by it, the curvature pass by its square."""
+
+    def backward(self, grad: np.ndarray) -> np.ndarray:
+        return grad * self.slope
+
+    def backward_curvature(self, curv: np.ndarray) -> np.ndarray:
+        return curv * self.slope**2
+
+
+class Tanh(Squashing):
+    """tanh, f'(a) = 1 - tanh(a)^2."""
+
+    def forward(self, x: np.ndarray, train: bool) -> np.ndarray:
+        y = np.tanh(x)
+        if train:
+            self.slope = 1 - y * y
+        return y
+
+
+class Sigmoid(Squashing):
+    """The logistic function 1 / (1 + e^-a), f'(a) = f(a) (1 - f(a))."""
+
+    def forward(self, x: np.ndarray, train: bool) -> np.ndarray:
+        y = 0.5 * np.tanh(0.5 * x) + 0.5  # = 1 / (1 + e^-x), without overflow for large -x
+        if train:
+            self.slope = y * (1 - y)
+        return y
 
 
 class Flatten(Layer):
@@ -246,7 +303,7 @@ class Dense(Layer):
 
 # --- the 1998 layers (LeCun, Bottou, Bengio, Haffner 1998) ------------------------------------
 
-class ScaledTanh(Layer):
+class ScaledTanh(Squashing):
     """f(a) = A tanh(S a) with the paper's A = 1.7159, S = 2/3 (``arch.TANH_AMPLITUDE``,
     ``TANH_SLOPE``). f'(a) = S A (1 - tanh(S a)^2), from tanh alone."""
 
@@ -259,12 +316,6 @@ class ScaledTanh(Layer):
             self.slope += TANH_SLOPE * TANH_AMPLITUDE
         t *= TANH_AMPLITUDE
         return t
-
-    def backward(self, grad: np.ndarray) -> np.ndarray:
-        return grad * self.slope
-
-    def backward_curvature(self, curv: np.ndarray) -> np.ndarray:
-        return curv * self.slope**2
 
 
 class Subsample(Layer):

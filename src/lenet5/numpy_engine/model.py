@@ -20,8 +20,9 @@ from . import layers as L
 from .losses import LOSSES, map_curvature, softmax_curvature
 from .optim import Optimizer
 
-ACTIVATIONS = {A.RELU: L.ReLU, A.SCALED_TANH: L.ScaledTanh}  # keys: arch.ACTIVATIONS
-POOLS = (L.MaxPool, L.Subsample)
+ACTIVATIONS = {A.RELU: L.ReLU, A.TANH: L.Tanh, A.SIGMOID: L.Sigmoid,  # keys: arch.ACTIVATIONS
+               A.SCALED_TANH: L.ScaledTanh}
+POOLS = (L.MaxPool, L.AvgPool, L.Subsample)
 
 
 def _conv(spec: A.Conv, p: dict, dtype: type) -> L.Layer:
@@ -33,6 +34,7 @@ def _conv(spec: A.Conv, p: dict, dtype: type) -> L.Layer:
 BUILDERS = {
     A.Conv: _conv,
     A.MaxPool: lambda spec, p, dtype: L.MaxPool(spec.size),
+    A.AvgPool: lambda spec, p, dtype: L.AvgPool(spec.size),
     A.Subsample: lambda spec, p, dtype: L.Subsample(p["weight"], p["bias"], spec.size),
     A.Dense: lambda spec, p, dtype: L.Dense(p["weight"], p["bias"]),
     A.RBF: lambda spec, p, dtype: L.RBF(A.rbf_centres_of(spec).astype(dtype)),  # (10, 84) fixed

@@ -36,6 +36,8 @@ def scaled_tanh(a: torch.Tensor) -> torch.Tensor:
 # arch.ACTIVATIONS name -> (f, f' as a function of the output y = f(a))
 ACTIVATIONS = {
     A.RELU: (F.relu, lambda y: (y > 0).to(y.dtype)),
+    A.TANH: (torch.tanh, lambda y: 1 - y * y),
+    A.SIGMOID: (torch.sigmoid, lambda y: y * (1 - y)),
     A.SCALED_TANH: (scaled_tanh, lambda y: (TANH_SLOPE / TANH_AMPLITUDE)
                     * (TANH_AMPLITUDE**2 - y * y)),
 }
@@ -120,6 +122,22 @@ class MaxPool(Layer):
         return F.max_unpool2d(curv, taken, self.size, output_size=x.shape[-2:]), {}
 
 
+class AvgPool(Layer):
+    """Non-overlapping mean pooling."""
+
+    def __init__(self, spec: A.AvgPool):
+        super().__init__()
+        self.size = spec.size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.avg_pool2d(x, self.size)  # (N, C, H/s, W/s)
+
+    def backward_curvature(self, curv: torch.Tensor, x: torch.Tensor, y: torch.Tensor
+                           ) -> Curvatures:
+        per_input = curv / self.size**4  # every Jacobian entry is 1/s^2
+        return per_input.repeat_interleave(self.size, 2).repeat_interleave(self.size, 3), {}
+
+
 class Subsample(Layer):
     """1998 sub-sampling: per map c, each size x size block's sum times weight[c], plus
     bias[c], then the activation."""
@@ -182,7 +200,8 @@ class RBF(Layer):
         return -(diff * diff).sum(dim=2)  # (N, K)
 
 
-MODULES = {A.Conv: Conv, A.MaxPool: MaxPool, A.Subsample: Subsample, A.Dense: Dense, A.RBF: RBF}
+MODULES = {A.Conv: Conv, A.MaxPool: MaxPool, A.AvgPool: AvgPool, A.Subsample: Subsample,
+           A.Dense: Dense, A.RBF: RBF}
 
 
 class TorchNet(nn.Module):
@@ -194,12 +213,12 @@ class TorchNet(nn.Module):
         self.arch = arch
         for spec in arch.layers:
             self.add_module(spec.name, MODULES[type(spec)](spec))
-        # (layer, max-pool computed before the layer's ReLU, or None): see forward
+        # (layer, max-pool computed before the layer's activation, or None): see forward
         self.stages: list[tuple[Layer, MaxPool | None]] = []
         layers = list(self.children())
         while layers:
             layer = layers.pop(0)
-            if (isinstance(layer, Conv) and layer.activation == A.RELU and layers
+            if (isinstance(layer, Conv) and layer.activation is not None and layers
                     and isinstance(layers[0], MaxPool)):
                 self.stages.append((layer, layers.pop(0)))
             else:
@@ -212,12 +231,13 @@ class TorchNet(nn.Module):
                     module.weight.mul_(module.mask)  # unconnected weights hold exact zeros
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """A ReLU convolution and the max-pool after it run as conv, pool, ReLU: max and ReLU
-        commute exactly, so outputs and gradients are conv -> ReLU -> pool's to the bit (a
-        window's gradient goes to its first maximum either way, or is zero), and the ReLU
-        touches a quarter of the values."""
+        """A convolution and the max-pool after it run as conv, pool, activation, as the NumPy
+        engine does: max commutes with every (non-decreasing) activation, and the activation
+        touches a quarter of the values. For ReLU, outputs and gradients are conv -> ReLU ->
+        pool's to the bit (a window's gradient goes to its first maximum either way, or is
+        zero)."""
         for layer, pool in self.stages:
-            x = layer(x) if pool is None else F.relu(pool(layer.pre_activation(x)))
+            x = layer(x) if pool is None else layer.activate(pool(layer.pre_activation(x)))
         return x
 
     def feature_maps(self, x: torch.Tensor) -> list[tuple[str, torch.Tensor]]:

@@ -1,0 +1,99 @@
+"""Recipes: named sets of `lenet5 train` options, each with where it comes from and the figure
+its source published.
+
+A recipe is a small TOML file: ``description``, an ``[options]`` table of train options under
+their TrainConfig names (``batch_size = 64``, ``pool = "avg"``), and a ``[reference]`` table
+(``figure``: the source's published MNIST test accuracy in percent, or absent for ours;
+``source``: where it comes from). The recipes shipped with lenet5 are the ``*.toml`` files
+here; what a recipe measured here (``lenet5 sweep --recipe NAME --seeds 5``) is in
+``measured.json``, written by ``benchmarks/recipes.py``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from dataclasses import dataclass, field
+from importlib.resources import files
+from pathlib import Path
+
+from ..errors import Lenet5Error
+from ..training import TrainConfig
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+MEASURED_FILE = "measured.json"
+# Options a recipe may set: every training setting except where a run goes and its seed.
+OPTIONS = tuple(f.name for f in dataclasses.fields(TrainConfig)
+                if f.name not in ("out", "seed", "data_dir"))
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    description: str
+    options: dict
+    reference: dict  # {"figure": accuracy % or None, "source": str}
+    measured: dict = field(default_factory=dict)  # what `lenet5 sweep` measured here
+
+    def as_json(self) -> dict:
+        return {"name": self.name, "description": self.description, "options": self.options,
+                "reference": {"figure": self.reference.get("figure"),
+                              "source": self.reference.get("source")},
+                "measured": self.measured}
+
+    def config(self, overrides: dict) -> TrainConfig:
+        """The recipe's settings, with ``overrides`` (options given explicitly) on top."""
+        return TrainConfig(**{**self.options, **overrides})
+
+
+def names() -> list[str]:
+    return sorted(p.name[:-5] for p in files(__name__).iterdir() if p.name.endswith(".toml"))
+
+
+def _measured() -> dict:
+    path = files(__name__).joinpath(MEASURED_FILE)
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _parse(text: str, name: str, where: str) -> Recipe:
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise Lenet5Error(f"{where} is not valid TOML ({exc}); fix the recipe file.") from None
+    options = document.get("options", {})
+    unknown = sorted(set(options) - set(OPTIONS))
+    if unknown:
+        raise Lenet5Error(f"{where} sets unknown options {', '.join(unknown)}; a recipe may "
+                          f"set: {', '.join(OPTIONS)}.")
+    reference = document.get("reference", {})
+    return Recipe(name=name, description=document.get("description", ""), options=options,
+                  reference={"figure": reference.get("figure"),
+                             "source": reference.get("source", "")},
+                  measured=_measured().get(name, {}))
+
+
+def load_recipe(name_or_file: str) -> Recipe:
+    """A shipped recipe by name, or a recipe file of the user's."""
+    path = Path(name_or_file)
+    if path.suffix == ".toml" or path.is_file():
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise Lenet5Error(f"cannot read recipe {path} ({exc.strerror or exc}); pass a "
+                              "recipe name (`lenet5 recipes` lists them) or a .toml file.") \
+                from None
+        return _parse(text, path.stem, str(path))
+    if name_or_file not in names():
+        raise Lenet5Error(f"unknown --recipe {name_or_file!r}; choose one of: "
+                          f"{', '.join(names())}, or pass a recipe .toml file.")
+    text = files(__name__).joinpath(f"{name_or_file}.toml").read_text()
+    return _parse(text, name_or_file, f"recipe {name_or_file}")
+
+
+def all_recipes() -> list[Recipe]:
+    return [load_recipe(name) for name in names()]

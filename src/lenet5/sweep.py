@@ -1,0 +1,377 @@
+"""`lenet5 sweep`: every (setting, seed) of a grid as an ordinary run directory, and statistics.
+
+A single run is an anecdote; a sweep trains each setting with seeds 0..N-1 and reports the
+test accuracy as mean, sample standard deviation, range and a 95% confidence interval, and
+compares every pair of settings with Welch's t-test (which does not assume equal variances).
+
+Runs are independent processes, each on one BLAS thread, so a run gives the same numbers
+whichever machine of one kind runs it: locally in a process pool, or as Ray tasks on a
+cluster (``ray_address``), whose results come back into the sweep folder on the driver. A
+sweep is resumable: finished runs are kept, unfinished ones resumed, and a failed run is
+reported in the summary, never dropped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import itertools
+import json
+import math
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+
+from .errors import Lenet5Error
+from .files import MODEL_FILE, STATE_FILE, read_metrics, write_atomic
+from .training import TrainConfig, resume_config, train
+
+SUMMARY_JSON, SUMMARY_MD, FIGURE = "summary.json", "summary.md", "sweep.png"
+RAY_RETRIES = 3  # a task lost to a dead worker or node runs again this many times
+
+
+@dataclass(frozen=True)
+class Run:
+    """One (setting, seed) of a sweep."""
+
+    setting: int  # index into the sweep's settings
+    seed: int
+    directory: Path
+    config: TrainConfig  # resolved, with seed and out
+
+
+def settings_of(base: TrainConfig, grid: dict[str, list]) -> list[dict]:
+    """Every combination of the grid's values, in the order given: [{field: value}]."""
+    for field in grid:
+        if field not in {f.name for f in dataclasses.fields(TrainConfig)}:
+            raise Lenet5Error(f"--grid {field} is not a train option.")
+    return [dict(zip(grid, values, strict=True)) for values in itertools.product(*grid.values())]
+
+
+def setting_name(params: dict) -> str:
+    """A folder name for a setting: 'pool-avg_lr-0.001', or 'base' without a grid."""
+    return "_".join(f"{k}-{v}" for k, v in params.items()) or "base"
+
+
+def plan(base: TrainConfig, settings: list[dict], seeds: int, out: Path) -> list[Run]:
+    runs = []
+    for index, params in enumerate(settings):
+        for seed in range(seeds):
+            directory = out / setting_name(params) / f"seed-{seed}"
+            config = dataclasses.replace(base, **params, seed=seed, out=str(directory))
+            config.validate()
+            runs.append(Run(index, seed, directory, config.resolved()))
+    return runs
+
+
+def finished(run: Run) -> bool:
+    try:
+        return ((run.directory / MODEL_FILE).is_file()
+                and len(read_metrics(run.directory)) >= run.config.epochs)
+    except Lenet5Error:
+        return False
+
+
+# --- running one run, wherever ------------------------------------------------------------
+
+def execute(config: TrainConfig, directory: str) -> str | None:
+    """Train one run in ``directory`` (resuming what is there) on one BLAS thread; None, or
+    the one-sentence reason it failed."""
+    from threadpoolctl import threadpool_limits
+
+    if config.engine == "torch":
+        import torch
+
+        torch.set_num_threads(1)
+    quiet = lambda _: None  # noqa: E731
+    try:
+        with threadpool_limits(limits=1), _dataset_lock(config):
+            from .data import datasets
+
+            datasets.load(config.dataset, config.data_dir, log=quiet)  # fetched once per node
+        with threadpool_limits(limits=1):
+            if (Path(directory) / STATE_FILE).is_file():
+                train(resume_config(directory), resume=directory, log=quiet, progress=False)
+            else:
+                train(config, log=quiet, progress=False)
+    except Lenet5Error as exc:
+        return str(exc)
+    return None
+
+
+@contextlib.contextmanager
+def _dataset_lock(config: TrainConfig) -> Iterator[None]:
+    """Runs on one machine fetch the dataset one at a time (the first fetches, the rest find
+    it verified in the cache)."""
+    from .data.datasets import cache_dir
+
+    lock = cache_dir(config.dataset).parent / f".{config.dataset}.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _run_files(directory: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in directory.iterdir()
+            if p.is_file() and not p.name.startswith(".")}
+
+
+def _ray_task(config: TrainConfig, files: dict[str, bytes]) -> tuple[str | None, dict]:
+    """A run on a Ray worker, in a scratch folder there: the run's files so far go in, all of
+    them come back."""
+    with tempfile.TemporaryDirectory(prefix="lenet5-sweep-") as scratch:
+        for name, data in files.items():
+            (Path(scratch) / name).write_bytes(data)
+        error = execute(dataclasses.replace(config, out=scratch), scratch)
+        return error, _run_files(Path(scratch))
+
+
+# --- executors ----------------------------------------------------------------------------
+
+Report = Callable[[Run, str | None], None]
+
+
+def run_locally(runs: list[Run], workers: int, report: Report) -> None:
+    if workers == 1:  # one at a time: no pool needed
+        for run in runs:
+            report(run, execute(run.config, str(run.directory)))
+        return
+    context = get_context("spawn")  # a fresh interpreter per worker: no inherited BLAS threads
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        futures = {pool.submit(execute, run.config, str(run.directory)): run for run in runs}
+        for future in as_completed(futures):
+            report(futures[future], _outcome(future))
+
+
+def run_on_ray(runs: list[Run], address: str, report: Report) -> None:
+    """Each run a Ray task (one CPU), retried if its worker dies; the run's files come back
+    into its directory here. ``address`` "auto": the cluster RAY_ADDRESS or `ray start` on
+    this machine names, else a Ray instance started here for the sweep."""
+    try:
+        import ray
+    except ImportError as exc:
+        raise Lenet5Error(f"--ray needs Ray ({exc}); install it with `pip install -e "
+                          "'.[cluster]' -c constraints.txt`.") from None
+    env = {k: v for k, v in os.environ.items() if k == "LENET5_DATA"}
+    try:
+        ray.init(address=None if address == "auto" else address, include_dashboard=False,
+                 log_to_driver=False,
+                 runtime_env={"env_vars": env} if env else None)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise Lenet5Error(f"cannot reach a Ray cluster at --ray {address} ({exc}); start one "
+                          "(`ray start --head`) or pass its address.") from None
+    try:
+        task = ray.remote(num_cpus=1, max_retries=RAY_RETRIES)(_ray_task)
+        pending = {task.remote(run.config, _existing_files(run.directory)): run for run in runs}
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            run = pending.pop(done[0])
+            try:
+                error, files = ray.get(done[0])
+            except ray.exceptions.RayError as exc:
+                error, files = f"the Ray task failed ({type(exc).__name__}: {exc})", {}
+            for name, data in files.items():
+                write_atomic(run.directory / name, data)
+            report(run, error)
+    finally:
+        ray.shutdown()
+
+
+def _existing_files(directory: Path) -> dict[str, bytes]:
+    return _run_files(directory) if (directory / STATE_FILE).is_file() else {}
+
+
+def _outcome(future) -> str | None:
+    try:
+        return future.result()
+    except Exception as exc:  # a crashed worker process: report it as the run's failure
+        return f"the run's process failed ({type(exc).__name__}: {exc})"
+
+
+# --- the sweep ----------------------------------------------------------------------------
+
+def run_sweep(base: TrainConfig, grid: dict[str, list], seeds: int, out: Path, *,
+              workers: int | None = None, ray_address: str | None = None,
+              log: Callable[[str], None] = print) -> dict:
+    """Train what is not finished yet, then write and return the summary."""
+    settings = settings_of(base, grid)
+    runs = plan(base, settings, seeds, out)
+    todo = [run for run in runs if not finished(run)]
+    failures: dict[tuple[int, int], str] = {}
+    log(f"sweep: {len(settings)} setting(s) x {seeds} seed(s) -> {out}; {len(runs) - len(todo)} "
+        f"finished already, {len(todo)} to run"
+        + (f" on Ray ({ray_address})" if ray_address else ""))
+    if todo:
+        bar = _progress(len(todo))
+
+        def report(run: Run, error: str | None) -> None:
+            bar.update()
+            label = f"{setting_name(settings[run.setting])} seed {run.seed}"
+            if error:
+                failures[(run.setting, run.seed)] = error
+                log(f"{label}: failed: {error}")
+            else:
+                accuracy = read_metrics(run.directory)[-1]["test_acc"]
+                log(f"{label}: test accuracy {100 * accuracy:.2f}%")
+
+        if ray_address:
+            run_on_ray(todo, ray_address, report)
+        else:
+            run_locally(todo, workers or os.cpu_count() or 1, report)
+        bar.close()
+    summary = summarize(out, settings, runs, failures)
+    write_atomic(out / SUMMARY_JSON, json.dumps(summary, indent=2).encode())
+    write_atomic(out / SUMMARY_MD, summary_markdown(summary).encode())
+    plot_sweep(out, settings, runs)
+    log(f"sweep: {out / SUMMARY_MD}")
+    return summary
+
+
+def _progress(total: int):
+    import sys
+
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="run", desc="runs", file=sys.stderr,
+                disable=not sys.stderr.isatty())
+
+
+# --- statistics -----------------------------------------------------------------------------
+
+def describe(values: list[float]) -> dict:
+    """Mean, sample standard deviation, range and the 95% t-interval of the mean."""
+    from scipy import stats
+
+    n = len(values)
+    mean = float(np.mean(values)) if n else None
+    std = float(np.std(values, ddof=1)) if n > 1 else None
+    ci95 = None
+    if n > 1:
+        half = float(stats.t.ppf(0.975, n - 1)) * std / math.sqrt(n)
+        ci95 = [mean - half, mean + half]
+    return {"mean": mean, "std": std, "min": min(values, default=None),
+            "max": max(values, default=None), "ci95": ci95}
+
+
+def compare(a: list[float], b: list[float]) -> dict:
+    """b's mean minus a's, its 95% interval and p-value by Welch's t-test."""
+    from scipy import stats
+
+    if len(a) < 2 or len(b) < 2:
+        return {"difference": None, "ci95": None, "p_value": None, "significant": None}
+    va, vb = np.var(a, ddof=1) / len(a), np.var(b, ddof=1) / len(b)
+    difference = float(np.mean(b) - np.mean(a))
+    se = math.sqrt(va + vb)
+    if se == 0:
+        return {"difference": difference, "ci95": [difference, difference],
+                "p_value": 0.0 if difference else 1.0, "significant": difference != 0}
+    dof = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))  # Welch-Satterthwaite
+    half = float(stats.t.ppf(0.975, dof)) * se
+    p_value = float(2 * stats.t.sf(abs(difference) / se, dof))
+    return {"difference": difference, "ci95": [difference - half, difference + half],
+            "p_value": p_value, "significant": p_value < 0.05}
+
+
+def summarize(out: Path, settings: list[dict], runs: list[Run],
+              failures: dict[tuple[int, int], str]) -> dict:
+    """summary.json's document, read back from the run directories themselves."""
+    rows = []
+    for index, params in enumerate(settings):
+        mine = [run for run in runs if run.setting == index]
+        done = [run for run in mine if finished(run)]
+        accuracy = [read_metrics(run.directory)[-1]["test_acc"] for run in done]
+        seconds = [sum(row.get("seconds", 0.0) for row in read_metrics(run.directory))
+                   for run in done]
+        failed = [{"seed": run.seed, "run": str(run.directory.relative_to(out)),
+                   "error": failures.get((index, run.seed), "did not finish")}
+                  for run in mine if not finished(run)]
+        rows.append({"params": params, "n": len(done), "seeds": [run.seed for run in done],
+                     "test_acc": describe(accuracy),
+                     "train_seconds": describe(seconds),
+                     "runs": [str(run.directory.relative_to(out)) for run in done],
+                     "failed": failed,
+                     "config": _config_json(mine[0].config)})
+    comparisons = []
+    for i, j in itertools.combinations(range(len(rows)), 2):
+        a = [read_metrics(r.directory)[-1]["test_acc"] for r in runs
+             if r.setting == i and finished(r)]
+        b = [read_metrics(r.directory)[-1]["test_acc"] for r in runs
+             if r.setting == j and finished(r)]
+        comparisons.append({"a": rows[i]["params"], "b": rows[j]["params"],
+                            "test": "Welch's t-test, two-sided, on final test accuracy",
+                            **compare(a, b)})
+    return {"settings": rows, "comparisons": comparisons}
+
+
+def _config_json(config: TrainConfig) -> dict:
+    return {k: v for k, v in dataclasses.asdict(config).items() if k not in ("seed", "out")}
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.2f}%"
+
+
+def summary_markdown(summary: dict) -> str:
+    lines = ["| setting | n | test accuracy mean +- std | min | max | 95% CI of the mean | "
+             "training s/run |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for s in summary["settings"]:
+        acc, sec = s["test_acc"], s["train_seconds"]
+        std = "" if acc["std"] is None else f" +- {100 * acc['std']:.2f}"
+        ci = "-" if acc["ci95"] is None else f"{_pct(acc['ci95'][0])} - {_pct(acc['ci95'][1])}"
+        lines.append(f"| {setting_name(s['params'])} | {s['n']} | {_pct(acc['mean'])}{std} | "
+                     f"{_pct(acc['min'])} | {_pct(acc['max'])} | {ci} | "
+                     + ("-" if sec["mean"] is None else f"{sec['mean']:.0f}") + " |")
+    failed = [f for s in summary["settings"] for f in s["failed"]]
+    if failed:
+        lines += ["", "Failed runs:", *[f"- {f['run']}: {f['error']}" for f in failed]]
+    if summary["comparisons"]:
+        lines += ["", "| b - a | difference | 95% CI | p (Welch) | significant |",
+                  "|---|---:|---:|---:|---|"]
+        for c in summary["comparisons"]:
+            d = c["difference"]
+            lines.append(
+                f"| {setting_name(c['b'])} - {setting_name(c['a'])} | "
+                + ("-" if d is None else f"{100 * d:+.2f} pt") + " | "
+                + ("-" if c["ci95"] is None else
+                   f"{100 * c['ci95'][0]:+.2f} to {100 * c['ci95'][1]:+.2f}") + " | "
+                + ("-" if c["p_value"] is None else f"{c['p_value']:.3g}") + " | "
+                + ("-" if c["significant"] is None else "yes" if c["significant"] else "no")
+                + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_sweep(out: Path, settings: list[dict], runs: list[Run]) -> Path | None:
+    """Test accuracy by epoch: each setting's mean over seeds, with a band of +- one std."""
+    from .report import new_figure, save_figure
+
+    fig = new_figure(7.5, 4.5)
+    ax = fig.subplots()
+    for index, params in enumerate(settings):
+        curves = [[row["test_acc"] for row in read_metrics(run.directory)] for run in runs
+                  if run.setting == index and finished(run)]
+        if not curves:
+            continue
+        length = min(map(len, curves))
+        acc = 100 * np.array([c[:length] for c in curves])  # (seeds, epochs)
+        epochs = np.arange(1, length + 1)
+        mean, std = acc.mean(axis=0), acc.std(axis=0, ddof=1) if len(acc) > 1 else 0 * acc[0]
+        (line,) = ax.plot(epochs, mean, marker="o", markersize=3,
+                          label=f"{setting_name(params)} (n = {len(acc)})")
+        ax.fill_between(epochs, mean - std, mean + std, color=line.get_color(), alpha=0.2)
+    ax.set(xlabel="epoch", ylabel="test accuracy (%)",
+           title="Test accuracy over seeds: mean, band +- 1 std")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return save_figure(fig, out / FIGURE)
+
