@@ -47,3 +47,45 @@ def test_rbf_centres_fit_only_a_layer_of_their_shape():
     assert rbf_centres_of(RBF("OUTPUT", 84, 10)).shape == (10, 84)
     with pytest.raises(ValueError, match="OUTPUT: the RBF bitmaps are"):
         rbf_centres_of(RBF("OUTPUT", 84, 26))
+
+
+def test_variants_change_the_layers_not_the_parameters():
+    from lenet5.arch import AvgPool, modern_lenet5
+
+    variant = get_arch("lenet5", "avg", "sigmoid")
+    assert variant.variant == {"pool": "avg", "activation": "sigmoid"}
+    assert isinstance(variant.layers[1], AvgPool) and variant.layers[0].activation == "sigmoid"
+    assert variant.param_shapes() == LENET5.param_shapes()
+    assert [r["params"] for r in variant.layer_counts()] == [
+        r["params"] for r in LENET5.layer_counts()]
+    assert modern_lenet5() == LENET5 and get_arch("lenet5") == LENET5
+    assert "sigmoid, 2x2 avg-pool" in variant.description
+
+
+@pytest.mark.parametrize("pool, activation, message", [
+    ("mean", None, "unknown --pool 'mean'"),
+    (None, "softplus", "unknown --activation 'softplus'"),
+])
+def test_unknown_variants_are_named(pool, activation, message):
+    with pytest.raises(Lenet5Error, match=message):
+        get_arch("lenet5", pool, activation)
+
+
+def test_the_1998_network_takes_no_variant():
+    with pytest.raises(Lenet5Error, match="--pool avg is a variant of lenet5 only"):
+        get_arch("lenet5-1998", "avg")
+    assert get_arch("lenet5-1998", "subsample", "scaled_tanh").name == "lenet5-1998"
+
+
+def test_metadata_without_a_variant_is_the_default_network():
+    from lenet5.arch import arch_of
+
+    assert arch_of({"arch": "lenet5"}) == LENET5
+    assert arch_of({"arch": "lenet5", "pool": "avg", "activation": "tanh"}).pool == "avg"
+
+
+def test_normal_init_draws_weights_and_zero_biases():
+    params = init_params(LENET5, 0, weight_std=1e-3)
+    assert np.all(params["C1.bias"] == 0)
+    assert abs(params["C5.weight"].std() - 1e-3) < 1e-4
+    np.testing.assert_array_equal(params["C1.weight"], init_params(LENET5, 0, 1e-3)["C1.weight"])

@@ -22,19 +22,23 @@ NORMALIZATIONS = {"mean_std": {"kind": "mean_std", "pad": 2, "mean": 0.1307, "st
                   "lecun_1998": {"kind": "lecun_1998", "pad": 2, "background": -0.1,
                                  "ink": 1.175}}
 HAS_TORCH = importlib.util.find_spec("torch") is not None
-# Initial 1998 outputs all sit near one distance (about 84); larger weights spread them over
-# several classes, and tanh keeps every activation bounded. Modern logits reach about 7 as is.
-WEIGHT_SCALE = {"lenet5": 1.0, "lenet5-1998": 5.0}
+# Initial 1998 outputs all sit near one distance (about 84), and sigmoid units all near 1/2;
+# larger weights spread them over several classes, and tanh and sigmoid keep every activation
+# bounded. Modern ReLU logits reach about 7 as is.
+WEIGHT_SCALE = {"lenet5": 1.0, "sigmoid": 20.0, "lenet5-1998": 5.0}
 
 
-def make_model_file(directory, arch_name: str, seed: int = 0, dataset: str = "mnist"):
+def make_model_file(directory, arch_name: str, seed: int = 0, dataset: str = "mnist",
+                    pool: str | None = None, activation: str | None = None):
     """A model file from (scaled) initial weights: no training, no MNIST needed."""
-    arch = A.get_arch(arch_name)
-    params = {k: v * WEIGHT_SCALE[arch_name] for k, v in A.init_params(arch, seed).items()}
-    metadata = {"arch": arch_name, "dataset": dataset, "classes": list("0123456789"),
+    arch = A.get_arch(arch_name, pool, activation)
+    scale = WEIGHT_SCALE.get(activation, WEIGHT_SCALE[arch_name])
+    params = {k: v * scale for k, v in A.init_params(arch, seed).items()}
+    metadata = {"arch": arch_name, **arch.variant, "dataset": dataset,
+                "classes": list("0123456789"),
                 "input_normalization": NORMALIZATIONS[arch.input_normalization],
                 "engine": "numpy", "epochs": 1, "test_accuracy": 0.9876, "lenet5_version": "0"}
-    path = directory / f"{arch_name}.safetensors"
+    path = directory / f"{arch_name}-{arch.pool}-{arch.activation}.safetensors"
     checkpoint.save_model(path, params, metadata)
     return path
 
@@ -48,11 +52,15 @@ def digits(n: int, seed: int = 1) -> np.ndarray:
     return images
 
 
-@pytest.fixture(scope="module", params=["lenet5", "lenet5-1998"])
+@pytest.fixture(scope="module", params=["lenet5", "lenet5-avg-sigmoid", "lenet5-max-tanh",
+                                        "lenet5-1998"])
 def exported(request, tmp_path_factory):
-    """(model file, its ONNX export) for each architecture."""
+    """(model file, its ONNX export) for each architecture, and variants of the modern one."""
     directory = tmp_path_factory.mktemp(request.param)
-    model_path = make_model_file(directory, request.param)
+    name, pool, activation = {"lenet5-avg-sigmoid": ("lenet5", "avg", "sigmoid"),
+                              "lenet5-max-tanh": ("lenet5", "max", "tanh")}.get(
+        request.param, (request.param, None, None))
+    model_path = make_model_file(directory, name, pool=pool, activation=activation)
     export(model_path, directory / "model.onnx")
     return model_path, directory / "model.onnx"
 
@@ -93,8 +101,9 @@ def test_graph_is_checked_small_and_carries_metadata(exported):
     proto = onnx.load(onnx_path)
     onnx.checker.check_model(proto, full_check=True)
     props = {p.key: p.value for p in proto.metadata_props}
-    arch_name = model_path.stem
-    assert props["arch"] == arch_name
+    arch = A.arch_of(checkpoint.load_model(model_path)[1])
+    assert props["arch"] == arch.name
+    assert (props["pool"], props["activation"]) == (arch.pool, arch.activation)
     assert props["dataset"] == "mnist"
     assert json.loads(props["classes"]) == list("0123456789")
     assert float(props["test_accuracy"]) == 0.9876
@@ -105,7 +114,7 @@ def test_graph_is_checked_small_and_carries_metadata(exported):
     dims = image.type.tensor_type.shape.dim
     assert dims[0].dim_param and [d.dim_value for d in dims[1:]] == [1, 28, 28]
     assert [o.name for o in proto.graph.output] == ["logits"]
-    if arch_name == "lenet5":
+    if arch.name == "lenet5":
         assert onnx_path.stat().st_size <= 300 * 1024
 
 
@@ -134,7 +143,8 @@ def test_torch_export_agrees_with_numpy_export(exported, tmp_path):
     via_numpy = load(onnx_path, engine="onnx").logits(images)
     assert np.abs(via_torch - via_numpy).max() <= 1e-4
     props = {p.key: p.value for p in onnx.load(tmp_path / "torch.onnx").metadata_props}
-    assert props["export_via"] == "torch" and props["arch"] == model_path.stem
+    assert props["export_via"] == "torch"
+    assert props["arch"] == checkpoint.load_model(model_path)[1]["arch"]
 
 
 @pytest.mark.skipif(not HAS_TORCH, reason="--via torch needs PyTorch")

@@ -70,6 +70,24 @@ def test_relu_gradients(rng):
     assert check_layer(L.ReLU(), x)["x"] < TOL
 
 
+def test_avgpool_gradients(rng):
+    errors = check_layer(L.AvgPool(2), rng.normal(size=(2, 6, 4, 3)))
+    assert errors["x"] < TOL
+
+
+@pytest.mark.parametrize("layer", [L.Tanh, L.Sigmoid])
+def test_smooth_activation_gradients(rng, layer):
+    assert check_layer(layer(), rng.normal(size=(3, 4, 4, 2)))["x"] < TOL
+
+
+def test_sigmoid_is_the_logistic_function_without_overflow():
+    x = np.array([[-1000.0, -5.0, 0.0, 5.0, 1000.0]])
+    with np.errstate(over="raise"):
+        y = L.Sigmoid().forward(x, train=False)
+    np.testing.assert_allclose(y, 1 / (1 + np.exp(-np.clip(x, -700, 700))), rtol=1e-14,
+                               atol=1e-16)
+
+
 def test_dense_gradients(rng):
     layer = L.Dense(rng.normal(size=(5, 7)), rng.normal(size=5))
     errors = check_layer(layer, rng.normal(size=(3, 7)))

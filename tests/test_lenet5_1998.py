@@ -264,8 +264,8 @@ def brute_force_gn(layer, x: np.ndarray, curv: np.ndarray) -> dict[str, np.ndarr
     return result
 
 
-@pytest.mark.parametrize("kind", ["conv", "sparse_conv", "subsample", "dense", "tanh", "relu",
-                                  "maxpool", "flatten"])
+@pytest.mark.parametrize("kind", ["conv", "sparse_conv", "subsample", "dense", "scaled_tanh",
+                                  "tanh", "sigmoid", "relu", "maxpool", "avgpool", "flatten"])
 def test_backward_curvature_is_the_exact_gauss_newton_diagonal_of_each_layer(rng, kind):
     x = rng.normal(size=(2, 4, 4, 3))
     layer = {
@@ -274,7 +274,8 @@ def test_backward_curvature_is_the_exact_gauss_newton_diagonal_of_each_layer(rng
                                         np.array([[1, 0, 1], [0, 1, 1]], dtype=bool)),
         "subsample": lambda: L.Subsample(rng.normal(size=3), rng.normal(size=3)),
         "dense": lambda: L.Dense(rng.normal(size=(5, 3)), rng.normal(size=5)),
-        "tanh": L.ScaledTanh, "relu": L.ReLU, "maxpool": L.MaxPool, "flatten": L.Flatten,
+        "scaled_tanh": L.ScaledTanh, "tanh": L.Tanh, "sigmoid": L.Sigmoid, "relu": L.ReLU,
+        "maxpool": L.MaxPool, "avgpool": L.AvgPool, "flatten": L.Flatten,
     }[kind]()
     if kind == "dense":
         x = rng.normal(size=(4, 3))

@@ -4,16 +4,17 @@ import sys
 
 import numpy as np
 import pytest
+from archs import EVERY_ARCH
 from gradcheck import EPS
 
-from lenet5.arch import ARCHITECTURES, LENET5, init_params
+from lenet5.arch import LENET5, init_params
 from lenet5.engine import evaluate
 from lenet5.hparams import OptimizerSpec
 from lenet5.numpy_engine import layers as L
 from lenet5.numpy_engine.model import ACTIVATIONS, NumpyEngine, NumpyNet, keep_freed_memory
 
 
-@pytest.mark.parametrize("arch", list(ARCHITECTURES.values()), ids=list(ARCHITECTURES))
+@pytest.mark.parametrize("arch", list(EVERY_ARCH.values()), ids=list(EVERY_ARCH))
 def test_network_gradients_match_finite_differences(arch):
     rng = np.random.default_rng(0)
     net = NumpyNet(arch, init_params(arch, 0), dtype=np.float64)
@@ -47,7 +48,7 @@ def test_feature_maps_name_every_layer():
     assert maps["OUTPUT"].shape == (2, 10)
 
 
-@pytest.mark.parametrize("arch", list(ARCHITECTURES.values()), ids=list(ARCHITECTURES))
+@pytest.mark.parametrize("arch", list(EVERY_ARCH.values()), ids=list(EVERY_ARCH))
 def test_feature_maps_are_in_natural_order(arch):
     """Convolutions feeding a pool store their columns split; the maps must not show that:
     every map equals that of the same network computed without the split layout."""

@@ -131,3 +131,39 @@ def test_engine_is_given_each_epochs_inputs(synthetic_dataset, tmp_path, monkeyp
 def test_unknown_augmentation_is_named():
     with pytest.raises(Lenet5Error, match="unknown --augment 'blur'"):
         TrainConfig(augment="blur").validate()
+
+
+@pytest.mark.parametrize("variant", [{"pool": "avg"}, {"activation": "sigmoid", "pool": "avg"},
+                                     {"activation": "tanh"}])
+def test_variants_train_and_their_model_files_say_which(synthetic_dataset, tmp_path, variant):
+    from lenet5.model import load
+
+    run = train(config(synthetic_dataset, tmp_path / "run", epochs=3, lr=1e-2,
+                       schedule="constant", **variant), log=quiet)
+    assert read_metrics(run)[-1]["test_acc"] > 0.5
+    model = load(run)
+    assert {k: model.metadata[k] for k in variant} == variant
+    assert {k: getattr(model.arch, k) for k in variant} == variant
+    saved = json.loads((run / files.CONFIG_FILE).read_text())
+    assert {k: saved[k] for k in variant} == variant
+
+
+def test_mean_image_normalization_and_normal_init(synthetic_dataset, tmp_path):
+    from lenet5.model import load
+
+    run = train(config(synthetic_dataset, tmp_path / "run", epochs=1, normalization="mean_image",
+                       init_std=0.05, optimizer="sgd", lr=1e-3, momentum=0.0,
+                       schedule="step", step_epochs=1, gamma=0.75), log=quiet)
+    model = load(run)
+    norm = model.metadata["input_normalization"]
+    assert norm["kind"] == "mean_image" and np.array(norm["mean"]).shape == (28, 28)
+    x = model.inputs(np.zeros((1, 28, 28), np.uint8))  # (1, 1, 32, 32): minus the mean image
+    np.testing.assert_allclose(x[0, 0, 2:-2, 2:-2], -255 * np.array(norm["mean"]), rtol=1e-5)
+    assert np.all(x[0, 0, :2] == 0)  # the padding is no image's: nothing subtracted there
+
+
+def test_step_schedule_takes_its_step_and_factor():
+    from lenet5.hparams import Schedule
+
+    s = TrainConfig(schedule="step", lr=0.1, step_epochs=2, gamma=0.5).resolved().schedule_spec()
+    assert s == Schedule("step", lr=0.1, step_epochs=2, gamma=0.5)

@@ -98,7 +98,8 @@ def execute(config: TrainConfig, directory: str) -> str | None:
             datasets.load(config.dataset, config.data_dir, log=quiet)  # fetched once per node
         with threadpool_limits(limits=1):
             if (Path(directory) / STATE_FILE).is_file():
-                train(resume_config(directory), resume=directory, log=quiet, progress=False)
+                train(resume_config(directory, config.epochs), resume=directory, log=quiet,
+                      progress=False)
             else:
                 train(config, log=quiet, progress=False)
     except Lenet5Error as exc:
@@ -351,7 +352,7 @@ def summary_markdown(summary: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot_sweep(out: Path, settings: list[dict], runs: list[Run]) -> Path | None:
+def plot_sweep(out: Path, settings: list[dict], runs: list[Run]) -> Path:
     """Test accuracy by epoch: each setting's mean over seeds, with a band of +- one std."""
     from .report import new_figure, save_figure
 
@@ -372,6 +373,7 @@ def plot_sweep(out: Path, settings: list[dict], runs: list[Run]) -> Path | None:
     ax.set(xlabel="epoch", ylabel="test accuracy (%)",
            title="Test accuracy over seeds: mean, band +- 1 std")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    if ax.lines:
+        ax.legend(fontsize=8)
     return save_figure(fig, out / FIGURE)
 

@@ -1,0 +1,69 @@
+"""`lenet5.recipes` and `lenet5 recipes`: every well-known setup one command away."""
+
+import json
+
+import pytest
+
+from lenet5.cli import main
+from lenet5.errors import Lenet5Error
+from lenet5.recipes import all_recipes, load_recipe, names
+
+
+def test_each_shipped_recipe_is_a_valid_training_configuration():
+    recipes = all_recipes()
+    assert {"default", "pytorch-tutorial", "pytorch-tutorial-sgd", "pytorch-tutorial-adam",
+            "avg-pool", "numpy-sgd", "numpy-adam", "sigmoid-avg-pool", "lenet5-1998",
+            "lenet5-1998-distortions"} <= set(names())
+    for recipe in recipes:
+        config = recipe.config({})
+        config.validate()
+        assert recipe.description and recipe.reference["source"], recipe.name
+    assert sum(r.reference["figure"] is not None for r in recipes) >= 6
+
+
+def test_recipes_json_lists_what_spec_promises(capsys):
+    assert main(["recipes", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert {"name", "description", "options", "reference", "measured"} <= set(listed[0])
+    tutorial = next(r for r in listed if r["name"] == "pytorch-tutorial")
+    assert tutorial["reference"]["figure"] == 98.59
+    assert tutorial["options"]["batch_size"] == 128 and tutorial["options"]["epochs"] == 30
+
+
+def test_flags_override_a_recipe():
+    recipe = load_recipe("avg-pool")
+    config = recipe.config({"epochs": 2, "pool": "max"}).resolved()
+    assert (config.epochs, config.pool, config.batch_size, config.lr) == (2, "max", 64, 1e-3)
+
+
+def test_a_users_recipe_file(tmp_path):
+    path = tmp_path / "mine.toml"
+    path.write_text('description = "small"\n[options]\nepochs = 1\nactivation = "tanh"\n'
+                    '[reference]\nfigure = 97.5\nsource = "me"\n')
+    recipe = load_recipe(str(path))
+    assert recipe.name == "mine" and recipe.options == {"epochs": 1, "activation": "tanh"}
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[options]\nbatchsize = 4\n", "sets unknown options batchsize"),
+    ("[options\n", "is not valid TOML"),
+])
+def test_bad_recipe_files_are_one_sentence(tmp_path, text, message):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(Lenet5Error, match=message):
+        load_recipe(str(path))
+
+
+def test_unknown_recipe_names_the_known_ones(capsys):
+    assert main(["train", "--recipe", "resnet"]) == 1
+    err = capsys.readouterr().err
+    assert "unknown --recipe 'resnet'" in err and "pytorch-tutorial" in err
+
+
+def test_train_with_a_recipe_and_an_override(synthetic_dataset, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--recipe", "avg-pool", "--dataset", synthetic_dataset, "--epochs",
+                 "1", "--out", str(out), "--no-report", "--json"]) == 0
+    saved = json.loads((out / "config.json").read_text())
+    assert (saved["pool"], saved["batch_size"], saved["epochs"]) == ("avg", 64, 1)

@@ -1,0 +1,132 @@
+"""`lenet5 sweep`: settings x seeds as run directories, statistics, resuming, Ray."""
+
+import dataclasses
+import importlib.util
+import json
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from lenet5.cli import main
+from lenet5.files import read_metrics
+from lenet5.sweep import compare, describe, run_sweep, setting_name, settings_of
+from lenet5.training import TrainConfig
+
+
+def test_describe_gives_sample_statistics_and_a_t_interval():
+    values = [0.98, 0.985, 0.99, 0.975]
+    d = describe(values)
+    assert d["mean"] == pytest.approx(np.mean(values))
+    assert d["std"] == pytest.approx(np.std(values, ddof=1))
+    low, high = stats.t.interval(0.95, 3, loc=np.mean(values), scale=stats.sem(values))
+    assert d["ci95"] == pytest.approx([low, high])
+    assert describe([0.9])["std"] is None and describe([0.9])["ci95"] is None
+
+
+def test_compare_is_welchs_t_test():
+    a, b = [0.980, 0.982, 0.979, 0.981], [0.985, 0.990, 0.987, 0.986, 0.991]
+    c = compare(a, b)
+    assert c["p_value"] == pytest.approx(stats.ttest_ind(b, a, equal_var=False).pvalue)
+    assert c["difference"] == pytest.approx(np.mean(b) - np.mean(a))
+    assert c["ci95"][0] < c["difference"] < c["ci95"][1] and c["significant"]
+
+
+def test_settings_are_every_combination_in_order():
+    grid = {"pool": ["max", "avg"], "lr": [1e-3, 3e-3]}
+    settings = settings_of(TrainConfig(), grid)
+    assert [setting_name(s) for s in settings] == [
+        "pool-max_lr-0.001", "pool-max_lr-0.003", "pool-avg_lr-0.001", "pool-avg_lr-0.003"]
+    assert setting_name({}) == "base"
+
+
+@pytest.mark.parametrize("grid, message", [
+    ("colour=red", "'colour' is not a train option"),
+    ("pool=max,mean", "'mean' is not a valid pool"),
+    ("lr=fast", "'fast' is not a valid lr"),
+    ("seed=1,2", "is not a train option"),
+    ("pool=", "give values after"),
+])
+def test_bad_grid_items_are_one_sentence(grid, message, capsys, tmp_path):
+    assert main(["sweep", "--seeds", "1", "--grid", grid, "--out", str(tmp_path)]) == 1
+    assert message in capsys.readouterr().err
+
+
+def test_a_sweep_summarizes_its_runs_resumes_and_reports_failures(synthetic_dataset, tmp_path):
+    base = TrainConfig(dataset=synthetic_dataset, epochs=2, batch_size=32, lr=1e-2,
+                       schedule="constant")
+    grid = {"pool": ["max", "avg"]}
+    # a sweep stopped after every run's first epoch, then run again in full: runs resume
+    first = run_sweep(dataclasses.replace(base, epochs=1), grid, 3, tmp_path, workers=1,
+                      log=lambda _: None)
+    assert all(s["n"] == 3 for s in first["settings"])
+    summary = run_sweep(base, grid, 3, tmp_path, workers=1, log=lambda _: None)
+    assert [s["params"] for s in summary["settings"]] == [{"pool": "max"}, {"pool": "avg"}]
+    for setting in summary["settings"]:
+        accuracy = [read_metrics(tmp_path / run)[-1]["test_acc"] for run in setting["runs"]]
+        assert setting["n"] == 3 and setting["seeds"] == [0, 1, 2] and not setting["failed"]
+        assert setting["test_acc"]["mean"] == pytest.approx(np.mean(accuracy))
+        assert setting["test_acc"]["std"] == pytest.approx(np.std(accuracy, ddof=1))
+    [comparison] = summary["comparisons"]
+    assert comparison["test"].startswith("Welch")
+    assert json.loads((tmp_path / "summary.json").read_text()) == summary
+    assert (tmp_path / "summary.md").is_file() and (tmp_path / "sweep.png").is_file()
+
+    assert all(len(read_metrics(tmp_path / run)) == 2 for s in summary["settings"]
+               for run in s["runs"])
+    resumed = read_metrics(tmp_path / "pool-avg" / "seed-1")
+    straight = run_sweep(base, {"pool": ["avg"]}, 2, tmp_path / "straight", workers=1,
+                         log=lambda _: None)
+    assert straight["settings"][0]["n"] == 2
+    assert [r["test_acc"] for r in resumed] == [
+        r["test_acc"] for r in read_metrics(tmp_path / "straight" / "pool-avg" / "seed-1")]
+
+    # finished runs are kept as they are
+    kept = (tmp_path / "pool-max" / "seed-0" / "model.safetensors").read_bytes()
+    again = run_sweep(base, grid, 3, tmp_path, workers=1, log=lambda _: None)
+    assert again == summary
+    assert (tmp_path / "pool-max" / "seed-0" / "model.safetensors").read_bytes() == kept
+
+    # a failed run is reported, not dropped
+    failing = run_sweep(base, {"lr": [1e12]}, 1, tmp_path / "diverging", workers=1,
+                        log=lambda _: None)
+    [setting] = failing["settings"]
+    assert setting["n"] == 0 and "diverged" in setting["failed"][0]["error"]
+
+
+def test_sweep_cli_prints_the_summary_and_fails_when_a_run_failed(synthetic_dataset, tmp_path,
+                                                                   capsys):
+    common = ["sweep", "--dataset", synthetic_dataset, "--epochs", "1", "--seeds", "2",
+              "--workers", "1", "--json"]
+    assert main([*common, "--out", str(tmp_path / "ok")]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["settings"][0]["n"] == 2
+    assert main([*common, "--lr", "1e12", "--out", str(tmp_path / "bad")]) == 1
+
+
+HAS_RAY = importlib.util.find_spec("ray") is not None
+
+
+@pytest.mark.mnist
+@pytest.mark.slow
+@pytest.mark.skipif(not HAS_RAY, reason="--ray needs Ray (extra 'cluster')")
+def test_the_same_runs_locally_and_on_a_two_node_ray_cluster(mnist, tmp_path):
+    from ray.cluster_utils import Cluster
+
+    base = TrainConfig(epochs=1, limit=1500)
+    grid = {"pool": ["max", "avg"]}
+    local = run_sweep(base, grid, 2, tmp_path / "local", workers=2, log=lambda _: None)
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    cluster.add_node(num_cpus=1)
+    try:
+        on_ray = run_sweep(base, grid, 2, tmp_path / "ray", ray_address=cluster.address,
+                           log=lambda _: None)
+    finally:
+        cluster.shutdown()
+    for mine, theirs in zip(local["settings"], on_ray["settings"], strict=True):
+        assert mine["test_acc"] == theirs["test_acc"] and theirs["n"] == 2
+        for run in mine["runs"]:
+            strip = [{k: v for k, v in row.items() if k != "seconds"}
+                     for row in read_metrics(tmp_path / "local" / run)]
+            assert strip == [{k: v for k, v in row.items() if k != "seconds"}
+                             for row in read_metrics(tmp_path / "ray" / run)]
