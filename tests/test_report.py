@@ -96,7 +96,7 @@ def test_errors_figure_when_there_are_no_mistakes(tmp_path):
 
 def test_most_confident_mistakes_come_first(tmp_path, monkeypatch):
     shown = []
-    monkeypatch.setattr("lenet5.report._save", lambda fig, path: shown.append(fig) or path)
+    monkeypatch.setattr("lenet5.report.save_figure", lambda fig, path: shown.append(fig) or path)
     images = np.zeros((4, 28, 28), np.uint8)
     labels = np.array([0, 1, 2, 3])
     probs = np.full((4, 10), 0.01)
