@@ -147,6 +147,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 # --- export -------------------------------------------------------------------------------
 
 def cmd_export(args: argparse.Namespace) -> int:
+    if args.format == "web":
+        return _export_web(args)
     from .export import export
 
     facts = export(args.model, args.output, via=args.via, opset=args.opset)
@@ -156,6 +158,19 @@ def cmd_export(args: argparse.Namespace) -> int:
         print(f"wrote {facts['path']} ({facts['bytes'] / 1024:.0f} KiB, {facts['arch']}, "
               f"opset {facts['opset']}, via {facts['via']}); onnxruntime matches the numpy "
               f"engine to {facts['max_abs_logit_diff']:.1e}")
+    return 0
+
+
+def _export_web(args: argparse.Namespace) -> int:
+    from .site import write_site
+
+    facts = write_site(args.model, args.output)
+    if args.json:
+        _emit_json(facts)
+    else:
+        print(f"wrote the {facts['arch']} page to {facts['path']} ({len(facts['files'])} files, "
+              f"{facts['bytes'] / 1024:.0f} KiB); try it with `python -m http.server -d "
+              f"{facts['path']}` and http://127.0.0.1:8000/, or copy it to any static host")
     return 0
 
 
@@ -349,11 +364,15 @@ def build_parser() -> argparse.ArgumentParser:
     predict.set_defaults(func=cmd_predict)
 
     export = command("export", "Write a model as a self-contained ONNX file: raw 0-255 pixels "
-                     "(N, 1, 28, 28) in, logits (N, 10) out, checked against onnxruntime.")
+                     "(N, 1, 28, 28) in, logits (N, 10) out, checked against onnxruntime; or "
+                     "(--format web) as a static site: the draw-a-digit page computing in the "
+                     "browser, for any static host.")
     export.add_argument("model", help="model.safetensors or a run directory")
-    export.add_argument("--format", choices=("onnx",), default="onnx", help="file format")
-    export.add_argument("-o", "--output", required=True, metavar="FILE",
-                        help="file to write, e.g. model.onnx (required, no default)")
+    export.add_argument("--format", choices=("onnx", "web"), default="onnx",
+                        help="onnx: one .onnx file; web: a folder holding the static site")
+    export.add_argument("-o", "--output", required=True, metavar="PATH",
+                        help="file to write, e.g. model.onnx, or with --format web a new or "
+                        "empty folder (required, no default)")
     export.add_argument("--via", choices=VIAS, default="numpy",
                         help="numpy builds the graph with the onnx package alone; torch uses "
                         "torch.onnx.export on the torch engine's network")
