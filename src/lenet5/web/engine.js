@@ -183,19 +183,19 @@
       this.layers = description.layers.map((spec) => {
         const kind = KINDS[spec.kind];
         const activation = ACTIVATIONS[spec.activation || "none"];
-        if (!kind) throw new Error(`model.json: layer ${spec.name} is of unknown kind ${spec.kind}`);
-        if (!activation) {
-          throw new Error(`model.json: layer ${spec.name} has unknown activation ${spec.activation}`);
-        }
+        const where = `model.json: layer ${spec.name}`;
+        if (!kind) throw new Error(`${where} is of unknown kind ${spec.kind}`);
+        if (!activation) throw new Error(`${where} has unknown activation ${spec.activation}`);
         if (spec.kind === "rbf" && spec.centres.some((c) => c.length !== count(shape))) {
-          throw new Error(`model.json: ${spec.name}'s centres do not have ${count(shape)} values`);
+          throw new Error(`${where}: its centres do not have ${count(shape)} values`);
         }
         const params = {};
         for (const [key, expected] of Object.entries(kind.params(spec, shape))) {
           const tensor = tensors[`${spec.name}.${key}`];
-          if (!tensor || tensor.shape.join("x") !== expected.join("x")) {
+          const found = tensor ? tensor.shape.join("x") : "none";
+          if (found !== expected.join("x")) {
             throw new Error(`model.safetensors: ${spec.name}.${key} should be ` +
-                            `${expected.join("x")}, found ${tensor ? tensor.shape.join("x") : "none"}`);
+                            `${expected.join("x")}, found ${found}`);
           }
           params[key] = tensor.data;
         }
@@ -423,7 +423,8 @@
     const col0 = clamp(roundHalfEven(CENTRE - colMoment / mass), FIELD - cols);
     const pixels = new Uint8Array(FIELD * FIELD);
     digit.forEach((v, i) => {
-      pixels[(row0 + Math.floor(i / cols)) * FIELD + col0 + (i % cols)] = roundHalfEven((v / top) * 255);
+      const at = (row0 + Math.floor(i / cols)) * FIELD + col0 + (i % cols);
+      pixels[at] = roundHalfEven((v / top) * 255);
     });
     return pixels;
   }
