@@ -49,8 +49,7 @@ def _pool(kind: str) -> Callable[[Layer], dict]:
 LAYER_JSON: dict[type, Callable[[Layer], dict]] = {
     Conv: lambda layer: {"kind": "conv", "in_channels": layer.in_channels,
                          "out_channels": layer.out_channels, "kernel": layer.kernel,
-                         "table": None if layer.table is None else [list(row) for row in
-                                                                    layer.table]},
+                         "table": None if layer.table is None else list(map(list, layer.table))},
     MaxPool: _pool("maxpool"),
     Subsample: lambda layer: {"kind": "subsample", "channels": layer.channels, "size": layer.size},
     Dense: lambda layer: {"kind": "dense", "in_features": layer.in_features,
