@@ -13,18 +13,10 @@ import shutil
 from pathlib import Path
 
 import pytest
+from browser import CHROMIUM, NO_CHROMIUM, chromium, draw
 from PIL import Image
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync"]
-
-pytestmark = [
-    pytest.mark.mnist,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} is missing; install Debian's "
-                       "chromium (apt-get install chromium) to run the browser tests"),
-]
+pytestmark = [pytest.mark.mnist, pytest.mark.skipif(not CHROMIUM.exists(), reason=NO_CHROMIUM)]
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
 pytest.importorskip("fastapi", reason="the web extra is not installed")
 
@@ -41,10 +33,8 @@ def base_url(trained_run, serve) -> str:
 
 @pytest.fixture(scope="module")
 def browser():
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+    with chromium() as browser:
         yield browser
-        browser.close()
 
 
 def open_page(browser, base_url: str, **context_options):
@@ -55,21 +45,6 @@ def open_page(browser, base_url: str, **context_options):
     page.goto(base_url + "/")
     sync_api.expect(page.locator("#model-info")).to_contain_text("parameters")
     return page, errors
-
-
-def draw(page, strokes: list[list[tuple[float, float]]]) -> None:
-    """Drag the mouse along each polyline, many small moves per segment, as a hand would."""
-    box = page.locator("#canvas").bounding_box()
-
-    def at(x: float, y: float) -> tuple[float, float]:
-        return box["x"] + x * box["width"], box["y"] + y * box["height"]
-
-    for line in strokes:
-        page.mouse.move(*at(*line[0]))
-        page.mouse.down()
-        for point in line[1:]:
-            page.mouse.move(*at(*point), steps=15)
-        page.mouse.up()
 
 
 def keep(page, tmp_path: Path, name: str) -> Path:

@@ -305,7 +305,7 @@ def test_page_and_its_files_are_served_and_need_no_network(client):
         assert kind in response.headers["content-type"]
         assert "http://" not in response.text and "https://" not in response.text
     assert "https://" not in page.text and "http://" not in page.text
-    assert 'src="/static/app.js"' in page.text and 'href="/static/style.css"' in page.text
+    assert 'src="static/app.js"' in page.text and 'href="static/style.css"' in page.text
 
 
 def test_openapi_documents_the_api(client):

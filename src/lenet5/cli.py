@@ -472,31 +472,56 @@ def add_export(sub: Subparsers) -> None:
     from .onnx_graph import MIN_OPSET, OPSET, TORCH_MAX_OPSET, VIAS
 
     export = _command(sub, "export", "Write a model as a self-contained ONNX file: raw 0-255 "
-                      "pixels (N, 1, 28, 28) in, logits (N, 10) out, checked against onnxruntime.")
+                      "pixels (N, 1, 28, 28) in, logits (N, 10) out, checked against "
+                      "onnxruntime; or (--format web) as a static site: the draw-a-digit page "
+                      "computing in the browser, for any static host.")
     export.add_argument("model", help=f"{MODEL_FILE} or a run directory")
-    export.add_argument("--format", choices=("onnx",), default="onnx", help="file format")
-    export.add_argument("-o", "--output", required=True, metavar="FILE",
-                        help="file to write, e.g. model.onnx (required, no default)")
-    export.add_argument("--via", choices=VIAS, default="numpy",
+    export.add_argument("--format", choices=("onnx", "web"), default="onnx",
+                        help="onnx: one .onnx file; web: a folder holding the static site")
+    export.add_argument("-o", "--output", required=True, metavar="PATH",
+                        help="file to write, e.g. model.onnx, or with --format web a new or "
+                        "empty folder (required, no default)")
+    export.add_argument("--via", choices=VIAS, default=None,
                         help="numpy builds the graph with the onnx package alone; torch uses "
-                        "torch.onnx.export on the torch engine's network")
-    export.add_argument("--opset", type=int, default=OPSET,
-                        help=f"ONNX opset, {MIN_OPSET} or newer (at most {TORCH_MAX_OPSET} "
-                        "with --via torch)")
+                        "torch.onnx.export on the torch engine's network (--format onnx only; "
+                        "default: numpy)")
+    export.add_argument("--opset", type=int, default=None,
+                        help=f"ONNX opset, {MIN_OPSET} or newer, at most {TORCH_MAX_OPSET} with "
+                        f"--via torch (--format onnx only; default: {OPSET})")
     _json_flag(export)
     export.set_defaults(func=cmd_export)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    if args.format == "web":
+        if args.via is not None or args.opset is not None:
+            raise Lenet5Error("--via and --opset choose how an ONNX file is written; drop them "
+                              "with --format web.")
+        return _export_web(args)
     from .export import export
+    from .onnx_graph import OPSET
 
-    facts = export(args.model, args.output, via=args.via, opset=args.opset)
+    facts = export(args.model, args.output, via=args.via or "numpy",
+                   opset=OPSET if args.opset is None else args.opset)
     if args.json:
         _emit_json(facts)
     else:
         print(f"wrote {facts['path']} ({facts['bytes'] / 1024:.0f} KiB, {facts['arch']}, "
               f"opset {facts['opset']}, via {facts['via']}); onnxruntime matches the numpy "
               f"engine to {facts['max_abs_logit_diff']:.1e}")
+    return 0
+
+
+def _export_web(args: argparse.Namespace) -> int:
+    from .site import write_site
+
+    facts = write_site(args.model, args.output)
+    if args.json:
+        _emit_json(facts)
+    else:
+        print(f"wrote the {facts['arch']} page to {facts['path']} ({len(facts['files'])} files, "
+              f"{facts['bytes'] / 1024:.0f} KiB); try it with `python -m http.server -d "
+              f"{facts['path']}` and http://127.0.0.1:8000/, or copy it to any static host")
     return 0
 
 

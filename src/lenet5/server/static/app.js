@@ -1,10 +1,16 @@
-// The draw-a-digit page: strokes on a canvas -> POST /api/predict -> bars, input, feature maps.
-// Plain JavaScript, no build step and nothing from the network but this server.
+// The draw-a-digit page: strokes on a canvas -> a prediction -> bars, input, feature maps.
+// Served by `lenet5 serve`, it asks POST /api/predict. On the static site of `lenet5 export
+// --format web`, static/engine.js is loaded first and the page computes in the browser
+// instead (the "local" section below). Plain JavaScript, no build step, and nothing from the
+// network but the page's own files.
 "use strict";
 
-const SEND_SIDE = 112;   // px of the PNG sent for a drawing: 4x MNIST's 28, plenty for a digit
+const engine = globalThis.LeNet5Engine;  // the JavaScript engine, on the static site only
+const LOCAL = engine !== undefined;
+const SEND_SIDE = 112;   // px of a drawing as sent (or computed on): 4x MNIST's 28, plenty
+const PHOTO_SIDE = 256;  // px a photo is scaled to before local preprocessing (as in Python)
 const STROKE = 0.075;    // stroke width as a fraction of the canvas side
-const THROTTLE_MS = 150; // while drawing, ask for a prediction at most this often
+const THROTTLE_MS = LOCAL ? 40 : 150; // while drawing, predict at most this often
 const INK = "#111";
 const PAPER = "#fff";
 
@@ -13,6 +19,7 @@ const canvas = $("canvas");
 const ctx = canvas.getContext("2d");
 const sendCanvas = document.createElement("canvas");
 sendCanvas.width = sendCanvas.height = SEND_SIDE;
+const sendCtx = sendCanvas.getContext("2d", { willReadFrequently: LOCAL });
 
 const state = {
   strokes: [],    // each stroke: [[x, y], ...] in 0-1 canvas coordinates
@@ -145,7 +152,8 @@ async function usePhoto(file) {
   state.active = null;
   state.photo = { file, bitmap };
   redraw();
-  send(file, file.type || "application/octet-stream", `the photo ${file.name}`);
+  if (LOCAL) predictLocally(bitmap && photoImage(bitmap), `the photo ${file.name}`);
+  else send(file, file.type || "application/octet-stream", `the photo ${file.name}`);
 }
 
 $("upload").addEventListener("click", () => $("file").click());
@@ -190,8 +198,9 @@ function predict() {
     showEmpty();
     return;
   }
-  paintStrokes(sendCanvas.getContext("2d"), SEND_SIDE, state.strokes);
-  sendCanvas.toBlob((blob) => send(blob, "image/png", "the drawing"), "image/png");
+  paintStrokes(sendCtx, SEND_SIDE, state.strokes);
+  if (LOCAL) predictLocally(sendCtx.getImageData(0, 0, SEND_SIDE, SEND_SIDE), "the drawing");
+  else sendCanvas.toBlob((blob) => send(blob, "image/png", "the drawing"), "image/png");
 }
 
 function abortInFlight() {
@@ -324,11 +333,12 @@ function showEmpty() {
 const KINDS = {
   conv: (l) => `${l.window}×${l.window} convolution`,
   maxpool: (l) => `${l.window}×${l.window} max-pooling`,
+  avgpool: (l) => `${l.window}×${l.window} average pooling`,
   subsample: (l) => `${l.window}×${l.window} subsampling`,
   dense: () => "fully connected",
   rbf: () => "Euclidean RBF output",
 };
-const ACTIVATIONS = { relu: "ReLU", scaled_tanh: "scaled tanh" };
+const ACTIVATIONS = { relu: "ReLU", tanh: "tanh", sigmoid: "sigmoid", scaled_tanh: "scaled tanh" };
 
 function describe(layer) {
   const kind = (KINDS[layer.type] || (() => layer.type))(layer);
@@ -336,11 +346,15 @@ function describe(layer) {
                           : kind;
 }
 
+async function fetchOk(url) {
+  const response = await fetch(url);
+  if (!response.ok) throw new Error(`${url}: HTTP ${response.status}`);
+  return response;
+}
+
 async function loadModel() {
   try {
-    const response = await fetch("/api/model");
-    if (!response.ok) throw new Error(`HTTP ${response.status}`);
-    const model = await response.json();
+    const model = LOCAL ? await local.ready : await fetchOk("/api/model").then((r) => r.json());
     state.classes = model.classes.map(String);
     const accuracy = model.test_accuracy == null ? ""
       : ` · test accuracy ${(100 * model.test_accuracy).toFixed(2)}%`;
@@ -361,10 +375,93 @@ async function loadModel() {
       .map((l) => ({ name: l.name, count: l.output[0], side: l.output[1],
                      caption: `${l.output[0]} × ${l.output[1]}×${l.output[2]} · ${describe(l)}` })));
   } catch (error) {
-    $("model-info").textContent = `Cannot read the model's description (${error.message}).`;
+    $("model-info").textContent = LOCAL && location.protocol === "file:"
+      ? "Open this page from a web server (python -m http.server in its folder), not as a " +
+        "file: browsers do not let a file read model.safetensors."
+      : `Cannot read the model's description (${error.message}).`;
   }
   buildBars();
   setBars(null);
+}
+
+// --- computing in the browser (the static site) -----------------------------------------
+
+const local = { network: null, ready: null };
+const grayCanvas = document.createElement("canvas");
+
+/** Load model.json (the layers) and model.safetensors (the weights); resolves to the model's
+ *  description in the shape GET /api/model answers. */
+async function loadNetwork() {
+  const [description, weights] = await Promise.all([
+    fetchOk("model.json").then((r) => r.json()),
+    fetchOk("model.safetensors").then((r) => r.arrayBuffer()),
+  ]);
+  local.network = new engine.Network(description, engine.readSafetensors(weights).tensors);
+  const layers = local.network.summary().map((l) => ({ ...l, type: l.kind }));
+  return { arch: description.arch, engine: "JavaScript", classes: description.classes,
+           parameters: layers.reduce((n, l) => n + l.params, 0),
+           test_accuracy: description.model.test_accuracy, layers };
+}
+
+/** A PNG data URL of a (height, width) grey image: values 0-255, or with `stretch` any
+ *  values scaled to 0-255 on their own, as the server shows feature maps. */
+function grayUrl(values, width, height, stretch) {
+  let low = 0, scale = 1;
+  if (stretch) {
+    low = Math.min(...values);
+    const span = Math.max(...values) - low;
+    scale = span > 0 ? 255 / span : 0;
+  }
+  grayCanvas.width = width;
+  grayCanvas.height = height;
+  const context = grayCanvas.getContext("2d");
+  const image = context.createImageData(width, height);
+  values.forEach((v, i) => {
+    image.data.fill(Math.round((v - low) * scale), 4 * i, 4 * i + 3);
+    image.data[4 * i + 3] = 255;
+  });
+  context.putImageData(image, 0, 0);
+  return grayCanvas.toDataURL("image/png");
+}
+
+/** The answer POST /api/predict would give for these 784 pixels. */
+function localAnswer(pixels) {
+  const { label, probs, layers } = local.network.run(pixels);
+  const pictured = layers.filter((l) => l.shape.length === 3 && l.shape[1] * l.shape[2] > 1);
+  return {
+    label, confidence: probs[label], probs, input: grayUrl(pixels, 28, 28, false),
+    layers: pictured.map(({ name, shape: [count, h, w], data }) => ({
+      name,
+      maps: Array.from({ length: count },
+                       (_, k) => grayUrl(data.subarray(k * h * w, (k + 1) * h * w), w, h, true)),
+    })),
+  };
+}
+
+function predictLocally(image, what) {
+  if (!local.network) return;  // still loading: predicted once it has loaded
+  if (!image) {
+    showError(`This browser cannot read ${what}; use a PNG or JPEG.`);
+    return;
+  }
+  const pixels = engine.preprocess(image);
+  if (pixels) showAnswer(localAnswer(pixels));
+  else showError(`No digit in ${what}: nothing stands out from the background; use an image ` +
+                 "of one digit that stands out clearly.");
+}
+
+/** A photo as ImageData at most PHOTO_SIDE px, transparency on white paper. */
+function photoImage(bitmap) {
+  const scale = Math.min(1, PHOTO_SIDE / Math.max(bitmap.width, bitmap.height));
+  const work = document.createElement("canvas");
+  work.width = Math.max(1, Math.round(bitmap.width * scale));
+  work.height = Math.max(1, Math.round(bitmap.height * scale));
+  const context = work.getContext("2d", { willReadFrequently: true });
+  context.imageSmoothingQuality = "high";
+  context.fillStyle = PAPER;
+  context.fillRect(0, 0, work.width, work.height);
+  context.drawImage(bitmap, 0, 0, work.width, work.height);
+  return context.getImageData(0, 0, work.width, work.height);
 }
 
 // --- keyboard and start -----------------------------------------------------------------
@@ -382,6 +479,22 @@ document.addEventListener("keydown", (event) => {
 });
 
 document.querySelectorAll(".origin").forEach((el) => { el.textContent = location.origin; });
+if (LOCAL) {
+  document.querySelectorAll("[data-only]").forEach((el) => {
+    el.hidden = el.dataset.only !== "static";
+  });
+  local.ready = loadNetwork();
+  local.ready.then(() => (state.photo ? usePhoto(state.photo.file) : schedulePrediction()),
+                   () => {});  // loadModel shows the error
+  // the test hook: classify(784 pixels, 28x28 row-major, 0-255, ink bright) -> {label, probs}
+  window.lenet5 = {
+    ready: local.ready,
+    classify(pixels) {
+      if (!local.network) throw new Error("the model is not loaded yet; await lenet5.ready first");
+      return local.network.classify(pixels);
+    },
+  };
+}
 new ResizeObserver(fitCanvas).observe(canvas);
 fitCanvas();
 redraw();
