@@ -10,6 +10,6 @@ if [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/
   { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } \
     >/dev/null 2>&1 || echo "chromium could not be installed; the browser tests will skip"
 fi
-python -m ruff check src tests benchmarks
+python -m ruff check src tests benchmarks scripts
 lint-imports  # the layers and engine-independence contracts in pyproject.toml
 python -m pytest "$@"

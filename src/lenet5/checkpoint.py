@@ -15,6 +15,7 @@ import numpy as np
 from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save
 
+from . import pretrained
 from .arch import ARCHITECTURES, arch_of, get_arch
 from .errors import Lenet5Error, ModelFileError
 from .files import MODEL_FILE, write_atomic
@@ -36,13 +37,16 @@ def save_model(path: Path, params: dict[str, np.ndarray], metadata: dict) -> Non
 
 
 def resolve_model_path(path: str | Path) -> Path:
-    """A model file, or a run directory holding ``model.safetensors``."""
+    """A model file, a run directory holding ``model.safetensors``, or the name ``pretrained``
+    (the model shipped with lenet5; ``./pretrained`` is a path)."""
+    if str(path) == pretrained.NAME:
+        return pretrained.path()
     p = Path(path)
     if p.is_dir():
         p = p / MODEL_FILE
     if not p.is_file():
-        raise ModelFileError(f"no model at {path}; pass a {MODEL_FILE} file or a run "
-                             "directory made by `lenet5 train`.")
+        raise ModelFileError(f"no model at {path}; pass a {MODEL_FILE} file, a run directory "
+                             f"made by `lenet5 train`, or {pretrained.NAME}.")
     return p
 
 

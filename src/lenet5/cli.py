@@ -427,10 +427,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 # --- predict ------------------------------------------------------------------------------
 
 def add_predict(sub: Subparsers) -> None:
+    from .files import MODEL_FILE
+    from .pretrained import NAME as PRETRAINED
+
     predict = _command(sub, "predict", "Classify your own images (photos, scans, drawings).")
-    _model_argument(predict)
-    predict.add_argument("images", nargs="+", metavar="IMAGE_OR_DIR",
-                         help="image files or folders (searched recursively)")
+    predict.add_argument("inputs", nargs="+", metavar="[MODEL] IMAGE_OR_DIR",
+                         help=f"image files or folders (searched recursively), after an optional "
+                         f"MODEL: the first argument is the model when it is `{PRETRAINED}`, a "
+                         f".safetensors or .onnx file, or a folder holding {MODEL_FILE} (a run "
+                         f"directory); otherwise it is an image too and the model shipped with "
+                         f"lenet5 ({PRETRAINED}) answers")
     _engine_flags(predict, inference=True)
     predict.add_argument("--top-k", type=int, default=3, help="alternatives to show")
     predict.add_argument("--save-input", default=None, metavar="DIR",
@@ -439,15 +445,30 @@ def add_predict(sub: Subparsers) -> None:
     predict.set_defaults(func=cmd_predict)
 
 
+def _model_and_images(inputs: list[str]) -> tuple[str, list[str]]:
+    """(MODEL, images) of predict's arguments: the first is the model when it names one."""
+    from .files import MODEL_FILE
+    from .pretrained import NAME as PRETRAINED
+
+    first = Path(inputs[0])
+    is_model = (inputs[0] == PRETRAINED or (first.is_dir() and (first / MODEL_FILE).is_file())
+                or first.suffix.lower() in (".safetensors", ".onnx"))
+    return (inputs[0], inputs[1:]) if is_model else (PRETRAINED, inputs)
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     from .model import load
     from .predict import find_images, predict_files
 
-    files = find_images(args.images)
+    model_path, images = _model_and_images(args.inputs)
+    if not images:
+        raise Lenet5Error(f"no images given after the model {model_path}; pass image files or "
+                          "folders after it.")
+    files = find_images(images)
     if not files:
-        raise Lenet5Error("no images found in " + ", ".join(args.images) + "; pass image files "
+        raise Lenet5Error("no images found in " + ", ".join(images) + "; pass image files "
                           "(PNG, JPEG, BMP, GIF, TIFF, WebP) or folders holding them.")
-    model = load(args.model, engine=args.engine, device=args.device)
+    model = load(model_path, engine=args.engine, device=args.device)
     results = predict_files(model, files, top_k=args.top_k, save_input=args.save_input)
     if args.json:
         _emit_json(results)
@@ -583,8 +604,9 @@ def add_serve(sub: Subparsers) -> None:
     serve = _command(sub, "serve", "Serve the draw-a-digit web page and its HTTP API (needs "
                      "the web extra).")
     serve.add_argument("model", nargs="?", default=None,
-                       help=f"{MODEL_FILE} or a run directory (default: the newest run "
-                       f"under ./{RUNS_DIR}/)")
+                       help=f"{MODEL_FILE}, a run directory or pretrained (default: the newest "
+                       f"run under ./{RUNS_DIR}/, else pretrained, the model shipped with "
+                       "lenet5)")
     serve.add_argument("--host", default="127.0.0.1",
                        help="address to listen on; 0.0.0.0 exposes it to your network")
     serve.add_argument("--port", type=int, default=8000, help="port (0 picks a free one)")
@@ -602,6 +624,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ImportError as exc:
         raise Lenet5Error(f"`lenet5 serve` needs the web extra ({exc}); install it with "
                           "`pip install -e '.[web]'`.") from None
+    from . import pretrained
     from .files import newest_run
     from .model import load
     from .server import default_workers, listen, serve
@@ -609,7 +632,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     workers = default_workers() if args.workers is None else args.workers
     if workers < 1:
         raise Lenet5Error(f"--workers must be at least 1, got {workers}.")
-    model = args.model or newest_run()
+    model = args.model or newest_run() or pretrained.NAME
     load(model, engine=args.engine, device=args.device)  # a bad model fails here, not in workers
     sock = listen(args.host, args.port)
     host, port = sock.getsockname()[:2]

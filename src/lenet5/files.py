@@ -82,10 +82,7 @@ def read_config(run_dir: str | Path, needed_by: str) -> dict:
                           "`lenet5 train`.") from None
 
 
-def newest_run(runs: Path = RUNS_DIR) -> Path:
-    """The run directory under ``runs`` whose model file was written last."""
+def newest_run(runs: Path = RUNS_DIR) -> Path | None:
+    """The run directory under ``runs`` whose model file was written last, if any."""
     models = sorted(runs.glob(f"*/{MODEL_FILE}"), key=lambda p: p.stat().st_mtime)
-    if not models:
-        raise Lenet5Error(f"no trained model found under ./{runs}/; run `lenet5 train` first, "
-                          f"or pass a {MODEL_FILE} file or run directory.")
-    return models[-1].parent
+    return models[-1].parent if models else None

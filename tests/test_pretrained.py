@@ -1,0 +1,79 @@
+"""The model shipped with lenet5: found by name everywhere a MODEL is taken, and as good as
+its metadata says."""
+
+import json
+
+import numpy as np
+import pytest
+
+import lenet5
+from lenet5 import checkpoint, pretrained
+from lenet5.cli import main
+from lenet5.engine import evaluate
+from lenet5.errors import ModelFileError
+
+SHIPPED = pretrained.path().is_file()
+needs_model = pytest.mark.skipif(not SHIPPED, reason="no pretrained model in this checkout; "
+                                 "build it with scripts/build_pretrained.py")
+
+
+@needs_model
+def test_its_metadata_says_where_it_comes_from():
+    _, metadata = checkpoint.load_model(pretrained.NAME)
+    facts = metadata["pretrained"]
+    assert facts["recipe"] == "default" and facts["seeds"]["n"] == 5
+    assert abs(facts["test_accuracy"] - facts["seeds"]["mean"]) <= facts["seeds"]["std"]
+    assert facts["test_accuracy"] == metadata["test_accuracy"]
+
+
+@needs_model
+@pytest.mark.mnist
+@pytest.mark.parametrize("engine", ["numpy", "torch"])
+def test_it_scores_what_its_metadata_says_in_both_engines(engine, mnist):
+    if engine == "torch":
+        pytest.importorskip("torch")
+    model = lenet5.load("pretrained", engine=engine, device="cpu")
+    _, predictions = evaluate(model.engine, model.inputs(mnist.test_images),
+                              mnist.test_labels.astype(np.int64))
+    accuracy = float(np.mean(predictions == mnist.test_labels))
+    claimed = model.metadata["pretrained"]["test_accuracy"]
+    if engine == "numpy":  # the engine it was trained and measured with: to the image
+        assert accuracy == claimed
+    else:  # float32 sums in another order may flip an image sitting on a tie
+        assert abs(accuracy - claimed) <= 2e-4
+
+
+def test_the_name_finds_the_shipped_file_and_a_path_does_not(tmp_path, monkeypatch):
+    assert checkpoint.resolve_model_path("pretrained") == pretrained.path()
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ModelFileError, match="no model at ./pretrained"):
+        checkpoint.resolve_model_path("./pretrained")
+
+
+@needs_model
+def test_predict_without_a_model_uses_it(tmp_path, capsys):
+    from PIL import Image
+
+    image = np.zeros((28, 28), np.uint8)
+    image[4:24, 12:16] = 255  # a 1
+    Image.fromarray(image).save(tmp_path / "one.png")
+    assert main(["predict", str(tmp_path / "one.png"), "--json"]) == 0
+    [answer] = json.loads(capsys.readouterr().out)
+    assert answer["label"] == 1
+    assert main(["predict", "pretrained", str(tmp_path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["label"] == 1
+
+
+def test_predict_reads_its_first_argument_as_the_model_only_when_it_names_one(tmp_path):
+    from lenet5.cli import _model_and_images
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "model.safetensors").write_bytes(b"")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    assert _model_and_images([str(run), str(photos)]) == (str(run), [str(photos)])
+    assert _model_and_images(["m.safetensors", "a.png"]) == ("m.safetensors", ["a.png"])
+    assert _model_and_images(["m.onnx", "a.png"]) == ("m.onnx", ["a.png"])
+    assert _model_and_images(["pretrained", "a.png"]) == ("pretrained", ["a.png"])
+    assert _model_and_images([str(photos), "a.png"]) == ("pretrained", [str(photos), "a.png"])
