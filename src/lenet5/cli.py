@@ -38,6 +38,15 @@ def _stderr_log(message: str) -> None:
     print(message, file=sys.stderr)
 
 
+def _answer(args: argparse.Namespace, document: dict, text: str) -> int:
+    """A command's result: the JSON document with --json, else its sentence."""
+    if args.json:
+        _emit_json(document)
+    else:
+        print(text)
+    return 0
+
+
 # --- flags more than one command takes --------------------------------------------------------
 
 def _command(sub: Subparsers, name: str, help: str, **kw) -> argparse.ArgumentParser:
@@ -415,13 +424,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     result = {"accuracy": (n - errors) / n, "loss": loss_sum / n, "n": n, "errors": errors,
               "seconds": round(seconds, 4), "arch": model.arch.name, "engine": model.engine.name,
               "dataset": dataset_name}
-    if args.json:
-        _emit_json(result)
-    else:
-        print(f"{model.arch.name} on {dataset_name} test ({n:,} images, {model.engine.name} "
-              f"engine): accuracy {100 * result['accuracy']:.2f}% ({errors} errors), "
-              f"loss {result['loss']:.4f}, {seconds:.2f} s")
-    return 0
+    return _answer(args, result, f"{model.arch.name} on {dataset_name} test ({n:,} images, "
+                   f"{model.engine.name} engine): accuracy {100 * result['accuracy']:.2f}% "
+                   f"({errors} errors), loss {result['loss']:.4f}, {seconds:.2f} s")
 
 
 # --- predict ------------------------------------------------------------------------------
@@ -524,26 +529,19 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     facts = export(args.model, args.output, via=args.via or "numpy",
                    opset=OPSET if args.opset is None else args.opset)
-    if args.json:
-        _emit_json(facts)
-    else:
-        print(f"wrote {facts['path']} ({facts['bytes'] / 1024:.0f} KiB, {facts['arch']}, "
-              f"opset {facts['opset']}, via {facts['via']}); onnxruntime matches the numpy "
-              f"engine to {facts['max_abs_logit_diff']:.1e}")
-    return 0
+    return _answer(args, facts, f"wrote {facts['path']} ({facts['bytes'] / 1024:.0f} KiB, "
+                   f"{facts['arch']}, opset {facts['opset']}, via {facts['via']}); onnxruntime "
+                   f"matches the numpy engine to {facts['max_abs_logit_diff']:.1e}")
 
 
 def _export_web(args: argparse.Namespace) -> int:
     from .site import write_site
 
     facts = write_site(args.model, args.output)
-    if args.json:
-        _emit_json(facts)
-    else:
-        print(f"wrote the {facts['arch']} page to {facts['path']} ({len(facts['files'])} files, "
-              f"{facts['bytes'] / 1024:.0f} KiB); try it with `python -m http.server -d "
-              f"{facts['path']}` and http://127.0.0.1:8000/, or copy it to any static host")
-    return 0
+    return _answer(args, facts, f"wrote the {facts['arch']} page to {facts['path']} "
+                   f"({len(facts['files'])} files, {facts['bytes'] / 1024:.0f} KiB); try it with "
+                   f"`python -m http.server -d {facts['path']}` and http://127.0.0.1:8000/, or "
+                   "copy it to any static host")
 
 
 # --- summary ------------------------------------------------------------------------------
