@@ -43,16 +43,21 @@ def _command(sub: Subparsers, name: str, help: str, **kw) -> argparse.ArgumentPa
     return sub.add_parser(name, help=help, description=help, formatter_class=_Formatter, **kw)
 
 
-def _engine_flags(parser: argparse.ArgumentParser, inference: bool = False) -> None:
+def _engine_flags(parser: argparse.ArgumentParser, inference: bool = False,
+                  unset: bool = False) -> None:
+    """``unset``: the defaults are None (the help still states them), so that the command can
+    tell a flag given from one left out."""
     from .engine import ENGINES, INFERENCE_ENGINES
     from .hparams import DEVICES
 
+    engine, device = "numpy", "auto"
     parser.add_argument("--engine", choices=INFERENCE_ENGINES if inference else ENGINES,
-                        default="numpy", help="engine that computes" + (
+                        default=None if unset else engine, help="engine that computes" + (
                             "; onnx runs the model (or an exported .onnx file) in onnxruntime"
-                            if inference else ""))
-    parser.add_argument("--device", choices=DEVICES, default="auto",
-                        help="torch engine device; auto picks CUDA when available")
+                            if inference else "") + (f" (default: {engine})" if unset else ""))
+    parser.add_argument("--device", choices=DEVICES, default=None if unset else device,
+                        help="torch engine device; auto picks CUDA when available"
+                        + (f" (default: {device})" if unset else ""))
 
 
 def _dataset_flags(parser: argparse.ArgumentParser, default: str | None,
@@ -115,9 +120,11 @@ def add_train(sub: Subparsers) -> None:
         return "default: " + ", ".join(f"{v} for {k}" for k, v in values.items())
 
     train = _command(sub, "train", "Train a model; writes a run directory.")
-    train.add_argument("--arch", choices=tuple(ARCHITECTURES), default=start.arch,
-                       help="architecture")
-    _engine_flags(train)
+    # Flags default to None (their help states the default), so --resume can tell which were
+    # given (RESUME_FLAGS) and refuse the others rather than ignore them.
+    train.add_argument("--arch", choices=tuple(ARCHITECTURES), default=None,
+                       help=f"architecture (default: {start.arch})")
+    _engine_flags(train, unset=True)
     train.add_argument("--epochs", type=int, default=None,
                        help=f"passes over the training set ({default('epochs')}; with "
                        "--resume, the run's own)")
@@ -143,22 +150,26 @@ def add_train(sub: Subparsers) -> None:
                        "--augment), elastic (affine + elastic) or none "
                        f"({default('augment')})")
     train.add_argument("--momentum", type=float, default=None,
-                       help=f"SGD momentum ({default('momentum')})")
+                       help="momentum, at least 0 and below 1, for --optimizer sgd only (the "
+                       f"others refuse it) ({default('momentum')})")
     train.add_argument("--nesterov", action="store_true", default=None,
                        help=f"Nesterov momentum (SGD) ({default('nesterov')})")
     train.add_argument("--weight-decay", type=float, default=None,
                        help=f"L2 weight decay, decoupled for adamw ({default('weight_decay')})")
-    train.add_argument("--seed", type=int, default=start.seed,
-                       help="random seed (init, shuffling)")
-    train.add_argument("--val-size", type=int, default=start.val_size,
-                       help="training images held out for validation")
+    train.add_argument("--seed", type=int, default=None,
+                       help=f"random seed (init, shuffling), 0 or more (default: {start.seed})")
+    train.add_argument("--val-size", type=int, default=None,
+                       help=f"training images held out for validation (default: "
+                       f"{start.val_size})")
     train.add_argument("--limit", type=int, default=None,
                        help="train on the first N training images only (default: all)")
-    _dataset_flags(train, start.dataset)
+    _dataset_flags(train, None, f" (default: {start.dataset})")
     train.add_argument("--out", default=None,
                        help=f"run directory (default: {RUNS_DIR}/<arch>-<engine>-<date>-<time>)")
     train.add_argument("--resume", default=None, metavar="RUN_DIR",
-                       help="continue an interrupted run from its last finished epoch")
+                       help="continue an interrupted run from its last finished epoch, with "
+                       "the settings in its config.json; only --epochs (to extend it), "
+                       "--device and --data-dir may be given with it")
     train.add_argument("--json", action="store_true",
                        help="print one JSON summary on stdout (progress goes to stderr)")
     train.add_argument("--no-report", dest="report", action="store_false",
@@ -167,16 +178,27 @@ def add_train(sub: Subparsers) -> None:
     train.set_defaults(func=cmd_train)
 
 
+RESUME_FLAGS = ("epochs", "device", "data_dir")  # what --resume takes; other settings are the run's
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from .files import MODEL_FILE, read_metrics
     from .training import TrainConfig, resume_config, train
 
+    given = {k: getattr(args, k) for k in TrainConfig.__dataclass_fields__
+             if getattr(args, k, None) is not None}
     if args.resume:
+        refused = ", ".join(f"--{k.replace('_', '-')}" for k in given if k not in RESUME_FLAGS)
+        if refused:
+            raise Lenet5Error(f"{refused} cannot be changed when resuming; --resume continues "
+                              f"{args.resume} with the settings in its config.json (only "
+                              "--epochs, --device and --data-dir may be given): drop them, or "
+                              "start a new run with --out.")
         config = resume_config(args.resume, args.epochs)
+        config.device = given.get("device", config.device)
+        config.data_dir = given.get("data_dir", config.data_dir)
     else:
-        fields = {k: getattr(args, k) for k in TrainConfig.__dataclass_fields__
-                  if getattr(args, k, None) is not None}
-        config = TrainConfig(**fields)
+        config = TrainConfig(**given)
     log = _stderr_log if args.json else print
     started = time.perf_counter()
     run_dir = train(config, resume=args.resume, log=log)
