@@ -63,6 +63,8 @@ def test_same_seed_same_run(synthetic_dataset, tmp_path):
     b = train(config(synthetic_dataset, tmp_path / "b", epochs=1), log=quiet)
     pa, pb = checkpoint.load_model(a)[0], checkpoint.load_model(b)[0]
     assert all(np.array_equal(pa[k], pb[k]) for k in pa)
+    for name in (files.MODEL_FILE, files.STATE_FILE):  # byte for byte, metadata included
+        assert (a / name).read_bytes() == (b / name).read_bytes()
 
 
 def test_divergence_stops_with_advice_and_keeps_last_good_epoch(synthetic_dataset, tmp_path):
