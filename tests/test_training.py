@@ -370,3 +370,29 @@ def test_momentum_with_adam_is_refused():
     with pytest.raises(Lenet5Error, match="--momentum applies to --optimizer sgd only"):
         TrainConfig(momentum=0.5).validate()  # the default optimizer is adam
     TrainConfig(optimizer="sgd", momentum=0.5).validate()
+
+
+@pytest.mark.parametrize("epoch, loss, accuracy, lr, verdict", [
+    (1, 0.9, 0.70, 3e-3, None),  # a healthy run
+    (0, 2.30, 0.10, 1.0, None),  # the first epoch is never judged on accuracy
+    (1, 2.70, 0.10, 1e-4, None),  # at chance but learning: the loss fell from 3.0
+    (1, 2.99, 0.10, 1.0, "diverged in epoch 2: training accuracy is 10.0%.*lower --lr"),
+    (1, 2.99, 0.10, 1e-4, "stalled in epoch 2: .*try lenet5's default settings"),
+    (1, 46.5, 0.80, 3e-3, "diverged in epoch 2: its training loss 46.5 is over 10 times"),
+    (1, float("nan"), 0.10, 3e-3, "diverged in epoch 2: its training loss is nan"),
+])
+def test_progress_checks_tell_divergence_from_slow_learning(tmp_path, epoch, loss, accuracy, lr,
+                                                           verdict):
+    from types import SimpleNamespace
+
+    from lenet5.training import Run, check_progress
+
+    cfg = TrainConfig(lr=lr, optimizer="sgd").resolved()
+    run = Run(tmp_path, engine=None, run_config={}, start_epoch=0, untrained_loss=4.6,
+              metrics=[{"epoch": 1, "train_loss": 3.0}][:epoch])
+    data = SimpleNamespace(train_labels=np.arange(60000) % 10)
+    if verdict is None:
+        check_progress(cfg, run, data, epoch, loss, accuracy)
+    else:
+        with pytest.raises(TrainingDiverged, match=verdict):
+            check_progress(cfg, run, data, epoch, loss, accuracy)

@@ -167,6 +167,8 @@ def _check_normalization(path: Path, norm: object, arch: Architecture) -> None:
     if not isinstance(norm, dict):
         raise _bad_field(path, field, f"{norm!r} is not a JSON object")
     kind = norm.get("kind")
+    if "kind" not in norm:
+        raise _bad_field(path, field, "it has no 'kind'")
     if kind not in NORMALIZATION_FIELDS:
         raise _bad_field(path, field, f"unknown kind {kind!r} (known: "
                          f"{', '.join(NORMALIZATION_FIELDS)})")

@@ -256,12 +256,16 @@ def _resume_state(directory: Path, config: TrainConfig, arch: Architecture
 # too large. Healthy runs only ever fall below it: the default lenet5 run's first epoch averages
 # 0.92 against 3.1-4.6 untrained, lenet5-1998's 6.5 against 84 (benchmarks/results).
 DIVERGED_LOSS_FACTOR = 10
-# Training accuracy no better than this many times the commonest class's share, after the
-# first epoch and at least CHANCE_MIN_STEPS steps, means the network answers (nearly) one
-# class for everything: a saturated network, whose loss can stay bounded (lenet5-1998 at
-# --lr 10: loss 155, 9.2%). Healthy runs are far above it after one epoch (>= 51% even for
-# lenet5-1998 on 5,000 images), and tiny smoke-test runs are exempt.
+# Training accuracy no better than this many times the commonest class's share, with a loss
+# that fell by less than STALLED_LOSS_FALL since the epoch before, means the network answers
+# (nearly) one class for everything and has stopped moving: saturated or collapsed, with a
+# loss that can stay bounded (lenet5-1998 at --lr 10: 155 twice, 9.2%; lenet5 at Adam --lr 1
+# or SGD --lr 0.5: about log 10). Checked from the second epoch on, after CHANCE_MIN_STEPS
+# steps. Healthy runs are far above chance after one epoch (>= 51% even for lenet5-1998 on
+# 5,000 images), a run learning slowly (SGD --lr 1e-4) still has a falling loss, and tiny
+# smoke-test runs are exempt.
 CHANCE_FACTOR = 1.5
+STALLED_LOSS_FALL = 0.01
 CHANCE_MIN_STEPS = 100
 REFERENCE_IMAGES = 1000  # test images the untrained network's loss is measured on
 
@@ -276,27 +280,35 @@ def untrained_loss(config: TrainConfig, arch: Architecture, data: TrainingData) 
 
 def check_progress(config: TrainConfig, run: Run, data: TrainingData, epoch: int, loss: float,
                    accuracy: float) -> None:
-    """Raise TrainingDiverged, with the setting to lower, if epoch ``epoch`` (from 0) ended with
-    a loss that is not finite or far above the untrained network's, or at chance accuracy."""
+    """Raise TrainingDiverged, saying which setting to change, if epoch ``epoch`` (from 0)
+    ended with a loss that is not finite or far above the untrained network's, or stuck at
+    chance accuracy."""
     labels = data.train_labels
     chance = np.bincount(labels).max() / len(labels)  # always answering the commonest class
     steps = (epoch + 1) * math.ceil(len(labels) / config.batch_size)
+    default = defaults_for(config.arch)["lr"]
+    lower = f"lower --lr (now {config.lr:g}) towards {config.arch}'s default {default:g}"
     if not math.isfinite(loss):
-        reason = f"its training loss is {loss}"
+        verdict, reason, advice = "diverged", f"its training loss is {loss}", lower
     elif loss > DIVERGED_LOSS_FACTOR * run.untrained_loss:
-        reason = (f"its training loss {loss:.3g} is over {DIVERGED_LOSS_FACTOR} times the "
-                  f"untrained network's {run.untrained_loss:.3g}")
-    elif epoch >= 1 and steps >= CHANCE_MIN_STEPS and accuracy <= CHANCE_FACTOR * chance:
+        verdict, reason, advice = "diverged", (
+            f"its training loss {loss:.3g} is over {DIVERGED_LOSS_FACTOR} times the untrained "
+            f"network's {run.untrained_loss:.3g}"), lower
+    elif (epoch >= 1 and steps >= CHANCE_MIN_STEPS and accuracy <= CHANCE_FACTOR * chance
+          and loss > (1 - STALLED_LOSS_FALL) * run.metrics[-1]["train_loss"]):
         reason = (f"training accuracy is {100 * accuracy:.1f}%, no better than chance "
-                  f"({100 * chance:.1f}% for always answering the commonest class)")
+                  f"({100 * chance:.1f}% for always answering the commonest class), and the "
+                  f"loss ({loss:.3g}) stopped falling")
+        verdict, advice = ("diverged", lower) if config.lr > default else (
+            "stalled", f"try {config.arch}'s default settings (--lr {default:g} with "
+            f"--optimizer {defaults_for(config.arch)['optimizer']}; now --lr {config.lr:g} with "
+            f"--optimizer {config.optimizer})")
     else:
         return
     kept = (f"{run.directory} keeps epoch {run.metrics[-1]['epoch']}'s model" if run.metrics
             else "no epoch was saved")
-    default = defaults_for(config.arch)["lr"]
-    raise TrainingDiverged(f"training diverged in epoch {epoch + 1}: {reason}; lower --lr "
-                           f"(now {config.lr:g}) towards {config.arch}'s default {default:g}, "
-                           f"then train again; {kept}.")
+    raise TrainingDiverged(f"training {verdict} in epoch {epoch + 1}: {reason}; {advice}, then "
+                           f"train again; {kept}.")
 
 
 # --- one epoch ------------------------------------------------------------------------------
