@@ -216,3 +216,16 @@ def test_lying_metadata_is_one_sentence_in_every_command(lying_model, tmp_path, 
                            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
     assert serve.returncode == 1 and "Traceback" not in serve.stderr
     assert repr(field) in serve.stderr and serve.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize("command, resume_advice", [("summary", False), ("train", True)])
+def test_ctrl_c_advises_resume_only_for_training(capsys, monkeypatch, command, resume_advice):
+    import lenet5.cli
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(lenet5.cli, f"cmd_{command}", interrupted)
+    code, _, err = run_cli(capsys, command)
+    assert code == 130 and err.startswith("lenet5: interrupted")
+    assert ("--resume" in err) == resume_advice

@@ -471,8 +471,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"lenet5: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("lenet5: interrupted; a training run continues from its last finished epoch with "
-              "`lenet5 train --resume RUN_DIR`.", file=sys.stderr)
+        print("lenet5: interrupted" + ("; a training run continues from its last finished "
+              "epoch with `lenet5 train --resume RUN_DIR`." if args.command == "train" else "."),
+              file=sys.stderr)
         return 130
 
 
