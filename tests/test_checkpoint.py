@@ -128,3 +128,138 @@ def test_state_file_is_not_a_model_file(tmp_path):
     checkpoint.save_state(path, init_params(LENET5, 0), {}, {"epoch": 1})
     with pytest.raises(ModelFileError, match="not a lenet5 model file"):
         checkpoint.load_model(path)
+
+
+# --- issue 17: one metadata schema, a checksum of the weights, identical bytes ---------------
+
+def _rewrite_metadata(path, **changes):
+    """Re-save ``path`` with metadata fields replaced (raw strings, as safetensors stores them);
+    a value None removes the field. The weights' checksum stays as it was."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="np") as f:
+        meta = f.metadata()
+        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+    for key, value in changes.items():
+        if value is None:
+            meta.pop(key, None)
+        else:
+            meta[key] = value
+    save_file(tensors, str(path), metadata=meta)
+
+
+NORM = META["input_normalization"]
+LIES = {
+    "std 0": ("input_normalization", json.dumps({**NORM, "std": 0})),
+    "pad 5": ("input_normalization", json.dumps({**NORM, "pad": 5})),
+    "empty": ("input_normalization", "{}"),
+    "not JSON": ("input_normalization", "mean 0.13, std 0.31"),
+    "string mean": ("input_normalization", json.dumps({**NORM, "mean": "0.13"})),
+    "unknown kind": ("input_normalization", json.dumps({**NORM, "kind": "zca"})),
+    "NaN std": ("input_normalization", json.dumps({**NORM, "std": float("nan")})),
+    "1998 ink = background": ("input_normalization", json.dumps(
+        {"kind": "lecun_1998", "pad": 2, "background": 1.0, "ink": 1.0})),
+    "classes 5": ("classes", "5"),
+    "3 classes": ("classes", json.dumps(["0", "1", "2"])),
+    "numbers as classes": ("classes", json.dumps(list(range(10)))),
+    "arch a list": ("arch", json.dumps(["lenet5"])),
+    "arch a number": ("arch", "5"),
+}
+
+
+@pytest.mark.parametrize("lie", LIES)
+def test_lying_metadata_is_one_clear_error_naming_file_and_field(model_file, lie):
+    field, value = LIES[lie]
+    _rewrite_metadata(model_file, **{field: value})
+    with pytest.raises(ModelFileError) as raised:
+        checkpoint.load_model(model_file)
+    message = str(raised.value)
+    assert str(model_file) in message and repr(field) in message
+    assert message.count(". ") == 0 and "\n" not in message  # one sentence
+
+
+def test_the_weights_checksum_is_sha256_over_sorted_names_dtypes_shapes_and_bytes(model_file):
+    import hashlib
+
+    params, meta = checkpoint.load_model(model_file)
+    digest = hashlib.sha256()
+    for name in sorted(params):
+        value = np.ascontiguousarray(params[name], dtype="<f4")
+        digest.update(json.dumps([name, "<f4", list(value.shape)]).encode() + b"\n")
+        digest.update(value.tobytes())
+    assert meta["weights_sha256"] == digest.hexdigest()
+
+
+def _flip_a_bit(path, from_end: int = 1000):
+    data = bytearray(path.read_bytes())
+    data[-from_end] ^= 0x10
+    path.write_bytes(bytes(data))
+
+
+def test_a_flipped_bit_in_the_weights_is_refused(model_file):
+    _flip_a_bit(model_file)
+    with pytest.raises(ModelFileError, match=r"is damaged: its weights do not match the "
+                                             r"checksum .*train again or restore it"):
+        checkpoint.load_model(model_file)
+
+
+def test_files_written_before_the_checksum_still_load(model_file):
+    _rewrite_metadata(model_file, weights_sha256=None)
+    params, meta = checkpoint.load_model(model_file)
+    assert "weights_sha256" not in meta and set(params) == set(LENET5.param_shapes())
+
+
+def test_a_flipped_bit_in_a_state_file_is_refused(tmp_path):
+    path = tmp_path / "state.safetensors"
+    checkpoint.save_state(path, init_params(LENET5, 0), {"steps": np.array([1], np.int64)},
+                          {"epoch": 1, "arch": "lenet5"})
+    _flip_a_bit(path)
+    with pytest.raises(ModelFileError, match="is damaged: its weights do not match"):
+        checkpoint.load_state(path)
+
+
+def test_identical_saves_give_identical_bytes(tmp_path):
+    meta = {**META, "engine": "numpy", "epochs": 2, "test_accuracy": 0.99, "lenet5_version": "x"}
+    blobs = set()
+    for i in range(5):
+        checkpoint.save_model(tmp_path / f"{i}.safetensors", init_params(LENET5, 0), meta)
+        checkpoint.save_state(tmp_path / f"s{i}.safetensors", init_params(LENET5, 0),
+                              {"steps": np.array([3], np.int64)}, {"epoch": 2, "arch": "lenet5"})
+        blobs.add(((tmp_path / f"{i}.safetensors").read_bytes(),
+                   (tmp_path / f"s{i}.safetensors").read_bytes()))
+    assert len(blobs) == 1
+
+
+@pytest.mark.parametrize("meta, optimizer, params_change, problem", [
+    ({"arch": "lenet5"}, {}, None, "'epoch'"),
+    ({"arch": "lenet5", "epoch": "abc"}, {}, None, "'epoch'"),
+    ({"arch": "lenet5", "epoch": -1}, {}, None, "'epoch'"),
+    ({"arch": "lenet5", "epoch": True}, {}, None, "'epoch'"),
+    ({"epoch": 1}, {}, None, "'arch'"),
+    ({"arch": "lenet5", "epoch": 1}, {}, ("C1.weight", np.zeros((6, 1, 3, 3))), "C1.weight"),
+    ({"arch": "lenet5", "epoch": 1}, {}, ("C1.weight", None), "missing: C1.weight"),
+    ({"arch": "lenet5", "epoch": 1}, {"exp_avg.C1.weight": np.zeros(3)}, None,
+     "exp_avg.C1.weight"),
+    ({"arch": "lenet5", "epoch": 1}, {"steps": np.array([-2])}, None, "steps"),
+    ({"arch": "lenet5", "epoch": 1}, {"exp_avg.C9.weight": np.zeros(3)}, None, "C9.weight"),
+])
+def test_state_files_are_checked_against_their_schema(tmp_path, meta, optimizer, params_change,
+                                                      problem):
+    params = init_params(LENET5, 0)
+    if params_change is not None:
+        name, value = params_change
+        if value is None:
+            del params[name]
+        else:
+            params[name] = value.astype(np.float32)
+    path = tmp_path / "state.safetensors"
+    checkpoint.save_state(path, params, optimizer, meta)
+    with pytest.raises(ModelFileError, match=problem) as raised:
+        checkpoint.load_state(path)
+    assert str(path) in str(raised.value)
+
+
+def test_string_fields_stay_strings_even_when_they_look_like_json(tmp_path):
+    path = tmp_path / "model.safetensors"
+    checkpoint.save_model(path, init_params(LENET5, 0), {**META, "dataset": "2024"})
+    assert checkpoint.load_model(path)[1]["dataset"] == "2024"

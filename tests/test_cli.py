@@ -1,6 +1,7 @@
 """The command line as a user meets it: real MNIST, small runs, and mistakes."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -126,3 +127,105 @@ def test_missing_model_is_one_clear_sentence(tmp_path, capsys):
 def test_bad_flag_value(capsys, tmp_path):
     code, _, err = run_cli(capsys, "train", "--epochs", "0", "--out", str(tmp_path / "r"))
     assert code == 1 and "--epochs must be at least 1" in err
+
+
+# --- issue 17 -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("argv, flag", [
+    (["--seed", "-1"], "--seed must be at least 0"),
+    (["--optimizer", "sgd", "--momentum", "-1"], "--momentum"),
+    (["--weight-decay", "-1"], "--weight-decay"),
+    (["--optimizer", "sgd", "--momentum", "nan"], "--momentum"),
+    (["--momentum", "0.5"], "--momentum applies to --optimizer sgd only"),
+    (["--limit", "0"], "--limit must be at least 1"),
+    (["--val-size", "-3"], "--val-size must be at least 0"),
+])
+def test_bad_training_flags_are_one_sentence_before_any_work(capsys, tmp_path, argv, flag):
+    code, out, err = run_cli(capsys, "train", "--out", str(tmp_path / "r"), *argv)
+    assert code == 1 and out == "" and flag in err
+    assert err.startswith("lenet5: error:") and err.count("\n") == 1
+    assert not (tmp_path / "r").exists()
+
+
+def test_resume_refuses_training_flags_it_would_ignore(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "train", "--resume", str(tmp_path / "run"), "--lr", "0.1",
+                           "--batch-size", "8", "--seed", "0", "--epochs", "4")
+    assert code == 1 and err.count("\n") == 1
+    assert "--batch-size, --lr, --seed cannot be changed" in err
+    assert "--epochs" not in err.split(";")[0]
+
+
+def test_resume_help_says_which_flags_it_takes(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "only --epochs (to extend it), --device and --data-dir" in out
+    assert "--momentum" in out and "sgd only" in out
+
+
+LYING_METADATA = {
+    "std 0": ("input_normalization",
+              '{"kind": "mean_std", "pad": 2, "mean": 0.13, "std": 0}'),
+    "pad 5": ("input_normalization",
+              '{"kind": "mean_std", "pad": 5, "mean": 0.13, "std": 0.31}'),
+    "empty normalisation": ("input_normalization", "{}"),
+    "not JSON": ("input_normalization", "mean=0.13"),
+    "string mean": ("input_normalization",
+                    '{"kind": "mean_std", "pad": 2, "mean": "0.13", "std": 0.31}'),
+    "classes 5": ("classes", "5"),
+    "3 classes": ("classes", '["0", "1", "2"]'),
+}
+
+
+@pytest.fixture
+def lying_model(tmp_path, request):
+    """A model file whose metadata field lies as LYING_METADATA[request.param] says."""
+    from safetensors import safe_open
+    from safetensors.numpy import save_file
+
+    from lenet5.arch import LENET5, init_params
+    from lenet5.checkpoint import save_model
+
+    path = tmp_path / "model.safetensors"
+    save_model(path, init_params(LENET5, 0), {
+        "arch": "lenet5", "dataset": "mnist", "classes": list("0123456789"),
+        "input_normalization": {"kind": "mean_std", "pad": 2, "mean": 0.13, "std": 0.31}})
+    with safe_open(str(path), framework="np") as f:
+        meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+    field, value = LYING_METADATA[request.param]
+    save_file(tensors, str(path), metadata={**meta, field: value})
+    return path, field
+
+
+@pytest.mark.parametrize("lying_model", LYING_METADATA, indirect=True)
+def test_lying_metadata_is_one_sentence_in_every_command(lying_model, tmp_path, capsys):
+    import lenet5
+    from lenet5.errors import ModelFileError
+
+    path, field = lying_model
+    Image.new("L", (28, 28), 255).save(tmp_path / "digit.png")
+    for argv in (["evaluate", path], ["predict", path, tmp_path / "digit.png"],
+                 ["export", path, "-o", tmp_path / "model.onnx"]):
+        code, out, err = run_cli(capsys, *map(str, argv))
+        assert code == 1 and out == "" and err.count("\n") == 1, argv
+        assert err.startswith(f"lenet5: error: {path}") and repr(field) in err, argv
+    with pytest.raises(ModelFileError, match=repr(field)):
+        lenet5.load(path)
+    serve = subprocess.run([sys.executable, "-m", "lenet5", "serve", str(path), "--port", "0",
+                            "--workers", "1"], capture_output=True, text=True, timeout=120,
+                           env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert serve.returncode == 1 and "Traceback" not in serve.stderr
+    assert repr(field) in serve.stderr and serve.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize("command, resume_advice", [("summary", False), ("train", True)])
+def test_ctrl_c_advises_resume_only_for_training(capsys, monkeypatch, command, resume_advice):
+    import lenet5.cli
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(lenet5.cli, f"cmd_{command}", interrupted)
+    code, _, err = run_cli(capsys, command)
+    assert code == 130 and err.startswith("lenet5: interrupted")
+    assert ("--resume" in err) == resume_advice

@@ -223,3 +223,41 @@ def test_trained_model_reads_digits_written_as_files(trained_run, mnist, tmp_pat
     direct = lenet5.load(trained_run).predict(digits)
     assert np.mean(predicted == direct) >= 0.95
     assert np.mean(predicted == labels) >= 0.90
+
+
+def test_save_input_failures_are_per_file_and_the_rest_go_on(untrained_model, tmp_path, capsys,
+                                                             monkeypatch):
+    """A full disk while writing one --save-input picture: that file gets an error entry, no
+    empty or temporary PNG is left, and the other images are still predicted and saved."""
+    import errno
+
+    from lenet5 import files
+
+    for name in ("a", "b", "c"):
+        drawing().save(tmp_path / f"{name}.png")
+    saved = tmp_path / "seen"
+    real_fsync, calls = os.fsync, []
+
+    def disk_full_once(fd):
+        calls.append(fd)
+        if len(calls) == 1:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_fsync(fd)
+
+    monkeypatch.setattr(files.os, "fsync", disk_full_once)
+    code, out, _ = run_cli(capsys, "predict", untrained_model, *(tmp_path / f"{n}.png"
+                                                                  for n in "abc"),
+                           "--save-input", saved, "--json")
+    results = json.loads(out)
+    assert code == 1 and [set(r) >= {"label"} for r in results] == [False, True, True]
+    assert "No space left" in results[0]["error"] and "--resume" not in results[0]["error"]
+    assert sorted(p.name for p in saved.iterdir()) == ["b.png", "c.png"]
+
+
+def test_save_input_onto_a_fifo_is_an_error_entry(untrained_model, tmp_path, capsys):
+    drawing().save(tmp_path / "a.png")
+    (tmp_path / "seen").mkdir()
+    os.mkfifo(tmp_path / "seen" / "a.png")
+    code, out, _ = run_cli(capsys, "predict", untrained_model, tmp_path / "a.png",
+                           "--save-input", tmp_path / "seen", "--json")
+    assert code == 1 and "not a regular file" in json.loads(out)[0]["error"]

@@ -307,3 +307,36 @@ def test_onnxruntime_labels_match_on_real_digits(mnist, exported):
     got = load(onnx_path, engine="onnx").logits(images)
     assert np.abs(got - want).max() <= 1e-4
     np.testing.assert_array_equal(got.argmax(1), want.argmax(1))
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device"])
+def test_cli_export_onto_a_special_file_refuses_and_leaves_it(tmp_path, capsys, kind):
+    import os
+    import stat
+
+    target = tmp_path / "full"
+    if kind == "fifo":
+        os.mkfifo(target)
+    elif os.geteuid() == 0:
+        os.mknod(target, stat.S_IFCHR | 0o666, os.makedev(1, 7))  # a copy of /dev/full
+    else:
+        pytest.skip("creating a device node needs root")
+    before = os.lstat(target)
+    code = cli.main(["export", str(make_model_file(tmp_path, "lenet5")), "-o", str(target)])
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1 and "not a regular file" in err
+    after = os.lstat(target)
+    assert (after.st_mode, after.st_rdev, after.st_ino) == (before.st_mode, before.st_rdev,
+                                                            before.st_ino)
+
+
+def test_onnx_file_with_lying_metadata_is_refused_by_the_same_schema(exported, tmp_path):
+    from lenet5.errors import ModelFileError
+
+    proto = onnx.load(exported[1])
+    for prop in proto.metadata_props:
+        if prop.key == "classes":
+            prop.value = "5"
+    onnx.save(proto, tmp_path / "lying.onnx")
+    with pytest.raises(ModelFileError, match=r"lying\.onnx has a bad metadata field 'classes'"):
+        load(tmp_path / "lying.onnx", engine="onnx")

@@ -65,3 +65,142 @@ def test_newest_run_is_the_last_model_written(tmp_path):
         model.write_bytes(b"x")
         os.utime(model, (time.time() - age,) * 2)
     assert files.newest_run(tmp_path).name == "newer"
+
+
+# --- issue 17: special files, errno messages, the run lock, stale temporaries ----------------
+
+def _fifo(path):
+    os.mkfifo(path)
+
+
+def _socket(path):
+    import socket
+
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(path))
+    sock.close()
+
+
+def _device(path):
+    if os.geteuid() != 0:
+        pytest.skip("creating a device node needs root")
+    os.mknod(path, stat.S_IFCHR | 0o666, os.makedev(1, 7))  # what /dev/full is
+
+
+@pytest.mark.parametrize("make, kind", [(_fifo, "FIFO"), (_socket, "socket"),
+                                        (_device, "character device"), (os.mkdir, "folder")])
+def test_writes_refuse_to_replace_what_is_not_a_regular_file(tmp_path, make, kind):
+    target = tmp_path / "target"
+    make(target)
+    before = os.lstat(target)
+    with pytest.raises(Lenet5Error, match=rf"{target} is a {kind}, not a regular file"):
+        files.write_atomic(target, b"data")
+    with pytest.raises(Lenet5Error, match="not a regular file"), files.atomic_file(target) as f:
+        f.write(b"data")
+    after = os.lstat(target)
+    assert (after.st_mode, after.st_ino) == (before.st_mode, before.st_ino)
+    assert os.listdir(tmp_path) == ["target"]  # no temporary left behind
+
+
+def test_a_symlink_to_a_device_is_refused_too(tmp_path):
+    link = tmp_path / "link"
+    _fifo(tmp_path / "pipe")
+    link.symlink_to(tmp_path / "pipe")
+    with pytest.raises(Lenet5Error, match="is a FIFO, not a regular file"):
+        files.write_atomic(link, b"data")
+    assert link.is_symlink()
+
+
+@pytest.mark.parametrize("code, meaning", [
+    (errno.EEXIST, "already exists"), (errno.ENOTDIR, "not a folder"),
+    (errno.EACCES, "permission"), (errno.EROFS, "read-only"),
+])
+def test_write_errors_say_what_the_errno_means_without_disk_space_advice(tmp_path, monkeypatch,
+                                                                         code, meaning):
+    def fail(fd):
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(os, "fsync", fail)
+    with pytest.raises(files.WriteError) as raised:
+        files.write_atomic(tmp_path / "file.bin", b"new")
+    message = str(raised.value)
+    assert meaning in message and "disk space" not in message and "--resume" not in message
+    assert raised.value.errno == code and not raised.value.disk_full
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EDQUOT])
+def test_a_full_disk_or_quota_advises_freeing_space_but_not_resume(tmp_path, monkeypatch, code):
+    def fail(fd):
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(os, "fsync", fail)
+    with pytest.raises(files.WriteError, match="free some disk space") as raised:
+        files.write_atomic(tmp_path / "file.bin", b"new")
+    assert raised.value.disk_full and "--resume" not in str(raised.value)
+
+
+LOCK_HOLDER = """
+import sys, time
+from lenet5 import files
+with files.run_lock(sys.argv[1]):
+    print("locked", flush=True)
+    time.sleep(120)
+"""
+
+
+def _hold_lock(directory):
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER, str(directory)],
+                            stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert proc.stdout.readline().strip() == "locked"
+    return proc
+
+
+def test_a_run_directory_is_locked_by_one_process_at_a_time(tmp_path):
+    holder = _hold_lock(tmp_path / "run")
+    try:
+        with pytest.raises(Lenet5Error, match=rf"is being written by process {holder.pid}"), \
+                files.run_lock(tmp_path / "run"):
+            pass
+    finally:
+        holder.kill()
+        holder.wait()
+    with files.run_lock(tmp_path / "run"):  # a crashed holder leaves no lock behind
+        assert (tmp_path / "run" / files.LOCK_FILE).read_text().strip() == str(os.getpid())
+    assert not (tmp_path / "run" / files.LOCK_FILE).exists()  # released and removed
+
+
+def test_a_lock_on_a_file_named_like_the_run_is_one_sentence(tmp_path):
+    (tmp_path / "run").write_text("not a folder")
+    with pytest.raises(Lenet5Error, match="could not create the run directory"), \
+            files.run_lock(tmp_path / "run"):
+        pass
+
+
+def test_stale_temporaries_of_the_run_files_are_removed_and_nothing_else(tmp_path):
+    ours = [f".{name}.k2j4_x9q.tmp" for name in (files.MODEL_FILE, files.STATE_FILE,
+                                                 files.CONFIG_FILE, files.METRICS_FILE)]
+    others = [".notes.txt.k2j4_x9q.tmp", "model.safetensors.tmp", ".model.safetensors",
+              files.MODEL_FILE]
+    for name in ours + others:
+        (tmp_path / name).write_bytes(b"x")
+    assert sorted(files.remove_stale_temporaries(tmp_path)) == sorted(ours)
+    assert sorted(os.listdir(tmp_path)) == sorted(others)
+
+
+@pytest.mark.parametrize("text, kind", [("[1, 2]", "list"), ('"a string"', "string"),
+                                        ("7", "number"), ("null", "null")])
+def test_a_config_that_is_not_an_object_is_named(tmp_path, text, kind):
+    (tmp_path / files.CONFIG_FILE).write_text(text)
+    with pytest.raises(Lenet5Error, match=rf"config\.json holds a {kind}, not a run's settings; "
+                                          "report needs"):
+        files.read_config(tmp_path, "report")
+
+
+def test_metrics_rows_that_are_not_objects_are_refused(tmp_path):
+    (tmp_path / files.METRICS_FILE).write_text('{"epoch": 1}\n[2]\n')
+    with pytest.raises(Lenet5Error, match=r"cannot read .*metrics\.jsonl"):
+        files.read_metrics(tmp_path)

@@ -48,3 +48,19 @@ def test_bad_schedule_settings_name_the_flag():
         Schedule("linear")
     with pytest.raises(Lenet5Error, match="--lr"):
         Schedule("constant", lr=0.0)
+
+
+@pytest.mark.parametrize("kw, flag", [
+    ({"momentum": -1.0}, "--momentum"), ({"momentum": float("nan")}, "--momentum"),
+    ({"momentum": 1.0}, "--momentum"), ({"weight_decay": -1.0}, "--weight-decay"),
+    ({"weight_decay": float("nan")}, "--weight-decay"),
+])
+def test_optimizer_settings_out_of_range_name_their_flag(kw, flag):
+    with pytest.raises(Lenet5Error, match=flag):
+        OptimizerSpec(name="sgd", **kw)
+
+
+@pytest.mark.parametrize("lr", [float("inf"), float("nan"), 0.0, -1.0])
+def test_learning_rates_must_be_finite_and_positive(lr):
+    with pytest.raises(Lenet5Error, match="--lr must be a positive number"):
+        Schedule(lr=lr)

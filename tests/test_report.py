@@ -121,3 +121,14 @@ def test_not_a_directory_and_empty_metrics(tmp_path, synthetic_run):
     (synthetic_run / "metrics.jsonl").write_text("")
     with pytest.raises(Lenet5Error, match="holds no finished epoch"):
         write_report(synthetic_run)
+
+
+def test_report_refuses_to_write_over_a_special_file(synthetic_run, capsys):
+    import os
+
+    (synthetic_run / "curves.png").unlink(missing_ok=True)
+    os.mkfifo(synthetic_run / "curves.png")
+    code = main(["report", str(synthetic_run)])
+    err = capsys.readouterr().err
+    assert code == 1 and "curves.png is a FIFO, not a regular file" in err
+    assert "--resume" not in err and err.count("\n") == 1

@@ -24,7 +24,7 @@ httpx = pytest.importorskip("httpx", reason="httpx is not installed")
 from fastapi.testclient import TestClient  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
-from lenet5 import checkpoint  # noqa: E402
+from lenet5 import checkpoint, pretrained  # noqa: E402
 from lenet5.arch import get_arch, init_params  # noqa: E402
 from lenet5.cli import main  # noqa: E402
 from lenet5.images import preprocess_image  # noqa: E402
@@ -357,13 +357,15 @@ def test_real_server_answers_413_to_a_12_mb_upload(app, serve):
 
 # --- `lenet5 serve` -----------------------------------------------------------------------
 
-def test_serve_without_a_model_says_to_train_first(tmp_path, monkeypatch, capsys):
+@pytest.mark.skipif(not pretrained.path().is_file(), reason="no pretrained model shipped here")
+def test_serve_without_a_model_or_runs_serves_the_pretrained_one(tmp_path, monkeypatch, capsys,
+                                                                 supervised):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "runs" / "empty-run").mkdir(parents=True)
-    assert main(["serve"]) == 1
-    err = capsys.readouterr().err
-    assert "lenet5 train" in err and "Traceback" not in err
-    assert err.count("\n") == 1
+    assert main(["serve", "--port", "0"]) == 0
+    assert "serving pretrained" in capsys.readouterr().err
+    worker = json.loads(supervised[0]["environ"][server_app.WORKER_ENV])
+    assert worker["model_path"] == "pretrained"
 
 
 @pytest.fixture

@@ -63,6 +63,8 @@ def test_same_seed_same_run(synthetic_dataset, tmp_path):
     b = train(config(synthetic_dataset, tmp_path / "b", epochs=1), log=quiet)
     pa, pb = checkpoint.load_model(a)[0], checkpoint.load_model(b)[0]
     assert all(np.array_equal(pa[k], pb[k]) for k in pa)
+    for name in (files.MODEL_FILE, files.STATE_FILE):  # byte for byte, metadata included
+        assert (a / name).read_bytes() == (b / name).read_bytes()
 
 
 def test_divergence_stops_with_advice_and_keeps_last_good_epoch(synthetic_dataset, tmp_path):
@@ -167,3 +169,266 @@ def test_step_schedule_takes_its_step_and_factor():
 
     s = TrainConfig(schedule="step", lr=0.1, step_epochs=2, gamma=0.5).resolved().schedule_spec()
     assert s == Schedule("step", lr=0.1, step_epochs=2, gamma=0.5)
+
+
+# --- issue 17: resume checks, one training per directory, divergence, leftovers --------------
+
+def finished_run(dataset, out, **kw):
+    """A run directory with two finished epochs."""
+    return train(config(dataset, out, **kw), log=quiet)
+
+
+def resume(run, epochs=None):
+    return train(resume_config(run, epochs), resume=run, log=quiet)
+
+
+def _resave_state(run, *, meta=None, params=None, optimizer=None):
+    old_params, old_optimizer, old_meta = checkpoint.load_state(run / files.STATE_FILE)
+    checkpoint.save_state(run / files.STATE_FILE, old_params if params is None else params,
+                          old_optimizer if optimizer is None else optimizer,
+                          {k: v for k, v in {**old_meta, **(meta or {})}.items()
+                           if k not in ("format", "format_version", "weights_sha256")
+                           and v is not None})
+
+
+def test_a_state_file_of_another_architecture_is_refused(synthetic_dataset, tmp_path):
+    run = finished_run(synthetic_dataset, tmp_path / "run")
+    other = finished_run(synthetic_dataset, tmp_path / "old", arch="lenet5-1998", epochs=1)
+    (other / files.STATE_FILE).replace(run / files.STATE_FILE)
+    with pytest.raises(Lenet5Error, match=r"state\.safetensors was written by a lenet5-1998 "
+                                          r"run, but .*config\.json says lenet5"):
+        resume(run, 3)
+
+
+@pytest.mark.parametrize("meta, problem", [
+    ({"epoch": None}, "'epoch'"), ({"epoch": "abc"}, "'epoch'"), ({"epoch": "-1"}, "'epoch'"),
+    ({"epoch": 5}, r"epoch 5 .*metrics\.jsonl holds 2"),
+])
+def test_a_bad_epoch_in_the_state_is_refused(synthetic_dataset, tmp_path, meta, problem):
+    run = finished_run(synthetic_dataset, tmp_path / "run")
+    _resave_state(run, meta=meta)
+    with pytest.raises(Lenet5Error, match=problem):
+        resume(run, 6)
+
+
+def test_a_wrong_shape_or_missing_parameter_is_refused(synthetic_dataset, tmp_path):
+    run = finished_run(synthetic_dataset, tmp_path / "run")
+    params = checkpoint.load_state(run / files.STATE_FILE)[0]
+    params["F6.weight"] = np.zeros((84, 3), np.float32)
+    del params["C1.bias"]
+    _resave_state(run, params=params)
+    with pytest.raises(Lenet5Error, match="missing: C1.bias; wrong shape: F6.weight"):
+        resume(run, 3)
+
+
+@pytest.mark.parametrize("change", ["missing", "wrong shape", "another optimizer"])
+def test_bad_optimizer_state_is_refused(synthetic_dataset, tmp_path, change):
+    run = finished_run(synthetic_dataset, tmp_path / "run")
+    optimizer = checkpoint.load_state(run / files.STATE_FILE)[1]
+    if change == "missing":
+        del optimizer["exp_avg_sq.C3.weight"]
+        problem = "missing: exp_avg_sq.C3.weight"
+    elif change == "wrong shape":
+        optimizer["exp_avg.C3.weight"] = np.zeros(7, np.float32)
+        problem = "exp_avg.C3.weight"
+    else:
+        optimizer = {k.replace("exp_avg_sq", "momentum_buffer"): v for k, v in optimizer.items()
+                     if not k.startswith("exp_avg.")}
+        problem = "optimizer"
+    _resave_state(run, optimizer=optimizer)
+    with pytest.raises(Lenet5Error, match=problem):
+        resume(run, 3)
+
+
+@pytest.mark.parametrize("text, problem", [
+    ("[1, 2]", r"config\.json holds a list, not a run's settings"),
+    ('{"lr": "fast"}', r"'lr' in .*config\.json is 'fast', not a number"),
+    ('{"epochs": 2.5}', r"'epochs' in .*config\.json is 2\.5, not a whole number"),
+    ('{"arch": 5}', r"'arch' in .*config\.json is 5, not a string"),
+    ('{"seed": true}', r"'seed' in .*config\.json is True, not a whole number"),
+])
+def test_a_config_of_wrong_types_is_refused(synthetic_dataset, tmp_path, text, problem):
+    run = finished_run(synthetic_dataset, tmp_path / "run")
+    saved = json.loads((run / files.CONFIG_FILE).read_text())
+    edit = json.loads(text)
+    new = edit if isinstance(edit, list) else {**saved, **edit}
+    (run / files.CONFIG_FILE).write_text(json.dumps(new))
+    with pytest.raises(Lenet5Error, match=problem):
+        resume(run, 3)
+
+
+def test_unknown_config_keys_are_fine(synthetic_dataset, tmp_path):
+    run = finished_run(synthetic_dataset, tmp_path / "run")
+    saved = json.loads((run / files.CONFIG_FILE).read_text())
+    (run / files.CONFIG_FILE).write_text(json.dumps({**saved, "notes": [1, 2], "gpu": None}))
+    resume(run, 3)
+    assert len(read_metrics(run)) == 3
+
+
+@pytest.mark.parametrize("epochs, problem", [(1, "already has 2 finished epochs"),
+                                             (None, r"is already complete \(2 of 2 epochs"),
+                                             (2, r"is already complete \(2 of 2 epochs")])
+def test_resuming_a_run_that_has_its_epochs_says_so_and_writes_nothing(
+        synthetic_dataset, tmp_path, epochs, problem):
+    run = finished_run(synthetic_dataset, tmp_path / "run")
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    with pytest.raises(Lenet5Error, match=problem):
+        resume(run, epochs)
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before
+
+
+def test_a_run_directory_being_trained_is_refused_naming_the_process(synthetic_dataset,
+                                                                     tmp_path):
+    from test_files import _hold_lock
+
+    holder = _hold_lock(tmp_path / "run")
+    try:
+        with pytest.raises(Lenet5Error, match=rf"being written by process {holder.pid}"):
+            finished_run(synthetic_dataset, tmp_path / "run")
+    finally:
+        holder.kill()
+        holder.wait()
+    finished_run(synthetic_dataset, tmp_path / "run")  # the killed holder's lock is gone
+    assert not (tmp_path / "run" / files.LOCK_FILE).exists()
+
+
+def test_stale_temporaries_are_removed_on_resume(synthetic_dataset, tmp_path):
+    run = finished_run(synthetic_dataset, tmp_path / "run")
+    stale = run / f".{files.MODEL_FILE}.a1b2c3d4.tmp"
+    stale.write_bytes(b"half a model")
+    resume(run, 3)
+    assert not stale.exists() and not list(run.glob(".*.tmp"))
+
+
+def test_a_lone_model_file_in_out_is_not_overwritten(synthetic_dataset, tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / files.MODEL_FILE).write_bytes(b"someone's model")
+    with pytest.raises(Lenet5Error, match=r"already holds .*model\.safetensors"):
+        finished_run(synthetic_dataset, tmp_path / "run")
+    assert (tmp_path / "run" / files.MODEL_FILE).read_bytes() == b"someone's model"
+
+
+def test_resume_before_any_epoch_finished_starts_the_run_again(synthetic_dataset, tmp_path):
+    def killed_in_first_epoch(line: str) -> None:
+        if line.startswith("training"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(config(synthetic_dataset, tmp_path / "run"), log=killed_in_first_epoch)
+    assert not (tmp_path / "run" / files.STATE_FILE).exists()
+    resume(tmp_path / "run")
+    assert len(read_metrics(tmp_path / "run")) == 2
+
+
+@pytest.mark.parametrize("full_at, advice", [
+    (3, "starts it again (no epoch had been saved)"),  # config, epoch 1's model, its metrics
+    (6, "continues the run after epoch 1"),  # ... epoch 1's state, epoch 2's model, metrics
+])
+def test_a_full_disk_advises_a_resume_that_works(synthetic_dataset, tmp_path, monkeypatch,
+                                                 full_at, advice):
+    import errno
+    import os
+
+    calls = []
+
+    def fsync_until_the_disk_fills(fd):
+        calls.append(fd)
+        if len(calls) == full_at:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    run = tmp_path / "run"
+    with monkeypatch.context() as patch, \
+            pytest.raises(Lenet5Error, match=rf"free some disk space.*--resume {run}") as raised:
+        patch.setattr(os, "fsync", fsync_until_the_disk_fills)
+        train(config(synthetic_dataset, run), log=quiet)
+    assert advice in str(raised.value)
+    resume(run)
+    assert len(read_metrics(run)) == 2
+
+
+def test_other_write_errors_do_not_advise_disk_space(synthetic_dataset, tmp_path, monkeypatch):
+    import errno
+    import os
+
+    def denied(fd):
+        raise OSError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(os, "fsync", denied)
+    with pytest.raises(Lenet5Error, match="permission") as raised:
+        train(config(synthetic_dataset, tmp_path / "run"), log=quiet)
+    assert "disk space" not in str(raised.value) and "--resume" not in str(raised.value)
+
+
+def test_divergence_in_the_first_epoch_claims_no_good_epoch(synthetic_dataset, tmp_path):
+    cfg = config(synthetic_dataset, tmp_path / "run", optimizer="sgd", lr=1e12,
+                 schedule="constant")
+    with pytest.raises(TrainingDiverged) as raised:
+        train(cfg, log=quiet)
+    assert "last good epoch" not in str(raised.value) and "keeps" not in str(raised.value)
+
+
+def test_a_finite_blow_up_of_the_loss_stops_with_advice(synthetic_dataset, tmp_path):
+    """--lr 1e6 with Adam: the loss reaches ~1e30 but stays finite."""
+    cfg = config(synthetic_dataset, tmp_path / "run", lr=1e6, epochs=3)
+    with pytest.raises(TrainingDiverged, match=r"training diverged in epoch 1: .*times the "
+                                               r"untrained network's .*lower --lr \(now 1e\+06"):
+        train(cfg, log=quiet)
+    assert not (tmp_path / "run" / files.MODEL_FILE).exists()
+
+
+def test_chance_accuracy_after_an_epoch_stops_with_advice(synthetic_dataset, tmp_path):
+    """lenet5-1998 at --lr 10 saturates: a bounded loss, one class for every image."""
+    cfg = config(synthetic_dataset, tmp_path / "run", arch="lenet5-1998", lr=10, epochs=4,
+                 batch_size=16)
+    with pytest.raises(TrainingDiverged, match=r"training diverged in epoch \d: training "
+                                               r"accuracy .* chance .*lower --lr \(now 10") \
+            as raised:
+        train(cfg, log=quiet)
+    assert f"{tmp_path / 'run'} keeps epoch" in str(raised.value)
+
+
+@pytest.mark.parametrize("field, value, flag", [
+    ("seed", -1, "--seed must be at least 0"),
+    ("momentum", -1.0, "--momentum"), ("momentum", float("nan"), "--momentum"),
+    ("momentum", 1.5, "--momentum"), ("weight_decay", -1.0, "--weight-decay"),
+    ("weight_decay", float("inf"), "--weight-decay"), ("lr", float("inf"), "--lr"),
+    ("lr", float("nan"), "--lr"),
+])
+def test_hyper_parameters_are_checked_before_training(field, value, flag):
+    kw = {"optimizer": "sgd"} if field == "momentum" else {}
+    with pytest.raises(Lenet5Error, match=flag):
+        TrainConfig(**{field: value, **kw}).validate()
+
+
+def test_momentum_with_adam_is_refused():
+    with pytest.raises(Lenet5Error, match="--momentum applies to --optimizer sgd only"):
+        TrainConfig(optimizer="adam", momentum=0.5).validate()
+    with pytest.raises(Lenet5Error, match="--momentum applies to --optimizer sgd only"):
+        TrainConfig(momentum=0.5).validate()  # the default optimizer is adam
+    TrainConfig(optimizer="sgd", momentum=0.5).validate()
+
+
+@pytest.mark.parametrize("epoch, loss, accuracy, lr, verdict", [
+    (1, 0.9, 0.70, 3e-3, None),  # a healthy run
+    (0, 2.30, 0.10, 1.0, None),  # the first epoch is never judged on accuracy
+    (1, 2.70, 0.10, 1e-4, None),  # at chance but learning: the loss fell from 3.0
+    (1, 2.99, 0.10, 1.0, "diverged in epoch 2: training accuracy is 10.0%.*lower --lr"),
+    (1, 2.99, 0.10, 1e-4, "stalled in epoch 2: .*try lenet5's default settings"),
+    (1, 46.5, 0.80, 3e-3, "diverged in epoch 2: its training loss 46.5 is over 10 times"),
+    (1, float("nan"), 0.10, 3e-3, "diverged in epoch 2: its training loss is nan"),
+])
+def test_progress_checks_tell_divergence_from_slow_learning(tmp_path, epoch, loss, accuracy, lr,
+                                                           verdict):
+    from types import SimpleNamespace
+
+    from lenet5.training import Run, check_progress
+
+    cfg = TrainConfig(lr=lr, optimizer="sgd").resolved()
+    run = Run(tmp_path, engine=None, run_config={}, start_epoch=0, untrained_loss=4.6,
+              metrics=[{"epoch": 1, "train_loss": 3.0}][:epoch])
+    data = SimpleNamespace(train_labels=np.arange(60000) % 10)
+    if verdict is None:
+        check_progress(cfg, run, data, epoch, loss, accuracy)
+    else:
+        with pytest.raises(TrainingDiverged, match=verdict):
+            check_progress(cfg, run, data, epoch, loss, accuracy)

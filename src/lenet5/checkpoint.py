@@ -2,13 +2,18 @@
 
 A model file holds the trainable parameters under ``lenet5.arch``'s names plus metadata:
 ``format`` (always ``lenet5-model``, the magic), ``format_version``, ``arch``, ``dataset``,
-``classes`` and ``input_normalization`` (JSON), and facts about the run. Files are written
-atomically (``files.write_atomic``).
+``classes`` and ``input_normalization`` (JSON), ``weights_sha256`` (``weights_sha256``), and
+facts about the run. Loading checks the metadata against one schema (``check_metadata``) and
+the weights against their checksum; files written before the checksum existed have none and
+still load. Files are written atomically (``files.write_atomic``) and byte for byte the same
+for the same contents.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -16,13 +21,23 @@ from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save
 
 from . import pretrained
-from .arch import ARCHITECTURES, arch_of, get_arch
+from .arch import ARCHITECTURES, Architecture, arch_of
 from .errors import Lenet5Error, ModelFileError
 from .files import MODEL_FILE, write_atomic
+from .hparams import OPTIMIZER_SLOTS
 
 MAGIC = "lenet5-model"
 STATE_MAGIC = "lenet5-training-state"
 FORMAT_VERSION = 1
+CHECKSUM = "weights_sha256"
+REQUIRED = ("arch", "classes", "input_normalization")
+# Metadata stored as plain strings; every other field is JSON (``encode_metadata``).
+STRING_FIELDS = frozenset({"format", "arch", "pool", "activation", "dataset", "engine",
+                           "lenet5_version", CHECKSUM})
+# The numbers each kind of input normalisation needs (``data.transforms.input_normalization``);
+# mean_image's "mean" is an image, checked on its own.
+NORMALIZATION_FIELDS = {"mean_std": ("mean", "std"), "mean_image": ("std",),
+                        "lecun_1998": ("background", "ink")}
 
 
 def encode_metadata(meta: dict) -> dict[str, str]:
@@ -30,10 +45,48 @@ def encode_metadata(meta: dict) -> dict[str, str]:
     return {k: v if isinstance(v, str) else json.dumps(v) for k, v in meta.items()}
 
 
+def decode_metadata(meta: dict[str, str]) -> dict:
+    """JSON fields back to values; STRING_FIELDS (arch, dataset, ...) stay strings, as do
+    other values that are not JSON."""
+    decoded = {}
+    for k, v in meta.items():
+        try:
+            decoded[k] = v if k in STRING_FIELDS else json.loads(v)
+        except ValueError:
+            decoded[k] = v
+    return decoded
+
+
+def weights_sha256(tensors: dict[str, np.ndarray]) -> str:
+    """SHA-256 over the tensors in a defined order: for each name, sorted, the JSON line
+    ``[name, dtype, shape]`` (dtype as NumPy writes it, little-endian: ``"<f4"``), then the
+    tensor's raw little-endian bytes in C order."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        value = np.asarray(tensors[name])
+        value = np.ascontiguousarray(value, dtype=value.dtype.newbyteorder("<"))
+        digest.update(json.dumps([name, value.dtype.str, list(value.shape)]).encode() + b"\n")
+        digest.update(value.tobytes())
+    return digest.hexdigest()
+
+
+def _serialize(tensors: dict[str, np.ndarray], meta: dict[str, str]) -> bytes:
+    """safetensors bytes with the metadata in sorted key order. safetensors writes it in
+    hash-map order, which changes from one save to the next, and identical runs must give
+    identical files."""
+    blob = save(tensors, metadata={**meta, CHECKSUM: weights_sha256(tensors)})
+    size = int.from_bytes(blob[:8], "little")
+    header = json.loads(blob[8:8 + size])
+    header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+    text += b" " * (-len(text) % 8)  # the tensors stay 8-byte aligned, as safetensors has them
+    return len(text).to_bytes(8, "little") + text + blob[8 + size:]
+
+
 def save_model(path: Path, params: dict[str, np.ndarray], metadata: dict) -> None:
     meta = {"format": MAGIC, "format_version": str(FORMAT_VERSION), **encode_metadata(metadata)}
     tensors = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in params.items()}
-    write_atomic(Path(path), save(tensors, metadata=meta))
+    write_atomic(Path(path), _serialize(tensors, meta))
 
 
 def resolve_model_path(path: str | Path) -> Path:
@@ -69,14 +122,93 @@ def _read(path: Path, magic: str, what: str) -> tuple[dict[str, np.ndarray], dic
     if version > FORMAT_VERSION:
         raise ModelFileError(f"{path} uses format version {version}, newer than this lenet5 "
                              f"reads ({FORMAT_VERSION}); upgrade lenet5 (pip install -U lenet5).")
+    if CHECKSUM in meta and meta[CHECKSUM] != weights_sha256(tensors):
+        raise ModelFileError(f"{path} is damaged: its weights do not match the checksum stored "
+                             f"in it ({CHECKSUM}); train again or restore it from a copy.")
     return tensors, meta
 
 
-def _check_params(path: Path, arch_name: str, tensors: dict[str, np.ndarray]) -> None:
-    if arch_name not in ARCHITECTURES:
-        raise ModelFileError(f"{path} holds an unknown architecture {arch_name!r}; this lenet5 "
-                             f"knows {', '.join(ARCHITECTURES)} — upgrade lenet5.")
-    expected = get_arch(arch_name).param_shapes()
+def _bad_field(path: Path, field: str, problem: str) -> ModelFileError:
+    return ModelFileError(f"{path} has a bad metadata field {field!r}: {problem}; the file is "
+                          "damaged or was not written by lenet5: train again or restore it "
+                          "from a copy.")
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_image(value: object) -> bool:
+    return (isinstance(value, list) and len(value) == 28
+            and all(isinstance(row, list) and len(row) == 28 and all(map(_is_number, row))
+                    for row in value))
+
+
+def _architecture(path: Path, decoded: dict) -> Architecture:
+    """The architecture and variant the metadata names (``arch``, ``pool``, ``activation``)."""
+    name = decoded["arch"]
+    if not isinstance(name, str) or name not in ARCHITECTURES:
+        raise ModelFileError(f"{path} names an unknown architecture {name!r} in its metadata "
+                             f"field 'arch'; this lenet5 knows {', '.join(ARCHITECTURES)}: "
+                             "upgrade lenet5, or pass a file written by `lenet5 train`.")
+    try:
+        return arch_of(decoded)
+    except Lenet5Error as exc:
+        raise ModelFileError(f"{path} names a variant this lenet5 does not know ({exc}); "
+                             "upgrade lenet5, or pass a file written by `lenet5 train`.") from None
+
+
+def check_metadata(path: Path, meta: dict[str, str]) -> dict:
+    """The metadata of a model (or exported) file, decoded, after checking it against the
+    schema: ``arch`` a known architecture; ``classes`` one name (a string) per output;
+    ``input_normalization`` an object of a known ``kind`` with finite numbers, a positive
+    scale and the padding the architecture's input size needs; ``dataset`` a string."""
+    for key in REQUIRED:
+        if key not in meta:
+            raise ModelFileError(f"{path} lacks the metadata field {key!r}; it was not written "
+                                 "by lenet5: train again.")
+    decoded = decode_metadata(meta)
+    arch = _architecture(path, decoded)
+    classes = decoded["classes"]
+    if not isinstance(classes, list):
+        raise _bad_field(path, "classes", f"{meta['classes']!r} is not a list of class names")
+    if len(classes) != arch.num_classes:
+        raise _bad_field(path, "classes", f"it names {len(classes)} classes, but {arch.name} "
+                         f"has {arch.num_classes} outputs")
+    if not all(isinstance(c, str) for c in classes):
+        raise _bad_field(path, "classes", "its entries must be strings")
+    _check_normalization(path, decoded["input_normalization"], arch)
+    return decoded
+
+
+def _check_normalization(path: Path, norm: object, arch: Architecture) -> None:
+    field = "input_normalization"
+    if not isinstance(norm, dict):
+        raise _bad_field(path, field, f"{norm!r} is not a JSON object")
+    kind = norm.get("kind")
+    if "kind" not in norm:
+        raise _bad_field(path, field, "it has no 'kind'")
+    if kind not in NORMALIZATION_FIELDS:
+        raise _bad_field(path, field, f"unknown kind {kind!r} (known: "
+                         f"{', '.join(NORMALIZATION_FIELDS)})")
+    for key in NORMALIZATION_FIELDS[kind]:
+        if not _is_number(norm.get(key)):
+            raise _bad_field(path, field, f"{key!r} is {norm.get(key)!r}, not a finite number")
+    if kind == "mean_image" and not _is_image(norm.get("mean")):
+        raise _bad_field(path, field, "its 'mean' must be a 28x28 image of finite numbers")
+    scale = norm["ink"] - norm["background"] if kind == "lecun_1998" else norm["std"]
+    if not scale > 0:
+        raise _bad_field(path, field, "ink must be above background" if kind == "lecun_1998"
+                         else "std must be above 0")
+    pad = (arch.input_size - 28) // 2
+    if type(norm.get("pad")) is not int or norm["pad"] != pad:
+        raise _bad_field(path, field, f"'pad' is {norm.get('pad')!r}, but {arch.name} reads "
+                         f"{arch.input_size}x{arch.input_size} inputs, so it must be {pad}")
+
+
+def check_params(path: Path, arch: Architecture, tensors: dict[str, np.ndarray]) -> None:
+    """Exactly the architecture's parameters, each of its shape, all finite."""
+    expected = arch.param_shapes()
     got = {k: tuple(v.shape) for k, v in tensors.items()}
     if got != expected:
         missing = sorted(set(expected) - set(got))
@@ -85,7 +217,7 @@ def _check_params(path: Path, arch_name: str, tensors: dict[str, np.ndarray]) ->
         detail = "; ".join(f"{label}: {', '.join(names)}" for label, names in
                            (("missing", missing), ("unexpected", extra), ("wrong shape", wrong))
                            if names)
-        raise ModelFileError(f"{path} does not hold {arch_name} weights ({detail}); it was made "
+        raise ModelFileError(f"{path} does not hold {arch.name} weights ({detail}); it was made "
                              "for another architecture or is damaged.")
     bad = [k for k, v in tensors.items() if not np.isfinite(v).all()]
     if bad:
@@ -97,29 +229,9 @@ def load_model(path: str | Path) -> tuple[dict[str, np.ndarray], dict]:
     """(parameters, metadata with JSON fields decoded); raises ModelFileError with a hint."""
     p = resolve_model_path(path)
     tensors, meta = _read(p, MAGIC, "model file")
-    for key in ("arch", "classes", "input_normalization"):
-        if key not in meta:
-            raise ModelFileError(f"{p} lacks the metadata field {key!r}; it was not written by "
-                                 "lenet5: train again.")
-    _check_params(p, meta["arch"], tensors)
-    decoded = decode_metadata(meta)
-    try:
-        arch_of(decoded)
-    except Lenet5Error as exc:
-        raise ModelFileError(f"{p} names a variant this lenet5 does not know ({exc}); upgrade "
-                             "lenet5 or train again.") from None
+    decoded = check_metadata(p, meta)
+    check_params(p, arch_of(decoded), tensors)
     return tensors, decoded
-
-
-def decode_metadata(meta: dict[str, str]) -> dict:
-    """JSON fields back to values; plain strings (arch, dataset, ...) stay strings."""
-    decoded = {}
-    for k, v in meta.items():
-        try:
-            decoded[k] = json.loads(v)
-        except ValueError:
-            decoded[k] = v
-    return decoded
 
 
 def save_state(path: Path, params: dict[str, np.ndarray], optimizer: dict[str, np.ndarray],
@@ -129,11 +241,50 @@ def save_state(path: Path, params: dict[str, np.ndarray], optimizer: dict[str, n
     tensors.update({f"optim.{k}": np.ascontiguousarray(v) for k, v in optimizer.items()})
     meta = {"format": STATE_MAGIC, "format_version": str(FORMAT_VERSION),
             **encode_metadata(metadata)}
-    write_atomic(Path(path), save(tensors, metadata=meta))
+    write_atomic(Path(path), _serialize(tensors, meta))
 
 
 def load_state(path: Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict]:
+    """(parameters, optimizer state, metadata) of a training-state file, checked on its own
+    terms: ``epoch`` a finished epoch (1 or more), the parameters those of its ``arch``, each
+    optimizer tensor ``<slot>.<parameter>`` of its parameter's shape, ``steps`` a count, all
+    finite. Whether it suits the run being resumed is the caller's to check."""
     tensors, meta = _read(Path(path), STATE_MAGIC, "training state file")
+    decoded = decode_metadata(meta)
+    epoch = decoded.get("epoch")
+    if type(epoch) is not int or epoch < 1:
+        raise _bad_field(path, "epoch", f"{meta.get('epoch')!r} is not the number of a "
+                         "finished epoch")
+    if "arch" not in meta:
+        raise ModelFileError(f"{path} lacks the metadata field 'arch'; it was not written by "
+                             "lenet5: train again.")
+    arch = _architecture(path, decoded)  # the shapes: any variant has the same
     params = {k[6:]: v for k, v in tensors.items() if k.startswith("param.")}
     optimizer = {k[6:]: v for k, v in tensors.items() if k.startswith("optim.")}
-    return params, optimizer, decode_metadata(meta)
+    check_params(path, arch, params)
+    _check_optimizer_tensors(path, arch, optimizer)
+    others = sorted(set(tensors) - {f"param.{k}" for k in params} - {f"optim.{k}" for k in
+                                                                       optimizer})
+    if others:
+        raise ModelFileError(f"{path} holds unexpected tensors ({', '.join(others)}); it is "
+                             "damaged or was not written by lenet5.")
+    return params, optimizer, decoded
+
+
+def _check_optimizer_tensors(path: Path, arch: Architecture,
+                             optimizer: dict[str, np.ndarray]) -> None:
+    shapes = arch.param_shapes()
+    slots = {slot for names in OPTIMIZER_SLOTS.values() for slot in names}
+    for key, value in optimizer.items():
+        slot, _, name = key.partition(".")
+        if key == "steps":
+            if value.shape != (1,) or value.dtype.kind not in "iu" or value[0] < 0:
+                raise ModelFileError(f"{path} holds a bad optimizer step count 'steps' "
+                                     f"({value.tolist()}); it is damaged: train again.")
+        elif slot not in slots or name not in shapes:
+            raise ModelFileError(f"{path} holds an unexpected optimizer tensor {key!r}; it was "
+                                 f"not written for {arch.name} or is damaged.")
+        elif value.shape != shapes[name] or not np.isfinite(value).all():
+            raise ModelFileError(f"{path} holds a damaged optimizer tensor {key!r} (shape "
+                                 f"{value.shape}, expected {shapes[name]}, or not finite); "
+                                 "train again or restore it from a copy.")

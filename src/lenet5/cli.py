@@ -53,16 +53,22 @@ def _command(sub: Subparsers, name: str, help: str, **kw) -> argparse.ArgumentPa
     return sub.add_parser(name, help=help, description=help, formatter_class=_Formatter, **kw)
 
 
-def _engine_flags(parser: argparse.ArgumentParser, inference: bool = False) -> None:
+def _engine_flags(parser: argparse.ArgumentParser, inference: bool = False,
+                  unset: bool = False) -> None:
+    """``unset``: the defaults are None (the help still states them), so that the command can
+    tell a flag given from one left out."""
     from .engine import ENGINES, INFERENCE_ENGINES
     from .hparams import DEVICES
+    from .training import TrainConfig
 
+    engine, device = TrainConfig.engine, TrainConfig.device
     parser.add_argument("--engine", choices=INFERENCE_ENGINES if inference else ENGINES,
-                        default="numpy", help="engine that computes" + (
+                        default=None if unset else engine, help="engine that computes" + (
                             "; onnx runs the model (or an exported .onnx file) in onnxruntime"
-                            if inference else ""))
-    parser.add_argument("--device", choices=DEVICES, default="auto",
-                        help="torch engine device; auto picks CUDA when available")
+                            if inference else "") + (f" (default: {engine})" if unset else ""))
+    parser.add_argument("--device", choices=DEVICES, default=None if unset else device,
+                        help="torch engine device; auto picks CUDA when available"
+                        + (f" (default: {device})" if unset else ""))
 
 
 def _dataset_flags(parser: argparse.ArgumentParser, default: str | None,
@@ -115,10 +121,8 @@ def _training_flags(parser: argparse.ArgumentParser) -> None:
     from .data import DATASETS
     from .data import distortions as dist
     from .data.transforms import NORMALIZATIONS
-    from .engine import ENGINES
     from .hparams import (
         AUGMENTATIONS,
-        DEVICES,
         OPTIMIZERS,
         SCHEDULES,
         SDLM_WARMUP_FACTORS,
@@ -142,11 +146,7 @@ def _training_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--activation", choices=MODERN_ACTIVATIONS, default=None,
                         help="lenet5's hidden activations; the output stays softmax (default: "
                         "relu)")
-    parser.add_argument("--engine", choices=ENGINES, default=None,
-                        help=f"engine that computes (default: {start.engine})")
-    parser.add_argument("--device", choices=DEVICES, default=None,
-                        help="torch engine device; auto picks CUDA when available (default: "
-                        f"{start.device})")
+    _engine_flags(parser, unset=True)
     parser.add_argument("--epochs", type=int, default=None,
                         help=f"passes over the training set ({default('epochs')}; with "
                         "--resume, the run's own)")
@@ -176,7 +176,8 @@ def _training_flags(parser: argparse.ArgumentParser) -> None:
                         "--augment), elastic (affine + elastic) or none "
                         f"({default('augment')})")
     parser.add_argument("--momentum", type=float, default=None,
-                        help=f"SGD momentum ({default('momentum')})")
+                        help="momentum, at least 0 and below 1, for --optimizer sgd only (the "
+                        f"others refuse it) ({default('momentum')})")
     parser.add_argument("--nesterov", action="store_true", default=None,
                         help=f"Nesterov momentum (SGD) ({default('nesterov')})")
     parser.add_argument("--weight-decay", type=float, default=None,
@@ -232,11 +233,13 @@ def add_train(sub: Subparsers) -> None:
     train = _command(sub, "train", "Train a model; writes a run directory.")
     _training_flags(train)
     train.add_argument("--seed", type=int, default=None,
-                       help="random seed (init, shuffling) (default: 0)")
+                       help="random seed (init, shuffling), 0 or more (default: 0)")
     train.add_argument("--out", default=None,
                        help=f"run directory (default: {RUNS_DIR}/<arch>-<engine>-<date>-<time>)")
     train.add_argument("--resume", default=None, metavar="RUN_DIR",
-                       help="continue an interrupted run from its last finished epoch")
+                       help="continue an interrupted run from its last finished epoch, with "
+                       "the settings in its config.json; only --epochs (to extend it), "
+                       "--device and --data-dir may be given with it")
     train.add_argument("--json", action="store_true",
                        help="print one JSON summary on stdout (progress goes to stderr)")
     train.add_argument("--no-report", dest="report", action="store_false",
@@ -245,14 +248,25 @@ def add_train(sub: Subparsers) -> None:
     train.set_defaults(func=cmd_train)
 
 
+RESUME_FLAGS = ("epochs", "device", "data_dir")  # what --resume takes; other settings are the run's
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from .files import MODEL_FILE, read_metrics
     from .training import resume_config, train
 
+    given = _train_options(args)
     if args.resume:
-        if args.recipe:
-            raise Lenet5Error("--resume continues a run with its own settings; drop --recipe.")
+        refused = [f"--{k.replace('_', '-')}" for k in given if k not in RESUME_FLAGS]
+        refused += ["--recipe"] if args.recipe else []
+        if refused:
+            raise Lenet5Error(f"{', '.join(refused)} cannot be changed when resuming; --resume "
+                              f"continues {args.resume} with the settings in its config.json "
+                              "(only --epochs, --device and --data-dir may be given): drop them, "
+                              "or start a new run with --out.")
         config = resume_config(args.resume, args.epochs)
+        config.device = given.get("device", config.device)
+        config.data_dir = given.get("data_dir", config.data_dir)
     else:
         config = _config_from(args)
     log = _stderr_log if args.json else print
@@ -668,8 +682,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"lenet5: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("lenet5: interrupted; a training run continues from its last finished epoch with "
-              "`lenet5 train --resume RUN_DIR`.", file=sys.stderr)
+        print("lenet5: interrupted" + ("; a training run continues from its last finished "
+              "epoch with `lenet5 train --resume RUN_DIR`." if args.command == "train" else "."),
+              file=sys.stderr)
         return 130
     except BrokenPipeError:  # `lenet5 ... | head`: the reader left; say nothing more
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

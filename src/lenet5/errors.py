@@ -14,7 +14,7 @@ class ModelFileError(Lenet5Error):
 
 
 class TrainingDiverged(Lenet5Error):
-    """The loss became NaN or infinite."""
+    """Training went wrong: a loss not finite or far above its start, or stuck at chance."""
 
 
 class ImageError(Lenet5Error):

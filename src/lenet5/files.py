@@ -3,14 +3,20 @@
 A run directory (``lenet5 train --out``) holds MODEL_FILE, STATE_FILE (what ``--resume``
 needs), CONFIG_FILE (the settings it was started with) and METRICS_FILE (one JSON line per
 finished epoch). Every write goes to a temporary file first and is renamed into place, so a
-full disk or a killed process never leaves a half-written file where a good one was.
+full disk or a killed process never leaves a half-written file where a good one was; only
+regular files are ever replaced, never a device, FIFO, socket or folder of the same name.
+While a run is trained, LOCK_FILE holds the trainer's PID (``run_lock``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import json
 import os
+import re
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,14 +28,69 @@ MODEL_FILE = "model.safetensors"
 STATE_FILE = "state.safetensors"
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
+LOCK_FILE = ".lock"
+RUN_FILES = (MODEL_FILE, STATE_FILE, CONFIG_FILE, METRICS_FILE)
 RUNS_DIR = Path("runs")  # where runs go by default, and where `serve` looks for one
+
+# What a failed write means to the user, by errno; the others give their strerror alone.
+DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
+ERRNO_MEANINGS = {
+    errno.ENOSPC: "the disk is full: free some disk space or write somewhere else",
+    errno.EDQUOT: "your disk quota is used up: free some disk space or write somewhere else",
+    errno.EACCES: "you have no permission to write there; choose a folder you can write to",
+    errno.EPERM: "the operation is not permitted there; choose a folder you can write to",
+    errno.EROFS: "that file system is read-only; write somewhere else",
+    errno.EEXIST: "a file of that name already exists where a folder is needed; remove it or "
+                  "choose another path",
+    errno.ENOTDIR: "a part of the path is a file, not a folder; choose another path",
+    errno.EISDIR: "that is a folder; name a file",
+    errno.ENAMETOOLONG: "the name is too long; choose a shorter path",
+}
+_KINDS = ((stat.S_ISDIR, "folder"), (stat.S_ISFIFO, "FIFO"), (stat.S_ISSOCK, "socket"),
+          (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"))
+
+
+class WriteError(Lenet5Error):
+    """A file could not be written; ``errno`` says why (None: lenet5 refused to)."""
+
+    def __init__(self, message: str, code: int | None = None):
+        super().__init__(message)
+        self.errno = code
+
+    @property
+    def disk_full(self) -> bool:
+        return self.errno in DISK_FULL
+
+
+def write_error(path: Path, exc: OSError, action: str = "write") -> WriteError:
+    """One sentence for a failed write of ``path``: the system's words, then what they mean."""
+    meaning = ERRNO_MEANINGS.get(exc.errno)
+    reason = exc.strerror or str(exc)
+    return WriteError(f"could not {action} {path}: {reason}" + (f"; {meaning}." if meaning
+                                                                 else "."), exc.errno)
+
+
+def refuse_special_file(path: Path) -> None:
+    """Raise WriteError if ``path`` (or what a symlink there points to) exists and is not a
+    regular file: an atomic rename would replace a device node or FIFO with a plain file."""
+    try:
+        mode = os.stat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    if stat.S_ISREG(mode):
+        return
+    kind = next((name for test, name in _KINDS if test(mode)), "special file")
+    raise WriteError(f"{path} is a {kind}, not a regular file; lenet5 only replaces regular "
+                     "files: choose another file name.")
 
 
 @contextlib.contextmanager
 def atomic_file(path: Path, suffix: str = ".tmp") -> Iterator[BinaryIO]:
     """A new file to write, which takes ``path``'s place only when the block ends without an
-    error (flushed to disk first); otherwise it is removed and ``path`` is untouched."""
+    error (flushed to disk first); otherwise it is removed and ``path`` is untouched. A
+    ``path`` that exists and is not a regular file is refused (``refuse_special_file``)."""
     path = Path(path)
+    refuse_special_file(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
     try:
         os.fchmod(fd, 0o644)  # mkstemp makes 0600; models, runs and data are meant to be shared
@@ -37,6 +98,7 @@ def atomic_file(path: Path, suffix: str = ".tmp") -> Iterator[BinaryIO]:
             yield f
             f.flush()
             os.fsync(f.fileno())
+        refuse_special_file(path)  # again: it may have appeared while we wrote
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -44,16 +106,71 @@ def atomic_file(path: Path, suffix: str = ".tmp") -> Iterator[BinaryIO]:
 
 
 def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (``atomic_file``), creating its folder."""
+    """Write ``data`` to ``path`` atomically (``atomic_file``), creating its folder; a
+    failure is a WriteError saying what its errno means."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_file(path) as f:
             f.write(data)
     except OSError as exc:
-        raise Lenet5Error(f"could not write {path}: {exc.strerror or exc}; free some disk space "
-                          "or choose another --out, then run again (use --resume to continue "
-                          "a training run from its last finished epoch).") from None
+        raise write_error(path, exc) from None
+
+
+@contextlib.contextmanager
+def run_lock(directory: str | Path) -> Iterator[Path]:
+    """Hold ``directory``'s LOCK_FILE (created with the folder) while the block runs, so only
+    one process trains a run at a time; another gets a WriteError naming the holder's PID.
+
+    The lock is an ``flock``, which the kernel drops when its holder dies, so a run killed
+    with ``kill -9`` leaves no lock behind; the file is removed on release.
+    """
+    directory = Path(directory)
+    path = directory / LOCK_FILE
+    created = not directory.exists()
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        while True:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+                os.close(fd)
+                raise WriteError(f"{directory} is being written by process {holder} (another "
+                                 "`lenet5 train`); wait for it to finish, or choose another "
+                                 "--out.") from None
+            if os.path.exists(path) and os.path.samestat(os.fstat(fd), os.stat(path)):
+                break  # else its holder removed it between our open and flock: try again
+            os.close(fd)
+    except OSError as exc:
+        raise write_error(directory, exc, "create the run directory") from None
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        yield path
+    finally:
+        path.unlink(missing_ok=True)  # while still locked: no one else holds this file
+        os.close(fd)
+        if created:
+            with contextlib.suppress(OSError):
+                directory.rmdir()  # a run that wrote nothing leaves no folder behind
+
+
+_TEMPORARY = re.compile(r"\.(?P<name>.+)\.[A-Za-z0-9_]+\.tmp")
+
+
+def remove_stale_temporaries(directory: str | Path) -> list[str]:
+    """Remove what killed writes of the run files left (``.model.safetensors.x1y2z3.tmp``);
+    call it holding ``run_lock``, when no write can be under way. Returns the names removed."""
+    removed = []
+    with os.scandir(directory) as entries:
+        for entry in entries:
+            match = _TEMPORARY.fullmatch(entry.name)
+            if match and match["name"] in RUN_FILES and entry.is_file(follow_symlinks=False):
+                os.unlink(entry.path)
+                removed.append(entry.name)
+    return removed
 
 
 def write_metrics(run_dir: Path, rows: list[dict]) -> None:
@@ -65,10 +182,12 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
     """The per-epoch rows of a run's metrics file."""
     path = Path(run_dir) / METRICS_FILE
     try:
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     except (OSError, ValueError):
-        raise Lenet5Error(f"cannot read {path}; pass a run directory made by `lenet5 train`.")\
-            from None
+        rows = None
+    if rows is None or not all(isinstance(row, dict) for row in rows):
+        raise Lenet5Error(f"cannot read {path}; pass a run directory made by `lenet5 train`.")
+    return rows
 
 
 def read_config(run_dir: str | Path, needed_by: str) -> dict:
@@ -76,10 +195,16 @@ def read_config(run_dir: str | Path, needed_by: str) -> dict:
     needs them, for the error message."""
     path = Path(run_dir) / CONFIG_FILE
     try:
-        return json.loads(path.read_text())
+        config = json.loads(path.read_text())
     except (OSError, ValueError):
         raise Lenet5Error(f"cannot read {path}; {needed_by} needs a run directory made by "
                           "`lenet5 train`.") from None
+    if not isinstance(config, dict):
+        kind = {list: "list", str: "string", bool: "boolean", type(None): "null"}.get(
+            type(config), "number")
+        raise Lenet5Error(f"{path} holds a {kind}, not a run's settings; {needed_by} needs a run "
+                          "directory made by `lenet5 train`.")
+    return config
 
 
 def newest_run(runs: Path = RUNS_DIR) -> Path | None:

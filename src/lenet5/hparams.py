@@ -68,6 +68,11 @@ class OptimizerSpec:
         if self.name not in OPTIMIZERS:
             raise Lenet5Error(f"unknown --optimizer {self.name!r}; choose one of: "
                               f"{', '.join(OPTIMIZERS)}.")
+        if not 0 <= self.momentum < 1:  # also refuses NaN
+            raise Lenet5Error(f"--momentum must be at least 0 and below 1, got {self.momentum}.")
+        if not 0 <= self.weight_decay < math.inf:
+            raise Lenet5Error(f"--weight-decay must be a number at least 0, got "
+                              f"{self.weight_decay}.")
         if self.nesterov and (self.name != "sgd" or self.momentum <= 0):
             raise Lenet5Error("--nesterov needs --optimizer sgd with --momentum above 0.")
 
@@ -93,8 +98,8 @@ class Schedule:
         if self.name not in SCHEDULES:
             raise Lenet5Error(f"unknown --schedule {self.name!r}; choose one of: "
                               f"{', '.join(SCHEDULES)}.")
-        if not self.lr > 0:
-            raise Lenet5Error(f"--lr must be positive, got {self.lr}.")
+        if not 0 < self.lr < math.inf:  # also refuses NaN
+            raise Lenet5Error(f"--lr must be a positive number, got {self.lr}.")
 
     def at(self, step: int, steps_per_epoch: int, total_steps: int) -> float:
         if self.name == "constant":

@@ -7,6 +7,7 @@ ink). Each digit goes through `lenet5.images.preprocess_image`, as in the API an
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import numpy as np
 from PIL import Image
 
 from .errors import ImageError, Lenet5Error
+from .files import write_atomic
 from .images import open_image, preprocess_image
 from .images.decode import has_alpha
 from .model import Model
@@ -95,12 +97,10 @@ def side_by_side(original: Image.Image, processed: np.ndarray, *, height: int = 
 
 
 def save_input_picture(file: str, digit: np.ndarray, path: Path) -> None:
-    """Write the original beside the 28x28 the network saw (`--save-input`)."""
-    try:
-        side_by_side(open_image(file), digit).save(path, format="PNG")
-    except OSError as exc:
-        raise Lenet5Error(f"could not write {path} ({exc.strerror or exc}); choose another "
-                          "--save-input folder.") from None
+    """Write the original beside the 28x28 the network saw (`--save-input`), atomically."""
+    picture = io.BytesIO()
+    side_by_side(open_image(file), digit).save(picture, format="PNG")
+    write_atomic(path, picture.getvalue())
 
 
 def predict_files(model: Model, files: Sequence[str], *, top_k: int = 3,
@@ -119,6 +119,9 @@ def predict_files(model: Model, files: Sequence[str], *, top_k: int = 3,
     for file, name in zip(files, _picture_names(files), strict=True):
         result, digit = predict_file(model, file, top_k)
         if save_input is not None and digit is not None:
-            save_input_picture(file, digit, folder / name)
+            try:
+                save_input_picture(file, digit, folder / name)
+            except Lenet5Error as exc:  # e.g. a full disk: this file fails, the others go on
+                result = {"file": str(file), "error": f"--save-input: {exc}"}
         results.append(result)
     return results

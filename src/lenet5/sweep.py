@@ -44,7 +44,8 @@ class Run:
     setting: int  # index into the sweep's settings
     seed: int
     directory: Path
-    config: TrainConfig  # resolved, with seed and out
+    config: TrainConfig  # as given, with seed and out (train resolves the defaults)
+    epochs: int  # how many the run has when finished
 
 
 def settings_of(base: TrainConfig, grid: dict[str, list]) -> list[dict]:
@@ -67,14 +68,14 @@ def plan(base: TrainConfig, settings: list[dict], seeds: int, out: Path) -> list
             directory = out / setting_name(params) / f"seed-{seed}"
             config = dataclasses.replace(base, **params, seed=seed, out=str(directory))
             config.validate()
-            runs.append(Run(index, seed, directory, config.resolved()))
+            runs.append(Run(index, seed, directory, config, config.resolved().epochs))
     return runs
 
 
 def finished(run: Run) -> bool:
     try:
         return ((run.directory / MODEL_FILE).is_file()
-                and len(read_metrics(run.directory)) >= run.config.epochs)
+                and len(read_metrics(run.directory)) >= run.epochs)
     except Lenet5Error:
         return False
 
@@ -316,7 +317,8 @@ def summarize(out: Path, settings: list[dict], runs: list[Run],
 
 
 def _config_json(config: TrainConfig) -> dict:
-    return {k: v for k, v in dataclasses.asdict(config).items() if k not in ("seed", "out")}
+    return {k: v for k, v in dataclasses.asdict(config.resolved()).items()
+            if k not in ("seed", "out")}
 
 
 def _pct(value: float | None) -> str:

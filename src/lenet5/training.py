@@ -17,6 +17,7 @@ import math
 import platform
 import sys
 import time
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +35,14 @@ from .data.transforms import (
 )
 from .engine import Engine, evaluate, make_engine
 from .errors import Lenet5Error, TrainingDiverged
-from .hparams import AUGMENTATIONS, SDLM_SAMPLES, OptimizerSpec, Schedule, defaults_for
+from .hparams import (
+    AUGMENTATIONS,
+    OPTIMIZER_SLOTS,
+    SDLM_SAMPLES,
+    OptimizerSpec,
+    Schedule,
+    defaults_for,
+)
 from .version import __version__
 
 Log = Callable[[str], None]
@@ -82,10 +90,13 @@ class TrainConfig:
         filled = {k: v for k, v in defaults.items() if getattr(self, k) is None}
         return dataclasses.replace(self, **filled)
 
-    def validate(self) -> None:
+    def validate(self, new_run: bool = True) -> None:
+        """Every setting in range before any work; ``new_run``: also refuse settings the
+        optimizer would ignore (a resumed run's config.json holds every default)."""
         limit = 1 if self.limit is None else self.limit
         for flag, value, low in (("--epochs", self.epochs, 1), ("--batch-size", self.batch_size, 1),
-                                 ("--val-size", self.val_size, 0), ("--limit", limit, 1)):
+                                 ("--val-size", self.val_size, 0), ("--limit", limit, 1),
+                                 ("--seed", self.seed, 0)):
             if value is not None and value < low:
                 raise Lenet5Error(f"{flag} must be at least {low}, got {value}.")
         if self.augment is not None and self.augment not in AUGMENTATIONS:
@@ -99,6 +110,9 @@ class TrainConfig:
         resolved = self.resolved()
         resolved.optimizer_spec()
         resolved.schedule_spec()
+        if new_run and self.momentum is not None and resolved.optimizer != "sgd":
+            raise Lenet5Error(f"--momentum applies to --optimizer sgd only (this run uses "
+                              f"{resolved.optimizer}); drop --momentum or add --optimizer sgd.")
 
     def optimizer_spec(self) -> OptimizerSpec:
         return OptimizerSpec(name=self.optimizer, momentum=self.momentum, nesterov=self.nesterov,
@@ -112,6 +126,10 @@ class TrainConfig:
 def default_run_dir(config: TrainConfig) -> Path:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     return files.RUNS_DIR / f"{config.arch}-{config.engine}-{stamp}"
+
+
+def run_directory(config: TrainConfig, resume: str | Path | None) -> Path:
+    return Path(resume or config.out or default_run_dir(config))
 
 
 # --- data ---------------------------------------------------------------------------------
@@ -180,27 +198,23 @@ class Run:
     run_config: dict  # what config.json holds: the settings plus facts about the run
     metrics: list[dict]  # one row per finished epoch
     start_epoch: int
+    untrained_loss: float  # what a healthy run's training loss falls from (``check_progress``)
 
 
 def start_run(config: TrainConfig, arch: Architecture, data: TrainingData,
               resume: str | Path | None, log: Log) -> Run:
     """The run directory and its engine: fresh weights, or the state of the last finished
-    epoch when resuming. Writes config.json."""
-    directory = Path(resume or config.out or default_run_dir(config))
-    state_path = directory / files.STATE_FILE
+    epoch when resuming (fresh weights again if none had finished). Writes config.json."""
+    directory = run_directory(config, resume)
     params = init_params(arch, config.seed, config.init_std)
     optimizer_state, start_epoch, metrics = None, 0, []
-    if resume is not None:
-        if not state_path.is_file():
-            raise Lenet5Error(f"{directory} has no {files.STATE_FILE}; it is not a run "
-                              "directory that can be resumed.")
-        params, optimizer_state, state_meta = checkpoint.load_state(state_path)
-        start_epoch = int(state_meta["epoch"])
-        metrics = files.read_metrics(directory)[:start_epoch]
+    if resume is None:
+        _refuse_existing_run(directory)
+    elif (resumed := _resume_state(directory, config, arch)) is not None:
+        params, optimizer_state, start_epoch, metrics = resumed
         log(f"resuming {directory} after epoch {start_epoch}")
-    elif state_path.exists():
-        raise Lenet5Error(f"{directory} already holds a training run; pass --resume {directory} "
-                          "to continue it or choose another --out.")
+    else:
+        log(f"no epoch of {directory} had finished; starting it from the beginning")
     engine = make_engine(config.engine, arch, params, config.optimizer_spec(), config.device)
     if optimizer_state is not None:
         engine.load_optimizer_state(optimizer_state)
@@ -210,7 +224,116 @@ def start_run(config: TrainConfig, arch: Architecture, data: TrainingData,
                   "python": platform.python_version(), "machine": platform.machine()}
     files.write_atomic(directory / files.CONFIG_FILE,
                        json.dumps(run_config, indent=2).encode())
-    return Run(directory, engine, run_config, metrics, start_epoch)
+    return Run(directory, engine, run_config, metrics, start_epoch,
+               untrained_loss(config, arch, data))
+
+
+def _refuse_existing_run(directory: Path) -> None:
+    """A new run never writes over another run's files, nor over a model left in --out."""
+    if (directory / files.STATE_FILE).exists():
+        raise Lenet5Error(f"{directory} already holds a training run; pass --resume {directory} "
+                          "to continue it or choose another --out.")
+    if (directory / files.MODEL_FILE).exists():
+        raise Lenet5Error(f"{directory} already holds a model ({files.MODEL_FILE}) that a new "
+                          "run would overwrite; choose another --out, or move the model away.")
+
+
+def _resume_state(directory: Path, config: TrainConfig, arch: Architecture
+                  ) -> tuple[dict, dict, int, list[dict]] | None:
+    """(parameters, optimizer state, finished epochs, their metrics) from the run's state file,
+    checked against its config.json and metrics; None if no epoch had finished."""
+    state_path = directory / files.STATE_FILE
+    if not state_path.exists():
+        return None
+    params, optimizer_state, meta = checkpoint.load_state(state_path)
+    if meta["arch"] != config.arch:
+        raise Lenet5Error(f"{state_path} was written by a {meta['arch']} run, but "
+                          f"{directory / files.CONFIG_FILE} says {config.arch}; the run "
+                          "directory is mixed up: resume the run the state belongs to, or start "
+                          "a new one with another --out.")
+    expected = {f"{slot}.{name}" for slot in OPTIMIZER_SLOTS[config.optimizer]
+                for name in arch.param_shapes()} | {"steps"}
+    if set(optimizer_state) != expected:
+        detail = "; ".join(f"{label}: {', '.join(sorted(keys))}" for label, keys in
+                           (("missing", expected - set(optimizer_state)),
+                            ("unexpected", set(optimizer_state) - expected)) if keys)
+        raise Lenet5Error(f"{state_path} does not hold the state of the {config.optimizer} "
+                          f"optimizer that {directory / files.CONFIG_FILE} names ({detail}); "
+                          "the run directory is damaged or mixed up: start a new run.")
+    epoch, metrics = meta["epoch"], files.read_metrics(directory)
+    if epoch > len(metrics):
+        raise Lenet5Error(f"{state_path} says epoch {epoch} finished, but "
+                          f"{directory / files.METRICS_FILE} holds {len(metrics)}; the run "
+                          "directory is damaged: start a new run.")
+    if epoch > config.epochs:
+        raise Lenet5Error(f"{directory} already has {epoch} finished epochs, more than "
+                          f"--epochs {config.epochs}; pass a larger --epochs to train it further.")
+    if epoch == config.epochs:
+        raise Lenet5Error(f"{directory} is already complete ({epoch} of {_epochs(epoch)} "
+                          f"finished); pass --epochs N (more than {epoch}) with --resume to "
+                          "train it further.")
+    return params, optimizer_state, epoch, metrics[:epoch]
+
+
+# --- divergence -----------------------------------------------------------------------------
+
+# An epoch's mean training loss this many times the untrained network's means the steps are
+# too large. Healthy runs only ever fall below it: the default lenet5 run's first epoch averages
+# 0.92 against 3.1-4.6 untrained, lenet5-1998's 6.5 against 84 (benchmarks/results).
+DIVERGED_LOSS_FACTOR = 10
+# Training accuracy no better than this many times the commonest class's share, with a loss
+# that fell by less than STALLED_LOSS_FALL since the epoch before, means the network answers
+# (nearly) one class for everything and has stopped moving: saturated or collapsed, with a
+# loss that can stay bounded (lenet5-1998 at --lr 10: 155 twice, 9.2%; lenet5 at Adam --lr 1
+# or SGD --lr 0.5: about log 10). Checked from the second epoch on, after CHANCE_MIN_STEPS
+# steps. Healthy runs are far above chance after one epoch (>= 51% even for lenet5-1998 on
+# 5,000 images), a run learning slowly (SGD --lr 1e-4) still has a falling loss, and tiny
+# smoke-test runs are exempt.
+CHANCE_FACTOR = 1.5
+STALLED_LOSS_FALL = 0.01
+CHANCE_MIN_STEPS = 100
+REFERENCE_IMAGES = 1000  # test images the untrained network's loss is measured on
+
+
+def untrained_loss(config: TrainConfig, arch: Architecture, data: TrainingData) -> float:
+    """The mean loss of the run's initial weights (the same for a resumed run) on the first
+    REFERENCE_IMAGES test images."""
+    engine = make_engine("numpy", arch, init_params(arch, config.seed))
+    loss_sum, _ = evaluate(engine, data.x_test[:REFERENCE_IMAGES], data.y_test[:REFERENCE_IMAGES])
+    return loss_sum / len(data.y_test[:REFERENCE_IMAGES])
+
+
+def check_progress(config: TrainConfig, run: Run, data: TrainingData, epoch: int, loss: float,
+                   accuracy: float) -> None:
+    """Raise TrainingDiverged, saying which setting to change, if epoch ``epoch`` (from 0)
+    ended with a loss that is not finite or far above the untrained network's, or stuck at
+    chance accuracy."""
+    labels = data.train_labels
+    chance = np.bincount(labels).max() / len(labels)  # always answering the commonest class
+    steps = (epoch + 1) * math.ceil(len(labels) / config.batch_size)
+    default = defaults_for(config.arch)["lr"]
+    lower = f"lower --lr (now {config.lr:g}) towards {config.arch}'s default {default:g}"
+    if not math.isfinite(loss):
+        verdict, reason, advice = "diverged", f"its training loss is {loss}", lower
+    elif loss > DIVERGED_LOSS_FACTOR * run.untrained_loss:
+        verdict, reason, advice = "diverged", (
+            f"its training loss {loss:.3g} is over {DIVERGED_LOSS_FACTOR} times the untrained "
+            f"network's {run.untrained_loss:.3g}"), lower
+    elif (epoch >= 1 and steps >= CHANCE_MIN_STEPS and accuracy <= CHANCE_FACTOR * chance
+          and loss > (1 - STALLED_LOSS_FALL) * run.metrics[-1]["train_loss"]):
+        reason = (f"training accuracy is {100 * accuracy:.1f}%, no better than chance "
+                  f"({100 * chance:.1f}% for always answering the commonest class), and the "
+                  f"loss ({loss:.3g}) stopped falling")
+        verdict, advice = ("diverged", lower) if config.lr > default else (
+            "stalled", f"try {config.arch}'s default settings (--lr {default:g} with "
+            f"--optimizer {defaults_for(config.arch)['optimizer']}; now --lr {config.lr:g} with "
+            f"--optimizer {config.optimizer})")
+    else:
+        return
+    kept = (f"{run.directory} keeps epoch {run.metrics[-1]['epoch']}'s model" if run.metrics
+            else "no epoch was saved")
+    raise TrainingDiverged(f"training {verdict} in epoch {epoch + 1}: {reason}; {advice}, then "
+                           f"train again; {kept}.")
 
 
 # --- one epoch ------------------------------------------------------------------------------
@@ -239,10 +362,7 @@ def train_epoch(config: TrainConfig, run: Run, data: TrainingData, inputs: Epoch
             engine.train_step(order[b * config.batch_size:(b + 1) * config.batch_size], lr)
     loss_sum, correct, seen = engine.take_train_metrics()
     seconds = time.perf_counter() - started
-    if not math.isfinite(loss_sum):
-        raise TrainingDiverged(
-            f"training diverged in epoch {epoch + 1} (loss is {loss_sum / seen}); lower --lr "
-            f"(now {config.lr:g}) or --batch-size; {run.directory} keeps the last good epoch.")
+    check_progress(config, run, data, epoch, loss_sum / seen, correct / seen)
     row = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_acc": correct / seen}
     if data.x_val is not None:
         _, val_pred = evaluate(engine, data.x_val, data.y_val)
@@ -275,11 +395,27 @@ def save_epoch(config: TrainConfig, run: Run) -> None:
 def train(config: TrainConfig, *, resume: str | Path | None = None, log: Log = print,
           progress: bool | None = None) -> Path:
     """Train (or continue) a run; returns its directory. Files are rewritten atomically after
-    every epoch, so a killed run loses at most the epoch in progress."""
-    config.validate()
+    every epoch, so a killed run loses at most the epoch in progress. One process at a time
+    trains a run directory (``files.run_lock``); what a killed one left half-written is
+    removed first."""
+    config.validate(new_run=resume is None)
     config = config.resolved()
     arch = config.architecture()
-    data = load_training_data(config, arch, log)
+    directory = run_directory(config, resume)
+    with files.run_lock(directory):
+        files.remove_stale_temporaries(directory)
+        data = load_training_data(config, arch, log)
+        try:
+            run = _train_epochs(config, arch, data, resume, log, progress)
+        except files.WriteError as exc:
+            raise _with_resume_advice(exc, directory) from None
+    log(f"test accuracy {100 * run.metrics[-1]['test_acc']:.2f}% ({_epochs(config.epochs)}); "
+        f"model saved in {run.directory}")
+    return run.directory
+
+
+def _train_epochs(config: TrainConfig, arch: Architecture, data: TrainingData,
+                  resume: str | Path | None, log: Log, progress: bool | None) -> Run:
     run = start_run(config, arch, data, resume, log)
     if run.start_epoch == 0:
         log(f"training {arch.name} with the {run.engine.name} engine ({run.engine.device}) on "
@@ -295,9 +431,24 @@ def train(config: TrainConfig, *, resume: str | Path | None = None, log: Log = p
             f"train {100 * row['train_acc']:.2f}%  "
             + (f"val {100 * row['val_acc']:.2f}%  " if "val_acc" in row else "")
             + f"test {100 * row['test_acc']:.2f}%  {row['seconds']:.1f} s")
-    log(f"test accuracy {100 * run.metrics[-1]['test_acc']:.2f}% ({_epochs(config.epochs)}); "
-        f"model saved in {run.directory}")
-    return run.directory
+    return run
+
+
+def _with_resume_advice(exc: files.WriteError, directory: Path) -> files.WriteError:
+    """A full disk while writing a run: after freeing space, the advised command must work."""
+    if not exc.disk_full:
+        return exc
+    if not (directory / files.CONFIG_FILE).is_file():
+        advice = "then run the same command again"
+    else:
+        try:
+            epoch = checkpoint.load_state(directory / files.STATE_FILE)[2]["epoch"]
+        except Lenet5Error:
+            epoch = 0
+        command = f"`lenet5 train --resume {directory}`"
+        advice = (f"then {command} continues the run after epoch {epoch}" if epoch else
+                  f"then {command} starts it again (no epoch had been saved)")
+    return files.WriteError(f"{str(exc).rstrip('.')}; {advice}.", exc.errno)
 
 
 def _epochs(n: int) -> str:
@@ -305,10 +456,31 @@ def _epochs(n: int) -> str:
 
 
 def resume_config(run_dir: str | Path, epochs: int | None = None) -> TrainConfig:
-    """The configuration a run was started with; ``epochs`` may extend it."""
+    """The configuration a run was started with, each setting of the type TrainConfig
+    declares (other keys, facts about the run, are ignored); ``epochs`` may extend it."""
     saved = files.read_config(run_dir, "--resume")
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    config = TrainConfig(**{k: v for k, v in saved.items() if k in fields})
+    path = Path(run_dir) / files.CONFIG_FILE
+    types = typing.get_type_hints(TrainConfig)
+    fields = {f.name: saved[f.name] for f in dataclasses.fields(TrainConfig) if f.name in saved}
+    for name, value in fields.items():
+        allowed = typing.get_args(types[name]) or (types[name],)
+        if not any(_is_a(value, t) for t in allowed):
+            wanted = next(_TYPE_NAMES[t] for t in allowed if t in _TYPE_NAMES)
+            raise Lenet5Error(f"{name!r} in {path} is {value!r}, not {wanted}; --resume needs "
+                              "the config.json that `lenet5 train` wrote: restore it.")
+    config = TrainConfig(**fields)
     if epochs is not None:
         config.epochs = epochs
     return config
+
+
+_TYPE_NAMES = {int: "a whole number", float: "a number", str: "a string", bool: "true or false"}
+
+
+def _is_a(value: object, expected: type) -> bool:
+    """JSON ``value`` fits ``expected``: an int is a float too, a bool is not a number."""
+    if isinstance(value, bool) or expected is bool:
+        return isinstance(value, bool) and expected is bool
+    if expected is float:
+        return isinstance(value, (int, float))
+    return isinstance(value, expected)
