@@ -14,6 +14,7 @@ PYTHONPATH=src or lenet5 installed). Writes benchmarks/results/load_test.md.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import io
 import json
@@ -128,6 +129,35 @@ def cpu_seconds(pid: int | None) -> float:
         return float("nan")
     own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
     return own + sum(cpu_seconds(int(child)) for child in children)
+
+
+def connections_per_worker(pid: int | None, port: int) -> list[int]:
+    """How many established connections to `port` each worker process (child of the server
+    `pid`) holds, from Linux /proc, fewest first; [] where unknown. Whether the kernel spread
+    the clients over the workers, or one worker took them all."""
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except (OSError, TypeError):
+        return []
+    established = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError), open(table) as f:
+            for row in list(f)[1:]:  # sl local rem st ... inode
+                fields = row.split()
+                if fields[3] == "01" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                    established.add(fields[9])
+    counts = []
+    for child in children:
+        sockets = set()
+        with contextlib.suppress(OSError):
+            for fd in os.listdir(f"/proc/{child}/fd"):
+                with contextlib.suppress(OSError):
+                    link = os.readlink(f"/proc/{child}/fd/{fd}")
+                    if link.startswith("socket:["):
+                        sockets.add(link[8:-1])
+        if sockets:  # a worker; multiprocessing's resource tracker holds none
+            counts.append(len(sockets & established))
+    return sorted(counts)
 
 
 def wait_healthy(host: str, port: int, seconds: float = 60) -> None:
@@ -267,8 +297,12 @@ def main() -> None:
         single = single_client(host, port, body, args.requests, args.max_seconds)
         cpu.append(cpu_seconds(pid))
         client_cpu = time.process_time()
+        spread: list[list[int]] = []  # sampled once every client is connected
+        sampler = threading.Timer(2.0, lambda: spread.append(connections_per_worker(pid, port)))
+        sampler.start()
         many = concurrent_clients(host, port, body, args.clients, args.concurrent_requests,
                                   args.max_seconds)
+        sampler.cancel()
         client_cpu = time.process_time() - client_cpu
         cpu.append(cpu_seconds(pid))
         photos = (photo_agreement(host, port, args.model, args.engine, args.photos)
@@ -304,6 +338,8 @@ def main() -> None:
         (f"{args.clients} clients: requests in {many['seconds']:.1f} s",
          f"{len(many['latencies'])} ({len(many['failures'])} errors)"),
         (f"{args.clients} clients: throughput", f"{rps:.0f} requests/s"),
+        (f"{args.clients} clients: connections held by each worker process (2 s in)",
+         " / ".join(map(str, spread[0])) if spread and spread[0] else "not known"),
         (f"{args.clients} clients: p50 / p95 latency",
          f"{percentile(loaded_ms, 50):.1f} / {percentile(loaded_ms, 95):.1f} ms"),
         (f"{args.clients} clients: >= {TARGET_RPS:.0f} requests/s, no errors",

@@ -3,7 +3,6 @@ off when a client sends its request too slowly (slowloris)."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import pickle
 import socket
@@ -22,6 +21,9 @@ from lenet5 import checkpoint  # noqa: E402
 from lenet5.arch import get_arch, init_params  # noqa: E402
 from lenet5.server import connections, listen  # noqa: E402
 from lenet5.server.connections import GuardedHttpToolsProtocol, worker_sockets  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+from load_test import connections_per_worker  # noqa: E402
 
 LINUX = sys.platform.startswith("linux")
 
@@ -75,43 +77,13 @@ def two_workers(tmp_path_factory) -> Iterator[tuple[int, int]]:
         assert "serving" in line, line
         port = int(line.split(" on ")[1].split()[0].rstrip("/").rsplit(":", 1)[1])
         deadline = time.monotonic() + 60
-        while len(workers_of(process.pid)) < 2 or not healthy(port):
+        while len(connections_per_worker(process.pid, port)) < 2 or not healthy(port):
             assert time.monotonic() < deadline, "the workers never answered"
             time.sleep(0.1)
         yield process.pid, port
     finally:
         process.terminate()
         process.wait(timeout=30)
-
-
-def workers_of(pid: int) -> list[int]:
-    """The worker processes of `lenet5 serve` (children holding a TCP socket; not
-    multiprocessing's resource tracker)."""
-    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    return [int(c) for c in children if socket_inodes(int(c))]
-
-
-def socket_inodes(pid: int) -> set[str]:
-    inodes = set()
-    with contextlib.suppress(OSError):
-        for fd in os.listdir(f"/proc/{pid}/fd"):
-            with contextlib.suppress(OSError):
-                link = os.readlink(f"/proc/{pid}/fd/{fd}")
-                if link.startswith("socket:["):
-                    inodes.add(link[8:-1])
-    return inodes
-
-
-def established_inodes(port: int) -> set[str]:
-    """Inodes of the server side of every established TCP connection to `port`."""
-    inodes = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        with contextlib.suppress(OSError), open(table) as f:
-            for row in list(f)[1:]:
-                fields = row.split()
-                if fields[3] == "01" and int(fields[1].rsplit(":", 1)[1], 16) == port:
-                    inodes.add(fields[9])
-    return inodes
 
 
 def healthy(port: int) -> bool:
@@ -134,8 +106,7 @@ def test_keep_alive_clients_spread_over_the_workers(two_workers):
             sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
         for sock in clients:
             assert sock.recv(1000).startswith(b"HTTP/1.1 200")  # accepted and answered
-        connected = established_inodes(port)
-        shares = sorted(len(socket_inodes(worker) & connected) for worker in workers_of(pid))
+        shares = connections_per_worker(pid, port)
     finally:
         for sock in clients:
             sock.close()
