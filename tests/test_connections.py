@@ -23,7 +23,7 @@ from lenet5.server import connections, listen  # noqa: E402
 from lenet5.server.connections import GuardedHttpToolsProtocol, worker_sockets  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
-from load_test import connections_per_worker  # noqa: E402
+from load_test import connections_per_worker, wait_for_workers  # noqa: E402
 
 LINUX = sys.platform.startswith("linux")
 
@@ -42,7 +42,8 @@ def test_each_worker_gets_a_socket_of_its_own():
             assert own.getsockname() == shared.getsockname()
             assert own.proto == socket.IPPROTO_TCP  # so asyncio sets TCP_NODELAY
             assert own.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT) == 1
-            assert own.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN) == 1
+            assert own.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN) == 0  # uvicorn
+            own.listen()  # makes it listen when the worker is ready; the port takes it
     finally:
         shared.close()
 
@@ -77,9 +78,10 @@ def two_workers(tmp_path_factory) -> Iterator[tuple[int, int]]:
         assert "serving" in line, line
         port = int(line.split(" on ")[1].split()[0].rstrip("/").rsplit(":", 1)[1])
         deadline = time.monotonic() + 60
-        while len(connections_per_worker(process.pid, port)) < 2 or not healthy(port):
-            assert time.monotonic() < deadline, "the workers never answered"
+        while not healthy(port):
+            assert time.monotonic() < deadline, "the server never answered"
             time.sleep(0.1)
+        assert wait_for_workers(process.pid, port, 60) == 2, "a worker never started"
         yield process.pid, port
     finally:
         process.terminate()

@@ -63,21 +63,17 @@ def bind_shared(family: int, address: tuple) -> socket.socket:
 
 class OwnSocket:
     """Stands in the socket list uvicorn sends to every worker process (by pickling) for a
-    socket of that worker's own: unpickled in the worker, it becomes a new socket listening
-    on the same address with SO_REUSEPORT."""
+    socket of that worker's own: unpickled in the worker, it becomes a new socket bound to the
+    same address with SO_REUSEPORT. uvicorn makes it listen once the worker has loaded the
+    model and starts serving; until then the kernel hands new connections to the sockets
+    already listening, so none waits on a worker that is still starting."""
 
     def __init__(self, shared: socket.socket):
         self.family = shared.family
         self.address = shared.getsockname()
 
     def __reduce__(self) -> tuple:
-        return _listen_again, (self.family, self.address)
-
-
-def _listen_again(family: int, address: tuple) -> socket.socket:
-    sock = bind_shared(family, address)
-    sock.listen(BACKLOG)
-    return sock
+        return bind_shared, (self.family, self.address)
 
 
 def worker_sockets(shared: socket.socket, workers: int) -> list:
