@@ -2,13 +2,14 @@
 
 Spreading. Workers that share one listening socket all wake for a new connection and the
 first awake accepts every connection waiting, so 32 keep-alive clients often all landed on
-one worker (260 requests/s on 2 cores instead of 490). Here every worker also listens on a
-socket of its own, bound to the same port with SO_REUSEPORT, and the kernel hands each new
-connection to one of those sockets; a small classic-BPF program attached to the port picks one
-at random, past the parent's socket. The parent's socket is where clients queue while the
-workers start (and where the kernel falls back should a worker be restarting); every worker
-serves it too. Where SO_REUSEPORT or the BPF program is not available (not Linux), workers
-share the one socket as before.
+one worker (260 requests/s on 2 cores instead of 490). Here every worker, once it has loaded
+the model, also listens on a socket of its own bound to the same port with SO_REUSEPORT, and
+the kernel hands each new connection to one socket of that group: a small classic-BPF program
+attached to the port picks a worker's socket at random, never the parent's. The parent's
+socket listens from the start, so clients queue there while the workers load, and the kernel
+falls back on choosing by hash among all the sockets (the parent's included) while some worker
+is not listening yet; every worker serves the parent's socket too. Where SO_REUSEPORT is not
+available (not Linux), the workers share the one socket as before.
 
 Deadlines. uvicorn closes idle keep-alive connections, but a client that connects and then
 sends its headers or body slowly (slowloris) was held without limit. `GuardedHttpToolsProtocol`
