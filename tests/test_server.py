@@ -31,6 +31,7 @@ from lenet5.images import preprocess_image  # noqa: E402
 from lenet5.model import load  # noqa: E402
 from lenet5.server import app as server_app  # noqa: E402
 from lenet5.server import create_app  # noqa: E402
+from lenet5.server.connections import GuardedHttpToolsProtocol  # noqa: E402
 from lenet5.threads import THREAD_VARIABLES  # noqa: E402
 
 MB = 2**20
@@ -252,6 +253,29 @@ def test_refuses_an_oversized_stream_without_reading_all_of_it(app):
     assert "5 MB" in json.loads(sent[1]["body"])["error"]
 
 
+def test_a_client_gone_before_its_body_ends_is_no_server_error(app):
+    """The connection closed mid-body (the client left, or the body deadline cut it off):
+    an answer nobody reads, not a ClientDisconnect traceback in the server's log."""
+    messages = iter([{"type": "http.request", "body": b"\x89PNG", "more_body": True},
+                     {"type": "http.disconnect"}])
+    sent = []
+
+    async def receive():
+        return next(messages)
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+             "method": "POST", "scheme": "http", "path": "/api/predict",
+             "raw_path": b"/api/predict", "root_path": "", "query_string": b"",
+             "headers": [(b"content-type", b"image/png")], "client": ("127.0.0.1", 1),
+             "server": ("127.0.0.1", 80)}
+    asyncio.run(app(scope, receive, send))
+    assert sent[0]["status"] == 400
+    assert "whole body" in json.loads(sent[1]["body"])["error"]
+
+
 @pytest.mark.parametrize("content_type", ["text/plain", "application/octet-stream", None])
 def test_refuses_what_is_not_an_image(client, content_type):
     assert_error(post(client, b"hello, world", content_type), 415, "Content-Type", "image/png")
@@ -286,6 +310,13 @@ def test_refuses_images_without_ink(client, colour):
 ])
 def test_refuses_bad_json(client, body, status, words):
     assert_error(post(client, body, "application/json"), status, *words)
+
+
+@pytest.mark.parametrize("body", [b"[" * 100_000, b'{"image": ' + b"[" * 100_000,
+                                  b'{"a": ' * 50_000], ids=["[ x 100,000", "image: [[[", "{{{"])
+def test_refuses_json_nested_too_deeply(client, body):
+    """Issue 17, defect 11: the JSON decoder's RecursionError was a 500."""
+    assert_error(post(client, body, "application/json"), 400, "nested too deeply")
 
 
 def test_unknown_paths_and_methods_answer_json(client):
@@ -404,7 +435,8 @@ def test_serve_runs_the_workers_asked_for_each_with_one_blas_thread(model_path, 
     assert main(["serve", str(model_path), "--port", "0", "--workers", "3",
                  "--engine", "numpy"]) == 0
     (run,) = supervised
-    assert run["config"].workers == 3 and len(run["sockets"]) == 1
+    assert run["config"].workers == 3 and run["sockets"][0].getsockname()[1] > 0
+    assert run["config"].http is GuardedHttpToolsProtocol  # read deadlines (test_connections)
     assert "3 workers" in capsys.readouterr().err
     assert json.loads(run["environ"][server_app.WORKER_ENV]) == {
         "model_path": str(model_path), "engine": "numpy", "device": "auto",

@@ -109,8 +109,13 @@ def _read(path: Path, magic: str, what: str) -> tuple[dict[str, np.ndarray], dic
             meta = f.metadata() or {}
             tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
     except (SafetensorError, OSError, ValueError) as exc:
-        raise ModelFileError(f"{path} is not a readable {what} ({exc}); it may be truncated or "
-                             "corrupt: train again or restore it from a copy.") from None
+        reason = " ".join(str(exc).split())  # safetensors' message may span lines
+        raise ModelFileError(f"{path} is not a readable {what} ({reason}); it may be truncated "
+                             "or corrupt: train again or restore it from a copy.") from None
+    except (TypeError, AttributeError):  # a dtype NumPy lacks (BF16, F8): never written by us
+        raise ModelFileError(f"{path} holds tensors of a type lenet5 never writes (not "
+                             "float32); it was not written by lenet5: pass a file written by "
+                             "`lenet5 train`.") from None
     if meta.get("format") != magic:
         raise ModelFileError(f"{path} is a safetensors file but not a lenet5 {what}; pass a "
                              f"file written by `lenet5 train`.")
@@ -219,6 +224,11 @@ def check_params(path: Path, arch: Architecture, tensors: dict[str, np.ndarray])
                            if names)
         raise ModelFileError(f"{path} does not hold {arch.name} weights ({detail}); it was made "
                              "for another architecture or is damaged.")
+    not_real = sorted(k for k, v in tensors.items() if v.dtype.kind != "f")
+    if not_real:
+        raise ModelFileError(f"{path} holds weights that are not real numbers "
+                             f"({', '.join(not_real)}); it was not written by lenet5: pass a "
+                             "file written by `lenet5 train`.")
     bad = [k for k, v in tensors.items() if not np.isfinite(v).all()]
     if bad:
         raise ModelFileError(f"{path} holds NaN or infinite weights in {', '.join(bad)}; "

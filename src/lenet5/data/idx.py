@@ -7,6 +7,7 @@ never as a reshape error deep inside training or, worse, as silently shorter dat
 from __future__ import annotations
 
 import gzip
+import io
 import os
 import zlib
 from pathlib import Path
@@ -49,6 +50,12 @@ def read_idx(path: str | Path) -> np.ndarray:
         raise DataError(f"{path} does not exist; run `lenet5 data fetch` or check the path.") from e
     except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
         raise DataError(f"{path} cannot be read ({e}); {_FIX}.") from e
+
+
+def parse_idx(data: bytes, path: str | Path) -> np.ndarray:
+    """Parse a raw IDX file already in memory (bytes just checked against their SHA-256, so
+    the array is exactly what was verified); `path` names it in errors."""
+    return _read(io.BytesIO(data), Path(path), len(data), exact=True)
 
 
 def _read(f: BinaryIO, path: Path, max_size: int, exact: bool) -> np.ndarray:

@@ -9,6 +9,8 @@ works on small float arrays.
 from __future__ import annotations
 
 import io
+import os
+import stat
 import warnings
 from pathlib import Path
 from typing import BinaryIO
@@ -49,33 +51,63 @@ def name_of(source: object, name: str | None) -> str:
 
 
 def read_bytes(source: Source, label: str) -> bytes:
-    """Read a file, bytes or stream, refusing anything over MAX_FILE_BYTES before reading it."""
-    limit = f"{label} is larger than {MAX_FILE_BYTES // 2**20} MB; use a smaller image."
+    """Read a file, bytes or stream, refusing anything over MAX_FILE_BYTES: a file by its size
+    before reading, and every read stops at MAX_FILE_BYTES + 1 whatever the size claimed."""
     if isinstance(source, bytes | bytearray | memoryview):
         if len(source) > MAX_FILE_BYTES:
-            raise ImageError(limit)
+            raise ImageError(_too_large(label))
         return bytes(source)
     if isinstance(source, str | Path):
-        path = Path(source)
-        try:
-            if path.is_dir():
-                raise ImageError(f"{label} is a directory, not an image file.")
-            if path.stat().st_size > MAX_FILE_BYTES:
-                raise ImageError(limit)
-            return path.read_bytes()
-        except FileNotFoundError:
-            raise ImageError(f"{label} does not exist; check the path.") from None
-        except OSError as exc:
-            raise ImageError(f"{label} cannot be read ({exc.strerror or exc}).") from exc
+        with _open_regular(Path(source), label) as f:
+            return _read_limited(f, label, os.fstat(f.fileno()).st_size)
+    return _read_limited(source, label, 0)
+
+
+def _too_large(label: str) -> str:
+    return f"{label} is larger than {MAX_FILE_BYTES // 2**20} MB; use a smaller image."
+
+
+def _read_limited(f: BinaryIO, label: str, expected: int) -> bytes:
+    """At most MAX_FILE_BYTES + 1 bytes of `f`: `expected` + 1 in one read (a file's size: one
+    buffer of the right size), then 1 MB chunks while it holds more than it said."""
     try:
-        data = source.read(MAX_FILE_BYTES + 1)
+        chunks = [f.read(min(expected, MAX_FILE_BYTES) + 1)]
+        if not isinstance(chunks[0], bytes | bytearray):
+            raise ImageError(f"{label} was opened as text; open it in binary mode ('rb').")
+        size = len(chunks[0])
+        while chunks[-1] and size <= MAX_FILE_BYTES:
+            chunks.append(f.read(2**20))
+            size += len(chunks[-1])
     except (OSError, ValueError) as exc:
         raise ImageError(f"{label} cannot be read ({exc}).") from exc
-    if not isinstance(data, bytes | bytearray):
-        raise ImageError(f"{label} was opened as text; open it in binary mode ('rb').")
-    if len(data) > MAX_FILE_BYTES:
-        raise ImageError(limit)
-    return bytes(data)
+    if size > MAX_FILE_BYTES:
+        raise ImageError(_too_large(label))
+    return bytes(chunks[0]) if size == len(chunks[0]) else b"".join(chunks)
+
+
+def _open_regular(path: Path, label: str) -> BinaryIO:
+    """`path` opened for reading if it is a regular file of at most MAX_FILE_BYTES. Devices
+    (/dev/zero never ends), FIFOs and sockets are refused; O_NONBLOCK keeps the open itself
+    from waiting for a FIFO's writer."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise ImageError(f"{label} does not exist; check the path.") from None
+    except OSError as exc:
+        raise ImageError(f"{label} cannot be read ({exc.strerror or exc}).") from exc
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise ImageError(f"{label} is a directory, not an image file.")
+        if not stat.S_ISREG(st.st_mode):
+            raise ImageError(f"{label} is not a regular file (a device, pipe or socket); "
+                             "pass an image file.")
+        if st.st_size > MAX_FILE_BYTES:
+            raise ImageError(_too_large(label))
+    except BaseException:
+        os.close(fd)
+        raise
+    return os.fdopen(fd, "rb")
 
 
 def decode(source: Source, label: str, draft_side: int | None) -> Image.Image:

@@ -9,7 +9,8 @@ Concurrency: each process answers one request at a time, on its event loop: the 
 there (so oversized bodies are cut off early) and the CPU work (a few ms for a canvas drawing,
 more for a large photo, which holds that process's other requests meanwhile) runs inline,
 since a hop to a thread pool costs more than it saves when the GIL lets only one thread
-compute anyway. `lenet5 serve --workers N` runs N such processes on one socket, to use N cores.
+compute anyway. `lenet5 serve --workers N` runs N such processes, to use N cores; how they
+share the port and how slow clients are cut off is in `connections`.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from ..errors import Lenet5Error
 from ..images import preprocess_image
@@ -41,6 +43,7 @@ from ..model import Model, load
 from ..outputs import probabilities
 from ..threads import THREAD_VARIABLES
 from ..version import __version__
+from .connections import BACKLOG, GuardedHttpToolsProtocol, bind_shared, worker_sockets
 
 STATIC_DIR = Path(__file__).parent / "static"
 MAX_BODY_BYTES = 5 * 1024 * 1024
@@ -118,11 +121,15 @@ async def _read_body(request: Request) -> bytes:
     if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
         raise too_large
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise too_large
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > MAX_BODY_BYTES:
+                raise too_large
+            chunks.append(chunk)
+    except ClientDisconnect:  # the client left, or its body took too long (connections)
+        raise ApiError(400, "the connection closed before the whole body arrived; send the "
+                            "image again.") from None
     return b"".join(chunks)
 
 
@@ -140,6 +147,8 @@ def _image_from_json(body: bytes) -> bytes:
         document = json.loads(body)
     except ValueError:  # includes UnicodeDecodeError
         raise ApiError(400, "the request body is not valid JSON; " + USAGE) from None
+    except RecursionError:  # arrays or objects nested thousands deep: `[` x 100,000
+        raise ApiError(400, "the request body is JSON nested too deeply; " + USAGE) from None
     if not isinstance(document, dict) or not isinstance(document.get("image"), str):
         raise ApiError(422, 'the JSON body needs an "image" field holding a data URL or base64 '
                             "string of the image.")
@@ -292,24 +301,23 @@ def create_app(model_path: str | Path, engine: str = "numpy", device: str = "aut
 
 
 def listen(host: str, port: int) -> socket.socket:
-    """A socket bound to (host, port) for uvicorn; port 0 picks a free one. Raises
-    Lenet5Error when the address cannot be used."""
+    """A listening socket bound to (host, port) for the workers; port 0 picks a free one.
+    Raises Lenet5Error when the address cannot be used."""
     if not 0 <= port <= 65535:
         raise Lenet5Error(f"--port must be between 0 and 65535, got {port}.")
     try:
-        family, kind, proto, _, address = socket.getaddrinfo(host, port,
-                                                             type=socket.SOCK_STREAM)[0]
-        # proto must be IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY on accepted connections
-        # only then, and without it Nagle's algorithm delays every answer by ~40 ms
-        sock = socket.socket(family, kind, proto)
+        family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        probe = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     except OSError as exc:
         raise Lenet5Error(f"cannot serve on --host {host}: {exc.strerror or exc}; "
                           "use an address of this machine, such as 127.0.0.1.") from None
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(address)
+        with probe:  # without SO_REUSEPORT, so that a port held by anything (another
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # `lenet5 serve` too)
+            probe.bind(address)  # is refused rather than shared
+            address = probe.getsockname()  # the port picked for port 0
+        sock = bind_shared(family, address)
     except OSError as exc:
-        sock.close()
         raise Lenet5Error(f"cannot listen on {host}:{port} ({exc.strerror or exc}); choose "
                           "another --port, or stop the program that uses it.") from None
     sock.listen(BACKLOG)  # clients queue from now on, while the workers start
@@ -318,8 +326,6 @@ def listen(host: str, port: int) -> socket.socket:
 
 # --- serving ------------------------------------------------------------------------------
 
-BACKLOG = 2048
-"""Connections the kernel queues for the workers to accept (uvicorn's default)."""
 WORKER_ENV = "LENET5_SERVE_WORKER"
 """How `serve` names the model to its worker processes: uvicorn starts each worker from an
 import string (`worker_app`), so the arguments travel in the environment, as JSON."""
@@ -374,8 +380,9 @@ def serve(sock: socket.socket, model_path: str | Path, engine: str = "numpy",
     for name in THREAD_VARIABLES:  # one small image at a time: more threads per worker
         os.environ.setdefault(name, "1")  # would only fight the other workers for the cores
     config = uvicorn.Config(f"{__name__}:worker_app", factory=True, workers=workers,
-                            log_level="warning", access_log=False)
-    supervisor = Multiprocess(config, sockets=[sock])
+                            http=GuardedHttpToolsProtocol, ws="none", log_level="warning",
+                            access_log=False)
+    supervisor = Multiprocess(config, sockets=worker_sockets(sock, workers))
     supervisor.run()
     if any(worker.exitcode == STARTUP_FAILURE for worker in supervisor.processes):
         raise Lenet5Error(f"a worker could not load {model_path} (its message is above); "
