@@ -34,17 +34,18 @@ def cpu_kind() -> str:
 
 
 def blas_kernels() -> str:
-    """The BLAS numpy uses and the kernels it picked, e.g. 'OpenBLAS 0.3.31 SkylakeX kernels'."""
+    """The BLAS numpy uses (scipy may load its own too) and the kernels it picked, e.g.
+    'openblas 0.3.31 SkylakeX kernels'."""
     import numpy  # noqa: F401  (loads the BLAS threadpoolctl reports)
     from threadpoolctl import threadpool_info
 
-    for lib in threadpool_info():
-        if lib["user_api"] == "blas":
-            forced = os.environ.get("OPENBLAS_CORETYPE")
-            kernels = lib.get("architecture") or "?"
-            return (f"{lib['internal_api']} {lib['version']} {kernels} kernels"
-                    + (f" (OPENBLAS_CORETYPE={forced})" if forced else ""))
-    return "no BLAS found"
+    blas = [lib for lib in threadpool_info() if lib["user_api"] == "blas"]
+    if not blas:
+        return "no BLAS found"
+    lib = min(blas, key=lambda lib: "numpy" not in lib["filepath"])  # numpy's, if it is there
+    forced = os.environ.get("OPENBLAS_CORETYPE")
+    return (f"{lib['internal_api']} {lib['version']} {lib.get('architecture') or '?'} kernels"
+            + (f" (OPENBLAS_CORETYPE={forced})" if forced else ""))
 
 
 def machine() -> str:
