@@ -64,3 +64,22 @@ def test_optimizer_settings_out_of_range_name_their_flag(kw, flag):
 def test_learning_rates_must_be_finite_and_positive(lr):
     with pytest.raises(Lenet5Error, match="--lr must be a positive number"):
         Schedule(lr=lr)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"name": "adam", "beta1": 1.5}, "--beta1 must be at least 0 and below 1"),
+    ({"name": "adam", "beta2": -1.0}, "--beta2 must be at least 0 and below 1"),
+])
+def test_betas_are_checked_before_either_engine_sees_them(kwargs, message):
+    with pytest.raises(Lenet5Error, match=message):
+        OptimizerSpec(**kwargs)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"step_epochs": 0}, "--step-epochs must be at least 1"),
+    ({"gamma": 0.0}, "--gamma must be a positive number"),
+    ({"gamma": float("nan")}, "--gamma must be a positive number"),
+])
+def test_step_schedule_settings_are_checked(kwargs, message):
+    with pytest.raises(Lenet5Error, match=message):
+        Schedule("step", lr=0.1, **kwargs)

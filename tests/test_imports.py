@@ -104,8 +104,8 @@ def test_the_engines_never_import_each_other():
                 assert not any(t.startswith(f"lenet5.{other}") for t in targets), module
 
 
-@pytest.mark.parametrize("command", ["", "train", "evaluate", "predict", "export", "report",
-                                     "summary", "serve", "data fetch"])
+@pytest.mark.parametrize("command", ["", "train", "recipes", "sweep", "evaluate", "predict",
+                                     "export", "report", "summary", "serve", "data fetch"])
 def test_help_imports_nothing_heavy(command):
     proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "lenet5", *command.split(),
                            "--help"], capture_output=True, text=True, timeout=60)

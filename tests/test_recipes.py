@@ -47,6 +47,7 @@ def test_a_users_recipe_file(tmp_path):
 @pytest.mark.parametrize("text, message", [
     ("[options]\nbatchsize = 4\n", "sets unknown options batchsize"),
     ("[options\n", "is not valid TOML"),
+    ('[options]\nepochs = "5"\n', "'epochs' in .*bad.toml is '5', not a whole number"),
 ])
 def test_bad_recipe_files_are_one_sentence(tmp_path, text, message):
     path = tmp_path / "bad.toml"

@@ -9,6 +9,7 @@ import pytest
 from scipy import stats
 
 from lenet5.cli import main
+from lenet5.errors import Lenet5Error
 from lenet5.files import read_metrics
 from lenet5.sweep import compare, describe, run_sweep, setting_name, settings_of
 from lenet5.training import TrainConfig
@@ -34,7 +35,7 @@ def test_compare_is_welchs_t_test():
 
 def test_settings_are_every_combination_in_order():
     grid = {"pool": ["max", "avg"], "lr": [1e-3, 3e-3]}
-    settings = settings_of(TrainConfig(), grid)
+    settings = settings_of(grid)
     assert [setting_name(s) for s in settings] == [
         "pool-max_lr-0.001", "pool-max_lr-0.003", "pool-avg_lr-0.001", "pool-avg_lr-0.003"]
     assert setting_name({}) == "base"
@@ -87,6 +88,12 @@ def test_a_sweep_summarizes_its_runs_resumes_and_reports_failures(synthetic_data
     assert again == summary
     assert (tmp_path / "pool-max" / "seed-0" / "model.safetensors").read_bytes() == kept
 
+    # a sweep into the same folder with other settings is refused, not mixed in
+    with pytest.raises(Lenet5Error, match=r"seed-0 holds a run trained with other settings "
+                                          r"\(lr 0.01 there, 0.02 now\)"):
+        run_sweep(dataclasses.replace(base, lr=2e-2), grid, 3, tmp_path, workers=1,
+                  log=lambda _: None)
+
     # a failed run is reported, not dropped
     failing = run_sweep(base, {"lr": [1e12]}, 1, tmp_path / "diverging", workers=1,
                         log=lambda _: None)
@@ -102,6 +109,9 @@ def test_sweep_cli_prints_the_summary_and_fails_when_a_run_failed(synthetic_data
     summary = json.loads(capsys.readouterr().out)
     assert summary["settings"][0]["n"] == 2
     assert main([*common, "--lr", "1e12", "--out", str(tmp_path / "bad")]) == 1
+    capsys.readouterr()
+    assert main([*common, "--workers", "0", "--out", str(tmp_path / "none")]) == 1
+    assert "--workers must be at least 1, got 0" in capsys.readouterr().err
 
 
 HAS_RAY = importlib.util.find_spec("ray") is not None

@@ -204,6 +204,11 @@ class Architecture:
         return rows
 
     @property
+    def pad(self) -> int:
+        """Pixels added on each side of a 28x28 image to make the input."""
+        return (self.input_size - 28) // 2
+
+    @property
     def num_classes(self) -> int:
         return self.layer_shapes()[-1][0]
 

@@ -2,8 +2,8 @@
 
 A model file holds the trainable parameters under ``lenet5.arch``'s names plus metadata:
 ``format`` (always ``lenet5-model``, the magic), ``format_version``, ``arch``, ``dataset``,
-``classes`` and ``input_normalization`` (JSON), ``weights_sha256`` (``weights_sha256``), and
-facts about the run. Loading checks the metadata against one schema (``check_metadata``) and
+``classes`` and ``input_normalization`` (JSON), ``weights_sha256`` (the weights' checksum),
+and facts about the run. Loading checks the metadata against one schema (``check_metadata``) and
 the weights against their checksum; files written before the checksum existed have none and
 still load. Files are written atomically (``files.write_atomic``) and byte for byte the same
 for the same contents.
@@ -93,6 +93,10 @@ def resolve_model_path(path: str | Path) -> Path:
     """A model file, a run directory holding ``model.safetensors``, or the name ``pretrained``
     (the model shipped with lenet5; ``./pretrained`` is a path)."""
     if str(path) == pretrained.NAME:
+        if not pretrained.path().is_file():
+            raise ModelFileError(f"the pretrained model is not in this installation of lenet5 "
+                                 f"({pretrained.path()} is missing); reinstall lenet5, or build "
+                                 "it with `python scripts/build_pretrained.py`.")
         return pretrained.path()
     p = Path(path)
     if p.is_dir():
@@ -205,7 +209,7 @@ def _check_normalization(path: Path, norm: object, arch: Architecture) -> None:
     if not scale > 0:
         raise _bad_field(path, field, "ink must be above background" if kind == "lecun_1998"
                          else "std must be above 0")
-    pad = (arch.input_size - 28) // 2
+    pad = arch.pad
     if type(norm.get("pad")) is not int or norm["pad"] != pad:
         raise _bad_field(path, field, f"'pad' is {norm.get('pad')!r}, but {arch.name} reads "
                          f"{arch.input_size}x{arch.input_size} inputs, so it must be {pad}")

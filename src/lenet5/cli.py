@@ -114,39 +114,57 @@ def cmd_data_fetch(args: argparse.Namespace) -> int:
 
 # --- train --------------------------------------------------------------------------------
 
+def _arch_default(key: str) -> str:
+    """'default: 15 for lenet5, 20 for lenet5-1998' (one value when all agree)."""
+    from .arch import ARCHITECTURES
+    from .hparams import defaults_for
+
+    values = {name: defaults_for(name)[key] for name in ARCHITECTURES}
+    if len(set(values.values())) == 1:
+        return f"default: {next(iter(values.values()))}"
+    return "default: " + ", ".join(f"{v} for {k}" for k, v in values.items())
+
+
 def _training_flags(parser: argparse.ArgumentParser) -> None:
     """The flags that set a run's TrainConfig (all but --seed and --out). Each defaults to
     None, so that a recipe's value shows through unless the flag is given."""
-    from .arch import ARCHITECTURES, MODERN_ACTIVATIONS, POOLS
-    from .data import DATASETS
-    from .data import distortions as dist
+    _network_flags(parser)
+    _engine_flags(parser, unset=True)
+    _optimizer_flags(parser)
+    _data_flags(parser)
+    parser.add_argument("--recipe", default=None, metavar="NAME_OR_FILE",
+                        help="start from a recipe (`lenet5 recipes` lists them; or a .toml "
+                        "file); options given here override it (default: none)")
+
+
+def _network_flags(parser: argparse.ArgumentParser) -> None:
+    from .arch import ARCHITECTURES, LENET5, LENET5_1998, MODERN_ACTIVATIONS, POOLS
     from .data.transforms import NORMALIZATIONS
-    from .hparams import (
-        AUGMENTATIONS,
-        OPTIMIZERS,
-        SCHEDULES,
-        SDLM_WARMUP_FACTORS,
-        defaults_for,
-    )
-    from .training import TrainConfig
-
-    start = TrainConfig()
-
-    def default(key: str) -> str:
-        """'default: 15 for lenet5, 20 for lenet5-1998' (one value when all agree)."""
-        values = {name: defaults_for(name)[key] for name in ARCHITECTURES}
-        if len(set(values.values())) == 1:
-            return f"default: {next(iter(values.values()))}"
-        return "default: " + ", ".join(f"{v} for {k}" for k, v in values.items())
 
     parser.add_argument("--arch", choices=tuple(ARCHITECTURES), default=None,
-                        help=f"architecture (default: {start.arch})")
+                        help=f"architecture (default: {LENET5.name})")
     parser.add_argument("--pool", choices=POOLS, default=None,
-                        help="lenet5's pooling: max, or the tutorials' average (default: max)")
+                        help=f"{LENET5.name}'s pooling: max, or the tutorials' average (default: "
+                        f"{LENET5.pool})")
     parser.add_argument("--activation", choices=MODERN_ACTIVATIONS, default=None,
-                        help="lenet5's hidden activations; the output stays softmax (default: "
-                        "relu)")
-    _engine_flags(parser, unset=True)
+                        help=f"{LENET5.name}'s hidden activations; the output stays softmax "
+                        f"(default: {LENET5.activation})")
+    parser.add_argument("--init-std", type=float, default=None,
+                        help="draw the weights from N(0, STD^2), biases 0 (default: the "
+                        f"architecture's own: {LENET5.init} for {LENET5.name}, +-2.4/fan-in for "
+                        f"{LENET5_1998.name})")
+    parser.add_argument("--normalization", choices=NORMALIZATIONS, default=None,
+                        help="how pixels become inputs: mean_std (minus the training pixels' "
+                        "mean, over their std), mean_image (minus the mean training image, "
+                        "0-255 scale), lecun_1998 (the paper's background and ink levels) "
+                        f"(default: {LENET5.input_normalization} for {LENET5.name}, "
+                        f"{LENET5_1998.input_normalization} for {LENET5_1998.name})")
+
+
+def _optimizer_flags(parser: argparse.ArgumentParser) -> None:
+    from .hparams import OPTIMIZERS, SCHEDULES, SDLM_WARMUP_FACTORS
+
+    default = _arch_default
     parser.add_argument("--epochs", type=int, default=None,
                         help=f"passes over the training set ({default('epochs')}; with "
                         "--resume, the run's own)")
@@ -166,15 +184,6 @@ def _training_flags(parser: argparse.ArgumentParser) -> None:
                         help=f"epochs between steps of --schedule step ({default('step_epochs')})")
     parser.add_argument("--gamma", type=float, default=None,
                         help=f"factor of each step of --schedule step ({default('gamma')})")
-    parser.add_argument("--augment", nargs="?", const="affine", choices=AUGMENTATIONS,
-                        default=None, help="random distortions of the training digits each "
-                        "epoch: shift (translations up to 2 px), affine (the 1998 paper's "
-                        f"kinds: translation up to {dist.MAX_SHIFT:g} px, scaling up to "
-                        f"{dist.MAX_SCALE * 100:g}%%, squeezing up to "
-                        f"{dist.MAX_SQUEEZE * 100:g}%%, shearing up to {dist.MAX_SHEAR:g}, and "
-                        f"rotation up to {math.degrees(dist.MAX_ROTATION):g} degrees; plain "
-                        "--augment), elastic (affine + elastic) or none "
-                        f"({default('augment')})")
     parser.add_argument("--momentum", type=float, default=None,
                         help="momentum, at least 0 and below 1, for --optimizer sgd only (the "
                         f"others refuse it) ({default('momentum')})")
@@ -186,28 +195,28 @@ def _training_flags(parser: argparse.ArgumentParser) -> None:
                         help=f"Adam's first-moment decay ({default('beta1')})")
     parser.add_argument("--beta2", type=float, default=None,
                         help=f"Adam's second-moment decay ({default('beta2')})")
-    parser.add_argument("--init-std", type=float, default=None,
-                        help="draw the weights from N(0, STD^2), biases 0 (default: the "
-                        "architecture's own: He uniform for lenet5, +-2.4/fan-in for "
-                        "lenet5-1998)")
-    parser.add_argument("--normalization", choices=NORMALIZATIONS, default=None,
-                        help="how pixels become inputs: mean_std (minus the training pixels' "
-                        "mean, over their std), mean_image (minus the mean training image, "
-                        "0-255 scale), lecun_1998 (background -0.1, ink 1.175) (default: "
-                        "mean_std for lenet5, lecun_1998 for lenet5-1998)")
+
+
+def _data_flags(parser: argparse.ArgumentParser) -> None:
+    from .data import distortions as dist
+    from .hparams import AUGMENTATIONS
+    from .training import TrainConfig
+
+    parser.add_argument("--augment", nargs="?", const="affine", choices=AUGMENTATIONS,
+                        default=None, help="random distortions of the training digits each "
+                        f"epoch: shift (translations up to {dist.MAX_PIXEL_SHIFT} px), affine "
+                        f"(the 1998 paper's kinds: translation up to {dist.MAX_SHIFT:g} px, "
+                        f"scaling up to {dist.MAX_SCALE * 100:g}%%, squeezing up to "
+                        f"{dist.MAX_SQUEEZE * 100:g}%%, shearing up to {dist.MAX_SHEAR:g}, and "
+                        f"rotation up to {math.degrees(dist.MAX_ROTATION):g} degrees; plain "
+                        "--augment), elastic (affine + elastic) or none "
+                        f"({_arch_default('augment')})")
     parser.add_argument("--val-size", type=int, default=None,
-                        help=f"training images held out for validation (default: "
-                        f"{start.val_size})")
+                        help="training images held out for validation (default: "
+                        f"{TrainConfig.val_size})")
     parser.add_argument("--limit", type=int, default=None,
                         help="train on the first N training images only (default: all)")
-    parser.add_argument("--dataset", choices=tuple(DATASETS), default=None,
-                        help=f"dataset (default: {start.dataset})")
-    parser.add_argument("--data-dir", default=None, help="folder holding the dataset's IDX "
-                        "files, raw or .gz, to use first (default: the verified cache, "
-                        "$LENET5_DATA or ~/.cache/lenet5)")
-    parser.add_argument("--recipe", default=None, metavar="NAME_OR_FILE",
-                        help="start from a recipe (`lenet5 recipes` lists them; or a .toml "
-                        "file); options given here override it (default: none)")
+    _dataset_flags(parser, None, f" (default: {TrainConfig.dataset})")
 
 
 def _train_options(args: argparse.Namespace) -> dict:
@@ -229,11 +238,13 @@ def _config_from(args: argparse.Namespace, **fixed):
 
 def add_train(sub: Subparsers) -> None:
     from .files import RUNS_DIR
+    from .training import TrainConfig
 
     train = _command(sub, "train", "Train a model; writes a run directory.")
     _training_flags(train)
     train.add_argument("--seed", type=int, default=None,
-                       help="random seed (init, shuffling), 0 or more (default: 0)")
+                       help="random seed (init, shuffling), 0 or more (default: "
+                       f"{TrainConfig.seed})")
     train.add_argument("--out", default=None,
                        help=f"run directory (default: {RUNS_DIR}/<arch>-<engine>-<date>-<time>)")
     train.add_argument("--resume", default=None, metavar="RUN_DIR",

@@ -8,6 +8,7 @@ once, for every engine.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Protocol
 
 import numpy as np
@@ -57,19 +58,25 @@ class Engine(Protocol):
     def feature_maps(self, x: np.ndarray) -> list[tuple[str, np.ndarray]]: ...
 
 
+def _batches(engine: Engine, x: np.ndarray, batch_size: int) -> Iterator[tuple[slice, np.ndarray]]:
+    """(rows, their outputs (B, K)) for all of ``x``, ``batch_size`` images at a time."""
+    for i in range(0, len(x), batch_size):
+        rows = slice(i, i + batch_size)
+        yield rows, engine.forward(x[rows])
+
+
 def batched_logits(engine: Engine, x: np.ndarray, batch_size: int = EVAL_BATCH) -> np.ndarray:
-    """The outputs (N, K) for all of ``x``, EVAL_BATCH images at a time."""
-    return np.concatenate([engine.forward(x[i:i + batch_size])
-                           for i in range(0, len(x), batch_size)])
+    """The outputs (N, K) for all of ``x``."""
+    return np.concatenate([out for _, out in _batches(engine, x, batch_size)])
 
 
 def evaluate(engine: Engine, x: np.ndarray, y: np.ndarray, batch_size: int = EVAL_BATCH
              ) -> tuple[float, np.ndarray]:
-    """(sum of per-image losses, predicted labels) over all of ``x``."""
+    """(sum of per-image losses, predicted labels) over all of ``x``; the loss adds up batch
+    by batch, each batch's mean in the outputs' dtype, as the NumPy engine's training does."""
     loss_sum, predictions = 0.0, []
-    for i in range(0, len(x), batch_size):
-        out = engine.forward(x[i:i + batch_size])  # (B, K)
-        loss_sum += mean_loss(out, y[i:i + batch_size], engine.arch.loss) * len(out)
+    for rows, out in _batches(engine, x, batch_size):
+        loss_sum += mean_loss(out, y[rows], engine.arch.loss) * len(out)
         predictions.append(out.argmax(axis=1))
     return loss_sum, np.concatenate(predictions)
 

@@ -17,7 +17,7 @@ from .errors import Lenet5Error
 from .files import write_atomic
 from .model import Model
 from .onnx_engine import OnnxEngine
-from .onnx_graph import OPSET, RAW_PIXELS, to_onnx
+from .onnx_graph import OPSET, RAW_PIXELS, VIAS, to_onnx
 
 # Largest |logit difference| accepted between the graph and the NumPy engine, relative to the
 # largest |logit| when that exceeds 1: float32 sums in another order differ by ~1e-6 of it.
@@ -43,7 +43,8 @@ def export(model_path: str | Path, out: str | Path, via: str = "numpy",
     if not max_diff <= allowed:
         raise Lenet5Error(f"the exported graph's logits differ from the NumPy engine's by "
                           f"{max_diff:.3g} (more than {allowed:.3g}); {out} was not written. "
-                          "Try --via numpy, and please report this.")
+                          f"Try --via {next(v for v in VIAS if v != via)}, and please report "
+                          "this.")
     write_atomic(Path(out), data)
     return {"path": str(out), "bytes": len(data), "via": via, "opset": opset,
             "arch": arch.name, "max_abs_logit_diff": max_diff}

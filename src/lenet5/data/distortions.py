@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
-# Ranges chosen by measurement: benchmarks/results/lenet5_1998_settings.md.
+MAX_PIXEL_SHIFT = 2  # --augment shift: whole pixels, each axis
+# --augment affine's ranges, chosen by measurement: benchmarks/results/lenet5_1998_settings.md.
 MAX_SHIFT = 1.0  # pixels, each axis
 MAX_SCALE = 0.05  # zoom by 1 +- this
 MAX_SQUEEZE = 0.05  # x times (1 + s), y divided by (1 + s)
@@ -72,7 +73,8 @@ def gaussian_matrix(size: int, sigma: float = ELASTIC_SIGMA) -> np.ndarray:
     return np.where(inside, taps[np.clip(offset + radius, 0, 2 * radius)], 0.0).astype(np.float32)
 
 
-def shift(images: np.ndarray, rng: np.random.Generator, max_shift: int = 2) -> np.ndarray:
+def shift(images: np.ndarray, rng: np.random.Generator, max_shift: int = MAX_PIXEL_SHIFT
+          ) -> np.ndarray:
     """Each image moved by its own random whole-pixel offset in [-max_shift, max_shift] on
     each axis: the cheapest distortion, and the one a small network profits from most.
     (N, H, W) uint8 -> (N, H, W) uint8."""

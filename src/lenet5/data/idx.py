@@ -16,7 +16,7 @@ from typing import BinaryIO
 import numpy as np
 
 from lenet5.errors import DataError
-from lenet5.files import atomic_file
+from lenet5.files import atomic_file, write_error
 
 # IDX type code -> dtype (multi-byte types are big-endian on disk).
 _DTYPES = {
@@ -115,9 +115,12 @@ def write_idx(path: str | Path, array: np.ndarray) -> None:
     code = _CODES[native]
     header = bytes([0, 0, code, array.ndim]) + np.asarray(array.shape, ">u4").tobytes()
     data = np.ascontiguousarray(array, _DTYPES[code]).tobytes()  # big-endian on disk
-    with atomic_file(path) as f:
-        if path.suffix == ".gz":
-            with gzip.GzipFile(fileobj=f, mode="wb", mtime=0) as gz:
-                gz.write(header + data)
-        else:
-            f.write(header + data)
+    try:
+        with atomic_file(path) as f:
+            if path.suffix == ".gz":
+                with gzip.GzipFile(fileobj=f, mode="wb", mtime=0) as gz:
+                    gz.write(header + data)
+            else:
+                f.write(header + data)
+    except OSError as exc:
+        raise write_error(path, exc) from None

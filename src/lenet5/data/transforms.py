@@ -69,7 +69,7 @@ def input_normalization(arch: Architecture, train_images: np.ndarray,
     section II-A), so inputs have mean roughly 0 and variance roughly 1.
     """
     kind = kind or arch.input_normalization
-    pad_px = (arch.input_size - 28) // 2
+    pad_px = arch.pad
     if kind == "mean_std":
         mean, std = pixel_stats(train_images)
         return {"kind": kind, "pad": pad_px, "mean": mean, "std": std}

@@ -304,14 +304,14 @@ class Dense(Layer):
 # --- the 1998 layers (LeCun, Bottou, Bengio, Haffner 1998) ------------------------------------
 
 class ScaledTanh(Squashing):
-    """f(a) = A tanh(S a) with the paper's A = 1.7159, S = 2/3 (``arch.TANH_AMPLITUDE``,
-    ``TANH_SLOPE``). f'(a) = S A (1 - tanh(S a)^2), from tanh alone."""
+    """f(a) = amplitude * tanh(slope * a), the paper's 1.7159 tanh(2a/3) (``arch.TANH_AMPLITUDE``,
+    ``TANH_SLOPE``); f'(a) = slope * amplitude * (1 - tanh(slope * a)^2), from tanh alone."""
 
     def forward(self, x: np.ndarray, train: bool) -> np.ndarray:
         t = np.multiply(x, TANH_SLOPE, dtype=x.dtype)
         np.tanh(t, out=t)  # one temporary: tanh is the costly part
         if train:
-            self.slope = t * t  # f'(a) = S A - S A t^2, same shape as x
+            self.slope = t * t  # f'(a) = slope amplitude (1 - t^2), same shape as x
             self.slope *= -TANH_SLOPE * TANH_AMPLITUDE
             self.slope += TANH_SLOPE * TANH_AMPLITUDE
         t *= TANH_AMPLITUDE

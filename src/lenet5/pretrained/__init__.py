@@ -11,10 +11,11 @@ from __future__ import annotations
 from importlib.resources import files
 from pathlib import Path
 
+from ..files import MODEL_FILE
+
 NAME = "pretrained"
-FILE = "model.safetensors"
 
 
 def path() -> Path:
     """Where the shipped model file is."""
-    return Path(str(files(__name__).joinpath(FILE)))
+    return Path(str(files(__name__).joinpath(MODEL_FILE)))

@@ -19,7 +19,7 @@ from importlib.resources import files
 from pathlib import Path
 
 from ..errors import Lenet5Error
-from ..training import TrainConfig
+from ..training import TrainConfig, check_types
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -70,6 +70,7 @@ def _parse(text: str, name: str, where: str) -> Recipe:
     if unknown:
         raise Lenet5Error(f"{where} sets unknown options {', '.join(unknown)}; a recipe may "
                           f"set: {', '.join(OPTIONS)}.")
+    check_types(options, where, "fix the recipe file")
     reference = document.get("reference", {})
     return Recipe(name=name, description=document.get("description", ""), options=options,
                   reference={"figure": reference.get("figure"),

@@ -87,8 +87,9 @@ class ModelInfo(BaseModel):
     test_accuracy: float | None = Field(description="test-set accuracy recorded at training")
     epochs: int | None
     layers: list[dict] = Field(description="per layer: name, output shape, params, "
-                               "connections, type (conv, maxpool, subsample, dense, rbf), window "
-                               "(kernel or pooling size) and activation")
+                               "connections, type (the arch layer's kind: conv, maxpool, "
+                               "avgpool, subsample, dense, rbf), window (kernel or pooling size) "
+                               "and activation")
 
 
 class ErrorBody(BaseModel):
@@ -185,9 +186,9 @@ _PNG_END = _png_chunk(b"IEND", b"")
 
 
 def png_data_urls(grays: np.ndarray) -> list[str]:
-    """Data URLs of (C, H, W) uint8 grayscale images as PNGs. Written directly, several times
-    faster than Pillow for ~45 tiny images per answer; stored without compression (zlib level
-    0), which halves the encoding time of an answer for ~8 KB more JSON."""
+    """Data URLs of (C, H, W) uint8 grayscale images as PNGs, written directly (faster than
+    Pillow for ~45 tiny images per answer) and stored without compression (zlib level 0: faster
+    to encode, a little more JSON)."""
     count, height, width = grays.shape
     rows = np.zeros((count, height, width + 1), dtype=np.uint8)  # each row: filter 0, pixels
     rows[:, :, 1:] = grays
@@ -200,7 +201,7 @@ def png_data_urls(grays: np.ndarray) -> list[str]:
 def _to_gray(maps: np.ndarray) -> np.ndarray:
     """(C, H, W) activations -> (C, H, W) uint8, each map stretched to 0-255 on its own
     (a constant map stays black)."""
-    maps = np.ascontiguousarray(maps)  # the engine's are strided views: 2x slower to reduce
+    maps = np.ascontiguousarray(maps)  # the engine's are strided views: slower to reduce
     low = maps.min(axis=(1, 2), keepdims=True)  # (C, 1, 1)
     span = maps.max(axis=(1, 2), keepdims=True) - low
     scale = np.divide(255.0, span, out=np.zeros_like(span), where=span > 0)

@@ -1,8 +1,8 @@
 """How `lenet5 serve` takes connections: spread over its workers, and never held forever.
 
 Spreading. Workers that share one listening socket all wake for a new connection and the
-first awake accepts every connection waiting, so 32 keep-alive clients often all landed on
-one worker (260 requests/s on 2 cores instead of 490). Here every worker, once it has loaded
+first awake accepts every connection waiting, so keep-alive clients often all landed on one
+worker (benchmarks/results/load_test_32_clients.md). Here every worker, once it has loaded
 the model, also listens on a socket of its own bound to the same port with SO_REUSEPORT, and
 the kernel hands each new connection to one socket of that group: a small classic-BPF program
 attached to the port picks a worker's socket at random, never the parent's. The parent's
