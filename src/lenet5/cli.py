@@ -127,13 +127,20 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise Lenet5Error("no images found in " + ", ".join(args.images) + "; pass image files "
                           "(PNG, JPEG, BMP, GIF, TIFF, WebP) or folders holding them.")
     model = load(args.model, engine=args.engine, device=args.device)
-    results = predict_files(model, files, top_k=args.top_k, save_input=args.save_input)
+    results = predict_files(model, files, top_k=args.top_k, save_input=args.save_input,
+                            threshold=args.reject_threshold)
     if args.json:
         _emit_json(results)
     else:
         for r in results:
             if "error" in r:
                 print(f"{r['file']}: error: {r['error']}", file=sys.stderr)
+            elif r["rejected"]:
+                print(f"{r['file']}: not read: {r['rejected']}")
+            elif len(r["digits"]) > 1:
+                print(f"{r['file']}: {r['text']} (" + ", ".join(
+                    f"{model.classes[d['label']]} {100 * d['confidence']:.1f}%"
+                    for d in r["digits"]) + ")")
             else:
                 alternatives = ", ".join(f"{model.classes[k]} {100 * p:.1f}%" for k, p in r["top"])
                 print(f"{r['file']}: {model.classes[r['label']]} ({alternatives})")
@@ -210,11 +217,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise Lenet5Error(f"`lenet5 serve` needs the web extra ({exc}); install it with "
                           "`pip install -e '.[web]'`.") from None
     from .model import load
+    from .refusal import check_threshold
     from .server import default_workers, listen, serve
 
     workers = default_workers() if args.workers is None else args.workers
     if workers < 1:
         raise Lenet5Error(f"--workers must be at least 1, got {workers}.")
+    check_threshold(args.reject_threshold)
     model = args.model or _newest_run()
     load(model, engine=args.engine, device=args.device)  # a bad model fails here, not in workers
     sock = listen(args.host, args.port)
@@ -223,7 +232,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     print(f"lenet5: serving {model} ({args.engine} engine, {workers} worker"
           f"{'s' if workers > 1 else ''}) on http://{shown}:{port}/ (Ctrl+C stops)",
           file=sys.stderr, flush=True)
-    serve(sock, model, args.engine, args.device, workers)
+    serve(sock, model, args.engine, args.device, workers, args.reject_threshold)
     return 0
 
 
@@ -235,6 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .engine import ENGINES, INFERENCE_ENGINES
     from .export import MIN_OPSET, OPSET, TORCH_MAX_OPSET, VIAS
     from .hparams import OPTIMIZERS, SCHEDULES, SDLM_WARMUP_FACTORS
+    from .refusal import DEFAULT_THRESHOLD
     from .training import AUGMENTATIONS, TrainConfig, arch_defaults
 
     d = TrainConfig()
@@ -245,6 +255,13 @@ def build_parser() -> argparse.ArgumentParser:
         if len(set(values.values())) == 1:
             return f"default: {next(iter(values.values()))}"
         return "default: " + ", ".join(f"{v} for {k}" for k, v in values.items())
+
+    def reject_flag(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--reject-threshold", type=float, default=None, metavar="P",
+                       help="refuse a digit (answer 'not a digit') when its most probable "
+                       "class has a probability below P, 0 to 1 (default: the threshold "
+                       "calibrated when the model was trained, or "
+                       f"{DEFAULT_THRESHOLD} for a model file without one)")
 
     parser = argparse.ArgumentParser(
         prog="lenet5", formatter_class=_Formatter,
@@ -300,6 +317,11 @@ def build_parser() -> argparse.ArgumentParser:
                        f"rotation up to {math.degrees(dist.MAX_ROTATION):g} degrees; plain "
                        "--augment), elastic (affine + elastic) or none "
                        f"({per_arch('augment')})")
+    train.add_argument("--nondigits", type=float, default=None, metavar="FRACTION",
+                       help="made-up non-digits added to the training set, as a fraction of "
+                       "it (strokes, scribbles, hatching, shapes, blots, and junk cut from "
+                       "pairs of digits), which teach the network to refuse what is not a "
+                       f"digit; 0 turns it off ({per_arch('nondigits')})")
     train.add_argument("--momentum", type=float, default=d.momentum, help="SGD momentum")
     train.add_argument("--nesterov", action="store_true", help="Nesterov momentum (SGD)")
     train.add_argument("--weight-decay", type=float, default=d.weight_decay,
@@ -344,7 +366,9 @@ def build_parser() -> argparse.ArgumentParser:
     engine_flags(predict, INFERENCE_ENGINES)
     predict.add_argument("--top-k", type=int, default=3, help="alternatives to show")
     predict.add_argument("--save-input", default=None, metavar="DIR",
-                         help="write each image beside the 28x28 the network saw")
+                         help="write each image, its digits boxed, beside the 28x28 images "
+                         "the network saw")
+    reject_flag(predict)
     predict.add_argument("--json", action="store_true", help="print one JSON document")
     predict.set_defaults(func=cmd_predict)
 
@@ -386,6 +410,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1",
                        help="address to listen on; 0.0.0.0 exposes it to your network")
     serve.add_argument("--port", type=int, default=8000, help="port (0 picks a free one)")
+    reject_flag(serve)
     serve.add_argument("--workers", type=int, default=None,
                        help="processes answering requests, each with its own copy of the model "
                        "(default: one per CPU core, at most 4)")

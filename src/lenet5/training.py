@@ -22,15 +22,18 @@ import numpy as np
 from . import __version__, checkpoint
 from .arch import get_arch, init_params
 from .data import datasets
+from .data.nondigits import with_nondigits
 from .data.transforms import input_normalization, prepare_inputs, split_validation
 from .engine import make_engine
 from .errors import Lenet5Error, TrainingDiverged
 from .hparams import OptimizerSpec, Schedule
 
 AUGMENTATIONS = ("none", "shift", "affine", "elastic")
+NONDIGIT_STREAM = 2
+"""Random stream of the made-up non-digits: np.random.default_rng([seed, NONDIGIT_STREAM])."""
 # Settings whose best value depends on the architecture: None means "the arch's default".
 GENERAL_DEFAULTS = {"epochs": 15, "batch_size": 128, "optimizer": "adam", "lr": 3e-3,
-                    "schedule": "onecycle", "augment": "shift"}
+                    "schedule": "onecycle", "augment": "shift", "nondigits": 0.2}
 
 
 def arch_defaults(arch_name: str) -> dict:
@@ -57,6 +60,7 @@ class TrainConfig:
     augment: str | None = None
     val_size: int = 0
     limit: int | None = None
+    nondigits: float | None = None
     out: str | None = None
 
     def resolved(self) -> TrainConfig:
@@ -67,7 +71,8 @@ class TrainConfig:
     def validate(self) -> None:
         limit = 1 if self.limit is None else self.limit
         for flag, value, low in (("--epochs", self.epochs, 1), ("--batch-size", self.batch_size, 1),
-                                 ("--val-size", self.val_size, 0), ("--limit", limit, 1)):
+                                 ("--val-size", self.val_size, 0), ("--limit", limit, 1),
+                                 ("--nondigits", self.nondigits, 0)):
             if value is not None and value < low:
                 raise Lenet5Error(f"{flag} must be at least {low}, got {value}.")
         if self.augment is not None and self.augment not in AUGMENTATIONS:
@@ -113,7 +118,10 @@ def train(config: TrainConfig, *, resume: str | Path | None = None,
     train_images, train_labels, val_images, val_labels = split_validation(
         train_images, train_labels, config.val_size, config.seed)
     norm = input_normalization(arch, train_images)
-    y_train = train_labels.astype(np.int64)
+    n_digits = len(train_images)  # the non-digits added below have no accuracy
+    train_images, y_train = with_nondigits(  # the non-digits teach the network to refuse
+        train_images, train_labels, config.nondigits or 0.0,
+        np.random.default_rng([config.seed, NONDIGIT_STREAM]))
     x_test, y_test = prepare_inputs(data.test_images, norm), data.test_labels.astype(np.int64)
     x_val = prepare_inputs(val_images, norm) if len(val_images) else None
 
@@ -136,13 +144,13 @@ def train(config: TrainConfig, *, resume: str | Path | None = None,
     if optimizer_state is not None:
         engine.load_optimizer_state(optimizer_state)
     run_config = {**dataclasses.asdict(config), "input_normalization": norm,
-                  "classes": data.classes, "train_images": len(train_images),
+                  "classes": data.classes, "train_images": n_digits,
                   "device": engine.device, "lenet5_version": __version__,
                   "python": platform.python_version(), "machine": platform.machine()}
     checkpoint.write_atomic(run_dir / "config.json", json.dumps(run_config, indent=2).encode())
     if start_epoch == 0:
         log(f"training {arch.name} with the {engine.name} engine ({engine.device}) on "
-            f"{len(train_images):,} {config.dataset} images for {_epochs(config.epochs)} "
+            f"{n_digits:,} {config.dataset} images for {_epochs(config.epochs)} "
             f"-> {run_dir}")
 
     schedule = config.schedule_spec()
@@ -176,7 +184,7 @@ def train(config: TrainConfig, *, resume: str | Path | None = None,
             raise TrainingDiverged(
                 f"training diverged in epoch {epoch + 1} (loss is {loss_sum / seen}); lower --lr "
                 f"(now {config.lr:g}) or --batch-size; {run_dir} keeps the last good epoch.")
-        row = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_acc": correct / seen}
+        row = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_acc": correct / n_digits}
         if x_val is not None:
             _, val_pred = engine.evaluate(x_val, val_labels.astype(np.int64))
             row["val_acc"] = float(np.mean(val_pred == val_labels))

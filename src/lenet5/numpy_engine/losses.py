@@ -12,15 +12,21 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def softmax_cross_entropy(logits: np.ndarray, labels: np.ndarray) -> tuple[float, np.ndarray]:
-    """Mean cross-entropy of softmax(logits) and d(mean loss)/d(logits)."""
-    n = logits.shape[0]
+    """Mean cross-entropy of softmax(logits) and d(mean loss)/d(logits). A non-digit (label
+    -1, `data.nondigits.NONDIGIT`) has the uniform distribution as its target (outlier
+    exposure): its loss is the mean of -log p_k, its gradient p - 1/K."""
+    n, classes = logits.shape
     log_probs = log_softmax(logits)  # (N, K)
-    rows = np.arange(n)
-    loss = -log_probs[rows, labels].mean()
     grad = np.exp(log_probs)
-    grad[rows, labels] -= 1
+    rows = np.flatnonzero(labels >= 0)
+    loss = -log_probs[rows, labels[rows]].sum()
+    grad[rows, labels[rows]] -= 1
+    if rows.size < n:
+        others = labels < 0
+        loss -= log_probs[others].mean(axis=1).sum()
+        grad[others] -= 1.0 / classes
     grad /= n
-    return float(loss), grad
+    return float(loss / n), grad
 
 
 def softmax_curvature(logits: np.ndarray) -> np.ndarray:
@@ -41,24 +47,32 @@ def softmax_curvature(logits: np.ndarray) -> np.ndarray:
 MAP_J = 0.1
 
 
+def map_log_probs_with_rubbish(scores: np.ndarray) -> np.ndarray:
+    """(N, 1 + K): log of e^-j / Z (the rubbish class, column 0), then of e^{s_i} / Z for
+    each class, Z = e^-j + sum_k e^{s_k}; s = -y."""
+    rubbish = np.full((len(scores), 1), -MAP_J, dtype=scores.dtype)  # (N, 1)
+    return log_softmax(np.concatenate([rubbish, scores], axis=1))
+
+
 def _map_log_probs(scores: np.ndarray) -> np.ndarray:
     """log of e^{s_i} / (e^-j + sum_k e^{s_k}) for each class, (N, K); s = -y."""
-    rubbish = np.full((len(scores), 1), -MAP_J, dtype=scores.dtype)  # (N, 1)
-    return log_softmax(np.concatenate([rubbish, scores], axis=1))[:, 1:]
+    return map_log_probs_with_rubbish(scores)[:, 1:]
 
 
 def map_loss(scores: np.ndarray, labels: np.ndarray) -> tuple[float, np.ndarray]:
     """Mean MAP loss E = y_D + log(e^-j + sum_i e^-y_i) and dE/d(scores), for scores = -y,
     the negated RBF penalties (what ``layers.RBF`` returns). In scores it is softmax
     cross-entropy with one extra class whose score is fixed at -j: E = -log p_D with
-    p_i = e^{s_i} / (e^-j + sum_k e^{s_k}), so dE/ds_i = p_i - [i = D]."""
+    p_i = e^{s_i} / (e^-j + sum_k e^{s_k}), so dE/ds_i = p_i - [i = D]. A non-digit (label
+    -1) has the rubbish class as its target, as the paper's string readers trained on
+    non-characters: E = -log p_rubbish, dE/ds_i = p_i."""
     n = len(scores)
-    rows = np.arange(n)
-    log_p = _map_log_probs(scores)  # (N, K)
-    loss = -log_p[rows, labels].mean()
+    log_p = map_log_probs_with_rubbish(scores)  # (N, 1 + K)
+    columns = labels + 1  # -1 (non-digit) -> 0, the rubbish class
+    loss = -log_p[np.arange(n), columns].mean()
     grad = np.exp(log_p)
-    grad[rows, labels] -= 1
-    grad /= n
+    grad[np.arange(n), columns] -= 1
+    grad = grad[:, 1:] / n  # the rubbish score is a constant
     return float(loss), grad
 
 

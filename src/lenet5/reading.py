@@ -1,0 +1,85 @@
+"""Reading a picture: every digit in it, in reading order, or the answer that it is not one.
+
+`images.numbers.segment` proposes candidate digits, the network scores them all in one
+forward pass, `images.numbers.best_path` picks the reading, and `refusal` decides about each
+digit of it. The answer is what `lenet5 predict --json`, `Model.read` and the HTTP API give:
+
+    {"text": "2024" or None, "digits": [{"label", "confidence", "box", "top"}, ...],
+     "label": the digit when exactly one was read, "confidence", "top", "rejected": None or why}
+
+A refusal is an answer: "label" and "text" are None and "rejected" says why; the digits read
+are still listed, each refused one with "label" None.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO
+
+import numpy as np
+from PIL import Image
+
+from . import refusal
+from .images.numbers import MAX_ATOMS, best_path, segment
+
+if TYPE_CHECKING:
+    from .model import Model
+
+Source = str | Path | bytes | BinaryIO | np.ndarray | Image.Image
+
+
+@dataclass
+class Reading:
+    """An answer, and the 28x28 image the network saw for each digit in it (k, 28, 28)."""
+
+    answer: dict
+    images: np.ndarray = field(default_factory=lambda: np.zeros((0, 28, 28), np.uint8))
+
+
+def _top(log_probs: np.ndarray, top_k: int) -> list[list]:
+    order = np.argsort(-log_probs, kind="stable")[:max(1, top_k)]
+    return [[int(k), float(np.exp(log_probs[k]))] for k in order]
+
+
+def read(model: Model, source: Source, *, name: str | None = None, top_k: int = 3,
+         threshold: float | None = None) -> Reading:
+    """Read the digits in `source` (any source `preprocess_image` takes). Raises ImageError
+    when it cannot be read or holds no ink; anything else is an answer."""
+    limit = refusal.threshold(model.metadata, threshold)
+    candidates = segment(source, name=name)
+    if candidates.atoms > MAX_ATOMS:
+        return Reading(_answer([], f"too many separate marks ({candidates.atoms}, more "
+                               f"than {MAX_ATOMS}) to be a number"))
+    log_probs = refusal.log_confidence(model.logits(candidates.images), model.arch.loss)
+    best = log_probs.max(axis=1)  # (C,) log-confidence of each candidate
+    path = best_path(candidates, best)
+    digits, refused = [], []
+    for index in path:
+        confidence = float(np.exp(best[index]))
+        accepted = confidence >= limit
+        digits.append({"label": int(np.argmax(log_probs[index])) if accepted else None,
+                       "confidence": confidence, "box": candidates.boxes[index],
+                       "top": _top(log_probs[index], top_k)})
+        if not accepted:
+            refused.append(digits[-1])
+    reason = None
+    if not digits:
+        reason = "no digit could be read in it"
+    elif refused:
+        worst = min(refused, key=lambda d: d["confidence"])
+        guess = worst["top"][0]
+        what = "it is" if len(digits) == 1 else f"the mark at {worst['box']} is"
+        reason = (f"{what} not a digit: its best guess, {guess[0]}, has probability "
+                  f"{guess[1]:.2f}, below the threshold {limit:.2f}")
+    return Reading(_answer(digits, reason), candidates.images[path])
+
+
+def _answer(digits: list[dict], reason: str | None) -> dict:
+    """The answer's fields from the digits read and the reason for a refusal (or None)."""
+    text = None if reason else "".join(str(d["label"]) for d in digits)
+    single = digits[0] if len(digits) == 1 else None
+    confidence = float(np.prod([d["confidence"] for d in digits])) if digits else 0.0
+    return {"label": single["label"] if single and not reason else None,
+            "confidence": confidence, "top": single["top"] if single else [],
+            "text": text, "digits": digits, "rejected": reason}

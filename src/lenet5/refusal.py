@@ -1,0 +1,78 @@
+"""Saying "not a digit": the confidence every candidate digit gets, and the threshold below
+which it is refused, calibrated when a model is trained.
+
+The confidence is the probability of the most probable class. For the modern network that is
+softmax's maximum; trained with made-up non-digits (`data.nondigits`, outlier exposure) it
+spreads its probability over the classes for anything that is not a digit. For the 1998 RBF
+network it is that class's share with the paper's "rubbish" class taking part (e^-j in the MAP
+criterion's denominator): a picture far from every RBF centre goes to rubbish.
+
+Calibration (at the end of `lenet5 train`) sets the threshold from digits the network did not
+train on: the validation split where there is one, else distorted copies of held-back training
+digits (`calibration_digits`), never the test set. The threshold is the lowest at which at most
+TARGET_ERROR of the accepted calibration digits are wrong (and at least the confidence that
+refuses MIN_REFUSED of them); what it measures there is stored with it in the model file's
+metadata under "refusal".
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import Lenet5Error
+from .numpy_engine.losses import log_softmax, map_log_probs_with_rubbish
+
+METADATA_KEY = "refusal"
+DEFAULT_THRESHOLD = 0.5
+"""The threshold for model files made before calibration existed (or with it turned off): a
+candidate is refused when no class has even half of the probability."""
+TARGET_ERROR = 0.005
+"""Calibration aims at no more than this share of wrong digits among those accepted ..."""
+MIN_REFUSED = 0.005
+"""... refusing at least this share of the calibration digits (the least confident), so that
+a model that is never wrong on them still refuses what it barely recognises."""
+
+
+def log_confidence(logits: np.ndarray, loss: str) -> np.ndarray:
+    """(N, K) log-probabilities of the classes from network outputs (N, K): softmax, or for
+    the MAP-trained RBF network ("map") the paper's probabilities with rubbish taking part."""
+    logits = np.asarray(logits, dtype=np.float64)
+    if loss == "map":
+        return map_log_probs_with_rubbish(logits)[:, 1:]
+    return log_softmax(logits)
+
+
+def check_threshold(value: float | None) -> None:
+    """Refuse a --reject-threshold outside [0, 1]."""
+    if value is not None and not 0.0 <= value <= 1.0:
+        raise Lenet5Error(f"--reject-threshold must be between 0 and 1, got {value}.")
+
+
+def threshold(metadata: dict, override: float | None = None) -> float:
+    """The refusal threshold: `override` if given, else the model file's calibrated one, else
+    DEFAULT_THRESHOLD."""
+    if override is not None:
+        return float(override)
+    stored = metadata.get(METADATA_KEY)
+    if isinstance(stored, dict) and isinstance(stored.get("threshold"), int | float):
+        return float(stored["threshold"])
+    return DEFAULT_THRESHOLD
+
+
+def calibrate(confidence: np.ndarray, correct: np.ndarray, source: str,
+              target_error: float = TARGET_ERROR) -> dict:
+    """The threshold for these calibration digits' confidences (N,) and whether the network
+    read each right (N,) bool, with what it measures on them: the metadata to store."""
+    order = np.argsort(confidence, kind="stable")  # least confident first
+    conf, right = confidence[order], correct[order]
+    wrong_above = np.cumsum(~right[::-1])[::-1]  # (N,) wrong among those from i on
+    accepted = np.arange(len(conf), 0, -1)  # (N,) accepted from i on
+    error = wrong_above / accepted
+    reached = error <= target_error
+    first = int(np.argmax(reached)) if reached.any() else len(conf) - 1
+    first = max(first, int(np.ceil(MIN_REFUSED * len(conf))))
+    value = float(conf[min(first, len(conf) - 1)])
+    accept = confidence >= value
+    return {"threshold": value, "target_error": target_error, "calibrated_on": source,
+            "digits": int(len(conf)), "refused": float(np.mean(~accept)),
+            "error_accepted": float(np.mean(~correct[accept])) if accept.any() else 0.0}
