@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from .model import Model
 
 Source = str | Path | bytes | BinaryIO | np.ndarray | Image.Image
+NOTHING_READ = "no mark in it could be read as a digit"
 
 
 @dataclass
@@ -51,6 +52,8 @@ def read(model: Model, source: Source, *, name: str | None = None, top_k: int = 
     if candidates.atoms > MAX_ATOMS:
         return Reading(_answer([], f"too many separate marks ({candidates.atoms}, more "
                                f"than {MAX_ATOMS}) to be a number"))
+    if not candidates.spans:
+        return Reading(_answer([], NOTHING_READ))
     log_probs = refusal.log_confidence(model.logits(candidates.images), model.arch.loss)
     best = log_probs.max(axis=1)  # (C,) log-confidence of each candidate
     path = best_path(candidates, best)
@@ -65,7 +68,7 @@ def read(model: Model, source: Source, *, name: str | None = None, top_k: int = 
             refused.append(digits[-1])
     reason = None
     if not digits:
-        reason = "no digit could be read in it"
+        reason = NOTHING_READ
     elif refused:
         worst = min(refused, key=lambda d: d["confidence"])
         guess = worst["top"][0]

@@ -17,10 +17,16 @@ metadata under "refusal".
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
+from .data.nondigits import make_nondigits, redrawn_digits
 from .errors import Lenet5Error
 from .numpy_engine.losses import log_softmax, map_log_probs_with_rubbish
+
+if TYPE_CHECKING:
+    from .model import Model
 
 METADATA_KEY = "refusal"
 DEFAULT_THRESHOLD = 0.5
@@ -28,6 +34,8 @@ DEFAULT_THRESHOLD = 0.5
 candidate is refused when no class has even half of the probability."""
 TARGET_ERROR = 0.005
 """Calibration aims at no more than this share of wrong digits among those accepted ..."""
+CALIBRATION_DIGITS = 10_000
+"""Digits the threshold is calibrated on (fewer where the set is smaller)."""
 MIN_REFUSED = 0.005
 """... refusing at least this share of the calibration digits (the least confident), so that
 a model that is never wrong on them still refuses what it barely recognises."""
@@ -76,3 +84,18 @@ def calibrate(confidence: np.ndarray, correct: np.ndarray, source: str,
     return {"threshold": value, "target_error": target_error, "calibrated_on": source,
             "digits": int(len(conf)), "refused": float(np.mean(~accept)),
             "error_accepted": float(np.mean(~correct[accept])) if accept.any() else 0.0}
+
+
+def calibrate_model(model: Model, digits: np.ndarray, labels: np.ndarray, source: str,
+                    rng: np.random.Generator) -> dict:
+    """The refusal metadata for a trained `model`, calibrated on CALIBRATION_DIGITS of the
+    `digits` (N, 28, 28) uint8 with their `labels`, each redrawn as a segmenter cuts digits
+    out of numbers (`data.nondigits.redrawn_digits`); `source` says what they are. Also
+    measures the share of made-up non-digits the threshold refuses."""
+    images, chosen = redrawn_digits(digits, CALIBRATION_DIGITS, rng)
+    log_p = log_confidence(model.logits(images), model.arch.loss)  # (n, K)
+    result = calibrate(np.exp(log_p.max(axis=1)), log_p.argmax(axis=1) == labels[chosen], source)
+    others = make_nondigits(digits, CALIBRATION_DIGITS // 2, rng)
+    confidence = np.exp(log_confidence(model.logits(others), model.arch.loss).max(axis=1))
+    result["nondigits_refused"] = float(np.mean(confidence < result["threshold"]))
+    return result

@@ -27,6 +27,8 @@ from .data.transforms import input_normalization, prepare_inputs, split_validati
 from .engine import make_engine
 from .errors import Lenet5Error, TrainingDiverged
 from .hparams import OptimizerSpec, Schedule
+from .model import Model
+from .refusal import METADATA_KEY, calibrate_model
 
 AUGMENTATIONS = ("none", "shift", "affine", "elastic")
 NONDIGIT_STREAM = 2
@@ -119,6 +121,7 @@ def train(config: TrainConfig, *, resume: str | Path | None = None,
         train_images, train_labels, config.val_size, config.seed)
     norm = input_normalization(arch, train_images)
     n_digits = len(train_images)  # the non-digits added below have no accuracy
+    train_digits = train_images
     train_images, y_train = with_nondigits(  # the non-digits teach the network to refuse
         train_images, train_labels, config.nondigits or 0.0,
         np.random.default_rng([config.seed, NONDIGIT_STREAM]))
@@ -197,8 +200,19 @@ def train(config: TrainConfig, *, resume: str | Path | None = None,
             f"train {100 * row['train_acc']:.2f}%  "
             + (f"val {100 * row['val_acc']:.2f}%  " if "val_acc" in row else "")
             + f"test {100 * row['test_acc']:.2f}%  {seconds:.1f} s")
+    if len(val_images):  # calibrate the refusal on digits it did not train on, never the test
+        digits, labels, source = val_images, val_labels, "the validation split, redrawn"
+    else:  # redrawn, its own digits are refused as often as unseen ones (see refusal.py)
+        digits, labels = train_digits, train_labels
+        source = "training digits, redrawn (no validation split)"
+    refusal = calibrate_model(Model(engine, _model_metadata(config, run_config, engine,
+                                                            metrics[-1])),
+                              digits, labels, source, np.random.default_rng([config.seed, 3]))
+    _save_epoch(run_dir, engine, config, run_config, metrics, refusal)
     final = metrics[-1]
-    log(f"test accuracy {100 * final['test_acc']:.2f}% ({_epochs(config.epochs)}); "
+    log(f"test accuracy {100 * final['test_acc']:.2f}% ({_epochs(config.epochs)}); refusal "
+        f"threshold {refusal['threshold']:.3f} (on {source}: {100 * refusal['refused']:.1f}% "
+        f"refused, {100 * refusal['error_accepted']:.2f}% of the rest wrong); "
         f"model saved in {run_dir}")
     return run_dir
 
@@ -230,16 +244,23 @@ def _distorted_inputs(config: TrainConfig, epoch: int, images: np.ndarray, norm:
     return prepare_inputs(distorted, norm, out=previous)
 
 
-def _save_epoch(run_dir: Path, engine, config: TrainConfig, run_config: dict,
-                metrics: list[dict]) -> None:
-    """Model, metrics and resume state for the epoch just finished, each written atomically;
-    the state goes last, so it never points past what the other files hold."""
-    last = metrics[-1]
-    params = engine.parameters()
-    meta = {"arch": config.arch, "dataset": config.dataset, "classes": run_config["classes"],
+def _model_metadata(config: TrainConfig, run_config: dict, engine, last: dict) -> dict:
+    return {"arch": config.arch, "dataset": config.dataset, "classes": run_config["classes"],
             "input_normalization": run_config["input_normalization"], "engine": engine.name,
             "epochs": last["epoch"], "test_accuracy": last["test_acc"],
             "lenet5_version": __version__}
+
+
+def _save_epoch(run_dir: Path, engine, config: TrainConfig, run_config: dict,
+                metrics: list[dict], refusal: dict | None = None) -> None:
+    """Model (with its calibrated `refusal`, once there is one), metrics and resume state for
+    the epoch just finished, each written atomically; the state goes last, so it never points
+    past what the other files hold."""
+    last = metrics[-1]
+    params = engine.parameters()
+    meta = _model_metadata(config, run_config, engine, last)
+    if refusal is not None:
+        meta[METADATA_KEY] = refusal
     checkpoint.save_model(run_dir / checkpoint.MODEL_FILE, params, meta)
     checkpoint.write_atomic(run_dir / "metrics.jsonl", _dump_jsonl(metrics))
     checkpoint.save_state(run_dir / checkpoint.STATE_FILE, params, engine.optimizer_state(),

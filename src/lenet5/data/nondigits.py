@@ -37,10 +37,15 @@ SHARES = {"strokes": 0.2, "scribble": 0.1, "hatching": 0.08, "polygon": 0.08, "b
           "merge": 0.24, "cut": 0.24}
 """The mix of kinds. Half are junk cut from digits, which a number reader meets most."""
 JUNK = ("merge", "cut")
-PEN = (0.03, 0.1)
-"""Pen radius as a fraction of the mark's size; MNIST strokes are 2-4 px wide in 20 px."""
+PEN = (0.05, 0.08)
+"""Pen radius as a fraction of the mark's size: MNIST's strokes, 2-3 px wide in 20 px (`redraw`
+then varies the width of digits and non-digits alike)."""
 MAX_TILT = 10.0
 """`redraw` turns each picture by up to this many degrees either way ..."""
+STROKES = {-2: 0.2, 0: 0.4, 2: 0.25, 3: 0.15}
+"""... thins its strokes (-2: a 2x2 grey erosion), leaves them, or thickens them (a 2x2 or
+3x3 dilation), with these chances: pens and cameras vary, so stroke width must not tell a
+digit from a non-digit ..."""
 BLUR = (0.25, 0.5, 0.75, 1.0)
 """... and blurs it by one of these Gaussian sigmas (px of the 28x28 result)."""
 BOX_SIDE, CANVAS, CENTRE = 20.0, 28, 14.0
@@ -51,15 +56,18 @@ INK = 38
 """Pixels from this value (0.15 of full ink, as `images.digits.BOX_LEVEL`) make a digit's box."""
 MIN_CUT_WIDTH = 12
 """Digits narrower than this (px of 28) are not cut: their parts look like the whole."""
+REDRAWN = 2
+"""`with_nondigits` redraws this many digits for each non-digit it adds."""
 MAX_GAP = (-6, 4)
 """The gap between two neighbours' ink, in px of their 28x28 (negative: they overlap)."""
 
 
 def with_nondigits(images: np.ndarray, labels: np.ndarray, fraction: float,
                    rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """A training set (images (N, 28, 28) uint8, labels (N,)) with `fraction` of its digits
-    redrawn as a segmenter cuts them out of a number (a neighbour's overlapping ink included)
-    and as many non-digits added, labelled NONDIGIT: (images, int64 labels)."""
+    """A training set (images (N, 28, 28) uint8, labels (N,)) with `fraction` times N
+    non-digits added, labelled NONDIGIT, and REDRAWN times as many of its digits redrawn as
+    a segmenter cuts them out of a number (a neighbour's overlapping ink included):
+    (images, int64 labels)."""
     count = round(fraction * len(images))
     labels = labels.astype(np.int64)
     if count == 0:
@@ -67,10 +75,18 @@ def with_nondigits(images: np.ndarray, labels: np.ndarray, fraction: float,
     columns = _ink_columns(images)
     extra = make_nondigits(images, count, rng, columns)
     redrawn = images.copy()
-    chosen = rng.choice(len(images), count, replace=False)
+    chosen = rng.choice(len(images), min(REDRAWN * count, len(images)), replace=False)
     redrawn[chosen] = _windows(images, columns, "digit", rng, chosen)
     return (np.concatenate([redrawn, extra]),
             np.concatenate([labels, np.full(count, NONDIGIT, np.int64)]))
+
+
+def redrawn_digits(digits: np.ndarray, n: int, rng: np.random.Generator
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """`n` of the `digits` (N, 28, 28) uint8, drawn at random, each redrawn as a segmenter
+    cuts it out of a number: (pictures (n, 28, 28) uint8, which digits (n,))."""
+    chosen = rng.choice(len(digits), min(n, len(digits)), replace=False)
+    return _windows(digits, _ink_columns(digits), "digit", rng, chosen), chosen
 
 
 def make_nondigits(digits: np.ndarray, n: int, rng: np.random.Generator,
@@ -217,7 +233,7 @@ def _windows(digits: np.ndarray, columns: tuple[np.ndarray, np.ndarray], kind: s
              rng: np.random.Generator, lefts: np.ndarray) -> np.ndarray:
     """Windows (n, 28, 28) over the digits `lefts` (n,) each written with a random right
     neighbour (their ink `columns`), redrawn: "digit" spans the left digit (and whatever of
-    its neighbour overlaps it), "merge" a good part of both, "cut" 30-70% of the left one."""
+    its neighbour overlaps it), "merge" a good part of both, "cut" 30-60% of the left one."""
     n = len(lefts)
     first, last = columns
     rights = rng.integers(0, len(digits), n)
@@ -234,10 +250,10 @@ def _windows(digits: np.ndarray, columns: tuple[np.ndarray, np.ndarray], kind: s
         x0, x1 = l0, l1
     elif kind == "merge":  # from inside the left digit to inside the right one
         x0 = l0 + rng.uniform(0.0, 0.6, n) * (l1 - l0)
-        x1 = shift + r0 + rng.uniform(0.3, 1.0, n) * (r1 - r0)
+        x1 = shift + r0 + rng.uniform(0.4, 1.0, n) * (r1 - r0)
         x1 = np.maximum(x1, x0 + MIN_CUT_WIDTH / 2)  # overlapping neighbours: still a window
     else:  # 30-70% of the left digit, from either side
-        cut = l0 + rng.uniform(0.3, 0.7, n) * (l1 - l0)
+        cut = l0 + rng.uniform(0.3, 0.6, n) * (l1 - l0)
         keep_left = rng.random(n) < 0.5
         x0, x1 = np.where(keep_left, l0, cut), np.where(keep_left, cut, l1)
     column = np.arange(wide)[None, :]
@@ -250,17 +266,28 @@ def redraw(ink: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     by up to MAX_TILT degrees, blurred by one of BLUR, scaled so the box of its ink of at least
     INK has a longer side of 20 px, its centre of mass at (14, 14), its brightest pixel 255."""
     n = len(ink)
+    strokes = rng.choice(list(STROKES), n, p=list(STROKES.values()))
     sigma = rng.choice(BLUR, n)
     tilt = np.deg2rad(rng.uniform(-MAX_TILT, MAX_TILT, n))
     out = np.empty((n, CANVAS, CANVAS), np.uint8)
     for start in range(0, n, BLOCK):  # blocks: the working arrays stay in the CPU cache
         block = slice(start, start + BLOCK)
-        out[block] = _redraw(ink[block], sigma[block], tilt[block])
+        out[block] = _redraw(ink[block], strokes[block], sigma[block], tilt[block])
     return out
 
 
-def _redraw(ink: np.ndarray, sigma: np.ndarray, tilt: np.ndarray) -> np.ndarray:
-    """`redraw` of a block (m, H, W) with its blurs (m,) and tilts (m,) in radians."""
+def _redraw(ink: np.ndarray, strokes: np.ndarray, sigma: np.ndarray,
+            tilt: np.ndarray) -> np.ndarray:
+    """`redraw` of a block (m, H, W) with its stroke changes, blurs and tilts (radians), (m,)
+    each."""
+    ink = ink.copy()
+    for change in STROKES:
+        chosen = np.flatnonzero(strokes == change)
+        if change and chosen.size:
+            morphology = ndimage.grey_erosion if change < 0 else ndimage.grey_dilation
+            changed = morphology(ink[chosen], size=(1, abs(change), abs(change)))
+            kept = changed.max(axis=(1, 2)) >= ink[chosen].max(axis=(1, 2)) // 2  # not erased
+            ink[chosen[kept]] = changed[kept]
     m, height, width = ink.shape
     rows, cols = (ink >= INK).any(axis=2), (ink >= INK).any(axis=1)  # (m, H), (m, W)
     empty = ~rows.any(axis=1)
