@@ -7,7 +7,9 @@ Trains nothing. It makes three sets of JPEG photos on unevenly lit paper, each f
 seed, none shared with what `lenet5 train` generates to train and calibrate the refusal:
 
 - numbers: 2-6 MNIST *test* digits in a row (`tests/number_photos.py`): mixed sizes, a slant
-  and a slight rotation, some touching or overlapping, some with a stroke broken in two;
+  and a slight rotation, some touching or overlapping, some with a stroke broken in two (as
+  often as makes a plain connected-components reader score what issue 15 measured, 64%);
+  and "hard numbers", with twice as many touching and three times as many broken;
 - non-digits (`tests/nondigit_photos.py`): printed letters in the machine's fonts, hand-drawn
   letters, signs, scribbles, hatching, shapes, smudges, empty paper;
 - single digits: MNIST test digits photographed one per picture (`tests/photo_digits.py`);
@@ -39,12 +41,14 @@ from lenet5.refusal import threshold
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the generators
 from nondigit_photos import make_nondigit_set  # noqa: E402
-from number_photos import make_number_set  # noqa: E402
+from number_photos import HARD, make_number_set  # noqa: E402
 from photo_digits import make_photo_set  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "read_numbers.md"
-SEEDS = {"numbers": 1501, "nondigits": 1502, "singles": 1503}
-"""Evaluation seeds; tests use others, and training's generators share nothing with these."""
+SEEDS = {"numbers": 2601, "nondigits": 2602, "singles": 2603, "hard numbers": 2604}
+"""Evaluation seeds, looked at only for the figures reported; the design was tuned on sets of
+other seeds (1501-1504), tests use others again, and training's generators share nothing with
+these."""
 TARGETS = {"exact": 0.90, "nondigits refused": 0.90, "singles refused": 0.02,
            "singles right": 0.98, "ms": 50.0}
 
@@ -57,6 +61,19 @@ def edit_distance(a: str, b: str) -> int:
         for j, y in enumerate(b, 1):
             previous, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, previous + (x != y))
     return row[-1]
+
+
+def score_numbers(results: list[dict], texts: list[str]
+                  ) -> tuple[float, float, float, dict[int, float]]:
+    """(share read exactly, digit-level accuracy, share refused, exact share by length)."""
+    read = [r.get("text") or "" for r in results]
+    right = [a == b for a, b in zip(read, texts, strict=True)]
+    errors = sum(edit_distance(a, b) for a, b in zip(read, texts, strict=True))
+    lengths = sorted({len(t) for t in texts})
+    by_length = {n: float(np.mean([ok for ok, t in zip(right, texts, strict=True)
+                                   if len(t) == n])) for n in lengths}
+    return (float(np.mean(right)), 1 - errors / sum(len(t) for t in texts),
+            float(np.mean([refused(r) for r in results])), by_length)
 
 
 def refused(result: dict) -> bool:
@@ -81,6 +98,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--numbers", type=int, default=300)
     parser.add_argument("--nondigits", type=int, default=200)
     parser.add_argument("--singles", type=int, default=500)
+    parser.add_argument("--hard", type=int, default=150, help="hard numbers")
     parser.add_argument("--keep", default=None, help="write the pictures into this folder")
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args(argv)
@@ -90,16 +108,19 @@ def main(argv: list[str] | None = None) -> None:
     folder = Path(args.keep or tempfile.mkdtemp(prefix="read-numbers-"))
     numbers = make_number_set(data.test_images, data.test_labels, args.numbers,
                               SEEDS["numbers"])
+    hard = make_number_set(data.test_images, data.test_labels, args.hard,
+                           SEEDS["hard numbers"], **HARD)
     nondigits = make_nondigit_set(args.nondigits, SEEDS["nondigits"])
     singles = make_photo_set(data.test_images, data.test_labels, args.singles, SEEDS["singles"])
     sets = {"numbers": [(jpeg, text) for jpeg, text, _ in numbers], "nondigits": nondigits,
-            "singles": singles}
+            "singles": singles, "hard numbers": [(jpeg, text) for jpeg, text, _ in hard]}
     files: dict[str, list[Path]] = {}
     for name, items in sets.items():
-        (folder / name).mkdir(parents=True, exist_ok=True)
+        (folder / name.replace(" ", "-")).mkdir(parents=True, exist_ok=True)
         files[name] = []
         for i, (jpeg, truth) in enumerate(items):
-            files[name].append(folder / name / f"{i:03d}-{truth}.jpg".replace(" ", "_"))
+            files[name].append(folder / name.replace(" ", "-") /
+                               f"{i:03d}-{truth}.jpg".replace(" ", "_"))
             files[name][-1].write_bytes(jpeg)
 
     results, wall, cpu = {}, {}, {}
@@ -107,14 +128,11 @@ def main(argv: list[str] | None = None) -> None:
         results[name], wall[name], cpu[name] = run(model, files[name])
 
     texts = [text for _, text in sets["numbers"]]
-    read = [r.get("text") or "" for r in results["numbers"]]
-    exact = np.mean([a == b for a, b in zip(read, texts, strict=True)])
-    digit_errors = sum(edit_distance(a, b) for a, b in zip(read, texts, strict=True))
-    digit_acc = 1 - digit_errors / sum(len(t) for t in texts)
-    numbers_refused = np.mean([refused(r) for r in results["numbers"]])
+    exact, digit_acc, numbers_refused, exact_by_length = score_numbers(
+        results["numbers"], texts)
     by_length = Counter(len(t) for t in texts)
-    exact_by_length = {n: np.mean([a == b for a, b in zip(read, texts, strict=True)
-                                   if len(b) == n]) for n in sorted(by_length)}
+    hard_exact, hard_digits, hard_refused, _ = score_numbers(
+        results["hard numbers"], [text for _, text in sets["hard numbers"]])
     kinds = [kind for _, kind in sets["nondigits"]]
     nd_refused = [refused(r) for r in results["nondigits"]]
     by_kind = {k: (sum(x for x, kk in zip(nd_refused, kinds, strict=True) if kk == k),
@@ -132,6 +150,9 @@ def main(argv: list[str] | None = None) -> None:
         ("numbers read exactly", f"{100 * exact:.1f}%", ">= 90% (bar 85%)"),
         ("digit-level accuracy (1 - edit distance / digits)", f"{100 * digit_acc:.1f}%", ""),
         ("numbers refused", f"{100 * numbers_refused:.1f}%", ""),
+        ("hard numbers read exactly", f"{100 * hard_exact:.1f}%", ""),
+        ("hard numbers: digit-level accuracy", f"{100 * hard_digits:.1f}%", ""),
+        ("hard numbers refused", f"{100 * hard_refused:.1f}%", ""),
         ("non-digits refused", f"{100 * np.mean(nd_refused):.1f}%", ">= 90%"),
         ("single digits refused", f"{100 * single_refused:.1f}%", "<= 2%"),
         ("single digits right", f"{100 * single_right:.1f}%", ">= 98%"),
@@ -148,7 +169,8 @@ def main(argv: list[str] | None = None) -> None:
         f"{threshold(meta):.3f} ("
         + (f"calibrated: {meta['refusal']}" if "refusal" in meta else "the default") + ").",
         f"Sets (`benchmarks/read_numbers.py`, seeds {SEEDS}): {args.numbers} numbers of 2-6 "
-        f"MNIST test digits, {args.nondigits} non-digits, {args.singles} single-digit photos.",
+        f"MNIST test digits, {args.hard} hard numbers, {args.nondigits} non-digits, "
+        f"{args.singles} single-digit photos.",
         "",
         "| measure | result | target |",
         "|---|---:|---|",

@@ -2,7 +2,9 @@
 
 `images.numbers.segment` proposes candidate digits, the network scores them all in one
 forward pass, `images.numbers.best_path` picks the reading, and `refusal` decides about each
-digit of it. The answer is what `lenet5 predict --json`, `Model.read` and the HTTP API give:
+digit of it (read again, steadier, by `refusal.steady_log_probs`); digits crowded closer than
+any written side by side (hatching, a scribble's pieces) are refused as a whole. The answer
+is what `lenet5 predict --json`, `Model.read` and the HTTP API give:
 
     {"text": "2024" or None, "digits": [{"label", "confidence", "box", "top"}, ...],
      "label": the digit when exactly one was read, "confidence", "top", "rejected": None or why}
@@ -21,7 +23,7 @@ import numpy as np
 from PIL import Image
 
 from . import refusal
-from .images.numbers import MAX_ATOMS, best_path, segment
+from .images.numbers import MAX_ATOMS, MIN_PITCH, best_path, crowded, segment
 
 if TYPE_CHECKING:
     from .model import Model
@@ -54,21 +56,24 @@ def read(model: Model, source: Source, *, name: str | None = None, top_k: int = 
                                f"than {MAX_ATOMS}) to be a number"))
     if not candidates.spans:
         return Reading(_answer([], NOTHING_READ))
-    log_probs = refusal.log_confidence(model.logits(candidates.images), model.arch.loss)
-    best = log_probs.max(axis=1)  # (C,) log-confidence of each candidate
-    path = best_path(candidates, best)
+    scores = refusal.log_confidence(model.logits(candidates.images), model.arch.loss)
+    path = best_path(candidates, scores.max(axis=1))
+    if not path:
+        return Reading(_answer([], NOTHING_READ))
+    log_probs = refusal.steady_log_probs(model, candidates.images[path])  # (k, K)
     digits, refused = [], []
-    for index in path:
-        confidence = float(np.exp(best[index]))
+    for index, log_p in zip(path, log_probs, strict=True):
+        confidence = float(np.exp(log_p.max()))
         accepted = confidence >= limit
-        digits.append({"label": int(np.argmax(log_probs[index])) if accepted else None,
+        digits.append({"label": int(np.argmax(log_p)) if accepted else None,
                        "confidence": confidence, "box": candidates.boxes[index],
-                       "top": _top(log_probs[index], top_k)})
+                       "top": _top(log_p, top_k)})
         if not accepted:
             refused.append(digits[-1])
     reason = None
-    if not digits:
-        reason = NOTHING_READ
+    if crowded(candidates, path):
+        reason = (f"its marks are too close together ({MIN_PITCH:g} of their height or less "
+                  "apart) to be digits written side by side")
     elif refused:
         worst = min(refused, key=lambda d: d["confidence"])
         guess = worst["top"][0]

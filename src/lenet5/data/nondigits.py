@@ -41,7 +41,9 @@ PEN = (0.05, 0.08)
 """Pen radius as a fraction of the mark's size: MNIST's strokes, 2-3 px wide in 20 px (`redraw`
 then varies the width of digits and non-digits alike)."""
 MAX_TILT = 10.0
-"""`redraw` turns each picture by up to this many degrees either way ..."""
+"""`redraw` turns each picture by up to this many degrees either way, slants it by up to
+MAX_SLANT (a horizontal shear, as handwriting leans) ..."""
+MAX_SLANT = 0.3
 STROKES = {-2: 0.2, 0: 0.4, 2: 0.25, 3: 0.15}
 """... thins its strokes (-2: a 2x2 grey erosion), leaves them, or thickens them (a 2x2 or
 3x3 dilation), with these chances: pens and cameras vary, so stroke width must not tell a
@@ -262,24 +264,27 @@ def _windows(digits: np.ndarray, columns: tuple[np.ndarray, np.ndarray], kind: s
 
 
 def redraw(ink: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Pictures (n, H, W) uint8 finished as MNIST drew digits: (n, 28, 28) uint8, each tilted
-    by up to MAX_TILT degrees, blurred by one of BLUR, scaled so the box of its ink of at least
-    INK has a longer side of 20 px, its centre of mass at (14, 14), its brightest pixel 255."""
+    """Pictures (n, H, W) uint8 finished as MNIST drew digits: (n, 28, 28) uint8, each with
+    its strokes thinned or thickened (STROKES), slanted, tilted, blurred by one of BLUR,
+    scaled so the box of its ink of at least INK has a longer side of 20 px, its centre of
+    mass at (14, 14), its brightest pixel 255."""
     n = len(ink)
     strokes = rng.choice(list(STROKES), n, p=list(STROKES.values()))
     sigma = rng.choice(BLUR, n)
     tilt = np.deg2rad(rng.uniform(-MAX_TILT, MAX_TILT, n))
+    slant = rng.uniform(-MAX_SLANT, MAX_SLANT, n)
     out = np.empty((n, CANVAS, CANVAS), np.uint8)
     for start in range(0, n, BLOCK):  # blocks: the working arrays stay in the CPU cache
         block = slice(start, start + BLOCK)
-        out[block] = _redraw(ink[block], strokes[block], sigma[block], tilt[block])
+        out[block] = _redraw(ink[block], strokes[block], sigma[block], tilt[block],
+                             slant[block])
     return out
 
 
-def _redraw(ink: np.ndarray, strokes: np.ndarray, sigma: np.ndarray,
-            tilt: np.ndarray) -> np.ndarray:
-    """`redraw` of a block (m, H, W) with its stroke changes, blurs and tilts (radians), (m,)
-    each."""
+def _redraw(ink: np.ndarray, strokes: np.ndarray, sigma: np.ndarray, tilt: np.ndarray,
+            slant: np.ndarray) -> np.ndarray:
+    """`redraw` of a block (m, H, W) with its stroke changes, blurs, tilts (radians) and
+    slants, (m,) each."""
     ink = ink.copy()
     for change in STROKES:
         chosen = np.flatnonzero(strokes == change)
@@ -308,6 +313,7 @@ def _redraw(ink: np.ndarray, strokes: np.ndarray, sigma: np.ndarray,
     grid = np.arange(CANVAS) - CENTRE  # output offsets from the centre of mass
     dr, dc = grid[None, :, None], grid[None, None, :]  # (1, 28, 1), (1, 1, 28)
     src = np.empty((m, 2, CANVAS, CANVAS), np.float32)
+    dc = dc - slant[:, None, None] * dr  # (m, 28, 28): the slant, before the tilt
     src[:, 0] = com_r[:, None, None] + cos * dr - sin * dc  # (m, 28, 28) rows read
     src[:, 1] = com_c[:, None, None] + sin * dr + cos * dc  # columns read
     smooth *= 255.0 / np.maximum(smooth.max(axis=(1, 2)), 1.0)[:, None, None]  # ink at 255
