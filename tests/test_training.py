@@ -130,3 +130,20 @@ def test_engine_is_given_each_epochs_inputs(synthetic_dataset, tmp_path, monkeyp
 def test_unknown_augmentation_is_named():
     with pytest.raises(Lenet5Error, match="unknown --augment 'blur'"):
         TrainConfig(augment="blur").validate()
+
+
+def test_training_with_non_digits_calibrates_a_refusal_threshold(synthetic_dataset, tmp_path):
+    """Made-up non-digits join the training set (train_acc still counts digits only) and the
+    run ends by storing a refusal threshold calibrated on digits it did not train on."""
+    run = train(config(synthetic_dataset, tmp_path / "run", val_size=100, nondigits=0.5),
+                log=quiet)
+    rows = read_metrics(run)
+    correct = rows[-1]["train_acc"] * 500  # of the 500 digits, not the 250 non-digits too
+    assert correct == pytest.approx(round(correct)) and 0 < correct <= 500
+    assert json.loads((run / "config.json").read_text())["train_images"] == 500
+    _, meta = checkpoint.load_model(run)
+    refusal = meta["refusal"]
+    assert 0.0 < refusal["threshold"] < 1.0 and refusal["digits"] == 100
+    assert refusal["calibrated_on"] == "the validation split, redrawn"
+    with pytest.raises(Lenet5Error, match="--nondigits must be at least 0"):
+        train(config(synthetic_dataset, tmp_path / "bad", nondigits=-1.0), log=quiet)
