@@ -8,16 +8,18 @@ candidate digit, and pick the best path through the candidates. Here:
    copy fine enough that the writing is at least MIN_DIGIT_SIDE px tall;
 2. the blobs of the number are the heaviest one and those on its line (tall ones beside it)
    or close to one of them (a 5's detached bar, the second stroke of a 4); specks further off
-   are dropped;
-3. blobs wider than SPLIT_WIDTH of the writing's height (touching digits) are cut at the
-   minima of their column profile; the pieces ("atoms") are put in reading order;
+   are dropped; blobs stacked above one another (a broken stroke) are joined;
+3. blobs wider than SPLIT_WIDTH of the writing's height (touching digits) are cut along the
+   least-ink paths from top to bottom that start at the minima of their column profile; the
+   pieces ("atoms") are put in reading order;
 4. a candidate is a run of up to MAX_GROUP consecutive atoms, no wider than MAX_WIDTH of the
    height, drawn into 28x28 as MNIST drew digits (`digits.to_mnist`);
-5. `best_path` picks the runs that cover every atom (small ones may be left out) with the
-   best total score, by dynamic programming from left to right; a candidate much wider than
-   tall (two digits, most likely) pays for its width.
+5. `best_path` picks the runs that cover every atom (small ones may be left out, at a cost)
+   with the best total score, by dynamic programming from left to right; a candidate much
+   wider than tall (two digits, most likely) pays for its width.
 
 Scoring is the caller's: the network scores all candidates of a picture in one forward pass.
+`crowded` tells a reading whose digits stand closer than digits are ever written.
 """
 
 from __future__ import annotations
@@ -67,6 +69,9 @@ overlapping it vertically by at least ..."""
 ROW_OVERLAP = 0.3
 """... this fraction of the shorter one's height; smaller blobs join only as strokes of a
 digit next to them (`digits.KEEP_OVERLAPPING`, `KEEP_NEAR` within `NEAR_GAP`)."""
+STACKED = 0.6
+"""Blobs whose columns overlap by this fraction of the narrower one's width are one atom to
+start with (a broken stroke); cutting can part them again."""
 SPLIT_WIDTH = 0.75
 """Blobs wider than this fraction of the writing's height may be several touching digits:
 they are cut at the minima of their column profile ..."""
@@ -75,15 +80,9 @@ CUT_MARGIN = 0.12
 CUT_SPACING = 0.25
 """... and from each other; at most one cut per this fraction of the height of width. Each
 cut follows the path of least ink from top to bottom within CUT_REACH of the height of its
-column (drifting off it costs DRIFT of a pixel's ink per column) ..."""
-STACKED = 0.6
-"""Blobs whose columns overlap by this fraction of the narrower one's width are one atom to
-start with (a broken stroke); cutting can part them again."""
+column, drifting off it costing DRIFT of a pixel's ink per column."""
 CUT_REACH = 0.25
 DRIFT = 0.02
-CUT_SCORE = 0.0
-"""... and a reading that cuts a blob apart pays this, in the log-probability units candidates
-are scored in: digits touch far less often than not."""
 MAX_GROUP = 4
 """A candidate digit joins at most this many atoms ..."""
 MAX_WIDTH = 1.6
@@ -119,7 +118,7 @@ class Segmentation:
     boxes: list[list[int]] = field(default_factory=list)  # [x0, y0, x1, y1] in file pixels
     skippable: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))  # (atoms,)
     shape_scores: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (C,) <= 0:
-    # what a candidate's width costs, and cutting the blob it ends in from the next atom
+    # what a candidate's width costs
     height: float = 0.0  # of the writing, in file pixels
 
 
@@ -282,14 +281,13 @@ def _stacked(labels: np.ndarray, boxes: list[tuple[slice, slice]]
 
 
 def _atoms(labels: np.ndarray, boxes: list[tuple[slice, slice]], ink: np.ndarray,
-           height: float) -> tuple[np.ndarray, int, np.ndarray]:
-    """(atom labels (H, W) 1..n in reading order, n, the blob each atom is a piece of (n,)):
-    each blob, wide ones cut in pieces along least-ink paths."""
+           height: float) -> tuple[np.ndarray, int]:
+    """(atom labels (H, W) 1..n in reading order, n): each blob, stacked ones joined first,
+    wide ones cut in pieces along least-ink paths."""
     labels, boxes = _stacked(labels, boxes)
     atoms = np.zeros_like(labels)
     count = 0
     centres: list[float] = []
-    blob_of: list[int] = []
     for number, box in enumerate(boxes, start=1):
         mine = labels[box] == number  # (h, w)
         blob = ink[box] * mine  # (h, w)
@@ -305,13 +303,12 @@ def _atoms(labels: np.ndarray, boxes: list[tuple[slice, slice]], ink: np.ndarray
         weight = ndimage.sum_labels(blob, piece, np.arange(pieces))  # (pieces,)
         moment = ndimage.sum_labels(blob * columns[None, :], piece, np.arange(pieces))
         centres.extend(box[1].start + moment / np.maximum(weight, 1e-9))
-        blob_of.extend([number] * pieces)
         count += pieces
     present = np.flatnonzero(np.bincount(atoms.ravel(), minlength=count + 1)[1:])  # not empty
     order = present[np.argsort(np.array(centres)[present], kind="stable")]  # left to right
     rank = np.zeros(count + 1, dtype=labels.dtype)
     rank[order + 1] = np.arange(1, order.size + 1)
-    return rank[atoms], order.size, np.array(blob_of)[order]
+    return rank[atoms], order.size
 
 
 # --- the segmentation ---------------------------------------------------------------------
@@ -351,7 +348,7 @@ def segment(
     height = float(np.percentile(heights[heights >= TALL * heights.max()], 75))
     residual = ink.residual
     bright = np.clip((residual - ink.paper) / max(ink.top - ink.paper, 1e-6), 0.0, 1.0)
-    atoms, count, blob_of = _atoms(labels, boxes, bright, height)
+    atoms, count = _atoms(labels, boxes, bright, height)
     if count > MAX_ATOMS:
         return Segmentation(atoms=count)
     atom_boxes = ndimage.find_objects(atoms, count)
@@ -381,9 +378,7 @@ def segment(
     skippable = (atom_mass < SKIP_SHARE * typical) | ~tall
     sides = np.array(file_boxes, dtype=float).reshape(-1, 4)
     aspect = (sides[:, 2] - sides[:, 0]) / np.maximum(sides[:, 3] - sides[:, 1], 1.0)  # (C,)
-    cut = np.r_[blob_of[1:] == blob_of[:-1], False]  # (n,) atom i and i + 1: one blob
-    stops = np.array([stop for _, stop in spans], dtype=np.intp)
-    shape = -WIDE_COST * np.maximum(aspect - WIDEST, 0.0) + CUT_SCORE * cut[stops - 1]
+    shape = -WIDE_COST * np.maximum(aspect - WIDEST, 0.0)  # (C,)
     return Segmentation(count, spans, np.array(images, dtype=np.uint8).reshape(-1, 28, 28),
                         file_boxes, skippable, shape, height * ink.scale)
 
