@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-__all__ = ["make_photo", "make_photo_set", "to_jpeg"]
+__all__ = ["add_specks", "ink_patch", "make_photo", "make_photo_set", "photograph", "to_jpeg"]
 
 SIDE_RANGE = (150, 600)
 """Photo sides in pixels."""
@@ -25,8 +25,11 @@ MAX_ROTATION = 12.0
 JPEG_QUALITY = (60, 90)
 
 
-def _ink_patch(digit28: np.ndarray, size: float, rng: np.random.Generator) -> np.ndarray:
-    """The digit's ink (h, w) in [0, 1], longer side ~`size` px, rotated and slightly blurred."""
+def ink_patch(
+    digit28: np.ndarray, size: float, rng: np.random.Generator, max_rotation: float = MAX_ROTATION
+) -> np.ndarray:
+    """The digit's ink (h, w) in [0, 1], longer side ~`size` px, rotated up to `max_rotation`
+    degrees either way and slightly blurred."""
     ink = np.asarray(digit28, dtype=np.float32) / np.float32(255.0)  # (28, 28)
     rows, cols = np.nonzero(ink)
     if rows.size == 0:
@@ -36,7 +39,7 @@ def _ink_patch(digit28: np.ndarray, size: float, rng: np.random.Generator) -> np
     shape = max(1, round(ink.shape[1] * scale)), max(1, round(ink.shape[0] * scale))  # (w, h)
     patch = Image.fromarray(ink).resize(shape, Image.Resampling.BICUBIC)
     patch = patch.rotate(
-        rng.uniform(-MAX_ROTATION, MAX_ROTATION), Image.Resampling.BILINEAR, expand=True
+        rng.uniform(-max_rotation, max_rotation), Image.Resampling.BILINEAR, expand=True
     )
     blurred = ndimage.gaussian_filter(np.asarray(patch), rng.uniform(0.3, 1.5))  # (h', w')
     return np.clip(blurred, 0.0, 1.0)
@@ -64,7 +67,7 @@ def _texture(height: int, width: int, rng: np.random.Generator) -> np.ndarray:
     return (grain + rng.uniform(0.0, 0.03) * blotches / max(coarse.std(), 1e-6)).astype(np.float32)
 
 
-def _add_specks(ink: np.ndarray, box: tuple[int, int, int, int], rng: np.random.Generator) -> None:
+def add_specks(ink: np.ndarray, box: tuple[int, int, int, int], rng: np.random.Generator) -> None:
     """Draw up to four small dots on `ink` (H, W) in place, well away from the digit's box."""
     height, width = ink.shape
     top, left, bottom, right = box
@@ -95,13 +98,20 @@ def make_photo(digit28: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     long = int(rng.integers(short, min(SIDE_RANGE[1], round(1.5 * short)) + 1))
     height, width = (short, long) if rng.random() < 0.5 else (long, short)
 
-    patch = _ink_patch(digit28, rng.uniform(*DIGIT_FRACTION) * short, rng)  # (h, w)
+    patch = ink_patch(digit28, rng.uniform(*DIGIT_FRACTION) * short, rng)  # (h, w)
     top = int(rng.integers(0, height - patch.shape[0] + 1))
     left = int(rng.integers(0, width - patch.shape[1] + 1))
     ink = np.zeros((height, width), dtype=np.float32)  # (H, W) ink coverage in [0, 1]
     ink[top : top + patch.shape[0], left : left + patch.shape[1]] = patch
-    _add_specks(ink, (top, left, top + patch.shape[0], left + patch.shape[1]), rng)
-    ink *= rng.uniform(0.8, 1.0)  # pens rarely cover the paper completely
+    add_specks(ink, (top, left, top + patch.shape[0], left + patch.shape[1]), rng)
+    return photograph(ink, rng)
+
+
+def photograph(ink: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A (H, W, 3) uint8 photo of ink coverage (H, W) in [0, 1]: a dark pen of a random colour
+    on slightly tinted paper, under uneven light, with paper grain and blotches."""
+    height, width = ink.shape
+    ink = ink * rng.uniform(0.8, 1.0)  # pens rarely cover the paper completely
 
     paper = rng.uniform(0.82, 1.0, size=3).astype(np.float32)  # (3,) slightly tinted
     pen = rng.uniform(0.0, 0.3, size=3).astype(np.float32)  # (3,) dark, any hue

@@ -57,7 +57,8 @@ def test_predict_on_mnist_digits(small_run, mnist, tmp_path, capsys):
     results = json.loads(out)
     assert code == 0 and len(results) == 5
     assert [r["label"] for r in results] == mnist.test_labels[:5].tolist()
-    assert all(set(r) == {"file", "label", "confidence", "top"} for r in results)
+    assert all(set(r) == {"file", "label", "confidence", "top", "text", "digits", "rejected"}
+               for r in results)
 
 
 @pytest.mark.mnist

@@ -18,6 +18,7 @@ from lenet5.arch import get_arch, init_params
 from lenet5.checkpoint import save_model
 from lenet5.cli import main
 from lenet5.predict import find_images
+from lenet5.refusal import DEFAULT_THRESHOLD
 
 FORMATS = {".png": "PNG", ".jpg": "JPEG", ".bmp": "BMP", ".gif": "GIF", ".tiff": "TIFF",
            ".webp": "WEBP"}
@@ -79,13 +80,20 @@ def mixed_dir(tmp_path_factory) -> Path:
 def test_every_format_and_the_json_schema(untrained_model, tmp_path, capsys):
     for suffix, fmt in FORMATS.items():
         drawing().save(tmp_path / f"seven{suffix}", format=fmt)
-    code, out, err = run_cli(capsys, "predict", untrained_model, tmp_path, "--json")
+    code, out, err = run_cli(capsys, "predict", untrained_model, tmp_path, "--json",
+                             "--reject-threshold", "0")  # untrained: refuse nothing
     results = json.loads(out)
     assert code == 0, err
     assert [r["file"] for r in results] == [str(tmp_path / f"seven{s}") for s in sorted(FORMATS)]
     for r in results:
-        assert set(r) == {"file", "label", "confidence", "top"}
+        assert set(r) == {"file", "label", "confidence", "top", "text", "digits", "rejected"}
         assert isinstance(r["label"], int) and isinstance(r["confidence"], float)
+        assert r["text"] == str(r["label"]) and r["rejected"] is None
+        (digit,) = r["digits"]
+        assert set(digit) == {"label", "confidence", "box", "top"}
+        assert digit["label"] == r["label"] and digit["top"] == r["top"]
+        x0, y0, x1, y1 = digit["box"]  # the stroke of the 160x200 drawing
+        assert 30 <= x0 < x1 <= 130 and 30 <= y0 < y1 <= 170
         assert len(r["top"]) == 3  # the default --top-k
         assert all(isinstance(k, int) and isinstance(p, float) for k, p in r["top"])
         assert [r["label"], r["confidence"]] == r["top"][0]
@@ -93,6 +101,52 @@ def test_every_format_and_the_json_schema(untrained_model, tmp_path, capsys):
         assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1 + 1e-9
     labels = {r["label"] for r in results}
     assert len(labels) == 1, "the same drawing in six formats should get one label"
+
+
+def test_a_refusal_is_an_answer_and_the_threshold_can_be_set(untrained_model, tmp_path,
+                                                              capsys):
+    """A model file without a calibrated threshold uses refusal.DEFAULT_THRESHOLD; a refused
+    picture is an answer (exit 0), not an error."""
+    drawing().save(tmp_path / "seven.png")
+    code, out, _ = run_cli(capsys, "predict", untrained_model, tmp_path, "--json",
+                           "--reject-threshold", "1")
+    (result,) = json.loads(out)
+    assert code == 0
+    assert result["label"] is None and result["text"] is None
+    assert "not a digit" in result["rejected"] and "threshold 1.00" in result["rejected"]
+    assert [d["label"] for d in result["digits"]] == [None]
+    code, out, _ = run_cli(capsys, "predict", untrained_model, tmp_path, "--json")
+    (result,) = json.loads(out)
+    default = f"threshold {DEFAULT_THRESHOLD:.2f}"
+    assert result["label"] is not None or default in result["rejected"]
+    code, out, _ = run_cli(capsys, "predict", untrained_model, tmp_path, "--reject-threshold", "1")
+    assert code == 0 and out.startswith(f"{tmp_path / 'seven.png'}: not read: it is not a digit")
+    code, out, err = run_cli(capsys, "predict", untrained_model, tmp_path,
+                             "--reject-threshold", "-0.5")
+    assert code == 1 and out == ""
+    assert err == "lenet5: error: --reject-threshold must be between 0 and 1, got -0.5.\n"
+
+
+def test_a_number_is_read_boxed_and_saved(untrained_model, tmp_path, capsys):
+    """Three drawings in a row: three digits, each boxed in the picture --save-input writes,
+    beside the three 28x28 images the network saw."""
+    row = Image.new("RGB", (3 * 160 + 40, 220), (235, 230, 220))
+    for i in range(3):
+        row.paste(drawing(), (20 + i * 160, 10))
+    row.save(tmp_path / "777.png")
+    code, out, _ = run_cli(capsys, "predict", untrained_model, tmp_path / "777.png", "--json",
+                           "--reject-threshold", "0", "--save-input", tmp_path / "seen")
+    (result,) = json.loads(out)
+    assert code == 0 and len(result["digits"]) == 3
+    assert result["label"] is None and result["top"] == []
+    assert result["text"] == "".join(str(d["label"]) for d in result["digits"])
+    for i, digit in enumerate(result["digits"]):
+        assert 20 + i * 160 <= digit["box"][0] < digit["box"][2] <= 20 + (i + 1) * 160
+    with Image.open(tmp_path / "seen" / "777.png") as picture:
+        assert picture.height == 224 and picture.width > 3 * 224
+        pixels = np.asarray(picture.convert("RGB"))
+    green = (pixels[..., 1] > 150) & (pixels[..., 0] < 60) & (pixels[..., 2] < 60)
+    assert green.any()  # the accepted digits' boxes
 
 
 def test_gif_first_frame_is_used(untrained_model, tmp_path, capsys):
@@ -242,7 +296,9 @@ def test_trained_model_reads_digits_written_as_files(trained_run, mnist, tmp_pat
         paper[top:top + 112, left:left + 112] = np.minimum(paper[top:top + 112,
                                                                  left:left + 112], big)
         Image.fromarray(paper).save(tmp_path / f"{i:03d}.png")
-    code, out, _ = run_cli(capsys, "predict", trained_run, tmp_path, "--json")
+    # refusing nothing: this weak model calibrates itself to refuse about half of its digits
+    code, out, _ = run_cli(capsys, "predict", trained_run, tmp_path, "--json",
+                           "--reject-threshold", "0")
     predicted = np.array([r["label"] for r in json.loads(out)])
     assert code == 0
     direct = lenet5.load(trained_run).predict(digits)

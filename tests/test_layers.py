@@ -112,6 +112,21 @@ def test_softmax_cross_entropy_gradient(rng):
     assert loss == pytest.approx(-np.log(p[np.arange(4), labels]).mean(), rel=1e-12)
 
 
+def test_a_non_digit_s_target_is_the_uniform_distribution(rng):
+    """Label -1 (data.nondigits.NONDIGIT): the loss is the mean of -log p_k over the classes,
+    least when the network spreads its probability evenly (outlier exposure)."""
+    logits = rng.normal(size=(4, 10)) * 3
+    labels = np.array([2, -1, 7, -1])
+    loss, grad = softmax_cross_entropy(logits, labels)
+    numeric = numeric_grad(lambda: softmax_cross_entropy(logits, labels)[0], logits)
+    assert max_rel_error(grad, numeric) < TOL
+    log_p = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+    expected = [-log_p[0, 2], -log_p[1].mean(), -log_p[2, 7], -log_p[3].mean()]
+    assert loss == pytest.approx(np.mean(expected), rel=1e-12)
+    assert softmax_cross_entropy(np.zeros((1, 10)), np.array([-1]))[0] == pytest.approx(
+        np.log(10))
+
+
 def test_softmax_cross_entropy_is_stable_for_huge_logits():
     loss, grad = softmax_cross_entropy(np.array([[1000.0, 0.0], [0.0, -1000.0]]), np.array([0, 1]))
     assert np.isfinite(loss) and np.isfinite(grad).all()

@@ -160,6 +160,19 @@ def test_map_loss_value_and_gradient(rng):
     assert np.isfinite(huge[0]) and np.isfinite(huge[1]).all()
 
 
+def test_a_non_digit_s_target_is_the_rubbish_class(rng):
+    """Label -1: E = -log(e^-j / (e^-j + sum_i e^-y_i)), pushing every penalty up."""
+    penalties = rng.uniform(0, 6, size=(3, 10))
+    labels = np.array([4, -1, -1])
+    loss, grad = map_loss(-penalties, labels)
+    rubbish = MAP_J + np.log(np.exp(-MAP_J) + np.exp(-penalties).sum(axis=1))  # -log p_rubbish
+    expected = [penalties[0, 4] + rubbish[0] - MAP_J, rubbish[1], rubbish[2]]
+    assert loss == pytest.approx(np.mean(expected), rel=1e-12)
+    numeric = numeric_grad(lambda: map_loss(-penalties, labels)[0], penalties)
+    assert max_rel_error(-grad, numeric) < TOL
+    assert (grad[1:] > 0).all()  # d/d(score): every score pushed down, every penalty up
+
+
 def test_whole_lenet5_1998_gradient_matches_finite_differences(rng):
     net = NumpyNet(LENET5_1998, init_params(LENET5_1998, 3), dtype=np.float64)
     x = rng.normal(size=(2, 1, 32, 32)) * 0.5

@@ -31,7 +31,8 @@ def test_photographed_digits_are_read_nearly_as_well_as_mnist(trained_run, mnist
     for i, (jpeg, label) in enumerate(photos):
         (tmp_path / f"{i:03d}-{label}.jpg").write_bytes(jpeg)
     files = find_images([tmp_path])
-    results = predict_files(load(trained_run), files)
+    # refusing nothing: this weak model calibrates itself to refuse about half of its digits
+    results = predict_files(load(trained_run), files, threshold=0.0)
 
     labels = np.array([label for _, label in photos])
     predicted = np.array([r.get("label", -1) for r in results])

@@ -84,7 +84,8 @@ def model_path(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def app(model_path):
-    return create_app(model_path)
+    """The app on an untrained model, refusing nothing (its every answer would be a refusal)."""
+    return create_app(model_path, reject_threshold=0.0)
 
 
 @pytest.fixture(scope="module")
@@ -124,10 +125,12 @@ def test_predict_answers_what_the_model_computes(client, model_path):
     assert response.status_code == 200
     answer = response.json()
     digit = preprocess_image(image)
-    expected = load(model_path).predict_proba(digit)[0]
+    model = load(model_path)
+    expected = model.predict_proba(digit)[0]
     np.testing.assert_allclose(answer["probs"], expected, rtol=1e-6, atol=1e-9)
-    assert answer["label"] == int(np.argmax(expected))
-    assert answer["confidence"] == pytest.approx(expected.max(), rel=1e-6)
+    read = model.read(image, threshold=0.0)  # the decision: read steadily (refusal.py)
+    assert answer["label"] == read["label"] and read["label"] is not None
+    assert answer["confidence"] == pytest.approx(read["confidence"], rel=1e-6)
     np.testing.assert_array_equal(decode_data_url(answer["input"]), digit)
     assert [layer["name"] for layer in answer["layers"]] == ["C1", "S2", "C3", "S4"]
     for layer, (count, side) in zip(answer["layers"], [(6, 28), (6, 14), (16, 10), (16, 5)],
@@ -136,8 +139,40 @@ def test_predict_answers_what_the_model_computes(client, model_path):
         assert len(maps) == count
         assert all(m.shape == (side, side) and m.dtype == np.uint8 for m in maps)
     timing = response.headers["server-timing"]
-    assert [part.split(";")[0] for part in timing.split(", ")] == \
-        ["preprocess", "forward", "encode"]
+    assert [part.split(";")[0] for part in timing.split(", ")] == ["read", "forward", "encode"]
+    assert answer["text"] == str(answer["label"]) and answer["rejected"] is None
+    (read,) = answer["digits"]
+    assert read["label"] == answer["label"] and read["top"][0] == [answer["label"],
+                                                                   answer["confidence"]]
+    x0, y0, x1, y1 = read["box"]
+    assert 0 <= x0 < x1 <= 112 and 0 <= y0 < y1 <= 112
+
+
+def test_a_refusal_is_an_answer_with_every_field(model_path):
+    """`--reject-threshold 1` refuses every digit: the answer says so, with every field."""
+    with TestClient(create_app(model_path, reject_threshold=1.0)) as strict:
+        response = post(strict, drawing("7"), "image/png")
+    assert response.status_code == 200
+    answer = response.json()
+    assert answer["label"] is None and answer["text"] is None
+    assert "not a digit" in answer["rejected"] and "threshold 1.00" in answer["rejected"]
+    assert [d["label"] for d in answer["digits"]] == [None]
+    assert len(answer["probs"]) == 10 and answer["input"].startswith("data:image/png")
+
+
+def test_every_digit_of_a_number_is_read_in_order(client):
+    """Three drawings side by side: three digits, left to right, boxed where they are."""
+    row = Image.new("L", (3 * 112 + 80, 160), 255)
+    for i, name in enumerate("714"):
+        row.paste(Image.open(io.BytesIO(drawing(name))), (20 + i * 132, 24))
+    answer = post(client, png_bytes(row), "image/png").json()
+    assert len(answer["digits"]) == 3 and answer["label"] is None
+    assert answer["text"] == "".join(str(d["label"]) for d in answer["digits"])
+    lefts = [d["box"][0] for d in answer["digits"]]
+    assert lefts == sorted(lefts)
+    for i, digit in enumerate(answer["digits"]):
+        x0, _, x1, _ = digit["box"]
+        assert 20 + i * 132 <= x0 < x1 <= 20 + i * 132 + 112
 
 
 def test_feature_maps_are_each_stretched_to_full_range(client, model_path):
@@ -433,14 +468,14 @@ def test_serve_picks_the_newest_run(tmp_path, monkeypatch, model_path, capsys, s
 def test_serve_runs_the_workers_asked_for_each_with_one_blas_thread(model_path, client, capsys,
                                                                      supervised, monkeypatch):
     assert main(["serve", str(model_path), "--port", "0", "--workers", "3",
-                 "--engine", "numpy"]) == 0
+                 "--engine", "numpy", "--reject-threshold", "0.25"]) == 0
     (run,) = supervised
     assert run["config"].workers == 3 and run["sockets"][0].getsockname()[1] > 0
     assert run["config"].http is GuardedHttpToolsProtocol  # read deadlines (test_connections)
     assert "3 workers" in capsys.readouterr().err
     assert json.loads(run["environ"][server_app.WORKER_ENV]) == {
         "model_path": str(model_path), "engine": "numpy", "device": "auto",
-        "parent": os.getpid()}
+        "parent": os.getpid(), "reject_threshold": 0.25}
     assert all(run["environ"][name] == "1" for name in THREAD_VARIABLES)
     # what a worker process does with that environment: asks to stop with its parent
     # (recorded here, not done to pytest) and answers with the same model
@@ -490,6 +525,12 @@ def test_serve_defaults_to_a_worker_per_core(model_path, capsys, supervised, mon
     monkeypatch.setattr(os, "sched_getaffinity", lambda _: set(range(cores)), raising=False)
     assert main(["serve", str(model_path), "--port", "0"]) == 0
     assert supervised[0]["config"].workers == server_app.default_workers() == workers
+
+
+def test_serve_refuses_a_threshold_outside_0_1(model_path, capsys, supervised):
+    assert main(["serve", str(model_path), "--reject-threshold", "2"]) == 1
+    assert "--reject-threshold must be between 0 and 1, got 2.0" in capsys.readouterr().err
+    assert not supervised
 
 
 def test_serve_refuses_fewer_than_one_worker(model_path, capsys, supervised):

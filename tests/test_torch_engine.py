@@ -448,6 +448,19 @@ def test_numpy_losses_backward(rng, loss_fn):
     assert_close(grad, as_numpy(s.grad), 1e-10)
 
 
+@pytest.mark.parametrize("arch_loss", ["cross_entropy", "map"])
+def test_torch_losses_take_non_digits_as_numpy_does(rng, arch_loss):
+    """Label -1 (a made-up non-digit): the uniform target, or the rubbish class, in both."""
+    scores, labels = rng.normal(size=(6, 10)) * 3, np.array([3, -1, 0, -1, 9, -1])
+    numpy_loss = {"cross_entropy": softmax_cross_entropy, "map": map_loss}[arch_loss]
+    loss, grad = numpy_loss(scores, labels)
+    s = torch.from_numpy(scores).requires_grad_()
+    expected = LOSSES[arch_loss](s, torch.from_numpy(labels))
+    expected.backward()
+    assert_close(loss, expected.item(), 1e-10)
+    assert_close(grad, as_numpy(s.grad), 1e-10)
+
+
 def test_numpy_map_curvature_is_the_exact_hessian_diagonal(rng):
     """map_curvature is d2E/dx2 of the per-image MAP loss through the RBF, which torch
     computes exactly by double back-propagation."""

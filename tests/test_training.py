@@ -426,9 +426,26 @@ def test_progress_checks_tell_divergence_from_slow_learning(tmp_path, epoch, los
     cfg = TrainConfig(lr=lr, optimizer="sgd").resolved()
     run = Run(tmp_path, engine=None, run_config={}, start_epoch=0, untrained_loss=4.6,
               metrics=[{"epoch": 1, "train_loss": 3.0}][:epoch])
-    data = SimpleNamespace(train_labels=np.arange(60000) % 10)
+    data = SimpleNamespace(train_labels=np.arange(60000) % 10, digits=60000)
     if verdict is None:
         check_progress(cfg, run, data, epoch, loss, accuracy)
     else:
         with pytest.raises(TrainingDiverged, match=verdict):
             check_progress(cfg, run, data, epoch, loss, accuracy)
+
+
+def test_training_with_non_digits_calibrates_a_refusal_threshold(synthetic_dataset, tmp_path):
+    """Made-up non-digits join the training set (train_acc still counts digits only) and the
+    run ends by storing a refusal threshold calibrated on digits it did not train on."""
+    run = train(config(synthetic_dataset, tmp_path / "run", val_size=100, nondigits=0.5),
+                log=quiet)
+    rows = read_metrics(run)
+    correct = rows[-1]["train_acc"] * 500  # of the 500 digits, not the 250 non-digits too
+    assert correct == pytest.approx(round(correct)) and 0 < correct <= 500
+    assert json.loads((run / "config.json").read_text())["train_images"] == 500
+    _, meta = checkpoint.load_model(run)
+    refusal = meta["refusal"]
+    assert 0.0 < refusal["threshold"] < 1.0 and refusal["digits"] == 100
+    assert refusal["calibrated_on"] == "the validation split, redrawn"
+    with pytest.raises(Lenet5Error, match="--nondigits must be at least 0"):
+        train(config(synthetic_dataset, tmp_path / "bad", nondigits=-1.0), log=quiet)

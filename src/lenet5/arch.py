@@ -34,6 +34,9 @@ TANH_AMPLITUDE, TANH_SLOPE = 1.7159, 2.0 / 3.0
 # 0.1 is also the value reimplementations commonly use.
 LOSSES = ("cross_entropy", "map")
 MAP_J = 0.1
+# The label of a picture that is no class (a made-up non-digit, ``data.nondigits``): its target
+# is the uniform distribution under cross-entropy, the paper's "rubbish" class under MAP.
+NONDIGIT = -1
 
 
 @dataclass(frozen=True)

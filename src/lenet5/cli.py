@@ -89,6 +89,16 @@ def _model_argument(parser: argparse.ArgumentParser) -> None:
                         "onnx) an .onnx file")
 
 
+def _reject_flag(parser: argparse.ArgumentParser) -> None:
+    from .refusal import DEFAULT_THRESHOLD
+
+    parser.add_argument("--reject-threshold", type=float, default=None, metavar="P",
+                        help="refuse a digit (answer 'not a digit') when its most probable "
+                        "class has a probability below P, 0 to 1 (default: the threshold "
+                        "calibrated when the model was trained, or "
+                        f"{DEFAULT_THRESHOLD} for a model file without one)")
+
+
 def _json_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON document")
 
@@ -211,6 +221,11 @@ def _data_flags(parser: argparse.ArgumentParser) -> None:
                         f"rotation up to {math.degrees(dist.MAX_ROTATION):g} degrees; plain "
                         "--augment), elastic (affine + elastic) or none "
                         f"({_arch_default('augment')})")
+    parser.add_argument("--nondigits", type=float, default=None, metavar="FRACTION",
+                        help="made-up non-digits added to the training set, as a fraction of "
+                        "it (strokes, scribbles, hatching, shapes, blots, and junk cut from "
+                        "pairs of digits), which teach the network to refuse what is not a "
+                        f"digit; 0 turns it off ({_arch_default('nondigits')})")
     parser.add_argument("--val-size", type=int, default=None,
                         help="training images held out for validation (default: "
                         f"{TrainConfig.val_size})")
@@ -470,7 +485,9 @@ def add_predict(sub: Subparsers) -> None:
     _engine_flags(predict, inference=True)
     predict.add_argument("--top-k", type=int, default=3, help="alternatives to show")
     predict.add_argument("--save-input", default=None, metavar="DIR",
-                         help="write each image beside the 28x28 the network saw")
+                         help="write each image, its digits boxed, beside the 28x28 images "
+                         "the network saw")
+    _reject_flag(predict)
     _json_flag(predict)
     predict.set_defaults(func=cmd_predict)
 
@@ -499,13 +516,20 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise Lenet5Error("no images found in " + ", ".join(images) + "; pass image files "
                           "(PNG, JPEG, BMP, GIF, TIFF, WebP) or folders holding them.")
     model = load(model_path, engine=args.engine, device=args.device)
-    results = predict_files(model, files, top_k=args.top_k, save_input=args.save_input)
+    results = predict_files(model, files, top_k=args.top_k, save_input=args.save_input,
+                            threshold=args.reject_threshold)
     if args.json:
         _emit_json(results)
     else:
         for r in results:
             if "error" in r:
                 print(f"{r['file']}: error: {r['error']}", file=sys.stderr)
+            elif r["rejected"]:
+                print(f"{r['file']}: not read: {r['rejected']}")
+            elif len(r["digits"]) > 1:
+                print(f"{r['file']}: {r['text']} (" + ", ".join(
+                    f"{model.classes[d['label']]} {100 * d['confidence']:.1f}%"
+                    for d in r["digits"]) + ")")
             else:
                 alternatives = ", ".join(f"{model.classes[k]} {100 * p:.1f}%" for k, p in r["top"])
                 print(f"{r['file']}: {model.classes[r['label']]} ({alternatives})")
@@ -637,6 +661,7 @@ def add_serve(sub: Subparsers) -> None:
                        help="processes answering requests, each with its own copy of the model "
                        "(default: one per CPU core, at most 4)")
     _engine_flags(serve)
+    _reject_flag(serve)
     serve.set_defaults(func=cmd_serve)
 
 
@@ -650,11 +675,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from . import pretrained
     from .files import newest_run
     from .model import load
+    from .refusal import check_threshold
     from .server import default_workers, listen, serve
 
     workers = default_workers() if args.workers is None else args.workers
     if workers < 1:
         raise Lenet5Error(f"--workers must be at least 1, got {workers}.")
+    check_threshold(args.reject_threshold)
     model = args.model or newest_run() or pretrained.NAME
     load(model, engine=args.engine, device=args.device)  # a bad model fails here, not in workers
     sock = listen(args.host, args.port)
@@ -663,7 +690,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     print(f"lenet5: serving {model} ({args.engine} engine, {workers} worker"
           f"{'s' if workers > 1 else ''}) on http://{shown}:{port}/ (Ctrl+C stops)",
           file=sys.stderr, flush=True)
-    serve(sock, model, args.engine, args.device, workers)
+    serve(sock, model, args.engine, args.device, workers, args.reject_threshold)
     return 0
 
 

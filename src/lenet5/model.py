@@ -51,6 +51,17 @@ class Model:
     def predict(self, images: np.ndarray) -> np.ndarray:
         return self.logits(images).argmax(axis=1)
 
+    def read(self, source, *, top_k: int = 3, threshold: float | None = None) -> dict:
+        """Every digit in a picture (a path, bytes, a stream, a PIL image or an array, as
+        `preprocess_image` takes), in reading order, as `lenet5 predict --json` answers:
+        {"text", "digits": [{"label", "confidence", "box", "top"}], "label", "confidence",
+        "top", "rejected"}. Something that is not a digit is refused ("label" and "text"
+        None, "rejected" says why); `threshold` overrides the model's refusal threshold.
+        Raises ImageError when the picture cannot be read or holds no ink."""
+        from .reading import read
+
+        return read(self, source, top_k=top_k, threshold=threshold).answer
+
     def feature_maps(self, images: np.ndarray) -> list[tuple[str, np.ndarray]]:
         """Every layer's output for these images: [(layer name, (N, C, H, W) or (N, F))]."""
         return self.engine.feature_maps(self.inputs(images))

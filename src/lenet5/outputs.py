@@ -18,12 +18,17 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
     return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
 
 
-def map_log_probs(scores: np.ndarray) -> np.ndarray:
-    """The 1998 MAP criterion's class posteriors (LeCun et al. 1998, eq. 9), as logs:
-    log of e^{s_i} / (e^-j + sum_k e^{s_k}) for scores s = -y, (N, K). In scores it is a
-    softmax with one extra "rubbish" class whose score is fixed at -j (``arch.MAP_J``)."""
+def map_log_probs_with_rubbish(scores: np.ndarray) -> np.ndarray:
+    """The 1998 MAP criterion's posteriors (LeCun et al. 1998, eq. 9), as logs, (N, 1 + K):
+    the "rubbish" class first, whose score is fixed at -j (``arch.MAP_J``), then each class,
+    log of e^{s_i} / (e^-j + sum_k e^{s_k}) for scores s = -y."""
     rubbish = np.full((len(scores), 1), -MAP_J, dtype=scores.dtype)  # (N, 1)
-    return log_softmax(np.concatenate([rubbish, scores], axis=1))[:, 1:]
+    return log_softmax(np.concatenate([rubbish, scores], axis=1))
+
+
+def map_log_probs(scores: np.ndarray) -> np.ndarray:
+    """The classes' log-posteriors under MAP, (N, K): what the rubbish class leaves them."""
+    return map_log_probs_with_rubbish(scores)[:, 1:]
 
 
 CLASS_LOG_PROBS = {"cross_entropy": log_softmax, "map": map_log_probs}

@@ -1,8 +1,9 @@
-"""`lenet5 predict`: classify users' image files, one result (or error) per file.
+"""`lenet5 predict`: read users' image files, one result (or error) per file.
 
 A bad file never stops the others: it becomes ``{"file", "error"}`` in the results, with the
 one-sentence reason `lenet5.images` gives (unreadable, truncated, not an image, too large, no
-ink). Each digit goes through `lenet5.images.preprocess_image`, as in the API and the web page.
+ink). Each picture is read by `lenet5.reading` (every digit in it, or a refusal), as in the
+API and the web page.
 """
 
 from __future__ import annotations
@@ -12,13 +13,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from .errors import ImageError, Lenet5Error
 from .files import write_atomic
-from .images import open_image, preprocess_image
+from .images import open_image
 from .images.decode import has_alpha
 from .model import Model
+from .reading import Reading, read
+from .refusal import check_threshold
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".dib", ".gif",
                             ".tif", ".tiff", ".webp"})
@@ -49,14 +52,15 @@ def classify(model: Model, digit: np.ndarray, top_k: int = 3) -> dict:
             "top": [[int(k), float(probs[k])] for k in order]}
 
 
-def predict_file(model: Model, file: str | Path, top_k: int = 3) -> tuple[dict, np.ndarray | None]:
-    """(result, the 28x28 the network saw or None on error) for one file; never raises for a
-    bad image. JPEGs are decoded at reduced scale, so large photos stay fast."""
+def predict_file(model: Model, file: str | Path, top_k: int = 3,
+                 threshold: float | None = None) -> tuple[dict, Reading | None]:
+    """(result, the reading or None on error) for one file; never raises for a bad image.
+    JPEGs are decoded at reduced scale, so large photos stay fast."""
     try:
-        digit = preprocess_image(file)  # (28, 28) uint8
+        reading = read(model, file, top_k=top_k, threshold=threshold)
     except ImageError as exc:
         return {"file": str(file), "error": str(exc)}, None
-    return {"file": str(file), **classify(model, digit, top_k)}, digit
+    return {"file": str(file), **reading.answer}, reading
 
 
 def _picture_names(files: Sequence[str]) -> list[str]:
@@ -74,9 +78,27 @@ def _picture_names(files: Sequence[str]) -> list[str]:
     return names
 
 
+def boxed(original: Image.Image, digits: list[dict]) -> Image.Image:
+    """An RGB copy of the original with a box around each digit read: green where it was
+    accepted, red where refused."""
+    if has_alpha(original):
+        rgba = original.convert("RGBA")
+        original = Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba)
+    picture = original.convert("RGB")
+    draw = ImageDraw.Draw(picture)
+    line = max(1, round(max(picture.size) / 200))
+    for digit in digits:
+        colour = (0, 170, 0) if digit["label"] is not None else (220, 0, 0)
+        x0, y0, x1, y1 = digit["box"]
+        draw.rectangle([x0 - line, y0 - line, x1 + line - 1, y1 + line - 1], outline=colour,
+                       width=line)
+    return picture
+
+
 def side_by_side(original: Image.Image, processed: np.ndarray, *, height: int = 224) -> Image.Image:
-    """The original next to what the network sees (28x28 blown up with sharp pixels), to check
-    that preprocessing found the digit; what `lenet5 predict --save-input` writes."""
+    """The original next to what the network sees (each 28x28 blown up with sharp pixels), to
+    check that preprocessing found the digits; what `lenet5 predict --save-input` writes.
+    `processed` is one (28, 28) image or several (k, 28, 28), shown left to right."""
     if has_alpha(original):
         rgba = original.convert("RGBA")
         original = Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba)
@@ -87,25 +109,31 @@ def side_by_side(original: Image.Image, processed: np.ndarray, *, height: int = 
         Image.Resampling.LANCZOS,
         reducing_gap=3.0,
     )
-    right = Image.fromarray(np.asarray(processed, dtype=np.uint8))
-    right = right.resize((height, height), Image.Resampling.NEAREST).convert("RGB")
+    digits = np.asarray(processed, dtype=np.uint8).reshape(-1, 28, 28)  # (k, 28, 28)
     gap = max(4, height // 28)
-    picture = Image.new("RGB", (left.width + gap + height, height), (128, 128, 128))
+    width = left.width + len(digits) * (gap + height)
+    picture = Image.new("RGB", (width, height), (128, 128, 128))
     picture.paste(left, (0, (height - left.height) // 2))
-    picture.paste(right, (left.width + gap, 0))
+    for k, digit in enumerate(digits):
+        right = Image.fromarray(digit).resize((height, height), Image.Resampling.NEAREST)
+        picture.paste(right.convert("RGB"), (left.width + gap + k * (gap + height), 0))
     return picture
 
 
-def save_input_picture(file: str, digit: np.ndarray, path: Path) -> None:
-    """Write the original beside the 28x28 the network saw (`--save-input`), atomically."""
+def save_input_picture(file: str, reading: Reading, path: Path) -> None:
+    """Write the original, each digit read boxed, beside the 28x28 images the network saw
+    (`--save-input`), atomically."""
     picture = io.BytesIO()
-    side_by_side(open_image(file), digit).save(picture, format="PNG")
+    side_by_side(boxed(open_image(file), reading.answer["digits"]), reading.images).save(
+        picture, format="PNG")
     write_atomic(path, picture.getvalue())
 
 
 def predict_files(model: Model, files: Sequence[str], *, top_k: int = 3,
-                  save_input: str | Path | None = None) -> list[dict]:
-    """One result per file, in order: a prediction, or an error entry for a bad file."""
+                  save_input: str | Path | None = None,
+                  threshold: float | None = None) -> list[dict]:
+    """One result per file, in order: a reading (or refusal), or an error entry for a bad
+    file. `threshold` overrides the model's refusal threshold (`--reject-threshold`)."""
     if top_k < 1:
         raise Lenet5Error(f"--top-k must be at least 1, got {top_k}.")
     if save_input is not None:
@@ -115,12 +143,13 @@ def predict_files(model: Model, files: Sequence[str], *, top_k: int = 3,
         except OSError as exc:
             raise Lenet5Error(f"cannot create --save-input folder {folder} "
                               f"({exc.strerror or exc}); choose another folder.") from None
+    check_threshold(threshold)
     results = []
     for file, name in zip(files, _picture_names(files), strict=True):
-        result, digit = predict_file(model, file, top_k)
-        if save_input is not None and digit is not None:
+        result, reading = predict_file(model, file, top_k, threshold)
+        if save_input is not None and reading is not None:
             try:
-                save_input_picture(file, digit, folder / name)
+                save_input_picture(file, reading, folder / name)
             except Lenet5Error as exc:  # e.g. a full disk: this file fails, the others go on
                 result = {"file": str(file), "error": f"--save-input: {exc}"}
         results.append(result)

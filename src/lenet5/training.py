@@ -27,6 +27,7 @@ import numpy as np
 from . import checkpoint, files
 from .arch import Architecture, get_arch, init_params
 from .data import datasets
+from .data.nondigits import with_nondigits
 from .data.transforms import (
     NORMALIZATIONS,
     input_normalization,
@@ -43,9 +44,15 @@ from .hparams import (
     Schedule,
     defaults_for,
 )
+from .model import Model
+from .refusal import METADATA_KEY, calibrate_model
 from .version import __version__
 
 Log = Callable[[str], None]
+# Random streams, np.random.default_rng([seed, stream]), besides the shuffling ([seed, epoch]):
+DISTORTION_STREAM = 1  # with the epoch: that epoch's distortions
+NONDIGIT_STREAM = 2  # the made-up non-digits added to the training set
+CALIBRATION_STREAM = 3  # the redrawn digits and non-digits the refusal is calibrated on
 
 
 @dataclass
@@ -72,11 +79,13 @@ class TrainConfig:
     step_epochs: int | None = None
     gamma: float | None = None
     init_std: float | None = None  # weights N(0, init_std^2) instead of the architecture's init
+    nondigits: float | None = None  # made-up non-digits added, as a share of the training set
     normalization: str | None = None  # data.transforms.NORMALIZATIONS; None: the arch's
     seed: int = 0
     augment: str | None = None
     val_size: int = 0
     limit: int | None = None
+    nondigits: float | None = None
     out: str | None = None
 
     def architecture(self) -> Architecture:
@@ -96,7 +105,7 @@ class TrainConfig:
         limit = 1 if self.limit is None else self.limit
         for flag, value, low in (("--epochs", self.epochs, 1), ("--batch-size", self.batch_size, 1),
                                  ("--val-size", self.val_size, 0), ("--limit", limit, 1),
-                                 ("--seed", self.seed, 0)):
+                                 ("--seed", self.seed, 0), ("--nondigits", self.nondigits, 0)):
             if value is not None and value < low:
                 raise Lenet5Error(f"{flag} must be at least {low}, got {value}.")
         if self.augment is not None and self.augment not in AUGMENTATIONS:
@@ -139,14 +148,16 @@ class TrainingData:
     """What a run learns from and is measured on. The training images stay uint8 (N, 28, 28)
     until an epoch needs them, distorted or not; validation and test inputs are prepared."""
 
-    train_images: np.ndarray  # (N, 28, 28) uint8
-    train_labels: np.ndarray  # (N,) int64
+    train_images: np.ndarray  # (N, 28, 28) uint8: the digits, then the made-up non-digits
+    train_labels: np.ndarray  # (N,) int64, arch.NONDIGIT for a non-digit
+    digits: int  # how many of them are digits (what training accuracy counts)
     normalization: dict  # how 28x28 images become network inputs (stored in model files)
     classes: list[str]
     x_val: np.ndarray | None  # (V, 1, 32, 32) float32, or None without --val-size
     y_val: np.ndarray  # (V,) int64
     x_test: np.ndarray  # (T, 1, 32, 32) float32
     y_test: np.ndarray  # (T,) int64
+    calibration: tuple[np.ndarray, np.ndarray, str]  # digits, labels, what they are (refusal)
 
 
 def load_training_data(config: TrainConfig, arch: Architecture, log: Log) -> TrainingData:
@@ -157,12 +168,19 @@ def load_training_data(config: TrainConfig, arch: Architecture, log: Log) -> Tra
     images, labels, val_images, val_labels = split_validation(images, labels, config.val_size,
                                                               config.seed)
     norm = input_normalization(arch, images, config.normalization)
+    # the refusal is calibrated on digits the network did not train on, never the test set:
+    # the validation split, else training digits redrawn (refused as often as unseen ones)
+    calibration = ((val_images, val_labels, "the validation split, redrawn") if len(val_images)
+                   else (images, labels, "training digits, redrawn (no validation split)"))
+    train_images, train_labels = with_nondigits(  # the non-digits teach the network to refuse
+        images, labels, config.nondigits, np.random.default_rng([config.seed, NONDIGIT_STREAM]))
     return TrainingData(
-        train_images=images, train_labels=labels.astype(np.int64), normalization=norm,
-        classes=list(data.classes),
+        train_images=train_images, train_labels=train_labels, digits=len(images),
+        normalization=norm, classes=list(data.classes),
         x_val=prepare_inputs(val_images, norm) if len(val_images) else None,
         y_val=val_labels.astype(np.int64),
-        x_test=prepare_inputs(data.test_images, norm), y_test=data.test_labels.astype(np.int64))
+        x_test=prepare_inputs(data.test_images, norm), y_test=data.test_labels.astype(np.int64),
+        calibration=calibration)
 
 
 class EpochInputs:
@@ -181,7 +199,7 @@ class EpochInputs:
             return
         from .data.distortions import distort, shift
 
-        rng = np.random.default_rng([self.config.seed, epoch, 1])
+        rng = np.random.default_rng([self.config.seed, epoch, DISTORTION_STREAM])
         images = self.data.train_images
         distorted = shift(images, rng) if self.config.augment == "shift" else distort(
             images, rng, elastic=self.config.augment == "elastic")
@@ -199,6 +217,7 @@ class Run:
     metrics: list[dict]  # one row per finished epoch
     start_epoch: int
     untrained_loss: float  # what a healthy run's training loss falls from (``check_progress``)
+    refusal: dict | None = None  # the calibrated "not a digit" threshold, once training is done
 
 
 def start_run(config: TrainConfig, arch: Architecture, data: TrainingData,
@@ -219,7 +238,7 @@ def start_run(config: TrainConfig, arch: Architecture, data: TrainingData,
     if optimizer_state is not None:
         engine.load_optimizer_state(optimizer_state)
     run_config = {**dataclasses.asdict(config), "input_normalization": data.normalization,
-                  "classes": data.classes, "train_images": len(data.train_images),
+                  "classes": data.classes, "train_images": data.digits,
                   "device": engine.device, "lenet5_version": __version__,
                   "python": platform.python_version(), "machine": platform.machine()}
     files.write_atomic(directory / files.CONFIG_FILE,
@@ -306,9 +325,9 @@ def check_progress(config: TrainConfig, run: Run, data: TrainingData, epoch: int
     """Raise TrainingDiverged, saying which setting to change, if epoch ``epoch`` (from 0)
     ended with a loss that is not finite or far above the untrained network's, or stuck at
     chance accuracy."""
-    labels = data.train_labels
-    chance = np.bincount(labels).max() / len(labels)  # always answering the commonest class
-    steps = (epoch + 1) * math.ceil(len(labels) / config.batch_size)
+    digits = data.train_labels[:data.digits]  # the non-digits come after them
+    chance = np.bincount(digits).max() / len(digits)  # always answering the commonest class
+    steps = (epoch + 1) * math.ceil(len(data.train_labels) / config.batch_size)
     default = defaults_for(config.arch)["lr"]
     lower = f"lower --lr (now {config.lr:g}) towards {config.arch}'s default {default:g}"
     if not math.isfinite(loss):
@@ -360,8 +379,9 @@ def train_epoch(config: TrainConfig, run: Run, data: TrainingData, inputs: Epoch
             engine.train_step(order[b * config.batch_size:(b + 1) * config.batch_size], lr)
     loss_sum, correct, seen = engine.take_train_metrics()
     seconds = time.perf_counter() - started
-    check_progress(config, run, data, epoch, loss_sum / seen, correct / seen)
-    row = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_acc": correct / seen}
+    accuracy = correct / data.digits  # a non-digit is never "correct"
+    check_progress(config, run, data, epoch, loss_sum / seen, accuracy)
+    row = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_acc": accuracy}
     if data.x_val is not None:
         _, val_pred = evaluate(engine, data.x_val, data.y_val)
         row["val_acc"] = float(np.mean(val_pred == data.y_val))
@@ -372,17 +392,23 @@ def train_epoch(config: TrainConfig, run: Run, data: TrainingData, inputs: Epoch
     return row
 
 
-def save_epoch(config: TrainConfig, run: Run) -> None:
-    """Model, metrics and resume state for the epoch just finished, each written atomically;
-    the state goes last, so it never points past what the other files hold."""
+def model_metadata(config: TrainConfig, run: Run) -> dict:
+    """What the model file says besides its weights (the refusal, once calibrated)."""
     last = run.metrics[-1]
-    params = run.engine.parameters()
     meta = {"arch": config.arch, **config.architecture().variant, "dataset": config.dataset,
             "classes": run.run_config["classes"],
             "input_normalization": run.run_config["input_normalization"],
             "engine": run.engine.name, "epochs": last["epoch"], "test_accuracy": last["test_acc"],
             "lenet5_version": __version__}
-    checkpoint.save_model(run.directory / files.MODEL_FILE, params, meta)
+    return meta if run.refusal is None else {**meta, METADATA_KEY: run.refusal}
+
+
+def save_epoch(config: TrainConfig, run: Run) -> None:
+    """Model, metrics and resume state for the epoch just finished, each written atomically;
+    the state goes last, so it never points past what the other files hold."""
+    last = run.metrics[-1]
+    params = run.engine.parameters()
+    checkpoint.save_model(run.directory / files.MODEL_FILE, params, model_metadata(config, run))
     files.write_metrics(run.directory, run.metrics)
     checkpoint.save_state(run.directory / files.STATE_FILE, params, run.engine.optimizer_state(),
                           {"epoch": last["epoch"], "arch": config.arch})
@@ -408,8 +434,11 @@ def train(config: TrainConfig, *, resume: str | Path | None = None, log: Log = p
             run = _train_epochs(config, arch, data, resume, log, progress)
         except files.WriteError as exc:
             raise _with_resume_advice(exc, directory) from None
+    refusal = run.refusal
     log(f"test accuracy {100 * run.metrics[-1]['test_acc']:.2f}% ({_epochs(config.epochs)}); "
-        f"model saved in {run.directory}")
+        f"refusal threshold {refusal['threshold']:.3f} ({100 * refusal['refused']:.1f}% of "
+        f"{refusal['calibrated_on']} refused, {100 * refusal['error_accepted']:.2f}% of the rest "
+        f"wrong); model saved in {run.directory}")
     return run.directory
 
 
@@ -418,7 +447,7 @@ def _train_epochs(config: TrainConfig, arch: Architecture, data: TrainingData,
     run = start_run(config, arch, data, resume, log)
     if run.start_epoch == 0:
         log(f"training {arch.name} with the {run.engine.name} engine ({run.engine.device}) on "
-            f"{len(data.train_images):,} {config.dataset} images for {_epochs(config.epochs)} "
+            f"{data.digits:,} {config.dataset} images for {_epochs(config.epochs)} "
             f"-> {run.directory}")
     inputs = EpochInputs(config, data, run.engine)
     show_bar = sys.stderr.isatty() if progress is None else progress
@@ -430,7 +459,16 @@ def _train_epochs(config: TrainConfig, arch: Architecture, data: TrainingData,
             f"train {100 * row['train_acc']:.2f}%  "
             + (f"val {100 * row['val_acc']:.2f}%  " if "val_acc" in row else "")
             + f"test {100 * row['test_acc']:.2f}%  {row['seconds']:.1f} s")
+    calibrate_refusal(config, run, data)
     return run
+
+
+def calibrate_refusal(config: TrainConfig, run: Run, data: TrainingData) -> None:
+    """The trained network's "not a digit" threshold (``refusal``), into its model file."""
+    digits, labels, source = data.calibration
+    run.refusal = calibrate_model(Model(run.engine, model_metadata(config, run)), digits, labels,
+                                  source, np.random.default_rng([config.seed, CALIBRATION_STREAM]))
+    save_epoch(config, run)
 
 
 def _with_resume_advice(exc: files.WriteError, directory: Path) -> files.WriteError:

@@ -33,6 +33,9 @@ WORK_SIDE = 256
 """Longer side of the working copy: a digit 15% of a 4:3 photo's height still spans ~30 px,
 more than the 20 px it ends up as, and every step stays fast."""
 
+DECODED_SCALE = "lenet5_decoded_scale"
+"""Where `decode` notes, in the image's info, the file's pixels per decoded pixel."""
+
 Source = str | Path | bytes | BinaryIO
 
 
@@ -130,7 +133,8 @@ def decode(source: Source, label: str, draft_side: int | None) -> Image.Image:
             if draft_side is not None and img.format in ("JPEG", "MPO"):
                 img.draft("L", fit((width, height), draft_side))  # DCT scaling, >= that size
             img.load()  # full decode here, so truncated files fail inside this try
-            ImageOps.exif_transpose(img, in_place=True)
+            img.info[DECODED_SCALE] = width / img.width  # number boxes are given in the file's
+            ImageOps.exif_transpose(img, in_place=True)  # pixels, whatever scale decoded
         except ImageError:
             raise
         except UnidentifiedImageError:
@@ -187,29 +191,30 @@ def has_alpha(img: Image.Image) -> bool:
     return img.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in img.info
 
 
-def pil_to_gray(img: Image.Image, label: str) -> np.ndarray:
-    """(H, W) float32 in [0, 1] of a PIL image: transparency onto white, at most WORK_SIDE px."""
+def pil_to_gray(img: Image.Image, label: str, side: int = WORK_SIDE) -> np.ndarray:
+    """(H, W) float32 in [0, 1] of a PIL image: transparency onto white, at most `side` px."""
     if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
         values = np.asarray(img, dtype=np.float32)  # (H, W)
         top = float(values.max(initial=0.0))
         scale = 1.0 if img.mode == "F" and top <= 1.0 else 255.0 if top <= 255.0 else 65535.0
-        return array_to_gray(np.clip(values / scale, 0.0, 1.0), label)
+        return array_to_gray(np.clip(values / scale, 0.0, 1.0), label, side)
     try:
         if has_alpha(img):
-            return array_to_gray(np.asarray(img.convert("LA")), label)
+            return array_to_gray(np.asarray(img.convert("LA")), label, side)
         img = img.convert("L")
     except ValueError as exc:  # e.g. a TIFF in LAB or HSV
         raise ImageError(
             f"{label} is in colour mode {img.mode}, which cannot be read; save it as RGB."
         ) from exc
-    size = fit((img.height, img.width), WORK_SIDE)
+    size = fit((img.height, img.width), side)
     if size != (img.height, img.width):
         img = img.resize(size[::-1], Image.Resampling.BOX)
     return np.asarray(img, dtype=np.float32) / np.float32(255.0)
 
 
-def array_to_gray(array: np.ndarray, label: str) -> np.ndarray:
-    """(H, W) float32 in [0, 1] from (H, W), (H, W, 1-4) uint8/bool/float-in-[0, 1] arrays."""
+def array_to_gray(array: np.ndarray, label: str, side: int = WORK_SIDE) -> np.ndarray:
+    """(H, W) float32 in [0, 1] from (H, W), (H, W, 1-4) uint8/bool/float-in-[0, 1] arrays,
+    shrunk to at most `side` px."""
     if array.ndim == 3 and array.shape[2] in (1, 2, 3, 4):
         channels = array.shape[2]
     elif array.ndim == 2:
@@ -239,7 +244,7 @@ def array_to_gray(array: np.ndarray, label: str) -> np.ndarray:
     if channels in (2, 4):  # composite onto white, as a browser shows a transparent canvas
         alpha = values[..., -1]  # (H, W)
         gray = gray * alpha + (1.0 - alpha)
-    return shrink(gray, WORK_SIDE)
+    return shrink(gray, side)
 
 
 def fit(shape: tuple[int, ...], side: int) -> tuple[int, int]:

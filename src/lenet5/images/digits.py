@@ -82,14 +82,8 @@ def _digit_ink(
     to be its other strokes. Its own pixels then set the ink level that maps to 1; the floor
     maps to 0, so the background is exactly black while antialiased edges stay soft.
     """
-    floor = paper + max(NOISE_SIGMAS * sigma, 2.0 / 255.0)
-    structure = np.ones((3, 3), dtype=bool)  # 8-connected
-    labels, count = ndimage.label(residual > floor, structure=structure)  # (H, W)
-    strong = np.zeros(count + 1, dtype=bool)  # (count + 1,) blob reaches STRONG?
-    strong[labels[residual > paper + STRONG * (top - paper)]] = True
-    strong[0] = False  # label 0 is the background
-    mass = np.bincount(labels.ravel(), weights=(residual - floor).ravel())  # (count + 1,)
-    mass[~strong] = 0.0
+    labels, mass = find_blobs(residual, paper, sigma, top)
+    count = len(mass) - 1
     main = int(np.argmax(mass))
     if mass[main] <= 0.0:
         raise _no_digit(label, "nothing stands out from the background")
@@ -119,8 +113,35 @@ def _digit_ink(
     keep = np.zeros(candidates.size + 1, dtype=bool)
     keep[[index + 1 for index in kept]] = True
     keep = keep[labels[box]]  # (h, w) pixels of the digit
-    residual = residual[box]  # (h, w)
+    return ink_box(residual[box], keep, paper, sigma, label)[0]
 
+
+def find_blobs(
+    residual: np.ndarray, paper: float, sigma: float, top: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """(labels (H, W), mass (count + 1,)) of the 8-connected blobs of ink above the noise
+    floor in a (H, W) residual of bright ink; blobs that never reach STRONG of the way to
+    the darkest ink (`top`) get mass 0, as does the background (label 0)."""
+    floor = paper + max(NOISE_SIGMAS * sigma, 2.0 / 255.0)
+    structure = np.ones((3, 3), dtype=bool)  # 8-connected
+    labels, count = ndimage.label(residual > floor, structure=structure)  # (H, W)
+    strong = np.zeros(count + 1, dtype=bool)  # (count + 1,) blob reaches STRONG?
+    strong[labels[residual > paper + STRONG * (top - paper)]] = True
+    strong[0] = False  # label 0 is the background
+    mass = np.bincount(labels.ravel(), weights=(residual - floor).ravel())  # (count + 1,)
+    mass[~strong] = 0.0
+    return labels, mass
+
+
+def ink_box(
+    residual: np.ndarray, keep: np.ndarray, paper: float, sigma: float, label: str
+) -> tuple[np.ndarray, tuple[slice, slice]]:
+    """The ink in [0, 1] of the pixels `keep` (h, w) of a (h, w) residual, cropped to the
+    box of its pixels of at least BOX_LEVEL, and that box within the (h, w) array.
+
+    Its own pixels set the ink level that maps to 1 and the noise floor maps to 0, so the
+    background is exactly black while antialiased edges stay soft.
+    """
     level = float(np.percentile(residual[keep], INK_PERCENTILE))
     contrast = level - paper
     if contrast < MIN_CONTRAST or contrast < MIN_SNR * sigma:
@@ -128,11 +149,14 @@ def _digit_ink(
     low = paper + max(NOISE_SIGMAS * sigma, LO_FRACTION * contrast)
     ink = np.clip((residual - low) / (level - low), 0.0, 1.0) * keep  # (h, w)
     core = ink >= BOX_LEVEL  # (h, w)
+    if not core.any():
+        raise _no_digit(label, "its marks are too faint for the noise around them")
     rows, cols = np.flatnonzero(core.any(axis=1)), np.flatnonzero(core.any(axis=0))
-    return ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    box = slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
+    return ink[box], box
 
 
-def _to_mnist(ink: np.ndarray) -> np.ndarray:
+def to_mnist(ink: np.ndarray) -> np.ndarray:
     """Scale cropped ink (h, w) so its longer side is 20 px; centre its mass in 28x28 uint8."""
     scale = BOX_SIDE / max(ink.shape)
     size = max(1, round(ink.shape[0] * scale)), max(1, round(ink.shape[1] * scale))
@@ -162,7 +186,7 @@ def _mnist_digit(gray: np.ndarray, label: str) -> np.ndarray:
     ink = _find_ink(coarse, paper, label)
     if max(ink.shape) < MIN_DIGIT_SIDE and coarse.shape != gray.shape:
         ink = _find_ink(gray, paper, label)  # a small digit: look again, closer
-    return _to_mnist(ink)
+    return to_mnist(ink)
 
 
 def preprocess_image(

@@ -6,26 +6,32 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..outputs import log_softmax, map_log_probs
+from ..arch import NONDIGIT
+from ..outputs import log_softmax, map_log_probs, map_log_probs_with_rubbish
 
 
-def _negative_log_likelihood(log_p: np.ndarray, labels: np.ndarray
-                             ) -> tuple[float, np.ndarray]:
-    """Mean of -log p_label over the batch and its gradient w.r.t. the outputs, given the
-    classes' log-probabilities (N, K). Both losses make p a softmax of the outputs (MAP with
-    one more class of fixed score), so the gradient is p - [i = label], over N."""
-    n = len(labels)
-    rows = np.arange(n)
-    loss = -log_p[rows, labels].mean()
-    grad = np.exp(log_p)
-    grad[rows, labels] -= 1
-    grad /= n
-    return float(loss), grad
+def _cross_entropy(log_p: np.ndarray, targets: np.ndarray) -> tuple[float, np.ndarray]:
+    """Mean of -sum_k target_k log p_k over the batch and its gradient w.r.t. the scores whose
+    softmax p is, given log p (N, C) and the target distributions (N, C): p - target, over N."""
+    n = len(log_p)
+    loss = -(targets * log_p).sum(axis=1).mean()
+    return float(loss), (np.exp(log_p) - targets) / n
+
+
+def _one_hot(labels: np.ndarray, classes: int, dtype: np.dtype) -> np.ndarray:
+    """(N, classes) targets: one-hot rows; a NONDIGIT row (label -1) is all zeros."""
+    targets = np.zeros((len(labels), classes), dtype=dtype)
+    rows = np.flatnonzero(labels != NONDIGIT)
+    targets[rows, labels[rows]] = 1
+    return targets
 
 
 def softmax_cross_entropy(logits: np.ndarray, labels: np.ndarray) -> tuple[float, np.ndarray]:
-    """Mean cross-entropy of softmax(logits) and d(mean loss)/d(logits)."""
-    return _negative_log_likelihood(log_softmax(logits), labels)
+    """Mean cross-entropy of softmax(logits) and d(mean loss)/d(logits). A non-digit (label
+    ``arch.NONDIGIT``) has the uniform distribution as its target (outlier exposure)."""
+    targets = _one_hot(labels, logits.shape[1], logits.dtype)  # (N, K)
+    targets[labels == NONDIGIT] = 1.0 / logits.shape[1]
+    return _cross_entropy(log_softmax(logits), targets)
 
 
 def softmax_curvature(logits: np.ndarray) -> np.ndarray:
@@ -40,9 +46,13 @@ def softmax_curvature(logits: np.ndarray) -> np.ndarray:
 def map_loss(scores: np.ndarray, labels: np.ndarray) -> tuple[float, np.ndarray]:
     """Mean MAP loss E = y_D + log(e^-j + sum_i e^-y_i) and dE/d(scores), for scores = -y,
     the negated RBF penalties (what ``layers.RBF`` returns). In scores it is softmax
-    cross-entropy with one extra class whose score is fixed at -j: E = -log p_D with
-    p_i = e^{s_i} / (e^-j + sum_k e^{s_k}) (``outputs.map_log_probs``)."""
-    return _negative_log_likelihood(map_log_probs(scores), labels)
+    cross-entropy with one extra "rubbish" class whose score is fixed at -j:
+    E = -log p_D with p_i = e^{s_i} / (e^-j + sum_k e^{s_k}) (``outputs.map_log_probs``). A
+    non-digit (label ``arch.NONDIGIT``) has the rubbish class as its target, as the paper's
+    string readers were trained on non-characters: E = -log p_rubbish."""
+    targets = _one_hot(labels + 1, scores.shape[1] + 1, scores.dtype)  # rubbish: column 0
+    loss, grad = _cross_entropy(map_log_probs_with_rubbish(scores), targets)
+    return loss, grad[:, 1:]  # the rubbish score is a constant
 
 
 def map_curvature(features: np.ndarray, centres: np.ndarray) -> np.ndarray:

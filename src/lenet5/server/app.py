@@ -1,9 +1,10 @@
 """The HTTP API and page of ``lenet5 serve``: one model, loaded once, answering many clients.
 
-``POST /api/predict`` takes an image (raw body or JSON with a data URL), runs it through
-``lenet5.images.preprocess_image`` (the same preprocessing as ``lenet5 predict``) and one forward
-pass, and answers the probabilities, the 28x28 input the network saw and the feature maps of
-its convolution and pooling layers as small PNGs. The page in ``static/`` draws on top of it.
+``POST /api/predict`` takes an image (raw body or JSON with a data URL), reads every digit in
+it with ``lenet5.reading`` (as ``lenet5 predict`` does: the number's text, each digit's box and
+probabilities, or why it is not a digit), and answers that plus, for the first digit read, its
+probabilities, the 28x28 input the network saw and the feature maps of its convolution and
+pooling layers as small PNGs. The page in ``static/`` draws on top of it.
 
 Concurrency: each process answers one request at a time, on its event loop: the body is read
 there (so oversized bodies are cut off early) and the CPU work (a few ms for a canvas drawing,
@@ -41,6 +42,7 @@ from ..errors import Lenet5Error
 from ..images import preprocess_image
 from ..model import Model, load
 from ..outputs import probabilities
+from ..reading import read
 from ..threads import THREAD_VARIABLES
 from ..version import __version__
 from .connections import BACKLOG, GuardedHttpToolsProtocol, bind_shared, worker_sockets
@@ -68,12 +70,31 @@ class LayerMaps(BaseModel):
                             "to 0-255 on its own")
 
 
+class DigitRead(BaseModel):
+    label: int | None = Field(description="the digit, or null where this mark was refused")
+    confidence: float = Field(description="probability of its most probable class")
+    box: list[int] = Field(description="[x0, y0, x1, y1] in the uploaded picture's pixels")
+    top: list[list[float]] = Field(description="[[class, probability], ...], most probable "
+                                   "first")
+
+
 class Prediction(BaseModel):
-    label: int = Field(description="index of the most probable class")
-    confidence: float = Field(description="probability of that class")
-    probs: list[float] = Field(description="probability of every class, in class order")
-    input: str = Field(description="data:image/png URL of the 28x28 image the network saw")
+    label: int | None = Field(description="the digit when exactly one was read and accepted, "
+                              "else null")
+    confidence: float = Field(description="probability of that digit (of the whole reading "
+                              "when there are several)")
+    top: list[list[float]] = Field(description="[[class, probability], ...] of the digit "
+                                   "when one was read, else empty")
+    probs: list[float] = Field(description="probability of every class, in class order, for "
+                               "the first digit read")
+    input: str = Field(description="data:image/png URL of the 28x28 image the network saw "
+                       "(the first digit read)")
     layers: list[LayerMaps]
+    text: str | None = Field(description="the digits read, in reading order; null when a "
+                             "mark was refused")
+    digits: list[DigitRead]
+    rejected: str | None = Field(description="null, or why the picture (or a mark in it) "
+                                 "was refused as not a digit")
 
 
 class ModelInfo(BaseModel):
@@ -208,22 +229,25 @@ def _to_gray(maps: np.ndarray) -> np.ndarray:
     return np.rint((maps - low) * scale).astype(np.uint8)
 
 
-def analyse(model: Model, image: bytes) -> tuple[dict, dict[str, float]]:
-    """The answer to one image, and how many milliseconds each stage took."""
+def analyse(model: Model, image: bytes, threshold: float | None = None
+            ) -> tuple[dict, dict[str, float]]:
+    """The answer to one image, and how many milliseconds each stage took: the reading of
+    every digit in it (`lenet5.reading`, as `lenet5 predict` answers), plus what the network
+    computed for the first digit read (its probabilities, its 28x28 input, its maps)."""
     started = time.perf_counter()
-    digit = preprocess_image(image)  # (28, 28) uint8
-    preprocessed = time.perf_counter()
+    reading = read(model, image, threshold=threshold)
+    digit = reading.images[0] if len(reading.images) else preprocess_image(image)  # (28, 28)
+    read_at = time.perf_counter()
     maps = model.feature_maps(digit)  # one forward pass; the last layer's output is the logits
     probs = probabilities(maps[-1][1])[0]  # (K,), as Model.predict_proba computes it
     forwarded = time.perf_counter()
-    label = int(np.argmax(probs))
     layers = [{"name": name, "maps": png_data_urls(_to_gray(values[0]))}
               for name, values in maps
               if values.ndim == 4 and values.shape[2] * values.shape[3] > 1]  # (1, C, H, W)
-    answer = {"label": label, "confidence": float(probs[label]), "probs": probs.tolist(),
-              "input": png_data_urls(digit[None])[0], "layers": layers}
+    answer = {**reading.answer, "probs": probs.tolist(), "input": png_data_urls(digit[None])[0],
+              "layers": layers}
     encoded = time.perf_counter()
-    timings = {"preprocess": preprocessed - started, "forward": forwarded - preprocessed,
+    timings = {"read": read_at - started, "forward": forwarded - read_at,
                "encode": encoded - forwarded}
     return answer, {stage: 1000 * seconds for stage, seconds in timings.items()}
 
@@ -247,9 +271,10 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
-def create_app(model_path: str | Path, engine: str = "numpy", device: str = "auto") -> FastAPI:
-    """The app serving one model (loaded here, once). Raises Lenet5Error for a bad model file
-    or an unavailable engine."""
+def create_app(model_path: str | Path, engine: str = "numpy", device: str = "auto",
+               reject_threshold: float | None = None) -> FastAPI:
+    """The app serving one model (loaded here, once); `reject_threshold` overrides its refusal
+    threshold. Raises Lenet5Error for a bad model file or an unavailable engine."""
     model = load(model_path, engine=engine, device=device)
     info = model_info(model)
     app = FastAPI(title="lenet5", version=__version__,
@@ -273,10 +298,11 @@ def create_app(model_path: str | Path, engine: str = "numpy", device: str = "aut
         return info
 
     @app.post("/api/predict", response_model=Prediction, responses=ERRORS,
-              openapi_extra=PREDICT_REQUEST, summary="Classify one image of a digit")
+              openapi_extra=PREDICT_REQUEST, summary="Read the digits in one image")
     async def predict(request: Request) -> JSONResponse:
-        """Preprocess the image as MNIST was (`lenet5.preprocess_image`) and classify it.
-        The answer has a `Server-Timing` header with the time of each stage."""
+        """Read every digit in the image, as `lenet5 predict` does, or say it is not a
+        digit (`rejected`; an answer, not an error). The answer has a `Server-Timing` header
+        with the time of each stage."""
         media_type = _media_type(request.headers.get("content-type", ""))
         body = await _read_body(request)  # first: a huge body gets 413, whatever its type
         if _is_json(media_type):
@@ -287,7 +313,7 @@ def create_app(model_path: str | Path, engine: str = "numpy", device: str = "aut
             raise ApiError(415, f"Content-Type {media_type or '(none)'} is not an image; "
                                 + USAGE)
         try:
-            answer, timings = analyse(model, image)
+            answer, timings = analyse(model, image, reject_threshold)
         except Lenet5Error as exc:  # ImageError: undecodable, or no digit in it
             raise ApiError(400, str(exc)) from None
         timing = ", ".join(f"{stage};dur={ms:.2f}" for stage, ms in timings.items())
@@ -367,7 +393,8 @@ def worker_app() -> FastAPI:
 
 
 def serve(sock: socket.socket, model_path: str | Path, engine: str = "numpy",
-          device: str = "auto", workers: int = 1) -> None:
+          device: str = "auto", workers: int = 1, reject_threshold: float | None = None
+          ) -> None:
     """Answer on `sock` until Ctrl+C or SIGTERM, in `workers` processes that share the socket
     and each load the model (Python computes on one core per process); uvicorn's supervisor
     replaces a worker that dies. Workers are started afresh, never forked, so numpy in them
@@ -377,7 +404,8 @@ def serve(sock: socket.socket, model_path: str | Path, engine: str = "numpy",
     from uvicorn.supervisors import Multiprocess
 
     os.environ[WORKER_ENV] = json.dumps({"model_path": str(model_path), "engine": engine,
-                                         "device": device, "parent": os.getpid()})
+                                         "device": device, "parent": os.getpid(),
+                                         "reject_threshold": reject_threshold})
     for name in THREAD_VARIABLES:  # one small image at a time: more threads per worker
         os.environ.setdefault(name, "1")  # would only fight the other workers for the cores
     config = uvicorn.Config(f"{__name__}:worker_app", factory=True, workers=workers,

@@ -1,0 +1,319 @@
+"""Made-up 28x28 pictures that are not digits, for teaching a network to say so.
+
+LeCun et al. 1998 (section VIII) trained the recogniser of their string readers on the pieces a
+segmenter cuts out of real writing that are not characters -- "rubbish" -- so that a wrong cut
+scores badly; Hendrycks et al. 2019 ("outlier exposure") showed the same works for refusing
+pictures that are not of any class. The network learns to spread its probability over all
+classes (the RBF network: to stay far from every centre) on these, and keeps its digits.
+
+Two families of non-digits:
+
+- marks: random pen strokes, smooth scribbles, hatching, polygon outlines, blots: what else
+  people write or leave on paper;
+- junk cut from real digits written side by side: the window over parts of two neighbours (a
+  merge), or over part of one (a cut): what a segmenter proposes when it cuts a number wrong.
+
+Every picture, and as many real digits cut out of such pairs the right way (`with_nondigits`),
+is finished the same way (`redraw`): tilted a little, blurred a little, scaled as MNIST drew
+its digits (longer side 20 px, centre of mass at (14, 14)). Without that, the network learns
+the shortcut "drawn by this module = not a digit" and refuses any digit not drawn exactly as
+MNIST's were -- every photographed one.
+
+Everything is vectorised over the pictures: strokes are drawn as distance fields, windows are
+cut with masks and finished with one bilinear gather.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+from lenet5.arch import NONDIGIT
+from lenet5.data.distortions import bilinear
+
+SHARES = {"strokes": 0.2, "scribble": 0.1, "hatching": 0.08, "polygon": 0.08, "blot": 0.06,
+          "merge": 0.24, "cut": 0.24}
+"""The mix of kinds. Half are junk cut from digits, which a number reader meets most."""
+JUNK = ("merge", "cut")
+PEN = (0.05, 0.08)
+"""Pen radius as a fraction of the mark's size: MNIST's strokes, 2-3 px wide in 20 px (`redraw`
+then varies the width of digits and non-digits alike)."""
+MAX_TILT = 10.0
+"""`redraw` turns each picture by up to this many degrees either way, slants it by up to
+MAX_SLANT (a horizontal shear, as handwriting leans) ..."""
+MAX_SLANT = 0.3
+STROKES = {-2: 0.2, 0: 0.4, 2: 0.25, 3: 0.15}
+"""... thins its strokes (-2: a 2x2 grey erosion), leaves them, or thickens them (a 2x2 or
+3x3 dilation), with these chances: pens and cameras vary, so stroke width must not tell a
+digit from a non-digit ..."""
+BLUR = (0.25, 0.5, 0.75, 1.0)
+"""... and blurs it by one of these Gaussian sigmas (px of the 28x28 result)."""
+BOX_SIDE, CANVAS, CENTRE = 20.0, 28, 14.0
+"""MNIST's frame: longer side 20 px, 28x28, centre of mass at (14, 14) (row, col)."""
+BLOCK = 256
+"""Pictures drawn per vectorised step."""
+INK = 38
+"""Pixels from this value (0.15 of full ink, as `images.digits.BOX_LEVEL`) make a digit's box."""
+MIN_CUT_WIDTH = 12
+"""Digits narrower than this (px of 28) are not cut: their parts look like the whole."""
+REDRAWN = 2
+"""`with_nondigits` redraws this many digits for each non-digit it adds."""
+MAX_GAP = (-6, 4)
+"""The gap between two neighbours' ink, in px of their 28x28 (negative: they overlap)."""
+
+
+def with_nondigits(images: np.ndarray, labels: np.ndarray, fraction: float,
+                   rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A training set (images (N, 28, 28) uint8, labels (N,)) with `fraction` times N
+    non-digits added, labelled NONDIGIT, and REDRAWN times as many of its digits redrawn as
+    a segmenter cuts them out of a number (a neighbour's overlapping ink included):
+    (images, int64 labels)."""
+    count = round(fraction * len(images))
+    labels = labels.astype(np.int64)
+    if count == 0:
+        return images, labels
+    columns = _ink_columns(images)
+    extra = make_nondigits(images, count, rng, columns)
+    redrawn = images.copy()
+    chosen = rng.choice(len(images), min(REDRAWN * count, len(images)), replace=False)
+    redrawn[chosen] = _windows(images, columns, "digit", rng, chosen)
+    return (np.concatenate([redrawn, extra]),
+            np.concatenate([labels, np.full(count, NONDIGIT, np.int64)]))
+
+
+def redrawn_digits(digits: np.ndarray, n: int, rng: np.random.Generator
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """`n` of the `digits` (N, 28, 28) uint8, drawn at random, each redrawn as a segmenter
+    cuts it out of a number: (pictures (n, 28, 28) uint8, which digits (n,))."""
+    chosen = rng.choice(len(digits), min(n, len(digits)), replace=False)
+    return _windows(digits, _ink_columns(digits), "digit", rng, chosen), chosen
+
+
+def make_nondigits(digits: np.ndarray, n: int, rng: np.random.Generator,
+                   columns: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    """`n` non-digit pictures (n, 28, 28) uint8 in the mix of SHARES, the junk cut from
+    `digits` (N, 28, 28) uint8 (whose `_ink_columns` may be given), shuffled."""
+    counts = np.floor(np.array(list(SHARES.values())) * n).astype(int)
+    counts[0] += n - counts.sum()
+    columns = _ink_columns(digits) if columns is None else columns
+    parts = []
+    for kind, count in zip(SHARES, counts, strict=True):
+        if count == 0:
+            continue
+        if kind in JUNK:
+            pool = np.flatnonzero(columns[1] - columns[0] >= MIN_CUT_WIDTH) if kind == "cut" \
+                else np.arange(len(digits))  # a cut through a 1 is still a 1: cut wide ones
+            parts.append(_windows(digits, columns, kind, rng, rng.choice(pool, int(count))))
+        else:
+            segments, pens = _marks(kind, int(count), rng)
+            parts.append(redraw(draw(segments, pens), rng))
+    pictures = np.concatenate(parts)
+    return pictures[rng.permutation(len(pictures))]
+
+
+# --- marks ---------------------------------------------------------------------------------
+
+def _polyline(points: np.ndarray) -> np.ndarray:
+    """The pieces (n, k-1, 4) = (x0, y0, x1, y1) joining consecutive points (n, k, 2)."""
+    return np.concatenate([points[:, :-1], points[:, 1:]], axis=2)
+
+
+def _spline(points: np.ndarray, steps: int) -> np.ndarray:
+    """A Catmull-Rom spline through points (n, k, 2), `steps` samples per span: (n, m, 2)."""
+    padded = np.concatenate([points[:, :1], points, points[:, -1:]], axis=1)  # (n, k+2, 2)
+    t = np.linspace(0.0, 1.0, steps, endpoint=False)[None, None, :, None]  # (1, 1, s, 1)
+    p0, p1, p2, p3 = (padded[:, i : i + points.shape[1] - 1, None] for i in range(4))
+    curve = 0.5 * (2 * p1 + (p2 - p0) * t + (2 * p0 - 5 * p1 + 4 * p2 - p3) * t**2
+                   + (3 * p1 - p0 - 3 * p2 + p3) * t**3)  # (n, k-1, s, 2)
+    return np.concatenate([curve.reshape(len(points), -1, 2), points[:, -1:]], axis=1)
+
+
+def _marks(kind: str, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(segments (n, S, 4) in a unit box, NaN rows unused; pen radii (n,) in its units) of
+    `n` marks of one kind."""
+    pens = rng.uniform(*PEN, n)
+    if kind == "strokes":  # 2-4 straight strokes, apart or joined: letters, signs, crosses
+        count = rng.integers(2, 5, n)
+        ends = rng.random((n, 5, 2))
+        apart = np.concatenate([ends[:, :4], rng.random((n, 4, 2))], axis=2)  # (n, 4, 4)
+        joined = _polyline(ends)  # (n, 4, 4)
+        segments = np.where((rng.random(n) < 0.5)[:, None, None], apart, joined)
+        segments[np.arange(4)[None, :] >= count[:, None]] = np.nan
+    elif kind == "scribble":  # a smooth curve through 5-8 random points
+        points = rng.random((n, 8, 2))
+        short = rng.random(n) < 0.5  # half of them through 5 points: repeat the fifth
+        points[short, 5:] = points[short, 4:5]
+        segments = _polyline(_spline(points, 2))  # (n, 14, 4)
+    elif kind == "hatching":  # 3-8 parallel lines, a third of them crossed by more
+        count = rng.integers(3, 9, n)
+        angle = rng.uniform(0, np.pi, (n, 1))
+        offsets = np.linspace(-0.4, 0.4, 8)[None, :]  # (1, 8)
+        offsets = offsets * (8 / count[:, None]).clip(max=2.5)
+        along = np.stack([np.cos(angle), np.sin(angle)], axis=2)  # (n, 1, 2)
+        across = np.stack([-np.sin(angle), np.cos(angle)], axis=2)
+        centres = 0.5 + offsets[..., None] * across  # (n, 8, 2)
+        lines = np.concatenate([centres - 0.45 * along, centres + 0.45 * along], axis=2)
+        lines[np.arange(8)[None, :] >= count[:, None]] = np.nan
+        x0, y0, x1, y1 = np.moveaxis(lines, 2, 0)
+        crossed = np.stack([1 - y0, x0, 1 - y1, x1], axis=2)  # turned 90 deg about the middle
+        crossed[rng.random(n) >= 1 / 3] = np.nan
+        segments = np.concatenate([lines, crossed], axis=1)  # (n, 16, 4)
+    elif kind == "polygon":  # closed outlines of 3-6 corners: triangles, boxes, pentagrams
+        corners = rng.integers(3, 7, n)
+        turn = np.where((corners == 5) & (rng.random(n) < 0.4), 2, 1)  # 2: a pentagram
+        k = np.minimum(np.arange(7)[None, :], corners[:, None])  # (n, 7): ends back at 0
+        index = k * turn[:, None] % corners[:, None]  # (n, 7) which corner
+        angle = 2 * np.pi * index / corners[:, None] + rng.uniform(0, 2 * np.pi, (n, 1))
+        radius = np.take_along_axis(rng.uniform(0.6, 1.0, (n, 6)), index, axis=1)
+        points = 0.5 + 0.5 * radius[..., None] * np.stack([np.cos(angle), np.sin(angle)], 2)
+        segments = _polyline(points)  # (n, 6, 4)
+    elif kind == "blot":  # 1-3 short, very thick strokes: smudges, dots, thumb prints
+        pens = rng.uniform(0.15, 0.4, n)
+        count = rng.integers(1, 4, n)
+        segments = np.concatenate([rng.random((n, 3, 2)), rng.random((n, 3, 2))], axis=2)
+        segments[:, :, 2:] = segments[:, :, :2] + 0.3 * (segments[:, :, 2:] - 0.5)
+        segments[np.arange(3)[None, :] >= count[:, None]] = np.nan
+    else:
+        raise ValueError(f"unknown mark {kind!r}")
+    return segments, pens
+
+
+def draw(segments: np.ndarray, pens: np.ndarray) -> np.ndarray:
+    """Marks drawn with a round pen: (n, 28, 28) uint8, each mark's extent, pen included,
+    scaled to a longer side of 20 px and centred (`redraw` then places it as MNIST would).
+
+    segments (n, S, 4) are (x0, y0, x1, y1) in any units (NaN rows are skipped), pens (n,)
+    the pen radius in those units. The ink is 1 within the pen's radius of a stroke and ramps
+    to 0 over one pixel (antialiased).
+    """
+    out = np.empty((len(segments), CANVAS, CANVAS), np.uint8)
+    for start in range(0, len(segments), BLOCK):
+        block, pen = segments[start : start + BLOCK], pens[start : start + BLOCK]
+        xs, ys = block[..., 0::2], block[..., 1::2]  # (m, S, 2) each
+        low = np.stack([np.nanmin(xs, (1, 2)), np.nanmin(ys, (1, 2))], 1) - pen[:, None]
+        high = np.stack([np.nanmax(xs, (1, 2)), np.nanmax(ys, (1, 2))], 1) + pen[:, None]
+        scale = BOX_SIDE / (high - low).max(axis=1)  # (m,) units -> pixels
+        offset = CENTRE - scale[:, None] * (low + high) / 2  # (m, 2): the box centred
+        out[start : start + BLOCK] = np.rint(255 * _render(block, pen, scale, offset))
+    return out
+
+
+def _render(segments: np.ndarray, pens: np.ndarray, scale: np.ndarray,
+            offset: np.ndarray) -> np.ndarray:
+    """Ink (m, 28, 28) in [0, 1] of segments (m, S, 4) placed at pixel = scale * unit + offset."""
+    ends = (segments.reshape(len(segments), -1, 2, 2) * scale[:, None, None, None]
+            + offset[:, None, None, :]).astype(np.float32)  # (m, S, end, (x, y)) in pixels
+    ax, ay = ends[:, :, 0, 0, None], ends[:, :, 0, 1, None]  # (m, S, 1) each
+    bx, by = ends[:, :, 1, 0, None] - ax, ends[:, :, 1, 1, None] - ay  # b - a
+    length2 = np.maximum(bx * bx + by * by, 1e-6)
+    grid = np.arange(CANVAS, dtype=np.float32)
+    px, py = np.tile(grid, CANVAS), np.repeat(grid, CANVAS)  # (784,) pixel centres, row-major
+    dx, dy = px - ax, py - ay  # (m, S, 784)
+    t = np.clip((dx * bx + dy * by) / length2, 0.0, 1.0)
+    dx -= t * bx
+    dy -= t * by
+    d2 = dx * dx + dy * dy
+    d2[np.isnan(d2)] = np.inf  # unused pieces
+    d = np.sqrt(d2.min(axis=1))  # (m, 784) to the nearest piece
+    ink = np.clip((pens * scale).astype(np.float32)[:, None] + 0.5 - d, 0.0, 1.0)
+    return ink.reshape(-1, CANVAS, CANVAS)
+
+
+# --- windows over digits written side by side ----------------------------------------------
+
+def _ink_columns(digits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """First and one-past-last column (n,) each of every digit's ink of at least INK."""
+    columns = (digits >= INK).any(axis=1)  # (n, 28)
+    first = columns.argmax(axis=1)
+    last = CANVAS - columns[:, ::-1].argmax(axis=1)
+    return first, last
+
+
+def _windows(digits: np.ndarray, columns: tuple[np.ndarray, np.ndarray], kind: str,
+             rng: np.random.Generator, lefts: np.ndarray) -> np.ndarray:
+    """Windows (n, 28, 28) over the digits `lefts` (n,) each written with a random right
+    neighbour (their ink `columns`), redrawn: "digit" spans the left digit (and whatever of
+    its neighbour overlaps it), "merge" a good part of both, "cut" 30-60% of the left one."""
+    n = len(lefts)
+    first, last = columns
+    rights = rng.integers(0, len(digits), n)
+    l0, l1, r0, r1 = first[lefts], last[lefts], first[rights], last[rights]
+    wide = 3 * CANVAS
+    shift = l1 + rng.integers(MAX_GAP[0], MAX_GAP[1] + 1, n) - r0  # (n,) right digit's column 0
+    cols = np.arange(wide)[None, :] - shift[:, None]  # (n, 84) its column under each
+    inside = (cols >= 0) & (cols < CANVAS)
+    canvas = np.zeros((n, CANVAS, wide), np.uint8)  # (n, 28, 84)
+    canvas[:, :, :CANVAS] = digits[lefts]
+    moved = np.take_along_axis(digits[rights], np.clip(cols, 0, CANVAS - 1)[:, None, :], axis=2)
+    canvas = np.maximum(canvas, moved * inside[:, None, :])
+    if kind == "digit":
+        x0, x1 = l0, l1
+    elif kind == "merge":  # from inside the left digit to inside the right one
+        x0 = l0 + rng.uniform(0.0, 0.6, n) * (l1 - l0)
+        x1 = shift + r0 + rng.uniform(0.4, 1.0, n) * (r1 - r0)
+        x1 = np.maximum(x1, x0 + MIN_CUT_WIDTH / 2)  # overlapping neighbours: still a window
+    else:  # 30-70% of the left digit, from either side
+        cut = l0 + rng.uniform(0.3, 0.6, n) * (l1 - l0)
+        keep_left = rng.random(n) < 0.5
+        x0, x1 = np.where(keep_left, l0, cut), np.where(keep_left, cut, l1)
+    column = np.arange(wide)[None, :]
+    window = (column >= x0[:, None]) & (column < x1[:, None])  # (n, 84)
+    return redraw(canvas * window[:, None, :], rng)
+
+
+def redraw(ink: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Pictures (n, H, W) uint8 finished as MNIST drew digits: (n, 28, 28) uint8, each with
+    its strokes thinned or thickened (STROKES), slanted, tilted, blurred by one of BLUR,
+    scaled so the box of its ink of at least INK has a longer side of 20 px, its centre of
+    mass at (14, 14), its brightest pixel 255."""
+    n = len(ink)
+    strokes = rng.choice(list(STROKES), n, p=list(STROKES.values()))
+    sigma = rng.choice(BLUR, n)
+    tilt = np.deg2rad(rng.uniform(-MAX_TILT, MAX_TILT, n))
+    slant = rng.uniform(-MAX_SLANT, MAX_SLANT, n)
+    out = np.empty((n, CANVAS, CANVAS), np.uint8)
+    for start in range(0, n, BLOCK):  # blocks: the working arrays stay in the CPU cache
+        block = slice(start, start + BLOCK)
+        out[block] = _redraw(ink[block], strokes[block], sigma[block], tilt[block],
+                             slant[block])
+    return out
+
+
+def _redraw(ink: np.ndarray, strokes: np.ndarray, sigma: np.ndarray, tilt: np.ndarray,
+            slant: np.ndarray) -> np.ndarray:
+    """`redraw` of a block (m, H, W) with its stroke changes, blurs, tilts (radians) and
+    slants, (m,) each."""
+    ink = ink.copy()
+    for change in STROKES:
+        chosen = np.flatnonzero(strokes == change)
+        if change and chosen.size:
+            morphology = ndimage.grey_erosion if change < 0 else ndimage.grey_dilation
+            changed = morphology(ink[chosen], size=(1, abs(change), abs(change)))
+            kept = changed.max(axis=(1, 2)) >= ink[chosen].max(axis=(1, 2)) // 2  # not erased
+            ink[chosen[kept]] = changed[kept]
+    m, height, width = ink.shape
+    rows, cols = (ink >= INK).any(axis=2), (ink >= INK).any(axis=1)  # (m, H), (m, W)
+    empty = ~rows.any(axis=1)
+    rows[empty, :] = cols[empty, :] = True  # nothing to box: take the whole picture
+    top, bottom = rows.argmax(1), height - rows[:, ::-1].argmax(1)
+    left, right = cols.argmax(1), width - cols[:, ::-1].argmax(1)
+    side = np.maximum(bottom - top, right - left)  # (m,)
+    smooth = np.empty(ink.shape, np.float32)
+    for value in BLUR:  # one Gaussian per sigma, over all its pictures at once
+        chosen = sigma == value
+        smooth[chosen] = ndimage.gaussian_filter(ink[chosen].astype(np.float32),
+                                                 (0, value, value))
+    mass = smooth.sum(axis=(1, 2)) + 1e-6  # (m,)
+    com_r = smooth.sum(axis=2) @ np.arange(height, dtype=np.float32) / mass
+    com_c = smooth.sum(axis=1) @ np.arange(width, dtype=np.float32) / mass
+    step = side / BOX_SIDE  # (m,) input pixels per output pixel
+    cos, sin = (step * np.cos(tilt))[:, None, None], (step * np.sin(tilt))[:, None, None]
+    grid = np.arange(CANVAS) - CENTRE  # output offsets from the centre of mass
+    dr, dc = grid[None, :, None], grid[None, None, :]  # (1, 28, 1), (1, 1, 28)
+    src = np.empty((m, 2, CANVAS, CANVAS), np.float32)
+    dc = dc - slant[:, None, None] * dr  # (m, 28, 28): the slant, before the tilt
+    src[:, 0] = com_r[:, None, None] + cos * dr - sin * dc  # (m, 28, 28) rows read
+    src[:, 1] = com_c[:, None, None] + sin * dr + cos * dc  # columns read
+    smooth *= 255.0 / np.maximum(smooth.max(axis=(1, 2)), 1.0)[:, None, None]  # ink at 255
+    scaled = np.rint(smooth).astype(np.uint8)
+    return bilinear(scaled, src.reshape(m, 2, -1)).reshape(m, CANVAS, CANVAS)

@@ -1,0 +1,429 @@
+"""Cutting a picture of a written number into candidate digits, and choosing the best cut.
+
+The way the 1998 paper's string readers worked (LeCun et al. 1998, section V, "heuristic
+over-segmentation"): propose more cuts than there are digits, let the network score every
+candidate digit, and pick the best path through the candidates. Here:
+
+1. the ink is found as for one digit (`digits`: polarity, paper, noise floor, blobs), on a
+   copy fine enough that the writing is at least MIN_DIGIT_SIDE px tall;
+2. the blobs of the number are the heaviest one and those on its line (tall ones beside it)
+   or close to one of them (a 5's detached bar, the second stroke of a 4); specks further off
+   are dropped; blobs stacked above one another (a broken stroke) are joined;
+3. blobs wider than SPLIT_WIDTH of the writing's height (touching digits) are cut along the
+   least-ink paths from top to bottom that start at the minima of their column profile; the
+   pieces ("atoms") are put in reading order;
+4. a candidate is a run of up to MAX_GROUP consecutive atoms, no wider than MAX_WIDTH of the
+   height, drawn into 28x28 as MNIST drew digits (`digits.to_mnist`);
+5. `best_path` picks the runs that cover every atom (small ones may be left out, at a cost)
+   with the best total score, by dynamic programming from left to right; a candidate much
+   wider than tall (two digits, most likely) pays for its width.
+
+Scoring is the caller's: the network scores all candidates of a picture in one forward pass.
+`crowded` tells a reading whose digits stand closer than digits are ever written.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+from PIL import Image
+from scipy import ndimage
+
+from ..errors import ImageError
+from .decode import (
+    DECODED_SCALE,
+    WORK_SIDE,
+    array_to_gray,
+    decode,
+    name_of,
+    pil_to_gray,
+    shrink,
+    upright,
+)
+from .digits import (
+    KEEP_NEAR,
+    KEEP_OVERLAPPING,
+    MIN_BLOB,
+    MIN_DIGIT_SIDE,
+    MODEL_SIDE,
+    NEAR_GAP,
+    _gap,
+    _no_digit,
+    find_blobs,
+    ink_box,
+    to_mnist,
+)
+from .paper import Paper, read_paper, spread
+
+READ_SIDES = (MODEL_SIDE, WORK_SIDE, 512, 1024)
+"""Copies the writing is looked for on, coarsest first: the first where it is at least
+MIN_DIGIT_SIDE px tall is read (files are decoded again, larger, only when needed)."""
+TALL = 0.4
+"""A blob at least this fraction of the heaviest blob's height may be a digit of its own ..."""
+ROW_REACH = 1.5
+"""... and joins the number if it lies beside a blob of it, at most this many heights away,
+overlapping it vertically by at least ..."""
+ROW_OVERLAP = 0.3
+"""... this fraction of the shorter one's height; smaller blobs join only as strokes of a
+digit next to them (`digits.KEEP_OVERLAPPING`, `KEEP_NEAR` within `NEAR_GAP`)."""
+STACKED = 0.6
+"""Blobs whose columns overlap by this fraction of the narrower one's width are one atom to
+start with (a broken stroke); cutting can part them again."""
+SPLIT_WIDTH = 0.75
+"""Blobs wider than this fraction of the writing's height may be several touching digits:
+they are cut at the minima of their column profile ..."""
+CUT_MARGIN = 0.12
+"""... at least this fraction of the height from either side (a 1 is that narrow) ..."""
+CUT_SPACING = 0.25
+"""... and from each other; at most one cut per this fraction of the height of width. Each
+cut follows the path of least ink from top to bottom within CUT_REACH of the height of its
+column, drifting off it costing DRIFT of a pixel's ink per column."""
+CUT_REACH = 0.25
+DRIFT = 0.02
+MAX_GROUP = 4
+"""A candidate digit joins at most this many atoms ..."""
+MAX_WIDTH = 1.6
+"""... and is at most this many heights wide."""
+WIDEST = 1.2
+"""A candidate wider than this many times its height (95% of MNIST's digits are at most 1.1)
+is likely two digits or more: each height of width beyond costs WIDE_COST ..."""
+WIDE_COST = 3.0
+"""... in the log-probability units candidates are scored in."""
+SKIP_SHARE = 0.2
+"""Atoms lighter than this fraction of the median tall atom's ink, or shorter than TALL of the
+height, may be left out of the number (a speck, a stray mark, a bit broken off a stroke) ..."""
+SKIP_SCORE = float(np.log(0.15))
+"""... at this cost, in the log-probability units candidates are scored in: more than a
+confident digit costs, less than a candidate the network cannot read at all (softmax never
+goes below 1/10)."""
+MIN_PITCH = 0.2
+"""Digits written side by side stand at least this fraction of their height apart, centre
+to centre (99.9% of the test numbers' neighbours: 0.23)."""
+MAX_BLOBS = 80
+"""Blobs looked at, heaviest first (a texture or a page of text has thousands)."""
+MAX_ATOMS = 60
+"""More pieces than this are not a number (a page of text, a texture)."""
+
+
+@dataclass
+class Segmentation:
+    """Candidate digits of one picture: runs [start, stop) of atoms in reading order."""
+
+    atoms: int
+    spans: list[tuple[int, int]] = field(default_factory=list)  # per candidate
+    images: np.ndarray = field(default_factory=lambda: np.zeros((0, 28, 28), np.uint8))
+    boxes: list[list[int]] = field(default_factory=list)  # [x0, y0, x1, y1] in file pixels
+    skippable: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))  # (atoms,)
+    shape_scores: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (C,) <= 0:
+    # what a candidate's width costs
+    height: float = 0.0  # of the writing, in file pixels
+
+
+@dataclass
+class _Ink:
+    """The picture's ink at one scale: the residual of bright ink over its paper."""
+
+    residual: np.ndarray  # (H, W)
+    paper: float
+    sigma: float
+    top: float
+    scale: float  # file pixels per pixel here
+
+
+# --- finding the number's blobs -------------------------------------------------------------
+
+def _load(source, label: str, side: int) -> tuple[np.ndarray, float]:
+    """(H, W) grey copy of at most `side` px, and the file's pixels per pixel of it."""
+    if isinstance(source, np.ndarray):
+        gray = array_to_gray(source, label, side)
+        return gray, source.shape[1] / gray.shape[1]
+    if isinstance(source, Image.Image):
+        img = upright(source, label)
+        decoded = 1.0
+    else:
+        img = decode(source, label, side)
+        decoded = img.info.get(DECODED_SCALE, 1.0)
+    gray = pil_to_gray(img, label, side)
+    return gray, decoded * img.width / gray.shape[1]
+
+
+def _ink(gray: np.ndarray, paper: Paper, dark_ink: bool, scale: float) -> _Ink:
+    if dark_ink:
+        gray = 1.0 - gray
+    residual = gray - paper.over(gray.shape)  # (H, W): paper ~ 0
+    level, sigma, _, top = spread(residual)
+    return _Ink(residual, level, sigma, top, scale)
+
+
+def _number_blobs(ink: _Ink, label: str) -> tuple[np.ndarray, list[tuple[slice, slice]]]:
+    """(labels (H, W) numbering the number's blobs 1..n, their boxes)."""
+    labels, mass = find_blobs(ink.residual, ink.paper, ink.sigma, ink.top)
+    main = int(np.argmax(mass))
+    if mass[main] <= 0.0:
+        raise _no_digit(label, "nothing stands out from the background")
+    if np.count_nonzero(labels == main) < MIN_BLOB:
+        raise _no_digit(label, "only specks or noise were found")
+    candidates = np.flatnonzero(mass >= KEEP_OVERLAPPING * mass[main])  # includes main
+    candidates = candidates[np.argsort(-mass[candidates])][:MAX_BLOBS]  # heaviest first
+    share = mass[candidates] / mass[main]  # (n,)
+    relabel = np.zeros(len(mass), dtype=np.int32)
+    relabel[candidates] = np.arange(1, candidates.size + 1)
+    labels = relabel[labels]  # (H, W): candidates numbered 1.. by decreasing mass
+    boxes = ndimage.find_objects(labels)
+    heights = np.array([b[0].stop - b[0].start for b in boxes])  # (n,)
+    tall = heights >= TALL * heights[0]
+
+    kept = [0]
+    grown = True
+    while grown:  # each blob joined can bring the next within reach
+        grown = False
+        for index in range(1, candidates.size):
+            if index in kept:
+                continue
+            box = boxes[index]
+            for other in kept:
+                near = boxes[other]
+                side = max(near[0].stop - near[0].start, near[1].stop - near[1].start)
+                gap = _gap(box, near)
+                if (gap == 0 and share[index] >= KEEP_OVERLAPPING) or (
+                        gap <= NEAR_GAP * side and share[index] >= KEEP_NEAR) or (
+                        tall[index] and share[index] >= KEEP_NEAR and _beside(box, near)):
+                    kept.append(index)
+                    grown = True
+                    break
+    keep = np.zeros(candidates.size + 1, dtype=bool)
+    keep[[index + 1 for index in kept]] = True
+    order = np.zeros(candidates.size + 1, dtype=np.int32)
+    order[np.flatnonzero(keep)] = np.arange(1, len(kept) + 1)
+    return order[labels], [boxes[i - 1] for i in np.flatnonzero(keep)]
+
+
+def _beside(a: tuple[slice, slice], b: tuple[slice, slice]) -> bool:
+    """Whether box a lies on the same line as box b, within ROW_REACH of its height."""
+    overlap = min(a[0].stop, b[0].stop) - max(a[0].start, b[0].start)
+    shorter = min(a[0].stop - a[0].start, b[0].stop - b[0].start)
+    height = max(a[0].stop - a[0].start, b[0].stop - b[0].start)
+    gap = max(a[1].start - b[1].stop, b[1].start - a[1].stop, 0)
+    return overlap >= ROW_OVERLAP * shorter and gap <= ROW_REACH * height
+
+
+# --- atoms: the blobs, touching digits cut apart ----------------------------------------------
+
+def _cuts(profile: np.ndarray, height: float) -> list[int]:
+    """Columns to cut a blob at, from its ink per column (w,): the deepest local minima,
+    CUT_MARGIN of the height from its sides and CUT_SPACING from each other."""
+    width = profile.size
+    margin = max(1, round(CUT_MARGIN * height))
+    if width < 2 * margin + 1:
+        return []
+    smooth = np.convolve(profile, [0.25, 0.5, 0.25], mode="same")  # (w,)
+    inner = np.arange(margin, width - margin)
+    left, right = smooth[inner - 1], smooth[np.minimum(inner + 1, width - 1)]
+    minima = inner[(smooth[inner] <= left) & (smooth[inner] <= right)]
+    chosen: list[int] = []
+    spacing = CUT_SPACING * height
+    for column in minima[np.argsort(smooth[minima], kind="stable")]:
+        if len(chosen) >= width / spacing:
+            break
+        if all(abs(column - c) >= spacing for c in chosen):
+            chosen.append(int(column))
+    return sorted(chosen)
+
+
+def _cut_path(ink: np.ndarray, column: int, reach: int) -> np.ndarray:
+    """(h,) the column, row by row, of the top-to-bottom path through a blob's ink (h, w) that
+    crosses the least ink, moving at most one column per row and at most `reach` columns from
+    `column`: touching or overlapping digits part along it, a slanted one too."""
+    lo, hi = max(0, column - reach), min(ink.shape[1], column + reach + 1)
+    cost = ink[:, lo:hi] + DRIFT * np.abs(np.arange(lo, hi) - column)  # (h, k)
+    padded = np.full(cost.shape[1] + 2, np.inf)  # the path so far, inf beyond the band
+    padded[1:-1] = cost[0]
+    steps = np.zeros(cost.shape, dtype=np.int8)  # -1, 0, 1: where each row came from
+    for row in range(1, len(cost)):
+        left, middle, right = padded[:-2], padded[1:-1], padded[2:]  # (k,) views
+        best = np.minimum(np.minimum(left, middle), right)
+        steps[row] = np.where(left == best, -1, np.where(middle == best, 0, 1))
+        padded[1:-1] = cost[row] + best
+    total = padded[1:-1]
+    path = np.empty(len(cost), dtype=np.intp)
+    path[-1] = int(np.argmin(total))
+    for row in range(len(cost) - 1, 0, -1):
+        path[row - 1] = path[row] + steps[row, path[row]]
+    return path + lo
+
+
+def _stacked(labels: np.ndarray, boxes: list[tuple[slice, slice]]
+             ) -> tuple[np.ndarray, list[tuple[slice, slice]]]:
+    """The blobs (labels (H, W) 1..n, boxes) with those lying mostly above or below one
+    another -- their columns overlapping by STACKED of the narrower one's width -- joined:
+    the pieces of a broken stroke, a 5's bar, a 4 in two strokes, a speck on a digit."""
+    group = list(range(len(boxes)))  # union-find over the blobs
+    def root(i: int) -> int:
+        while group[i] != i:
+            i = group[i]
+        return i
+    for i, a in enumerate(boxes):
+        for j in range(i + 1, len(boxes)):
+            b = boxes[j]
+            overlap = min(a[1].stop, b[1].stop) - max(a[1].start, b[1].start)
+            narrower = min(a[1].stop - a[1].start, b[1].stop - b[1].start)
+            if overlap >= STACKED * narrower:
+                group[root(j)] = root(i)
+    roots = sorted({root(i) for i in range(len(boxes))})
+    number = np.zeros(len(boxes) + 1, dtype=labels.dtype)
+    for i in range(len(boxes)):
+        number[i + 1] = roots.index(root(i)) + 1
+    joined = number[labels]
+    return joined, ndimage.find_objects(joined)
+
+
+def _atoms(labels: np.ndarray, boxes: list[tuple[slice, slice]], ink: np.ndarray,
+           height: float) -> tuple[np.ndarray, int]:
+    """(atom labels (H, W) 1..n in reading order, n): each blob, stacked ones joined first,
+    wide ones cut in pieces along least-ink paths."""
+    labels, boxes = _stacked(labels, boxes)
+    atoms = np.zeros_like(labels)
+    count = 0
+    centres: list[float] = []
+    for number, box in enumerate(boxes, start=1):
+        mine = labels[box] == number  # (h, w)
+        blob = ink[box] * mine  # (h, w)
+        width = box[1].stop - box[1].start
+        cuts = _cuts(blob.sum(axis=0), height) if width > SPLIT_WIDTH * height else []
+        reach = max(1, round(CUT_REACH * height))
+        paths = np.array([_cut_path(blob, c, reach) for c in cuts]).reshape(-1, mine.shape[0])
+        paths = np.maximum.accumulate(paths, axis=0)  # (cuts, h): never crossing
+        columns = np.arange(width)
+        piece = (columns[None, None, :] > paths[:, :, None]).sum(axis=0)  # (h, w)
+        atoms[box] = np.where(mine, piece + count + 1, atoms[box])
+        pieces = len(cuts) + 1
+        weight = ndimage.sum_labels(blob, piece, np.arange(pieces))  # (pieces,)
+        moment = ndimage.sum_labels(blob * columns[None, :], piece, np.arange(pieces))
+        centres.extend(box[1].start + moment / np.maximum(weight, 1e-9))
+        count += pieces
+    present = np.flatnonzero(np.bincount(atoms.ravel(), minlength=count + 1)[1:])  # not empty
+    order = present[np.argsort(np.array(centres)[present], kind="stable")]  # left to right
+    rank = np.zeros(count + 1, dtype=labels.dtype)
+    rank[order + 1] = np.arange(1, order.size + 1)
+    return rank[atoms], order.size
+
+
+# --- the segmentation ---------------------------------------------------------------------
+
+def _writing(source, label: str) -> tuple[_Ink, np.ndarray, list[tuple[slice, slice]]]:
+    """The ink at the first of READ_SIDES where the number is at least MIN_DIGIT_SIDE px tall,
+    with its blobs (labels, boxes)."""
+    gray, scale = _load(source, label, WORK_SIDE)
+    coarse = shrink(gray, MODEL_SIDE)
+    dark_ink, paper = read_paper(coarse)
+    loaded = WORK_SIDE
+    for side in READ_SIDES:
+        if side > max(gray.shape) and side > loaded:  # a larger copy: decode again
+            if max(gray.shape) < loaded:
+                break  # the file is no larger than what we have
+            gray, scale = _load(source, label, side)
+            loaded = side
+        copy = shrink(gray, side)
+        ink = _ink(copy, paper, dark_ink, scale * gray.shape[1] / copy.shape[1])
+        labels, boxes = _number_blobs(ink, label)
+        height = max(b[0].stop - b[0].start for b in boxes)
+        if height >= MIN_DIGIT_SIDE or max(copy.shape) < side:
+            break
+    return ink, labels, boxes
+
+
+def segment(
+    source: str | Path | bytes | BinaryIO | np.ndarray | Image.Image, *, name: str | None = None
+) -> Segmentation:
+    """The candidate digits in a picture of a number (any source `preprocess_image` takes).
+
+    Raises ImageError when the picture cannot be read or holds no ink that stands out.
+    """
+    label = name_of(source, name)
+    ink, labels, boxes = _writing(source, label)
+    heights = np.array([b[0].stop - b[0].start for b in boxes])
+    height = float(np.percentile(heights[heights >= TALL * heights.max()], 75))
+    residual = ink.residual
+    bright = np.clip((residual - ink.paper) / max(ink.top - ink.paper, 1e-6), 0.0, 1.0)
+    atoms, count = _atoms(labels, boxes, bright, height)
+    if count > MAX_ATOMS:
+        return Segmentation(atoms=count)
+    atom_boxes = ndimage.find_objects(atoms, count)
+    atom_mass = ndimage.sum_labels(bright, atoms, np.arange(1, count + 1))  # (n,)
+
+    spans, images, file_boxes = [], [], []
+    for start in range(count):
+        box = atom_boxes[start]
+        for stop in range(start + 1, min(start + MAX_GROUP, count) + 1):
+            if stop > start + 1:
+                box = _union(box, atom_boxes[stop - 1])
+            if box[1].stop - box[1].start > MAX_WIDTH * height:
+                break
+            mine = (atoms[box] > start) & (atoms[box] <= stop)  # (h, w)
+            try:
+                digit, core = ink_box(residual[box], mine, ink.paper, ink.sigma, label)
+            except ImageError:  # too faint to be drawn: not a candidate
+                continue
+            spans.append((start, stop))
+            images.append(to_mnist(digit))
+            top, left = box[0].start + core[0].start, box[1].start + core[1].start
+            bottom, right = box[0].start + core[0].stop, box[1].start + core[1].stop
+            file_boxes.append([round(v * ink.scale) for v in (left, top, right, bottom)])
+    atom_heights = np.array([b[0].stop - b[0].start for b in atom_boxes])
+    tall = atom_heights >= TALL * height
+    typical = float(np.median(atom_mass[tall])) if tall.any() else 0.0
+    skippable = (atom_mass < SKIP_SHARE * typical) | ~tall
+    sides = np.array(file_boxes, dtype=float).reshape(-1, 4)
+    aspect = (sides[:, 2] - sides[:, 0]) / np.maximum(sides[:, 3] - sides[:, 1], 1.0)  # (C,)
+    shape = -WIDE_COST * np.maximum(aspect - WIDEST, 0.0)  # (C,)
+    return Segmentation(count, spans, np.array(images, dtype=np.uint8).reshape(-1, 28, 28),
+                        file_boxes, skippable, shape, height * ink.scale)
+
+
+def _union(a: tuple[slice, slice], b: tuple[slice, slice]) -> tuple[slice, slice]:
+    return (slice(min(a[0].start, b[0].start), max(a[0].stop, b[0].stop)),
+            slice(min(a[1].start, b[1].start), max(a[1].stop, b[1].stop)))
+
+
+def best_path(segmentation: Segmentation, scores: np.ndarray) -> list[int]:
+    """The candidates (indices, in reading order) that cover every atom once, skippable ones
+    optionally, with the highest total score: their scores (C,), log-probabilities, plus
+    their shape scores. Empty when no path exists."""
+    if len(segmentation.shape_scores):
+        scores = scores + segmentation.shape_scores
+    count = segmentation.atoms
+    best = np.full(count + 1, -np.inf)  # best[i]: the best path over atoms [0, i)
+    best[0] = 0.0
+    back: list[tuple[int, int | None]] = [(0, None)] * (count + 1)  # (from, candidate)
+    ending: dict[int, list[int]] = {}
+    for index, (_, stop) in enumerate(segmentation.spans):
+        ending.setdefault(stop, []).append(index)
+    for stop in range(1, count + 1):
+        if segmentation.skippable[stop - 1] and best[stop - 1] + SKIP_SCORE > best[stop]:
+            best[stop] = best[stop - 1] + SKIP_SCORE
+            back[stop] = (stop - 1, None)
+        for index in ending.get(stop, []):
+            start = segmentation.spans[index][0]
+            total = best[start] + float(scores[index])
+            if total > best[stop]:
+                best[stop] = total
+                back[stop] = (start, index)
+    if not np.isfinite(best[count]):
+        return []
+    path, at = [], count
+    while at > 0:
+        at, index = back[at]
+        if index is not None:
+            path.append(index)
+    return path[::-1]
+
+
+def crowded(segmentation: Segmentation, path: list[int]) -> bool:
+    """Whether two neighbours on the path stand closer, centre to centre, than MIN_PITCH of
+    the writing's height: closer than digits are ever written (hatching, a scribble)."""
+    boxes = np.array([segmentation.boxes[i] for i in path], dtype=float).reshape(-1, 4)
+    centres = (boxes[:, 0] + boxes[:, 2]) / 2  # (k,)
+    return bool((np.diff(centres) < MIN_PITCH * segmentation.height).any())

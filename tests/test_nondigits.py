@@ -1,0 +1,76 @@
+"""`lenet5.data.nondigits`: made-up non-digits, drawn as MNIST drew its digits."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from lenet5.data.nondigits import (
+    NONDIGIT,
+    REDRAWN,
+    SHARES,
+    _marks,
+    draw,
+    make_nondigits,
+    redraw,
+    with_nondigits,
+)
+
+
+def digits_like(n: int, seed: int = 0) -> np.ndarray:
+    """(n, 28, 28) uint8 stand-ins for digits: a bright bar of random width in an MNIST box."""
+    rng = np.random.default_rng(seed)
+    images = np.zeros((n, 28, 28), np.uint8)
+    for i, width in enumerate(rng.integers(4, 18, n)):
+        left = 14 - width // 2
+        images[i, 4:24, left:left + width] = 255
+        images[i, 8:20, left + 2:left + width - 2] = 0  # a hole: an 0-like outline
+    return images
+
+
+def test_non_digits_are_drawn_in_mnist_s_frame():
+    pictures = make_nondigits(digits_like(100), 700, np.random.default_rng(0))
+    assert pictures.shape == (700, 28, 28) and pictures.dtype == np.uint8
+    assert (pictures.max(axis=(1, 2)) >= 128).all()  # every one has ink
+    centres = np.array([ndimage.center_of_mass(p.astype(float)) for p in pictures])
+    assert np.abs(np.median(centres, axis=0) - 14).max() < 1.0
+    sides = []
+    for picture in pictures:
+        rows, cols = np.nonzero(picture >= 38)
+        sides.append(max(np.ptp(rows), np.ptp(cols)) + 1)
+    assert 17 <= np.median(sides) <= 23  # a longer side of about 20 px
+
+
+def test_the_same_seed_gives_the_same_pictures():
+    digits = digits_like(50)
+    first = make_nondigits(digits, 60, np.random.default_rng(3))
+    assert np.array_equal(first, make_nondigits(digits, 60, np.random.default_rng(3)))
+    assert not np.array_equal(first, make_nondigits(digits, 60, np.random.default_rng(4)))
+
+
+@pytest.mark.parametrize("kind", [k for k in SHARES if k not in ("merge", "cut")])
+def test_every_mark_is_drawn(kind):
+    segments, pens = _marks(kind, 20, np.random.default_rng(1))
+    pictures = draw(segments, pens)
+    assert (pictures.max(axis=(1, 2)) >= 200).all()
+    assert (np.count_nonzero(pictures >= 128, axis=(1, 2)) >= 15).all()
+
+
+def test_redraw_keeps_a_digit_recognisable():
+    digits = digits_like(30)
+    again = redraw(digits, np.random.default_rng(0))
+    correlation = [np.corrcoef(a.ravel(), b.ravel())[0, 1]
+                   for a, b in zip(digits, again, strict=True)]
+    assert np.median(correlation) > 0.6
+
+
+def test_with_nondigits_adds_labelled_non_digits_and_redraws_some_digits():
+    digits, labels = digits_like(200), np.arange(200) % 10
+    images, out_labels = with_nondigits(digits, labels, 0.25, np.random.default_rng(0))
+    assert images.shape == (250, 28, 28) and out_labels.dtype == np.int64
+    assert (out_labels[:200] == labels).all() and (out_labels[200:] == NONDIGIT).all()
+    redrawn = np.count_nonzero((images[:200] != digits).any(axis=(1, 2)))
+    assert redrawn == REDRAWN * 50
+    same, same_labels = with_nondigits(digits, labels, 0.0, np.random.default_rng(0))
+    assert same is digits and (same_labels == labels).all()

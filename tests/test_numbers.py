@@ -1,0 +1,149 @@
+"""`lenet5.images.numbers`: candidate digits cut from pictures of numbers, and the best path.
+
+Layouts are made from MNIST test digits written dark on light paper at known places, so each
+digit's true box is known: separated, touching, a stroke broken in two, mixed sizes, specks.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from lenet5.images.numbers import MAX_ATOMS, Segmentation, best_path, segment
+
+pytestmark = pytest.mark.mnist  # real handwriting, from the mnist_test_digits fixture
+
+SCALE = 4
+"""Digits are drawn SCALE times MNIST's size: 28 px become 112."""
+
+
+def ink_box(digit: np.ndarray) -> tuple[int, int, int, int]:
+    """(x0, y0, x1, y1) of a 28x28 digit's ink of at least 0.15 (the reader's box level)."""
+    rows, cols = np.nonzero(digit >= 38)
+    return cols.min(), rows.min(), cols.max() + 1, rows.max() + 1
+
+
+def layout(digits: list[np.ndarray], gaps: list[int], sizes: list[float] | None = None,
+           height: int = 200) -> tuple[np.ndarray, list[list[int]]]:
+    """Dark digits on light paper (H, W) uint8, left to right with `gaps` px between their
+    inks (negative: overlapping), each `sizes` times SCALE; and their boxes [x0, y0, x1, y1]."""
+    sizes = sizes or [1.0] * len(digits)
+    patches = []
+    for digit, size in zip(digits, sizes, strict=True):
+        x0, y0, x1, y1 = ink_box(digit)
+        crop = Image.fromarray(digit[y0:y1, x0:x1])
+        side = SCALE * size
+        patches.append(np.asarray(crop.resize((round((x1 - x0) * side), round((y1 - y0) * side)),
+                                              Image.Resampling.BICUBIC), dtype=np.float32))
+    width = sum(p.shape[1] for p in patches) + sum(gaps) + 80
+    ink = np.zeros((height, width), np.float32)
+    boxes, x = [], 40
+    for i, patch in enumerate(patches):
+        top = height - 40 - patch.shape[0]
+        ink[top:top + patch.shape[0], x:x + patch.shape[1]] = np.maximum(
+            ink[top:top + patch.shape[0], x:x + patch.shape[1]], patch)
+        boxes.append([x, top, x + patch.shape[1], top + patch.shape[0]])
+        x += patch.shape[1] + (gaps[i] if i < len(gaps) else 0)
+    return np.clip(235 - ink * (200 / 255), 0, 255).astype(np.uint8), boxes
+
+
+def iou(a: list[int], b: list[int]) -> float:
+    w = min(a[2], b[2]) - max(a[0], b[0])
+    h = min(a[3], b[3]) - max(a[1], b[1])
+    inter = max(w, 0) * max(h, 0)
+    area = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / area
+
+
+def best_match(segmentation: Segmentation, box: list[int]) -> float:
+    return max(iou(candidate, box) for candidate in segmentation.boxes)
+
+
+def path_of_true_digits(segmentation: Segmentation, boxes: list[list[int]]) -> np.ndarray:
+    """Scores (C,) that favour the candidates matching the true boxes: 0 for those, -5 else."""
+    scores = np.full(len(segmentation.spans), -5.0)
+    for box in boxes:
+        scores[int(np.argmax([iou(c, box) for c in segmentation.boxes]))] = 0.0
+    return scores
+
+
+@pytest.fixture(scope="module")
+def digits(mnist_test_digits):
+    """Ten MNIST test digits, 0-9, wide enough to touch their neighbours."""
+    images, labels = mnist_test_digits
+    chosen = [next(i for i in range(len(labels)) if labels[i] == d and
+                   ink_box(images[i])[2] - ink_box(images[i])[0] >= (6 if d == 1 else 14))
+              for d in range(10)]
+    return images[chosen]
+
+
+def test_separated_digits_are_candidates_in_reading_order(digits):
+    picture, boxes = layout([digits[2], digits[0], digits[5], digits[7]], [30, 45, 25])
+    segmentation = segment(picture)
+    assert all(best_match(segmentation, box) > 0.9 for box in boxes)
+    path = best_path(segmentation, path_of_true_digits(segmentation, boxes))
+    assert [segmentation.boxes[i] for i in path] == [
+        max(segmentation.boxes, key=lambda c, b=box: iou(c, b)) for box in boxes]
+    assert segmentation.images.shape == (len(segmentation.spans), 28, 28)
+
+
+@pytest.mark.parametrize("overlap", [2, 8])
+def test_touching_digits_are_cut_apart(digits, overlap):
+    picture, boxes = layout([digits[3], digits[8], digits[4]], [-overlap, 40])
+    segmentation = segment(picture)
+    assert segmentation.atoms >= 3  # the touching pair is cut at least once
+    for box in boxes:
+        assert best_match(segmentation, box) > 0.75
+
+
+def test_a_broken_stroke_is_joined_again(digits):
+    five = digits[5].copy()
+    rows, cols = np.nonzero(five >= 38)
+    five[:, cols.min() + (cols.max() - cols.min()) // 2 - 1:][:, :3] = 0  # a gap through it
+    picture, boxes = layout([digits[2], five], [40])
+    segmentation = segment(picture)
+    assert segmentation.atoms >= 3  # the 5 is in pieces
+    assert best_match(segmentation, boxes[1]) > 0.9  # and one candidate holds all of it
+
+
+def test_mixed_sizes_are_kept_and_specks_dropped(digits):
+    picture, boxes = layout([digits[7], digits[1], digits[9]], [30, 30], sizes=[1.0, 0.6, 0.8],
+                            height=260)
+    picture[20:26, 20:26] = 40  # specks, far from the number
+    picture[15:19, -30:-26] = 40
+    segmentation = segment(picture)
+    assert all(best_match(segmentation, box) > 0.85 for box in boxes)
+    left, right = min(c[0] for c in segmentation.boxes), max(c[2] for c in segmentation.boxes)
+    assert left >= boxes[0][0] - 3 and right <= boxes[-1][2] + 3  # no speck was kept
+
+
+def test_boxes_are_in_the_files_pixels(digits, tmp_path):
+    """A large JPEG is decoded at a reduced scale; boxes still come back in its own pixels."""
+    picture, boxes = layout([digits[4], digits[6]], [40])
+    big = Image.fromarray(picture).resize((picture.shape[1] * 8, picture.shape[0] * 8))
+    buffer = io.BytesIO()
+    big.save(buffer, format="JPEG", quality=90)
+    segmentation = segment(buffer.getvalue())
+    for box in boxes:
+        assert best_match(segmentation, [8 * v for v in box]) > 0.85
+
+
+def test_a_row_of_too_many_marks_is_not_cut_up():
+    dots = np.full((60, 1000), 235, np.uint8)
+    for c in range(10, 990, 14):
+        dots[26:34, c:c + 8] = 30  # 70 blots of ink in a row
+    segmentation = segment(dots)
+    assert segmentation.atoms > MAX_ATOMS and not segmentation.spans
+
+
+def test_best_path_merges_skips_and_gives_up():
+    segmentation = Segmentation(atoms=3, spans=[(0, 1), (1, 2), (0, 2), (2, 3)],
+                                skippable=np.array([False, False, True]))
+    # merging atoms 0-1 scores better than reading them apart; atom 2 is cheaper to skip
+    assert best_path(segmentation, np.array([-2.0, -2.0, -0.5, -9.0])) == [2]
+    assert best_path(segmentation, np.array([-0.1, -0.1, -0.5, -0.2])) == [0, 1, 3]
+    unreachable = Segmentation(atoms=2, spans=[(0, 1)], skippable=np.array([False, False]))
+    assert best_path(unreachable, np.array([0.0])) == []
