@@ -44,3 +44,14 @@ def blas_threads_for(batch_size: int) -> contextlib.AbstractContextManager:
     small-batch runs (the 1998 network's default) give the same result on any number of
     cores for free (measurements: benchmarks/README.md)."""
     return one_blas_thread() if batch_size < ONE_BLAS_THREAD_BELOW else contextlib.nullcontext()
+
+
+def compute_workers() -> int:
+    """How many threads a NumPy engine may split each batch over, each running BLAS on one
+    thread: as many as BLAS would use now (one per core, or fewer where a caller limited it,
+    as `lenet5 sweep` does for each of its runs); one where the user set a thread count."""
+    controller = _blas_threads()
+    if controller is None:
+        return 1
+    counts = [lib["num_threads"] for lib in controller.select(user_api="blas").info()]
+    return max(1, min(counts, default=1))
