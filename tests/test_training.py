@@ -98,6 +98,23 @@ def test_limit_uses_the_first_images(synthetic_dataset, tmp_path):
     assert json.loads((run / "config.json").read_text())["train_images"] == 64
 
 
+def test_no_test_each_epoch_measures_the_test_set_after_the_last_only(synthetic_dataset,
+                                                                       tmp_path, monkeypatch):
+    from lenet5 import training
+
+    passes = []
+    monkeypatch.setattr(training, "evaluate", lambda engine, x, y: passes.append(len(x))
+                        or (0.0, np.asarray(y)))
+    log = []
+    run = train(config(synthetic_dataset, tmp_path / "run", epochs=3, test_each_epoch=False),
+                log=log.append)
+    rows = read_metrics(run)
+    assert ["test_acc" in r for r in rows] == [False, False, True] and len(passes) == 1
+    assert rows[-1]["test_acc"] == 1.0 and "test_loss" in rows[-1]
+    assert "test" not in log[1] and "test 100.00%" in log[3]  # the epoch lines
+    assert checkpoint.load_model(run)[1]["test_accuracy"] == 1.0
+
+
 @pytest.mark.parametrize("augment", ["none", "shift", "affine", "elastic"])
 def test_every_augmentation_trains(synthetic_dataset, tmp_path, augment):
     run = train(config(synthetic_dataset, tmp_path / "run", augment=augment), log=quiet)

@@ -190,6 +190,10 @@ def _training_flags(parser: argparse.ArgumentParser) -> None:
                         f"{start.val_size})")
     parser.add_argument("--limit", type=int, default=None,
                         help="train on the first N training images only (default: all)")
+    parser.add_argument("--test-each-epoch", action=argparse.BooleanOptionalAction,
+                        default=None, help="measure the test set after every epoch; "
+                        "--no-test-each-epoch measures it after the last one only, which saves "
+                        f"a pass over it per epoch ({default('test_each_epoch')})")
     parser.add_argument("--dataset", choices=tuple(DATASETS), default=None,
                         help=f"dataset (default: {start.dataset})")
     parser.add_argument("--data-dir", default=None, help="folder holding the dataset's IDX "

@@ -55,3 +55,17 @@ def compute_workers() -> int:
         return 1
     counts = [lib["num_threads"] for lib in controller.select(user_api="blas").info()]
     return max(1, min(counts, default=1))
+
+
+# Images per worker thread, at least: a batch smaller than twice this is computed in one
+# piece, the same way on any machine (smaller parts would also spend the cores on overheads).
+MIN_PART_IMAGES = 32
+
+
+def part_slices(n: int, workers: int) -> list[slice]:
+    """range(n) cut into at most ``workers`` contiguous, near-equal parts of at least
+    MIN_PART_IMAGES each (one part when n is smaller): how an engine splits a batch over its
+    worker threads."""
+    parts = max(1, min(workers, n // MIN_PART_IMAGES))
+    bounds = [n * i // parts for i in range(parts + 1)]
+    return [slice(a, b) for a, b in zip(bounds, bounds[1:], strict=False)]

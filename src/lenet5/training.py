@@ -69,6 +69,7 @@ class TrainConfig:
     augment: str | None = None
     val_size: int = 0
     limit: int | None = None
+    test_each_epoch: bool | None = None  # False: the test set after the last epoch only
     out: str | None = None
 
     def architecture(self) -> Architecture:
@@ -247,10 +248,11 @@ def train_epoch(config: TrainConfig, run: Run, data: TrainingData, inputs: Epoch
     if data.x_val is not None:
         _, val_pred = evaluate(engine, data.x_val, data.y_val)
         row["val_acc"] = float(np.mean(val_pred == data.y_val))
-    test_loss, test_pred = evaluate(engine, data.x_test, data.y_test)
-    row.update(test_loss=test_loss / len(data.y_test),
-               test_acc=float(np.mean(test_pred == data.y_test)), seconds=round(seconds, 3),
-               lr=lr)
+    if config.test_each_epoch or epoch + 1 == config.epochs:
+        test_loss, test_pred = evaluate(engine, data.x_test, data.y_test)
+        row.update(test_loss=test_loss / len(data.y_test),
+                   test_acc=float(np.mean(test_pred == data.y_test)))
+    row.update(seconds=round(seconds, 3), lr=lr)
     return row
 
 
@@ -262,8 +264,8 @@ def save_epoch(config: TrainConfig, run: Run) -> None:
     meta = {"arch": config.arch, **config.architecture().variant, "dataset": config.dataset,
             "classes": run.run_config["classes"],
             "input_normalization": run.run_config["input_normalization"],
-            "engine": run.engine.name, "epochs": last["epoch"], "test_accuracy": last["test_acc"],
-            "lenet5_version": __version__}
+            "engine": run.engine.name, "epochs": last["epoch"],
+            "test_accuracy": last.get("test_acc"), "lenet5_version": __version__}
     checkpoint.save_model(run.directory / files.MODEL_FILE, params, meta)
     files.write_metrics(run.directory, run.metrics)
     checkpoint.save_state(run.directory / files.STATE_FILE, params, run.engine.optimizer_state(),
@@ -294,7 +296,8 @@ def train(config: TrainConfig, *, resume: str | Path | None = None, log: Log = p
         log(f"epoch {epoch + 1:>2}/{config.epochs}  loss {row['train_loss']:.4f}  "
             f"train {100 * row['train_acc']:.2f}%  "
             + (f"val {100 * row['val_acc']:.2f}%  " if "val_acc" in row else "")
-            + f"test {100 * row['test_acc']:.2f}%  {row['seconds']:.1f} s")
+            + (f"test {100 * row['test_acc']:.2f}%  " if "test_acc" in row else "")
+            + f"{row['seconds']:.1f} s")
     log(f"test accuracy {100 * run.metrics[-1]['test_acc']:.2f}% ({_epochs(config.epochs)}); "
         f"model saved in {run.directory}")
     return run.directory

@@ -17,7 +17,7 @@ import numpy as np
 
 from .. import arch as A
 from ..hparams import OptimizerSpec
-from ..threads import blas_threads_for, compute_workers, one_blas_thread
+from ..threads import blas_threads_for, compute_workers, one_blas_thread, part_slices
 from . import layers as L
 from .losses import LOSSES, map_curvature, softmax_curvature
 from .optim import Optimizer
@@ -187,19 +187,20 @@ def keep_freed_memory() -> bool:
     return bool(mallopt(m_mmap_threshold, 32 << 20)) and bool(mallopt(m_trim_threshold, 256 << 20))
 
 
-# Images per worker thread, at least: a batch smaller than twice this is computed in one
-# piece, the same way on any machine (smaller parts would also waste the cores on overheads).
-MIN_PART_IMAGES = 32
+# Images per forward pass at inference: the activations of larger batches outgrow the CPU's
+# caches (37 vs 53 us per image at 128 vs 1000 on the machine of benchmarks/README.md).
+FORWARD_CHUNK = 128
 
 
 class NumpyEngine:
     """``NumpyNet`` plus its optimizer behind the ``lenet5.engine.Engine`` interface.
 
-    Each batch is cut into up to ``threads.compute_workers()`` parts (one per core), computed
-    at once by replicas of the network on the same parameters, each on its own thread with
-    BLAS on one thread, and the parts' gradients are added. NumPy and BLAS release the GIL
-    for everything heavy, so the cores share every layer's work, elementwise ones included,
-    with one wait per step instead of one per BLAS call (measurements: benchmarks/README.md).
+    Each batch is cut into up to ``threads.compute_workers()`` parts (``threads.part_slices``:
+    one per core), computed at once by replicas of the network on the same parameters, each on
+    its own thread with BLAS on one thread, and the parts' gradients are added. NumPy and BLAS
+    release the GIL for everything heavy, so the cores share every layer's work, elementwise
+    ones included, with one wait per step instead of one per BLAS call (measurements:
+    benchmarks/README.md).
     A run's numbers depend on the part sizes, so on the core count, as BLAS threading did.
     """
 
@@ -221,10 +222,8 @@ class NumpyEngine:
     def _in_parts(self, n: int, compute: Callable[[NumpyNet, slice], object]) -> list:
         """``compute(net, part)`` for each part of range(n), the parts at once on as many
         threads, each with its own replica of the network; the results in order."""
-        parts = max(1, min(self.workers, n // MIN_PART_IMAGES))
-        bounds = [n * i // parts for i in range(parts + 1)]
-        slices = [slice(a, b) for a, b in zip(bounds, bounds[1:], strict=False)]
-        if parts == 1:
+        slices = part_slices(n, self.workers)
+        if len(slices) == 1:
             return [compute(self.net, slices[0])]
         with one_blas_thread():
             futures = [self._pool.submit(compute, net, part)
@@ -236,8 +235,12 @@ class NumpyEngine:
         return [first, *rest]
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        outputs = self._in_parts(len(x), lambda net, part: net.forward(x[part]))
-        return outputs[0] if len(outputs) == 1 else np.concatenate(outputs)
+        def outputs(net: NumpyNet, part: slice) -> np.ndarray:
+            return np.concatenate([net.forward(x[i:min(i + FORWARD_CHUNK, part.stop)])
+                                   for i in range(part.start, part.stop, FORWARD_CHUNK)])
+
+        parts = self._in_parts(len(x), outputs)
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     def bind_training_data(self, x: np.ndarray, y: np.ndarray) -> None:
         self.train_x, self.train_y = x, y
