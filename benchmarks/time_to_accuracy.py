@@ -14,9 +14,13 @@ For each engine, device and seed it measures two clocks:
   where the budget ends below it). `--compile` runs the torch network through
   torch.compile, warmed up on a throwaway engine first so that compiling is not timed.
 
-A run is deterministic for a given seed, engine, device and number of cores.
+A run is deterministic for a given seed, engine, device and number of cores. On CPU,
+`--tutorial` also times one epoch of the PyTorch tutorials' loop (benchmarks/tutorial_loop.py,
+in a fresh process) before each command, and gives each command's seconds as a multiple of
+the tutorial epoch timed just before it: the figure that still means something on a busy
+shared machine (the goal: <= 2.5 tutorial epochs).
 
-    python benchmarks/time_to_accuracy.py                          # numpy and torch, CPU
+    python benchmarks/time_to_accuracy.py [--tutorial]             # numpy and torch, CPU
     python benchmarks/time_to_accuracy.py --engine torch --device cuda [--compile]
     python benchmarks/time_to_accuracy.py --engine torch --device mps
 
@@ -26,6 +30,7 @@ Writes benchmarks/results/time_to_accuracy.md (`--out` to write elsewhere).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import subprocess
@@ -61,6 +66,14 @@ def command_clock(engine: str, device: str, seed: int, out: Path) -> dict:
                     "--out", str(out)], check=True, env=child_env(), stdout=subprocess.DEVNULL)
     seconds = time.perf_counter() - started
     return {"seconds": seconds, "test_acc": read_metrics(out)[-1]["test_acc"]}
+
+
+def tutorial_epoch() -> float:
+    """Seconds of one epoch of the tutorials' loop on the CPU, in a fresh process."""
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "tutorial_loop.py"),
+                           "--epochs", "1", "--json"], check=True, env=child_env(),
+                          capture_output=True, text=True)
+    return json.loads(done.stdout)["epoch_seconds"][0]
 
 
 def training_clock(engine: str, device: str, seed: int, out: Path, compile_net: bool) -> dict:
@@ -138,6 +151,8 @@ def main() -> None:
                         help="seeds (default: 0 1 2)")
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile the torch network (default: off)")
+    parser.add_argument("--tutorial", action="store_true",
+                        help="time a tutorial-loop epoch before each CPU command (default: off)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="results file")
     args = parser.parse_args()
     cases = [(e, d) for e in args.engine for d in args.device if e == "torch" or d == "cpu"]
@@ -150,12 +165,16 @@ def main() -> None:
                 warm_up(engine, device)
             commands, trainings = [], []
             for seed in args.seeds:
+                tutorial = tutorial_epoch() if args.tutorial and device == "cpu" else None
                 commands.append(command_clock(engine, device, seed,
                                               Path(tmp) / f"{engine}-{device}-{seed}"))
+                commands[-1]["tutorial_epoch"] = tutorial
                 trainings.append(training_clock(engine, device, seed,
                                                 Path(tmp) / f"{engine}-{device}-{seed}-in",
                                                 compile_net))
-                print(f"{engine} {device} seed {seed}: command {commands[-1]['seconds']:.2f} s, "
+                print(f"{engine} {device} seed {seed}: "
+                      + (f"tutorial epoch {tutorial:.2f} s, " if tutorial else "")
+                      + f"command {commands[-1]['seconds']:.2f} s, "
                       f"test {100 * commands[-1]['test_acc']:.2f}%; training to 99%: "
                       + (f"{trainings[-1]['seconds']:.2f} s" if trainings[-1]["seconds"]
                          else "not reached")
@@ -172,17 +191,20 @@ def main() -> None:
         f"Seeds {', '.join(map(str, args.seeds))}; load average {load_before:.1f} before, "
         f"{load_after:.1f} after.",
         "",
-        "| engine | device | command, s (median) | test accuracy, mean (min) | seeds >= 99.0% "
-        "| training to 99.0%, s (median) |",
-        "|---|---|---:|---:|---:|---:|",
+        "| engine | device | command, s (median) | command / tutorial epoch (median) "
+        "| test accuracy, mean (min) | seeds >= 99.0% | training to 99.0%, s (median) |",
+        "|---|---|---:|---:|---:|---:|---:|",
     ]
     for engine, device, commands, trainings in rows:
         accs = [c["test_acc"] for c in commands]
         reached = [t["seconds"] for t in trainings if t["seconds"] is not None]
         to_target = (f"{statistics.median(reached):.2f}" if len(reached) == len(trainings)
                      else f"reached in {len(reached)} of {len(trainings)}")
+        ratios = [c["seconds"] / c["tutorial_epoch"] for c in commands if c["tutorial_epoch"]]
+        ratio = f"{statistics.median(ratios):.2f}" if ratios else "-"
         lines.append(f"| {engine}{' (compiled)' if args.compile and engine == 'torch' else ''} "
                      f"| {device} | {statistics.median(c['seconds'] for c in commands):.2f} | "
+                     f"{ratio} | "
                      f"{100 * statistics.mean(accs):.2f}% ({100 * min(accs):.2f}%) | "
                      f"{sum(a >= TARGET for a in accs)} of {len(accs)} | {to_target} |")
     devices = sorted({device for _, device, _, _ in rows})

@@ -289,6 +289,35 @@ def test_device_mps_without_apple_silicon_says_so():
         make_engine("torch", LENET5, init_params(LENET5, 0), device="mps")
 
 
+@pytest.mark.skipif(HAS_MPS, reason="checks the message shown without Apple silicon")
+@pytest.mark.parametrize("command", ["train", "evaluate", "predict", "report", "serve"])
+def test_every_command_taking_a_device_explains_mps_without_apple_silicon(command, tmp_path,
+                                                                          capsys):
+    """Wherever a command takes --device: one sentence and exit status 1, no traceback."""
+    from PIL import Image
+
+    from lenet5.checkpoint import save_model
+    from lenet5.cli import main
+    from lenet5.files import write_metrics
+
+    run = tmp_path / "run"
+    run.mkdir()
+    save_model(run / "model.safetensors", init_params(LENET5, 0),
+               {"arch": "lenet5", "dataset": "mnist", "classes": [str(d) for d in range(10)],
+                "input_normalization": {"kind": "mean_std", "pad": 2, "mean": 0.13,
+                                        "std": 0.31}})
+    write_metrics(run, [{"epoch": 1, "train_loss": 1.0, "train_acc": 0.5, "test_loss": 1.0,
+                         "test_acc": 0.5, "seconds": 1.0, "lr": 0.1}])
+    Image.new("L", (28, 28)).save(tmp_path / "digit.png")
+    argv = {"train": ["train", "--epochs", "1", "--out", str(tmp_path / "new")],
+            "evaluate": ["evaluate", str(run)], "predict": ["predict", str(run),
+                                                            str(tmp_path / "digit.png")],
+            "report": ["report", str(run)], "serve": ["serve", str(run)]}[command]
+    assert main([*argv, "--engine", "torch", "--device", "mps"]) == 1
+    err = capsys.readouterr().err
+    assert "--device mps needs a Mac with Apple silicon" in err and "Traceback" not in err
+
+
 @pytest.mark.parametrize("spec", [OPTIMIZERS["adam"], OPTIMIZERS["sgd-nesterov-wd"]],
                          ids=["adam", "sgd"])
 def test_cpu_batches_split_over_threads_train_as_one(spec):

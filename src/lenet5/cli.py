@@ -53,7 +53,8 @@ def _engine_flags(parser: argparse.ArgumentParser, inference: bool = False) -> N
                             "; onnx runs the model (or an exported .onnx file) in onnxruntime"
                             if inference else ""))
     parser.add_argument("--device", choices=DEVICES, default="auto",
-                        help="torch engine device; auto picks CUDA when available")
+                        help="torch engine device; auto picks CUDA, else Apple silicon's MPS, "
+                        "else the CPU")
 
 
 def _dataset_flags(parser: argparse.ArgumentParser, default: str | None,
@@ -136,8 +137,8 @@ def _training_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--engine", choices=ENGINES, default=None,
                         help=f"engine that computes (default: {start.engine})")
     parser.add_argument("--device", choices=DEVICES, default=None,
-                        help="torch engine device; auto picks CUDA when available (default: "
-                        f"{start.device})")
+                        help="torch engine device; auto picks CUDA, else Apple silicon's MPS, "
+                        f"else the CPU (default: {start.device})")
     parser.add_argument("--epochs", type=int, default=None,
                         help=f"passes over the training set ({default('epochs')}; with "
                         "--resume, the run's own)")

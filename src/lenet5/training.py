@@ -18,6 +18,7 @@ import platform
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,9 +36,11 @@ from .data.transforms import (
 from .engine import Engine, evaluate, make_engine
 from .errors import Lenet5Error, TrainingDiverged
 from .hparams import AUGMENTATIONS, SDLM_SAMPLES, OptimizerSpec, Schedule, defaults_for
+from .threads import compute_workers
 from .version import __version__
 
 Log = Callable[[str], None]
+INPUT_CHUNK = 2048  # images prepared at a time: the float32 inputs of a chunk take 8 MiB
 
 
 @dataclass
@@ -150,26 +153,39 @@ def load_training_data(config: TrainConfig, arch: Architecture, log: Log) -> Tra
 
 class EpochInputs:
     """Binds each epoch's training inputs to the engine: the clean inputs once, or fresh random
-    distortions every epoch, written over the previous epoch's array."""
+    distortions every epoch, written over the previous epoch's array. Inputs are made in
+    chunks that stay in the CPU's caches, on one thread per core (``threads.compute_workers``)."""
 
     def __init__(self, config: TrainConfig, data: TrainingData, engine: Engine):
         self.config, self.data, self.engine = config, data, engine
-        self.distorted: np.ndarray | None = None  # (N, 1, 32, 32) float32, refilled each epoch
+        n = len(data.train_images)
+        self.inputs = np.empty((n, 1, *[28 + 2 * data.normalization["pad"]] * 2), np.float32)
         if config.augment == "none":  # every epoch reads the same inputs
-            engine.bind_training_data(prepare_inputs(data.train_images, data.normalization),
-                                      data.train_labels)
+            self._prepare(lambda part: data.train_images[part])
+            engine.bind_training_data(self.inputs, data.train_labels)
+
+    def _prepare(self, images_of: Callable[[slice], np.ndarray]) -> None:
+        """self.inputs[part] = the prepared ``images_of(part)``, for chunks of every image."""
+        n = len(self.inputs)
+        chunks = [slice(i, min(i + INPUT_CHUNK, n)) for i in range(0, n, INPUT_CHUNK)]
+        with ThreadPoolExecutor(compute_workers()) as pool:
+            list(pool.map(lambda part: prepare_inputs(images_of(part), self.data.normalization,
+                                                      out=self.inputs[part]), chunks))
 
     def bind(self, epoch: int) -> None:
         if self.config.augment == "none":
             return
-        from .data.distortions import distort, shift
+        from .data.distortions import distort, shift_by, shift_offsets
 
         rng = np.random.default_rng([self.config.seed, epoch, 1])
         images = self.data.train_images
-        distorted = shift(images, rng) if self.config.augment == "shift" else distort(
-            images, rng, elastic=self.config.augment == "elastic")
-        self.distorted = prepare_inputs(distorted, self.data.normalization, out=self.distorted)
-        self.engine.bind_training_data(self.distorted, self.data.train_labels)
+        if self.config.augment == "shift":  # shifted chunk by chunk, as they are prepared
+            offsets = shift_offsets(len(images), rng)
+            self._prepare(lambda part: shift_by(images[part], offsets[:, part]))
+        else:
+            distorted = distort(images, rng, elastic=self.config.augment == "elastic")
+            self._prepare(lambda part: distorted[part])
+        self.engine.bind_training_data(self.inputs, self.data.train_labels)
 
 
 # --- the run: new or resumed ----------------------------------------------------------------

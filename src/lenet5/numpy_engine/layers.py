@@ -187,7 +187,8 @@ class Conv(Layer):
         if self.mask is not None:
             dw *= self.mask
         param_grads = {"weight": np.ascontiguousarray(dw),  # (O, C, k, k)
-                       "bias": g.sum(axis=0).reshape(block, out_ch).sum(axis=0)}
+                       # column sums as one GEMV: several times faster than g.sum(axis=0)
+                       "bias": (np.ones(len(g), g.dtype) @ g).reshape(block, out_ch).sum(axis=0)}
         self.rows = None
         if not self.needs_input_grad:
             return None, param_grads
