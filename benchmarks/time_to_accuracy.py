@@ -186,8 +186,8 @@ def main() -> None:
     lines = [
         "`" + " ".join(["python benchmarks/time_to_accuracy.py", *sys.argv[1:]]) + "`",
         "",
-        f"Recipe `{RECIPE}`: `lenet5 train --recipe {RECIPE}` = "
-        + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in load_recipe(RECIPE).options.items()),
+        f"Recipe `{RECIPE}`: `lenet5 train --recipe {RECIPE}` = `lenet5 train "
+        f"{load_recipe(RECIPE).flags()}`.",
         f"Seeds {', '.join(map(str, args.seeds))}; load average {load_before:.1f} before, "
         f"{load_after:.1f} after.",
         "",

@@ -38,6 +38,8 @@ def test_flags_override_a_recipe():
 
 def test_fast_recipe_tests_once_unless_asked_and_runs_on_either_engine(synthetic_dataset,
                                                                      tmp_path):
+    assert "--nesterov" in load_recipe("fast").flags().split()
+    assert "--no-test-each-epoch" in load_recipe("fast").flags().split()
     config = load_recipe("fast").config({}).resolved()
     assert (config.epochs, config.augment, config.test_each_epoch) == (3, "none", False)
     assert load_recipe("fast").config({"test_each_epoch": True}).resolved().test_each_epoch

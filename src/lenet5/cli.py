@@ -169,7 +169,7 @@ def _training_flags(parser: argparse.ArgumentParser) -> None:
                         f"({default('augment')})")
     parser.add_argument("--momentum", type=float, default=None,
                         help=f"SGD momentum ({default('momentum')})")
-    parser.add_argument("--nesterov", action="store_true", default=None,
+    parser.add_argument("--nesterov", action=argparse.BooleanOptionalAction, default=None,
                         help=f"Nesterov momentum (SGD) ({default('nesterov')})")
     parser.add_argument("--weight-decay", type=float, default=None,
                         help=f"L2 weight decay, decoupled for adamw ({default('weight_decay')})")
@@ -287,10 +287,9 @@ def cmd_recipes(args: argparse.Namespace) -> int:
         m = r.measured
         measured = (f"; here {m['mean']:.2f} +- {m['std']:.2f}% (n = {m['n']})"
                     if m.get("n") else "")
-        options = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in r.options.items())
         print(f"{r.name}: {r.description}")
         print(f"    {published}{measured}")
-        print(f"    lenet5 train --recipe {r.name}   (= {options or 'the defaults'})")
+        print(f"    lenet5 train --recipe {r.name}   (= {r.flags() or 'the defaults'})")
     return 0
 
 
