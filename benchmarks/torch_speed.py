@@ -6,7 +6,8 @@ Each repeat runs, one after the other and each in a fresh process:
   2. ``benchmarks/tutorial_loop.py --epochs 2`` (DataLoader, batch 128, Adam 1e-3, .item()).
 Then inference: the last run's model through ``lenet5.load(run, engine="torch")``, the 10,000
 MNIST test images at batch 1000. The table gives medians over every epoch of every repeat,
-the ratio of the two loops (target <= 0.8 on CPU) and images/s (target >= 20,000 on CPU).
+the ratio of the two loops (target <= 0.7 on CPU; NumPy <= 0.8) and images/s (target >= 20,000
+on CPU).
 ``--with-numpy`` adds ``lenet5 train --engine numpy`` to each repeat.
 
 On a shared machine, whole runs minutes apart see different loads. The last line is steadier:
@@ -151,8 +152,11 @@ def main() -> None:
 
     import torch
 
-    if args.threads:
-        torch.set_num_threads(args.threads)  # for the inference measured in this process
+    if args.threads:  # for what is measured in this process: torch's threads, and BLAS's,
+        from threadpoolctl import threadpool_limits  # which the NumPy engine's workers follow
+
+        torch.set_num_threads(args.threads)
+        threadpool_limits(args.threads, user_api="blas")
 
     loops = {"lenet5 train --engine torch": [], "tutorial loop": []}
     if args.with_numpy:
@@ -179,6 +183,7 @@ def main() -> None:
 
     device = (torch.cuda.get_device_name() if args.device == "cuda"
               else machine())
+    print(f"command: python benchmarks/torch_speed.py {' '.join(sys.argv[1:])}")
     print(f"device: {args.device} ({device}); torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads; {args.repeats} repeats x {args.epochs} epochs; "
           f"load average {load_before:.1f} -> {os.getloadavg()[0]:.1f}")
@@ -188,11 +193,11 @@ def main() -> None:
               f"{100 * statistics.median(accuracy[name]):>9.2f}%")
     ratio = (statistics.median(loops["lenet5 train --engine torch"])
              / statistics.median(loops["tutorial loop"]))
-    print(f"{'ratio torch engine / tutorial':30}{ratio:>18.2f}   (target <= 0.8)")
+    print(f"{'ratio torch engine / tutorial':30}{ratio:>18.2f}   (target <= 0.7)")
     if args.with_numpy:
         numpy_ratio = (statistics.median(loops["lenet5 train --engine numpy"])
                        / statistics.median(loops["tutorial loop"]))
-        print(f"{'ratio numpy engine / tutorial':30}{numpy_ratio:>18.2f}   (target <= 1.0)")
+        print(f"{'ratio numpy engine / tutorial':30}{numpy_ratio:>18.2f}   (target <= 0.8)")
     print(f"{'inference, batch 1000':30}{images_per_s:>18,.0f}   images/s (target >= 20,000)")
     print(f"{'interleaved steps, ms/step':30}{'engine':>10} {engine_ms:.2f}, tutorial "
           f"{tutorial_ms:.2f}, ratio {engine_ms / tutorial_ms:.2f}")

@@ -47,6 +47,7 @@ def test_evaluate_sums_the_per_image_losses(rng, loss, monkeypatch):
 
 @pytest.mark.parametrize("name, device, message", [
     ("numpy", "cuda", "--device cuda needs --engine torch"),
+    ("numpy", "mps", "--device mps needs --engine torch"),
     ("onnx", "auto", "--engine onnx only runs trained models"),
     ("tensorflow", "auto", "unknown --engine 'tensorflow'"),
 ])

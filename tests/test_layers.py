@@ -51,9 +51,28 @@ def test_conv_matches_direct_convolution(rng):
     np.testing.assert_allclose(y, expected, rtol=1e-12)
 
 
-def test_maxpool_gradients(rng):
-    errors = check_layer(L.MaxPool(2), rng.normal(size=(2, 6, 4, 3)))
+@pytest.mark.parametrize("size", [2, 3])
+def test_maxpool_gradients(rng, size):
+    errors = check_layer(L.MaxPool(size), rng.normal(size=(2, 3 * size, 2 * size, 3)))
     assert errors["x"] < TOL
+
+
+@pytest.mark.parametrize("size", [2, 3])
+def test_maxpool_routes_every_tie_to_the_first_maximum(rng, size):
+    """Windows full of ties (as over an image's blank background): the gradient goes to the
+    first maximum in row-major order, whichever positions tie."""
+    x = rng.integers(0, 3, size=(4, 2 * size, 3 * size, 2)).astype(float)  # many ties
+    pool = L.MaxPool(size)
+    out = pool.forward(x, train=True)
+    grad = rng.normal(size=out.shape)
+    dx = pool.backward(grad.copy())
+    windows = x.reshape(4, 2, size, 3, size, 2).transpose(0, 1, 3, 5, 2, 4).reshape(4, 2, 3, 2, -1)
+    first = windows.argmax(axis=-1)  # numpy's argmax: the first maximum
+    expected = np.zeros_like(windows)
+    np.put_along_axis(expected, first[..., None], grad[..., None], axis=-1)
+    expected = expected.reshape(4, 2, 3, 2, size, size).transpose(0, 1, 4, 2, 5, 3)
+    np.testing.assert_array_equal(dx, expected.reshape(x.shape))
+    np.testing.assert_array_equal(out, windows.max(axis=-1))
 
 
 def test_maxpool_routes_ties_to_first_position():
@@ -139,27 +158,31 @@ def test_layers_keep_float32(rng):
     assert layer.forward(x, train=False).dtype == np.float32
 
 
-@pytest.mark.parametrize("pool", ["max", "subsample"])
-def test_split_width_layout_changes_nothing_but_speed(rng, pool):
-    """A conv writing split columns into a pool reading them == the natural layout, both ways."""
+@pytest.mark.parametrize("block", [None, 2, 4])
+@pytest.mark.parametrize("pool", ["max", "avg", "subsample"])
+def test_split_width_layout_changes_nothing_but_speed(rng, pool, block):
+    """A conv writing split columns (within blocks of ``block`` columns, or the whole width)
+    into a pool reading them == the natural layout, both ways."""
     w, b = rng.normal(size=(4, 3, 3, 3)), rng.normal(size=4)
     x = rng.normal(size=(2, 10, 10, 3))  # conv output (2, 8, 8, 4)
 
     def make_pool():
         if pool == "max":
             return L.MaxPool(2)
+        if pool == "avg":
+            return L.AvgPool(2)
         return L.Subsample(np.array([0.5, -1.0, 2.0, 0.3]), np.array([0.1, 0.0, -0.2, 0.4]))
 
     results = []
     for split in (False, True):
         conv, pooling = L.Conv(w.copy(), b.copy()), make_pool()
         if split:
-            conv.split, pooling.split_input = 2, True
+            conv.split, conv.block, pooling.input_block = 2, block, block or 8
         y = conv.forward(x, train=True)
         out = pooling.forward(y, train=True)
         grad_out = np.arange(out.size, dtype=float).reshape(out.shape) % 7 - 3
         dx = conv.backward(pooling.backward(grad_out))
-        conv_out = L.unsplit_width(y, 2) if split else y
+        conv_out = L.unsplit_width(y, 2, block) if split else y
         results.append((conv_out, out, dx, conv.grads, pooling.grads))
     natural, split = results
     for a, c in zip(natural[:3], split[:3], strict=True):
@@ -167,6 +190,28 @@ def test_split_width_layout_changes_nothing_but_speed(rng, pool):
     for grads_a, grads_c in zip(natural[3:], split[3:], strict=True):
         for name in grads_a:
             np.testing.assert_allclose(grads_c[name], grads_a[name], rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("block", [1, 2, 4])
+def test_conv_in_blocks_of_columns(rng, block):
+    """Narrow bands (``Conv.block``) give the whole-width convolution's outputs and exact
+    gradients, sparse C3 mask included."""
+    w, b = rng.normal(size=(4, 3, 3, 3)), rng.normal(size=4)
+    mask = np.array([[1, 0, 1], [1, 1, 0], [0, 1, 1], [1, 1, 1]], dtype=bool)
+    x = rng.normal(size=(2, 6, 10, 3))  # output (2, 4, 8, 4)
+    wide, narrow = L.Conv(w.copy(), b.copy(), mask), L.Conv(w.copy(), b.copy(), mask)
+    narrow.block = block
+    np.testing.assert_allclose(narrow.forward(x, train=False), wide.forward(x, train=False),
+                               rtol=1e-12, atol=1e-12)
+    errors = check_layer(narrow, x)
+    assert max(errors.values()) < TOL, errors
+
+
+def test_gemm_block_is_the_narrowest_band_with_enough_columns():
+    assert L.gemm_block(28, 6, split=2) == 14  # lenet5's C1: 84 columns per GEMM row (4 gives 24)
+    assert L.gemm_block(10, 16, split=2) == 2  # C3: 32
+    assert L.gemm_block(1, 120) == 1  # the 1998 C5: one output column
+    assert L.gemm_block(6, 2, split=2) == 6  # nothing narrower is wide enough: the whole row
 
 
 def test_split_conv_refuses_an_odd_output_width(rng):

@@ -11,6 +11,7 @@ from lenet5.data.nondigits import (
     REDRAWN,
     SHARES,
     _marks,
+    change_strokes,
     draw,
     make_nondigits,
     redraw,
@@ -74,3 +75,14 @@ def test_with_nondigits_adds_labelled_non_digits_and_redraws_some_digits():
     assert redrawn == REDRAWN * 50
     same, same_labels = with_nondigits(digits, labels, 0.0, np.random.default_rng(0))
     assert same is digits and (same_labels == labels).all()
+
+
+def test_change_strokes_thickens_thins_and_never_erases():
+    """A 3-pixel bar grows to 5 and shrinks to 1 with a 3x3 window; a 1-pixel line, which
+    thinning would erase, is kept as it was."""
+    bar = np.zeros((2, 28, 28), np.uint8)
+    bar[0, 4:24, 10:13] = 255  # 3 pixels wide
+    bar[1, 4:24, 14] = 255  # 1 pixel wide
+    thicker, thinner = change_strokes(bar, 3), change_strokes(bar, -3)
+    assert (thicker[0, 14] > 0).sum() == 5 and (thinner[0, 14] > 0).sum() == 1
+    assert np.array_equal(thinner[1], bar[1])

@@ -57,7 +57,7 @@ def test_feature_maps_are_in_natural_order(arch):
     assert [conv.split for conv in convs] == [2, 2, 1][:len(convs)]  # C1, C3 feed pools
     plain = NumpyNet(arch, init_params(arch, 0), dtype=np.float64)
     for _, layer in plain.layers:
-        layer.split, layer.split_input = 1, False
+        layer.split, layer.block, layer.input_block = 1, None, None
     x = np.random.default_rng(0).normal(size=(2, 1, 32, 32))
     maps, expected = dict(net.feature_maps(x)), dict(plain.feature_maps(x))
     assert list(maps) == list(expected)
@@ -107,6 +107,34 @@ def test_engine_learns_a_separable_problem():
     assert correct / seen > 0.9
     _, preds = evaluate(engine, x, y)
     assert np.mean(preds == y) > 0.9
+
+
+def test_batches_split_over_threads_train_as_one(monkeypatch):
+    """Parts of a batch on replicas in threads: the same outputs, losses and updates as the
+    batch in one piece, to float32 rounding."""
+    from lenet5.numpy_engine import model
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 1, 32, 32)).astype(np.float32)
+    y = rng.integers(0, 10, 300)
+    engines = []
+    for workers in (1, 3):
+        monkeypatch.setattr(model, "compute_workers", lambda w=workers: w)
+        engine = NumpyEngine(LENET5, init_params(LENET5, 0), OptimizerSpec("adam"))
+        assert len(engine.nets) == workers
+        engine.bind_training_data(x, y)
+        for step in range(3):
+            engine.train_step(np.arange(step * 100, step * 100 + 100), 1e-3)
+        engines.append(engine)
+    one, three = engines
+    np.testing.assert_allclose(three.forward(x), one.forward(x), rtol=1e-4, atol=1e-5)
+    for name, p in one.net.params.items():
+        np.testing.assert_allclose(three.net.params[name], p, rtol=1e-4, atol=1e-6)
+        assert all(net.params[name] is three.net.params[name] for net in three.nets)
+    loss_one, correct_one, _ = one.take_train_metrics()
+    loss_three, correct_three, seen = three.take_train_metrics()
+    assert seen == 300 and correct_three == correct_one
+    assert loss_three == pytest.approx(loss_one, rel=1e-5)
 
 
 def test_engine_parameters_are_float32_copies():

@@ -36,6 +36,26 @@ def test_flags_override_a_recipe():
     assert (config.epochs, config.pool, config.batch_size, config.lr) == (2, "max", 64, 1e-3)
 
 
+def test_fast_recipe_tests_once_unless_asked_and_runs_on_either_engine(synthetic_dataset,
+                                                                     tmp_path):
+    assert "--nesterov" in load_recipe("fast").flags().split()
+    assert "--no-test-each-epoch" in load_recipe("fast").flags().split()
+    config = load_recipe("fast").config({}).resolved()
+    assert (config.epochs, config.augment, config.test_each_epoch) == (3, "none", False)
+    assert load_recipe("fast").config({"test_each_epoch": True}).resolved().test_each_epoch
+    for engine in ("numpy", "torch"):
+        out = tmp_path / engine
+        assert main(["train", "--recipe", "fast", "--engine", engine, "--device", "cpu",
+                     "--dataset", synthetic_dataset, "--epochs", "2", "--out", str(out),
+                     "--no-report"]) == 0
+        rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+        assert ["test_acc" in row for row in rows] == [False, True]
+    assert main(["train", "--recipe", "fast", "--dataset", synthetic_dataset, "--epochs", "2",
+                 "--test-each-epoch", "--out", str(tmp_path / "each"), "--no-report"]) == 0
+    rows = (tmp_path / "each" / "metrics.jsonl").read_text().splitlines()
+    assert all("test_acc" in json.loads(line) for line in rows)
+
+
 def test_a_users_recipe_file(tmp_path):
     path = tmp_path / "mine.toml"
     path.write_text('description = "small"\n[options]\nepochs = 1\nactivation = "tanh"\n'

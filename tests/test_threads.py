@@ -30,3 +30,19 @@ def test_small_training_steps_run_on_one_blas_thread(monkeypatch):
         with threads.blas_threads_for(16):
             assert _blas_thread_counts() == {2}
     threads._blas_threads.cache_clear()
+
+
+def test_compute_workers_follow_blas_threads_unless_the_user_chose(monkeypatch):
+    for name in THREAD_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    threads._blas_threads.cache_clear()
+    with threadpool_limits(2, user_api="blas"):
+        if _blas_thread_counts() != {2}:
+            pytest.skip("this BLAS cannot run two threads")
+        assert threads.compute_workers() == 2
+        with threadpool_limits(1, user_api="blas"):  # as `lenet5 sweep` runs each run
+            assert threads.compute_workers() == 1
+        monkeypatch.setenv("OMP_NUM_THREADS", "2")  # the user's own choice: BLAS threads only
+        threads._blas_threads.cache_clear()
+        assert threads.compute_workers() == 1
+    threads._blas_threads.cache_clear()

@@ -100,6 +100,24 @@ def test_limit_uses_the_first_images(synthetic_dataset, tmp_path):
     assert json.loads((run / "config.json").read_text())["train_images"] == 64
 
 
+def test_no_test_each_epoch_measures_the_test_set_after_the_last_only(synthetic_dataset,
+                                                                       tmp_path, monkeypatch):
+    from lenet5 import training
+
+    passes, measure = [], training.evaluate
+    monkeypatch.setattr(training, "evaluate", lambda engine, x, y: passes.append(len(x))
+                        or measure(engine, x, y))
+    log = []
+    run = train(config(synthetic_dataset, tmp_path / "run", epochs=3, test_each_epoch=False),
+                log=log.append)
+    rows = read_metrics(run)
+    assert ["test_acc" in r for r in rows] == [False, False, True] and "test_loss" in rows[-1]
+    assert len(passes) == 2  # the untrained network's reference loss, then the last epoch
+    epoch_lines = [line for line in log if line.startswith("epoch ")]
+    assert "test" not in epoch_lines[0] and "test " in epoch_lines[2]
+    assert checkpoint.load_model(run)[1]["test_accuracy"] == rows[-1]["test_acc"]
+
+
 @pytest.mark.parametrize("augment", ["none", "shift", "affine", "elastic"])
 def test_every_augmentation_trains(synthetic_dataset, tmp_path, augment):
     run = train(config(synthetic_dataset, tmp_path / "run", augment=augment), log=quiet)

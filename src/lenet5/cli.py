@@ -67,7 +67,8 @@ def _engine_flags(parser: argparse.ArgumentParser, inference: bool = False,
                             "; onnx runs the model (or an exported .onnx file) in onnxruntime"
                             if inference else "") + (f" (default: {engine})" if unset else ""))
     parser.add_argument("--device", choices=DEVICES, default=None if unset else device,
-                        help="torch engine device; auto picks CUDA when available"
+                        help="torch engine device; auto picks CUDA, else Apple silicon's MPS, "
+                        "else the CPU"
                         + (f" (default: {device})" if unset else ""))
 
 
@@ -197,7 +198,7 @@ def _optimizer_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--momentum", type=float, default=None,
                         help="momentum, at least 0 and below 1, for --optimizer sgd only (the "
                         f"others refuse it) ({default('momentum')})")
-    parser.add_argument("--nesterov", action="store_true", default=None,
+    parser.add_argument("--nesterov", action=argparse.BooleanOptionalAction, default=None,
                         help=f"Nesterov momentum (SGD) ({default('nesterov')})")
     parser.add_argument("--weight-decay", type=float, default=None,
                         help=f"L2 weight decay, decoupled for adamw ({default('weight_decay')})")
@@ -231,6 +232,10 @@ def _data_flags(parser: argparse.ArgumentParser) -> None:
                         f"{TrainConfig.val_size})")
     parser.add_argument("--limit", type=int, default=None,
                         help="train on the first N training images only (default: all)")
+    parser.add_argument("--test-each-epoch", action=argparse.BooleanOptionalAction,
+                        default=None, help="measure the test set after every epoch; "
+                        "--no-test-each-epoch measures it after the last one only, which saves "
+                        f"a pass over it per epoch ({_arch_default('test_each_epoch')})")
     _dataset_flags(parser, None, f" (default: {TrainConfig.dataset})")
 
 
@@ -331,10 +336,9 @@ def cmd_recipes(args: argparse.Namespace) -> int:
         m = r.measured
         measured = (f"; here {m['mean']:.2f} +- {m['std']:.2f}% (n = {m['n']})"
                     if m.get("n") else "")
-        options = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in r.options.items())
         print(f"{r.name}: {r.description}")
         print(f"    {published}{measured}")
-        print(f"    lenet5 train --recipe {r.name}   (= {options or 'the defaults'})")
+        print(f"    lenet5 train --recipe {r.name}   (= {r.flags() or 'the defaults'})")
     return 0
 
 

@@ -84,8 +84,9 @@ def evaluate(engine: Engine, x: np.ndarray, y: np.ndarray, batch_size: int = EVA
 def make_engine(name: str, arch: Architecture, params: dict[str, np.ndarray],
                 optimizer: OptimizerSpec | None = None, device: str = "auto") -> Engine:
     if name == "numpy":
-        if device == "cuda":
-            raise Lenet5Error("--device cuda needs --engine torch; the numpy engine runs on CPU.")
+        if device not in ("auto", "cpu"):
+            raise Lenet5Error(f"--device {device} needs --engine torch; the numpy engine runs "
+                              "on the CPU.")
         from .numpy_engine.model import NumpyEngine
 
         return NumpyEngine(arch, params, optimizer)

@@ -19,12 +19,13 @@ from .errors import Lenet5Error
 OPTIMIZERS = ("sgd", "adam", "adamw", "sdlm")
 SCHEDULES = ("constant", "step", "cosine", "onecycle", "sdlm", "sdlm-warmup")
 AUGMENTATIONS = ("none", "shift", "affine", "elastic")
-DEVICES = ("auto", "cpu", "cuda")  # where the torch engine computes; auto: CUDA if there is one
+# where the torch engine computes; auto: CUDA if there is one, else Apple silicon's MPS, else CPU
+DEVICES = ("auto", "cpu", "cuda", "mps")
 
 DEFAULTS = {"epochs": 15, "batch_size": 128, "optimizer": "adam", "lr": 3e-3,
             "schedule": "onecycle", "augment": "shift", "momentum": 0.9, "nesterov": False,
             "weight_decay": 0.0, "beta1": 0.9, "beta2": 0.999, "step_epochs": 5, "gamma": 0.1,
-            "nondigits": 0.2}
+            "nondigits": 0.2, "test_each_epoch": True}
 # Where an architecture trains best with other settings (the 1998 network: the paper's
 # method; why these values, benchmarks/results/lenet5_1998_settings.md).
 ARCH_DEFAULTS = {

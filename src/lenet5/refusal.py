@@ -33,10 +33,9 @@ from __future__ import annotations
 from typing import Protocol
 
 import numpy as np
-from scipy import ndimage
 
 from .arch import Architecture
-from .data.nondigits import make_nondigits, redrawn_digits
+from .data.nondigits import change_strokes, make_nondigits, redrawn_digits
 from .errors import Lenet5Error
 from .outputs import CLASS_LOG_PROBS
 
@@ -79,13 +78,7 @@ def steady_log_probs(model: Classifier, images: np.ndarray) -> np.ndarray:
     over VIEWS of each: the network's reading of a digit holds up when its strokes are a
     pixel thinner or thicker, its reading of a scribble less so. The decision about a digit
     read is taken on these; calibration uses them too."""
-    views = [images]
-    for size in VIEWS:
-        morphology = ndimage.grey_erosion if size < 0 else ndimage.grey_dilation
-        changed = morphology(images, size=(1, abs(size), abs(size)))
-        erased = changed.max(axis=(1, 2)) < images.max(axis=(1, 2)) // 2  # a thin stroke gone
-        changed[erased] = images[erased]
-        views.append(changed)
+    views = [images] + [change_strokes(images, pixels) for pixels in VIEWS]
     log_p = log_confidence(model.logits(np.concatenate(views)), model.arch.loss)
     probs = np.exp(log_p).reshape(len(views), len(images), -1).mean(axis=0)  # (N, K)
     return np.log(probs)

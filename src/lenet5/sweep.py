@@ -383,13 +383,14 @@ def plot_sweep(out: Path, settings: list[dict], runs: list[Run]) -> Path:
     fig = new_figure(7.5, 4.5)
     ax = fig.subplots()
     for index, params in enumerate(settings):
-        curves = [[row["test_acc"] for row in read_metrics(run.directory)] for run in runs
-                  if run.setting == index and finished(run)]
+        curves = [[(row["epoch"], row["test_acc"]) for row in read_metrics(run.directory)
+                   if "test_acc" in row]  # every epoch, or the last (--no-test-each-epoch)
+                  for run in runs if run.setting == index and finished(run)]
         if not curves:
             continue
         length = min(map(len, curves))
-        acc = 100 * np.array([c[:length] for c in curves])  # (seeds, epochs)
-        epochs = np.arange(1, length + 1)
+        acc = 100 * np.array([[a for _, a in c[:length]] for c in curves])  # (seeds, epochs)
+        epochs = np.array([e for e, _ in curves[0][:length]])
         mean, std = acc.mean(axis=0), acc.std(axis=0, ddof=1) if len(acc) > 1 else 0 * acc[0]
         (line,) = ax.plot(epochs, mean, marker="o", markersize=3,
                           label=f"{setting_name(params)} (n = {len(acc)})")

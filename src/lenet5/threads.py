@@ -44,3 +44,28 @@ def blas_threads_for(batch_size: int) -> contextlib.AbstractContextManager:
     small-batch runs (the 1998 network's default) give the same result on any number of
     cores for free (measurements: benchmarks/README.md)."""
     return one_blas_thread() if batch_size < ONE_BLAS_THREAD_BELOW else contextlib.nullcontext()
+
+
+def compute_workers() -> int:
+    """How many threads a NumPy engine may split each batch over, each running BLAS on one
+    thread: as many as BLAS would use now (one per core, or fewer where a caller limited it,
+    as `lenet5 sweep` does for each of its runs); one where the user set a thread count."""
+    controller = _blas_threads()
+    if controller is None:
+        return 1
+    counts = [lib["num_threads"] for lib in controller.select(user_api="blas").info()]
+    return max(1, min(counts, default=1))
+
+
+# Images per worker thread, at least: a batch smaller than twice this is computed in one
+# piece, the same way on any machine (smaller parts would also spend the cores on overheads).
+MIN_PART_IMAGES = 32
+
+
+def part_slices(n: int, workers: int) -> list[slice]:
+    """range(n) cut into at most ``workers`` contiguous, near-equal parts of at least
+    MIN_PART_IMAGES each (one part when n is smaller): how an engine splits a batch over its
+    worker threads."""
+    parts = max(1, min(workers, n // MIN_PART_IMAGES))
+    bounds = [n * i // parts for i in range(parts + 1)]
+    return [slice(a, b) for a, b in zip(bounds, bounds[1:], strict=False)]

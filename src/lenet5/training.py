@@ -19,6 +19,7 @@ import sys
 import time
 import typing
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,9 +47,11 @@ from .hparams import (
 )
 from .model import Model
 from .refusal import METADATA_KEY, calibrate_model
+from .threads import compute_workers
 from .version import __version__
 
 Log = Callable[[str], None]
+INPUT_CHUNK = 2048  # images prepared at a time: the float32 inputs of a chunk take 8 MiB
 # Random streams, np.random.default_rng([seed, stream]), besides the shuffling ([seed, epoch]):
 DISTORTION_STREAM = 1  # with the epoch: that epoch's distortions
 NONDIGIT_STREAM = 2  # the made-up non-digits added to the training set
@@ -86,6 +89,7 @@ class TrainConfig:
     val_size: int = 0
     limit: int | None = None
     nondigits: float | None = None
+    test_each_epoch: bool | None = None  # False: the test set after the last epoch only
     out: str | None = None
 
     def architecture(self) -> Architecture:
@@ -185,26 +189,39 @@ def load_training_data(config: TrainConfig, arch: Architecture, log: Log) -> Tra
 
 class EpochInputs:
     """Binds each epoch's training inputs to the engine: the clean inputs once, or fresh random
-    distortions every epoch, written over the previous epoch's array."""
+    distortions every epoch, written over the previous epoch's array. Inputs are made in
+    chunks that stay in the CPU's caches, on one thread per core (``threads.compute_workers``)."""
 
     def __init__(self, config: TrainConfig, data: TrainingData, engine: Engine):
         self.config, self.data, self.engine = config, data, engine
-        self.distorted: np.ndarray | None = None  # (N, 1, 32, 32) float32, refilled each epoch
+        n = len(data.train_images)
+        self.inputs = np.empty((n, 1, *[28 + 2 * data.normalization["pad"]] * 2), np.float32)
         if config.augment == "none":  # every epoch reads the same inputs
-            engine.bind_training_data(prepare_inputs(data.train_images, data.normalization),
-                                      data.train_labels)
+            self._prepare(lambda part: data.train_images[part])
+            engine.bind_training_data(self.inputs, data.train_labels)
+
+    def _prepare(self, images_of: Callable[[slice], np.ndarray]) -> None:
+        """self.inputs[part] = the prepared ``images_of(part)``, for chunks of every image."""
+        n = len(self.inputs)
+        chunks = [slice(i, min(i + INPUT_CHUNK, n)) for i in range(0, n, INPUT_CHUNK)]
+        with ThreadPoolExecutor(compute_workers()) as pool:
+            list(pool.map(lambda part: prepare_inputs(images_of(part), self.data.normalization,
+                                                      out=self.inputs[part]), chunks))
 
     def bind(self, epoch: int) -> None:
         if self.config.augment == "none":
             return
-        from .data.distortions import distort, shift
+        from .data.distortions import distort, shift_by, shift_offsets
 
         rng = np.random.default_rng([self.config.seed, epoch, DISTORTION_STREAM])
         images = self.data.train_images
-        distorted = shift(images, rng) if self.config.augment == "shift" else distort(
-            images, rng, elastic=self.config.augment == "elastic")
-        self.distorted = prepare_inputs(distorted, self.data.normalization, out=self.distorted)
-        self.engine.bind_training_data(self.distorted, self.data.train_labels)
+        if self.config.augment == "shift":  # shifted chunk by chunk, as they are prepared
+            offsets = shift_offsets(len(images), rng)
+            self._prepare(lambda part: shift_by(images[part], offsets[:, part]))
+        else:
+            distorted = distort(images, rng, elastic=self.config.augment == "elastic")
+            self._prepare(lambda part: distorted[part])
+        self.engine.bind_training_data(self.inputs, self.data.train_labels)
 
 
 # --- the run: new or resumed ----------------------------------------------------------------
@@ -385,10 +402,11 @@ def train_epoch(config: TrainConfig, run: Run, data: TrainingData, inputs: Epoch
     if data.x_val is not None:
         _, val_pred = evaluate(engine, data.x_val, data.y_val)
         row["val_acc"] = float(np.mean(val_pred == data.y_val))
-    test_loss, test_pred = evaluate(engine, data.x_test, data.y_test)
-    row.update(test_loss=test_loss / len(data.y_test),
-               test_acc=float(np.mean(test_pred == data.y_test)), seconds=round(seconds, 3),
-               lr=lr)
+    if config.test_each_epoch or epoch + 1 == config.epochs:
+        test_loss, test_pred = evaluate(engine, data.x_test, data.y_test)
+        row.update(test_loss=test_loss / len(data.y_test),
+                   test_acc=float(np.mean(test_pred == data.y_test)))
+    row.update(seconds=round(seconds, 3), lr=lr)
     return row
 
 
@@ -398,8 +416,8 @@ def model_metadata(config: TrainConfig, run: Run) -> dict:
     meta = {"arch": config.arch, **config.architecture().variant, "dataset": config.dataset,
             "classes": run.run_config["classes"],
             "input_normalization": run.run_config["input_normalization"],
-            "engine": run.engine.name, "epochs": last["epoch"], "test_accuracy": last["test_acc"],
-            "lenet5_version": __version__}
+            "engine": run.engine.name, "epochs": last["epoch"],
+            "test_accuracy": last.get("test_acc"), "lenet5_version": __version__}
     return meta if run.refusal is None else {**meta, METADATA_KEY: run.refusal}
 
 
@@ -458,7 +476,8 @@ def _train_epochs(config: TrainConfig, arch: Architecture, data: TrainingData,
         log(f"epoch {epoch + 1:>2}/{config.epochs}  loss {row['train_loss']:.4f}  "
             f"train {100 * row['train_acc']:.2f}%  "
             + (f"val {100 * row['val_acc']:.2f}%  " if "val_acc" in row else "")
-            + f"test {100 * row['test_acc']:.2f}%  {row['seconds']:.1f} s")
+            + (f"test {100 * row['test_acc']:.2f}%  " if "test_acc" in row else "")
+            + f"{row['seconds']:.1f} s")
     calibrate_refusal(config, run, data)
     return run
 

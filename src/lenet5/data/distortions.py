@@ -78,10 +78,20 @@ def shift(images: np.ndarray, rng: np.random.Generator, max_shift: int = MAX_PIX
     """Each image moved by its own random whole-pixel offset in [-max_shift, max_shift] on
     each axis: the cheapest distortion, and the one a small network profits from most.
     (N, H, W) uint8 -> (N, H, W) uint8."""
+    return shift_by(images, shift_offsets(len(images), rng, max_shift), max_shift)
+
+
+def shift_offsets(n: int, rng: np.random.Generator, max_shift: int = 2) -> np.ndarray:
+    """(2, n) random (row, column) offsets in [0, 2 * max_shift] for ``shift_by``."""
+    return rng.integers(0, 2 * max_shift + 1, (2, n))
+
+
+def shift_by(images: np.ndarray, offsets: np.ndarray, max_shift: int = 2) -> np.ndarray:
+    """Each image (N, H, W) moved by offsets (2, N) - max_shift, zeros coming in."""
     n, h, w = images.shape
     padded = np.pad(images, ((0, 0), (max_shift, max_shift), (max_shift, max_shift)))
     windows = np.lib.stride_tricks.sliding_window_view(padded, (h, w), axis=(1, 2))
-    dy, dx = rng.integers(0, 2 * max_shift + 1, (2, n))  # (n,) each
+    dy, dx = offsets  # (n,) each
     return windows[np.arange(n), dy, dx]  # (N, H, W): one gather, no loop
 
 

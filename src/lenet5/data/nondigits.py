@@ -26,7 +26,6 @@ cut with masks and finished with one bilinear gather.
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage
 
 from lenet5.arch import NONDIGIT
 from lenet5.data.distortions import bilinear
@@ -261,6 +260,18 @@ def _windows(digits: np.ndarray, columns: tuple[np.ndarray, np.ndarray], kind: s
     return redraw(canvas * window[:, None, :], rng)
 
 
+def change_strokes(ink: np.ndarray, pixels: int) -> np.ndarray:
+    """Pictures (m, H, W) with their strokes `pixels` thicker (> 0) or thinner (< 0); one
+    whose strokes would vanish stays as it was."""
+    from scipy import ndimage  # loaded on use, so that `lenet5 train --help` stays light
+
+    morphology = ndimage.grey_erosion if pixels < 0 else ndimage.grey_dilation
+    changed = morphology(ink, size=(1, abs(pixels), abs(pixels)))  # (m, H, W)
+    erased = changed.max(axis=(1, 2)) < ink.max(axis=(1, 2)) // 2
+    changed[erased] = ink[erased]
+    return changed
+
+
 def redraw(ink: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Pictures (n, H, W) uint8 finished as MNIST drew digits: (n, 28, 28) uint8, each with
     its strokes thinned or thickened (STROKES), slanted, tilted, blurred by one of BLUR,
@@ -283,14 +294,13 @@ def _redraw(ink: np.ndarray, strokes: np.ndarray, sigma: np.ndarray, tilt: np.nd
             slant: np.ndarray) -> np.ndarray:
     """`redraw` of a block (m, H, W) with its stroke changes, blurs, tilts (radians) and
     slants, (m,) each."""
+    from scipy import ndimage  # loaded on use, so that `lenet5 train --help` stays light
+
     ink = ink.copy()
     for change in STROKES:
         chosen = np.flatnonzero(strokes == change)
         if change and chosen.size:
-            morphology = ndimage.grey_erosion if change < 0 else ndimage.grey_dilation
-            changed = morphology(ink[chosen], size=(1, abs(change), abs(change)))
-            kept = changed.max(axis=(1, 2)) >= ink[chosen].max(axis=(1, 2)) // 2  # not erased
-            ink[chosen[kept]] = changed[kept]
+            ink[chosen] = change_strokes(ink[chosen], change)
     m, height, width = ink.shape
     rows, cols = (ink >= INK).any(axis=2), (ink >= INK).any(axis=1)  # (m, H), (m, W)
     empty = ~rows.any(axis=1)

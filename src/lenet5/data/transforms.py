@@ -19,6 +19,9 @@ def pad(images: np.ndarray, pad: int = 2) -> np.ndarray:
     return np.pad(images, widths)
 
 
+STATS_CHUNK = 1 << 20  # pixels counted at a time by pixel_stats
+
+
 def pixel_stats(images: np.ndarray) -> tuple[float, float]:
     """Mean and standard deviation of uint8 pixels scaled to [0, 1] (MNIST train: 0.1307, 0.3081).
 
@@ -26,7 +29,10 @@ def pixel_stats(images: np.ndarray) -> tuple[float, float]:
     """
     if images.dtype != np.uint8:
         raise TypeError(f"pixel_stats needs uint8 images, got {images.dtype}")
-    counts = np.bincount(images.ravel(), minlength=256)  # (256,)
+    flat = images.reshape(-1)
+    counts = np.zeros(256, np.int64)
+    for start in range(0, flat.size, STATS_CHUNK):  # bincount makes an int64 copy of its input:
+        counts += np.bincount(flat[start:start + STATS_CHUNK], minlength=256)  # keep it small
     values = np.arange(256) / 255.0  # (256,)
     n = counts.sum()
     mean = float(counts @ values / n)
@@ -127,6 +133,8 @@ def split_validation(
             f"--val-size {val_size} must be at least 0 and less than the {n} training images; "
             "choose a smaller value."
         )
+    if val_size == 0:  # nothing held out: the arrays as they are, no copy
+        return images, labels, images[:0], labels[:0]
     order = np.random.default_rng(seed).permutation(n)  # (n,)
     val = np.sort(order[:val_size])
     train = np.sort(order[val_size:])

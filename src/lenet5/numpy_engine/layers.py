@@ -26,7 +26,7 @@ terms between hidden units, the paper's approximation. Terms in f''(a) are dropp
 from __future__ import annotations
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
+from numpy.lib.stride_tricks import as_strided
 
 from ..arch import TANH_AMPLITUDE, TANH_SLOPE
 
@@ -47,36 +47,65 @@ class Layer:
         raise NotImplementedError
 
 
-def pool_blocks(x: np.ndarray, size: int, split: bool) -> np.ndarray:
-    """A view (N, H/s, s, s, W/s, C) of ``x`` (N, H, W, C): [:, :, i, j] holds position (i, j)
-    of every s x s pooling window. ``split``: the width of ``x`` is stored split (Conv.split),
-    and each [:, :, i, j] is then contiguous along (W/s, C)."""
+def pool_blocks(x: np.ndarray, size: int, block: int | None = None) -> np.ndarray:
+    """A view (N, H/s, s, s, B, b/s, C) of ``x`` (N, H, W, C) whose columns are stored split
+    within blocks of ``block`` = b columns (``Conv.block``; None: natural order, which is the
+    same as b = s): [:, :, i, j] holds position (i, j) of every s x s pooling window, as
+    (N, H/s, B, b/s, C), which reshapes to (N, H/s, W/s, C) in natural order."""
     n, h, w, c = x.shape
-    if split:
-        return x.reshape(n, h // size, size, size, w // size, c)
-    return x.reshape(n, h // size, size, w // size, size, c).transpose(0, 1, 2, 4, 3, 5)
+    block = block or size
+    return x.reshape(n, h // size, size, w // block, size, block // size, c).transpose(
+        0, 1, 2, 4, 3, 5, 6)
 
 
-def unsplit_width(x: np.ndarray, size: int) -> np.ndarray:
-    """(N, H, W, C) stored with split width -> the natural column order."""
+def unsplit_width(x: np.ndarray, size: int, block: int | None = None) -> np.ndarray:
+    """(N, H, W, C) stored with split width (``Conv.split`` within blocks of ``block``
+    columns; None: the whole width) -> the natural column order."""
     n, h, w, c = x.shape
-    return x.reshape(n, h, size, w // size, c).transpose(0, 1, 3, 2, 4).reshape(x.shape)
+    block = block or w
+    return x.reshape(n, h, w // block, size, block // size, c).transpose(
+        0, 1, 2, 4, 3, 5).reshape(x.shape)
+
+
+def gemm_block(out_width: int, out_channels: int, split: int = 1) -> int:
+    """The output columns a convolution computes per GEMM row (``Conv.block``): the fewest
+    that are a multiple of ``split``, divide the width, and still give the GEMM
+    MIN_GEMM_COLUMNS output columns; the whole width where none does."""
+    for block in range(split, out_width + 1, split):
+        if out_width % block == 0 and block * out_channels >= MIN_GEMM_COLUMNS:
+            return block
+    return out_width
+
+
+# Output columns below which a GEMM's kernels run far under the machine's peak (measured in
+# benchmarks/README.md): a convolution's band is widened until its GEMM has this many.
+MIN_GEMM_COLUMNS = 32
 
 
 class Conv(Layer):
     """Valid convolution, stride 1, as one GEMM per pass with the kernel's sweep along the
-    width folded into a banded ("row Toeplitz") weight matrix T of shape (k*W*C, Wo*O).
+    width folded into a banded ("row Toeplitz") weight matrix.
 
-    The input is unfolded along the height only: rows R (N*Ho, k*W*C), k times the input
-    instead of im2col's k*k, and y = R @ T lands directly in (N, Ho, Wo, O) layout. T holds
-    every weight Wo times and zeros elsewhere; the weight gradient sums T's gradient over
-    those places. An optional (out, in) connection mask makes it a sparse convolution (the
-    1998 C3): the mask multiplies the weights, so unconnected weights have no effect and get
-    zero gradient. With ``split`` = s > 1 the output columns are stored phase-major, column wo
-    at (wo % s) * (Wo / s) + wo // s, for the pooling layer after it: only T's columns move.
+    The output width is cut into blocks of ``block`` columns (None: one block, the whole
+    width). A GEMM row is one output row of one block: its inputs are the k x (block+k-1)
+    input pixels (all channels) that block reads, copied once into rows R of shape
+    (N*Ho*Wo/block, k*(block+k-1)*C), and the band T (k*(block+k-1)*C, block*O) holds every
+    weight ``block`` times and zeros elsewhere. y = R @ T lands directly in (N, Ho, Wo, O)
+    layout. A narrow block wastes fewer multiplications on T's zeros (the fraction used is
+    k/(block+k-1)) but makes a thinner GEMM, so ``gemm_block`` picks it. The weight gradient
+    sums T's gradient over the places each weight has. The input gradient uses the band of
+    the whole width, in natural column order: its rows are added back k times along the
+    height only.
+
+    An optional (out, in) connection mask makes it a sparse convolution (the 1998 C3): the
+    mask multiplies the weights, so unconnected weights have no effect and get zero gradient.
+    With ``split`` = s > 1 the output columns of each block are stored phase-major, column
+    j of a block at (j % s) * (block / s) + j // s, for the pooling layer after it: only
+    T's columns move.
     """
 
     split = 1
+    block: int | None = None
 
     def __init__(self, weight: np.ndarray, bias: np.ndarray, mask: np.ndarray | None = None):
         self.params = {"weight": weight, "bias": bias}  # (O, C, k, k), (O,)
@@ -88,92 +117,138 @@ class Conv(Layer):
         w = self.params["weight"]
         return w if self.mask is None else w * self.mask
 
-    def _band(self, t: np.ndarray, width: int) -> np.ndarray:
-        """The band of a contiguous T-shaped array (k*W*C, Wo*O) as a strided view
-        (k, k, C, s, Wo/s, O): [kh, kw, c, p, q, o] is where weight (o, c, kh, kw) meets output
-        column wo = s*q + p (stored at p*Wo/s + q) and input column wo + kw. Every place
-        is distinct, so the view can be written, and summing it over (p, q) gives dW."""
+    def _band(self, t: np.ndarray, block: int, split: int) -> np.ndarray:
+        """The band of a contiguous T-shaped array (k*(b+k-1)*C, b*O) for blocks of b columns
+        as a strided view (k, k, C, s, b/s, O): [kh, kw, c, p, q, o] is where weight
+        (o, c, kh, kw) meets the block's output column j = s*q + p (stored at p*b/s + q) and
+        its input column j + kw. Every place is distinct, so the view can be written, and
+        summing it over (p, q) gives dW."""
         out_ch, in_ch, k, _ = self.params["weight"].shape
-        s, wo = self.split, width - k + 1
-        if wo % s:
-            raise ValueError(f"output width {wo} does not split into {s}")
+        if block % split:
+            raise ValueError(f"output width {block} does not split into {split}")
         row, col = t.strides  # bytes
         kw_step = in_ch * row  # one input column further
-        return np.lib.stride_tricks.as_strided(
-            t, shape=(k, k, in_ch, s, wo // s, out_ch), writeable=True,
-            strides=(width * kw_step, kw_step, row, kw_step + wo // s * out_ch * col,
-                     s * kw_step + out_ch * col, col))
+        return as_strided(
+            t, shape=(k, k, in_ch, split, block // split, out_ch), writeable=True,
+            strides=((block + k - 1) * kw_step, kw_step, row,
+                     kw_step + block // split * out_ch * col, split * kw_step + out_ch * col,
+                     col))
 
-    def _toeplitz(self, w: np.ndarray, width: int) -> np.ndarray:
+    def _toeplitz(self, w: np.ndarray, block: int, split: int) -> np.ndarray:
         out_ch, in_ch, k, _ = w.shape
-        t = np.zeros((k * width * in_ch, (width - k + 1) * out_ch), dtype=w.dtype)
-        self._band(t, width)[...] = w.transpose(2, 3, 1, 0)[:, :, :, None, None]  # (k,k,C,1,1,O)
-        return t
+        t = np.zeros((k * (block + k - 1) * in_ch, block * out_ch), dtype=w.dtype)
+        self._band(t, block, split)[...] = w.transpose(2, 3, 1, 0)[:, :, :, None, None]
+        return t  # (k*(b+k-1)*C, b*O)
+
+    def _block(self, out_width: int) -> int:
+        block = self.block or out_width
+        if out_width % block:
+            raise ValueError(f"output width {out_width} is not a multiple of block {block}")
+        return block
 
     def forward(self, x: np.ndarray, train: bool) -> np.ndarray:
         w = self._effective_weight()
         out_ch, in_ch, k, _ = w.shape
         n, h, width, _ = x.shape  # (N, H, W, C)
         ho, wo = h - k + 1, width - k + 1
-        # (N, Ho, W, C, k) view -> (N, Ho, k, W, C) -> one contiguous copy (N*Ho, k*W*C)
-        rows = sliding_window_view(x, k, axis=1).transpose(0, 1, 4, 2, 3).reshape(n * ho, -1)
-        t = self._toeplitz(w, width)
-        y = rows @ t  # (N*Ho, Wo*O)
-        y += np.tile(self.params["bias"], wo)  # along whole rows, not runs of O floats
+        block = self._block(wo)
+        sn, sh, sw, sc = x.strides
+        # (N, Ho, Wo/b, k, b+k-1, C) view, runs of (b+k-1)*C floats -> one contiguous copy
+        windows = as_strided(
+            x, (n, ho, wo // block, k, block + k - 1, in_ch), (sn, sh, block * sw, sh, sw, sc))
+        rows = windows.reshape(n * ho * (wo // block), -1)
+        y = rows @ self._toeplitz(w, block, self.split)  # (N*Ho*Wo/b, b*O)
+        y += np.tile(self.params["bias"], block)  # along whole rows, not runs of O floats
         y = y.reshape(n, ho, wo, out_ch)
         if train:
-            self.rows, self.t, self.in_shape = rows, t, x.shape
+            self.rows, self.in_shape = rows, x.shape
         return y
 
     def backward(self, grad: np.ndarray) -> np.ndarray | None:
-        dx, self.grads = self._propagate(grad, self.t, self.rows)
+        dx, self.grads = self._propagate(grad, self._effective_weight(), self.rows)
         return dx
 
     def backward_curvature(self, curv: np.ndarray) -> np.ndarray | None:
         """The backward pass with squared weights and squared inputs: each output reads each
         weight through exactly one input, so this is exact for the layer."""
-        dx, self.curvatures = self._propagate(curv, self.t ** 2, self.rows ** 2)
+        dx, self.curvatures = self._propagate(curv, self._effective_weight() ** 2,
+                                              self.rows ** 2)
         return dx
 
-    def _propagate(self, grad: np.ndarray, t: np.ndarray, rows: np.ndarray
+    def _propagate(self, grad: np.ndarray, w: np.ndarray, rows: np.ndarray
                    ) -> tuple[np.ndarray | None, dict[str, np.ndarray]]:
-        w = self.params["weight"]
         out_ch, in_ch, k, _ = w.shape
         n, h, width, _ = self.in_shape
         ho, wo = grad.shape[1:3]
-        g = grad.reshape(n * ho, wo * out_ch)
-        dt = rows.T @ g  # (k*W*C, Wo*O)
-        dw = self._band(dt, width).sum(axis=(3, 4)).transpose(3, 2, 0, 1)  # (O, C, k, k)
+        block = self._block(wo)
+        g = grad.reshape(-1, block * out_ch)  # (N*Ho*Wo/b, b*O)
+        dt = rows.T @ g  # (k*(b+k-1)*C, b*O)
+        dw = self._band(dt, block, self.split).sum(axis=(3, 4)).transpose(3, 2, 0, 1)
         if self.mask is not None:
             dw *= self.mask
-        param_grads = {"weight": np.ascontiguousarray(dw),
-                       "bias": g.sum(axis=0).reshape(wo, out_ch).sum(axis=0)}
-        self.rows = self.t = None
+        param_grads = {"weight": np.ascontiguousarray(dw),  # (O, C, k, k)
+                       # column sums as one GEMV: several times faster than g.sum(axis=0)
+                       "bias": (np.ones(len(g), g.dtype) @ g).reshape(block, out_ch).sum(axis=0)}
+        self.rows = None
         if not self.needs_input_grad:
             return None, param_grads
-        drows = (g @ t.T).reshape(n, ho, k, width, in_ch)
+        if self.split > 1 and block > self.split:
+            grad = unsplit_width(grad, self.split, block)
+        drows = (grad.reshape(n * ho, wo * out_ch) @ self._toeplitz(w, wo, 1).T
+                 ).reshape(n, ho, k, width, in_ch)
         dx = np.zeros(self.in_shape, dtype=grad.dtype)  # (N, H, W, C)
         for i in range(k):  # scatter-add each kernel row's slice: k array ops
             dx[:, i:i + ho] += drows[:, :, i]
         return dx, param_grads
 
 
-class MaxPool(Layer):
-    """Non-overlapping max-pool on views of the windows' positions. Ties go to the first
-    window position in row-major order, as PyTorch does, so gradients match it exactly.
-    ``split_input``: the input comes from a Conv whose ``split`` is this size."""
+class Pooling(Layer):
+    """Non-overlapping size x size windows. ``input_block``: the input comes from a Conv
+    whose columns are split (``Conv.split`` = size) within blocks of this many columns
+    (``Conv.block``); None: the natural column order."""
 
-    split_input = False
+    input_block: int | None = None
 
     def __init__(self, size: int = 2):
         self.size = size
 
+    def _windows(self, x: np.ndarray) -> np.ndarray:
+        """(N, H, W, C) -> (N, H/s, s, s, B, b/s, C): ``pool_blocks`` in this input's layout."""
+        return pool_blocks(x, self.size, self.input_block)
+
+    def _per_window(self, pooled: np.ndarray) -> np.ndarray:
+        """(N, H/s, W/s, C) -> (N, H/s, B, b/s, C), the shape of one window position."""
+        n, ho, wo, c = pooled.shape
+        per_block = (self.input_block or self.size) // self.size
+        return pooled.reshape(n, ho, wo // per_block, per_block, c)
+
+    def _pooled(self, per_window: np.ndarray) -> np.ndarray:
+        """(N, H/s, B, b/s, C) -> (N, H/s, W/s, C)."""
+        n, ho, blocks, per_block, c = per_window.shape
+        return per_window.reshape(n, ho, blocks * per_block, c)
+
+
+class MaxPool(Pooling):
+    """Non-overlapping max-pool on views of the windows' positions. Ties go to the first
+    window position in row-major order, as PyTorch does, so gradients match it exactly.
+
+    2x2 windows (LeNet-5's) run as a tournament: the better of each row's pair, then of the
+    two rows; the three comparisons it keeps route the gradient back. Other sizes route
+    through a mask per position."""
+
     def _views(self, x: np.ndarray) -> list[np.ndarray]:
-        blocks = pool_blocks(x, self.size, self.split_input)
+        blocks = self._windows(x)
         return [blocks[:, :, i, j] for i in range(self.size) for j in range(self.size)]
 
     def forward(self, x: np.ndarray, train: bool) -> np.ndarray:
         views = self._views(x)
+        self.in_shape = x.shape
+        if self.size == 2:
+            top, bottom = np.maximum(views[0], views[1]), np.maximum(views[2], views[3])
+            out = np.maximum(top, bottom)
+            if train:  # strictly greater: a tie keeps the earlier position
+                self.routes = [views[1] > views[0], views[3] > views[2], bottom > top]
+            return self._pooled(out)
         out = views[0].copy()
         for v in views[1:]:
             np.maximum(out, v, out=out)
@@ -184,31 +259,35 @@ class MaxPool(Layer):
                 route = (v == out) & ~taken
                 taken |= route
                 self.routes.append(route)
-            self.in_shape = x.shape
-        return out
+        return self._pooled(out)
 
     def backward(self, grad: np.ndarray) -> np.ndarray:
-        dx = np.zeros(self.in_shape, dtype=grad.dtype)
-        for view, route in zip(self._views(dx), self.routes, strict=True):
-            np.multiply(grad, route, out=view)
+        dx = np.empty(self.in_shape, dtype=grad.dtype)  # the views below cover every entry
+        grad = self._per_window(grad)
+        views = self._views(dx)
+        if self.size == 2:
+            right, right_below, below = self.routes
+            from_bottom = grad * below
+            from_top = grad - from_bottom  # exact: one of the two is zero
+            np.multiply(from_top, right, out=views[1])
+            np.subtract(from_top, views[1], out=views[0])
+            np.multiply(from_bottom, right_below, out=views[3])
+            np.subtract(from_bottom, views[3], out=views[2])
+        else:
+            for view, route in zip(views, self.routes, strict=True):
+                np.multiply(grad, route, out=view)
         self.routes = None
         return dx
 
     backward_curvature = backward  # Jacobian entries are 0 or 1: squaring them changes nothing
 
 
-class AvgPool(Layer):
-    """Non-overlapping mean pooling; ``split_input`` as for MaxPool."""
-
-    split_input = False
-
-    def __init__(self, size: int = 2):
-        self.size = size
+class AvgPool(Pooling):
+    """Non-overlapping mean pooling."""
 
     def forward(self, x: np.ndarray, train: bool) -> np.ndarray:
         self.in_shape = x.shape
-        blocks = pool_blocks(x, self.size, self.split_input)  # (N, H/s, s, s, W/s, C)
-        return blocks.mean(axis=(2, 3))  # (N, H/s, W/s, C)
+        return self._pooled(self._windows(x).mean(axis=(2, 3)))  # (N, H/s, W/s, C)
 
     def backward(self, grad: np.ndarray) -> np.ndarray:
         return self._spread(grad / self.size**2)
@@ -219,7 +298,7 @@ class AvgPool(Layer):
     def _spread(self, per_input: np.ndarray) -> np.ndarray:
         """(N, H/s, W/s, C) -> (N, H, W, C): each window's value at its s*s inputs."""
         dx = np.empty(self.in_shape, dtype=per_input.dtype)
-        pool_blocks(dx, self.size, self.split_input)[...] = per_input[:, :, None, None]
+        self._windows(dx)[...] = self._per_window(per_input)[:, :, None, None]
         return dx
 
 
@@ -318,21 +397,17 @@ class ScaledTanh(Squashing):
         return t
 
 
-class Subsample(Layer):
+class Subsample(Pooling):
     """Trainable sub-sampling (S2, S4): per map c, each non-overlapping size x size block's
     sum times a coefficient weight[c], plus bias[c]. The squashing function is a separate
-    layer after it. Height and width must be multiples of ``size``; ``split_input`` as for
-    MaxPool."""
-
-    split_input = False
+    layer after it. Height and width must be multiples of ``size``."""
 
     def __init__(self, weight: np.ndarray, bias: np.ndarray, size: int = 2):
+        super().__init__(size)
         self.params = {"weight": weight, "bias": bias}  # (C,), (C,)
-        self.size = size
 
     def forward(self, x: np.ndarray, train: bool) -> np.ndarray:
-        blocks = pool_blocks(x, self.size, self.split_input)  # (N, H/s, s, s, W/s, C)
-        sums = blocks.sum(axis=(2, 3))  # (N, H/s, W/s, C)
+        sums = self._pooled(self._windows(x).sum(axis=(2, 3)))  # (N, H/s, W/s, C)
         if train:
             self.sums = sums
         return sums * self.params["weight"] + self.params["bias"]
@@ -353,7 +428,7 @@ class Subsample(Layer):
         self.sums = None
         n, ho, wo, c = grad.shape
         dx = np.empty((n, ho * self.size, wo * self.size, c), dtype=grad.dtype)
-        pool_blocks(dx, self.size, self.split_input)[...] = (grad * w)[:, :, None, None]
+        self._windows(dx)[...] = self._per_window(grad * w)[:, :, None, None]
         return dx, param_grads
 
 

@@ -10,12 +10,14 @@ import ctypes
 import functools
 import os
 import sys
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from .. import arch as A
 from ..hparams import OptimizerSpec
-from ..threads import blas_threads_for, one_blas_thread
+from ..threads import blas_threads_for, compute_workers, one_blas_thread, part_slices
 from . import layers as L
 from .losses import LOSSES, map_curvature, softmax_curvature
 from .optim import Optimizer
@@ -49,9 +51,12 @@ class NumpyNet:
     reach every layer."""
 
     def __init__(self, arch: A.Architecture, params: dict[str, np.ndarray],
-                 dtype: type = np.float32):
+                 dtype: type = np.float32, share: bool = False):
+        """``share``: compute on the arrays of ``params`` themselves (another network's, for
+        a replica that works on another part of each batch), not on copies."""
         self.arch = arch
-        self.params = {k: np.array(v, dtype=dtype) for k, v in params.items()}
+        self.params = {k: (np.asarray if share else np.array)(v, dtype=dtype)
+                       for k, v in params.items()}
         self.layers: list[tuple[str, L.Layer]] = []  # (arch layer name, layer)
         self.deferred_activations: dict[str, L.Layer] = {}  # arch layer -> its moved activation
         spatial, deferred = True, None
@@ -75,21 +80,32 @@ class NumpyNet:
             elif activation is not None:
                 self.layers.append((spec.name, ACTIVATIONS[activation]()))
         self.layers[0][1].needs_input_grad = False  # nothing upstream of the first layer
-        self._split_pooled_convolutions()
+        self._choose_layouts()
         self.loss_fn = LOSSES[arch.loss]
 
-    def _split_pooled_convolutions(self) -> None:
-        """Each convolution that feeds a pooling layer through elementwise layers only writes
-        its output in the layout that pooling reads fastest (``layers.Conv.split``)."""
+    def _choose_layouts(self) -> None:
+        """Each convolution computes ``layers.gemm_block`` output columns per GEMM row, and
+        one that feeds a pooling layer through elementwise layers only writes its output in
+        the layout that pooling reads fastest (``layers.Conv.split``)."""
+        widths = {spec.name: shape[-1] for spec, shape in
+                  zip(self.arch.layers, self.arch.layer_shapes(), strict=True)}
+        pooled = {}  # conv -> the pooling layer it feeds
         conv = None
         for _, layer in self.layers:
             if isinstance(layer, L.Conv):
                 conv = layer
             elif isinstance(layer, POOLS) and conv is not None:
-                conv.split, layer.split_input = layer.size, True
+                pooled[conv] = layer
                 conv = None
             elif not isinstance(layer, tuple(ACTIVATIONS.values())):
                 conv = None
+        for name, layer in self.layers:
+            if isinstance(layer, L.Conv):
+                pool = pooled.get(layer)
+                layer.split = pool.size if pool else 1
+                layer.block = L.gemm_block(widths[name], layer.params["bias"].size, layer.split)
+                if pool:
+                    pool.input_block = layer.block
 
     def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
         h = x.transpose(0, 2, 3, 1)  # (N, 1, H, W) -> (N, H, W, 1)
@@ -103,10 +119,14 @@ class NumpyNet:
             grad = layer.backward(grad)
         return {f"{name}.{k}": g for name, layer in self.layers for k, g in layer.grads.items()}
 
-    def loss_and_grads(self, x: np.ndarray, labels: np.ndarray):
-        """(mean loss, outputs, parameter gradients) for one batch."""
+    def loss_and_grads(self, x: np.ndarray, labels: np.ndarray, batch_size: int | None = None):
+        """(mean loss, outputs, parameter gradients) for one batch. With ``batch_size``, the
+        images are a part of a batch that size: the gradients are of their summed loss over
+        ``batch_size``, so that the parts' gradients add up to the batch's."""
         out = self.forward(x, train=True)
         loss, grad = self.loss_fn(out, labels)
+        if batch_size is not None:
+            grad *= len(x) / batch_size
         return loss, out, self.backward(grad)
 
     def curvature(self, x: np.ndarray) -> dict[str, np.ndarray]:
@@ -131,14 +151,15 @@ class NumpyNet:
         """Each arch layer's output, (N, C, H, W) or (N, F), for pictures of what it sees."""
         maps: dict[str, np.ndarray] = {}
         h = x.transpose(0, 2, 3, 1)
-        split = 1  # the width split of h (layers.Conv.split)
+        layout = None  # the Conv whose (split) column layout h is stored in, if any
         for name, layer in self.layers:
             h = layer.forward(h, train=False)
             if isinstance(layer, L.Flatten):
                 continue
-            split = layer.split if isinstance(layer, L.Conv) else (
-                1 if isinstance(layer, POOLS) else split)
-            shown = h if split == 1 else L.unsplit_width(h, split)
+            layout = layer if isinstance(layer, L.Conv) else (
+                None if isinstance(layer, POOLS) else layout)
+            shown = h if layout is None or layout.split == 1 else L.unsplit_width(
+                h, layout.split, layout.block)
             if name in self.deferred_activations:  # show the arch layer's own output
                 shown = self.deferred_activations[name].forward(shown, train=False)
             maps[name] = shown.transpose(0, 3, 1, 2) if shown.ndim == 4 else shown
@@ -166,7 +187,23 @@ def keep_freed_memory() -> bool:
     return bool(mallopt(m_mmap_threshold, 32 << 20)) and bool(mallopt(m_trim_threshold, 256 << 20))
 
 
+# Images per forward pass at inference: the activations of larger batches outgrow the CPU's
+# caches (37 vs 53 us per image at 128 vs 1000 on the machine of benchmarks/README.md).
+FORWARD_CHUNK = 128
+
+
 class NumpyEngine:
+    """``NumpyNet`` plus its optimizer behind the ``lenet5.engine.Engine`` interface.
+
+    Each batch is cut into up to ``threads.compute_workers()`` parts (``threads.part_slices``:
+    one per core), computed at once by replicas of the network on the same parameters, each on
+    its own thread with BLAS on one thread, and the parts' gradients are added. NumPy and BLAS
+    release the GIL for everything heavy, so the cores share every layer's work, elementwise
+    ones included, with one wait per step instead of one per BLAS call (measurements:
+    benchmarks/README.md).
+    A run's numbers depend on the part sizes, so on the core count, as BLAS threading did.
+    """
+
     name = "numpy"
     device = "cpu"
 
@@ -176,10 +213,34 @@ class NumpyEngine:
         self.arch = arch
         self.net = NumpyNet(arch, params)
         self.optimizer = Optimizer(optimizer or OptimizerSpec(), self.net.params)
+        self.workers = compute_workers()
+        self.nets = [self.net] + [NumpyNet(arch, self.net.params, share=True)
+                                  for _ in range(self.workers - 1)]
+        self._pool = ThreadPoolExecutor(self.workers - 1) if self.workers > 1 else None
         self._metrics = np.zeros(3)  # loss sum, correct, seen
 
+    def _in_parts(self, n: int, compute: Callable[[NumpyNet, slice], object]) -> list:
+        """``compute(net, part)`` for each part of range(n), the parts at once on as many
+        threads, each with its own replica of the network; the results in order."""
+        slices = part_slices(n, self.workers)
+        if len(slices) == 1:
+            return [compute(self.net, slices[0])]
+        with one_blas_thread():
+            futures = [self._pool.submit(compute, net, part)
+                       for net, part in zip(self.nets[1:], slices[1:], strict=False)]
+            try:
+                first = compute(self.net, slices[0])
+            finally:
+                rest = [future.result() for future in futures]
+        return [first, *rest]
+
     def forward(self, x: np.ndarray) -> np.ndarray:
-        return self.net.forward(x)
+        def outputs(net: NumpyNet, part: slice) -> np.ndarray:
+            return np.concatenate([net.forward(x[i:min(i + FORWARD_CHUNK, part.stop)])
+                                   for i in range(part.start, part.stop, FORWARD_CHUNK)])
+
+        parts = self._in_parts(len(x), outputs)
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     def bind_training_data(self, x: np.ndarray, y: np.ndarray) -> None:
         self.train_x, self.train_y = x, y
@@ -190,11 +251,22 @@ class NumpyEngine:
             self.optimizer.set_curvature(self.net.curvature(self.train_x[rows]))
 
     def train_step(self, batch: np.ndarray, lr: float) -> None:
-        x, y = self.train_x[batch], self.train_y[batch]
-        with blas_threads_for(len(batch)):
-            loss, out, grads = self.net.loss_and_grads(x, y)
-            self.optimizer.step(grads, lr, batch_size=len(batch))
-        self._metrics += (loss * len(batch), np.count_nonzero(out.argmax(axis=1) == y), len(batch))
+        n = len(batch)
+
+        def step_part(net: NumpyNet, part: slice) -> tuple:
+            rows = batch[part]
+            x, y = self.train_x[rows], self.train_y[rows]
+            loss, out, grads = net.loss_and_grads(x, y, batch_size=n)
+            return loss * len(rows), np.count_nonzero(out.argmax(axis=1) == y), grads
+
+        with blas_threads_for(n):
+            results = self._in_parts(n, step_part)
+            grads = results[0][2]
+            for _, _, more in results[1:]:
+                for name, g in more.items():
+                    grads[name] += g
+            self.optimizer.step(grads, lr, batch_size=n)
+        self._metrics += (sum(r[0] for r in results), sum(r[1] for r in results), n)
 
     def take_train_metrics(self) -> tuple[float, int, int]:
         loss_sum, correct, seen = self._metrics

@@ -46,6 +46,16 @@ class Recipe:
                               "source": self.reference.get("source")},
                 "measured": self.measured}
 
+    def flags(self) -> str:
+        """The recipe as `lenet5 train` options, e.g. ``--batch-size 64 --nesterov``."""
+        def flag(key: str, value: object) -> str:
+            name = key.replace("_", "-")
+            if isinstance(value, bool):  # switches: --name / --no-name
+                return f"--{name}" if value else f"--no-{name}"
+            return f"--{name} {value}"
+
+        return " ".join(flag(k, v) for k, v in self.options.items())
+
     def config(self, overrides: dict) -> TrainConfig:
         """The recipe's settings, with ``overrides`` (options given explicitly) on top."""
         return TrainConfig(**{**self.options, **overrides})

@@ -12,7 +12,10 @@ backward pass with every Jacobian entry squared), as the NumPy layers' of the sa
 
 from __future__ import annotations
 
+import contextlib
 import functools
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -24,6 +27,7 @@ from .. import arch as A
 from ..arch import TANH_AMPLITUDE, TANH_SLOPE
 from ..errors import Lenet5Error
 from ..hparams import DEVICES, OptimizerSpec
+from ..threads import part_slices, user_set_threads
 from .losses import LOSSES, map_curvature, softmax_curvature
 from .optim import TorchOptimizer
 
@@ -268,22 +272,39 @@ class TorchNet(nn.Module):
         return found
 
 
+def mps_available() -> bool:
+    """Whether torch can compute on Apple silicon's GPU (Metal Performance Shaders)."""
+    return torch.backends.mps.is_available()
+
+
 def resolve_device(device: str) -> str:
-    """``auto`` -> CUDA when torch sees a GPU, else CPU; ``cuda`` without one is an error."""
+    """``auto`` -> CUDA when torch sees a GPU, else Apple silicon's MPS, else CPU; a device
+    that is asked for but absent is an error that says so."""
+    if device not in DEVICES:
+        raise Lenet5Error(f"unknown --device {device!r}; choose one of: {', '.join(DEVICES)}.")
     if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        return "cuda" if torch.cuda.is_available() else "mps" if mps_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
         raise Lenet5Error("--device cuda needs a CUDA GPU, but PyTorch sees none (this torch is "
                           f"{torch.__version__}); use --device cpu or --device auto.")
-    if device not in DEVICES:
-        raise Lenet5Error(f"unknown --device {device!r}; choose one of: {', '.join(DEVICES)}.")
+    if device == "mps" and not mps_available():
+        raise Lenet5Error("--device mps needs a Mac with Apple silicon (M1 or later, macOS 12.3 "
+                          "or later) and a PyTorch built for it, but this torch "
+                          f"({torch.__version__}) sees no MPS device; use --device cpu or "
+                          "--device auto.")
     return device
 
 
 class TorchEngine:
     """``TorchNet`` plus its optimizer behind the ``lenet5.engine.Engine`` interface. The
     training data stays on the device for the whole run; each step indexes it, and the
-    metrics add up on the device until ``take_train_metrics`` reads them once."""
+    metrics add up on the device until ``take_train_metrics`` reads them once.
+
+    On CPU each batch is cut into one part per torch thread (``threads.part_slices``),
+    computed at once on as many Python threads, each running torch on one thread, and the
+    parts' gradients are added: torch releases the GIL, so the cores share every layer's
+    work with one wait per step, where torch's own threads wait for each other in every
+    operation (measurements: benchmarks/README.md)."""
 
     name = "torch"
 
@@ -299,15 +320,58 @@ class TorchEngine:
         self.optimizer = TorchOptimizer(optimizer or OptimizerSpec(),
                                         dict(self.net.named_parameters()))
         self.loss_fn = LOSSES[arch.loss]
-        self._metrics = torch.zeros(2, dtype=torch.float64, device=self.device)  # loss, correct
+        # loss sum, correct; MPS has no float64
+        self._metrics = torch.zeros(2, dtype=torch.float32 if self.device == "mps"
+                                    else torch.float64, device=self.device)
         self._seen = 0
+        split = self.device == "cpu" and not user_set_threads()
+        self.workers = torch.get_num_threads() if split else 1
+        self._pool = ThreadPoolExecutor(self.workers - 1) if self.workers > 1 else None
+
+    @contextlib.contextmanager
+    def _one_thread_each(self):
+        """Torch on one thread in this thread (and so in the workers, which set their own)
+        for a whole step, its optimizer update included: a single parallel region would wake
+        OpenMP's threads, which then spin on a core the workers need."""
+        if self.workers == 1:
+            yield
+            return
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(threads)
+
+    def _in_parts(self, n: int, compute: Callable[[slice], object]) -> list:
+        """``compute(part)`` for each part of range(n), at once on as many threads, each
+        running torch on one thread (inside ``_one_thread_each``); the results in order."""
+        parts = part_slices(n, self.workers)
+        if len(parts) == 1:
+            return [compute(parts[0])]
+
+        def on_worker(part: slice) -> object:
+            torch.set_num_threads(1)  # OpenMP's setting is per thread
+            return compute(part)
+
+        futures = [self._pool.submit(on_worker, part) for part in parts[1:]]
+        try:
+            first = compute(parts[0])
+        finally:
+            rest = [future.result() for future in futures]
+        return [first, *rest]
 
     def _tensor(self, x: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(x, dtype=self.dtype, device=self.device)
 
     @torch.inference_mode()
-    def forward(self, x: np.ndarray) -> np.ndarray:
+    def _outputs(self, x: np.ndarray) -> np.ndarray:
         return self.net(self._tensor(x)).cpu().numpy()
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        with self._one_thread_each():
+            outputs = self._in_parts(len(x), lambda part: self._outputs(x[part]))
+        return outputs[0] if len(outputs) == 1 else np.concatenate(outputs)
 
     def bind_training_data(self, x: np.ndarray, y: np.ndarray) -> None:
         """Copy the training data to the device (the loop calls this whenever it changes)."""
@@ -322,22 +386,41 @@ class TorchEngine:
         """Row indices on the device. To CUDA through pinned memory, asynchronously: a plain
         copy from pageable memory would make every step wait for the GPU to catch up."""
         rows = torch.from_numpy(np.asarray(rows, dtype=np.int64))
-        if self.device == "cpu":
-            return rows
-        return rows.pin_memory().to(self.device, non_blocking=True)
+        if self.device == "cuda":
+            return rows.pin_memory().to(self.device, non_blocking=True)
+        return rows.to(self.device)
 
-    def train_step(self, batch: np.ndarray, lr: float) -> None:
-        rows = self._rows(batch)
-        x, y = self.train_x[rows], self.train_y[rows]
+    def _loss_and_grads(self, rows: torch.Tensor, batch_size: int) -> tuple:
+        """(loss sum, correct, each parameter's gradient of the loss summed over these rows
+        over ``batch_size``) for a part of a batch, its tensors left on the device."""
+        x, y = self.train_x.index_select(0, rows), self.train_y.index_select(0, rows)
         out = self.net(x)  # (B, K)
         loss = self.loss_fn(out, y)
-        self.optimizer.zero_grad()
-        loss.backward()
-        self.optimizer.step(lr, batch_size=len(batch))
-        with torch.no_grad():
-            self._metrics[0] += loss.detach() * len(batch)
-            self._metrics[1] += (out.argmax(dim=1) == y).sum()
-        self._seen += len(batch)
+        grads = torch.autograd.grad(loss * (len(rows) / batch_size), self.optimizer.tensors)
+        return loss.detach() * len(rows), (out.argmax(dim=1) == y).sum(), grads
+
+    def train_step(self, batch: np.ndarray, lr: float) -> None:
+        rows, n = self._rows(batch), len(batch)
+        with self._one_thread_each():
+            if self.workers == 1:  # autograd accumulates into .grad directly
+                x, y = self.train_x.index_select(0, rows), self.train_y.index_select(0, rows)
+                out = self.net(x)  # (B, K)
+                loss = self.loss_fn(out, y)
+                self.optimizer.zero_grad()
+                loss.backward()
+                parts = [(loss.detach() * n, (out.argmax(dim=1) == y).sum())]
+            else:
+                parts = self._in_parts(n, lambda part: self._loss_and_grads(rows[part], n))
+                for i, p in enumerate(self.optimizer.tensors):
+                    p.grad = torch.empty_like(p).copy_(parts[0][2][i])  # p's layout, as fused
+                    for _, _, grads in parts[1:]:  # optimizers expect
+                        p.grad += grads[i]
+            self.optimizer.step(lr, batch_size=n)
+            with torch.no_grad():
+                for loss_sum, correct, *_ in parts:
+                    self._metrics[0] += loss_sum
+                    self._metrics[1] += correct
+        self._seen += n
 
     def take_train_metrics(self) -> tuple[float, int, int]:
         loss_sum, correct = self._metrics.tolist()  # the epoch's one wait for the device

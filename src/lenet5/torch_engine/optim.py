@@ -49,7 +49,7 @@ class TorchOptimizer:
         self.spec = spec
         self.params = params
         self.steps = 0
-        tensors = list(params.values())
+        self.tensors = tensors = list(params.values())
         # fused: one kernel per step over all parameters, on CPU and CUDA
         common = {"lr": 0.0, "weight_decay": spec.weight_decay}
         if spec.name == "sdlm":
