@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import time
 from pathlib import Path
 
@@ -39,8 +40,15 @@ def measure(name: str, seeds: int, out: Path, workers: int) -> dict:
         "seconds_per_run": setting["train_seconds"]["mean"],
         "failed": len(setting["failed"]),
         "command": f"lenet5 sweep --recipe {name} --seeds {seeds} --out DIR",
-        "machine": machine(), "sweep_wall_seconds": round(time.perf_counter() - started),
+        "machine": machine(), "commit": commit(),
+        "sweep_wall_seconds": round(time.perf_counter() - started),
     }
+
+
+def commit() -> str:
+    """The code a recipe was measured with: a seed's result depends on it."""
+    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                          text=True, cwd=Path(recipes.__file__).parent).stdout.strip() or "?"
 
 
 def table(measured: dict) -> str:
@@ -79,7 +87,9 @@ def main() -> None:
             "thread per run, two runs at once); std is the sample standard deviation; training "
             "time per run is the sum of its epochs' training seconds (evaluation and data "
             "loading excluded) with two runs sharing the two cores.\n\n"
-            "Machines: " + "; ".join(sorted({m["machine"] for m in measured.values()})) + ".\n")
+            "Machines: " + "; ".join(sorted({m["machine"] for m in measured.values()})) + ".\n\n"
+            "Code: " + ", ".join(f"`{name}` at {m.get('commit', '?')}"
+                                 for name, m in measured.items()) + ".\n")
     write_results(RESULTS, text)
 
 
