@@ -120,6 +120,19 @@ def test_mixed_sizes_are_kept_and_specks_dropped(digits):
     assert left >= boxes[0][0] - 3 and right <= boxes[-1][2] + 3  # no speck was kept
 
 
+def test_a_sliver_beside_a_digit_is_no_candidate(digits):
+    """A short dark sliver touching a digit (a paper edge's shadow in a photo) reads as a
+    confident 1; it is no candidate of its own, and the path leaves it out."""
+    picture, boxes = layout([digits[8]], [])
+    x0, y0, x1, y1 = boxes[0]
+    middle = (y0 + y1) // 2
+    picture[middle - 12:middle + 12, x0 - 4:x0] = 40  # 24 px of a digit over 100 px tall
+    segmentation = segment(picture)
+    assert all(c[3] - c[1] >= 0.4 * (y1 - y0) for c in segmentation.boxes)
+    path = best_path(segmentation, path_of_true_digits(segmentation, boxes))
+    assert len(path) == 1 and iou(segmentation.boxes[path[0]], boxes[0]) > 0.85
+
+
 def test_boxes_are_in_the_files_pixels(digits, tmp_path):
     """A large JPEG is decoded at a reduced scale; boxes still come back in its own pixels."""
     picture, boxes = layout([digits[4], digits[6]], [40])

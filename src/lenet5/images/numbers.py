@@ -13,7 +13,8 @@ candidate digit, and pick the best path through the candidates. Here:
    least-ink paths from top to bottom that start at the minima of their column profile; the
    pieces ("atoms") are put in reading order;
 4. a candidate is a run of up to MAX_GROUP consecutive atoms, no wider than MAX_WIDTH of the
-   height, drawn into 28x28 as MNIST drew digits (`digits.to_mnist`);
+   height and at least TALL of it tall (a sliver of shadow beside a digit reads as a
+   confident 1), drawn into 28x28 as MNIST drew digits (`digits.to_mnist`);
 5. `best_path` picks the runs that cover every atom (small ones may be left out, at a cost)
    with the best total score, by dynamic programming from left to right; a candidate much
    wider than tall (two digits, most likely) pays for its width.
@@ -362,6 +363,8 @@ def segment(
                 box = _union(box, atom_boxes[stop - 1])
             if box[1].stop - box[1].start > MAX_WIDTH * height:
                 break
+            if box[0].stop - box[0].start < TALL * height:  # a speck or a bit of a stroke:
+                continue  # left out of the number, or part of a taller candidate
             mine = (atoms[box] > start) & (atoms[box] <= stop)  # (h, w)
             try:
                 digit, core = ink_box(residual[box], mine, ink.paper, ink.sigma, label)
