@@ -1,13 +1,15 @@
 """Headless Chromium for the page tests: Debian's /usr/bin/chromium driven by Playwright (whose
-own browser download is not used), a folder served on 127.0.0.1 as any static host would,
-pages that cannot reach beyond this machine, a hand that draws with the mouse or a finger, and
+own browser download is not used), a folder or an app served on 127.0.0.1, pages that cannot
+reach beyond this machine, a hand that draws with the mouse or a finger (digits, numbers), and
 MNIST digits drawn large on a canvas for the static site's preprocessing."""
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import math
 import threading
+import time
 from collections.abc import Iterator
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -56,6 +58,30 @@ def serve_folder(folder: Path) -> Iterator[str]:
         thread.join(timeout=10)
 
 
+@contextlib.contextmanager
+def serve_app(app) -> Iterator[str]:
+    """A FastAPI app on uvicorn at 127.0.0.1 (a free port) in a thread: the base URL."""
+    import uvicorn
+
+    from lenet5.server import listen
+
+    sock = listen("127.0.0.1", 0)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+
+
 def offline_page(browser, base_url: str, **context_options) -> tuple:
     """(page, blocked, errors): a page whose requests outside ``base_url`` are aborted and
     listed in ``blocked``; ``errors`` collects uncaught exceptions and console errors."""
@@ -91,6 +117,42 @@ def draw(page, strokes: list[list[tuple[float, float]]]) -> None:
         for point in line[1:]:
             page.mouse.move(*at(*point), steps=15)
         page.mouse.up()
+
+
+def _arc(cx: float, cy: float, rx: float, ry: float, start: float, stop: float,
+         steps: int = 16) -> list[tuple[float, float]]:
+    """Points along an elliptic arc, angles in turns (0.25: straight down)."""
+    return [(cx + rx * math.cos(2 * math.pi * (start + (stop - start) * i / steps)),
+             cy + ry * math.sin(2 * math.pi * (start + (stop - start) * i / steps)))
+            for i in range(steps + 1)]
+
+
+DIGIT_STROKES = {
+    "0": [_arc(0.5, 0.5, 0.42, 0.5, 0, 1, 24)],
+    "1": [[(0.55, 0.0), (0.45, 1.0)]],
+    "2": [_arc(0.5, 0.28, 0.4, 0.28, 0.525, 1.125, 12) + [(0.05, 1.0), (0.95, 1.0)]],
+    "4": [[(0.55, 0.0), (0.1, 0.65), (0.95, 0.65)], [(0.7, 0.3), (0.7, 1.0)]],
+    "7": [[(0.1, 0.0), (0.9, 0.0), (0.4, 1.0)]],
+}
+"""How a hand writes these digits: polylines in a unit box (x right, y down)."""
+
+
+def write_row(glyphs: list[list[list[tuple[float, float]]]], aspect: float, top: float = 0.25,
+              bottom: float = 0.75) -> list[list[tuple[float, float]]]:
+    """Polylines (0-1 canvas coordinates) writing the glyphs (each its polylines in a unit
+    box) in a row across a pad `aspect` times wider than tall, each at most 0.6 times as wide
+    as tall."""
+    height = bottom - top
+    pitch = min(0.84 / len(glyphs), height / aspect)  # room per glyph, 0-1 of the width
+    width = min(0.6 * height / aspect, 0.7 * pitch)
+    left = 0.5 - pitch * len(glyphs) / 2
+    return [[(left + pitch * (i + 0.5) + (x - 0.5) * width, top + y * height) for x, y in line]
+            for i, glyph in enumerate(glyphs) for line in glyph]
+
+
+def number_strokes(text: str, aspect: float) -> list[list[tuple[float, float]]]:
+    """Polylines writing `text` (digits of DIGIT_STROKES) across a pad (see `write_row`)."""
+    return write_row([DIGIT_STROKES[digit] for digit in text], aspect)
 
 
 def touch_draw(page, line: list[tuple[float, float]]) -> None:

@@ -78,32 +78,12 @@ def serve():
     """``serve(app) -> base URL``: runs a FastAPI app on uvicorn at 127.0.0.1 (a free port) in
     a background thread until the module's tests are done."""
     import contextlib
-    import threading
-    import time
 
-    uvicorn = pytest.importorskip("uvicorn", reason="the web extra is not installed")
-    from lenet5.server import listen
-
-    @contextlib.contextmanager
-    def running(app):
-        sock = listen("127.0.0.1", 0)
-        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
-        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 30
-        while not server.started:
-            if not thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.01)
-        try:
-            yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-        finally:
-            server.should_exit = True
-            thread.join(timeout=10)
-            sock.close()
+    pytest.importorskip("uvicorn", reason="the web extra is not installed")
+    from browser import serve_app
 
     with contextlib.ExitStack() as stack:
-        yield lambda app: stack.enter_context(running(app))
+        yield lambda app: stack.enter_context(serve_app(app))
 
 
 @pytest.fixture

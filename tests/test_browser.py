@@ -1,4 +1,5 @@
-"""The draw-a-digit page in real headless Chromium: draw stroke by stroke, upload, undo, clear.
+"""The draw-a-digit page in real headless Chromium: draw stroke by stroke, upload, undo, clear;
+numbers read with a box per digit, and marks refused as not digits.
 
 Needs Debian's chromium at /usr/bin/chromium (`apt-get install chromium`) and Playwright's
 Python package; Playwright's own browser download is not used. Set LENET5_SCREENSHOT_DIR to
@@ -13,7 +14,18 @@ import shutil
 from pathlib import Path
 
 import pytest
-from browser import CHROMIUM, NO_CHROMIUM, chromium, draw
+from browser import (
+    CHROMIUM,
+    DIGIT_STROKES,
+    NO_CHROMIUM,
+    chromium,
+    draw,
+    number_strokes,
+    touch_draw,
+    write_row,
+)
+from nondigit_photos import STROKE_LETTERS, make_nondigit_set
+from number_photos import make_number_set
 from PIL import Image
 
 pytestmark = [pytest.mark.mnist, pytest.mark.skipif(not CHROMIUM.exists(), reason=NO_CHROMIUM)]
@@ -22,6 +34,8 @@ pytest.importorskip("fastapi", reason="the web extra is not installed")
 
 SEVEN = [[(0.28, 0.22), (0.72, 0.22), (0.44, 0.82)]]  # one stroke, 0-1 canvas coordinates
 ONE = [[(0.52, 0.18), (0.48, 0.82)]]
+HATCHING = [[(0.3 + 0.08 * i, 0.15), (0.3 + 0.08 * i, 0.85)] for i in range(8)]
+"""Eight parallel strokes, closer than digits are ever written side by side."""
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +61,14 @@ def open_page(browser, base_url: str, **context_options):
     return page, errors
 
 
+def settled(page) -> None:
+    """Wait until the reading shows the answer to everything drawn (not to fewer strokes)."""
+    sync_api.expect(page.locator("#result")).to_have_attribute("aria-busy", "false")
+
+
 def keep(page, tmp_path: Path, name: str) -> Path:
+    settled(page)
+    page.wait_for_timeout(300)  # the bars' transition
     path = tmp_path / name
     page.screenshot(path=str(path), full_page=True)
     if os.environ.get("LENET5_SCREENSHOT_DIR"):
@@ -146,4 +167,143 @@ def test_readable_on_a_phone(browser, base_url, tmp_path):
     canvas = page.locator("#canvas").bounding_box()
     assert 300 <= canvas["width"] <= 390
     keep(page, tmp_path, "serve_screenshot_phone.png")
+    assert errors == []
+
+
+# --- numbers and refusals -------------------------------------------------------------------
+
+def aspect_of(page) -> float:
+    box = page.locator("#canvas").bounding_box()
+    return box["width"] / box["height"]
+
+
+def boxes_on_screen(page) -> list[dict]:
+    return [box.bounding_box() for box in page.locator("#boxes .box").all()]
+
+
+def test_a_number_drawn_on_the_page(browser, base_url):
+    """714 written on the pad: the number, a box around each digit, each digit's bars."""
+    page, errors = open_page(browser, base_url, viewport={"width": 1280, "height": 900})
+    strokes = number_strokes("714", aspect_of(page))
+    draw(page, strokes)
+    settled(page)
+    sync_api.expect(page.locator("#label")).to_have_text("714")
+    sync_api.expect(page.locator("#result")).to_have_attribute("data-state", "number")
+    sync_api.expect(page.locator("#announce")).to_contain_text("Read the number 714")
+    canvas = page.locator("#canvas").bounding_box()
+    boxes = boxes_on_screen(page)
+    assert len(boxes) == 3 and page.locator("#boxes .badge").all_text_contents() == \
+        ["7", "1", "4"]
+    starts = [0, len(DIGIT_STROKES["7"]), len(DIGIT_STROKES["7"]) + len(DIGIT_STROKES["1"])]
+    for box, first in zip(boxes, starts, strict=True):  # each box holds its digit's strokes
+        x, y = strokes[first][-1]
+        x, y = canvas["x"] + x * canvas["width"], canvas["y"] + y * canvas["height"]
+        assert box["x"] - 10 <= x <= box["x"] + box["width"] + 10
+        assert box["y"] - 10 <= y <= box["y"] + box["height"] + 10
+
+    chips = page.locator("#digits button")
+    assert chips.all_text_contents() == ["7", "1", "4"]
+    sync_api.expect(page.locator("#bars li.best .name")).to_have_text("7")
+    first_input = page.locator("#input").get_attribute("src")
+    chips.nth(2).click()  # the keyboard's way to choose a digit
+    sync_api.expect(page.locator("#bars li.best .name")).to_have_text("4")
+    chosen_input = page.locator("#input").get_attribute("src")  # the 4's 28x28
+    assert chosen_input.startswith("data:image/png;base64,") and chosen_input != first_input
+    sync_api.expect(chips.nth(2)).to_have_attribute("aria-pressed", "true")
+    sync_api.expect(page.locator("#bars-for")).to_have_text("Digit 3 of 3, read as 4:")
+    page.locator("#boxes .badge").nth(1).click()  # the pointer's: the badge over the pad
+    sync_api.expect(page.locator("#bars li.best .name")).to_have_text("1")
+    sync_api.expect(page.locator("#boxes .box").nth(1)).to_have_class("box selected")
+    assert page.locator("#input").get_attribute("src") not in (first_input, chosen_input)
+    assert errors == []
+
+
+def test_what_is_no_digit_is_refused_and_said_so(browser, base_url):
+    """Hatching: the whole refused, in words and in its own look; a letter inside a number:
+    its digits still shown, the letter's place marked as not a digit."""
+    page, errors = open_page(browser, base_url, viewport={"width": 1280, "height": 900})
+    label = page.locator("#label")
+    draw(page, HATCHING)
+    settled(page)
+    sync_api.expect(label).to_have_text("Not a digit")
+    sync_api.expect(label).to_have_class("label refused")
+    sync_api.expect(page.locator("#result")).to_have_attribute("data-state", "refused")
+    sync_api.expect(page.locator("#confidence")).to_have_text("Refused, not guessed")
+    sync_api.expect(page.locator("#status")).to_contain_text("too close together")
+    sync_api.expect(page.locator("#announce")).to_contain_text("Not a digit.")
+    refused = page.locator("#boxes .box.refused")
+    assert refused.count() == page.locator("#boxes .box").count() > 1
+    assert set(page.locator("#boxes .badge").all_text_contents()) == {"✕"}
+
+    page.keyboard.press("Escape")
+    sync_api.expect(label).to_have_text("?")
+    draw(page, write_row([DIGIT_STROKES["7"], STROKE_LETTERS["W"], DIGIT_STROKES["4"]],
+                         aspect_of(page)))
+    settled(page)
+    sync_api.expect(page.locator("#result")).to_have_attribute("data-state", "partial")
+    sync_api.expect(label.locator(".slot")).to_have_count(1)
+    badges = page.locator("#boxes .badge").all_text_contents()  # the 4 may be misread
+    assert badges[:2] == ["7", "✕"] and len(badges) == 3
+    assert label.evaluate("l => [...l.childNodes].map(n => n.nodeType === 3 ? n.data : "
+                          "n.className)") == ["7", "slot", badges[2]]
+    sync_api.expect(page.locator("#confidence")).to_have_text(
+        "Partly read: 2 of 3 marks are digits")
+    sync_api.expect(page.locator("#status")).to_contain_text("is not a digit")
+    sync_api.expect(page.locator("#announce")).to_contain_text(
+        f"Partly read: 7, not a digit, {badges[2]}.")
+    assert page.locator("#boxes .box.refused").count() == 1
+    chip = page.locator("#digits button").nth(1)
+    assert "not a digit" in chip.get_attribute("aria-label")
+    chip.click()
+    sync_api.expect(page.locator("#bars-for")).to_contain_text("Mark 2 of 3: not a digit")
+    assert errors == []
+
+
+def test_uploading_a_number_and_a_non_digit(browser, base_url, trained_run, mnist, tmp_path):
+    """A photographed number the model reads exactly, then a photo of something else that it
+    refuses: the page shows what the server answered, boxes on the photo."""
+    from lenet5.model import load
+
+    model = load(trained_run)
+    number = next((jpeg, text) for jpeg, text, _ in make_number_set(
+        mnist.test_images, mnist.test_labels, 20, seed=31) if model.read(jpeg)["text"] == text)
+    other = next(jpeg for jpeg, kind in make_nondigit_set(40, seed=32)
+                 if kind != "empty" and (answer := model.read(jpeg))["digits"]
+                 and answer["label"] is None and answer["text"] is None
+                 and all(d["label"] is None for d in answer["digits"]))
+    (tmp_path / "number.jpg").write_bytes(number[0])
+    (tmp_path / "other.jpg").write_bytes(other)
+
+    page, errors = open_page(browser, base_url, viewport={"width": 1280, "height": 900})
+    page.locator("#file").set_input_files(str(tmp_path / "number.jpg"))
+    sync_api.expect(page.locator("#label")).to_have_text(number[1])
+    sync_api.expect(page.locator("#boxes .box")).to_have_count(len(number[1]))
+    canvas = page.locator("#canvas").bounding_box()
+    lefts = []
+    for box in boxes_on_screen(page):
+        assert canvas["x"] <= box["x"] <= box["x"] + box["width"] <= canvas["x"] + canvas["width"]
+        lefts.append(box["x"])
+    assert lefts == sorted(lefts)
+
+    page.locator("#file").set_input_files(str(tmp_path / "other.jpg"))
+    sync_api.expect(page.locator("#label")).to_have_text("Not a digit")
+    sync_api.expect(page.locator("#status")).to_contain_text("not a digit")
+    sync_api.expect(page.locator("#bars-for")).to_contain_text("none sure enough")
+    assert errors == []
+
+
+def test_a_number_written_with_a_finger_on_a_phone(browser, base_url):
+    page, errors = open_page(browser, base_url, viewport={"width": 390, "height": 844},
+                             device_scale_factor=2, is_mobile=True, has_touch=True)
+    for line in number_strokes("714", aspect_of(page)):
+        touch_draw(page, line)
+    settled(page)
+    sync_api.expect(page.locator("#label")).to_have_text("714")
+    sync_api.expect(page.locator("#boxes .box")).to_have_count(3)
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    badges = [badge.bounding_box() for badge in page.locator("#boxes .badge").all()]
+    for box in [page.locator("#label").bounding_box(), *boxes_on_screen(page), *badges]:
+        assert 0 <= box["x"] <= box["x"] + box["width"] <= 390
+    sync_api.expect(page.locator("#label")).to_be_in_viewport()
+    sync_api.expect(page.locator("#boxes .box").first).to_be_in_viewport()
     assert errors == []

@@ -173,6 +173,13 @@ def test_every_digit_of_a_number_is_read_in_order(client):
     for i, digit in enumerate(answer["digits"]):
         x0, _, x1, _ = digit["box"]
         assert 20 + i * 132 <= x0 < x1 <= 20 + i * 132 + 112
+        # for the page: the probabilities the digit was decided on, and the 28x28 it was
+        assert len(digit["probs"]) == 10 and sum(digit["probs"]) == pytest.approx(1.0)
+        assert np.argmax(digit["probs"]) == digit["label"]
+        assert max(digit["probs"]) == pytest.approx(digit["confidence"], rel=1e-9)
+        assert [p for _, p in digit["top"]] == pytest.approx(sorted(digit["probs"])[:-4:-1])
+        assert decode_data_url(digit["input"]).shape == (28, 28)
+    assert answer["digits"][0]["input"] == answer["input"]
 
 
 def test_feature_maps_are_each_stretched_to_full_range(client, model_path):

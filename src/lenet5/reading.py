@@ -33,10 +33,12 @@ NOTHING_READ = "no mark in it could be read as a digit"
 
 @dataclass
 class Reading:
-    """An answer, and the 28x28 image the network saw for each digit in it (k, 28, 28)."""
+    """An answer, the 28x28 image the network saw for each digit in it (k, 28, 28), and the
+    probabilities each digit was decided on (k, K): the page shows them per digit."""
 
     answer: dict
     images: np.ndarray = field(default_factory=lambda: np.zeros((0, 28, 28), np.uint8))
+    probs: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
 
 
 def _top(log_probs: np.ndarray, top_k: int) -> list[list]:
@@ -89,7 +91,7 @@ def _read(model: Classifier, source: Source, name: str | None, top_k: int,
         what = "it is" if len(digits) == 1 else f"the mark at {worst['box']} is"
         reason = (f"{what} not a digit: its best guess, {guess[0]}, has probability "
                   f"{guess[1]:.2f}, below the threshold {limit:.2f}")
-    return Reading(_answer(digits, reason), candidates.images[path])
+    return Reading(_answer(digits, reason), candidates.images[path], np.exp(log_probs))
 
 
 def _answer(digits: list[dict], reason: str | None) -> dict:

@@ -76,6 +76,10 @@ class DigitRead(BaseModel):
     box: list[int] = Field(description="[x0, y0, x1, y1] in the uploaded picture's pixels")
     top: list[list[float]] = Field(description="[[class, probability], ...], most probable "
                                    "first")
+    probs: list[float] = Field(description="probability of every class, in class order, as "
+                               "this digit was decided on (read steadily, as confidence)")
+    input: str = Field(description="data:image/png URL of the 28x28 image the network saw "
+                       "for this digit")
 
 
 class Prediction(BaseModel):
@@ -232,8 +236,9 @@ def _to_gray(maps: np.ndarray) -> np.ndarray:
 def analyse(model: Model, image: bytes, threshold: float | None = None
             ) -> tuple[dict, dict[str, float]]:
     """The answer to one image, and how many milliseconds each stage took: the reading of
-    every digit in it (`lenet5.reading`, as `lenet5 predict` answers), plus what the network
-    computed for the first digit read (its probabilities, its 28x28 input, its maps)."""
+    every digit in it (`lenet5.reading`, as `lenet5 predict` answers, and each digit's
+    probabilities and 28x28 input), plus what the network computed for the first digit read
+    (its probabilities, its 28x28 input, its maps)."""
     started = time.perf_counter()
     reading = read(model, image, threshold=threshold)
     digit = reading.images[0] if len(reading.images) else preprocess_image(image)  # (28, 28)
@@ -244,8 +249,12 @@ def analyse(model: Model, image: bytes, threshold: float | None = None
     layers = [{"name": name, "maps": png_data_urls(_to_gray(values[0]))}
               for name, values in maps
               if values.ndim == 4 and values.shape[2] * values.shape[3] > 1]  # (1, C, H, W)
-    answer = {**reading.answer, "probs": probs.tolist(), "input": png_data_urls(digit[None])[0],
-              "layers": layers}
+    digits = [{**read_digit, "probs": digit_probs.tolist(), "input": url}  # for the page
+              for read_digit, digit_probs, url in zip(
+                  reading.answer["digits"], reading.probs, png_data_urls(reading.images),
+                  strict=True)]
+    answer = {**reading.answer, "digits": digits, "probs": probs.tolist(),
+              "input": png_data_urls(digit[None])[0], "layers": layers}
     encoded = time.perf_counter()
     timings = {"read": read_at - started, "forward": forwarded - read_at,
                "encode": encoded - forwarded}

@@ -1,15 +1,18 @@
-// The draw-a-digit page: strokes on a canvas -> a prediction -> bars, input, feature maps.
-// Served by `lenet5 serve`, it asks POST /api/predict. On the static site of `lenet5 export
-// --format web`, static/engine.js is loaded first and the page computes in the browser
-// instead (the "local" section below). Plain JavaScript, no build step, and nothing from the
-// network but the page's own files.
+// The draw-a-digit page: strokes on a canvas -> a reading -> the number, a box per digit,
+// bars, input, feature maps. Served by `lenet5 serve`, it asks POST /api/predict, which reads
+// every digit of a number or says that a mark is not a digit. On the static site of `lenet5
+// export --format web`, static/engine.js is loaded first and the page computes one digit in
+// the browser instead (the "local" section below). Plain JavaScript, no build step, and
+// nothing from the network but the page's own files.
 "use strict";
 
 const engine = globalThis.LeNet5Engine;  // the JavaScript engine, on the static site only
 const LOCAL = engine !== undefined;
-const SEND_SIDE = 112;   // px of a drawing as sent (or computed on): 4x MNIST's 28, plenty
+const ASPECT = LOCAL ? 1 : 1.5;  // pad width / height: room for a number where one is read
+const SEND_HEIGHT = LOCAL ? 112 : 160;  // px of a drawing as sent (or computed on): one digit
+                                        // at 4x MNIST's 28 is plenty; a number's are smaller
 const PHOTO_SIDE = 256;  // px a photo is scaled to before local preprocessing (as in Python)
-const STROKE = 0.075;    // stroke width as a fraction of the canvas side
+const STROKE = 0.075;    // stroke width as a fraction of the canvas height
 const THROTTLE_MS = LOCAL ? 40 : 150; // while drawing, predict at most this often
 const INK = "#111";
 const PAPER = "#fff";
@@ -18,13 +21,15 @@ const $ = (id) => document.getElementById(id);
 const canvas = $("canvas");
 const ctx = canvas.getContext("2d");
 const sendCanvas = document.createElement("canvas");
-sendCanvas.width = sendCanvas.height = SEND_SIDE;
+sendCanvas.height = SEND_HEIGHT;
+sendCanvas.width = Math.round(SEND_HEIGHT * ASPECT);
 const sendCtx = sendCanvas.getContext("2d", { willReadFrequently: LOCAL });
 
 const state = {
   strokes: [],    // each stroke: [[x, y], ...] in 0-1 canvas coordinates
   active: null,   // {id, points} of the pointer drawing now
   photo: null,    // {file, bitmap} of an uploaded image shown instead of strokes
+  reading: null,  // {answer, picture: {width, height} or null, selected} shown now
   classes: [...Array(10).keys()].map(String),
 };
 let timer = 0;          // pending throttled prediction
@@ -34,14 +39,14 @@ let frame = 0;          // pending animation frame for redraw
 
 // --- drawing ----------------------------------------------------------------------------
 
-function paintStrokes(context, side, strokes) {
+function paintStrokes(context, width, height, strokes) {
   context.fillStyle = PAPER;
-  context.fillRect(0, 0, side, side);
+  context.fillRect(0, 0, width, height);
   context.strokeStyle = context.fillStyle = INK;
-  context.lineWidth = STROKE * side;
+  context.lineWidth = STROKE * height;
   context.lineCap = context.lineJoin = "round";
   for (const points of strokes) {
-    const p = points.map(([x, y]) => [x * side, y * side]);
+    const p = points.map(([x, y]) => [x * width, y * height]);
     context.beginPath();
     if (p.length === 1) {  // a tap: a round dot
       context.arc(p[0][0], p[0][1], context.lineWidth / 2, 0, 2 * Math.PI);
@@ -58,19 +63,24 @@ function paintStrokes(context, side, strokes) {
   }
 }
 
-function paintPhoto(context, side, bitmap) {
+/** Where a picture (width x height) lies when shown whole and centred in a frame. */
+function fitted(frameWidth, frameHeight, width, height) {
+  const scale = Math.min(frameWidth / width, frameHeight / height);
+  return { scale, left: (frameWidth - width * scale) / 2, top: (frameHeight - height * scale) / 2 };
+}
+
+function paintPhoto(context, width, height, bitmap) {
   context.fillStyle = PAPER;
-  context.fillRect(0, 0, side, side);
+  context.fillRect(0, 0, width, height);
   if (!bitmap) return;
-  const scale = Math.min(side / bitmap.width, side / bitmap.height);
-  const w = bitmap.width * scale, h = bitmap.height * scale;
-  context.drawImage(bitmap, (side - w) / 2, (side - h) / 2, w, h);
+  const { scale, left, top } = fitted(width, height, bitmap.width, bitmap.height);
+  context.drawImage(bitmap, left, top, bitmap.width * scale, bitmap.height * scale);
 }
 
 function redraw() {
   frame = 0;
-  if (state.photo) paintPhoto(ctx, canvas.width, state.photo.bitmap);
-  else paintStrokes(ctx, canvas.width, state.strokes);
+  if (state.photo) paintPhoto(ctx, canvas.width, canvas.height, state.photo.bitmap);
+  else paintStrokes(ctx, canvas.width, canvas.height, state.strokes);
   const empty = !state.photo && state.strokes.length === 0;
   $("pad-hint").hidden = !empty;
   $("undo").disabled = empty;
@@ -82,9 +92,12 @@ function requestRedraw() {
 }
 
 function fitCanvas() {  // the backing store follows the CSS size and the pixel ratio
-  const side = Math.round(canvas.getBoundingClientRect().width * (window.devicePixelRatio || 1));
-  if (side > 0 && side !== canvas.width) {
-    canvas.width = canvas.height = side;
+  const { width, height } = canvas.getBoundingClientRect();
+  const ratio = window.devicePixelRatio || 1;
+  const w = Math.round(width * ratio), h = Math.round(height * ratio);
+  if (w > 0 && h > 0 && (w !== canvas.width || h !== canvas.height)) {
+    canvas.width = w;
+    canvas.height = h;
     redraw();
   }
 }
@@ -99,7 +112,10 @@ canvas.addEventListener("pointerdown", (event) => {
   if (state.active || (event.pointerType === "mouse" && event.button !== 0)) return;
   event.preventDefault();
   canvas.setPointerCapture(event.pointerId);
-  state.photo = null;  // drawing starts over from an uploaded photo
+  if (state.photo) {  // drawing starts over from an uploaded photo
+    state.photo = null;
+    showBoxes(null);
+  }
   state.active = { id: event.pointerId, points: [point(event)] };
   state.strokes.push(state.active.points);
   requestRedraw();
@@ -151,9 +167,11 @@ async function usePhoto(file) {
   state.strokes = [];
   state.active = null;
   state.photo = { file, bitmap };
+  showBoxes(null);
   redraw();
   if (LOCAL) predictLocally(bitmap && photoImage(bitmap), `the photo ${file.name}`);
-  else send(file, file.type || "application/octet-stream", `the photo ${file.name}`);
+  else send(file, file.type || "application/octet-stream", `the photo ${file.name}`,
+            bitmap && { width: bitmap.width, height: bitmap.height });
 }
 
 $("upload").addEventListener("click", () => $("file").click());
@@ -188,19 +206,27 @@ document.addEventListener("drop", (event) => {
 
 function schedulePrediction() {
   if (!timer) timer = setTimeout(predict, THROTTLE_MS);
+  setBusy();
+}
+
+/** aria-busy on the reading while what it shows is not yet the answer to what is drawn. */
+function setBusy(busy = true) {
+  $("result").setAttribute("aria-busy", String(busy));
 }
 
 function predict() {
   timer = 0;
   if (state.photo) return;  // a photo is sent once, when chosen
+  abortInFlight();  // an answer to fewer strokes, arriving from now on, would look final
   if (state.strokes.length === 0) {
-    abortInFlight();
     showEmpty();
     return;
   }
-  paintStrokes(sendCtx, SEND_SIDE, state.strokes);
-  if (LOCAL) predictLocally(sendCtx.getImageData(0, 0, SEND_SIDE, SEND_SIDE), "the drawing");
-  else sendCanvas.toBlob((blob) => send(blob, "image/png", "the drawing"), "image/png");
+  const { width, height } = sendCanvas;
+  paintStrokes(sendCtx, width, height, state.strokes);
+  if (LOCAL) predictLocally(sendCtx.getImageData(0, 0, width, height), "the drawing");
+  else sendCanvas.toBlob((blob) => send(blob, "image/png", "the drawing", { width, height }),
+                         "image/png");
 }
 
 function abortInFlight() {
@@ -209,18 +235,20 @@ function abortInFlight() {
   inFlight = null;
 }
 
-async function send(body, type, what) {
+/** POST the picture; `picture` ({width, height}) is its size, where the answer's boxes lie. */
+async function send(body, type, what, picture) {
   abortInFlight();
   const controller = new AbortController();
   const mine = sequence;
   inFlight = controller;
+  setBusy();
   try {
     const response = await fetch("/api/predict", {
       method: "POST", headers: { "Content-Type": type }, body, signal: controller.signal,
     });
     const answer = await response.json().catch(() => ({}));
     if (mine !== sequence) return;
-    if (response.ok) showAnswer(answer);
+    if (response.ok) showAnswer(answer, picture);
     else showError(answer.error || `The server answered ${response.status} for ${what}.`);
   } catch (error) {
     if (error.name !== "AbortError" && mine === sequence) {
@@ -293,37 +321,183 @@ function setLayers(layers) {
   });
 }
 
-function showAnswer(answer) {
-  const name = state.classes[answer.label] ?? String(answer.label);
-  $("label").textContent = name;
-  $("label").classList.remove("stale");
-  $("confidence").textContent = `${percent(answer.confidence)} sure`;
-  $("status").textContent = "";
-  setBars(answer.probs);
-  $("input").src = answer.input;
+// --- the reading: the number, its digits' boxes, the one chosen ------------------------------
+
+const nameOf = (label) => state.classes[label] ?? String(label);
+const sentence = (text) => text.charAt(0).toUpperCase() + text.slice(1) + ".";
+
+/** What to show for an answer: the label's kind (its look) and parts, the headline, the
+ *  detail under it and the words announced. An answer with `digits` is a server's reading;
+ *  one without is the static site's single digit. */
+function viewOf(answer) {
+  const digits = answer.digits;
+  if (!digits || (digits.length === 1 && !answer.rejected)) {  // one digit, as always
+    const name = nameOf(answer.label), sure = `${percent(answer.confidence)} sure`;
+    return { kind: "digit", parts: [name], headline: sure, detail: "",
+             spoken: `Prediction: ${name}, ${sure}.` };
+  }
+  if (!answer.rejected) {
+    const sure = `${percent(answer.confidence)} sure of all`;
+    return { kind: "number", parts: [answer.text], headline: `${digits.length} digits, ${sure}`,
+             detail: "", spoken: `Read the number ${answer.text}: ${digits.length} digits, ${sure}.` };
+  }
+  const reason = sentence(answer.rejected);
+  const accepted = digits.filter((d) => d.label != null).length;
+  if (accepted && accepted < digits.length) {  // some marks are digits, others not
+    return {
+      kind: "partial",
+      parts: digits.map((d) => (d.label == null ? slot() : nameOf(d.label))),
+      headline: `Partly read: ${accepted} of ${digits.length} marks are digits`,
+      detail: reason,
+      spoken: `Partly read: ${digits.map((d) => (d.label == null ? "not a digit"
+                                                                   : nameOf(d.label))).join(", ")}. ${reason}`,
+    };
+  }
+  return { kind: "refused", parts: ["Not a digit"], headline: "Refused, not guessed",
+           detail: reason, spoken: `Not a digit. ${reason}` };
+}
+
+function slot() {  // a refused mark inside a number: an empty dashed place
+  const mark = document.createElement("span");
+  mark.className = "slot";
+  mark.innerHTML = '<span class="sr-only"> (not a digit) </span>';
+  return mark;
+}
+
+/** A digit's badge text and its description for assistive technology. */
+function digitWords(answer, index) {
+  const digit = answer.digits[index];
+  // refused itself, or with the whole reading (marks too crowded to be digits side by side)
+  const refused = digit.label == null ||
+    Boolean(answer.rejected && answer.digits.every((d) => d.label != null));
+  const guess = `best guess ${nameOf(digit.top[0][0])}, ${percent(digit.top[0][1])}`;
+  return refused ? { badge: "✕", refused, words: `mark ${index + 1}: not a digit (${guess})` }
+                 : { badge: nameOf(digit.label), refused,
+                     words: `digit ${index + 1}: ${nameOf(digit.label)}, ${percent(digit.confidence)} sure` };
+}
+
+/** Draw a box over the pad for each digit of the reading (none for `null`), where it lies
+ *  in the picture, with its label on a badge that chooses it. */
+function showBoxes(reading) {
+  const layer = $("boxes");
+  if (!reading || !reading.picture || !reading.answer.digits) {
+    layer.replaceChildren();
+    return;
+  }
+  const { width, height } = reading.picture;
+  const place = fitted(ASPECT, 1, width, height);  // the pad is ASPECT x 1
+  layer.replaceChildren(...reading.answer.digits.map((digit, index) => {
+    const [x0, y0, x1, y1] = digit.box;
+    const box = document.createElement("div");
+    const words = digitWords(reading.answer, index);
+    const top = (place.top + y0 * place.scale) * 100;
+    box.className = "box" + (words.refused ? " refused" : "") + (top < 14 ? " near-top" : "");
+    box.style.left = `${((place.left + x0 * place.scale) / ASPECT) * 100}%`;
+    box.style.top = `${top}%`;
+    box.style.width = `${((x1 - x0) * place.scale / ASPECT) * 100}%`;
+    box.style.height = `${(y1 - y0) * place.scale * 100}%`;
+    const badge = document.createElement("span");
+    badge.className = "badge";
+    badge.textContent = words.badge;
+    badge.title = `Show the probabilities of ${words.words.replace(/:.*/, "")}`;
+    badge.addEventListener("click", () => choose(index));
+    box.append(badge);
+    return box;
+  }));
+}
+
+/** A button per digit of a number, to choose whose probabilities the bars show. */
+function showChips(answer) {
+  const chips = $("digits");
+  const digits = answer.digits || [];
+  chips.hidden = digits.length < 2;
+  chips.replaceChildren(...(chips.hidden ? [] : digits.map((_, index) => {
+    const words = digitWords(answer, index);
+    const chip = document.createElement("button");
+    chip.type = "button";
+    chip.className = "chip" + (words.refused ? " refused" : "");
+    chip.textContent = words.badge;
+    chip.setAttribute("aria-label", words.words);
+    chip.setAttribute("aria-pressed", "false");
+    chip.addEventListener("click", () => choose(index));
+    return chip;
+  })));
+}
+
+/** Show the probabilities and the 28x28 input of digit `index` of the reading. */
+function choose(index) {
+  const reading = state.reading;
+  if (!reading?.answer.digits?.[index]) return;
+  reading.selected = index;
+  const { answer } = reading;
+  const digit = answer.digits[index];
+  setBars(digit.probs || answer.probs);
+  $("input").src = digit.input || answer.input;
+  const several = answer.digits.length > 1;
+  [...$("boxes").children].forEach((box, k) => {
+    box.classList.toggle("selected", several && k === index);
+  });
+  [...$("digits").children].forEach((chip, k) => {
+    chip.setAttribute("aria-pressed", String(k === index));
+  });
+  const words = digitWords(answer, index);
+  $("bars-for").hidden = !several && !words.refused;
+  $("bars-for").textContent = words.refused
+    ? `${several ? `Mark ${index + 1} of ${answer.digits.length}: n` : "N"}ot a digit. ` +
+      "The network's guesses, none sure enough:"
+    : `Digit ${index + 1} of ${answer.digits.length}, read as ${words.badge}:`;
+}
+
+function showAnswer(answer, picture = null) {
+  const view = viewOf(answer);
+  $("label").className = `label ${view.kind}`;
+  $("label").replaceChildren(...view.parts);
+  $("result").dataset.state = view.kind;
+  $("confidence").textContent = view.headline;
+  $("status").textContent = view.detail;
+  state.reading = { answer, picture, selected: 0 };
+  showBoxes(state.reading);
+  showChips(answer);
+  if (answer.digits?.length) {
+    choose(0);
+  } else {
+    setBars(answer.digits ? null : answer.probs);  // the server read no mark: no digit's bars
+    $("input").src = answer.input;
+    $("bars-for").hidden = !answer.digits;
+    $("bars-for").textContent = "No mark was read as a digit.";
+  }
   $("input").classList.remove("stale");
   setLayers(answer.layers);
   $("layers").classList.remove("stale");
-  if (!state.active) {
-    $("announce").textContent = `Prediction: ${name}, ${percent(answer.confidence)} sure.`;
-  }
+  $("maps-for").hidden = !(answer.digits?.length > 1);
+  if (!state.active) $("announce").textContent = view.spoken;
+  setBusy(Boolean(timer));
+}
+
+function showNothing(headline, message) {
+  $("label").className = "label";
+  $("label").textContent = "?";
+  delete $("result").dataset.state;
+  $("confidence").textContent = headline;
+  $("status").textContent = message;
+  state.reading = null;
+  showBoxes(null);
+  showChips({});
+  $("bars-for").hidden = true;
+  $("maps-for").hidden = true;
+  setBars(null);
+  setBusy(Boolean(timer));
 }
 
 function showError(message) {
-  $("label").textContent = "?";
-  $("confidence").textContent = "No prediction.";
-  $("status").textContent = message;
-  setBars(null);
+  showNothing("No prediction.", message);
   $("input").classList.add("stale");
   $("layers").classList.add("stale");
   $("announce").textContent = message;
 }
 
 function showEmpty() {
-  $("label").textContent = "?";
-  $("confidence").textContent = "Draw a digit to start.";
-  $("status").textContent = "";
-  setBars(null);
+  showNothing(LOCAL ? "Draw a digit to start." : "Draw a digit or a number to start.", "");
   $("input").removeAttribute("src");
   $("layers").querySelectorAll("img").forEach((img) => img.removeAttribute("src"));
 }
@@ -483,6 +657,8 @@ if (LOCAL) {
   document.querySelectorAll("[data-only]").forEach((el) => {
     el.hidden = el.dataset.only !== "static";
   });
+  canvas.setAttribute("aria-label", "Drawing area: draw one digit with the mouse, a pen or " +
+                      "a finger, or drop a photo here");
   local.ready = loadNetwork();
   local.ready.then(() => (state.photo ? usePhoto(state.photo.file) : schedulePrediction()),
                    () => {});  // loadModel shows the error
@@ -495,8 +671,11 @@ if (LOCAL) {
     },
   };
 }
+$("pad").style.aspectRatio = String(ASPECT);
+$("pad").classList.toggle("single", LOCAL);
 new ResizeObserver(fitCanvas).observe(canvas);
 fitCanvas();
 redraw();
 buildBars();
+showEmpty();
 loadModel();
