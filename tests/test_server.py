@@ -271,6 +271,15 @@ def test_refuses_bodies_over_5_mb(client):
     assert_error(post(client, b"x" * (5 * MB + 1), "text/plain"), 413, "5 MB")
 
 
+
+PREDICT_PNG_SCOPE = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+                     "method": "POST", "scheme": "http", "path": "/api/predict",
+                     "raw_path": b"/api/predict", "root_path": "", "query_string": b"",
+                     "headers": [(b"content-type", b"image/png")], "client": ("127.0.0.1", 1),
+                     "server": ("127.0.0.1", 80)}
+"""An ASGI request for POST /api/predict of a PNG, for driving the app without a server."""
+
+
 def test_refuses_an_oversized_stream_without_reading_all_of_it(app):
     """No Content-Length: the server stops reading once the body passes 5 MB."""
     chunk = 64 * 1024
@@ -284,12 +293,7 @@ def test_refuses_an_oversized_stream_without_reading_all_of_it(app):
     async def send(message):
         sent.append(message)
 
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
-             "method": "POST", "scheme": "http", "path": "/api/predict",
-             "raw_path": b"/api/predict", "root_path": "", "query_string": b"",
-             "headers": [(b"content-type", b"image/png")], "client": ("127.0.0.1", 1),
-             "server": ("127.0.0.1", 80)}
-    asyncio.run(app(scope, receive, send))
+    asyncio.run(app(PREDICT_PNG_SCOPE, receive, send))
     assert sent[0]["status"] == 413
     assert received <= 5 * MB + chunk
     assert "5 MB" in json.loads(sent[1]["body"])["error"]
@@ -308,12 +312,7 @@ def test_a_client_gone_before_its_body_ends_is_no_server_error(app):
     async def send(message):
         sent.append(message)
 
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
-             "method": "POST", "scheme": "http", "path": "/api/predict",
-             "raw_path": b"/api/predict", "root_path": "", "query_string": b"",
-             "headers": [(b"content-type", b"image/png")], "client": ("127.0.0.1", 1),
-             "server": ("127.0.0.1", 80)}
-    asyncio.run(app(scope, receive, send))
+    asyncio.run(app(PREDICT_PNG_SCOPE, receive, send))
     assert sent[0]["status"] == 400
     assert "whole body" in json.loads(sent[1]["body"])["error"]
 

@@ -82,26 +82,12 @@ def _digit_ink(
     to be its other strokes. Its own pixels then set the ink level that maps to 1; the floor
     maps to 0, so the background is exactly black while antialiased edges stay soft.
     """
-    labels, mass = find_blobs(residual, paper, sigma, top)
-    count = len(mass) - 1
-    main = int(np.argmax(mass))
-    if mass[main] <= 0.0:
-        raise _no_digit(label, "nothing stands out from the background")
-    if np.count_nonzero(labels == main) < MIN_BLOB:
-        raise _no_digit(label, "only specks or noise were found")
-
-    candidates = np.flatnonzero(mass >= KEEP_OVERLAPPING * mass[main])  # includes main
-    candidates = candidates[np.argsort(-mass[candidates])]  # heaviest first, main at [0]
-    share = mass[candidates] / mass[main]  # (n,)
-    relabel = np.zeros(count + 1, dtype=np.int32)
-    relabel[candidates] = np.arange(1, candidates.size + 1)
-    labels = relabel[labels]  # (H, W): candidates numbered 1.. by decreasing mass
-    boxes = ndimage.find_objects(labels)
+    labels, boxes, share = heaviest_blobs(residual, paper, sigma, top, label)
     kept, box = {0}, boxes[0]
     grown = True
     while grown:  # adding a stroke can bring the next one within reach
         grown = False
-        for index in set(range(1, candidates.size)) - kept:
+        for index in set(range(1, len(boxes))) - kept:
             gap = _gap(box, boxes[index])
             reach = NEAR_GAP * max(box[0].stop - box[0].start, box[1].stop - box[1].start)
             if (gap == 0 and share[index] >= KEEP_OVERLAPPING) or (
@@ -110,10 +96,29 @@ def _digit_ink(
                 kept.add(index)
                 box = _union(box, boxes[index])
                 grown = True
-    keep = np.zeros(candidates.size + 1, dtype=bool)
+    keep = np.zeros(len(boxes) + 1, dtype=bool)
     keep[[index + 1 for index in kept]] = True
     keep = keep[labels[box]]  # (h, w) pixels of the digit
     return ink_box(residual[box], keep, paper, sigma, label)[0]
+
+
+def heaviest_blobs(residual: np.ndarray, paper: float, sigma: float, top: float, label: str,
+                   most: int | None = None) -> tuple[np.ndarray, list, np.ndarray]:
+    """The blobs heavy enough to be (part of) a digit, at most `most`: labels (H, W) numbering
+    them 1..n heaviest first, their n boxes, and each one's mass as a share of the heaviest's
+    (n,). Raises ImageError where nothing stands out."""
+    labels, mass = find_blobs(residual, paper, sigma, top)
+    main = int(np.argmax(mass))
+    if mass[main] <= 0.0:
+        raise _no_digit(label, "nothing stands out from the background")
+    if np.count_nonzero(labels == main) < MIN_BLOB:
+        raise _no_digit(label, "only specks or noise were found")
+    candidates = np.flatnonzero(mass >= KEEP_OVERLAPPING * mass[main])  # includes main
+    candidates = candidates[np.argsort(-mass[candidates])][:most]  # heaviest first
+    relabel = np.zeros(len(mass), dtype=np.int32)
+    relabel[candidates] = np.arange(1, candidates.size + 1)
+    labels = relabel[labels]  # (H, W)
+    return labels, ndimage.find_objects(labels), mass[candidates] / mass[main]
 
 
 def find_blobs(

@@ -47,13 +47,11 @@ from .decode import (
 from .digits import (
     KEEP_NEAR,
     KEEP_OVERLAPPING,
-    MIN_BLOB,
     MIN_DIGIT_SIDE,
     MODEL_SIDE,
     NEAR_GAP,
     _gap,
-    _no_digit,
-    find_blobs,
+    heaviest_blobs,
     ink_box,
     to_mnist,
 )
@@ -161,19 +159,8 @@ def _ink(gray: np.ndarray, paper: Paper, dark_ink: bool, scale: float) -> _Ink:
 
 def _number_blobs(ink: _Ink, label: str) -> tuple[np.ndarray, list[tuple[slice, slice]]]:
     """(labels (H, W) numbering the number's blobs 1..n, their boxes)."""
-    labels, mass = find_blobs(ink.residual, ink.paper, ink.sigma, ink.top)
-    main = int(np.argmax(mass))
-    if mass[main] <= 0.0:
-        raise _no_digit(label, "nothing stands out from the background")
-    if np.count_nonzero(labels == main) < MIN_BLOB:
-        raise _no_digit(label, "only specks or noise were found")
-    candidates = np.flatnonzero(mass >= KEEP_OVERLAPPING * mass[main])  # includes main
-    candidates = candidates[np.argsort(-mass[candidates])][:MAX_BLOBS]  # heaviest first
-    share = mass[candidates] / mass[main]  # (n,)
-    relabel = np.zeros(len(mass), dtype=np.int32)
-    relabel[candidates] = np.arange(1, candidates.size + 1)
-    labels = relabel[labels]  # (H, W): candidates numbered 1.. by decreasing mass
-    boxes = ndimage.find_objects(labels)
+    labels, boxes, share = heaviest_blobs(ink.residual, ink.paper, ink.sigma, ink.top, label,
+                                          MAX_BLOBS)
     heights = np.array([b[0].stop - b[0].start for b in boxes])  # (n,)
     tall = heights >= TALL * heights[0]
 
@@ -181,7 +168,7 @@ def _number_blobs(ink: _Ink, label: str) -> tuple[np.ndarray, list[tuple[slice, 
     grown = True
     while grown:  # each blob joined can bring the next within reach
         grown = False
-        for index in range(1, candidates.size):
+        for index in range(1, len(boxes)):
             if index in kept:
                 continue
             box = boxes[index]
@@ -195,9 +182,9 @@ def _number_blobs(ink: _Ink, label: str) -> tuple[np.ndarray, list[tuple[slice, 
                     kept.append(index)
                     grown = True
                     break
-    keep = np.zeros(candidates.size + 1, dtype=bool)
+    keep = np.zeros(len(boxes) + 1, dtype=bool)
     keep[[index + 1 for index in kept]] = True
-    order = np.zeros(candidates.size + 1, dtype=np.int32)
+    order = np.zeros(len(boxes) + 1, dtype=np.int32)
     order[np.flatnonzero(keep)] = np.arange(1, len(kept) + 1)
     return order[labels], [boxes[i - 1] for i in np.flatnonzero(keep)]
 
