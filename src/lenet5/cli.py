@@ -334,8 +334,8 @@ def cmd_recipes(args: argparse.Namespace) -> int:
         figure = r.reference["figure"]
         published = f"published {figure:.2f}%" if figure is not None else "no published figure"
         m = r.measured
-        measured = (f"; here {m['mean']:.2f} +- {m['std']:.2f}% (n = {m['n']})"
-                    if m.get("n") else "")
+        measured = (f"; here {m['mean']:.2f} +- {m['std']:.2f}% (n = {m['n']})" if m.get("n")
+                    else f"; here all {m['failed']} runs failed" if m.get("failed") else "")
         print(f"{r.name}: {r.description}")
         print(f"    {published}{measured}")
         print(f"    lenet5 train --recipe {r.name}   (= {r.flags() or 'the defaults'})")
