@@ -1,7 +1,7 @@
 """LeNet-5 done right: verified data, two engines, the modern and the faithful 1998 network.
 
     import lenet5
-    model = lenet5.load("runs/.../model.safetensors", engine="numpy")
+    model = lenet5.load("pretrained")          # or a run directory, engine="torch"
     probs = model.predict_proba(images)        # (N, 28, 28) uint8 or float -> (N, 10)
     lenet5.preprocess_image("photo.jpg")       # -> (28, 28) uint8, as MNIST would have it
     ds = lenet5.datasets.load("mnist")         # verified train/test arrays
