@@ -77,3 +77,10 @@ def test_predict_reads_its_first_argument_as_the_model_only_when_it_names_one(tm
     assert _model_and_images(["m.onnx", "a.png"]) == ("m.onnx", ["a.png"])
     assert _model_and_images(["pretrained", "a.png"]) == ("pretrained", ["a.png"])
     assert _model_and_images([str(photos), "a.png"]) == ("pretrained", [str(photos), "a.png"])
+
+
+def test_export_without_a_model_writes_it(tmp_path, capsys):
+    assert main(["export", "--format", "web", "-o", str(tmp_path / "site"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["format"] == "web"
+    shipped = (tmp_path / "site" / "model.safetensors").read_bytes()
+    assert shipped == pretrained.path().read_bytes()

@@ -549,12 +549,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def add_export(sub: Subparsers) -> None:
     from .files import MODEL_FILE
     from .onnx_graph import MIN_OPSET, OPSET, TORCH_MAX_OPSET, VIAS
+    from .pretrained import NAME as PRETRAINED
 
     export = _command(sub, "export", "Write a model as a self-contained ONNX file: raw 0-255 "
                       "pixels (N, 1, 28, 28) in, logits (N, 10) out, checked against "
                       "onnxruntime; or (--format web) as a static site: the draw-a-digit page "
                       "computing in the browser, for any static host.")
-    export.add_argument("model", help=f"{MODEL_FILE} or a run directory")
+    export.add_argument("model", nargs="?", default=PRETRAINED,
+                        help=f"{MODEL_FILE}, a run directory, or {PRETRAINED} (the model shipped "
+                        f"with lenet5) (default: {PRETRAINED})")
     export.add_argument("--format", choices=("onnx", "web"), default="onnx",
                         help="onnx: one .onnx file; web: a folder holding the static site")
     export.add_argument("-o", "--output", required=True, metavar="PATH",
