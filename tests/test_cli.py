@@ -230,3 +230,13 @@ def test_ctrl_c_advises_resume_only_for_training(capsys, monkeypatch, command, r
     code, _, err = run_cli(capsys, command)
     assert code == 130 and err.startswith("lenet5: interrupted")
     assert ("--resume" in err) == resume_advice
+
+
+@pytest.mark.parametrize("argv", [["train", "--lr", "abc"], ["summary", "--arch", "foo"],
+                                  ["predict"], []])
+def test_usage_mistakes_are_one_line_with_status_2(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.count("\n") == 1
+    assert err.startswith("lenet5") and "error: " in err and "--help`." in err

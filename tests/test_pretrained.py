@@ -77,6 +77,10 @@ def test_predict_reads_its_first_argument_as_the_model_only_when_it_names_one(tm
     assert _model_and_images(["m.onnx", "a.png"]) == ("m.onnx", ["a.png"])
     assert _model_and_images(["pretrained", "a.png"]) == ("pretrained", ["a.png"])
     assert _model_and_images([str(photos), "a.png"]) == ("pretrained", [str(photos), "a.png"])
+    assert _model_and_images(["a.png", "b.png"]) == ("pretrained", ["a.png", "b.png"])
+    mistyped = str(tmp_path / "runs" / "mine")  # no such run: an error that names it
+    assert _model_and_images([mistyped, "a.png"]) == (mistyped, ["a.png"])
+    assert main(["predict", mistyped, str(photos)]) == 1
 
 
 def test_export_without_a_model_writes_it(tmp_path, capsys):

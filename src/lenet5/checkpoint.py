@@ -130,7 +130,8 @@ def _read(path: Path, magic: str, what: str) -> tuple[dict[str, np.ndarray], dic
                              "lenet5: train again.") from None
     if version > FORMAT_VERSION:
         raise ModelFileError(f"{path} uses format version {version}, newer than this lenet5 "
-                             f"reads ({FORMAT_VERSION}); upgrade lenet5 (pip install -U lenet5).")
+                             f"reads ({FORMAT_VERSION}); upgrade lenet5 (`git pull` in your "
+                             "clone, then `pip install -e . -c constraints.txt`).")
     if CHECKSUM in meta and meta[CHECKSUM] != weights_sha256(tensors):
         raise ModelFileError(f"{path} is damaged: its weights do not match the checksum stored "
                              f"in it ({CHECKSUM}); train again or restore it from a copy.")

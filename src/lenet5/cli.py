@@ -497,13 +497,18 @@ def add_predict(sub: Subparsers) -> None:
 
 
 def _model_and_images(inputs: list[str]) -> tuple[str, list[str]]:
-    """(MODEL, images) of predict's arguments: the first is the model when it names one."""
+    """(MODEL, images) of predict's arguments: the first is the model when it names one, or
+    when it names nothing that exists and is not named like an image (a mistyped run
+    directory must be an error, not a missing image beside answers from another model)."""
     from .files import MODEL_FILE
+    from .predict import IMAGE_SUFFIXES
     from .pretrained import NAME as PRETRAINED
 
     first = Path(inputs[0])
+    missing = (len(inputs) > 1 and not first.exists()
+               and first.suffix.lower() not in IMAGE_SUFFIXES)
     is_model = (inputs[0] == PRETRAINED or (first.is_dir() and (first / MODEL_FILE).is_file())
-                or first.suffix.lower() in (".safetensors", ".onnx"))
+                or first.suffix.lower() in (".safetensors", ".onnx") or missing)
     return (inputs[0], inputs[1:]) if is_model else (PRETRAINED, inputs)
 
 
@@ -678,7 +683,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         import uvicorn  # noqa: F401
     except ImportError as exc:
         raise Lenet5Error(f"`lenet5 serve` needs the web extra ({exc}); install it with "
-                          "`pip install -e '.[web]'`.") from None
+                          "`pip install -e '.[web]' -c constraints.txt`.") from None
     from . import pretrained
     from .files import newest_run
     from .model import load
@@ -707,8 +712,15 @@ COMMANDS = (add_data, add_train, add_recipes, add_sweep, add_evaluate, add_predi
             add_report, add_summary, add_serve)
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage mistakes in one line, as every other error (the usage is a --help away)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}; see `{self.prog} --help`.\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="lenet5", formatter_class=_Formatter,
         description="Train, evaluate and use LeNet-5 on MNIST-style digits.",
         epilog="Run `lenet5 COMMAND --help` for each command's options.")

@@ -40,7 +40,7 @@ def import_onnx():
         import onnxruntime
     except ImportError as exc:
         raise Lenet5Error(f"ONNX needs the onnx and onnxruntime packages ({exc}); install them "
-                          "with `pip install -e '.[onnx]'`.") from None
+                          "with `pip install -e '.[onnx]' -c constraints.txt`.") from None
     return onnx, onnxruntime
 
 

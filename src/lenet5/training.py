@@ -174,8 +174,8 @@ def load_training_data(config: TrainConfig, arch: Architecture, log: Log) -> Tra
     norm = input_normalization(arch, images, config.normalization)
     # the refusal is calibrated on digits the network did not train on, never the test set:
     # the validation split, else training digits redrawn (refused as often as unseen ones)
-    calibration = ((val_images, val_labels, "the validation split, redrawn") if len(val_images)
-                   else (images, labels, "training digits, redrawn (no validation split)"))
+    calibration = ((val_images, val_labels, "the validation split") if len(val_images)
+                   else (images, labels, "training digits (there is no validation split)"))
     train_images, train_labels = with_nondigits(  # the non-digits teach the network to refuse
         images, labels, config.nondigits, np.random.default_rng([config.seed, NONDIGIT_STREAM]))
     return TrainingData(
@@ -454,9 +454,11 @@ def train(config: TrainConfig, *, resume: str | Path | None = None, log: Log = p
             raise _with_resume_advice(exc, directory) from None
     refusal = run.refusal
     log(f"test accuracy {100 * run.metrics[-1]['test_acc']:.2f}% ({_epochs(config.epochs)}); "
-        f"refusal threshold {refusal['threshold']:.3f} ({100 * refusal['refused']:.1f}% of "
-        f"{refusal['calibrated_on']} refused, {100 * refusal['error_accepted']:.2f}% of the rest "
-        f"wrong); model saved in {run.directory}")
+        f"model saved in {run.directory}")
+    log(f"'not a digit' below a probability of {refusal['threshold']:.3f}, calibrated on "
+        f"{refusal['calibrated_on']}, each redrawn as if cut out of a written number (harder "
+        f"than a photo of one digit): {100 * refusal['refused']:.1f}% of them refused, "
+        f"{100 * refusal['error_accepted']:.2f}% of the rest read wrong")
     return run.directory
 
 
