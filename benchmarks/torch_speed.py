@@ -143,7 +143,9 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads for every loop (OMP_NUM_THREADS; default: torch's "
-                             "own choice, one per core)")
+                             "own choice, one per core); a thread count set this way also "
+                             "turns off lenet5 train's split of each batch over threads, as "
+                             "any user's does, while the in-process step timings keep it")
     parser.add_argument("--with-numpy", action="store_true",
                         help="also time `lenet5 train --engine numpy` (default: off)")
     args = parser.parse_args()

@@ -340,3 +340,11 @@ def test_onnx_file_with_lying_metadata_is_refused_by_the_same_schema(exported, t
     onnx.save(proto, tmp_path / "lying.onnx")
     with pytest.raises(ModelFileError, match=r"lying\.onnx has a bad metadata field 'classes'"):
         load(tmp_path / "lying.onnx", engine="onnx")
+
+
+@pytest.mark.parametrize("device", ["cuda", "mps"])
+def test_the_onnx_engine_refuses_devices_it_cannot_use(device):
+    import lenet5
+
+    with pytest.raises(Lenet5Error, match=f"--device {device} needs --engine torch"):
+        lenet5.load("pretrained", engine="onnx", device=device)

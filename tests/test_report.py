@@ -132,3 +132,16 @@ def test_report_refuses_to_write_over_a_special_file(synthetic_run, capsys):
     err = capsys.readouterr().err
     assert code == 1 and "curves.png is a FIFO, not a regular file" in err
     assert "--resume" not in err and err.count("\n") == 1
+
+
+def test_a_run_stopped_before_its_only_test_pass_still_reports(synthetic_dataset, tmp_path):
+    """--no-test-each-epoch measures the test set after the last epoch only: a run killed
+    before it has epochs without test figures, and its report must still be written."""
+    config = TrainConfig(dataset=synthetic_dataset, epochs=2, batch_size=32,
+                         test_each_epoch=False, out=str(tmp_path / "run"))
+    run = train(config, log=lambda _: None, progress=False)
+    metrics = run / "metrics.jsonl"
+    metrics.write_text(metrics.read_text().splitlines()[0] + "\n")  # as if killed in epoch 2
+    written = write_report(run, log=lambda _: None)
+    assert_picture(written[0])
+    assert "final test loss" not in (run / PAGE).read_text()

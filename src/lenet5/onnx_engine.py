@@ -70,8 +70,8 @@ def read_onnx(path: str | Path) -> tuple[bytes, dict]:
 def load_onnx(path: str | Path, device: str = "auto") -> tuple[OnnxEngine, dict]:
     """(engine, metadata) for an ``.onnx`` file, or a model file / run directory exported in
     memory."""
-    if device == "cuda":
-        raise Lenet5Error("--device cuda needs --engine torch; --engine onnx runs on CPU.")
+    if device not in ("auto", "cpu"):
+        raise Lenet5Error(f"--device {device} needs --engine torch; --engine onnx runs on CPU.")
     if Path(path).suffix.lower() == ".onnx":
         data, metadata = read_onnx(path)
     else:

@@ -82,10 +82,11 @@ def plot_curves(metrics: list[dict], path: Path, title: str) -> Path:
             style = {"linestyle": "--", "marker": "s"} if split == "val" else {"marker": "o"}
             ax.plot(epochs, np.array(values) * scale, markersize=4, color=COLORS[split],
                     label="validation" if split == "val" else split, **style)
-    final = metrics[-1]
+    tested = [row for row in metrics if "test_acc" in row]  # --no-test-each-epoch: the last
     loss_ax.set(title="Loss (mean per image)", xlabel="epoch", ylabel="loss")
-    acc_ax.set(title=f"Accuracy (final test {100 * final['test_acc']:.2f}%)", xlabel="epoch",
-               ylabel="accuracy")
+    acc_ax.set(title="Accuracy" + (f" (test {100 * tested[-1]['test_acc']:.2f}% after epoch "
+                                   f"{tested[-1]['epoch']})" if tested else ""),
+               xlabel="epoch", ylabel="accuracy")
     acc_ax.yaxis.set_major_formatter(PercentFormatter(decimals=1))
     for ax in (loss_ax, acc_ax):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -403,8 +404,9 @@ def _run_facts(model: Model, config: dict, metrics: list[dict], dataset: str, n_
         ("epochs", str(len(metrics))),
         ("test accuracy", f"{100 * (1 - errors / n_test):.2f}%"),
         ("test errors", f"{errors:,} of {n_test:,}"),
-        ("final test loss", f"{metrics[-1]['test_loss']:.4f}"),
     ]
+    if "test_loss" in metrics[-1]:  # a run stopped early without --test-each-epoch has none
+        facts.append(("final test loss", f"{metrics[-1]['test_loss']:.4f}"))
     if seconds:
         facts.append(("time per epoch", f"{np.mean(seconds):.1f} s (mean of {len(seconds)}; "
                                         f"{sum(seconds):.0f} s in all)"))

@@ -81,12 +81,14 @@ def shift(images: np.ndarray, rng: np.random.Generator, max_shift: int = MAX_PIX
     return shift_by(images, shift_offsets(len(images), rng, max_shift), max_shift)
 
 
-def shift_offsets(n: int, rng: np.random.Generator, max_shift: int = 2) -> np.ndarray:
+def shift_offsets(n: int, rng: np.random.Generator, max_shift: int = MAX_PIXEL_SHIFT
+                  ) -> np.ndarray:
     """(2, n) random (row, column) offsets in [0, 2 * max_shift] for ``shift_by``."""
     return rng.integers(0, 2 * max_shift + 1, (2, n))
 
 
-def shift_by(images: np.ndarray, offsets: np.ndarray, max_shift: int = 2) -> np.ndarray:
+def shift_by(images: np.ndarray, offsets: np.ndarray, max_shift: int = MAX_PIXEL_SHIFT
+             ) -> np.ndarray:
     """Each image (N, H, W) moved by offsets (2, N) - max_shift, zeros coming in."""
     n, h, w = images.shape
     padded = np.pad(images, ((0, 0), (max_shift, max_shift), (max_shift, max_shift)))

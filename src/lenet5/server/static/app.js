@@ -112,8 +112,9 @@ canvas.addEventListener("pointerdown", (event) => {
   if (state.active || (event.pointerType === "mouse" && event.button !== 0)) return;
   event.preventDefault();
   canvas.setPointerCapture(event.pointerId);
-  if (state.photo) {  // drawing starts over from an uploaded photo
+  if (state.photo) {  // drawing starts over from an uploaded photo, whose answer is void
     state.photo = null;
+    abortInFlight();
     showBoxes(null);
   }
   state.active = { id: event.pointerId, points: [point(event)] };
