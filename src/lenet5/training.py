@@ -88,7 +88,6 @@ class TrainConfig:
     augment: str | None = None
     val_size: int = 0
     limit: int | None = None
-    nondigits: float | None = None
     test_each_epoch: bool | None = None  # False: the test set after the last epoch only
     out: str | None = None
 
@@ -242,7 +241,7 @@ def start_run(config: TrainConfig, arch: Architecture, data: TrainingData,
     """The run directory and its engine: fresh weights, or the state of the last finished
     epoch when resuming (fresh weights again if none had finished). Writes config.json."""
     directory = run_directory(config, resume)
-    params = init_params(arch, config.seed, config.init_std)
+    params = fresh = init_params(arch, config.seed, config.init_std)
     optimizer_state, start_epoch, metrics = None, 0, []
     if resume is None:
         _refuse_existing_run(directory)
@@ -261,7 +260,7 @@ def start_run(config: TrainConfig, arch: Architecture, data: TrainingData,
     files.write_atomic(directory / files.CONFIG_FILE,
                        json.dumps(run_config, indent=2).encode())
     return Run(directory, engine, run_config, metrics, start_epoch,
-               untrained_loss(config, arch, data))
+               untrained_loss(config, arch, fresh, data))
 
 
 def _refuse_existing_run(directory: Path) -> None:
@@ -328,11 +327,11 @@ CHANCE_MIN_STEPS = 100
 REFERENCE_IMAGES = 1000  # test images the untrained network's loss is measured on
 
 
-def untrained_loss(config: TrainConfig, arch: Architecture, data: TrainingData) -> float:
-    """The mean loss of the run's initial weights (the same for a resumed run) on the first
-    REFERENCE_IMAGES test images."""
-    engine = make_engine(config.engine, arch, init_params(arch, config.seed, config.init_std),
-                         device=config.device)
+def untrained_loss(config: TrainConfig, arch: Architecture, initial: dict,
+                   data: TrainingData) -> float:
+    """The mean loss of the run's initial weights ``initial`` (the same for a resumed run) on
+    the first REFERENCE_IMAGES test images."""
+    engine = make_engine(config.engine, arch, initial, device=config.device)
     loss_sum, _ = evaluate(engine, data.x_test[:REFERENCE_IMAGES], data.y_test[:REFERENCE_IMAGES])
     return loss_sum / len(data.y_test[:REFERENCE_IMAGES])
 
@@ -424,12 +423,17 @@ def model_metadata(config: TrainConfig, run: Run) -> dict:
 def save_epoch(config: TrainConfig, run: Run) -> None:
     """Model, metrics and resume state for the epoch just finished, each written atomically;
     the state goes last, so it never points past what the other files hold."""
-    last = run.metrics[-1]
-    params = run.engine.parameters()
-    checkpoint.save_model(run.directory / files.MODEL_FILE, params, model_metadata(config, run))
+    params = _save_model(config, run)
     files.write_metrics(run.directory, run.metrics)
     checkpoint.save_state(run.directory / files.STATE_FILE, params, run.engine.optimizer_state(),
-                          {"epoch": last["epoch"], "arch": config.arch})
+                          {"epoch": run.metrics[-1]["epoch"], "arch": config.arch})
+
+
+def _save_model(config: TrainConfig, run: Run) -> dict:
+    """The run's model file, from the engine's parameters now (which it returns)."""
+    params = run.engine.parameters()
+    checkpoint.save_model(run.directory / files.MODEL_FILE, params, model_metadata(config, run))
+    return params
 
 
 # --- the whole run --------------------------------------------------------------------------
@@ -489,7 +493,7 @@ def calibrate_refusal(config: TrainConfig, run: Run, data: TrainingData) -> None
     digits, labels, source = data.calibration
     run.refusal = calibrate_model(Model(run.engine, model_metadata(config, run)), digits, labels,
                                   source, np.random.default_rng([config.seed, CALIBRATION_STREAM]))
-    save_epoch(config, run)
+    _save_model(config, run)  # the last epoch's metrics and state are written already
 
 
 def _with_resume_advice(exc: files.WriteError, directory: Path) -> files.WriteError:
