@@ -78,13 +78,18 @@ def _picture_names(files: Sequence[str]) -> list[str]:
     return names
 
 
+def on_white(picture: Image.Image) -> Image.Image:
+    """An RGB copy, anything transparent laid on white paper."""
+    if has_alpha(picture):
+        rgba = picture.convert("RGBA")
+        picture = Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba)
+    return picture.convert("RGB")
+
+
 def boxed(original: Image.Image, digits: list[dict]) -> Image.Image:
     """An RGB copy of the original with a box around each digit read: green where it was
     accepted, red where refused."""
-    if has_alpha(original):
-        rgba = original.convert("RGBA")
-        original = Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba)
-    picture = original.convert("RGB")
+    picture = on_white(original)
     draw = ImageDraw.Draw(picture)
     line = max(1, round(max(picture.size) / 200))
     for digit in digits:
@@ -99,10 +104,7 @@ def side_by_side(original: Image.Image, processed: np.ndarray, *, height: int = 
     """The original next to what the network sees (each 28x28 blown up with sharp pixels), to
     check that preprocessing found the digits; what `lenet5 predict --save-input` writes.
     `processed` is one (28, 28) image or several (k, 28, 28), shown left to right."""
-    if has_alpha(original):
-        rgba = original.convert("RGBA")
-        original = Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba)
-    left = original.convert("RGB")
+    left = on_white(original)
     scale = min(height / left.height, 4 * height / left.width)
     left = left.resize(
         (max(1, round(left.width * scale)), max(1, round(left.height * scale))),

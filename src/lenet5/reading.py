@@ -71,7 +71,7 @@ def _read(model: Classifier, source: Source, name: str | None, top_k: int,
     path = best_path(candidates, scores.max(axis=1))
     if not path:
         return Reading(_answer([], NOTHING_READ))
-    log_probs = refusal.steady_log_probs(model, candidates.images[path])  # (k, K)
+    log_probs = refusal.steady_log_probs(model, candidates.images[path], scores[path])  # (k, K)
     digits, refused = [], []
     for index, log_p in zip(path, log_probs, strict=True):
         confidence = float(np.exp(log_p.max()))

@@ -73,15 +73,21 @@ def log_confidence(logits: np.ndarray, loss: str) -> np.ndarray:
     return CLASS_LOG_PROBS[loss](np.asarray(logits, dtype=np.float64))
 
 
-def steady_log_probs(model: Classifier, images: np.ndarray) -> np.ndarray:
+def steady_log_probs(model: Classifier, images: np.ndarray,
+                     plain: np.ndarray | None = None) -> np.ndarray:
     """(N, K) log-probabilities (as `log_confidence`) of images (N, 28, 28) uint8, averaged
     over VIEWS of each: the network's reading of a digit holds up when its strokes are a
     pixel thinner or thicker, its reading of a scribble less so. The decision about a digit
-    read is taken on these; calibration uses them too."""
-    views = [images] + [change_strokes(images, pixels) for pixels in VIEWS]
+    read is taken on these; calibration uses them too. `plain`: the images' own (N, K)
+    log-probabilities where the caller has them already."""
+    views = [change_strokes(images, pixels) for pixels in VIEWS]
+    if plain is None:
+        views.insert(0, images)
     log_p = log_confidence(model.logits(np.concatenate(views)), model.arch.loss)
-    probs = np.exp(log_p).reshape(len(views), len(images), -1).mean(axis=0)  # (N, K)
-    return np.log(probs)
+    log_p = log_p.reshape(len(views), len(images), -1)  # (V, N, K)
+    if plain is not None:
+        log_p = np.concatenate([plain[None], log_p])
+    return np.log(np.exp(log_p).mean(axis=0))  # (N, K)
 
 
 def check_threshold(value: float | None) -> None:
@@ -93,6 +99,7 @@ def check_threshold(value: float | None) -> None:
 def threshold(metadata: dict, override: float | None = None) -> float:
     """The refusal threshold: `override` if given, else the model file's calibrated one, else
     DEFAULT_THRESHOLD."""
+    check_threshold(override)
     if override is not None:
         return float(override)
     stored = metadata.get(METADATA_KEY)

@@ -51,6 +51,7 @@ from .digits import (
     MODEL_SIDE,
     NEAR_GAP,
     _gap,
+    _union,
     heaviest_blobs,
     ink_box,
     to_mnist,
@@ -314,7 +315,7 @@ def _writing(source, label: str) -> tuple[_Ink, np.ndarray, list[tuple[slice, sl
                 break  # the file is no larger than what we have
             gray, scale = _load(source, label, side)
             loaded = side
-        copy = shrink(gray, side)
+        copy = coarse if side == MODEL_SIDE else shrink(gray, side)  # the first is made
         ink = _ink(copy, paper, dark_ink, scale * gray.shape[1] / copy.shape[1])
         labels, boxes = _number_blobs(ink, label)
         height = max(b[0].stop - b[0].start for b in boxes)
@@ -372,10 +373,6 @@ def segment(
     return Segmentation(count, spans, np.array(images, dtype=np.uint8).reshape(-1, 28, 28),
                         file_boxes, skippable, shape, height * ink.scale)
 
-
-def _union(a: tuple[slice, slice], b: tuple[slice, slice]) -> tuple[slice, slice]:
-    return (slice(min(a[0].start, b[0].start), max(a[0].stop, b[0].stop)),
-            slice(min(a[1].start, b[1].start), max(a[1].stop, b[1].stop)))
 
 
 def best_path(segmentation: Segmentation, scores: np.ndarray) -> list[int]:

@@ -254,7 +254,8 @@ def analyse(model: Model, image: bytes, threshold: float | None = None
                   reading.answer["digits"], reading.probs, png_data_urls(reading.images),
                   strict=True)]
     answer = {**reading.answer, "digits": digits, "probs": probs.tolist(),
-              "input": png_data_urls(digit[None])[0], "layers": layers}
+              "input": digits[0]["input"] if digits else png_data_urls(digit[None])[0],
+              "layers": layers}
     encoded = time.perf_counter()
     timings = {"read": read_at - started, "forward": forwarded - read_at,
                "encode": encoded - forwarded}
