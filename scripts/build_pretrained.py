@@ -43,7 +43,6 @@ def main() -> None:
                   "min": setting["test_acc"]["min"], "max": setting["test_acc"]["max"]},
         "chosen": "the seed whose test accuracy is nearest the mean of the five",
         "rebuild": "python scripts/build_pretrained.py"}
-    metadata = {k: v for k, v in metadata.items() if k not in ("format", "format_version")}
     checkpoint.save_model(pretrained.path(), params, metadata)
     print(f"pretrained: seed {seed}, test accuracy {100 * accuracy[chosen]:.2f}% (seeds' mean "
           f"{100 * mean:.2f}% +- {100 * setting['test_acc']['std']:.2f}) -> {pretrained.path()}")

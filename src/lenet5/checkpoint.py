@@ -84,7 +84,8 @@ def _serialize(tensors: dict[str, np.ndarray], meta: dict[str, str]) -> bytes:
 
 
 def save_model(path: Path, params: dict[str, np.ndarray], metadata: dict) -> None:
-    meta = {"format": MAGIC, "format_version": str(FORMAT_VERSION), **encode_metadata(metadata)}
+    meta = {**encode_metadata(metadata),  # metadata read from a file keeps this file's format
+            "format": MAGIC, "format_version": str(FORMAT_VERSION)}
     tensors = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in params.items()}
     write_atomic(Path(path), _serialize(tensors, meta))
 
