@@ -30,14 +30,13 @@ import argparse
 import base64
 import gzip
 import os
-import platform
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
+from common import machine, write_results
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the browser kit
 from browser import CLASSIFY_DRAWINGS, chromium, draw_large, offline_page, serve_folder  # noqa: E402
@@ -168,10 +167,8 @@ def report(rows: list[dict], load_before: float, load_after: float, browser_vers
         lambda r: f"{r['blocked']} / {len(r['errors'])}")
     models = ", ".join(f"`{r['model']}`" for r in rows)
     lines += ["", f"Models: {models}.", "",
-              f"Machine: {platform.machine()}, {os.cpu_count()} cores, load average "
-              f"{load_before:.1f} before / {load_after:.1f} after, Chromium {browser_version} "
-              f"headless, Python {platform.python_version()}; "
-              f"{time.strftime('%Y-%m-%d %H:%M')}."]
+              f"Machine: {machine()}; load average {load_before:.1f} before / "
+              f"{load_after:.1f} after, Chromium {browser_version} headless."]
     return "\n".join(lines) + "\n"
 
 
@@ -193,9 +190,7 @@ def main() -> None:
                 for i, m in enumerate(args.models)]
         version = browser.version
     text = report(rows, load_before, os.getloadavg()[0], version)
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(text)
-    print(text, end="")
+    write_results(RESULTS, text)
 
 
 if __name__ == "__main__":
