@@ -89,12 +89,18 @@ def _refuse_other_settings(directory: Path, config: TrainConfig) -> None:
                           "sweep into another --out, or delete it to train it again.")
 
 
-def finished(run: Run) -> bool:
-    try:
-        return ((run.directory / MODEL_FILE).is_file()
-                and len(read_metrics(run.directory)) >= run.epochs)
-    except Lenet5Error:
-        return False
+def finished_metrics(runs: list[Run]) -> dict[tuple[int, int], list[dict]]:
+    """The metrics rows of each finished run (its model file and every epoch there), by
+    (setting, seed): each file read once."""
+    done = {}
+    for run in runs:
+        try:
+            rows = read_metrics(run.directory) if (run.directory / MODEL_FILE).is_file() else []
+        except Lenet5Error:
+            continue
+        if len(rows) >= run.epochs:
+            done[run.setting, run.seed] = rows
+    return done
 
 
 # --- running one run, wherever ------------------------------------------------------------
@@ -229,7 +235,8 @@ def run_sweep(base: TrainConfig, grid: dict[str, list], seeds: int, out: Path, *
         raise Lenet5Error(f"--workers must be at least 1, got {workers}.")
     settings = settings_of(grid)
     runs = plan(base, settings, seeds, out)
-    todo = [run for run in runs if not finished(run)]
+    done = finished_metrics(runs)
+    todo = [run for run in runs if (run.setting, run.seed) not in done]
     failures: dict[tuple[int, int], str] = {}
     log(f"sweep: {len(settings)} setting(s) x {seeds} seed(s) -> {out}; {len(runs) - len(todo)} "
         f"finished already, {len(todo)} to run"
@@ -252,10 +259,11 @@ def run_sweep(base: TrainConfig, grid: dict[str, list], seeds: int, out: Path, *
         else:
             run_locally(todo, workers or os.cpu_count() or 1, report)
         bar.close()
-    summary = summarize(out, settings, runs, failures)
+    metrics = finished_metrics(runs) if todo else done
+    summary = summarize(out, settings, runs, failures, metrics)
     write_atomic(out / SUMMARY_JSON, json.dumps(summary, indent=2).encode())
     write_atomic(out / SUMMARY_MD, summary_markdown(summary).encode())
-    plot_sweep(out, settings, runs)
+    plot_sweep(out, settings, runs, metrics)
     log(f"sweep: {out / SUMMARY_MD}")
     return summary
 
@@ -306,10 +314,8 @@ def compare(a: list[float], b: list[float]) -> dict:
 
 
 def summarize(out: Path, settings: list[dict], runs: list[Run],
-              failures: dict[tuple[int, int], str]) -> dict:
-    """summary.json's document, read back from the run directories themselves."""
-    metrics = {(run.setting, run.seed): read_metrics(run.directory) for run in runs
-               if finished(run)}  # each finished run's rows, read once
+              failures: dict[tuple[int, int], str], metrics: dict) -> dict:
+    """summary.json's document, from the finished runs' own metrics (``finished_metrics``)."""
     done = [[run for run in runs if run.setting == index and (index, run.seed) in metrics]
             for index in range(len(settings))]
     accuracy_of = [[metrics[index, run.seed][-1]["test_acc"] for run in done[index]]
@@ -376,16 +382,16 @@ def summary_markdown(summary: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot_sweep(out: Path, settings: list[dict], runs: list[Run]) -> Path:
+def plot_sweep(out: Path, settings: list[dict], runs: list[Run], metrics: dict) -> Path:
     """Test accuracy by epoch: each setting's mean over seeds, with a band of +- one std."""
     from .report import new_figure, save_figure
 
     fig = new_figure(7.5, 4.5)
     ax = fig.subplots()
     for index, params in enumerate(settings):
-        curves = [[(row["epoch"], row["test_acc"]) for row in read_metrics(run.directory)
+        curves = [[(row["epoch"], row["test_acc"]) for row in metrics[index, run.seed]
                    if "test_acc" in row]  # every epoch, or the last (--no-test-each-epoch)
-                  for run in runs if run.setting == index and finished(run)]
+                  for run in runs if (index, run.seed) in metrics]
         if not curves:
             continue
         length = min(map(len, curves))
