@@ -10,7 +10,17 @@ from PIL import Image
 from scipy import ndimage
 
 from ..errors import ImageError
-from .decode import WORK_SIDE, array_to_gray, decode, name_of, pil_to_gray, resize, shrink, upright
+from .decode import (
+    DECODED_SCALE,
+    WORK_SIDE,
+    array_to_gray,
+    decode,
+    name_of,
+    pil_to_gray,
+    resize,
+    shrink,
+    upright,
+)
 from .paper import Paper, read_paper, spread
 
 MODEL_SIDE = 128
@@ -175,11 +185,17 @@ def to_mnist(ink: np.ndarray) -> np.ndarray:
     return np.rint(canvas * 255.0).astype(np.uint8)
 
 
+def ink_residual(gray: np.ndarray, paper: Paper) -> tuple[np.ndarray, float, float, float]:
+    """(residual (H, W), its paper level, noise sigma, darkest ink) of a grey image of bright
+    ink on `paper`: the ink over the paper, which sits near 0."""
+    residual = gray - paper.over(gray.shape)  # (H, W)
+    level, sigma, _, top = spread(residual)
+    return residual, level, sigma, top
+
+
 def _find_ink(gray: np.ndarray, paper: Paper, label: str) -> np.ndarray:
     """The digit's ink, cropped, in a (H, W) grey image of bright ink on `paper`."""
-    residual = gray - paper.over(gray.shape)  # (H, W): paper ~ 0
-    level, sigma, _, top = spread(residual)
-    return _digit_ink(residual, level, sigma, top, label)
+    return _digit_ink(*ink_residual(gray, paper), label)
 
 
 def _mnist_digit(gray: np.ndarray, label: str) -> np.ndarray:
@@ -205,12 +221,22 @@ def preprocess_image(
     cannot be read or holds no digit; ``name`` is what that message calls the image.
     """
     label = name_of(source, name)
+    return _mnist_digit(load_gray(source, label)[0], label)
+
+
+def load_gray(source, label: str, side: int = WORK_SIDE) -> tuple[np.ndarray, float]:
+    """(H, W) grey copy of `source` (any `preprocess_image` takes) of at most `side` px, and
+    the file's pixels per pixel of it."""
     if isinstance(source, np.ndarray):
-        gray = array_to_gray(source, label)  # (H, W)
-    elif isinstance(source, Image.Image):
-        gray = pil_to_gray(upright(source, label), label)
+        gray = array_to_gray(source, label, side)
+        return gray, source.shape[1] / gray.shape[1]
+    if isinstance(source, Image.Image):
+        img = upright(source, label)
+        decoded = 1.0
     else:
-        gray = pil_to_gray(decode(source, label, WORK_SIDE), label)
-    return _mnist_digit(gray, label)
+        img = decode(source, label, side)
+        decoded = img.info.get(DECODED_SCALE, 1.0)
+    gray = pil_to_gray(img, label, side)
+    return gray, decoded * img.width / gray.shape[1]
 
 

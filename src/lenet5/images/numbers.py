@@ -35,14 +35,9 @@ from scipy import ndimage
 
 from ..errors import ImageError
 from .decode import (
-    DECODED_SCALE,
     WORK_SIDE,
-    array_to_gray,
-    decode,
     name_of,
-    pil_to_gray,
     shrink,
-    upright,
 )
 from .digits import (
     KEEP_NEAR,
@@ -54,9 +49,11 @@ from .digits import (
     _union,
     heaviest_blobs,
     ink_box,
+    ink_residual,
+    load_gray,
     to_mnist,
 )
-from .paper import Paper, read_paper, spread
+from .paper import Paper, read_paper
 
 READ_SIDES = (MODEL_SIDE, WORK_SIDE, 512, 1024)
 """Copies the writing is looked for on, coarsest first: the first where it is at least
@@ -135,27 +132,8 @@ class _Ink:
 
 # --- finding the number's blobs -------------------------------------------------------------
 
-def _load(source, label: str, side: int) -> tuple[np.ndarray, float]:
-    """(H, W) grey copy of at most `side` px, and the file's pixels per pixel of it."""
-    if isinstance(source, np.ndarray):
-        gray = array_to_gray(source, label, side)
-        return gray, source.shape[1] / gray.shape[1]
-    if isinstance(source, Image.Image):
-        img = upright(source, label)
-        decoded = 1.0
-    else:
-        img = decode(source, label, side)
-        decoded = img.info.get(DECODED_SCALE, 1.0)
-    gray = pil_to_gray(img, label, side)
-    return gray, decoded * img.width / gray.shape[1]
-
-
 def _ink(gray: np.ndarray, paper: Paper, dark_ink: bool, scale: float) -> _Ink:
-    if dark_ink:
-        gray = 1.0 - gray
-    residual = gray - paper.over(gray.shape)  # (H, W): paper ~ 0
-    level, sigma, _, top = spread(residual)
-    return _Ink(residual, level, sigma, top, scale)
+    return _Ink(*ink_residual(1.0 - gray if dark_ink else gray, paper), scale)
 
 
 def _number_blobs(ink: _Ink, label: str) -> tuple[np.ndarray, list[tuple[slice, slice]]]:
@@ -305,7 +283,7 @@ def _atoms(labels: np.ndarray, boxes: list[tuple[slice, slice]], ink: np.ndarray
 def _writing(source, label: str) -> tuple[_Ink, np.ndarray, list[tuple[slice, slice]]]:
     """The ink at the first of READ_SIDES where the number is at least MIN_DIGIT_SIDE px tall,
     with its blobs (labels, boxes)."""
-    gray, scale = _load(source, label, WORK_SIDE)
+    gray, scale = load_gray(source, label, WORK_SIDE)
     coarse = shrink(gray, MODEL_SIDE)
     dark_ink, paper = read_paper(coarse)
     loaded = WORK_SIDE
@@ -313,7 +291,7 @@ def _writing(source, label: str) -> tuple[_Ink, np.ndarray, list[tuple[slice, sl
         if side > max(gray.shape) and side > loaded:  # a larger copy: decode again
             if max(gray.shape) < loaded:
                 break  # the file is no larger than what we have
-            gray, scale = _load(source, label, side)
+            gray, scale = load_gray(source, label, side)
             loaded = side
         copy = coarse if side == MODEL_SIDE else shrink(gray, side)  # the first is made
         ink = _ink(copy, paper, dark_ink, scale * gray.shape[1] / copy.shape[1])
