@@ -227,6 +227,13 @@ class Pooling(Layer):
         n, ho, blocks, per_block, c = per_window.shape
         return per_window.reshape(n, ho, blocks * per_block, c)
 
+    def _spread(self, per_input: np.ndarray) -> np.ndarray:
+        """(N, H/s, W/s, C) -> (N, H, W, C): each window's value at its s*s inputs."""
+        n, ho, wo, c = per_input.shape
+        dx = np.empty((n, ho * self.size, wo * self.size, c), dtype=per_input.dtype)
+        self._windows(dx)[...] = self._per_window(per_input)[:, :, None, None]
+        return dx
+
 
 class MaxPool(Pooling):
     """Non-overlapping max-pool on views of the windows' positions. Ties go to the first
@@ -286,7 +293,6 @@ class AvgPool(Pooling):
     """Non-overlapping mean pooling."""
 
     def forward(self, x: np.ndarray, train: bool) -> np.ndarray:
-        self.in_shape = x.shape
         return self._pooled(self._windows(x).mean(axis=(2, 3)))  # (N, H/s, W/s, C)
 
     def backward(self, grad: np.ndarray) -> np.ndarray:
@@ -295,11 +301,6 @@ class AvgPool(Pooling):
     def backward_curvature(self, curv: np.ndarray) -> np.ndarray:
         return self._spread(curv / self.size**4)  # every Jacobian entry is 1/s^2
 
-    def _spread(self, per_input: np.ndarray) -> np.ndarray:
-        """(N, H/s, W/s, C) -> (N, H, W, C): each window's value at its s*s inputs."""
-        dx = np.empty(self.in_shape, dtype=per_input.dtype)
-        self._windows(dx)[...] = self._per_window(per_input)[:, :, None, None]
-        return dx
 
 
 class ReLU(Layer):
@@ -426,10 +427,7 @@ class Subsample(Pooling):
         param_grads = {"weight": (grad * sums).sum(axis=(0, 1, 2)),
                        "bias": grad.sum(axis=(0, 1, 2))}
         self.sums = None
-        n, ho, wo, c = grad.shape
-        dx = np.empty((n, ho * self.size, wo * self.size, c), dtype=grad.dtype)
-        self._windows(dx)[...] = self._per_window(grad * w)[:, :, None, None]
-        return dx, param_grads
+        return self._spread(grad * w), param_grads
 
 
 class RBF(Layer):
