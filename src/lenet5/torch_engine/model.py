@@ -390,25 +390,27 @@ class TorchEngine:
             return rows.pin_memory().to(self.device, non_blocking=True)
         return rows.to(self.device)
 
+    def _loss(self, rows: torch.Tensor) -> tuple:
+        """(mean loss, correct) of the training rows ``rows``, on the device."""
+        x, y = self.train_x.index_select(0, rows), self.train_y.index_select(0, rows)
+        out = self.net(x)  # (B, K)
+        return self.loss_fn(out, y), (out.argmax(dim=1) == y).sum()
+
     def _loss_and_grads(self, rows: torch.Tensor, batch_size: int) -> tuple:
         """(loss sum, correct, each parameter's gradient of the loss summed over these rows
         over ``batch_size``) for a part of a batch, its tensors left on the device."""
-        x, y = self.train_x.index_select(0, rows), self.train_y.index_select(0, rows)
-        out = self.net(x)  # (B, K)
-        loss = self.loss_fn(out, y)
+        loss, correct = self._loss(rows)
         grads = torch.autograd.grad(loss * (len(rows) / batch_size), self.optimizer.tensors)
-        return loss.detach() * len(rows), (out.argmax(dim=1) == y).sum(), grads
+        return loss.detach() * len(rows), correct, grads
 
     def train_step(self, batch: np.ndarray, lr: float) -> None:
         rows, n = self._rows(batch), len(batch)
         with self._one_thread_each():
             if self.workers == 1:  # autograd accumulates into .grad directly
-                x, y = self.train_x.index_select(0, rows), self.train_y.index_select(0, rows)
-                out = self.net(x)  # (B, K)
-                loss = self.loss_fn(out, y)
+                loss, correct = self._loss(rows)
                 self.optimizer.zero_grad()
                 loss.backward()
-                parts = [(loss.detach() * n, (out.argmax(dim=1) == y).sum())]
+                parts = [(loss.detach() * n, correct)]
             else:
                 parts = self._in_parts(n, lambda part: self._loss_and_grads(rows[part], n))
                 for i, p in enumerate(self.optimizer.tensors):
