@@ -46,3 +46,24 @@ def test_compute_workers_follow_blas_threads_unless_the_user_chose(monkeypatch):
         threads._blas_threads.cache_clear()
         assert threads.compute_workers() == 1
     threads._blas_threads.cache_clear()
+
+
+def test_run_parts_keeps_the_order_and_waits_for_every_part():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from lenet5.threads import run_parts
+
+    parts = threads.part_slices(256, 4)
+    done = []
+    with ThreadPoolExecutor(3) as pool:
+        assert run_parts(pool, parts, lambda i, part: (i, part.start)) == [
+            (i, part.start) for i, part in enumerate(parts)]
+
+        def first_fails(i, part):
+            if i == 0:
+                raise ValueError("part 0")
+            done.append(i)
+
+        with pytest.raises(ValueError, match="part 0"):
+            run_parts(pool, parts, first_fails)
+    assert sorted(done) == [1, 2, 3]

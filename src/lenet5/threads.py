@@ -8,6 +8,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+from collections.abc import Callable
+from concurrent.futures import Executor
+from typing import TypeVar
 
 from threadpoolctl import ThreadpoolController
 
@@ -15,6 +18,7 @@ from threadpoolctl import ThreadpoolController
 THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 # Training steps on fewer images than this run on one BLAS thread (see blas_threads_for).
 ONE_BLAS_THREAD_BELOW = 64
+T = TypeVar("T")
 
 
 def user_set_threads() -> bool:
@@ -60,6 +64,19 @@ def compute_workers() -> int:
 # Images per worker thread, at least: a batch smaller than twice this is computed in one
 # piece, the same way on any machine (smaller parts would also spend the cores on overheads).
 MIN_PART_IMAGES = 32
+
+
+def run_parts(pool: Executor, parts: list[slice], compute: Callable[[int, slice], T]
+              ) -> list[T]:
+    """``compute(i, parts[i])`` for every part, the first on this thread and the others on
+    the pool's at the same time; the results in order, every thread done even when one
+    raised."""
+    futures = [pool.submit(compute, i, part) for i, part in enumerate(parts[1:], 1)]
+    try:
+        first = compute(0, parts[0])
+    finally:
+        rest = [future.result() for future in futures]
+    return [first, *rest]
 
 
 def part_slices(n: int, workers: int) -> list[slice]:

@@ -17,7 +17,13 @@ import numpy as np
 
 from .. import arch as A
 from ..hparams import OptimizerSpec
-from ..threads import blas_threads_for, compute_workers, one_blas_thread, part_slices
+from ..threads import (
+    blas_threads_for,
+    compute_workers,
+    one_blas_thread,
+    part_slices,
+    run_parts,
+)
 from . import layers as L
 from .losses import LOSSES, map_curvature, softmax_curvature
 from .optim import Optimizer
@@ -226,13 +232,7 @@ class NumpyEngine:
         if len(slices) == 1:
             return [compute(self.net, slices[0])]
         with one_blas_thread():
-            futures = [self._pool.submit(compute, net, part)
-                       for net, part in zip(self.nets[1:], slices[1:], strict=False)]
-            try:
-                first = compute(self.net, slices[0])
-            finally:
-                rest = [future.result() for future in futures]
-        return [first, *rest]
+            return run_parts(self._pool, slices, lambda i, part: compute(self.nets[i], part))
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         def outputs(net: NumpyNet, part: slice) -> np.ndarray:

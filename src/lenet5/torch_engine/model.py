@@ -27,7 +27,7 @@ from .. import arch as A
 from ..arch import TANH_AMPLITUDE, TANH_SLOPE
 from ..errors import Lenet5Error
 from ..hparams import DEVICES, OptimizerSpec
-from ..threads import part_slices, user_set_threads
+from ..threads import part_slices, run_parts, user_set_threads
 from .losses import LOSSES, map_curvature, softmax_curvature
 from .optim import TorchOptimizer
 
@@ -350,16 +350,11 @@ class TorchEngine:
         if len(parts) == 1:
             return [compute(parts[0])]
 
-        def on_worker(part: slice) -> object:
+        def on_worker(_: int, part: slice) -> object:
             torch.set_num_threads(1)  # OpenMP's setting is per thread
             return compute(part)
 
-        futures = [self._pool.submit(on_worker, part) for part in parts[1:]]
-        try:
-            first = compute(parts[0])
-        finally:
-            rest = [future.result() for future in futures]
-        return [first, *rest]
+        return run_parts(self._pool, parts, on_worker)
 
     def _tensor(self, x: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(x, dtype=self.dtype, device=self.device)
