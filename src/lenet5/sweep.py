@@ -119,7 +119,8 @@ def execute(config: TrainConfig, directory: str) -> str | None:
         with threadpool_limits(limits=1), _dataset_lock(config):
             from .data import datasets
 
-            datasets.load(config.dataset, config.data_dir, log=quiet)  # fetched once per node
+            datasets.fetch(config.dataset, config.data_dir, log=quiet,  # once per node; the
+                           repair=config.data_dir is not None)  # run then decodes it itself
         with threadpool_limits(limits=1):
             if (Path(directory) / STATE_FILE).is_file():
                 train(resume_config(directory, config.epochs), resume=directory, log=quiet,
