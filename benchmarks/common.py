@@ -7,10 +7,15 @@ file names both.
 
 from __future__ import annotations
 
+import json
 import os
 import platform
+import subprocess
+import sys
 import time
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def cpu_model() -> str:
@@ -63,3 +68,22 @@ def write_results(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     print(text)
+
+
+def child_env(threads: int | None = None) -> dict[str, str]:
+    """The environment of a timed child process: lenet5 importable from this checkout, and
+    OMP_NUM_THREADS where ``threads`` is given."""
+    env = dict(os.environ)
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "src"),
+                                                      env.get("PYTHONPATH")]))
+    return env
+
+
+def time_tutorial(device: str, epochs: int, threads: int | None = None) -> dict:
+    """The tutorials' loop (benchmarks/tutorial_loop.py) in a fresh process: its JSON."""
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "tutorial_loop.py"),
+                           "--epochs", str(epochs), "--device", device, "--json"],
+                          check=True, env=child_env(threads), capture_output=True, text=True)
+    return json.loads(done.stdout)

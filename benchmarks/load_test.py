@@ -29,11 +29,10 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from common import machine, write_results
+from common import child_env, machine, write_results
 from PIL import Image, ImageDraw
 
 RESULTS = Path(__file__).parent / "results" / "load_test.md"
-SRC = Path(__file__).resolve().parents[1] / "src"
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 TARGET_P95_MS = 30.0
 TARGET_RPS = 300.0
@@ -94,8 +93,7 @@ def start_server(model: str, engine: str, workers: int | None
                  ) -> tuple[subprocess.Popen, str, str]:
     """`lenet5 serve MODEL --port 0` in a child process; returns it, its base URL and what it
     says it runs (engine, workers)."""
-    env = {**os.environ,
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(SRC), os.environ.get("PYTHONPATH")]))}
+    env = child_env()
     workers_flag = [] if workers is None else ["--workers", str(workers)]
     process = subprocess.Popen([sys.executable, "-m", "lenet5", "serve", model, "--port", "0",
                                 "--engine", engine, *workers_flag],

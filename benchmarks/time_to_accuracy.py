@@ -30,7 +30,6 @@ Writes benchmarks/results/time_to_accuracy.md (`--out` to write elsewhere).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -39,23 +38,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import machine, write_results
+from common import child_env, machine, time_tutorial, write_results
 
 from lenet5.files import read_metrics
 from lenet5.recipes import load_recipe
 
-ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).parent / "results" / "time_to_accuracy.md"
 RECIPE = "fast"
 TARGET = 0.99
-
-
-def child_env() -> dict[str, str]:
-    """lenet5 importable from this checkout in the timed process."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "src"),
-                                                      env.get("PYTHONPATH")]))
-    return env
 
 
 def command_clock(engine: str, device: str, seed: int, out: Path) -> dict:
@@ -70,10 +60,7 @@ def command_clock(engine: str, device: str, seed: int, out: Path) -> dict:
 
 def tutorial_epoch() -> float:
     """Seconds of one epoch of the tutorials' loop on the CPU, in a fresh process."""
-    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "tutorial_loop.py"),
-                           "--epochs", "1", "--json"], check=True, env=child_env(),
-                          capture_output=True, text=True)
-    return json.loads(done.stdout)["epoch_seconds"][0]
+    return time_tutorial("cpu", 1)["epoch_seconds"][0]
 
 
 def training_clock(engine: str, device: str, seed: int, out: Path, compile_net: bool) -> dict:

@@ -20,7 +20,6 @@ process, the median milliseconds per step of each and their ratio.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -29,23 +28,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import machine
-
-ROOT = Path(__file__).resolve().parent.parent
-
+from common import child_env, machine, time_tutorial
 
 THREADS: int | None = None  # --threads
-
-
-def child_env() -> dict[str, str]:
-    """The environment for the timed processes: lenet5 importable from this checkout, and
-    OMP_NUM_THREADS when --threads is given."""
-    env = dict(os.environ)
-    if THREADS:
-        env["OMP_NUM_THREADS"] = str(THREADS)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "src"),
-                                                      env.get("PYTHONPATH")]))
-    return env
 
 
 def time_lenet5_train(engine: str, device: str, epochs: int, out: Path) -> dict:
@@ -53,18 +38,11 @@ def time_lenet5_train(engine: str, device: str, epochs: int, out: Path) -> dict:
     subprocess.run([sys.executable, "-m", "lenet5", "train", "--engine", engine, "--device",
                     device, "--epochs", str(epochs), "--batch-size", "128", "--no-report",
                     "--out", str(out)],
-                   check=True, env=child_env(), stdout=subprocess.DEVNULL)
+                   check=True, env=child_env(THREADS), stdout=subprocess.DEVNULL)
     from lenet5.files import read_metrics
 
     rows = read_metrics(out)
     return {"epoch_seconds": [r["seconds"] for r in rows], "test_acc": rows[-1]["test_acc"]}
-
-
-def time_tutorial(device: str, epochs: int) -> dict:
-    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "tutorial_loop.py"),
-                           "--epochs", str(epochs), "--device", device, "--json"],
-                          check=True, env=child_env(), capture_output=True, text=True)
-    return json.loads(done.stdout)
 
 
 def inference_rate(run: Path, device: str, repeats: int = 5) -> float:
@@ -169,7 +147,7 @@ def main() -> None:
         for r in range(args.repeats):
             for name in loops:
                 if name == "tutorial loop":
-                    result = time_tutorial(args.device, args.epochs)
+                    result = time_tutorial(args.device, args.epochs, THREADS)
                 else:
                     engine = name.split()[-1]
                     result = time_lenet5_train(engine, args.device if engine == "torch" else "cpu",
