@@ -280,9 +280,7 @@ def photo_agreement(host: str, port: int, model_path: str, engine: str, n: int) 
     """Held-out photographed digits (`tests/photo_digits.py`, from MNIST test digits) POSTed as
     raw JPEG bodies: the API's accuracy, and whether every answer equals `lenet5 predict`'s."""
     from lenet5.data import load as load_dataset
-    from lenet5.images import preprocess_image
     from lenet5.model import load as load_model
-    from lenet5.predict import classify
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the generator
     from photo_digits import make_photo_set
@@ -295,7 +293,7 @@ def photo_agreement(host: str, port: int, model_path: str, engine: str, n: int) 
     for jpeg, label in photos:
         _, status, _, body = client.post(jpeg, "image/jpeg")
         api = json.loads(body)["label"] if status == 200 else -1
-        local = classify(model, preprocess_image(jpeg))["label"]  # what `lenet5 predict` does
+        local = model.read(jpeg)["label"]  # what `lenet5 predict` answers
         api_right += api == label
         predict_right += local == label
         same += api == local

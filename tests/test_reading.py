@@ -11,7 +11,7 @@ from photo_digits import make_photo_set
 
 import lenet5
 from lenet5.images import preprocess_image
-from lenet5.predict import classify, predict_file
+from lenet5.predict import predict_file
 from lenet5.refusal import METADATA_KEY
 
 pytestmark = [pytest.mark.mnist, pytest.mark.slow]  # trains the fixture model (about 15 s)
@@ -57,7 +57,7 @@ def test_single_digits_are_read_as_one_digit_as_before(model, mnist):
     same, read = 0, 0
     for jpeg, _ in photos:
         answer = model.read(jpeg, threshold=0.0)
-        before = classify(model, preprocess_image(jpeg))["label"]
+        before = int(model.predict(preprocess_image(jpeg))[0])
         read += len(answer["digits"]) == 1
         same += answer["label"] == before
     assert read >= 0.9 * SINGLES and same >= 0.9 * SINGLES

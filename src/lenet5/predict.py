@@ -44,14 +44,6 @@ def find_images(paths: Sequence[str | Path]) -> list[str]:
     return found
 
 
-def classify(model: Model, digit: np.ndarray, top_k: int = 3) -> dict:
-    """``{"label", "confidence", "top": [[label, prob], ...]}`` for one (28, 28) digit."""
-    probs = model.predict_proba(digit)[0]  # (K,)
-    order = np.argsort(-probs, kind="stable")[:max(1, top_k)]
-    return {"label": int(order[0]), "confidence": float(probs[order[0]]),
-            "top": [[int(k), float(probs[k])] for k in order]}
-
-
 def predict_file(model: Model, file: str | Path, top_k: int = 3,
                  threshold: float | None = None) -> tuple[dict, Reading | None]:
     """(result, the reading or None on error) for one file; never raises for a bad image.
