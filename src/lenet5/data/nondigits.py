@@ -28,7 +28,7 @@ from __future__ import annotations
 import numpy as np
 
 from lenet5.arch import NONDIGIT
-from lenet5.data.distortions import bilinear
+from lenet5.data.distortions import BLOCK, bilinear
 
 SHARES = {"strokes": 0.2, "scribble": 0.1, "hatching": 0.08, "polygon": 0.08, "blot": 0.06,
           "merge": 0.24, "cut": 0.24}
@@ -49,8 +49,6 @@ BLUR = (0.25, 0.5, 0.75, 1.0)
 """... and blurs it by one of these Gaussian sigmas (px of the 28x28 result)."""
 BOX_SIDE, CANVAS, CENTRE = 20.0, 28, 14.0
 """MNIST's frame: longer side 20 px, 28x28, centre of mass at (14, 14) (row, col)."""
-BLOCK = 256
-"""Pictures drawn per vectorised step."""
 INK = 38
 """Pixels from this value (0.15 of full ink, as `images.digits.BOX_LEVEL`) make a digit's box."""
 MIN_CUT_WIDTH = 12
