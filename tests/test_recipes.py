@@ -62,6 +62,9 @@ def test_a_users_recipe_file(tmp_path):
                     '[reference]\nfigure = 97.5\nsource = "me"\n')
     recipe = load_recipe(str(path))
     assert recipe.name == "mine" and recipe.options == {"epochs": 1, "activation": "tanh"}
+    namesake = tmp_path / "default.toml"  # a file of one's own is not the shipped recipe:
+    namesake.write_text(path.read_text())  # it has not been measured here
+    assert load_recipe(str(namesake)).measured == {} and load_recipe("default").measured
 
 
 @pytest.mark.parametrize("text, message", [

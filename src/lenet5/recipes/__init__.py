@@ -70,7 +70,7 @@ def _measured() -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def _parse(text: str, name: str, where: str) -> Recipe:
+def _parse(text: str, name: str, where: str, measured: dict) -> Recipe:
     try:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -85,7 +85,7 @@ def _parse(text: str, name: str, where: str) -> Recipe:
     return Recipe(name=name, description=document.get("description", ""), options=options,
                   reference={"figure": reference.get("figure"),
                              "source": reference.get("source", "")},
-                  measured=_measured().get(name, {}))
+                  measured=measured)
 
 
 def load_recipe(name_or_file: str) -> Recipe:
@@ -98,13 +98,18 @@ def load_recipe(name_or_file: str) -> Recipe:
             raise Lenet5Error(f"cannot read recipe {path} ({exc.strerror or exc}); pass a "
                               "recipe name (`lenet5 recipes` lists them) or a .toml file.") \
                 from None
-        return _parse(text, path.stem, str(path))
+        return _parse(text, path.stem, str(path), {})  # measured here only if shipped
     if name_or_file not in names():
         raise Lenet5Error(f"unknown --recipe {name_or_file!r}; choose one of: "
                           f"{', '.join(names())}, or pass a recipe .toml file.")
-    text = files(__name__).joinpath(f"{name_or_file}.toml").read_text()
-    return _parse(text, name_or_file, f"recipe {name_or_file}")
+    return _shipped(name_or_file, _measured())
+
+
+def _shipped(name: str, measured: dict) -> Recipe:
+    text = files(__name__).joinpath(f"{name}.toml").read_text()
+    return _parse(text, name, f"recipe {name}", measured.get(name, {}))
 
 
 def all_recipes() -> list[Recipe]:
-    return [load_recipe(name) for name in names()]
+    measured = _measured()  # read once for them all
+    return [_shipped(name, measured) for name in names()]
