@@ -12,7 +12,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lenet5.images.numbers import MAX_ATOMS, Segmentation, best_path, segment
+from lenet5.images.numbers import (
+    MAX_ATOMS,
+    Segmentation,
+    as_one_digit,
+    best_path,
+    find_writing,
+    segment,
+)
 
 pytestmark = pytest.mark.mnist  # real handwriting, from the mnist_test_digits fixture
 
@@ -82,7 +89,7 @@ def digits(mnist_test_digits):
 
 def test_separated_digits_are_candidates_in_reading_order(digits):
     picture, boxes = layout([digits[2], digits[0], digits[5], digits[7]], [30, 45, 25])
-    segmentation = segment(picture)
+    segmentation = segment(find_writing(picture))
     assert all(best_match(segmentation, box) > 0.9 for box in boxes)
     path = best_path(segmentation, path_of_true_digits(segmentation, boxes))
     assert [segmentation.boxes[i] for i in path] == [
@@ -93,7 +100,7 @@ def test_separated_digits_are_candidates_in_reading_order(digits):
 @pytest.mark.parametrize("overlap", [2, 8])
 def test_touching_digits_are_cut_apart(digits, overlap):
     picture, boxes = layout([digits[3], digits[8], digits[4]], [-overlap, 40])
-    segmentation = segment(picture)
+    segmentation = segment(find_writing(picture))
     assert segmentation.atoms >= 3  # the touching pair is cut at least once
     for box in boxes:
         assert best_match(segmentation, box) > 0.75
@@ -104,7 +111,7 @@ def test_a_broken_stroke_is_joined_again(digits):
     rows, cols = np.nonzero(five >= 38)
     five[:, cols.min() + (cols.max() - cols.min()) // 2 - 1:][:, :3] = 0  # a gap through it
     picture, boxes = layout([digits[2], five], [40])
-    segmentation = segment(picture)
+    segmentation = segment(find_writing(picture))
     assert segmentation.atoms >= 3  # the 5 is in pieces
     assert best_match(segmentation, boxes[1]) > 0.9  # and one candidate holds all of it
 
@@ -114,7 +121,7 @@ def test_mixed_sizes_are_kept_and_specks_dropped(digits):
                             height=260)
     picture[20:26, 20:26] = 40  # specks, far from the number
     picture[15:19, -30:-26] = 40
-    segmentation = segment(picture)
+    segmentation = segment(find_writing(picture))
     assert all(best_match(segmentation, box) > 0.85 for box in boxes)
     left, right = min(c[0] for c in segmentation.boxes), max(c[2] for c in segmentation.boxes)
     assert left >= boxes[0][0] - 3 and right <= boxes[-1][2] + 3  # no speck was kept
@@ -127,7 +134,7 @@ def test_a_sliver_beside_a_digit_is_no_candidate(digits):
     x0, y0, x1, y1 = boxes[0]
     middle = (y0 + y1) // 2
     picture[middle - 12:middle + 12, x0 - 4:x0] = 40  # 24 px of a digit over 100 px tall
-    segmentation = segment(picture)
+    segmentation = segment(find_writing(picture))
     assert all(c[3] - c[1] >= 0.4 * (y1 - y0) for c in segmentation.boxes)
     path = best_path(segmentation, path_of_true_digits(segmentation, boxes))
     assert len(path) == 1 and iou(segmentation.boxes[path[0]], boxes[0]) > 0.85
@@ -139,7 +146,7 @@ def test_boxes_are_in_the_files_pixels(digits, tmp_path):
     big = Image.fromarray(picture).resize((picture.shape[1] * 8, picture.shape[0] * 8))
     buffer = io.BytesIO()
     big.save(buffer, format="JPEG", quality=90)
-    segmentation = segment(buffer.getvalue())
+    segmentation = segment(find_writing(buffer.getvalue()))
     for box in boxes:
         assert best_match(segmentation, [8 * v for v in box]) > 0.85
 
@@ -148,7 +155,7 @@ def test_a_row_of_too_many_marks_is_not_cut_up():
     dots = np.full((60, 1000), 235, np.uint8)
     for c in range(10, 990, 14):
         dots[26:34, c:c + 8] = 30  # 70 blots of ink in a row
-    segmentation = segment(dots)
+    segmentation = segment(find_writing(dots))
     assert segmentation.atoms > MAX_ATOMS and not segmentation.spans
 
 
@@ -160,3 +167,24 @@ def test_best_path_merges_skips_and_gives_up():
     assert best_path(segmentation, np.array([-0.1, -0.1, -0.5, -0.2])) == [0, 1, 3]
     unreachable = Segmentation(atoms=2, spans=[(0, 1)], skippable=np.array([False, False]))
     assert best_path(unreachable, np.array([0.0])) == []
+
+
+def test_one_digit_even_broken_may_be_read_whole(digits):
+    five = digits[5].copy()
+    rows, cols = np.nonzero(five >= 38)
+    five[rows.min() + 4:rows.min() + 6] = 0  # its bar detached from its body
+    picture, boxes = layout([five], [])
+    writing = find_writing(picture)
+    assert len(writing.boxes) == 2  # two blobs, one above the other
+    whole = as_one_digit(writing)
+    assert whole is not None and whole.spans == [(0, 1)] and whole.atoms == 1
+    assert iou(whole.boxes[0], boxes[0]) > 0.9
+    assert whole.images.shape == (1, 28, 28)
+
+
+def test_digits_side_by_side_are_never_one_digit(digits):
+    apart, _ = layout([digits[2], digits[3]], [30])
+    touching, _ = layout([digits[0], digits[0]], [-4])  # one blob, wider than a digit
+    assert as_one_digit(find_writing(apart)) is None
+    assert len(find_writing(touching).boxes) == 1
+    assert as_one_digit(find_writing(touching)) is None

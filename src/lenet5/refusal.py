@@ -80,14 +80,33 @@ def steady_log_probs(model: Classifier, images: np.ndarray,
     pixel thinner or thicker, its reading of a scribble less so. The decision about a digit
     read is taken on these; calibration uses them too. `plain`: the images' own (N, K)
     log-probabilities where the caller has them already."""
-    views = [change_strokes(images, pixels) for pixels in VIEWS]
     if plain is None:
-        views.insert(0, images)
+        return plain_and_steady_log_probs(model, images)[1]
+    return _mean_probability(np.concatenate([plain[None], _log_probs(model, _views(images))]))
+
+
+def plain_and_steady_log_probs(model: Classifier, images: np.ndarray
+                               ) -> tuple[np.ndarray, np.ndarray]:
+    """The images' own (N, K) log-probabilities and their steady ones (`steady_log_probs`),
+    in one forward pass."""
+    log_p = _log_probs(model, [images, *_views(images)])  # (1 + V, N, K)
+    return log_p[0], _mean_probability(log_p)
+
+
+def _views(images: np.ndarray) -> list[np.ndarray]:
+    """The images (N, 28, 28) with their strokes changed by each of VIEWS."""
+    return [change_strokes(images, pixels) for pixels in VIEWS]
+
+
+def _log_probs(model: Classifier, views: list[np.ndarray]) -> np.ndarray:
+    """(V, N, K) log-probabilities of V views (N, 28, 28) each, in one forward pass."""
     log_p = log_confidence(model.logits(np.concatenate(views)), model.arch.loss)
-    log_p = log_p.reshape(len(views), len(images), -1)  # (V, N, K)
-    if plain is not None:
-        log_p = np.concatenate([plain[None], log_p])
-    return np.log(np.exp(log_p).mean(axis=0))  # (N, K)
+    return log_p.reshape(len(views), len(views[0]), -1)
+
+
+def _mean_probability(log_p: np.ndarray) -> np.ndarray:
+    """(N, K) log of the mean probability over views (V, N, K)."""
+    return np.log(np.exp(log_p).mean(axis=0))
 
 
 def check_threshold(value: float | None) -> None:

@@ -14,9 +14,12 @@ from lenet5.errors import DataError, Lenet5Error, ModelFileError
 
 
 def pad(images: np.ndarray, pad: int = 2) -> np.ndarray:
-    """Zero-pad the last two axes: (N,28,28) -> (N,28+2*pad,28+2*pad)."""
-    widths = [(0, 0)] * (images.ndim - 2) + [(pad, pad)] * 2
-    return np.pad(images, widths)
+    """Zero-pad the last two axes: (N,28,28) -> (N,28+2*pad,28+2*pad). (np.pad takes 20 times
+    longer on the few images a reading passes.)"""
+    *batch, height, width = images.shape
+    padded = np.zeros((*batch, height + 2 * pad, width + 2 * pad), images.dtype)
+    padded[..., pad:pad + height, pad:pad + width] = images
+    return padded
 
 
 STATS_CHUNK = 1 << 20  # pixels counted at a time by pixel_stats

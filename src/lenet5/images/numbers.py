@@ -280,9 +280,23 @@ def _atoms(labels: np.ndarray, boxes: list[tuple[slice, slice]], ink: np.ndarray
 
 # --- the segmentation ---------------------------------------------------------------------
 
-def _writing(source, label: str) -> tuple[_Ink, np.ndarray, list[tuple[slice, slice]]]:
+@dataclass
+class Writing:
+    """The ink of a picture's number, at the scale it is read at, and its blobs."""
+
+    ink: _Ink
+    labels: np.ndarray  # (H, W): the number's blobs numbered 1..n
+    boxes: list[tuple[slice, slice]]  # per blob
+    height: float  # of the writing, here
+    name: str  # of the picture, for messages
+
+
+def find_writing(source: str | Path | bytes | BinaryIO | np.ndarray | Image.Image, *,
+                 name: str | None = None) -> Writing:
     """The ink at the first of READ_SIDES where the number is at least MIN_DIGIT_SIDE px tall,
-    with its blobs (labels, boxes)."""
+    with its blobs (any source `preprocess_image` takes). Raises ImageError when the picture
+    cannot be read or holds no ink that stands out."""
+    label = name_of(source, name)
     gray, scale = load_gray(source, label, WORK_SIDE)
     coarse = shrink(gray, MODEL_SIDE)
     dark_ink, paper = read_paper(coarse)
@@ -296,30 +310,49 @@ def _writing(source, label: str) -> tuple[_Ink, np.ndarray, list[tuple[slice, sl
         copy = coarse if side == MODEL_SIDE else shrink(gray, side)  # the first is made
         ink = _ink(copy, paper, dark_ink, scale * gray.shape[1] / copy.shape[1])
         labels, boxes = _number_blobs(ink, label)
-        height = max(b[0].stop - b[0].start for b in boxes)
-        if height >= MIN_DIGIT_SIDE or max(copy.shape) < side:
+        heights = np.array([b[0].stop - b[0].start for b in boxes])  # (n,)
+        if heights.max() >= MIN_DIGIT_SIDE or max(copy.shape) < side:
             break
-    return ink, labels, boxes
-
-
-def segment(
-    source: str | Path | bytes | BinaryIO | np.ndarray | Image.Image, *, name: str | None = None
-) -> Segmentation:
-    """The candidate digits in a picture of a number (any source `preprocess_image` takes).
-
-    Raises ImageError when the picture cannot be read or holds no ink that stands out.
-    """
-    label = name_of(source, name)
-    ink, labels, boxes = _writing(source, label)
-    heights = np.array([b[0].stop - b[0].start for b in boxes])
     height = float(np.percentile(heights[heights >= TALL * heights.max()], 75))
-    residual = ink.residual
-    bright = np.clip((residual - ink.paper) / max(ink.top - ink.paper, 1e-6), 0.0, 1.0)
-    atoms, count = _atoms(labels, boxes, bright, height)
+    return Writing(ink, labels, boxes, height, label)
+
+
+def segment(writing: Writing) -> Segmentation:
+    """The candidate digits of a number: its blobs cut into atoms, every run of them."""
+    atoms, count = _atoms(writing.labels, writing.boxes, _brightness(writing.ink),
+                          writing.height)
     if count > MAX_ATOMS:
         return Segmentation(atoms=count)
+    return _candidates(writing, atoms, count)
+
+
+def as_one_digit(writing: Writing) -> Segmentation | None:
+    """The writing as one candidate digit, uncut, when it may be one: its blobs all stacked
+    (a broken stroke at most) and it no wider than WIDEST of its height. None otherwise.
+
+    Reading tries this first: a single digit the network reads surely as a whole needs no
+    cuts (they cost two thirds of a reading), and would win the best path anyway."""
+    labels, boxes = _stacked(writing.labels, writing.boxes)
+    if len(boxes) != 1:
+        return None
+    rows, columns = boxes[0]
+    if columns.stop - columns.start > WIDEST * (rows.stop - rows.start):
+        return None
+    return _candidates(writing, labels, 1)
+
+
+def _brightness(ink: _Ink) -> np.ndarray:
+    """(H, W) the ink's residual from paper (0) to its brightest (1)."""
+    return np.clip((ink.residual - ink.paper) / max(ink.top - ink.paper, 1e-6), 0.0, 1.0)
+
+
+def _candidates(writing: Writing, atoms: np.ndarray, count: int) -> Segmentation:
+    """Every run of up to MAX_GROUP consecutive atoms (labels (H, W) 1..count, in reading
+    order) that may be a digit, drawn into 28x28."""
+    ink, height, label = writing.ink, writing.height, writing.name
+    residual = ink.residual
     atom_boxes = ndimage.find_objects(atoms, count)
-    atom_mass = ndimage.sum_labels(bright, atoms, np.arange(1, count + 1))  # (n,)
+    atom_mass = ndimage.sum_labels(_brightness(ink), atoms, np.arange(1, count + 1))  # (n,)
 
     spans, images, file_boxes = [], [], []
     for start in range(count):
@@ -350,7 +383,6 @@ def segment(
     shape = -WIDE_COST * np.maximum(aspect - WIDEST, 0.0)  # (C,)
     return Segmentation(count, spans, np.array(images, dtype=np.uint8).reshape(-1, 28, 28),
                         file_boxes, skippable, shape, height * ink.scale)
-
 
 
 def best_path(segmentation: Segmentation, scores: np.ndarray) -> list[int]:
