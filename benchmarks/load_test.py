@@ -256,10 +256,10 @@ def loaded_phase(host: str, port: int, pid: int | None, body: bytes, args: argpa
     return many, spread[0] if spread else []
 
 
-def more_runs(args: argparse.Namespace, body: bytes) -> list[tuple[float, list[int]]]:
-    """(requests/s, connections per worker) of the concurrent phase against args.runs - 1
-    more servers, each started afresh: which worker takes which connections is decided anew
-    by every server."""
+def more_runs(args: argparse.Namespace, body: bytes) -> list[tuple[float, list[int], float]]:
+    """(requests/s, connections per worker, server CPU ms per request) of the concurrent phase
+    against args.runs - 1 more servers, each started afresh: which worker takes which
+    connections is decided anew by every server."""
     results = []
     for _ in range(args.runs - 1):
         process, base, _ = start_server(args.model, args.engine, args.workers)
@@ -268,11 +268,13 @@ def more_runs(args: argparse.Namespace, body: bytes) -> list[tuple[float, list[i
             wait_healthy(host, port)
             wait_for_workers(process.pid, port)
             single_client(host, port, body, 30, args.max_seconds)  # warm up
+            cpu_before = cpu_seconds(process.pid)
             many, spread = loaded_phase(host, port, process.pid, body, args)
+            cpu_ms = 1000 * (cpu_seconds(process.pid) - cpu_before) / len(many["latencies"])
         finally:
             process.terminate()
             process.wait(timeout=30)
-        results.append((len(many["latencies"]) / many["seconds"], spread))
+        results.append((len(many["latencies"]) / many["seconds"], spread, cpu_ms))
     return results
 
 
@@ -362,7 +364,9 @@ def main() -> None:
         if process is not None:
             process.terminate()
             process.wait(timeout=30)
-    runs = [(len(many["latencies"]) / many["seconds"], spread)] + more_runs(args, body)
+    rps = len(many["latencies"]) / many["seconds"]
+    cpu_ms = 1000 * (cpu[2] - cpu[1]) / max(1, len(many["latencies"]))
+    runs = [(rps, spread, cpu_ms)] + more_runs(args, body)
     if warm["errors"] or not single["latencies"]:
         sys.exit("load_test: the server answered errors to a valid canvas PNG.")
 
@@ -370,7 +374,6 @@ def main() -> None:
     p50, p95 = percentile(ms, 50), percentile(ms, 95)
     stage_ms = {name: statistics.median(t[name] for t in single["stages"])
                 for name in single["stages"][0]}
-    rps = len(many["latencies"]) / many["seconds"]
     loaded_ms = [1000 * s for s in many["latencies"]] or [float("nan")]
     yes = {True: "yes", False: "**no**"}
     rows = [
@@ -383,8 +386,7 @@ def main() -> None:
         ("rest of a request (HTTP, JSON, client, waiting for a core; p50 minus the stages)",
          f"{p50 - sum(stage_ms.values()):.1f} ms"),
         (f"server CPU per request (all its processes), single client / {args.clients} clients",
-         f"{1000 * (cpu[1] - cpu[0]) / len(ms):.1f} / "
-         f"{1000 * (cpu[2] - cpu[1]) / max(1, len(many['latencies'])):.1f} ms"),
+         f"{1000 * (cpu[1] - cpu[0]) / len(ms):.1f} / {cpu_ms:.1f} ms"),
         (f"load generator (this process) CPU per request, {args.clients} clients",
          f"{1000 * client_cpu / max(1, len(many['latencies'])):.1f} ms"),
         (f"{args.clients} clients: requests in {many['seconds']:.1f} s",
@@ -397,9 +399,10 @@ def main() -> None:
         (f"{args.clients} clients: >= {TARGET_RPS:.0f} requests/s, no errors",
          yes[rps >= TARGET_RPS and not many["failures"]]),
         *([(f"{args.clients} clients, each of {len(runs)} runs (a server started afresh "
-            "for each): throughput, connections per worker",
-            "; ".join(f"{r:.0f} req/s ({' / '.join(map(str, c)) or '?'})" for r, c in runs)
-            + f"; lowest {min(r for r, _ in runs):.0f} req/s")] if len(runs) > 1 else []),
+            "for each): throughput, connections per worker, server CPU per request",
+            "; ".join(f"{r:.0f} req/s ({' / '.join(map(str, c)) or '?'}, {ms:.1f} ms)"
+                      for r, c, ms in runs)
+            + f"; lowest {min(r for r, _, _ in runs):.0f} req/s")] if len(runs) > 1 else []),
         ("request", f"{args.side}x{args.side} canvas PNG ({len(body)} bytes) of a 7; answered "
                     f"{answer['label']} ({100 * answer['confidence']:.1f}%), "
                     f"{len(json.dumps(answer))} bytes of JSON"),

@@ -478,3 +478,15 @@ def test_a_big_photo_is_processed_quickly(digits):
         preprocess_image(data)
         times.append(time.perf_counter() - start)
     assert min(times) < 0.2
+
+
+def test_quantile_is_numpys():
+    """`paper.quantile` stands in for np.quantile in every reading: the same values."""
+    from lenet5.images.paper import quantile
+
+    rng = np.random.default_rng(0)
+    for size in (1, 2, 3, 10, 257, 4096):
+        for values in (rng.normal(size=size), rng.integers(0, 255, size=size, dtype=np.uint8),
+                       rng.integers(0, 5, size=(size, 2))):
+            for q in (0.0, 0.2, 0.5, 0.75, 0.999, 1.0):
+                assert quantile(values, q) == pytest.approx(np.quantile(values, q), abs=1e-12)

@@ -53,7 +53,7 @@ from .digits import (
     load_gray,
     to_mnist,
 )
-from .paper import Paper, read_paper
+from .paper import Paper, quantile, read_paper
 
 READ_SIDES = (MODEL_SIDE, WORK_SIDE, 512, 1024)
 """Copies the writing is looked for on, coarsest first: the first where it is at least
@@ -267,8 +267,8 @@ def _atoms(labels: np.ndarray, boxes: list[tuple[slice, slice]], ink: np.ndarray
         piece = (columns[None, None, :] > paths[:, :, None]).sum(axis=0)  # (h, w)
         atoms[box] = np.where(mine, piece + count + 1, atoms[box])
         pieces = len(cuts) + 1
-        weight = ndimage.sum_labels(blob, piece, np.arange(pieces))  # (pieces,)
-        moment = ndimage.sum_labels(blob * columns[None, :], piece, np.arange(pieces))
+        weight = np.bincount(piece.ravel(), blob.ravel(), pieces)  # (pieces,)
+        moment = np.bincount(piece.ravel(), (blob * columns[None, :]).ravel(), pieces)
         centres.extend(box[1].start + moment / np.maximum(weight, 1e-9))
         count += pieces
     present = np.flatnonzero(np.bincount(atoms.ravel(), minlength=count + 1)[1:])  # not empty
@@ -313,7 +313,7 @@ def find_writing(source: str | Path | bytes | BinaryIO | np.ndarray | Image.Imag
         heights = np.array([b[0].stop - b[0].start for b in boxes])  # (n,)
         if heights.max() >= MIN_DIGIT_SIDE or max(copy.shape) < side:
             break
-    height = float(np.percentile(heights[heights >= TALL * heights.max()], 75))
+    height = quantile(heights[heights >= TALL * heights.max()], 0.75)
     return Writing(ink, labels, boxes, height, label)
 
 
@@ -352,7 +352,7 @@ def _candidates(writing: Writing, atoms: np.ndarray, count: int) -> Segmentation
     ink, height, label = writing.ink, writing.height, writing.name
     residual = ink.residual
     atom_boxes = ndimage.find_objects(atoms, count)
-    atom_mass = ndimage.sum_labels(_brightness(ink), atoms, np.arange(1, count + 1))  # (n,)
+    atom_mass = np.bincount(atoms.ravel(), _brightness(ink).ravel(), count + 1)[1:]  # (n,)
 
     spans, images, file_boxes = [], [], []
     for start in range(count):
@@ -376,7 +376,7 @@ def _candidates(writing: Writing, atoms: np.ndarray, count: int) -> Segmentation
             file_boxes.append([round(v * ink.scale) for v in (left, top, right, bottom)])
     atom_heights = np.array([b[0].stop - b[0].start for b in atom_boxes])
     tall = atom_heights >= TALL * height
-    typical = float(np.median(atom_mass[tall])) if tall.any() else 0.0
+    typical = quantile(atom_mass[tall], 0.5) if tall.any() else 0.0
     skippable = (atom_mass < SKIP_SHARE * typical) | ~tall
     sides = np.array(file_boxes, dtype=float).reshape(-1, 4)
     aspect = (sides[:, 2] - sides[:, 0]) / np.maximum(sides[:, 3] - sides[:, 1], 1.0)  # (C,)

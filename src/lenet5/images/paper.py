@@ -46,6 +46,18 @@ FILL_WEIGHT = 0.05
 MIN_PAPER_CELLS = 20
 """Fewest grid cells showing paper to fit the surface to; fewer, and it is flat."""
 
+def quantile(values: np.ndarray, q: float) -> float:
+    """np.quantile(values, q) (linear interpolation) of any array, without np.quantile's
+    Python overhead: on the few hundred values a picture's statistics take, a tenth of the
+    time (a reading takes several)."""
+    flat = np.ravel(values)
+    position = q * (flat.size - 1)
+    below = math.floor(position)
+    above = min(below + 1, flat.size - 1)
+    low, high = np.partition(flat, (below, above))[[below, above]].astype(np.float64)
+    return float(low + (high - low) * (position - below))
+
+
 def _sample(values: np.ndarray) -> np.ndarray:
     """Every k-th row and column of a (H, W) array, about 4k pixels: enough for robust
     statistics, and cheap."""
@@ -101,7 +113,7 @@ def drawn_with_dark_ink(coarse: np.ndarray) -> bool | None:
     image), has dark ink: whichever side of that paper grey holds more ink. None for anything
     else (in a photo or scan, noise leaves no paper that even), which `_has_dark_ink` judges."""
     values = _sample(coarse)
-    paper = np.median(values)  # that grey, where it covers over half of the pixels
+    paper = quantile(values, 0.5)  # that grey, where it covers over half of the pixels
     if np.count_nonzero(values == paper) < CLEAN_SHARE * values.size:
         return None
     return bool(np.maximum(paper - values, 0.0).sum() > np.maximum(values - paper, 0.0).sum())
@@ -177,9 +189,9 @@ def _paper_model(coarse: np.ndarray, small: np.ndarray) -> Paper:
     """
     first = _rank_background(small, BG_PERCENTILE)  # (h, w)
     if np.ptp(first) <= FLAT_PAPER:  # blank paper or a canvas: nothing to model
-        return Paper(np.eye(10)[0] * float(np.median(first)), np.zeros((1, 1), np.float32))
+        return Paper(np.eye(10)[0] * quantile(first, 0.5), np.zeros((1, 1), np.float32))
     estimate = resize(first, coarse.shape, Image.Resampling.BILINEAR)
-    fallback = float(np.median(estimate))
+    fallback = quantile(estimate, 0.5)
     model = _refit_paper(coarse, estimate, fallback)
     for _ in range(PAPER_ROUNDS - 1):  # the caller evaluates the last fit itself
         model = _refit_paper(coarse, model.over(coarse.shape), fallback)
