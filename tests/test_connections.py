@@ -216,3 +216,50 @@ def test_requests_in_time_are_answered_and_kept_alive(guarded):
         time.sleep(0.7)  # idle past the header deadline; uvicorn's keep-alive allows 5 s
         sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nab")
         assert sock.recv(1000).endswith(b"\r\n\r\n2")
+
+
+class RecordingTransport:
+    """What a connection's transport was asked to write, and whether it was closed."""
+
+    def __init__(self):
+        self.writes: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(bytes(data))
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+    def get_extra_info(self, name: str):
+        return f"info {name}"
+
+
+def test_an_answer_leaves_in_one_write():
+    """Headers and body, written one after the other, leave together (one wakeup of the
+    client, not two); a lone write leaves at the end of the loop's turn, or before a close;
+    the rest is the transport's."""
+    import asyncio
+
+    loop = asyncio.new_event_loop()
+    try:
+        transport = RecordingTransport()
+        one_write = connections._AnswerInOneWrite(transport, loop)
+        one_write.write(b"HTTP/1.1 200 OK\r\n\r\n")
+        assert transport.writes == []
+        one_write.write(memoryview(b"body"))
+        assert transport.writes == [b"HTTP/1.1 200 OK\r\n\r\nbody"]
+        one_write.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        loop.run_until_complete(asyncio.sleep(0))
+        assert transport.writes[-1] == b"HTTP/1.1 100 Continue\r\n\r\n"
+        one_write.write(b"HTTP/1.1 408 Request Timeout\r\n\r\n")
+        one_write.close()
+        assert transport.writes[-1].startswith(b"HTTP/1.1 408") and transport.closed
+        loop.run_until_complete(asyncio.sleep(0))
+        assert len(transport.writes) == 3 and one_write.get_extra_info("peername") == (
+            "info peername")
+    finally:
+        loop.close()

@@ -490,3 +490,18 @@ def test_quantile_is_numpys():
                        rng.integers(0, 5, size=(size, 2))):
             for q in (0.0, 0.2, 0.5, 0.75, 0.999, 1.0):
                 assert quantile(values, q) == pytest.approx(np.quantile(values, q), abs=1e-12)
+
+
+@pytest.mark.parametrize("shape", [(16, 16), (16, 12), (12, 16), (16, 3), (16, 1), (2, 16)])
+@pytest.mark.parametrize("percentile", [20, 50])
+def test_percentile_filter_is_ndimages(shape, percentile):
+    """`paper.percentile_filter` stands in for scipy's on the paper's tiny copy: the same
+    values, windows wider than the image included."""
+    from scipy import ndimage
+
+    from lenet5.images.paper import percentile_filter
+
+    small = np.random.default_rng(1).random(shape).astype(np.float32)
+    size = max(3, round(0.5 * min(shape)))
+    assert np.array_equal(percentile_filter(small, percentile, size),
+                          ndimage.percentile_filter(small, percentile, size=size, mode="reflect"))

@@ -161,6 +161,8 @@ def _number_blobs(ink: _Ink, label: str) -> tuple[np.ndarray, list[tuple[slice, 
                     kept.append(index)
                     grown = True
                     break
+    if len(kept) == len(boxes):  # all of them, numbered as they are
+        return labels, boxes
     keep = np.zeros(len(boxes) + 1, dtype=bool)
     keep[[index + 1 for index in kept]] = True
     order = np.zeros(len(boxes) + 1, dtype=np.int32)
@@ -227,6 +229,8 @@ def _stacked(labels: np.ndarray, boxes: list[tuple[slice, slice]]
     """The blobs (labels (H, W) 1..n, boxes) with those lying mostly above or below one
     another -- their columns overlapping by STACKED of the narrower one's width -- joined:
     the pieces of a broken stroke, a 5's bar, a 4 in two strokes, a speck on a digit."""
+    if len(boxes) == 1:
+        return labels, boxes
     group = list(range(len(boxes)))  # union-find over the blobs
     def root(i: int) -> int:
         while group[i] != i:
@@ -323,7 +327,7 @@ def segment(writing: Writing) -> Segmentation:
                           writing.height)
     if count > MAX_ATOMS:
         return Segmentation(atoms=count)
-    return _candidates(writing, atoms, count)
+    return _candidates(writing, atoms, ndimage.find_objects(atoms, count))
 
 
 def as_one_digit(writing: Writing) -> Segmentation | None:
@@ -338,7 +342,7 @@ def as_one_digit(writing: Writing) -> Segmentation | None:
     rows, columns = boxes[0]
     if columns.stop - columns.start > WIDEST * (rows.stop - rows.start):
         return None
-    return _candidates(writing, labels, 1)
+    return _candidates(writing, labels, boxes)
 
 
 def _brightness(ink: _Ink) -> np.ndarray:
@@ -346,12 +350,13 @@ def _brightness(ink: _Ink) -> np.ndarray:
     return np.clip((ink.residual - ink.paper) / max(ink.top - ink.paper, 1e-6), 0.0, 1.0)
 
 
-def _candidates(writing: Writing, atoms: np.ndarray, count: int) -> Segmentation:
-    """Every run of up to MAX_GROUP consecutive atoms (labels (H, W) 1..count, in reading
-    order) that may be a digit, drawn into 28x28."""
+def _candidates(writing: Writing, atoms: np.ndarray, atom_boxes: list[tuple[slice, slice]]
+                ) -> Segmentation:
+    """Every run of up to MAX_GROUP consecutive atoms (labels (H, W) 1..n, in reading order,
+    and their n boxes) that may be a digit, drawn into 28x28."""
     ink, height, label = writing.ink, writing.height, writing.name
     residual = ink.residual
-    atom_boxes = ndimage.find_objects(atoms, count)
+    count = len(atom_boxes)
     atom_mass = np.bincount(atoms.ravel(), _brightness(ink).ravel(), count + 1)[1:]  # (n,)
 
     spans, images, file_boxes = [], [], []

@@ -20,6 +20,7 @@ import base64
 import binascii
 import ctypes
 import functools
+import gc
 import json
 import os
 import signal
@@ -201,12 +202,16 @@ def _png_chunk(tag: bytes, data: bytes) -> bytes:
 
 
 @functools.lru_cache
-def _png_head(height: int, width: int) -> bytes:
-    """PNG signature and header of an 8-bit grayscale image."""
-    return b"\x89PNG\r\n\x1a\n" + _png_chunk(
+def _data_url_head(height: int, width: int) -> str:
+    """The start of the data URL of an 8-bit grayscale PNG: its signature and header are 33
+    bytes, a whole number of base64's 3-byte groups, so their base64 is a prefix of every such
+    PNG's."""
+    head = b"\x89PNG\r\n\x1a\n" + _png_chunk(
         b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+    return "data:image/png;base64," + base64.b64encode(head).decode("ascii")
 
 
+_IDAT_CRC = zlib.crc32(b"IDAT")
 _PNG_END = _png_chunk(b"IEND", b"")
 
 
@@ -217,10 +222,14 @@ def png_data_urls(grays: np.ndarray) -> list[str]:
     count, height, width = grays.shape
     rows = np.zeros((count, height, width + 1), dtype=np.uint8)  # each row: filter 0, pixels
     rows[:, :, 1:] = grays
-    head = _png_head(height, width)
-    return ["data:image/png;base64," + base64.b64encode(
-        head + _png_chunk(b"IDAT", zlib.compress(image.tobytes(), 0)) + _PNG_END).decode("ascii")
-        for image in rows]
+    head = _data_url_head(height, width)
+    urls = []
+    for image in rows:
+        data = zlib.compress(image, 0)
+        chunk = (struct.pack(">I", len(data)) + b"IDAT" + data
+                 + struct.pack(">I", zlib.crc32(data, _IDAT_CRC)) + _PNG_END)
+        urls.append(head + base64.b64encode(chunk).decode("ascii"))
+    return urls
 
 
 def _to_gray(maps: np.ndarray) -> np.ndarray:
@@ -396,10 +405,12 @@ def worker_app() -> FastAPI:
     settings = json.loads(os.environ[WORKER_ENV])
     stop_with_parent(settings.pop("parent"))
     try:
-        return create_app(**settings)
+        app = create_app(**settings)
     except Lenet5Error as exc:
         print(f"lenet5: {exc}", file=sys.stderr, flush=True)
         sys.exit(STARTUP_FAILURE)
+    gc.freeze()  # the modules and the model live as long as the worker: never scan them again
+    return app
 
 
 def serve(sock: socket.socket, model_path: str | Path, engine: str = "numpy",

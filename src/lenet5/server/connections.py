@@ -109,6 +109,39 @@ REQUEST_TIMEOUT = (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/j
                    % (len(_TIMEOUT_BODY), _TIMEOUT_BODY))
 
 
+class _AnswerInOneWrite:
+    """A transport that holds each write back until the next one, or the end of the event
+    loop's turn, and sends the two together: uvicorn writes an answer's headers and its body
+    separately, and each write over loopback woke the client (and often took the core from the
+    worker) -- 7% of a worker's time at 32 clients. Everything else is the transport's."""
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop):
+        self._transport = transport
+        self._loop = loop
+        self._held: bytes | None = None
+
+    def write(self, data: bytes) -> None:
+        if self._held is None:
+            self._held = bytes(data)
+            self._loop.call_soon(self._flush)
+        else:
+            self._transport.write(self._held + data)
+            self._held = None
+
+    def _flush(self) -> None:
+        if self._held is not None:
+            held, self._held = self._held, None
+            if not self._transport.is_closing():
+                self._transport.write(held)
+
+    def close(self) -> None:
+        self._flush()
+        self._transport.close()
+
+    def __getattr__(self, name: str):
+        return getattr(self._transport, name)
+
+
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with read deadlines: a request's headers must arrive
     within HEADER_TIMEOUT_S (of the connection, or of the request's first byte) and its body
@@ -118,6 +151,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        self.transport = _AnswerInOneWrite(transport, self.loop)  # type: ignore[assignment]
         self._arm(HEADER_TIMEOUT_S)
 
     def on_message_begin(self) -> None:
