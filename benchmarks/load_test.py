@@ -271,10 +271,14 @@ def more_runs(args: argparse.Namespace, body: bytes) -> list[tuple[float, list[i
             single_client(host, port, body, 30, args.max_seconds)  # warm up
             cpu_before = cpu_seconds(process.pid)
             many, spread = loaded_phase(host, port, process.pid, body, args)
-            cpu_ms = 1000 * (cpu_seconds(process.pid) - cpu_before) / len(many["latencies"])
+            cpu_ms = (1000 * (cpu_seconds(process.pid) - cpu_before)
+                      / max(1, len(many["latencies"])))
         finally:
             process.terminate()
             process.wait(timeout=30)
+        if many["failures"]:
+            sys.exit(f"load_test: a run got {len(many['failures'])} errors, the first: "
+                     f"{many['failures'][0]}")
         results.append((len(many["latencies"]) / many["seconds"], spread, cpu_ms))
     return results
 

@@ -3,6 +3,7 @@ off when a client sends its request too slowly (slowloris)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import socket
@@ -154,15 +155,13 @@ async def count_body(scope, receive, send) -> None:
     await send({"type": "http.response.body", "body": answer})
 
 
-@pytest.fixture
-def guarded(monkeypatch) -> Iterator[int]:
-    """A uvicorn server with the guarded protocol and deadlines of 0.5 s (headers) and
-    1 s (body), in a thread: its port."""
-    monkeypatch.setattr(connections, "HEADER_TIMEOUT_S", 0.5)
-    monkeypatch.setattr(connections, "BODY_TIMEOUT_S", 1.0)
+@contextlib.contextmanager
+def serving(app) -> Iterator[int]:
+    """uvicorn serving the ASGI `app` with the guarded protocol on its default event loop
+    (uvloop where installed, as `lenet5 serve`), in a thread: its port."""
     sock = listen("127.0.0.1", 0)
-    server = uvicorn.Server(uvicorn.Config(count_body, http=GuardedHttpToolsProtocol,
-                                           ws="none", lifespan="off", log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app, http=GuardedHttpToolsProtocol, ws="none",
+                                           lifespan="off", log_level="warning"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -175,6 +174,16 @@ def guarded(monkeypatch) -> Iterator[int]:
         server.should_exit = True
         thread.join(timeout=10)
         sock.close()
+
+
+@pytest.fixture
+def guarded(monkeypatch) -> Iterator[int]:
+    """The guarded protocol serving `count_body` with deadlines of 0.5 s (headers) and 1 s
+    (body): its port."""
+    monkeypatch.setattr(connections, "HEADER_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(connections, "BODY_TIMEOUT_S", 1.0)
+    with serving(count_body) as port:
+        yield port
 
 
 def timed_answer(port: int, *parts: bytes) -> tuple[bytes, float]:
@@ -263,3 +272,25 @@ def test_an_answer_leaves_in_one_write():
             "info peername")
     finally:
         loop.close()
+
+
+async def slow_hello(scope, receive, send) -> None:
+    """An ASGI app that works 50 ms on the event loop (as a reading does), then says hello."""
+    time.sleep(0.05)
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-length", b"5")]})
+    await send({"type": "http.response.body", "body": b"hello"})
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+def test_an_answer_reaches_a_client_that_stopped_sending(method):
+    """A client that half-closes its connection while the server works still gets its answer:
+    an answer held back (a HEAD answer is its headers alone) leaves before the end of the
+    client's input lets the transport close."""
+    with serving(slow_hello) as port:
+        for _ in range(3):
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+                sock.sendall(f"{method} / HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+                time.sleep(0.02)
+                sock.shutdown(socket.SHUT_WR)
+                assert receive_all(sock).startswith(b"HTTP/1.1 200 OK\r\n")

@@ -169,22 +169,36 @@ def test_best_path_merges_skips_and_gives_up():
     assert best_path(unreachable, np.array([0.0])) == []
 
 
-def test_one_digit_even_broken_may_be_read_whole(digits):
-    five = digits[5].copy()
-    rows, cols = np.nonzero(five >= 38)
-    five[rows.min() + 4:rows.min() + 6] = 0  # its bar detached from its body
-    picture, boxes = layout([five], [])
-    writing = find_writing(picture)
-    assert len(writing.boxes) == 2  # two blobs, one above the other
-    whole = as_one_digit(writing)
-    assert whole is not None and whole.spans == [(0, 1)] and whole.atoms == 1
-    assert iou(whole.boxes[0], boxes[0]) > 0.9
-    assert whole.images.shape == (1, 28, 28)
+def test_one_candidate_is_what_segment_finds(mnist_test_digits):
+    """Digits broken in two across the middle (two blobs, stacked): where `as_one_digit` takes
+    one for one candidate, `segment` finds that candidate and no other; where `segment` would
+    cut it, `as_one_digit` declines."""
+    images, labels = mnist_test_digits
+    whole_ones = 0
+    for index in np.flatnonzero((labels == 1) | (labels == 5))[:40]:
+        digit = images[index].copy()
+        rows, _ = np.nonzero(digit >= 38)
+        middle = (rows.min() + rows.max()) // 2
+        digit[middle:middle + 2] = 0  # broken across
+        picture, boxes = layout([digit], [])
+        writing = find_writing(picture)
+        whole, cut = as_one_digit(writing), segment(writing)
+        if whole is None:
+            assert cut.atoms > 1
+            continue
+        whole_ones += len(writing.boxes) == 2
+        assert (whole.atoms, whole.spans, whole.boxes) == (cut.atoms, cut.spans, cut.boxes) == (
+            1, [(0, 1)], whole.boxes) and iou(whole.boxes[0], boxes[0]) > 0.9
+        assert np.array_equal(whole.images, cut.images)
+    assert whole_ones >= 5
 
 
-def test_digits_side_by_side_are_never_one_digit(digits):
+def test_digits_side_by_side_are_never_one_digit(digits, mnist_test_digits):
     apart, _ = layout([digits[2], digits[3]], [30])
     touching, _ = layout([digits[0], digits[0]], [-4])  # one blob, wider than a digit
+    images, _ = mnist_test_digits
+    nine_one, _ = layout([images[113], images[1040]], [-3])  # one blob, no wider than a digit
     assert as_one_digit(find_writing(apart)) is None
-    assert len(find_writing(touching).boxes) == 1
-    assert as_one_digit(find_writing(touching)) is None
+    for pair in (touching, nine_one):  # the network reads the 91 as a sure 9: it must be cut
+        assert len(find_writing(pair).boxes) == 1
+        assert as_one_digit(find_writing(pair)) is None and segment(find_writing(pair)).atoms > 1

@@ -65,20 +65,19 @@ def test_single_digits_are_read_as_one_digit_as_before(model, mnist):
     assert read >= 0.9 * SINGLES and same >= 0.9 * SINGLES
 
 
-def test_reading_a_sure_digit_whole_answers_as_cutting_it(mnist, monkeypatch):
-    """Single digits the network reads surely as a whole skip the cuts (`reading.SURE`); read
-    with the cuts too, they get the same answers (the pretrained model: the fixture's is too
-    weak to be sure of many)."""
+def test_one_candidate_is_read_as_the_full_path_reads_it(mnist, monkeypatch):
+    """Ink that is one candidate and nothing to cut (`as_one_digit`) skips the path; read the
+    full way, it gets the same answers (single photos; the pretrained model)."""
     model = lenet5.load("pretrained")
     photos = [jpeg for jpeg, _ in make_photo_set(mnist.test_images, mnist.test_labels, 20,
                                                  seed=26)]
     cuts = []
     monkeypatch.setattr(reading, "segment", lambda writing: cuts.append(1) or segment(writing))
     shortcut = [model.read(jpeg) for jpeg in photos]
-    assert len(cuts) <= len(photos) // 2  # the shortcut was taken for most of them
-    monkeypatch.setattr(reading, "SURE", 1.1)  # never sure: always cut
-    cut = [model.read(jpeg) for jpeg in photos]
-    for whole, parts in zip(shortcut, cut, strict=True):
+    assert 0 < len(cuts) < len(photos)  # some were one candidate, some were cut
+    monkeypatch.setattr(reading, "as_one_digit", lambda writing: None)  # the full way
+    full = [model.read(jpeg) for jpeg in photos]
+    for whole, parts in zip(shortcut, full, strict=True):
         assert (whole["text"], whole["label"], [d["box"] for d in whole["digits"]]) == (
             parts["text"], parts["label"], [d["box"] for d in parts["digits"]])
         assert whole["confidence"] == pytest.approx(parts["confidence"], abs=1e-6)  # float32

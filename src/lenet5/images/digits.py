@@ -177,8 +177,8 @@ def to_mnist(ink: np.ndarray) -> np.ndarray:
     size = max(1, round(ink.shape[0] * scale)), max(1, round(ink.shape[1] * scale))
     digit = np.clip(resize(ink, size, Image.Resampling.BILINEAR), 0.0, 1.0)  # (h', w')
     digit /= digit.max()
-    weights = digit.astype(np.float64)  # (h', w'): its centre of mass as ndimage finds it,
-    mass = weights.sum()  # in a fifth of the time
+    weights = digit.astype(np.float64)  # (h', w'): its centre of mass as ndimage finds it
+    mass = float(digit.sum())  # (to the bit), in a fifth of the time
     com_row = weights.sum(axis=1) @ np.arange(size[0]) / mass
     com_col = weights.sum(axis=0) @ np.arange(size[1]) / mass
     top = min(max(round(CENTRE - com_row), 0), CANVAS_SIDE - size[0])

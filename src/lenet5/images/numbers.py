@@ -19,12 +19,16 @@ candidate digit, and pick the best path through the candidates. Here:
    with the best total score, by dynamic programming from left to right; a candidate much
    wider than tall (two digits, most likely) pays for its width.
 
-Scoring is the caller's: the network scores all candidates of a picture in one forward pass.
-`crowded` tells a reading whose digits stand closer than digits are ever written.
+`find_writing` does steps 1-2, `segment` steps 3-4 and `best_path` step 5. Scoring is the
+caller's: the network scores all candidates of a picture in one forward pass. `as_one_digit`
+gives the candidate of ink that steps 3-4 would leave whole and alone (one digit, nothing to
+cut) for less; `crowded` tells a reading whose digits stand closer than digits are ever
+written.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -202,26 +206,43 @@ def _cuts(profile: np.ndarray, height: float) -> list[int]:
     return sorted(chosen)
 
 
-def _cut_path(ink: np.ndarray, column: int, reach: int) -> np.ndarray:
-    """(h,) the column, row by row, of the top-to-bottom path through a blob's ink (h, w) that
-    crosses the least ink, moving at most one column per row and at most `reach` columns from
-    `column`: touching or overlapping digits part along it, a slanted one too."""
-    lo, hi = max(0, column - reach), min(ink.shape[1], column + reach + 1)
-    cost = ink[:, lo:hi] + DRIFT * np.abs(np.arange(lo, hi) - column)  # (h, k)
-    padded = np.full(cost.shape[1] + 2, np.inf)  # the path so far, inf beyond the band
-    padded[1:-1] = cost[0]
-    steps = np.zeros(cost.shape, dtype=np.int8)  # -1, 0, 1: where each row came from
-    for row in range(1, len(cost)):
-        left, middle, right = padded[:-2], padded[1:-1], padded[2:]  # (k,) views
-        best = np.minimum(np.minimum(left, middle), right)
-        steps[row] = np.where(left == best, -1, np.where(middle == best, 0, 1))
-        padded[1:-1] = cost[row] + best
-    total = padded[1:-1]
-    path = np.empty(len(cost), dtype=np.intp)
-    path[-1] = int(np.argmin(total))
-    for row in range(len(cost) - 1, 0, -1):
-        path[row - 1] = path[row] + steps[row, path[row]]
-    return path + lo
+def _cuts_of(blob: np.ndarray, height: float) -> list[int]:
+    """Where to cut a blob, its ink (h, w): nowhere unless it is wider than SPLIT_WIDTH of the
+    writing's height, else at `_cuts`."""
+    if blob.shape[1] <= SPLIT_WIDTH * height:
+        return []
+    return _cuts(blob.sum(axis=0), height)
+
+
+def _cut_paths(ink: np.ndarray, columns: list[int], reach: int) -> np.ndarray:
+    """(c, h) the column, row by row, of each top-to-bottom path through a blob's ink (h, w)
+    that crosses the least ink, moving at most one column per row and at most `reach` columns
+    from its column of `columns` (c,): touching or overlapping digits part along them, a
+    slanted one too. Dynamic programming, row by row, for all paths at once."""
+    height, width = ink.shape
+    band = np.asarray(columns, dtype=np.intp)[:, None] + np.arange(-reach, reach + 1)  # (c, k)
+    cost = ink[:, band.clip(0, width - 1)].transpose(1, 0, 2)  # (c, h, k)
+    cost = np.where(((band >= 0) & (band < width))[:, None], cost, np.inf)  # off the blob
+    cost = cost + DRIFT * np.abs(np.arange(-reach, reach + 1))  # drifting off costs a little
+    totals = np.full((height, len(band), band.shape[1] + 2), np.inf)  # (h, c, k + 2): each
+    totals[0, :, 1:-1] = cost[:, 0]  # path's least ink to each row, inf beyond the band
+    best = np.empty(band.shape)  # (c, k)
+    for row in range(1, height):
+        above = totals[row - 1]
+        np.minimum(above[:, :-2], above[:, 1:-1], out=best)
+        np.minimum(best, above[:, 2:], out=best)
+        np.add(cost[:, row], best, out=totals[row, :, 1:-1])
+    left, same, right = totals[:-1, :, :-2], totals[:-1, :, 1:-1], totals[:-1, :, 2:]
+    least = np.minimum(np.minimum(left, same), right)  # (h - 1, c, k) where each row came
+    step = np.where(left == least, -1, np.where(same == least, 0, 1)).tolist()  # from, the
+    paths = []  # leftmost of equals
+    for cut, end in enumerate(totals[-1, :, 1:-1].argmin(axis=1).tolist()):
+        path = [end]  # back up from the bottom row, in the band's indices
+        for row in range(height - 2, -1, -1):
+            path.append(path[-1] + step[row][cut][path[-1]])
+        paths.append(path[::-1])
+    return np.take_along_axis(band, np.array(paths, dtype=np.intp).reshape(len(band), height),
+                              axis=1)  # (c, h)
 
 
 def _stacked(labels: np.ndarray, boxes: list[tuple[slice, slice]]
@@ -253,9 +274,9 @@ def _stacked(labels: np.ndarray, boxes: list[tuple[slice, slice]]
 
 def _atoms(labels: np.ndarray, boxes: list[tuple[slice, slice]], ink: np.ndarray,
            height: float) -> tuple[np.ndarray, int]:
-    """(atom labels (H, W) 1..n in reading order, n): each blob, stacked ones joined first,
-    wide ones cut in pieces along least-ink paths."""
-    labels, boxes = _stacked(labels, boxes)
+    """(atom labels (H, W) 1..n in reading order, n): each group of stacked blobs (labels
+    (H, W) 1..g, their g boxes: `Writing.groups`), wide ones cut in pieces along least-ink
+    paths."""
     atoms = np.zeros_like(labels)
     count = 0
     centres: list[float] = []
@@ -263,10 +284,10 @@ def _atoms(labels: np.ndarray, boxes: list[tuple[slice, slice]], ink: np.ndarray
         mine = labels[box] == number  # (h, w)
         blob = ink[box] * mine  # (h, w)
         width = box[1].stop - box[1].start
-        cuts = _cuts(blob.sum(axis=0), height) if width > SPLIT_WIDTH * height else []
+        cuts = _cuts_of(blob, height)
         reach = max(1, round(CUT_REACH * height))
-        paths = np.array([_cut_path(blob, c, reach) for c in cuts]).reshape(-1, mine.shape[0])
-        paths = np.maximum.accumulate(paths, axis=0)  # (cuts, h): never crossing
+        paths = np.maximum.accumulate(_cut_paths(blob, cuts, reach), axis=0)  # (cuts, h):
+        # never crossing
         columns = np.arange(width)
         piece = (columns[None, None, :] > paths[:, :, None]).sum(axis=0)  # (h, w)
         atoms[box] = np.where(mine, piece + count + 1, atoms[box])
@@ -293,6 +314,18 @@ class Writing:
     boxes: list[tuple[slice, slice]]  # per blob
     height: float  # of the writing, here
     name: str  # of the picture, for messages
+
+    @functools.cached_property
+    def brightness(self) -> np.ndarray:
+        """(H, W) the ink's residual from paper (0) to its brightest (1)."""
+        ink = self.ink
+        return np.clip((ink.residual - ink.paper) / max(ink.top - ink.paper, 1e-6), 0.0, 1.0)
+
+    @functools.cached_property
+    def groups(self) -> tuple[np.ndarray, list[tuple[slice, slice]]]:
+        """The blobs with those stacked above one another joined (`_stacked`): labels (H, W)
+        1..g and the g boxes."""
+        return _stacked(self.labels, self.boxes)
 
 
 def find_writing(source: str | Path | bytes | BinaryIO | np.ndarray | Image.Image, *,
@@ -323,31 +356,24 @@ def find_writing(source: str | Path | bytes | BinaryIO | np.ndarray | Image.Imag
 
 def segment(writing: Writing) -> Segmentation:
     """The candidate digits of a number: its blobs cut into atoms, every run of them."""
-    atoms, count = _atoms(writing.labels, writing.boxes, _brightness(writing.ink),
-                          writing.height)
+    atoms, count = _atoms(*writing.groups, writing.brightness, writing.height)
     if count > MAX_ATOMS:
         return Segmentation(atoms=count)
     return _candidates(writing, atoms, ndimage.find_objects(atoms, count))
 
 
 def as_one_digit(writing: Writing) -> Segmentation | None:
-    """The writing as one candidate digit, uncut, when it may be one: its blobs all stacked
-    (a broken stroke at most) and it no wider than WIDEST of its height. None otherwise.
+    """The writing as its one candidate digit, when `segment` would propose no other: its
+    blobs all stacked (a broken stroke at most) and none of it to cut. None otherwise.
 
-    Reading tries this first: a single digit the network reads surely as a whole needs no
-    cuts (they cost two thirds of a reading), and would win the best path anyway."""
-    labels, boxes = _stacked(writing.labels, writing.boxes)
+    `segment` gives the same, at more cost, and the reading then needs no best path."""
+    labels, boxes = writing.groups
     if len(boxes) != 1:
         return None
-    rows, columns = boxes[0]
-    if columns.stop - columns.start > WIDEST * (rows.stop - rows.start):
+    blob = writing.brightness[boxes[0]] * (labels[boxes[0]] == 1)  # (h, w)
+    if _cuts_of(blob, writing.height):
         return None
     return _candidates(writing, labels, boxes)
-
-
-def _brightness(ink: _Ink) -> np.ndarray:
-    """(H, W) the ink's residual from paper (0) to its brightest (1)."""
-    return np.clip((ink.residual - ink.paper) / max(ink.top - ink.paper, 1e-6), 0.0, 1.0)
 
 
 def _candidates(writing: Writing, atoms: np.ndarray, atom_boxes: list[tuple[slice, slice]]
@@ -357,7 +383,7 @@ def _candidates(writing: Writing, atoms: np.ndarray, atom_boxes: list[tuple[slic
     ink, height, label = writing.ink, writing.height, writing.name
     residual = ink.residual
     count = len(atom_boxes)
-    atom_mass = np.bincount(atoms.ravel(), _brightness(ink).ravel(), count + 1)[1:]  # (n,)
+    atom_mass = np.bincount(atoms.ravel(), writing.brightness.ravel(), count + 1)[1:]  # (n,)
 
     spans, images, file_boxes = [], [], []
     for start in range(count):

@@ -15,6 +15,9 @@ Deadlines. uvicorn closes idle keep-alive connections, but a client that connect
 sends its headers or body slowly (slowloris) was held without limit. `GuardedHttpToolsProtocol`
 gives every request HEADER_TIMEOUT_S for its headers and BODY_TIMEOUT_S for its body, then
 answers 408 and closes the connection.
+
+One write per answer. uvicorn writes an answer's headers and its body in two writes, and each
+woke the client; `_AnswerInOneWrite` joins them.
 """
 
 from __future__ import annotations
@@ -110,10 +113,11 @@ REQUEST_TIMEOUT = (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/j
 
 
 class _AnswerInOneWrite:
-    """A transport that holds each write back until the next one, or the end of the event
-    loop's turn, and sends the two together: uvicorn writes an answer's headers and its body
-    separately, and each write over loopback woke the client (and often took the core from the
-    worker) -- 7% of a worker's time at 32 clients. Everything else is the transport's."""
+    """A transport that holds each write back until the next one, and sends the two together,
+    or until the event loop's next turn, a close, or the client's end of input: uvicorn writes
+    an answer's headers and its body separately, and each write over loopback woke the client
+    (and often took the core from the worker) -- 7% of a worker's time at 32 clients.
+    Everything else is the transport's."""
 
     def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop):
         self._transport = transport
@@ -123,19 +127,28 @@ class _AnswerInOneWrite:
     def write(self, data: bytes) -> None:
         if self._held is None:
             self._held = bytes(data)
-            self._loop.call_soon(self._flush)
+            self._loop.call_soon(self.flush)
         else:
             self._transport.write(self._held + data)
             self._held = None
 
-    def _flush(self) -> None:
+    def flush(self) -> None:
+        """Send what is held, if the connection is still open."""
         if self._held is not None:
             held, self._held = self._held, None
             if not self._transport.is_closing():
                 self._transport.write(held)
 
+    def writelines(self, lines: list[bytes]) -> None:
+        self.flush()
+        self._transport.writelines(lines)
+
+    def write_eof(self) -> None:
+        self.flush()
+        self._transport.write_eof()
+
     def close(self) -> None:
-        self._flush()
+        self.flush()
         self._transport.close()
 
     def __getattr__(self, name: str):
@@ -166,6 +179,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def on_message_complete(self) -> None:
         super().on_message_complete()
         self._disarm()
+
+    def eof_received(self) -> bool | None:
+        """The client is done sending: an answer held back leaves now, before uvicorn lets the
+        transport close (uvloop reads the end of input before the loop's next turn)."""
+        self.transport.flush()  # type: ignore[attr-defined]
+        return super().eof_received()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
