@@ -100,3 +100,14 @@ def test_the_quick_accuracy_gate(model, mnist):
     assert exact >= NUMBERS_READ, f"{100 * exact:.0f}% of numbers read exactly"
     assert np.mean(refused) >= NONDIGITS_REFUSED, f"{100 * np.mean(refused):.0f}% refused"
     assert right >= SINGLES_RIGHT, f"{100 * right:.0f}% of single digits right"
+
+
+def test_a_lone_mark_the_path_leaves_out_reads_as_nothing(monkeypatch):
+    """One candidate that the best path skips (scored below a skipped speck): "nothing read",
+    an answer, not a crash."""
+    model = lenet5.load("pretrained")
+    dot = np.full((60, 60), 235, np.uint8)
+    dot[20:40, 20:40] = 30
+    monkeypatch.setattr(reading, "best_path", lambda candidates, scores: [])
+    answer = model.read(dot)
+    assert answer["text"] is None and answer["rejected"] == reading.NOTHING_READ

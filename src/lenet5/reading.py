@@ -82,14 +82,13 @@ def _read(model: Classifier, source: Source, name: str | None, top_k: int,
         # costs 0.08 ms and each image 0.04 ms here: with more candidates, reading all of them
         # steadily costs more than a second pass over the path's)
         scores, steady = refusal.plain_and_steady_log_probs(model, candidates.images)
-        path = best_path(candidates, scores.max(axis=1))
-        log_probs = steady[path]  # (k, K)
     else:
         scores = refusal.log_confidence(model.logits(candidates.images), model.arch.loss)
-        path = best_path(candidates, scores.max(axis=1))
-        log_probs = refusal.steady_log_probs(model, candidates.images[path], scores[path])
+    path = best_path(candidates, scores.max(axis=1))
     if not path:
         return Reading(_answer([], NOTHING_READ))
+    log_probs = (steady[path] if len(candidates.spans) == 1 else  # (k, K)
+                 refusal.steady_log_probs(model, candidates.images[path], scores[path]))
     digits, refused = [], []
     for index, log_p in zip(path, log_probs, strict=True):
         confidence = float(np.exp(log_p.max()))
