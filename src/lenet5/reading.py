@@ -5,8 +5,8 @@ network scores them all in one forward pass, `images.numbers.best_path` picks th
 `refusal` decides about each digit of it (read again, steadier, by `refusal.steady_log_probs`);
 digits crowded closer than any written side by side (hatching, a scribble's pieces) are
 refused as a whole. Ink that is one candidate and nothing more (`as_one_digit`: one digit,
-nothing to cut) skips the proposing.
-The answer is what `lenet5 predict --json`, `Model.read` and the HTTP API give:
+nothing to cut) skips the proposing. The answer is what `lenet5 predict --json`, `Model.read`
+and the HTTP API give:
 
     {"text": "2024" or None, "digits": [{"label", "confidence", "box", "top"}, ...],
      "label": the digit when exactly one was read, "confidence", "top", "rejected": None or why}
@@ -78,16 +78,17 @@ def _read(model: Classifier, source: Source, name: str | None, top_k: int,
                                f"than {MAX_ATOMS}) to be a number"))
     if not candidates.spans:
         return Reading(_answer([], NOTHING_READ))
-    if len(candidates.spans) == 1:  # one forward pass reads it plainly and steadily (a pass
-        # costs 0.08 ms and each image 0.04 ms here: with more candidates, reading all of them
-        # steadily costs more than a second pass over the path's)
+    lone = len(candidates.spans) == 1  # one forward pass reads it plainly and steadily (a pass
+    # costs 0.08 ms and each image 0.04 ms here: with more candidates, reading all of them
+    # steadily costs more than a second pass over the path's)
+    if lone:
         scores, steady = refusal.plain_and_steady_log_probs(model, candidates.images)
     else:
         scores = refusal.log_confidence(model.logits(candidates.images), model.arch.loss)
     path = best_path(candidates, scores.max(axis=1))
     if not path:
         return Reading(_answer([], NOTHING_READ))
-    log_probs = (steady[path] if len(candidates.spans) == 1 else  # (k, K)
+    log_probs = (steady[path] if lone else  # (k, K)
                  refusal.steady_log_probs(model, candidates.images[path], scores[path]))
     digits, refused = [], []
     for index, log_p in zip(path, log_probs, strict=True):
