@@ -24,8 +24,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from safetensors import safe_open
-from safetensors.numpy import save_file
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the shared helpers
+from lying_models import ISSUE_LIES, LIES, rewrite_metadata  # noqa: E402
 
 SMALL = ["--limit", "2000", "--batch-size", "64", "--no-report"]
 
@@ -46,13 +46,6 @@ def one_line_error(proc: subprocess.CompletedProcess, expect: str) -> tuple[bool
     ok = (proc.returncode != 0 and "Traceback" not in proc.stderr and len(lines) == 1
           and line.startswith("lenet5: error:") and expect in line)
     return ok, f"exit {proc.returncode}: {line}"
-
-
-def rewrite_metadata(path: Path, **fields: str) -> None:
-    with safe_open(str(path), framework="np") as f:
-        meta = f.metadata()
-        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
-    save_file(tensors, str(path), metadata={**meta, **fields})
 
 
 def copy_run(run: Path, to: Path) -> Path:
@@ -81,18 +74,7 @@ class Replay:
 
 
 def lying_metadata(r: Replay) -> None:
-    norm = {"kind": "mean_std", "pad": 2, "mean": 0.1307, "std": 0.3081}
-    lies = {
-        "std 0": ("input_normalization", json.dumps({**norm, "std": 0})),
-        "pad 5": ("input_normalization", json.dumps({**norm, "pad": 5})),
-        "normalisation {}": ("input_normalization", "{}"),
-        "normalisation not JSON": ("input_normalization", "mean 0.13 std 0.31"),
-        "string mean": ("input_normalization", json.dumps({**norm, "mean": "0.1307"})),
-        "unknown kind": ("input_normalization", json.dumps({**norm, "kind": "zca"})),
-        "classes 5": ("classes", "5"),
-        "3 classes": ("classes", json.dumps(["0", "1", "2"])),
-        "classes not strings": ("classes", json.dumps(list(range(10)))),
-    }
+    lies = {name: LIES[name] for name in (*ISSUE_LIES, "unknown kind", "numbers as classes")}
     for lie, (field, value) in lies.items():
         model = r.fresh(f"lie-{lie.replace(' ', '-')}") / "model.safetensors"
         rewrite_metadata(model, **{field: value})

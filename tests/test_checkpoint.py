@@ -6,6 +6,7 @@ import os
 
 import numpy as np
 import pytest
+from lying_models import LIES, rewrite_metadata
 from safetensors.numpy import save_file
 
 from lenet5 import checkpoint
@@ -132,45 +133,10 @@ def test_state_file_is_not_a_model_file(tmp_path):
 
 # --- issue 17: one metadata schema, a checksum of the weights, identical bytes ---------------
 
-def _rewrite_metadata(path, **changes):
-    """Re-save ``path`` with metadata fields replaced (raw strings, as safetensors stores them);
-    a value None removes the field. The weights' checksum stays as it was."""
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="np") as f:
-        meta = f.metadata()
-        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
-    for key, value in changes.items():
-        if value is None:
-            meta.pop(key, None)
-        else:
-            meta[key] = value
-    save_file(tensors, str(path), metadata=meta)
-
-
-NORM = META["input_normalization"]
-LIES = {
-    "std 0": ("input_normalization", json.dumps({**NORM, "std": 0})),
-    "pad 5": ("input_normalization", json.dumps({**NORM, "pad": 5})),
-    "empty": ("input_normalization", "{}"),
-    "not JSON": ("input_normalization", "mean 0.13, std 0.31"),
-    "string mean": ("input_normalization", json.dumps({**NORM, "mean": "0.13"})),
-    "unknown kind": ("input_normalization", json.dumps({**NORM, "kind": "zca"})),
-    "NaN std": ("input_normalization", json.dumps({**NORM, "std": float("nan")})),
-    "1998 ink = background": ("input_normalization", json.dumps(
-        {"kind": "lecun_1998", "pad": 2, "background": 1.0, "ink": 1.0})),
-    "classes 5": ("classes", "5"),
-    "3 classes": ("classes", json.dumps(["0", "1", "2"])),
-    "numbers as classes": ("classes", json.dumps(list(range(10)))),
-    "arch a list": ("arch", json.dumps(["lenet5"])),
-    "arch a number": ("arch", "5"),
-}
-
-
 @pytest.mark.parametrize("lie", LIES)
 def test_lying_metadata_is_one_clear_error_naming_file_and_field(model_file, lie):
     field, value = LIES[lie]
-    _rewrite_metadata(model_file, **{field: value})
+    rewrite_metadata(model_file, **{field: value})
     with pytest.raises(ModelFileError) as raised:
         checkpoint.load_model(model_file)
     message = str(raised.value)
@@ -204,7 +170,7 @@ def test_a_flipped_bit_in_the_weights_is_refused(model_file):
 
 
 def test_files_written_before_the_checksum_still_load(model_file):
-    _rewrite_metadata(model_file, weights_sha256=None)
+    rewrite_metadata(model_file, weights_sha256=None)
     params, meta = checkpoint.load_model(model_file)
     assert "weights_sha256" not in meta and set(params) == set(LENET5.param_shapes())
 

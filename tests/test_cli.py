@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 import pytest
+from lying_models import ISSUE_LIES, LIES, NORM, rewrite_metadata
 from PIL import Image
 
 from lenet5.cli import main
@@ -164,41 +165,22 @@ def test_resume_help_says_which_flags_it_takes(capsys):
     assert "--momentum" in out and "sgd only" in out
 
 
-LYING_METADATA = {
-    "std 0": ("input_normalization",
-              '{"kind": "mean_std", "pad": 2, "mean": 0.13, "std": 0}'),
-    "pad 5": ("input_normalization",
-              '{"kind": "mean_std", "pad": 5, "mean": 0.13, "std": 0.31}'),
-    "empty normalisation": ("input_normalization", "{}"),
-    "not JSON": ("input_normalization", "mean=0.13"),
-    "string mean": ("input_normalization",
-                    '{"kind": "mean_std", "pad": 2, "mean": "0.13", "std": 0.31}'),
-    "classes 5": ("classes", "5"),
-    "3 classes": ("classes", '["0", "1", "2"]'),
-}
-
-
 @pytest.fixture
 def lying_model(tmp_path, request):
-    """A model file whose metadata field lies as LYING_METADATA[request.param] says."""
-    from safetensors import safe_open
-    from safetensors.numpy import save_file
-
+    """A model file whose metadata field lies as lying_models.LIES[request.param] says."""
     from lenet5.arch import LENET5, init_params
     from lenet5.checkpoint import save_model
 
     path = tmp_path / "model.safetensors"
     save_model(path, init_params(LENET5, 0), {
         "arch": "lenet5", "dataset": "mnist", "classes": list("0123456789"),
-        "input_normalization": {"kind": "mean_std", "pad": 2, "mean": 0.13, "std": 0.31}})
-    with safe_open(str(path), framework="np") as f:
-        meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
-    field, value = LYING_METADATA[request.param]
-    save_file(tensors, str(path), metadata={**meta, field: value})
+        "input_normalization": NORM})
+    field, value = LIES[request.param]
+    rewrite_metadata(path, **{field: value})
     return path, field
 
 
-@pytest.mark.parametrize("lying_model", LYING_METADATA, indirect=True)
+@pytest.mark.parametrize("lying_model", ISSUE_LIES, indirect=True)
 def test_lying_metadata_is_one_sentence_in_every_command(lying_model, tmp_path, capsys):
     import lenet5
     from lenet5.errors import ModelFileError
