@@ -202,3 +202,22 @@ def test_digits_side_by_side_are_never_one_digit(digits, mnist_test_digits):
     for pair in (touching, nine_one):  # the network reads the 91 as a sure 9: it must be cut
         assert len(find_writing(pair).boxes) == 1
         assert as_one_digit(find_writing(pair)) is None and segment(find_writing(pair)).atoms > 1
+
+
+def test_cut_paths_follow_the_least_ink():
+    """Two strokes joined by a bridge, and a slanted gap: each path keeps to the gap, one
+    column per row at most, within its reach; no columns, no paths (and no work)."""
+    from lenet5.images.numbers import _cut_paths
+
+    ink = np.ones((12, 20))
+    gap = [6 + row // 3 for row in range(12)]  # slanting right, a column every 3 rows
+    for row, column in enumerate(gap):
+        ink[row, column] = 0.0
+    ink[5, :] = 1.0  # a bridge across the gap: the path must cross ink there
+    paths = _cut_paths(ink, [7, 8], reach=4)
+    assert paths.shape == (2, 12)
+    for path in paths:
+        assert np.abs(np.diff(path)).max() <= 1
+        assert [c for r, c in enumerate(path) if r != 5] == [c for r, c in enumerate(gap)
+                                                             if r != 5]
+    assert _cut_paths(ink, [], reach=4).shape == (0, 12)

@@ -220,6 +220,8 @@ def _cut_paths(ink: np.ndarray, columns: list[int], reach: int) -> np.ndarray:
     from its column of `columns` (c,): touching or overlapping digits part along them, a
     slanted one too. Dynamic programming, row by row, for all paths at once."""
     height, width = ink.shape
+    if not columns:  # most blobs: no row-by-row loop for nothing
+        return np.zeros((0, height), dtype=np.intp)
     band = np.asarray(columns, dtype=np.intp)[:, None] + np.arange(-reach, reach + 1)  # (c, k)
     cost = ink[:, band.clip(0, width - 1)].transpose(1, 0, 2)  # (c, h, k)
     cost = np.where(((band >= 0) & (band < width))[:, None], cost, np.inf)  # off the blob
