@@ -245,16 +245,21 @@ def concurrent_clients(host: str, port: int, body: bytes, clients: int, count: i
 
 
 def loaded_phase(host: str, port: int, pid: int | None, body: bytes, args: argparse.Namespace
-                 ) -> tuple[dict, list[int]]:
-    """The concurrent phase, and how many connections each worker held 2 s into it (once
-    every client has connected)."""
+                 ) -> tuple[dict, list[int], float]:
+    """The concurrent phase (its "rate" in requests/s added), how many connections each
+    worker held 2 s into it (once every client has connected), and the server's CPU ms per
+    request in it."""
     spread: list[list[int]] = []
     sampler = threading.Timer(2.0, lambda: spread.append(connections_per_worker(pid, port)))
     sampler.start()
+    cpu_before = cpu_seconds(pid)
     many = concurrent_clients(host, port, body, args.clients, args.concurrent_requests,
                               args.max_seconds)
+    answered = max(1, len(many["latencies"]))
+    cpu_ms = 1000 * (cpu_seconds(pid) - cpu_before) / answered
     sampler.cancel()
-    return many, spread[0] if spread else []
+    many["rate"] = len(many["latencies"]) / many["seconds"]
+    return many, spread[0] if spread else [], cpu_ms
 
 
 def more_runs(args: argparse.Namespace, body: bytes) -> list[tuple[float, list[int], float]]:
@@ -269,17 +274,14 @@ def more_runs(args: argparse.Namespace, body: bytes) -> list[tuple[float, list[i
             wait_healthy(host, port)
             wait_for_workers(process.pid, port)
             single_client(host, port, body, 30, args.max_seconds)  # warm up
-            cpu_before = cpu_seconds(process.pid)
-            many, spread = loaded_phase(host, port, process.pid, body, args)
-            cpu_ms = (1000 * (cpu_seconds(process.pid) - cpu_before)
-                      / max(1, len(many["latencies"])))
+            many, spread, cpu_ms = loaded_phase(host, port, process.pid, body, args)
         finally:
             process.terminate()
             process.wait(timeout=30)
         if many["failures"]:
             sys.exit(f"load_test: a run got {len(many['failures'])} errors, the first: "
                      f"{many['failures'][0]}")
-        results.append((len(many["latencies"]) / many["seconds"], spread, cpu_ms))
+        results.append((many["rate"], spread, cpu_ms))
     return results
 
 
@@ -360,17 +362,15 @@ def main() -> None:
         single = single_client(host, port, body, args.requests, args.max_seconds)
         cpu.append(cpu_seconds(pid))
         client_cpu = time.process_time()
-        many, spread = loaded_phase(host, port, pid, body, args)
+        many, spread, cpu_ms = loaded_phase(host, port, pid, body, args)
         client_cpu = time.process_time() - client_cpu
-        cpu.append(cpu_seconds(pid))
         photos = (photo_agreement(host, port, args.model, args.engine, args.photos)
                   if args.photos else None)
     finally:
         if process is not None:
             process.terminate()
             process.wait(timeout=30)
-    rps = len(many["latencies"]) / many["seconds"]
-    cpu_ms = 1000 * (cpu[2] - cpu[1]) / max(1, len(many["latencies"]))
+    rps = many["rate"]
     runs = [(rps, spread, cpu_ms)] + more_runs(args, body)
     if warm["errors"] or not single["latencies"]:
         sys.exit("load_test: the server answered errors to a valid canvas PNG.")
