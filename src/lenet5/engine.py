@@ -81,12 +81,17 @@ def evaluate(engine: Engine, x: np.ndarray, y: np.ndarray, batch_size: int = EVA
     return loss_sum, np.concatenate(predictions)
 
 
+def require_cpu(device: str, why: str) -> None:
+    """Refuse a --device other than auto or cpu for an engine that runs on the CPU only,
+    saying `why` (which engine, and that it runs on the CPU)."""
+    if device not in ("auto", "cpu"):
+        raise Lenet5Error(f"--device {device} needs --engine torch; {why}.")
+
+
 def make_engine(name: str, arch: Architecture, params: dict[str, np.ndarray],
                 optimizer: OptimizerSpec | None = None, device: str = "auto") -> Engine:
     if name == "numpy":
-        if device not in ("auto", "cpu"):
-            raise Lenet5Error(f"--device {device} needs --engine torch; the numpy engine runs "
-                              "on the CPU.")
+        require_cpu(device, "the numpy engine runs on the CPU")
         from .numpy_engine.model import NumpyEngine
 
         return NumpyEngine(arch, params, optimizer)

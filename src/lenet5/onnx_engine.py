@@ -12,6 +12,7 @@ import numpy as np
 
 from . import arch as A
 from . import checkpoint
+from .engine import require_cpu
 from .errors import Lenet5Error, ModelFileError
 from .onnx_graph import INPUT, OUTPUT, import_onnx, to_onnx
 
@@ -70,8 +71,7 @@ def read_onnx(path: str | Path) -> tuple[bytes, dict]:
 def load_onnx(path: str | Path, device: str = "auto") -> tuple[OnnxEngine, dict]:
     """(engine, metadata) for an ``.onnx`` file, or a model file / run directory exported in
     memory."""
-    if device not in ("auto", "cpu"):
-        raise Lenet5Error(f"--device {device} needs --engine torch; --engine onnx runs on CPU.")
+    require_cpu(device, "--engine onnx runs on CPU")
     if Path(path).suffix.lower() == ".onnx":
         data, metadata = read_onnx(path)
     else:
