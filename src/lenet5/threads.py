@@ -16,8 +16,12 @@ from threadpoolctl import ThreadpoolController
 
 # Where users set BLAS/OpenMP thread counts; where any is set, lenet5 leaves threads alone.
 THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
-# Training steps on fewer images than this run on one BLAS thread (see blas_threads_for).
-ONE_BLAS_THREAD_BELOW = 64
+# Images per worker thread, at least: a batch smaller than twice this is computed in one
+# piece, the same way on any machine (smaller parts would also spend the cores on overheads).
+MIN_PART_IMAGES = 32
+# Training steps on fewer images than this, which are one piece, run on one BLAS thread (see
+# blas_threads_for).
+ONE_BLAS_THREAD_BELOW = 2 * MIN_PART_IMAGES
 T = TypeVar("T")
 
 
@@ -59,11 +63,6 @@ def compute_workers() -> int:
         return 1
     counts = [lib["num_threads"] for lib in controller.select(user_api="blas").info()]
     return max(1, min(counts, default=1))
-
-
-# Images per worker thread, at least: a batch smaller than twice this is computed in one
-# piece, the same way on any machine (smaller parts would also spend the cores on overheads).
-MIN_PART_IMAGES = 32
 
 
 def run_parts(pool: Executor, parts: list[slice], compute: Callable[[int, slice], T]
