@@ -221,3 +221,44 @@ def test_cut_paths_follow_the_least_ink():
         assert [c for r, c in enumerate(path) if r != 5] == [c for r, c in enumerate(gap)
                                                              if r != 5]
     assert _cut_paths(ink, [], reach=4).shape == (0, 12)
+
+
+def _least_ink_path(ink: np.ndarray, column: int, reach: int) -> list[int]:
+    """The path `_cut_paths` finds from `column`, the plain way: every position of the band
+    in every row, in Python; ties to the leftmost, as it breaks them."""
+    from lenet5.images.numbers import DRIFT
+
+    height, width = ink.shape
+    band = [c for c in range(column - reach, column + reach + 1)]
+    def cost(row, c):
+        return ink[row, c] + DRIFT * abs(c - column) if 0 <= c < width else np.inf
+    totals = [[cost(0, c) for c in band]]
+    for row in range(1, height):
+        above = totals[-1]
+        totals.append([cost(row, c) + min(above[max(i - 1, 0):i + 2])
+                       for i, c in enumerate(band)])
+    i = int(np.argmin(totals[-1]))
+    path = [i]
+    for row in range(height - 2, -1, -1):
+        options = [(totals[row][j], j) for j in (i - 1, i, i + 1) if 0 <= j < len(band)]
+        i = min(options, key=lambda option: (option[0], option[1]))[1]
+        path.append(i)
+    return [band[i] for i in path[::-1]]
+
+
+def test_cut_paths_are_the_least_ink_paths_found_one_by_one():
+    """All paths found at once, in one flat row per image row, are the paths a plain search
+    finds for each column alone: random blobs, ties (inks of one decimal) included."""
+    from lenet5.images.numbers import _cut_paths
+
+    rng = np.random.default_rng(5)
+    for trial in range(150):
+        height, width = rng.integers(2, 30), rng.integers(3, 40)
+        ink = rng.random((height, width)) * (rng.random((height, width)) < 0.6)
+        if trial % 2:
+            ink = np.round(ink, 1)
+        columns = sorted(rng.choice(width, min(int(rng.integers(1, 4)), width),
+                                    replace=False).tolist())
+        reach = int(rng.integers(1, 8))
+        paths = _cut_paths(ink, columns, reach)
+        assert paths.tolist() == [_least_ink_path(ink, c, reach) for c in columns]

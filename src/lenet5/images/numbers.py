@@ -218,33 +218,39 @@ def _cut_paths(ink: np.ndarray, columns: list[int], reach: int) -> np.ndarray:
     """(c, h) the column, row by row, of each top-to-bottom path through a blob's ink (h, w)
     that crosses the least ink, moving at most one column per row and at most `reach` columns
     from its column of `columns` (c,): touching or overlapping digits part along them, a
-    slanted one too. Dynamic programming, row by row, for all paths at once."""
+    slanted one too. Dynamic programming, row by row, for all paths at once: each row of it
+    is one flat array, the cuts' bands side by side between guards of infinite cost (three
+    operations on a contiguous row cost a third of what they cost on a (c, k) one)."""
     height, width = ink.shape
     if not columns:  # most blobs: no row-by-row loop for nothing
         return np.zeros((0, height), dtype=np.intp)
-    band = np.asarray(columns, dtype=np.intp)[:, None] + np.arange(-reach, reach + 1)  # (c, k)
-    cost = ink[:, band.clip(0, width - 1)].transpose(1, 0, 2)  # (c, h, k)
-    cost = np.where(((band >= 0) & (band < width))[:, None], cost, np.inf)  # off the blob
-    cost = cost + DRIFT * np.abs(np.arange(-reach, reach + 1))  # drifting off costs a little
-    totals = np.full((height, len(band), band.shape[1] + 2), np.inf)  # (h, c, k + 2): each
-    totals[0, :, 1:-1] = cost[:, 0]  # path's least ink to each row, inf beyond the band
-    best = np.empty(band.shape)  # (c, k)
+    offsets = np.arange(-reach, reach + 1)  # (k,)
+    band = np.asarray(columns, dtype=np.intp)[:, None] + offsets  # (c, k)
+    cuts, size = band.shape
+    cost = np.full((height, cuts, size + 1), np.inf)  # (h, c, k + 1): a guard after each band
+    cost[:, :, :size] = np.where((band >= 0) & (band < width), ink[:, band.clip(0, width - 1)],
+                                 np.inf) + DRIFT * np.abs(offsets)  # off the blob: inf;
+    cost = cost.reshape(height, -1)  # (h, L - 1)   drifting off the column costs a little
+    totals = np.full((height, cost.shape[1] + 1), np.inf)  # (h, L): a guard in front, then
+    totals[0, 1:] = cost[0]  # each path's least ink to each row
+    best = np.empty(totals.shape[1] - 2)  # (L - 2,)
     for row in range(1, height):
         above = totals[row - 1]
-        np.minimum(above[:, :-2], above[:, 1:-1], out=best)
-        np.minimum(best, above[:, 2:], out=best)
-        np.add(cost[:, row], best, out=totals[row, :, 1:-1])
-    left, same, right = totals[:-1, :, :-2], totals[:-1, :, 1:-1], totals[:-1, :, 2:]
-    least = np.minimum(np.minimum(left, same), right)  # (h - 1, c, k) where each row came
+        np.minimum(above[:-2], above[1:-1], out=best)
+        np.minimum(best, above[2:], out=best)
+        np.add(cost[row, :-1], best, out=totals[row, 1:-1])
+    left, same, right = totals[:-1, :-2], totals[:-1, 1:-1], totals[:-1, 2:]
+    least = np.minimum(np.minimum(left, same), right)  # (h - 1, L - 2) where each row came
     step = np.where(left == least, -1, np.where(same == least, 0, 1)).tolist()  # from, the
-    paths = []  # leftmost of equals
-    for cut, end in enumerate(totals[-1, :, 1:-1].argmin(axis=1).tolist()):
-        path = [end]  # back up from the bottom row, in the band's indices
+    ends = totals[-1, 1:].reshape(cuts, size + 1)[:, :size].argmin(axis=1)  # leftmost of
+    paths = []  # equals; in the flat row, band j's position i is 1 + j * (k + 1) + i
+    for cut, end in enumerate(ends.tolist()):
+        path = [1 + cut * (size + 1) + end]  # back up from the bottom row
         for row in range(height - 2, -1, -1):
-            path.append(path[-1] + step[row][cut][path[-1]])
+            path.append(path[-1] + step[row][path[-1] - 1])
         paths.append(path[::-1])
-    return np.take_along_axis(band, np.array(paths, dtype=np.intp).reshape(len(band), height),
-                              axis=1)  # (c, h)
+    flat = np.array(paths, dtype=np.intp) - 1 - np.arange(cuts)[:, None] * (size + 1)  # (c, h)
+    return np.take_along_axis(band, flat, axis=1)  # (c, h)
 
 
 def _stacked(labels: np.ndarray, boxes: list[tuple[slice, slice]]
@@ -275,18 +281,17 @@ def _stacked(labels: np.ndarray, boxes: list[tuple[slice, slice]]
 
 
 def _atoms(labels: np.ndarray, boxes: list[tuple[slice, slice]], ink: np.ndarray,
-           height: float) -> tuple[np.ndarray, int]:
+           height: float, columns: list[list[int]]) -> tuple[np.ndarray, int]:
     """(atom labels (H, W) 1..n in reading order, n): each group of stacked blobs (labels
-    (H, W) 1..g, their g boxes: `Writing.groups`), wide ones cut in pieces along least-ink
-    paths."""
+    (H, W) 1..g, their g boxes: `Writing.groups`) cut in pieces along least-ink paths from
+    its `columns` (`Writing.cuts`)."""
     atoms = np.zeros_like(labels)
     count = 0
     centres: list[float] = []
-    for number, box in enumerate(boxes, start=1):
+    for number, (box, cuts) in enumerate(zip(boxes, columns, strict=True), start=1):
         mine = labels[box] == number  # (h, w)
         blob = ink[box] * mine  # (h, w)
         width = box[1].stop - box[1].start
-        cuts = _cuts_of(blob, height)
         reach = max(1, round(CUT_REACH * height))
         paths = np.maximum.accumulate(_cut_paths(blob, cuts, reach), axis=0)  # (cuts, h):
         # never crossing
@@ -329,6 +334,13 @@ class Writing:
         1..g and the g boxes."""
         return _stacked(self.labels, self.boxes)
 
+    @functools.cached_property
+    def cuts(self) -> list[list[int]]:
+        """Where each of the `groups` is cut (`_cuts_of`), in their order."""
+        labels, boxes = self.groups
+        return [_cuts_of(self.brightness[box] * (labels[box] == number), self.height)
+                for number, box in enumerate(boxes, start=1)]
+
 
 def find_writing(source: str | Path | bytes | BinaryIO | np.ndarray | Image.Image, *,
                  name: str | None = None) -> Writing:
@@ -358,7 +370,7 @@ def find_writing(source: str | Path | bytes | BinaryIO | np.ndarray | Image.Imag
 
 def segment(writing: Writing) -> Segmentation:
     """The candidate digits of a number: its blobs cut into atoms, every run of them."""
-    atoms, count = _atoms(*writing.groups, writing.brightness, writing.height)
+    atoms, count = _atoms(*writing.groups, writing.brightness, writing.height, writing.cuts)
     if count > MAX_ATOMS:
         return Segmentation(atoms=count)
     return _candidates(writing, atoms, ndimage.find_objects(atoms, count))
@@ -370,10 +382,7 @@ def as_one_digit(writing: Writing) -> Segmentation | None:
 
     `segment` gives the same, at more cost, and the reading then needs no best path."""
     labels, boxes = writing.groups
-    if len(boxes) != 1:
-        return None
-    blob = writing.brightness[boxes[0]] * (labels[boxes[0]] == 1)  # (h, w)
-    if _cuts_of(blob, writing.height):
+    if len(boxes) != 1 or writing.cuts[0]:
         return None
     return _candidates(writing, labels, boxes)
 
