@@ -51,6 +51,22 @@ def test_conv_matches_direct_convolution(rng):
     np.testing.assert_allclose(y, expected, rtol=1e-12)
 
 
+def test_conv_keeps_its_band_only_while_the_weights_stay(rng):
+    """A conv that only reads keeps its banded weights between passes; a weight or bias
+    changed in place (an optimizer step, a loaded state) is seen at the next pass."""
+    layer = L.Conv(rng.normal(size=(2, 3, 3, 3)), rng.normal(size=2))
+    x = rng.normal(size=(2, 5, 6, 3))
+    first = layer.forward(x, train=False)
+    band = layer._gemm_weights(layer.params["weight"], 4)[0]
+    assert layer._gemm_weights(layer.params["weight"], 4)[0] is band  # kept
+    np.testing.assert_array_equal(layer.forward(x, train=False), first)
+    for name in ("weight", "bias"):
+        layer.params[name] += 0.5  # in place, as the optimizers update
+        fresh = L.Conv(layer.params["weight"].copy(), layer.params["bias"].copy())
+        np.testing.assert_array_equal(layer.forward(x, train=False), fresh.forward(x, False))
+    assert not np.allclose(layer.forward(x, train=False), first)
+
+
 @pytest.mark.parametrize("size", [2, 3])
 def test_maxpool_gradients(rng, size):
     errors = check_layer(L.MaxPool(size), rng.normal(size=(2, 3 * size, 2 * size, 3)))
