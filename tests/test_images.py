@@ -507,3 +507,19 @@ def test_percentile_filter_is_ndimages(shape, percentile):
     size = max(3, round(0.5 * min(shape)))
     assert np.array_equal(percentile_filter(small, percentile, size),
                           ndimage.percentile_filter(small, percentile, size=size, mode="reflect"))
+
+
+@pytest.mark.parametrize("strokes", [0, 1, 200])
+def test_the_rank_background_of_an_even_page_is_not_smoothed(strokes):
+    """Where the rank filter finds one level everywhere (a canvas), smoothing is skipped: it
+    would give that level again; elsewhere the estimate is smoothed as before."""
+    from scipy import ndimage
+
+    from lenet5.images.paper import _rank_background, percentile_filter
+
+    small = np.zeros((16, 16), np.float32)
+    small.ravel()[np.random.default_rng(1).permutation(256)[:strokes]] = 0.8  # bright ink
+    rank = percentile_filter(small, 20, 8)
+    np.testing.assert_array_equal(_rank_background(small, 20),
+                                  ndimage.gaussian_filter(rank, 2.0, mode="nearest"))
+    assert (np.ptp(rank) > 0) == (strokes == 200)

@@ -93,6 +93,8 @@ def _rank_background(small: np.ndarray, percentile: float) -> np.ndarray:
     """A smooth estimate (h, w) of the paper in the tiny copy (h, w), ignoring the strokes."""
     window = max(3, round(BG_WINDOW * min(small.shape)))
     estimate = percentile_filter(small, percentile, window)
+    if not np.ptp(estimate):  # one level everywhere (a canvas): smoothing changes nothing
+        return estimate
     return ndimage.gaussian_filter(estimate, window / 4, mode="nearest")
 
 
