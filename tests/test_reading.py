@@ -83,6 +83,24 @@ def test_one_candidate_is_read_as_the_full_path_reads_it(mnist, monkeypatch):
         assert whole["confidence"] == pytest.approx(parts["confidence"], abs=1e-6)  # float32
 
 
+def test_the_first_digits_layers_come_from_the_reading_pass(mnist):
+    """With `layers`, the reading keeps what each layer computed for the first digit read,
+    from its own first pass: what a pass over that digit alone computes, and the same answer
+    as without (numbers, which are cut, and single photos)."""
+    model = lenet5.load("pretrained")
+    pictures = [jpeg for jpeg, _, _ in make_number_set(mnist.test_images, mnist.test_labels,
+                                                       4, seed=27)]
+    pictures += [jpeg for jpeg, _ in make_photo_set(mnist.test_images, mnist.test_labels, 4,
+                                                    seed=28)]
+    for picture in pictures:
+        plain, kept = reading.read(model, picture), reading.read(model, picture, layers=True)
+        assert plain.layers == [] and kept.answer == plain.answer
+        own = model.feature_maps(kept.images[0])
+        assert [name for name, _ in kept.layers] == [name for name, _ in own]
+        for (_, values), (_, alone) in zip(kept.layers, own, strict=True):
+            np.testing.assert_allclose(values, alone[0], rtol=1e-5, atol=1e-5)
+
+
 def test_the_quick_accuracy_gate(model, mnist):
     numbers = make_number_set(mnist.test_images, mnist.test_labels, NUMBERS, seed=23)
     exact = np.mean([model.read(jpeg, threshold=0.0)["text"] == text

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
@@ -195,6 +196,14 @@ def test_feature_maps_are_each_stretched_to_full_range(client, model_path):
             assert not picture.any()
 
 
+@pytest.mark.parametrize("size", [0, 1, 812, 32768, 0xFFFF])
+def test_a_stored_stream_is_what_zlib_stores(size):
+    data = np.random.default_rng(size).integers(0, 256, size, dtype=np.uint8).tobytes()
+    assert zlib.decompress(server_app._stored(data)) == data
+    if size <= 32768:  # zlib itself splits larger data over two blocks
+        assert server_app._stored(data) == zlib.compress(data, 0)
+
+
 def test_png_data_urls_round_trip():
     grays = np.random.default_rng(0).integers(0, 256, (3, 5, 9), dtype=np.uint8)
     for url, gray in zip(server_app.png_data_urls(grays), grays, strict=True):
@@ -227,6 +236,21 @@ def test_torch_engine_gives_the_same_answer(model_path):
     with TestClient(create_app(model_path, engine="torch", device="cpu")) as torch_client:
         answer = post(torch_client, image, "image/png").json()
     assert torch_client.get("/api/model").json()["engine"] == "torch"
+    expected = load(model_path).predict_proba(preprocess_image(image))[0]
+    np.testing.assert_allclose(answer["probs"], expected, atol=1e-5)
+
+
+def test_an_engine_without_feature_maps_answers_without_them(model_path):
+    """An ONNX graph outputs logits only: the answer is read as the other engines read it,
+    with no maps (every answer was a 400 "feature maps are not available" before)."""
+    pytest.importorskip("onnxruntime", reason="onnxruntime is not installed")
+    pytest.importorskip("onnx", reason="onnx is not installed")
+    image = drawing("7")
+    with TestClient(create_app(model_path, engine="onnx", reject_threshold=0.0)) as onnx_client:
+        response = post(onnx_client, image, "image/png")
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert answer["layers"] == [] and answer["text"] == str(answer["label"])
     expected = load(model_path).predict_proba(preprocess_image(image))[0]
     np.testing.assert_allclose(answer["probs"], expected, atol=1e-5)
 

@@ -31,6 +31,7 @@ class Engine(Protocol):
     name: str
     device: str
     arch: Architecture
+    has_feature_maps: bool  # whether feature_maps answers (an ONNX graph outputs logits only)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """The outputs of one batch, inference only."""

@@ -22,6 +22,7 @@ class OnnxEngine:
 
     name = "onnx"
     device = "cpu"
+    has_feature_maps = False
 
     def __init__(self, arch: A.Architecture, data: bytes, source: str):
         _, onnxruntime = import_onnx()

@@ -43,12 +43,15 @@ NOTHING_READ = "no mark in it could be read as a digit"
 
 @dataclass
 class Reading:
-    """An answer, the 28x28 image the network saw for each digit in it (k, 28, 28), and the
-    probabilities each digit was decided on (k, K): the page shows them per digit."""
+    """An answer, the 28x28 image the network saw for each digit in it (k, 28, 28), the
+    probabilities each digit was decided on (k, K): the page shows them per digit; and, where
+    asked for, what each layer computed for the first digit read."""
 
     answer: dict
     images: np.ndarray = field(default_factory=lambda: np.zeros((0, 28, 28), np.uint8))
     probs: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    layers: list[tuple[str, np.ndarray]] = field(default_factory=list)  # (C, H, W) or (F,)
+    # per layer, as `Model.feature_maps` gives them, of the first digit read
 
 
 def _top(log_probs: np.ndarray, top_k: int) -> list[list]:
@@ -57,27 +60,51 @@ def _top(log_probs: np.ndarray, top_k: int) -> list[list]:
 
 
 def read(model: Classifier, source: Source, *, name: str | None = None, top_k: int = 3,
-         threshold: float | None = None) -> Reading:
-    """Read the digits in `source` (any source `preprocess_image` takes). Raises ImageError
-    when it cannot be read or holds no ink; anything else is an answer.
+         threshold: float | None = None, layers: bool = False) -> Reading:
+    """Read the digits in `source` (any source `preprocess_image` takes); with `layers`, keep
+    what every layer of `model` (a `Model`) computed for the first digit read. Raises
+    ImageError when it cannot be read or holds no ink; anything else is an answer.
 
     BLAS runs on one thread here: a few dozen 28x28 candidates are too small a job to share,
     and on a busy machine two threads waiting for each other took 100 times longer (200 ms
     against 2 ms for 22 candidates, measured on the 2-core machine while others worked)."""
     with one_blas_thread():
-        return _read(model, source, name, top_k, threshold)
+        if not layers:
+            return _read(model, source, name, top_k, threshold)[0]
+        network = _FirstPass(model)
+        reading, path = _read(network, source, name, top_k, threshold)
+        if path:  # candidate i is image i of the first pass
+            reading.layers = [(layer, values[path[0]]) for layer, values in network.layers]
+        return reading
+
+
+class _FirstPass:
+    """A model that keeps every layer's output of its first forward pass: `_read`'s first
+    pass is over the candidates, plain, so the first digit read is among them, and the page
+    sees its layers without a pass of their own."""
+
+    def __init__(self, model: Classifier):
+        self.model, self.arch, self.metadata = model, model.arch, model.metadata
+        self.layers: list[tuple[str, np.ndarray]] | None = None
+
+    def logits(self, images: np.ndarray) -> np.ndarray:
+        if self.layers is not None:
+            return self.model.logits(images)
+        self.layers = self.model.feature_maps(images)
+        return self.layers[-1][1]  # the last layer's output is the logits
 
 
 def _read(model: Classifier, source: Source, name: str | None, top_k: int,
-          threshold: float | None) -> Reading:
+          threshold: float | None) -> tuple[Reading, list[int]]:
+    """The reading, and the candidates read (indices into the segmentation's)."""
     limit = refusal.threshold(model.metadata, threshold)
     writing = find_writing(source, name=name)
     candidates = as_one_digit(writing) or segment(writing)
     if candidates.atoms > MAX_ATOMS:
         return Reading(_answer([], f"too many separate marks ({candidates.atoms}, more "
-                               f"than {MAX_ATOMS}) to be a number"))
+                               f"than {MAX_ATOMS}) to be a number")), []
     if not candidates.spans:
-        return Reading(_answer([], NOTHING_READ))
+        return Reading(_answer([], NOTHING_READ)), []
     lone = len(candidates.spans) == 1  # one forward pass reads it plainly and steadily (a pass
     # costs 0.08 ms and each image 0.04 ms here: with more candidates, reading all of them
     # steadily costs more than a second pass over the path's)
@@ -87,7 +114,7 @@ def _read(model: Classifier, source: Source, name: str | None, top_k: int,
         scores = refusal.log_confidence(model.logits(candidates.images), model.arch.loss)
     path = best_path(candidates, scores.max(axis=1))
     if not path:
-        return Reading(_answer([], NOTHING_READ))
+        return Reading(_answer([], NOTHING_READ)), []
     log_probs = (steady[path] if lone else  # (k, K)
                  refusal.steady_log_probs(model, candidates.images[path], scores[path]))
     digits, refused = [], []
@@ -109,7 +136,7 @@ def _read(model: Classifier, source: Source, name: str | None, top_k: int,
         what = "it is" if len(digits) == 1 else f"the mark at {worst['box']} is"
         reason = (f"{what} not a digit: its best guess, {guess[0]}, has probability "
                   f"{guess[1]:.2f}, below the threshold {limit:.2f}")
-    return Reading(_answer(digits, reason), candidates.images[path], np.exp(log_probs))
+    return Reading(_answer(digits, reason), candidates.images[path], np.exp(log_probs)), path
 
 
 def _answer(digits: list[dict], reason: str | None) -> dict:

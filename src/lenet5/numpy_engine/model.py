@@ -212,6 +212,7 @@ class NumpyEngine:
 
     name = "numpy"
     device = "cpu"
+    has_feature_maps = True
 
     def __init__(self, arch: A.Architecture, params: dict[str, np.ndarray],
                  optimizer: OptimizerSpec | None = None):

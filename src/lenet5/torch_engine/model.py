@@ -307,6 +307,7 @@ class TorchEngine:
     operation (measurements: benchmarks/README.md)."""
 
     name = "torch"
+    has_feature_maps = True
 
     def __init__(self, arch: A.Architecture, params: dict[str, np.ndarray],
                  optimizer: OptimizerSpec | None = None, device: str = "auto",
