@@ -410,7 +410,8 @@ def test_chance_accuracy_after_an_epoch_stops_with_advice(synthetic_dataset, tmp
     ("momentum", -1.0, "--momentum"), ("momentum", float("nan"), "--momentum"),
     ("momentum", 1.5, "--momentum"), ("weight_decay", -1.0, "--weight-decay"),
     ("weight_decay", float("inf"), "--weight-decay"), ("lr", float("inf"), "--lr"),
-    ("lr", float("nan"), "--lr"),
+    ("lr", float("nan"), "--lr"), ("refusal_error", 0.0, "--refusal-error"),
+    ("refusal_error", 1.0, "--refusal-error"), ("refusal_error", float("nan"), "--refusal-error"),
 ])
 def test_hyper_parameters_are_checked_before_training(field, value, flag):
     kw = {"optimizer": "sgd"} if field == "momentum" else {}
@@ -455,8 +456,8 @@ def test_progress_checks_tell_divergence_from_slow_learning(tmp_path, epoch, los
 def test_training_with_non_digits_calibrates_a_refusal_threshold(synthetic_dataset, tmp_path):
     """Made-up non-digits join the training set (train_acc still counts digits only) and the
     run ends by storing a refusal threshold calibrated on digits it did not train on."""
-    run = train(config(synthetic_dataset, tmp_path / "run", val_size=100, nondigits=0.5),
-                log=quiet)
+    run = train(config(synthetic_dataset, tmp_path / "run", val_size=100, nondigits=0.5,
+                       refusal_error=0.05), log=quiet)
     rows = read_metrics(run)
     correct = rows[-1]["train_acc"] * 500  # of the 500 digits, not the 250 non-digits too
     assert correct == pytest.approx(round(correct)) and 0 < correct <= 500
@@ -464,6 +465,7 @@ def test_training_with_non_digits_calibrates_a_refusal_threshold(synthetic_datas
     _, meta = checkpoint.load_model(run)
     refusal = meta["refusal"]
     assert 0.0 < refusal["threshold"] < 1.0 and refusal["digits"] == 100
+    assert refusal["target_error"] == 0.05  # --refusal-error, as stated
     assert refusal["calibrated_on"] == "the validation split"
     with pytest.raises(Lenet5Error, match="--nondigits must be at least 0"):
         train(config(synthetic_dataset, tmp_path / "bad", nondigits=-1.0), log=quiet)

@@ -227,6 +227,10 @@ def _data_flags(parser: argparse.ArgumentParser) -> None:
                         "it (strokes, scribbles, hatching, shapes, blots, and junk cut from "
                         "pairs of digits), which teach the network to refuse what is not a "
                         f"digit; 0 turns it off ({_arch_default('nondigits')})")
+    parser.add_argument("--refusal-error", type=float, default=None, metavar="RATE",
+                        help="the 'not a digit' threshold is calibrated after training so that "
+                        "at most this share of the calibration digits it accepts are read "
+                        f"wrong (default: {TrainConfig.refusal_error})")
     parser.add_argument("--val-size", type=int, default=None,
                         help="training images held out for validation (default: "
                         f"{TrainConfig.val_size})")

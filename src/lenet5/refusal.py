@@ -147,14 +147,15 @@ def calibrate(confidence: np.ndarray, correct: np.ndarray, source: str,
 
 
 def calibrate_model(model: Classifier, digits: np.ndarray, labels: np.ndarray, source: str,
-                    rng: np.random.Generator) -> dict:
+                    rng: np.random.Generator, target_error: float = TARGET_ERROR) -> dict:
     """The refusal metadata for a trained `model`, calibrated on CALIBRATION_DIGITS of the
     `digits` (N, 28, 28) uint8 with their `labels`, each redrawn as a segmenter cuts digits
     out of numbers (`data.nondigits.redrawn_digits`); `source` says what they are. Also
     measures the share of made-up non-digits the threshold refuses."""
     images, chosen = redrawn_digits(digits, CALIBRATION_DIGITS, rng)  # (n, 28, 28), n <= N
     log_p = steady_log_probs(model, images)  # (n, K)
-    result = calibrate(np.exp(log_p.max(axis=1)), log_p.argmax(axis=1) == labels[chosen], source)
+    result = calibrate(np.exp(log_p.max(axis=1)), log_p.argmax(axis=1) == labels[chosen], source,
+                       target_error)
     others = make_nondigits(digits, len(images) // 2, rng)  # (n / 2, 28, 28)
     confidence = np.exp(steady_log_probs(model, others).max(axis=1))
     result["nondigits_refused"] = float(np.mean(confidence < result["threshold"]))

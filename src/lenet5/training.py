@@ -46,7 +46,7 @@ from .hparams import (
     defaults_for,
 )
 from .model import Model
-from .refusal import METADATA_KEY, calibrate_model
+from .refusal import METADATA_KEY, TARGET_ERROR, calibrate_model
 from .threads import compute_workers
 from .version import __version__
 
@@ -87,6 +87,7 @@ class TrainConfig:
     seed: int = 0
     augment: str | None = None
     val_size: int = 0
+    refusal_error: float = TARGET_ERROR  # calibration: wrong digits allowed among those accepted
     limit: int | None = None
     test_each_epoch: bool | None = None  # False: the test set after the last epoch only
     out: str | None = None
@@ -117,6 +118,9 @@ class TrainConfig:
         if self.normalization is not None and self.normalization not in NORMALIZATIONS:
             raise Lenet5Error(f"unknown --normalization {self.normalization!r}; choose one of: "
                               f"{', '.join(NORMALIZATIONS)}.")
+        if not 0.0 < self.refusal_error < 1.0:
+            raise Lenet5Error(f"--refusal-error must be between 0 and 1 (a share of digits), "
+                              f"got {self.refusal_error}.")
         if self.init_std is not None and not self.init_std > 0:
             raise Lenet5Error(f"--init-std must be positive, got {self.init_std}.")
         resolved = self.resolved()
@@ -492,7 +496,8 @@ def calibrate_refusal(config: TrainConfig, run: Run, data: TrainingData) -> None
     """The trained network's "not a digit" threshold (``refusal``), into its model file."""
     digits, labels, source = data.calibration
     run.refusal = calibrate_model(Model(run.engine, model_metadata(config, run)), digits, labels,
-                                  source, np.random.default_rng([config.seed, CALIBRATION_STREAM]))
+                                  source, np.random.default_rng([config.seed, CALIBRATION_STREAM]),
+                                  config.refusal_error)
     _save_model(config, run)  # the last epoch's metrics and state are written already
 
 
