@@ -18,7 +18,7 @@ from lenet5.files import read_metrics
 from lenet5.recipes import load_recipe
 from lenet5.sweep import run_sweep
 
-RECIPE, SEEDS = "reader", 5
+RECIPE, SEEDS = "default", 5
 
 
 def main() -> None:
