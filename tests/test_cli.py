@@ -141,6 +141,7 @@ def test_bad_flag_value(capsys, tmp_path):
     (["--momentum", "0.5"], "--momentum applies to --optimizer sgd only"),
     (["--limit", "0"], "--limit must be at least 1"),
     (["--val-size", "-3"], "--val-size must be at least 0"),
+    (["--refusal-error", "1.5"], "--refusal-error must be between 0 and 1"),
 ])
 def test_bad_training_flags_are_one_sentence_before_any_work(capsys, tmp_path, argv, flag):
     code, out, err = run_cli(capsys, "train", "--out", str(tmp_path / "r"), *argv)

@@ -510,16 +510,21 @@ def test_percentile_filter_is_ndimages(shape, percentile):
 
 
 @pytest.mark.parametrize("strokes", [0, 1, 200])
-def test_the_rank_background_of_an_even_page_is_not_smoothed(strokes):
-    """Where the rank filter finds one level everywhere (a canvas), smoothing is skipped: it
-    would give that level again; elsewhere the estimate is smoothed as before."""
+def test_the_rank_background_of_an_even_page_is_not_smoothed(strokes, monkeypatch):
+    """Where the rank filter finds one level everywhere (a canvas), it is the estimate, not
+    smoothed (smoothing would give that level again, to a rounding unit); elsewhere the
+    estimate is smoothed as before."""
     from scipy import ndimage
 
-    from lenet5.images.paper import _rank_background, percentile_filter
+    from lenet5.images import paper
 
-    small = np.zeros((16, 16), np.float32)
-    small.ravel()[np.random.default_rng(1).permutation(256)[:strokes]] = 0.8  # bright ink
-    rank = percentile_filter(small, 20, 8)
-    np.testing.assert_array_equal(_rank_background(small, 20),
-                                  ndimage.gaussian_filter(rank, 2.0, mode="nearest"))
-    assert (np.ptp(rank) > 0) == (strokes == 200)
+    small = np.full((16, 16), 0.3, np.float32)  # paper, bright ink on it
+    small.ravel()[np.random.default_rng(1).permutation(256)[:strokes]] = 0.8
+    rank = paper.percentile_filter(small, 20, 8)
+    smoothed = ndimage.gaussian_filter(rank, 2.0, mode="nearest")
+    calls, gaussian = [], ndimage.gaussian_filter
+    monkeypatch.setattr(ndimage, "gaussian_filter",
+                        lambda *args, **kw: calls.append(1) or gaussian(*args, **kw))
+    np.testing.assert_allclose(paper._rank_background(small, 20), smoothed, rtol=1e-6)
+    even = strokes < 200
+    assert (np.ptp(rank) == 0) == even and calls == ([] if even else [1])

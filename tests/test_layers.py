@@ -53,7 +53,8 @@ def test_conv_matches_direct_convolution(rng):
 
 def test_conv_keeps_its_band_only_while_the_weights_stay(rng):
     """A conv that only reads keeps its banded weights between passes; a weight or bias
-    changed in place (an optimizer step, a loaded state) is seen at the next pass."""
+    changed in place (an optimizer step, a loaded state), or its column layout, is seen at
+    the next pass."""
     layer = L.Conv(rng.normal(size=(2, 3, 3, 3)), rng.normal(size=2))
     x = rng.normal(size=(2, 5, 6, 3))
     first = layer.forward(x, train=False)
@@ -65,6 +66,10 @@ def test_conv_keeps_its_band_only_while_the_weights_stay(rng):
         fresh = L.Conv(layer.params["weight"].copy(), layer.params["bias"].copy())
         np.testing.assert_array_equal(layer.forward(x, train=False), fresh.forward(x, False))
     assert not np.allclose(layer.forward(x, train=False), first)
+    layer.split = 2  # the output columns stored phase-major, for a pooling layer after it
+    fresh = L.Conv(layer.params["weight"].copy(), layer.params["bias"].copy())
+    fresh.split = 2
+    np.testing.assert_array_equal(layer.forward(x, train=False), fresh.forward(x, False))
 
 
 @pytest.mark.parametrize("size", [2, 3])

@@ -453,6 +453,16 @@ def test_progress_checks_tell_divergence_from_slow_learning(tmp_path, epoch, los
             check_progress(cfg, run, data, epoch, loss, accuracy)
 
 
+def test_refusal_error_flag_reaches_the_calibration(synthetic_dataset, tmp_path):
+    from lenet5.cli import main
+
+    out = tmp_path / "run"
+    assert main(["train", "--dataset", synthetic_dataset, "--epochs", "1", "--refusal-error",
+                 "0.05", "--out", str(out), "--no-report", "--json"]) == 0
+    assert json.loads((out / "config.json").read_text())["refusal_error"] == 0.05
+    assert checkpoint.load_model(out)[1]["refusal"]["target_error"] == 0.05
+
+
 def test_training_with_non_digits_calibrates_a_refusal_threshold(synthetic_dataset, tmp_path):
     """Made-up non-digits join the training set (train_acc still counts digits only) and the
     run ends by storing a refusal threshold calibrated on digits it did not train on."""

@@ -218,21 +218,26 @@ def _cut_paths(ink: np.ndarray, columns: list[int], reach: int) -> np.ndarray:
     """(c, h) the column, row by row, of each top-to-bottom path through a blob's ink (h, w)
     that crosses the least ink, moving at most one column per row and at most `reach` columns
     from its column of `columns` (c,): touching or overlapping digits part along them, a
-    slanted one too. Dynamic programming, row by row, for all paths at once: each row of it
-    is one flat array, the cuts' bands side by side between guards of infinite cost (three
-    operations on a contiguous row cost a third of what they cost on a (c, k) one)."""
+    slanted one too. Dynamic programming, row by row, for all paths at once, each row one
+    flat array (0.29 ms instead of 0.69 ms with a (c, k) array per row, for the page's 7).
+
+    A flat row holds L = 1 + c * (k + 1) places: a guard, then each cut's band of k = 2 *
+    reach + 1 columns followed by a guard; band j's column i is place 1 + j * (k + 1) + i.
+    Guards, and columns off the blob, cost infinitely much, so no path enters them; drifting
+    off the cut's column costs DRIFT of a pixel's ink per column. Going back up, a path takes
+    the leftmost of equally good places above."""
     height, width = ink.shape
     if not columns:  # most blobs: no row-by-row loop for nothing
         return np.zeros((0, height), dtype=np.intp)
     offsets = np.arange(-reach, reach + 1)  # (k,)
     band = np.asarray(columns, dtype=np.intp)[:, None] + offsets  # (c, k)
-    cuts, size = band.shape
-    cost = np.full((height, cuts, size + 1), np.inf)  # (h, c, k + 1): a guard after each band
+    count, size = band.shape
+    cost = np.full((height, count, size + 1), np.inf)  # (h, c, k + 1)
     cost[:, :, :size] = np.where((band >= 0) & (band < width), ink[:, band.clip(0, width - 1)],
-                                 np.inf) + DRIFT * np.abs(offsets)  # off the blob: inf;
-    cost = cost.reshape(height, -1)  # (h, L - 1)   drifting off the column costs a little
-    totals = np.full((height, cost.shape[1] + 1), np.inf)  # (h, L): a guard in front, then
-    totals[0, 1:] = cost[0]  # each path's least ink to each row
+                                 np.inf) + DRIFT * np.abs(offsets)
+    cost = cost.reshape(height, -1)  # (h, L - 1): the places after the first guard
+    totals = np.full((height, cost.shape[1] + 1), np.inf)  # (h, L): least ink to each place
+    totals[0, 1:] = cost[0]
     best = np.empty(totals.shape[1] - 2)  # (L - 2,)
     for row in range(1, height):
         above = totals[row - 1]
@@ -240,16 +245,16 @@ def _cut_paths(ink: np.ndarray, columns: list[int], reach: int) -> np.ndarray:
         np.minimum(best, above[2:], out=best)
         np.add(cost[row, :-1], best, out=totals[row, 1:-1])
     left, same, right = totals[:-1, :-2], totals[:-1, 1:-1], totals[:-1, 2:]
-    least = np.minimum(np.minimum(left, same), right)  # (h - 1, L - 2) where each row came
-    step = np.where(left == least, -1, np.where(same == least, 0, 1)).tolist()  # from, the
-    ends = totals[-1, 1:].reshape(cuts, size + 1)[:, :size].argmin(axis=1)  # leftmost of
-    paths = []  # equals; in the flat row, band j's position i is 1 + j * (k + 1) + i
+    least = np.minimum(np.minimum(left, same), right)  # (h - 1, L - 2)
+    step = np.where(left == least, -1, np.where(same == least, 0, 1)).tolist()  # to the place
+    ends = totals[-1, 1:].reshape(count, size + 1)[:, :size].argmin(axis=1)  # (c,) above
+    paths = []
     for cut, end in enumerate(ends.tolist()):
-        path = [1 + cut * (size + 1) + end]  # back up from the bottom row
+        path = [1 + cut * (size + 1) + end]  # places, from the bottom row up
         for row in range(height - 2, -1, -1):
             path.append(path[-1] + step[row][path[-1] - 1])
         paths.append(path[::-1])
-    flat = np.array(paths, dtype=np.intp) - 1 - np.arange(cuts)[:, None] * (size + 1)  # (c, h)
+    flat = np.array(paths, dtype=np.intp) - 1 - np.arange(count)[:, None] * (size + 1)  # (c, h)
     return np.take_along_axis(band, flat, axis=1)  # (c, h)
 
 
@@ -281,14 +286,14 @@ def _stacked(labels: np.ndarray, boxes: list[tuple[slice, slice]]
 
 
 def _atoms(labels: np.ndarray, boxes: list[tuple[slice, slice]], ink: np.ndarray,
-           height: float, columns: list[list[int]]) -> tuple[np.ndarray, int]:
+           height: float, cut_columns: list[list[int]]) -> tuple[np.ndarray, int]:
     """(atom labels (H, W) 1..n in reading order, n): each group of stacked blobs (labels
     (H, W) 1..g, their g boxes: `Writing.groups`) cut in pieces along least-ink paths from
-    its `columns` (`Writing.cuts`)."""
+    its `cut_columns` (`Writing.cuts`)."""
     atoms = np.zeros_like(labels)
     count = 0
     centres: list[float] = []
-    for number, (box, cuts) in enumerate(zip(boxes, columns, strict=True), start=1):
+    for number, (box, cuts) in enumerate(zip(boxes, cut_columns, strict=True), start=1):
         mine = labels[box] == number  # (h, w)
         blob = ink[box] * mine  # (h, w)
         width = box[1].stop - box[1].start

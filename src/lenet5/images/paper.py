@@ -93,8 +93,8 @@ def _rank_background(small: np.ndarray, percentile: float) -> np.ndarray:
     """A smooth estimate (h, w) of the paper in the tiny copy (h, w), ignoring the strokes."""
     window = max(3, round(BG_WINDOW * min(small.shape)))
     estimate = percentile_filter(small, percentile, window)
-    if not np.ptp(estimate):  # one level everywhere (a canvas): smoothing changes nothing
-        return estimate
+    if not np.ptp(estimate):  # one level everywhere (a canvas): smoothing would give that
+        return estimate  # level again, to a rounding unit
     return ndimage.gaussian_filter(estimate, window / 4, mode="nearest")
 
 

@@ -267,8 +267,8 @@ def analyse(model: Model, image: bytes, threshold: float | None = None
         digit = reading.images[0]  # (28, 28)
     else:  # nothing read: the network's view of the picture as one digit
         digit = preprocess_image(image)
-        maps = [(name, values[0]) for name, values in model.feature_maps(digit)] if (
-            with_maps) else []
+        if with_maps:
+            maps = [(name, values[0]) for name, values in model.feature_maps(digit)]
     logits = maps[-1][1][None] if maps else model.logits(digit)  # (1, K): the last layer's
     probs = probabilities(logits)[0]  # (K,), as Model.predict_proba computes it
     forwarded = time.perf_counter()
