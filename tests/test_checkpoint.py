@@ -144,6 +144,14 @@ def test_lying_metadata_is_one_clear_error_naming_file_and_field(model_file, lie
     assert message.count(". ") == 0 and "\n" not in message  # one sentence
 
 
+def test_a_model_file_lacking_fields_names_every_one(model_file):
+    rewrite_metadata(model_file, classes=None, input_normalization=None)
+    with pytest.raises(ModelFileError, match=r"lacks lenet5 metadata \(classes, "
+                                             r"input_normalization\); it was not written by "
+                                             r"lenet5: train again\.$"):
+        checkpoint.load_model(model_file)
+
+
 def test_the_weights_checksum_is_sha256_over_sorted_names_dtypes_shapes_and_bytes(model_file):
     import hashlib
 
@@ -201,7 +209,7 @@ def test_identical_saves_give_identical_bytes(tmp_path):
     ({"arch": "lenet5", "epoch": "abc"}, {}, None, "'epoch'"),
     ({"arch": "lenet5", "epoch": -1}, {}, None, "'epoch'"),
     ({"arch": "lenet5", "epoch": True}, {}, None, "'epoch'"),
-    ({"epoch": 1}, {}, None, "'arch'"),
+    ({"epoch": 1}, {}, None, r"lacks lenet5 metadata \(arch\)"),
     ({"arch": "lenet5", "epoch": 1}, {}, ("C1.weight", np.zeros((6, 1, 3, 3))), "C1.weight"),
     ({"arch": "lenet5", "epoch": 1}, {}, ("C1.weight", None), "missing: C1.weight"),
     ({"arch": "lenet5", "epoch": 1}, {"exp_avg.C1.weight": np.zeros(3)}, None,

@@ -169,15 +169,24 @@ def _architecture(path: Path, decoded: dict) -> Architecture:
                              "upgrade lenet5, or pass a file written by `lenet5 train`.") from None
 
 
-def check_metadata(path: Path, meta: dict[str, str]) -> dict:
+NOT_OURS = "it was not written by lenet5: train again"
+
+
+def require_fields(path: str | Path, meta: dict[str, str], keys: tuple[str, ...],
+                   remedy: str = NOT_OURS) -> None:
+    """Refuse a file whose metadata lacks any of `keys`, naming them all, and the `remedy`."""
+    missing = [key for key in keys if key not in meta]
+    if missing:
+        raise ModelFileError(f"{path} lacks lenet5 metadata ({', '.join(missing)}); {remedy}.")
+
+
+def check_metadata(path: Path, meta: dict[str, str], remedy: str = NOT_OURS) -> dict:
     """The metadata of a model (or exported) file, decoded, after checking it against the
     schema: ``arch`` a known architecture; ``classes`` one name (a string) per output;
     ``input_normalization`` an object of a known ``kind`` with finite numbers, a positive
-    scale and the padding the architecture's input size needs; ``dataset`` a string."""
-    for key in REQUIRED:
-        if key not in meta:
-            raise ModelFileError(f"{path} lacks the metadata field {key!r}; it was not written "
-                                 "by lenet5: train again.")
+    scale and the padding the architecture's input size needs; ``dataset`` a string.
+    `remedy`: what to do about a file that lacks a field."""
+    require_fields(path, meta, REQUIRED, remedy)
     decoded = decode_metadata(meta)
     arch = _architecture(path, decoded)
     classes = decoded["classes"]
@@ -271,9 +280,7 @@ def load_state(path: Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]
     if type(epoch) is not int or epoch < 1:
         raise _bad_field(path, "epoch", f"{meta.get('epoch')!r} is not the number of a "
                          "finished epoch")
-    if "arch" not in meta:
-        raise ModelFileError(f"{path} lacks the metadata field 'arch'; it was not written by "
-                             "lenet5: train again.")
+    require_fields(path, meta, ("arch",))
     arch = _architecture(path, decoded)  # the shapes: any variant has the same
     params = {k[6:]: v for k, v in tensors.items() if k.startswith("param.")}
     optimizer = {k[6:]: v for k, v in tensors.items() if k.startswith("optim.")}

@@ -62,11 +62,8 @@ def read_onnx(path: str | Path) -> tuple[bytes, dict]:
         raise ModelFileError(f"{path} is not a valid ONNX file ({reason}); it may be truncated "
                              "or corrupt: export it again with `lenet5 export`.") from None
     metadata = {p.key: p.value for p in proto.metadata_props}
-    missing = [k for k in checkpoint.REQUIRED if k not in metadata]
-    if missing:
-        raise ModelFileError(f"{path} lacks lenet5 metadata ({', '.join(missing)}); it is "
-                             "truncated or was not written by `lenet5 export`: export it again.")
-    return data, checkpoint.check_metadata(Path(path), metadata)
+    return data, checkpoint.check_metadata(Path(path), metadata, "it is truncated or was not "
+                                           "written by `lenet5 export`: export it again")
 
 
 def load_onnx(path: str | Path, device: str = "auto") -> tuple[OnnxEngine, dict]:

@@ -326,7 +326,7 @@ def create_app(model_path: str | Path, engine: str = "numpy", device: str = "aut
         return _error(exc.status_code, str(exc.detail))
 
     @app.get("/healthz", summary="Liveness check")
-    def healthz() -> dict[str, str]:
+    async def healthz() -> dict[str, str]:  # async: answered on the event loop, no thread
         return {"status": "ok"}
 
     @app.get("/api/model", response_model=ModelInfo, summary="The model being served")
