@@ -285,21 +285,18 @@ def _stacked(labels: np.ndarray, boxes: list[tuple[slice, slice]]
     return joined, ndimage.find_objects(joined)
 
 
-def _atoms(labels: np.ndarray, boxes: list[tuple[slice, slice]], ink: np.ndarray,
-           height: float, cut_columns: list[list[int]]) -> tuple[np.ndarray, int]:
-    """(atom labels (H, W) 1..n in reading order, n): each group of stacked blobs (labels
-    (H, W) 1..g, their g boxes: `Writing.groups`) cut in pieces along least-ink paths from
-    its `cut_columns` (`Writing.cuts`)."""
+def _atoms(writing: Writing) -> tuple[np.ndarray, int]:
+    """(atom labels (H, W) 1..n in reading order, n): each group of stacked blobs
+    (`Writing.groups`) cut in pieces along least-ink paths from its `Writing.cuts`."""
+    labels, boxes = writing.groups
+    reach = max(1, round(CUT_REACH * writing.height))
     atoms = np.zeros_like(labels)
     count = 0
     centres: list[float] = []
-    for number, (box, cuts) in enumerate(zip(boxes, cut_columns, strict=True), start=1):
-        mine = labels[box] == number  # (h, w)
-        blob = ink[box] * mine  # (h, w)
+    for box, (mine, blob), cuts in zip(boxes, writing.blobs, writing.cuts, strict=True):
         width = box[1].stop - box[1].start
-        reach = max(1, round(CUT_REACH * height))
-        paths = np.maximum.accumulate(_cut_paths(blob, cuts, reach), axis=0)  # (cuts, h):
-        # never crossing
+        paths = _cut_paths(blob, cuts, reach)  # (cuts, h)
+        paths = np.maximum.accumulate(paths, axis=0)  # never crossing
         columns = np.arange(width)
         piece = (columns[None, None, :] > paths[:, :, None]).sum(axis=0)  # (h, w)
         atoms[box] = np.where(mine, piece + count + 1, atoms[box])
@@ -340,11 +337,17 @@ class Writing:
         return _stacked(self.labels, self.boxes)
 
     @functools.cached_property
+    def blobs(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Each of the `groups` within its box: its pixels (h, w) bool and its ink (h, w)."""
+        labels, boxes = self.groups
+        masks = [labels[box] == number for number, box in enumerate(boxes, start=1)]
+        return [(mine, self.brightness[box] * mine) for mine, box in zip(masks, boxes,
+                                                                        strict=True)]
+
+    @functools.cached_property
     def cuts(self) -> list[list[int]]:
         """Where each of the `groups` is cut (`_cuts_of`), in their order."""
-        labels, boxes = self.groups
-        return [_cuts_of(self.brightness[box] * (labels[box] == number), self.height)
-                for number, box in enumerate(boxes, start=1)]
+        return [_cuts_of(blob, self.height) for _, blob in self.blobs]
 
 
 def find_writing(source: str | Path | bytes | BinaryIO | np.ndarray | Image.Image, *,
@@ -375,7 +378,7 @@ def find_writing(source: str | Path | bytes | BinaryIO | np.ndarray | Image.Imag
 
 def segment(writing: Writing) -> Segmentation:
     """The candidate digits of a number: its blobs cut into atoms, every run of them."""
-    atoms, count = _atoms(*writing.groups, writing.brightness, writing.height, writing.cuts)
+    atoms, count = _atoms(writing)
     if count > MAX_ATOMS:
         return Segmentation(atoms=count)
     return _candidates(writing, atoms, ndimage.find_objects(atoms, count))

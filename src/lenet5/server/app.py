@@ -211,7 +211,6 @@ def _data_url_head(height: int, width: int) -> str:
     return "data:image/png;base64," + base64.b64encode(head).decode("ascii")
 
 
-_IDAT_CRC = zlib.crc32(b"IDAT")
 _PNG_END = _png_chunk(b"IEND", b"")
 
 
@@ -235,9 +234,7 @@ def png_data_urls(grays: np.ndarray) -> list[str]:
     head = _data_url_head(height, width)
     urls = []
     for image in rows:
-        data = _stored(image.tobytes())
-        chunk = (struct.pack(">I", len(data)) + b"IDAT" + data
-                 + struct.pack(">I", zlib.crc32(data, _IDAT_CRC)) + _PNG_END)
+        chunk = _png_chunk(b"IDAT", _stored(image.tobytes())) + _PNG_END
         urls.append(head + base64.b64encode(chunk).decode("ascii"))
     return urls
 
