@@ -8,11 +8,12 @@ import pytest
 from nondigit_photos import make_nondigit_set
 from number_photos import make_number_set
 from photo_digits import make_photo_set
+from PIL import Image, ImageDraw
 
 import lenet5
 from lenet5 import reading
 from lenet5.images import preprocess_image
-from lenet5.images.numbers import segment
+from lenet5.images.numbers import find_writing, segment
 from lenet5.predict import predict_file
 from lenet5.refusal import METADATA_KEY
 
@@ -72,15 +73,60 @@ def test_one_candidate_is_read_as_the_full_path_reads_it(mnist, monkeypatch):
     photos = [jpeg for jpeg, _ in make_photo_set(mnist.test_images, mnist.test_labels, 20,
                                                  seed=26)]
     cuts = []
+    monkeypatch.setattr(reading, "SURE", 2.0)  # ink to cut is cut, however sure its whole
     monkeypatch.setattr(reading, "segment", lambda writing: cuts.append(1) or segment(writing))
     shortcut = [model.read(jpeg) for jpeg in photos]
     assert 0 < len(cuts) < len(photos)  # some were one candidate, some were cut
-    monkeypatch.setattr(reading, "as_one_digit", lambda writing: None)  # the full way
+    monkeypatch.setattr(reading, "as_one_digit", lambda writing, **_: None)  # the full way
     full = [model.read(jpeg) for jpeg in photos]
     for whole, parts in zip(shortcut, full, strict=True):
         assert (whole["text"], whole["label"], [d["box"] for d in whole["digits"]]) == (
             parts["text"], parts["label"], [d["box"] for d in parts["digits"]])
         assert whole["confidence"] == pytest.approx(parts["confidence"], abs=1e-6)  # float32
+
+
+def _drawn_seven(side: int = 112) -> np.ndarray:
+    """A 7 drawn as the web page draws it: round black strokes on white, a little wider than
+    SPLIT_WIDTH of its height, so it would be cut."""
+    img = Image.new("L", (side, side), 255)
+    pen, width = ImageDraw.Draw(img), round(0.075 * side)
+    points = [(0.28 * side, 0.22 * side), (0.72 * side, 0.22 * side), (0.44 * side, 0.82 * side)]
+    pen.line(points, fill=0, width=width, joint="curve")
+    for x, y in (points[0], points[-1]):  # round caps
+        pen.ellipse((x - width / 2, y - width / 2, x + width / 2, y + width / 2), fill=0)
+    return np.asarray(img)
+
+
+def _touching(mnist, left: int, right: int, overlap: int = 12) -> np.ndarray:
+    """Two MNIST test digits overlapping by `overlap` columns (one blob), dark on white."""
+    pair = np.zeros((28, 56 - overlap), np.uint8)
+    pair[:, :28] = mnist.test_images[left]
+    pair[:, 28 - overlap:] = np.maximum(pair[:, 28 - overlap:], mnist.test_images[right])
+    return 255 - pair
+
+
+def test_ink_to_cut_that_surely_reads_as_one_digit_is_not_cut(mnist, monkeypatch):
+    """A drawn 7 wide enough to be cut reads SURE-ly as one digit: no segmentation, and the
+    answer the full way gives; two touching digits, one blob as unsure as a whole, are cut and
+    read, and the page's layers come from the segmentation's pass."""
+    model = lenet5.load("pretrained")
+    seven, pair = _drawn_seven(), _touching(mnist, 3, 4)  # 7; 0 and 4
+    assert find_writing(seven).cuts[0] and find_writing(pair).cuts[0]  # both would be cut
+    cuts = []
+    monkeypatch.setattr(reading, "segment", lambda writing: cuts.append(1) or segment(writing))
+    sure = reading.read(model, seven, layers=True)
+    assert not cuts and sure.answer["label"] == 7
+    monkeypatch.setattr(reading, "SURE", 2.0)  # the full way: cut, then the best path
+    full = reading.read(model, seven, layers=True)
+    assert cuts and (full.answer["text"], full.answer["digits"][0]["box"]) == (
+        sure.answer["text"], sure.answer["digits"][0]["box"])
+    monkeypatch.undo()
+    touching = reading.read(model, pair, layers=True)
+    assert touching.answer["text"] == "04"
+    for read in (sure, touching):
+        for (_, kept), (_, alone) in zip(read.layers, model.feature_maps(read.images[0]),
+                                         strict=True):
+            np.testing.assert_allclose(kept, alone[0], rtol=1e-5, atol=1e-5)
 
 
 def test_the_first_digits_layers_come_from_the_reading_pass(mnist):

@@ -384,13 +384,12 @@ def segment(writing: Writing) -> Segmentation:
     return _candidates(writing, atoms, ndimage.find_objects(atoms, count))
 
 
-def as_one_digit(writing: Writing) -> Segmentation | None:
-    """The writing as its one candidate digit, when `segment` would propose no other: its
-    blobs all stacked (a broken stroke at most) and none of it to cut. None otherwise.
-
-    `segment` gives the same, at more cost, and the reading then needs no best path."""
+def as_one_digit(writing: Writing, *, uncut: bool = False) -> Segmentation | None:
+    """The writing as one candidate digit, when its blobs are all stacked (a broken stroke at
+    most) and none of it is to be cut -- `segment` would then propose no other, at more cost,
+    and the reading needs no best path -- or, with `uncut`, even where it is. None otherwise."""
     labels, boxes = writing.groups
-    if len(boxes) != 1 or writing.cuts[0]:
+    if len(boxes) != 1 or (writing.cuts[0] and not uncut):
         return None
     return _candidates(writing, labels, boxes)
 
