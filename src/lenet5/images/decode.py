@@ -176,14 +176,14 @@ def open_image(source: Source, *, name: str | None = None) -> Image.Image:
     return decode(source, name_of(source, name), None)
 
 
-def _float_image(gray: np.ndarray) -> Image.Image:
-    """A float32 PIL image of a (H, W) array, so resizing stays in float and is antialiased."""
-    return Image.fromarray(np.ascontiguousarray(gray, dtype=np.float32))
-
-
 def resize(gray: np.ndarray, size: tuple[int, int], resample: Image.Resampling) -> np.ndarray:
-    """Resize a (H, W) float array to size = (rows, cols)."""
-    return np.asarray(_float_image(gray).resize((size[1], size[0]), resample))
+    """Resize a (H, W) float array to size = (rows, cols), in float32 and antialiased (PIL's
+    "F" mode). Through the raw buffers both ways: Image.fromarray and np.asarray cost more
+    than resizing the small images a reading takes (a third of the time, all told)."""
+    data = np.ascontiguousarray(gray, dtype=np.float32)
+    img = Image.frombuffer("F", (data.shape[1], data.shape[0]), data, "raw", "F", 0, 1)
+    resized = img.resize((size[1], size[0]), resample).tobytes()
+    return np.frombuffer(resized, np.float32).reshape(size)  # read-only, as np.asarray's
 
 
 def has_alpha(img: Image.Image) -> bool:
