@@ -163,8 +163,8 @@ def _as_one_digit(model: Classifier, writing: Writing
     whole = as_one_digit(writing, uncut=True)
     read = (refusal.plain_and_steady_log_probs(model, whole.images)
             if whole is not None and whole.spans else None)
-    if whole is None or not writing.cuts[0] or (
-            read is not None and np.exp(read[1].max()) >= SURE):
+    if whole is None or (read is not None and np.exp(read[1].max()) >= SURE) or (
+            not writing.cuts[0]):  # where it is sure, where to cut need not be found
         return whole, read
     if isinstance(model, _FirstPass):
         model.again()  # the segmentation's pass is the one read

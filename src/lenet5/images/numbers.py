@@ -389,7 +389,7 @@ def as_one_digit(writing: Writing, *, uncut: bool = False) -> Segmentation | Non
     most) and none of it is to be cut -- `segment` would then propose no other, at more cost,
     and the reading needs no best path -- or, with `uncut`, even where it is. None otherwise."""
     labels, boxes = writing.groups
-    if len(boxes) != 1 or (writing.cuts[0] and not uncut):
+    if len(boxes) != 1 or (not uncut and writing.cuts[0]):
         return None
     return _candidates(writing, labels, boxes)
 
