@@ -107,23 +107,25 @@ def _touching(mnist, left: int, right: int, overlap: int = 12) -> np.ndarray:
 
 def test_ink_to_cut_that_surely_reads_as_one_digit_is_not_cut(mnist, monkeypatch):
     """A drawn 7 wide enough to be cut reads SURE-ly as one digit: no segmentation, and the
-    answer the full way gives; two touching digits, one blob as unsure as a whole, are cut and
-    read, and the page's layers come from the segmentation's pass."""
+    answer the full way gives. Cut and read as before: the 7 when the threshold is above its
+    probability; a 2 and a 1 touching, read as a sure 2 (0.98) but as wide as tall; a 0 and a
+    4 touching, unsure as a whole; the page's layers come from the segmentation's pass."""
     model = lenet5.load("pretrained")
-    seven, pair = _drawn_seven(), _touching(mnist, 3, 4)  # 7; 0 and 4
-    assert find_writing(seven).cuts[0] and find_writing(pair).cuts[0]  # both would be cut
+    seven, wide, unsure = _drawn_seven(), _touching(mnist, 7349, 529, 18), _touching(mnist, 3, 4)
+    assert all(find_writing(ink).cuts[0] for ink in (seven, wide, unsure))  # all to be cut
     cuts = []
     monkeypatch.setattr(reading, "segment", lambda writing: cuts.append(1) or segment(writing))
     sure = reading.read(model, seven, layers=True)
-    assert not cuts and sure.answer["label"] == 7
+    assert not cuts and sure.answer["label"] == 7 and sure.answer["confidence"] < 0.999
+    assert reading.read(model, seven, threshold=0.999).answer["label"] is None and cuts
     monkeypatch.setattr(reading, "SURE", 2.0)  # the full way: cut, then the best path
     full = reading.read(model, seven, layers=True)
-    assert cuts and (full.answer["text"], full.answer["digits"][0]["box"]) == (
+    assert (full.answer["text"], full.answer["digits"][0]["box"]) == (
         sure.answer["text"], sure.answer["digits"][0]["box"])
     monkeypatch.undo()
-    touching = reading.read(model, pair, layers=True)
-    assert touching.answer["text"] == "04"
-    for read in (sure, touching):
+    readings = [reading.read(model, ink, layers=True) for ink in (wide, unsure)]
+    assert [r.answer["text"] for r in readings] == ["21", "04"]
+    for read in (sure, *readings):
         for (_, kept), (_, alone) in zip(read.layers, model.feature_maps(read.images[0]),
                                          strict=True):
             np.testing.assert_allclose(kept, alone[0], rtol=1e-5, atol=1e-5)

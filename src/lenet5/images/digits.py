@@ -144,7 +144,8 @@ def find_blobs(
     strong[labels[residual > paper + STRONG * (top - paper)]] = True
     strong[0] = False  # label 0 is the background
     mass = np.bincount(labels[inked], weights=residual[inked] - floor, minlength=count + 1)
-    mass[~strong] = 0.0  # (count + 1,), summed over the ink alone: the same sums, for less
+    mass = mass.astype(np.float64, copy=False)  # (count + 1,), summed over the ink alone:
+    mass[~strong] = 0.0  # the same sums, for less (and float where there is no ink at all)
     return labels, mass
 
 

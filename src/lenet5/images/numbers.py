@@ -22,8 +22,9 @@ candidate digit, and pick the best path through the candidates. Here:
 `find_writing` does steps 1-2, `segment` steps 3-4 and `best_path` step 5. Scoring is the
 caller's: the network scores all candidates of a picture in one forward pass. `as_one_digit`
 gives the candidate of ink that steps 3-4 would leave whole and alone (one digit, nothing to
-cut) for less; `crowded` tells a reading whose digits stand closer than digits are ever
-written.
+cut) for less, or of any ink that is one group of stacked blobs, uncut (the reader takes it
+where it surely reads as one digit); `crowded` tells a reading whose digits stand closer than
+digits are ever written.
 """
 
 from __future__ import annotations
