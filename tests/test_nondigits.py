@@ -77,6 +77,22 @@ def test_with_nondigits_adds_labelled_non_digits_and_redraws_some_digits():
     assert same is digits and (same_labels == labels).all()
 
 
+def test_change_strokes_is_ndimages_grey_dilation_and_erosion():
+    """The same values as ndimage.grey_dilation / grey_erosion over a square (mirrored edges),
+    for windows larger than the picture too; only pictures that would vanish are kept."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(3)
+    for shape in [(1, 1, 1), (2, 1, 3), (3, 2, 2), (2, 7, 4), (4, 28, 28)]:
+        for pixels in (-5, -3, -2, -1, 1, 2, 3, 5):
+            ink = (rng.random(shape) * 255).astype(np.uint8)
+            morphology = ndimage.grey_erosion if pixels < 0 else ndimage.grey_dilation
+            expected = morphology(ink, size=(1, abs(pixels), abs(pixels)))
+            erased = expected.max(axis=(1, 2)) < ink.max(axis=(1, 2)) // 2
+            expected[erased] = ink[erased]
+            np.testing.assert_array_equal(change_strokes(ink, pixels), expected)
+
+
 def test_change_strokes_thickens_thins_and_never_erases():
     """A 3-pixel bar grows to 5 and shrinks to 1 with a 3x3 window; a 1-pixel line, which
     thinning would erase, is kept as it was."""

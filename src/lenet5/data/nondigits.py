@@ -25,6 +25,8 @@ cut with masks and finished with one bilinear gather.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from lenet5.arch import NONDIGIT
@@ -259,15 +261,46 @@ def _windows(digits: np.ndarray, columns: tuple[np.ndarray, np.ndarray], kind: s
 
 
 def change_strokes(ink: np.ndarray, pixels: int) -> np.ndarray:
-    """Pictures (m, H, W) with their strokes `pixels` thicker (> 0) or thinner (< 0); one
-    whose strokes would vanish stays as it was."""
-    from scipy import ndimage  # loaded on use, so that `lenet5 train --help` stays light
-
-    morphology = ndimage.grey_erosion if pixels < 0 else ndimage.grey_dilation
-    changed = morphology(ink, size=(1, abs(pixels), abs(pixels)))  # (m, H, W)
+    """Pictures (m, H, W) with their strokes `pixels` thicker (> 0) or thinner (< 0): the
+    grey dilation or erosion over a square of that side that ndimage computes (edges
+    mirrored), one axis at a time; one whose strokes would vanish stays as it was. In plain
+    NumPy: on the three 28x28 views of a digit a reading takes, ndimage's overhead was most
+    of the time."""
+    size, thicker = abs(pixels), pixels > 0
+    before = size - 1 - size // 2 if thicker else size // 2  # window: [i - before, ... ]
+    changed = ink  # (m, H, W)
+    for axis in (1, 2):
+        changed = _window_extreme(changed, axis, size, before, np.maximum if thicker
+                                  else np.minimum)
     erased = changed.max(axis=(1, 2)) < ink.max(axis=(1, 2)) // 2
     changed[erased] = ink[erased]
     return changed
+
+
+def _window_extreme(values: np.ndarray, axis: int, size: int, before: int,
+                    reduce: np.ufunc) -> np.ndarray:
+    """`reduce` (np.maximum or np.minimum) over the `size` places from `before` back along
+    `axis` of each place of `values`, the edges mirrored (d c b a | a b c d) as ndimage's
+    "reflect" mode pads them: a new array of the same shape."""
+    n = values.shape[axis]
+    padded = values.take(_mirrored(n, before, size - 1 - before), axis=axis)
+    window = [slice(None)] * values.ndim
+    window[axis] = slice(0, n)
+    out = padded[tuple(window)].copy()
+    for shift in range(1, size):
+        window[axis] = slice(shift, shift + n)
+        reduce(out, padded[tuple(window)], out=out)
+    return out
+
+
+@functools.cache
+def _mirrored(n: int, before: int, after: int) -> np.ndarray:
+    """Indices into n places padded by `before` and `after` mirrored ones, as ndimage's
+    "reflect" mode pads (d c b a | a b c d); kept, as the same few are asked for again."""
+    index = np.arange(-before, n + after) % (2 * n)
+    index = np.where(index < n, index, 2 * n - 1 - index)
+    index.flags.writeable = False
+    return index
 
 
 def redraw(ink: np.ndarray, rng: np.random.Generator) -> np.ndarray:
