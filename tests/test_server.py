@@ -149,6 +149,16 @@ def test_predict_answers_what_the_model_computes(client, model_path):
     assert 0 <= x0 < x1 <= 112 and 0 <= y0 < y1 <= 112
 
 
+def test_answers_are_written_as_jsonresponse_writes_them(client):
+    """AnswerResponse: the bytes JSONResponse writes for an answer (ASCII), and text that is
+    not ASCII escaped into JSON that reads back the same."""
+    body = post(client, drawing("7"), "image/png").content
+    assert server_app.AnswerResponse(json.loads(body)).body == body
+    assert server_app.JSONResponse(json.loads(body)).body == body
+    other = {"rejected": "ce n'est pas un chiffre \u2014 \u00e9"}
+    assert json.loads(server_app.AnswerResponse(other).body) == other
+
+
 def test_a_refusal_is_an_answer_with_every_field(model_path):
     """`--reject-threshold 1` refuses every digit: the answer says so, with every field."""
     with TestClient(create_app(model_path, reject_threshold=1.0)) as strict:

