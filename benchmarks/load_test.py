@@ -39,11 +39,14 @@ TARGET_RPS = 450.0
 """Issue 17: 32 keep-alive clients, in every run (each against a server started afresh)."""
 
 
-def canvas_png(side: int) -> bytes:
-    """A "7" drawn as the page draws it: black round strokes 7.5% of the side wide, on white."""
-    img = Image.new("L", (side, side), 255)
+def canvas_png(height: int, aspect: float = 1.0) -> bytes:
+    """A "7" drawn as the page draws it: black round strokes 7.5% of the height wide, on a
+    white pad `aspect` times as wide as tall, in its middle."""
+    img = Image.new("L", (round(aspect * height), height), 255)
     pen = ImageDraw.Draw(img)
-    points = [(0.28 * side, 0.22 * side), (0.72 * side, 0.22 * side), (0.44 * side, 0.82 * side)]
+    side, left = height, (img.width - height) / 2
+    points = [(left + 0.28 * side, 0.22 * side), (left + 0.72 * side, 0.22 * side),
+              (left + 0.44 * side, 0.82 * side)]
     width = round(0.075 * side)
     pen.line(points, fill=0, width=width, joint="curve")
     for x, y in (points[0], points[-1]):  # round caps
@@ -318,8 +321,10 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=None,
                         help="worker processes of the server started here (default: "
                         "`lenet5 serve`'s own, one per core)")
-    parser.add_argument("--side", type=int, default=112,
-                        help="side of the canvas PNG in px (the page sends 112)")
+    parser.add_argument("--height", type=int, default=160,
+                        help="height of the canvas PNG in px (the page sends 160)")
+    parser.add_argument("--aspect", type=float, default=1.5,
+                        help="its width / height (the page's pad: 1.5, room for a number)")
     parser.add_argument("--requests", type=int, default=500, help="single-client requests")
     parser.add_argument("--clients", type=int, default=16, help="concurrent clients")
     parser.add_argument("--concurrent-requests", type=int, default=4000,
@@ -350,7 +355,7 @@ def main() -> None:
     if parts.scheme != "http" or parts.hostname not in LOOPBACK or not parts.port:
         parser.error(f"--url must be http://127.0.0.1:PORT (loopback only), got {base}")
     host, port = parts.hostname, parts.port
-    body = canvas_png(args.side)
+    body = canvas_png(args.height, args.aspect)
     load_before = os.getloadavg()
     try:
         wait_healthy(host, port)
@@ -410,7 +415,8 @@ def main() -> None:
             + f"; lowest {min(r for r, _, _ in runs):.0f} req/s"),
            (f"{args.clients} clients: >= {TARGET_RPS:.0f} requests/s in every run",
             yes[min(r for r, _, _ in runs) >= TARGET_RPS])] if len(runs) > 1 else []),
-        ("request", f"{args.side}x{args.side} canvas PNG ({len(body)} bytes) of a 7; answered "
+        ("request", f"{round(args.aspect * args.height)}x{args.height} canvas PNG ({len(body)} "
+                    f"bytes) of a 7, as the page sends a drawing; answered "
                     f"{answer['label']} ({100 * answer['confidence']:.1f}%), "
                     f"{len(json.dumps(answer))} bytes of JSON"),
         ("server", f"started here: `lenet5 serve MODEL --port 0 --engine {args.engine}"
