@@ -40,17 +40,20 @@ TARGET_RPS = 450.0
 
 
 def canvas_png(height: int, aspect: float = 1.0) -> bytes:
-    """A "7" drawn as the page draws it: black round strokes 7.5% of the height wide, on a
-    white pad `aspect` times as wide as tall, in its middle."""
-    img = Image.new("L", (round(aspect * height), height), 255)
-    pen = ImageDraw.Draw(img)
-    side, left = height, (img.width - height) / 2
+    """A "7" drawn as the page draws it: round strokes of ink #111, 7.5% of the height wide,
+    anti-aliased, on an opaque white RGBA pad `aspect` times as wide as tall, in its middle."""
+    scale = 4  # drawn larger, then shrunk: anti-aliased edges, as a browser's canvas has
+    side = scale * height
+    img = Image.new("RGBA", (round(aspect * side), side), (255, 255, 255, 255))
+    pen, ink = ImageDraw.Draw(img), (17, 17, 17, 255)
+    left = (img.width - side) / 2
     points = [(left + 0.28 * side, 0.22 * side), (left + 0.72 * side, 0.22 * side),
               (left + 0.44 * side, 0.82 * side)]
     width = round(0.075 * side)
-    pen.line(points, fill=0, width=width, joint="curve")
+    pen.line(points, fill=ink, width=width, joint="curve")
     for x, y in (points[0], points[-1]):  # round caps
-        pen.ellipse((x - width / 2, y - width / 2, x + width / 2, y + width / 2), fill=0)
+        pen.ellipse((x - width / 2, y - width / 2, x + width / 2, y + width / 2), fill=ink)
+    img = img.resize((round(aspect * height), height), Image.Resampling.LANCZOS)
     buffer = io.BytesIO()
     img.save(buffer, "PNG")
     return buffer.getvalue()
@@ -339,6 +342,9 @@ def main() -> None:
                         "started afresh (needs MODEL)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="markdown report to write")
     args = parser.parse_args()
+    if args.aspect < 1 or args.height < 28:
+        parser.error("--aspect must be at least 1 and --height at least 28 (the 7 fills the "
+                     "pad's height)")
     if bool(args.model) == bool(args.url):
         parser.error("pass either MODEL (a server is started) or --url (one already running)")
     if args.runs > 1 and not args.model:

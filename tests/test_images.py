@@ -528,3 +528,19 @@ def test_the_rank_background_of_an_even_page_is_not_smoothed(strokes, monkeypatc
     np.testing.assert_allclose(paper._rank_background(small, 20), smoothed, rtol=1e-6)
     even = strokes < 200
     assert (np.ptp(rank) == 0) == even and calls == ([] if even else [1])
+
+
+def test_an_opaque_picture_with_alpha_is_read_as_its_grey():
+    """An RGBA or LA picture whose alpha is 255 everywhere (the page's canvas) gives the
+    values compositing onto white gives, small or shrunk; a translucent one is composited."""
+    from lenet5.images.decode import array_to_gray, pil_to_gray
+
+    rng = np.random.default_rng(5)
+    for shape in [(20, 30), (300, 200)]:
+        rgba = (rng.random((*shape, 4)) * 255).astype(np.uint8)
+        rgba[..., 3] = 255
+        for img in (Image.fromarray(rgba, "RGBA"), Image.fromarray(rgba[..., [0, 3]], "LA")):
+            np.testing.assert_array_equal(
+                pil_to_gray(img, "x"), array_to_gray(np.asarray(img.convert("LA")), "x"))
+    rgba[0, 0, 3] = 0  # one transparent pixel: composited, white there
+    assert pil_to_gray(Image.fromarray(rgba, "RGBA"), "x", 1000)[0, 0] == 1.0

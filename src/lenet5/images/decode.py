@@ -191,6 +191,12 @@ def has_alpha(img: Image.Image) -> bool:
     return img.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in img.info
 
 
+def _opaque(img: Image.Image) -> bool:
+    """Whether an image's alpha band is opaque everywhere (the page paints its canvas white
+    first): composited onto white it is then its grey."""
+    return "A" in img.getbands() and img.getchannel("A").getextrema() == (255, 255)
+
+
 def pil_to_gray(img: Image.Image, label: str, side: int = WORK_SIDE) -> np.ndarray:
     """(H, W) float32 in [0, 1] of a PIL image: transparency onto white, at most `side` px."""
     if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
@@ -199,8 +205,9 @@ def pil_to_gray(img: Image.Image, label: str, side: int = WORK_SIDE) -> np.ndarr
         scale = 1.0 if img.mode == "F" and top <= 1.0 else 255.0 if top <= 255.0 else 65535.0
         return array_to_gray(np.clip(values / scale, 0.0, 1.0), label, side)
     try:
-        if has_alpha(img):
-            return array_to_gray(np.asarray(img.convert("LA")), label, side)
+        if has_alpha(img):  # an opaque one needs no compositing (the same values)
+            return array_to_gray(np.asarray(img.convert("L" if _opaque(img) else "LA")),
+                                 label, side)
         img = img.convert("L")
     except ValueError as exc:  # e.g. a TIFF in LAB or HSV
         raise ImageError(
