@@ -72,7 +72,7 @@ PAGE_ANSWER = """() => {
   const canvas = document.createElement("canvas");
   canvas.width = canvas.height = 112;
   const context = canvas.getContext("2d", { willReadFrequently: true });
-  paintStrokes(context, 112, [[[0.28, 0.22], [0.72, 0.22], [0.44, 0.82]]]);
+  paintStrokes(context, 112, 112, [[[0.28, 0.22], [0.72, 0.22], [0.44, 0.82]]]);
   const times = [];
   for (let i = 0; i < 200; i++) {
     const started = performance.now();

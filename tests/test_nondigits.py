@@ -91,6 +91,8 @@ def test_change_strokes_is_ndimages_grey_dilation_and_erosion():
             erased = expected.max(axis=(1, 2)) < ink.max(axis=(1, 2)) // 2
             expected[erased] = ink[erased]
             np.testing.assert_array_equal(change_strokes(ink, pixels), expected)
+    unchanged = change_strokes(ink, 0)
+    assert np.array_equal(unchanged, ink) and unchanged is not ink
 
 
 def test_change_strokes_thickens_thins_and_never_erases():

@@ -86,8 +86,8 @@ def test_one_candidate_is_read_as_the_full_path_reads_it(mnist, monkeypatch):
 
 
 def _drawn_seven(side: int = 112) -> np.ndarray:
-    """A 7 drawn as the web page draws it: round black strokes on white, a little wider than
-    SPLIT_WIDTH of its height, so it would be cut."""
+    """A 7 drawn with the page's pen: round black strokes 7.5% of the height wide, on white, a
+    little wider than SPLIT_WIDTH of its height, so it would be cut."""
     img = Image.new("L", (side, side), 255)
     pen, width = ImageDraw.Draw(img), round(0.075 * side)
     points = [(0.28 * side, 0.22 * side), (0.72 * side, 0.22 * side), (0.44 * side, 0.82 * side)]

@@ -50,7 +50,8 @@ STROKES = {  # a few digit-like drawings, in 0-1 coordinates: each a list of pol
 
 
 def drawing(name: str, side: int = 112, fmt: str = "PNG") -> bytes:
-    """Black strokes on white, as the page sends a drawing."""
+    """Black strokes on white, a square: a drawing as the page sent it before its pad grew to
+    1.5 times as wide as tall (any picture may be posted)."""
     img = Image.new("L", (side, side), 255)
     pen = ImageDraw.Draw(img)
     for line in STROKES[name]:
@@ -149,12 +150,16 @@ def test_predict_answers_what_the_model_computes(client, model_path):
     assert 0 <= x0 < x1 <= 112 and 0 <= y0 < y1 <= 112
 
 
-def test_answers_are_written_as_jsonresponse_writes_them(client):
+def test_answers_are_written_as_jsonresponse_writes_them(client, model_path):
     """AnswerResponse: the bytes JSONResponse writes for an answer (ASCII), and text that is
     not ASCII escaped into JSON that reads back the same."""
     body = post(client, drawing("7"), "image/png").content
     assert server_app.AnswerResponse(json.loads(body)).body == body
     assert server_app.JSONResponse(json.loads(body)).body == body
+    with TestClient(create_app(model_path, reject_threshold=1.0)) as strict:
+        refused = post(strict, drawing("7"), "image/png").content  # a "rejected" reason
+    assert server_app.AnswerResponse(json.loads(refused)).body == refused
+    assert server_app.JSONResponse(json.loads(refused)).body == refused
     other = {"rejected": "ce n'est pas un chiffre \u2014 \u00e9"}
     assert json.loads(server_app.AnswerResponse(other).body) == other
 

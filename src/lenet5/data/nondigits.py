@@ -266,6 +266,8 @@ def change_strokes(ink: np.ndarray, pixels: int) -> np.ndarray:
     mirrored), one axis at a time; one whose strokes would vanish stays as it was. In plain
     NumPy: on the three 28x28 views of a digit a reading takes, ndimage's overhead was most
     of the time."""
+    if pixels == 0:
+        return ink.copy()
     size, thicker = abs(pixels), pixels > 0
     before = size - 1 - size // 2 if thicker else size // 2  # window: [i - before, ... ]
     changed = ink  # (m, H, W)
