@@ -118,6 +118,8 @@ def _read(model: Classifier, source: Source, name: str | None, top_k: int,
     writing = find_writing(source, name=name)
     candidates, read_whole = _whole_digit(model, writing, limit)
     if candidates is None:
+        if isinstance(model, _FirstPass):
+            model.again()  # any pass over the whole is not read: keep the segmentation's
         candidates = segment(writing)
     if candidates.atoms > MAX_ATOMS:
         return Reading(_answer([], f"too many separate marks ({candidates.atoms}, more "
@@ -178,8 +180,6 @@ def _whole_digit(model: Classifier, writing: Writing, limit: float
             return whole, read  # where it would be cut need not even be found
     if not writing.cuts[0]:
         return whole, read
-    if isinstance(model, _FirstPass):
-        model.again()  # the segmentation's pass is the one read
     return None, None
 
 
