@@ -16,16 +16,17 @@ from __future__ import annotations
 import argparse
 import contextlib
 import http.client
-import io
 import json
 import os
 import queue
 import socket
 import statistics
+import struct
 import subprocess
 import sys
 import threading
 import time
+import zlib
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -41,11 +42,12 @@ TARGET_RPS = 450.0
 
 def canvas_png(height: int, aspect: float = 1.0) -> bytes:
     """A "7" drawn as the page draws it: round strokes of ink #111, 7.5% of the height wide,
-    anti-aliased, on an opaque white RGBA pad `aspect` times as wide as tall, in its middle."""
+    anti-aliased, on a white pad `aspect` times as wide as tall, in its middle; sent as the
+    page sends it, a grey PNG."""
     scale = 4  # drawn larger, then shrunk: anti-aliased edges, as a browser's canvas has
     side = scale * height
-    img = Image.new("RGBA", (round(aspect * side), side), (255, 255, 255, 255))
-    pen, ink = ImageDraw.Draw(img), (17, 17, 17, 255)
+    img = Image.new("L", (round(aspect * side), side), 255)
+    pen, ink = ImageDraw.Draw(img), 17
     left = (img.width - side) / 2
     points = [(left + 0.28 * side, 0.22 * side), (left + 0.72 * side, 0.22 * side),
               (left + 0.44 * side, 0.82 * side)]
@@ -53,10 +55,22 @@ def canvas_png(height: int, aspect: float = 1.0) -> bytes:
     pen.line(points, fill=ink, width=width, joint="curve")
     for x, y in (points[0], points[-1]):  # round caps
         pen.ellipse((x - width / 2, y - width / 2, x + width / 2, y + width / 2), fill=ink)
-    img = img.resize((round(aspect * height), height), Image.Resampling.LANCZOS)
-    buffer = io.BytesIO()
-    img.save(buffer, "PNG")
-    return buffer.getvalue()
+    return grey_png(img.resize((round(aspect * height), height), Image.Resampling.LANCZOS))
+
+
+def grey_png(grey: Image.Image) -> bytes:
+    """An 8-bit grey PNG with unfiltered rows, deflated at zlib's default level, as the page's
+    greyPng writes one (Pillow would filter the rows)."""
+    pixels, width = grey.tobytes(), grey.width
+    rows = b"".join(b"\0" + pixels[y * width:(y + 1) * width] for y in range(grey.height))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data)))
+
+    header = struct.pack(">IIBBBBB", grey.width, grey.height, 8, 0, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows))
+            + chunk(b"IEND", b""))
 
 
 class NoDelayConnection(http.client.HTTPConnection):

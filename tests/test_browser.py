@@ -113,6 +113,27 @@ def test_draw_undo_clear_on_the_page(browser, base_url, tmp_path):
     assert errors == []
 
 
+def test_the_page_sends_its_drawing_as_a_grey_png(browser, base_url):
+    """What the page POSTs is the drawing as Pillow would see the canvas, in a PNG of one
+    8-bit grey channel (cheaper for the server to decode than the canvas's RGBA PNG)."""
+    page, errors = open_page(browser, base_url)
+    draw(page, SEVEN)
+    settled(page)
+    sync_api.expect(page.locator("#label")).to_have_text("7")
+    png = page.evaluate(  # what predict() posted last (Playwright does not see Blob bodies)
+        "async () => Array.from(new Uint8Array(await (await drawingPng()).arrayBuffer()))")
+    Image.open(io.BytesIO(bytes(png))).verify()  # every chunk's CRC
+    sent = Image.open(io.BytesIO(bytes(png)))
+    assert (sent.format, sent.mode, sent.size) == ("PNG", "L", (240, 160))
+    width, height, rgba = page.evaluate(
+        "() => [sendCanvas.width, sendCanvas.height,"
+        " Array.from(sendCtx.getImageData(0, 0, sendCanvas.width, sendCanvas.height).data)]")
+    canvas = Image.frombytes("RGBA", (width, height), bytes(rgba)).convert("L")
+    assert sent.tobytes() == canvas.tobytes()
+    assert sent.getextrema() == (17, 255)  # ink #111 on white, anti-aliased between
+    assert errors == []
+
+
 def test_keyboard_reaches_every_control(browser, base_url):
     page, _ = open_page(browser, base_url)
     draw(page, ONE)  # undo and clear are enabled once there is something to undo
