@@ -5,8 +5,10 @@ MNIST digits drawn large on a canvas for the static site's preprocessing."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import functools
+import io
 import math
 import threading
 import time
@@ -207,3 +209,18 @@ CLASSIFY_DRAWINGS = """async (urls) => {
 }"""
 """page.evaluate(CLASSIFY_DRAWINGS, urls) -> [{pixels: base64 of 784 bytes, label}] for PNGs
 on the site."""
+
+
+def each_map_shows_its_part_of_the_strip(page) -> None:
+    """Every C1 map on screen looks like its own 28 columns of the layer's strip, more than
+    like any other's: no map shows its neighbour's part, or the whole strip squeezed."""
+    maps = page.locator("#layers figure[data-name='C1'] img")
+    url = maps.first.get_attribute("src")
+    strip = Image.open(io.BytesIO(base64.b64decode(url.partition(",")[2]))).convert("L")
+    parts = np.split(np.asarray(strip, dtype=float), maps.count(), axis=1)  # (28, 28) each
+    for k in range(len(parts)):
+        shot = Image.open(io.BytesIO(maps.nth(k).screenshot())).convert("L")
+        seen = np.asarray(shot.resize((28, 28), Image.Resampling.BOX), dtype=float)
+        misfit = [np.abs(seen - part)[2:-2, 2:-2].mean() for part in parts]  # no corners
+        others = misfit[:k] + misfit[k + 1:]  # scaled 2.5x and back: its own is near
+        assert misfit[k] < min(others) / 2, (k, misfit)

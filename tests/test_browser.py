@@ -20,6 +20,7 @@ from browser import (
     NO_CHROMIUM,
     chromium,
     draw,
+    each_map_shows_its_part_of_the_strip,
     number_strokes,
     touch_draw,
     write_row,
@@ -95,6 +96,7 @@ def test_draw_undo_clear_on_the_page(browser, base_url, tmp_path):
     shown = page.locator("#input").evaluate("img => [img.naturalWidth, img.naturalHeight]")
     assert shown == [28, 28]
     keep(page, tmp_path, "serve_screenshot.png")
+    each_map_shows_its_part_of_the_strip(page)
 
     page.keyboard.press("Control+z")  # undo the only stroke: back to an empty pad
     sync_api.expect(label).to_have_text("?")

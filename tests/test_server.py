@@ -137,9 +137,9 @@ def test_predict_answers_what_the_model_computes(client, model_path):
     assert [layer["name"] for layer in answer["layers"]] == ["C1", "S2", "C3", "S4"]
     for layer, (count, side) in zip(answer["layers"], [(6, 28), (6, 14), (16, 10), (16, 5)],
                                     strict=True):
-        maps = [decode_data_url(url) for url in layer["maps"]]
-        assert len(maps) == count
-        assert all(m.shape == (side, side) and m.dtype == np.uint8 for m in maps)
+        strip = decode_data_url(layer["strip"])
+        assert layer["count"] == count
+        assert strip.shape == (side, count * side) and strip.dtype == np.uint8
     timing = response.headers["server-timing"]
     assert [part.split(";")[0] for part in timing.split(", ")] == ["read", "forward", "encode"]
     assert answer["text"] == str(answer["label"]) and answer["rejected"] is None
@@ -202,8 +202,8 @@ def test_feature_maps_are_each_stretched_to_full_range(client, model_path):
     answer = post(client, drawing("4"), "image/png").json()
     maps = load(model_path).feature_maps(preprocess_image(drawing("4")))
     c1 = maps[0][1][0]  # (6, 28, 28)
-    for activation, url in zip(c1, answer["layers"][0]["maps"], strict=True):
-        picture = decode_data_url(url)
+    strip = decode_data_url(answer["layers"][0]["strip"])  # (28, 6 * 28): side by side
+    for activation, picture in zip(c1, np.split(strip, 6, axis=1), strict=True):
         if np.ptp(activation) > 0:
             assert (picture.min(), picture.max()) == (0, 255)
             np.testing.assert_array_equal(np.argmax(picture), np.argmax(activation))

@@ -19,6 +19,7 @@ from browser import (
     chromium,
     draw,
     draw_large,
+    each_map_shows_its_part_of_the_strip,
     offline_page,
     serve_folder,
     touch_draw,
@@ -402,6 +403,7 @@ def test_drawing_and_uploading_on_the_static_page(trained_sites, browser, mnist,
         assert page.locator("#layers img[src^='data:image/png']").count() == 6 + 6 + 16 + 16
         assert page.locator("#layers figure figcaption strong").all_text_contents() == \
             ["C1", "S2", "C3", "S4"]
+        each_map_shows_its_part_of_the_strip(page)
         assert page.locator("#input").evaluate(
             "img => [img.naturalWidth, img.naturalHeight]") == [28, 28]
         shown = page.locator("[data-only]").evaluate_all(

@@ -345,10 +345,11 @@ function buildLayers(layers) {  // layers: [{name, count, side, caption}]
     const grid = document.createElement("div");
     grid.className = "grid";
     grid.style.setProperty("--cols", Math.ceil(Math.sqrt(layer.count)));
-    for (let i = 0; i < layer.count; i++) {
+    for (let i = 0; i < layer.count; i++) {  // each shows its own part of the layer's strip
       const img = document.createElement("img");
       img.alt = `${layer.name} feature map ${i + 1}`;
       img.width = img.height = layer.side;
+      img.style.objectPosition = `${layer.count > 1 ? (100 * i) / (layer.count - 1) : 0}% 0`;
       grid.append(img);
     }
     const caption = document.createElement("figcaption");
@@ -364,12 +365,12 @@ function setLayers(layers) {
   const blocks = [...$("layers").children];
   const fits = layers.length === blocks.length && layers.every((layer, i) =>
     blocks[i].dataset.name === layer.name &&
-    blocks[i].querySelectorAll("img").length === layer.maps.length);
-  if (!fits) buildLayers(layers.map((l) => ({ name: l.name, count: l.maps.length, side: 28,
-                                              caption: `${l.maps.length} maps` })));
+    blocks[i].querySelectorAll("img").length === layer.count);
+  if (!fits) buildLayers(layers.map((l) => ({ name: l.name, count: l.count, side: 28,
+                                              caption: `${l.count} maps` })));
   layers.forEach((layer, i) => {
-    $("layers").children[i].querySelectorAll("img").forEach((img, k) => {
-      img.src = layer.maps[k];
+    $("layers").children[i].querySelectorAll("img").forEach((img) => {
+      img.src = layer.strip;
     });
   });
 }
@@ -630,23 +631,28 @@ async function loadNetwork() {
            test_accuracy: description.model.test_accuracy, layers };
 }
 
-/** A PNG data URL of a (height, width) grey image: values 0-255, or with `stretch` any
- *  values scaled to 0-255 on their own, as the server shows feature maps. */
-function grayUrl(values, width, height, stretch) {
-  let low = 0, scale = 1;
-  if (stretch) {
-    low = Math.min(...values);
-    const span = Math.max(...values) - low;
-    scale = span > 0 ? 255 / span : 0;
-  }
-  grayCanvas.width = width;
+/** A PNG data URL of `count` (height, width) grey images side by side, as the server sends a
+ *  layer's maps: values 0-255, or with `stretch` each image's values scaled to 0-255 on their
+ *  own. */
+function grayUrl(values, count, width, height, stretch) {
+  grayCanvas.width = count * width;
   grayCanvas.height = height;
   const context = grayCanvas.getContext("2d");
-  const image = context.createImageData(width, height);
-  values.forEach((v, i) => {
-    image.data.fill(Math.round((v - low) * scale), 4 * i, 4 * i + 3);
-    image.data[4 * i + 3] = 255;
-  });
+  const image = context.createImageData(count * width, height);
+  for (let k = 0; k < count; k++) {
+    const map = values.subarray(k * width * height, (k + 1) * width * height);
+    let low = 0, scale = 1;
+    if (stretch) {
+      low = Math.min(...map);
+      const span = Math.max(...map) - low;
+      scale = span > 0 ? 255 / span : 0;
+    }
+    map.forEach((v, i) => {
+      const at = 4 * ((Math.floor(i / width) * count + k) * width + (i % width));
+      image.data.fill(Math.round((v - low) * scale), at, at + 3);
+      image.data[at + 3] = 255;
+    });
+  }
   context.putImageData(image, 0, 0);
   return grayCanvas.toDataURL("image/png");
 }
@@ -656,11 +662,9 @@ function localAnswer(pixels) {
   const { label, probs, layers } = local.network.run(pixels);
   const pictured = layers.filter((l) => l.shape.length === 3 && l.shape[1] * l.shape[2] > 1);
   return {
-    label, confidence: probs[label], probs, input: grayUrl(pixels, 28, 28, false),
+    label, confidence: probs[label], probs, input: grayUrl(pixels, 1, 28, 28, false),
     layers: pictured.map(({ name, shape: [count, h, w], data }) => ({
-      name,
-      maps: Array.from({ length: count },
-                       (_, k) => grayUrl(data.subarray(k * h * w, (k + 1) * h * w), w, h, true)),
+      name, count, strip: grayUrl(data, count, w, h, true),
     })),
   };
 }
