@@ -1,5 +1,5 @@
 """Load-test `lenet5 serve` over loopback: single-client latency and 16-client throughput of
-`POST /api/predict` with a canvas PNG, as the page sends it.
+`POST /api/predict` with a drawing's PNG, as the page sends it.
 
     python benchmarks/load_test.py RUN_OR_MODEL [--engine numpy] [--clients 16] [--runs 7] ...
     python benchmarks/load_test.py --url http://127.0.0.1:8000   # a server already running
@@ -64,7 +64,8 @@ def grey_png(grey: Image.Image) -> bytes:
     pixels, width = grey.tobytes(), grey.width
     rows = b"".join(b"\0" + pixels[y * width:(y + 1) * width] for y in range(grey.height))
 
-    def chunk(kind: bytes, data: bytes) -> bytes:
+    def chunk(kind: bytes, data: bytes) -> bytes:  # as the server's own: this script does
+        # not import lenet5 (--url tests a server running elsewhere)
         return (struct.pack(">I", len(data)) + kind + data
                 + struct.pack(">I", zlib.crc32(kind + data)))
 
@@ -74,22 +75,26 @@ def grey_png(grey: Image.Image) -> bytes:
 
 
 class Client:
-    """One keep-alive HTTP/1.1 connection posting images (by default the same canvas PNG), on
+    """One keep-alive HTTP/1.1 connection posting images (by default the same drawing), on
     a bare socket: http.client spent 0.35 ms of CPU on a request here (it parses headers with
     the email package), a tenth of the 2 cores the server shares with it; this spends 0.1 ms."""
 
     def __init__(self, host: str, port: int, body: bytes):
-        self.sock = socket.create_connection((host, port), timeout=30)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as browsers do
-        self.host = f"{host}:{port}"
+        self.address = host, port
+        self.host = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"  # IPv6 in brackets
         self.body = body
-        self.unread = b""  # what arrived after the last response (nothing, from this server)
+        self.sock: socket.socket | None = None  # connected at the first post, and again after
+        self.unread = b""  # the server closed the connection; what arrived past the last answer
 
     def post(self, body: bytes | None = None, content_type: str = "image/png"
              ) -> tuple[float, int, dict[str, float], bytes]:
         """(seconds, status, Server-Timing stages in ms, body)."""
         body = self.body if body is None else body
         started = time.perf_counter()
+        if self.sock is None:
+            self.sock = socket.create_connection(self.address, timeout=30)
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as browsers do
+            self.unread = b""
         self.sock.sendall(f"POST /api/predict HTTP/1.1\r\nHost: {self.host}\r\n"
                           f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n\r\n"
                           .encode("ascii") + body)
@@ -99,6 +104,8 @@ class Client:
                                   "under test answers")
         data = self._read(int(headers["content-length"]))
         seconds = time.perf_counter() - started
+        if headers.get("connection", "").lower() == "close":
+            self.close()
         stages = {}
         for part in filter(None, headers.get("server-timing", "").split(",")):
             name, _, duration = part.strip().partition(";dur=")
@@ -128,6 +135,11 @@ class Client:
         if not chunk:
             raise ConnectionError("the server closed the connection")
         self.unread += chunk
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -273,7 +285,7 @@ def concurrent_clients(host: str, port: int, body: bytes, clients: int, count: i
                 failure = None if status == 200 else f"HTTP {status}: {data[:120]!r}"
             except OSError as exc:
                 seconds, failure = 0.0, f"{type(exc).__name__}: {exc}"
-                client = Client(host, port, body)
+                client.close()  # the next post connects afresh
             with lock:
                 if failure:
                     failures.append(failure)
@@ -364,7 +376,7 @@ def main() -> None:
                         help="worker processes of the server started here (default: "
                         "`lenet5 serve`'s own, one per core)")
     parser.add_argument("--height", type=int, default=160,
-                        help="height of the canvas PNG in px (the page sends 160)")
+                        help="height of the drawing in px (the page sends 160)")
     parser.add_argument("--aspect", type=float, default=1.5,
                         help="its width / height (the page's pad: 1.5, room for a number)")
     parser.add_argument("--requests", type=int, default=500, help="single-client requests")
@@ -423,7 +435,7 @@ def main() -> None:
     rps = many["rate"]
     runs = [(rps, spread, cpu_ms)] + more_runs(args, body)
     if warm["errors"] or not single["latencies"]:
-        sys.exit("load_test: the server answered errors to a valid canvas PNG.")
+        sys.exit("load_test: the server answered errors to a valid drawing.")
 
     ms = [1000 * s for s in single["latencies"]]
     p50, p95 = percentile(ms, 50), percentile(ms, 95)

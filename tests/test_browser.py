@@ -52,8 +52,11 @@ def browser():
         yield browser
 
 
-def open_page(browser, base_url: str, **context_options):
+def open_page(browser, base_url: str, script: str | None = None, **context_options):
+    """The page, loaded, with `script` run before its own; and the errors it logs."""
     page = browser.new_context(**context_options).new_page()
+    if script:
+        page.add_init_script(script)
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     page.on("console", lambda msg: msg.type == "error" and errors.append(msg.text))
@@ -115,24 +118,63 @@ def test_draw_undo_clear_on_the_page(browser, base_url, tmp_path):
     assert errors == []
 
 
-def test_the_page_sends_its_drawing_as_a_grey_png(browser, base_url):
-    """What the page POSTs is the drawing as Pillow would see the canvas, in a PNG of one
-    8-bit grey channel (cheaper for the server to decode than the canvas's RGBA PNG)."""
-    page, errors = open_page(browser, base_url)
+RECORD_EXCHANGES = """
+window.exchanges = [];  // [bytes posted, answer] of every POST: Playwright sees no Blob bodies
+const pageFetch = window.fetch;
+window.fetch = async (url, options = {}) => {
+  if (options.method !== "POST") return pageFetch(url, options);
+  const posted = Array.from(new Uint8Array(await new Response(options.body).arrayBuffer()));
+  const response = await pageFetch(url, options);
+  window.exchanges.push([posted, await response.clone().json()]);
+  return response;
+};
+"""
+
+
+@pytest.mark.parametrize("deflate", [True, False], ids=["grey", "no-CompressionStream"])
+def test_what_the_page_posts_and_shows(browser, base_url, deflate):
+    """The page POSTs its drawing as Pillow would see the canvas: a PNG of one 8-bit grey
+    channel (cheaper for the server to decode), or the canvas's own RGBA PNG in a browser that
+    cannot deflate; each layer's maps show the strip of the answer to the last drawing."""
+    script = RECORD_EXCHANGES + ("" if deflate else "delete window.CompressionStream;")
+    page, errors = open_page(browser, base_url, script)
     draw(page, SEVEN)
     settled(page)
     sync_api.expect(page.locator("#label")).to_have_text("7")
-    png = page.evaluate(  # what predict() posted last (Playwright does not see Blob bodies)
-        "async () => Array.from(new Uint8Array(await (await drawingPng()).arrayBuffer()))")
-    Image.open(io.BytesIO(bytes(png))).verify()  # every chunk's CRC
-    sent = Image.open(io.BytesIO(bytes(png)))
-    assert (sent.format, sent.mode, sent.size) == ("PNG", "L", (240, 160))
+    posted, answer = page.evaluate("window.exchanges.at(-1)")  # what the page shows
+    Image.open(io.BytesIO(bytes(posted))).verify()  # every chunk's CRC
+    sent = Image.open(io.BytesIO(bytes(posted)))
+    assert (sent.format, sent.mode, sent.size) == ("PNG", "L" if deflate else "RGBA", (240, 160))
     width, height, rgba = page.evaluate(
         "() => [sendCanvas.width, sendCanvas.height,"
         " Array.from(sendCtx.getImageData(0, 0, sendCanvas.width, sendCanvas.height).data)]")
     canvas = Image.frombytes("RGBA", (width, height), bytes(rgba)).convert("L")
-    assert sent.tobytes() == canvas.tobytes()
-    assert sent.getextrema() == (17, 255)  # ink #111 on white, anti-aliased between
+    assert sent.convert("L").tobytes() == canvas.tobytes()
+    assert canvas.getextrema() == (17, 255)  # ink #111 on white, anti-aliased between
+    for layer in answer["layers"]:
+        shown = page.locator(f"#layers figure[data-name='{layer['name']}'] img")
+        assert shown.evaluate_all("imgs => imgs.map((img) => img.src)") == \
+            [layer["strip"]] * layer["count"]
+    assert errors == []
+
+
+def test_a_drawing_cleared_while_it_is_encoded_is_not_posted(browser, base_url):
+    """Encoding is asynchronous: a drawing cleared before its PNG is ready is dropped, not
+    posted, and its answer never replaces the empty pad."""
+    page, errors = open_page(browser, base_url, RECORD_EXCHANGES)
+    page.evaluate("""() => {
+      const encode = greyPng;
+      greyPng = async (pixels) => {
+        await new Promise((resolve) => setTimeout(resolve, 600));
+        return encode(pixels);
+      };
+    }""")
+    draw(page, SEVEN)
+    page.wait_for_timeout(200)  # predicted (150 ms after the stroke), still encoding
+    page.keyboard.press("Escape")
+    page.wait_for_timeout(1000)
+    sync_api.expect(page.locator("#label")).to_have_text("?")
+    assert page.evaluate("window.exchanges.length") == 0
     assert errors == []
 
 

@@ -211,12 +211,20 @@ def test_feature_maps_are_each_stretched_to_full_range(client, model_path):
             assert not picture.any()
 
 
-@pytest.mark.parametrize("size", [0, 1, 812, 32768, 0xFFFF])
+@pytest.mark.parametrize("size", [0, 1, 812, 32768, 0xFFFF, 0x10000, 3 * 0xFFFF + 7])
 def test_a_stored_stream_is_what_zlib_stores(size):
     data = np.random.default_rng(size).integers(0, 256, size, dtype=np.uint8).tobytes()
     assert zlib.decompress(server_app._stored(data)) == data
     if size <= 32768:  # zlib itself splits larger data over two blocks
         assert server_app._stored(data) == zlib.compress(data, 0)
+
+
+def test_a_wide_strip_is_one_png():
+    """84 maps of 28x28 side by side: more than one stored block's 64 KiB of rows."""
+    maps = np.random.default_rng(1).normal(size=(84, 28, 28)).astype(np.float32)
+    strip = decode_data_url(server_app.strip_data_url(maps))
+    assert strip.shape == (28, 84 * 28)
+    np.testing.assert_array_equal(np.split(strip, 84, axis=1), server_app._to_gray(maps))
 
 
 def test_png_data_urls_round_trip():

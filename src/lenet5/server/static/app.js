@@ -225,8 +225,14 @@ function predict() {
   }
   const { width, height } = sendCanvas;
   paintStrokes(sendCtx, width, height, state.strokes);
-  if (LOCAL) predictLocally(sendCtx.getImageData(0, 0, width, height), "the drawing");
-  else drawingPng().then((blob) => send(blob, "image/png", "the drawing", { width, height }));
+  if (LOCAL) {
+    predictLocally(sendCtx.getImageData(0, 0, width, height), "the drawing");
+    return;
+  }
+  const mine = sequence;  // cleared, undone or replaced by a photo meanwhile: not sent
+  drawingPng().then(
+    (blob) => mine === sequence && send(blob, "image/png", "the drawing", { width, height }),
+    (error) => mine === sequence && showError(`Cannot encode the drawing (${error.message}).`));
 }
 
 /** The drawing on sendCanvas as a PNG: 8-bit grey where the browser can deflate (smaller,
