@@ -4,7 +4,7 @@
 it with ``lenet5.reading`` (as ``lenet5 predict`` does: the number's text, each digit's box and
 probabilities, or why it is not a digit), and answers that plus, for the first digit read, its
 probabilities, the 28x28 input the network saw and the feature maps of its convolution and
-pooling layers as small PNGs. The page in ``static/`` draws on top of it.
+pooling layers, a PNG strip per layer. The page in ``static/`` draws on top of it.
 
 Concurrency: each process answers one request at a time, on its event loop: the body is read
 there (so oversized bodies are cut off early) and the CPU work (a few ms for a canvas drawing,
