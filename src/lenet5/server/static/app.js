@@ -236,7 +236,7 @@ function predict() {
 }
 
 /** The drawing on sendCanvas as a PNG: 8-bit grey where the browser can deflate (smaller,
- * and a third of the server's time to decode of the canvas's own RGBA PNG). */
+ * and the server decodes it in a third of the time the canvas's own RGBA PNG takes). */
 function drawingPng() {
   if (typeof CompressionStream === "undefined") {
     return new Promise((resolve) => sendCanvas.toBlob(resolve, "image/png"));
