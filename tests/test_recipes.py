@@ -36,6 +36,20 @@ def test_flags_override_a_recipe():
     assert (config.epochs, config.pool, config.batch_size, config.lr) == (2, "max", 64, 1e-3)
 
 
+def test_another_optimizer_drops_the_recipes_settings_of_its_own():
+    """`--recipe fast --optimizer adam`: the recipe's SGD momentum and Nesterov do not apply,
+    and were refused as if the user had given --momentum."""
+    recipe = load_recipe("fast")
+    config = recipe.config({"optimizer": "adam"})
+    config.validate()
+    resolved = config.resolved()
+    assert (resolved.optimizer, resolved.nesterov, resolved.lr, resolved.epochs) == \
+        ("adam", False, 0.05, 3)
+    assert config.momentum is None
+    same = recipe.config({"optimizer": "sgd"})
+    assert (same.momentum, same.nesterov) == (0.9, True)
+
+
 def test_fast_recipe_tests_once_unless_asked_and_runs_on_either_engine(synthetic_dataset,
                                                                      tmp_path):
     assert "--nesterov" in load_recipe("fast").flags().split()

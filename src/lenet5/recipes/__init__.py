@@ -32,6 +32,11 @@ OPTIONS = tuple(f.name for f in dataclasses.fields(TrainConfig)
                 if f.name not in ("out", "seed", "data_dir"))
 
 
+OPTIMIZER_OPTIONS = {"sgd": ("momentum", "nesterov"), "adam": ("beta1", "beta2"),
+                     "adamw": ("beta1", "beta2")}
+"""The options that only apply to one optimizer (weight decay applies to all)."""
+
+
 @dataclass(frozen=True)
 class Recipe:
     name: str
@@ -57,8 +62,15 @@ class Recipe:
         return " ".join(flag(k, v) for k, v in self.options.items())
 
     def config(self, overrides: dict) -> TrainConfig:
-        """The recipe's settings, with ``overrides`` (options given explicitly) on top."""
-        return TrainConfig(**{**self.options, **overrides})
+        """The recipe's settings, with ``overrides`` (options given explicitly) on top; where
+        they choose another optimizer, the recipe's settings of its own optimizer go (the
+        fast recipe's momentum with --optimizer adam would be refused as not applying)."""
+        options = dict(self.options)
+        mine = options.get("optimizer")
+        if overrides.get("optimizer", mine) != mine:
+            for name in OPTIMIZER_OPTIONS.get(mine, ()):
+                options.pop(name, None)
+        return TrainConfig(**{**options, **overrides})
 
 
 def names() -> list[str]:
