@@ -14,8 +14,8 @@ aborted, and counted). Measured, per model:
   classify() has returned, timed in the page; median of --loads page loads, each in a fresh
   browser context (nothing cached);
 - forward pass: classify() on --images MNIST test images, mean ms per image; and the page's
-  whole answer to a drawing (preprocessing a 112x112 canvas, the forward pass and the 45
-  pictures of the input and the feature maps), median of 200;
+  whole answer to a drawing (preprocessing a 112x112 canvas, the forward pass and the 5
+  pictures: the input and a strip of feature maps per layer), median of 200;
 - preprocessing: --drawings MNIST test digits drawn large on a 280x280 white canvas
   (tests/browser.py draw_large), preprocessed by the page's JavaScript and by
   lenet5.preprocess_image, each classified by the same model: how often the labels agree.
@@ -156,7 +156,7 @@ def report(rows: list[dict], load_before: float, load_after: float, browser_vers
                   f"{r['first_range'][1]:.0f}) of {r['loads']} loads")
     row("forward pass, `lenet5.classify` (mean)",
         lambda r: f"{r['forward_ms']:.2f} ms/image over {r['images']}")
-    row("the page's answer to a drawing: preprocess + forward + 45 pictures (median)",
+    row("the page's answer to a drawing: preprocess + forward + 5 pictures (median)",
         lambda r: f"{r['answer_ms']:.1f} ms")
     row("JS vs Python preprocessing: same label",
         lambda r: f"{100 * r['agree']:.1f}% of {r['drawings']}")
