@@ -63,7 +63,8 @@ CENTRE = 14.0
 
 def _no_digit(label: str, why: str) -> ImageError:
     return ImageError(
-        f"{label} contains no digit: {why}; use an image of one digit that stands out clearly."
+        f"{label} contains no digit: {why}; use an image of a digit or a number that stands out "
+        "clearly."
     )
 
 
