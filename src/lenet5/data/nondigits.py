@@ -25,12 +25,11 @@ cut with masks and finished with one bilinear gather.
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 
 from lenet5.arch import NONDIGIT
 from lenet5.data.distortions import BLOCK, bilinear
+from lenet5.reflect import mirrored
 
 SHARES = {"strokes": 0.2, "scribble": 0.1, "hatching": 0.08, "polygon": 0.08, "blot": 0.06,
           "merge": 0.24, "cut": 0.24}
@@ -285,7 +284,7 @@ def _window_extreme(values: np.ndarray, axis: int, size: int, before: int,
     `axis` of each place of `values`, the edges mirrored (d c b a | a b c d) as ndimage's
     "reflect" mode pads them: a new array of the same shape."""
     n = values.shape[axis]
-    padded = values.take(_mirrored(n, before, size - 1 - before), axis=axis)
+    padded = values.take(mirrored(n, before, size - 1 - before), axis=axis)
     window = [slice(None)] * values.ndim
     window[axis] = slice(0, n)
     out = padded[tuple(window)].copy()
@@ -293,16 +292,6 @@ def _window_extreme(values: np.ndarray, axis: int, size: int, before: int,
         window[axis] = slice(shift, shift + n)
         reduce(out, padded[tuple(window)], out=out)
     return out
-
-
-@functools.cache
-def _mirrored(n: int, before: int, after: int) -> np.ndarray:
-    """Indices into n places padded by `before` and `after` mirrored ones, as ndimage's
-    "reflect" mode pads (d c b a | a b c d); kept, as the same few are asked for again."""
-    index = np.arange(-before, n + after) % (2 * n)
-    index = np.where(index < n, index, 2 * n - 1 - index)
-    index.flags.writeable = False
-    return index
 
 
 def redraw(ink: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from ..reflect import mirrored
 from .decode import fit, resize, shrink
 
 BG_SIDE = 16
@@ -103,19 +104,12 @@ def percentile_filter(small: np.ndarray, percentile: float, size: int) -> np.nda
     partitioned (a few hundred windows of a few dozen pixels)."""
     rank = int(size * size * percentile / 100.0)  # as ndimage ranks
     before, after = size // 2, size - 1 - size // 2  # ndimage's origin for an even size
-    rows, columns = (_reflected(n, before, after) for n in small.shape)
+    rows, columns = (mirrored(n, before, after) for n in small.shape)
     padded = small[np.ix_(rows, columns)]  # (h + size - 1, w + size - 1)
     down, across = padded.strides  # windows: a view, as sliding_window_view makes, for less
     windows = np.ndarray((*small.shape, size, size), padded.dtype, padded, 0,
                          (down, across, down, across)).reshape(*small.shape, size * size)
     return np.partition(windows, rank, axis=-1)[..., rank]  # (h, w)
-
-
-def _reflected(n: int, before: int, after: int) -> np.ndarray:
-    """Indices into n values padded by `before` and `after` mirrored ones (d c b a | a b c d),
-    as ndimage's "reflect" mode pads."""
-    index = np.arange(-before, n + after) % (2 * n)
-    return np.where(index < n, index, 2 * n - 1 - index)
 
 
 def _has_dark_ink(coarse: np.ndarray, small: np.ndarray) -> bool:
