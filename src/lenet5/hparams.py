@@ -17,6 +17,9 @@ from dataclasses import dataclass
 from .errors import Lenet5Error
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "sdlm")
+OPTIMIZER_OPTIONS = {"sgd": ("momentum", "nesterov"), "adam": ("beta1", "beta2"),
+                     "adamw": ("beta1", "beta2")}
+"""The settings that apply to one optimizer only (weight decay applies to all)."""
 SCHEDULES = ("constant", "step", "cosine", "onecycle", "sdlm", "sdlm-warmup")
 AUGMENTATIONS = ("none", "shift", "affine", "elastic")
 # where the torch engine computes; auto: CUDA if there is one, else Apple silicon's MPS, else CPU

@@ -19,6 +19,7 @@ from importlib.resources import files
 from pathlib import Path
 
 from ..errors import Lenet5Error
+from ..hparams import OPTIMIZER_OPTIONS
 from ..training import TrainConfig, check_types
 
 if sys.version_info >= (3, 11):
@@ -30,11 +31,6 @@ MEASURED_FILE = "measured.json"
 # Options a recipe may set: every training setting except where a run goes and its seed.
 OPTIONS = tuple(f.name for f in dataclasses.fields(TrainConfig)
                 if f.name not in ("out", "seed", "data_dir"))
-
-
-OPTIMIZER_OPTIONS = {"sgd": ("momentum", "nesterov"), "adam": ("beta1", "beta2"),
-                     "adamw": ("beta1", "beta2")}
-"""The options that only apply to one optimizer (weight decay applies to all)."""
 
 
 @dataclass(frozen=True)
