@@ -83,8 +83,8 @@ class Client:
         self.address = host, port
         self.host = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"  # IPv6 in brackets
         self.body = body
-        self.sock: socket.socket | None = None  # connected at the first post, and again after
-        self.unread = b""  # the server closed the connection; what arrived past the last answer
+        self.sock: socket.socket | None = None  # connected at a post, when not connected
+        self.unread = b""  # bytes received and not read yet
 
     def post(self, body: bytes | None = None, content_type: str = "image/png"
              ) -> tuple[float, int, dict[str, float], bytes]:
