@@ -7,6 +7,7 @@ import pytest
 from scipy import ndimage
 
 from lenet5.data.nondigits import (
+    JUNK,
     NONDIGIT,
     REDRAWN,
     SHARES,
@@ -50,12 +51,27 @@ def test_the_same_seed_gives_the_same_pictures():
     assert not np.array_equal(first, make_nondigits(digits, 60, np.random.default_rng(4)))
 
 
-@pytest.mark.parametrize("kind", [k for k in SHARES if k not in ("merge", "cut")])
+@pytest.mark.parametrize("kind", [k for k in SHARES if k not in (*JUNK, "printed", "glyph cut")])
 def test_every_mark_is_drawn(kind):
     segments, pens = _marks(kind, 20, np.random.default_rng(1))
     pictures = draw(segments, pens)
     assert (pictures.max(axis=(1, 2)) >= 200).all()
     assert (np.count_nonzero(pictures >= 128, axis=(1, 2)) >= 15).all()
+
+
+def test_every_kind_is_in_the_mix():
+    counts = {}
+    for kind in SHARES:  # each kind's pictures differ from every other's
+        shares = dict.fromkeys(SHARES, 0.0) | {kind: 1.0}
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr("lenet5.data.nondigits.SHARES", shares)
+            counts[kind] = make_nondigits(digits_like(40), 10, np.random.default_rng(0))
+    assert abs(sum(SHARES.values()) - 1) < 1e-9
+    kinds = list(counts)
+    for i, a in enumerate(kinds):
+        assert counts[a].shape == (10, 28, 28) and (counts[a].max(axis=(1, 2)) >= 128).all()
+        for b in kinds[i + 1:]:
+            assert not np.array_equal(counts[a], counts[b]), (a, b)
 
 
 def test_redraw_keeps_a_digit_recognisable():

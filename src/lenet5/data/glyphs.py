@@ -1,0 +1,146 @@
+"""Letters and signs that do not look like digits, handwritten and printed, for made-up
+non-digits (`data.nondigits`): what people point a digit reader at besides digits is mostly
+writing -- letters, signs, symbols.
+
+Letters a digit can pass for (O D Q 0, I J l i j 1, S s 5, Z z 2, B 8, G b 6, g q 9) are left
+out: a network taught to refuse them would refuse those digits. Handwritten, each glyph is a
+single-stroke font's polylines in a unit box (x right, y down); `glyph_segments` draws them with
+a random width and a smooth random wobble, different in every picture, as a hand would.
+Printed, they come from the font Pillow carries (`printed_glyphs`), regular and bold, so that
+they look the same on every machine.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+
+def _arc(cx: float, cy: float, rx: float, ry: float, start: float, end: float
+         ) -> list[tuple[float, float]]:
+    """Points along an ellipse's arc from angle `start` to `end` (degrees, counter-clockwise
+    as seen, 90 at the top), one every 30 degrees at most."""
+    angles = np.deg2rad(np.linspace(start, end, int(np.ceil(abs(end - start) / 30)) + 1))
+    return [(cx + rx * np.cos(a), cy - ry * np.sin(a)) for a in angles]
+
+
+_P_BOWL = [(0, 0), *_arc(0.45, 0.25, 0.5, 0.25, 90, -90), (0, 0.5)]
+GLYPHS: dict[str, list[list[tuple[float, float]]]] = {
+    "A": [[(0, 1), (0.5, 0), (1, 1)], [(0.22, 0.6), (0.78, 0.6)]],
+    "C": [_arc(0.5, 0.5, 0.5, 0.5, 45, 315)],
+    "E": [[(1, 0), (0, 0), (0, 1), (1, 1)], [(0, 0.5), (0.75, 0.5)]],
+    "F": [[(1, 0), (0, 0), (0, 1)], [(0, 0.5), (0.7, 0.5)]],
+    "H": [[(0, 0), (0, 1)], [(1, 0), (1, 1)], [(0, 0.5), (1, 0.5)]],
+    "K": [[(0, 0), (0, 1)], [(1, 0), (0, 0.6)], [(0.3, 0.4), (1, 1)]],
+    "L": [[(0, 0), (0, 1), (0.8, 1)]],
+    "M": [[(0, 1), (0.1, 0), (0.5, 0.7), (0.9, 0), (1, 1)]],
+    "N": [[(0, 1), (0, 0), (1, 1), (1, 0)]],
+    "P": [[(0, 1), (0, 0)], _P_BOWL],
+    "R": [[(0, 1), (0, 0)], _P_BOWL, [(0.4, 0.5), (1, 1)]],
+    "T": [[(0, 0), (1, 0)], [(0.5, 0), (0.5, 1)]],
+    "U": [[(0, 0), *_arc(0.5, 0.6, 0.5, 0.4, 180, 360), (1, 0)]],
+    "V": [[(0, 0), (0.5, 1), (1, 0)]],
+    "W": [[(0, 0), (0.25, 1), (0.5, 0.3), (0.75, 1), (1, 0)]],
+    "X": [[(0, 0), (1, 1)], [(1, 0), (0, 1)]],
+    "Y": [[(0, 0), (0.5, 0.5), (1, 0)], [(0.5, 0.5), (0.5, 1)]],
+    "a": [_arc(0.4, 0.65, 0.4, 0.35, 0, 360), [(0.8, 0.3), (0.85, 1)]],
+    "e": [[(0.05, 0.5), (0.95, 0.5), *_arc(0.5, 0.5, 0.45, 0.45, 0, 320)]],
+    "f": [[*_arc(0.7, 0.25, 0.25, 0.25, 20, 180), (0.45, 1)], [(0.15, 0.45), (0.8, 0.45)]],
+    "h": [[(0, 0), (0, 1)], [(0, 0.65), *_arc(0.4, 0.65, 0.4, 0.25, 180, 0), (0.8, 1)]],
+    "k": [[(0, 0), (0, 1)], [(0.8, 0.35), (0, 0.7), (0.8, 1)]],
+    "m": [[(0, 1), (0, 0.35)], [(0, 0.6), *_arc(0.25, 0.6, 0.25, 0.25, 180, 0), (0.5, 1)],
+          [(0.5, 0.6), *_arc(0.75, 0.6, 0.25, 0.25, 180, 0), (1, 1)]],
+    "n": [[(0, 1), (0, 0.3)], [(0, 0.6), *_arc(0.45, 0.6, 0.45, 0.3, 180, 0), (0.9, 1)]],
+    "r": [[(0, 1), (0, 0.3)], [(0, 0.65), *_arc(0.4, 0.65, 0.4, 0.3, 180, 45)]],
+    "t": [[(0.4, 0), (0.4, 0.85), (0.7, 1)], [(0.05, 0.35), (0.8, 0.35)]],
+    "u": [[(0, 0.3), *_arc(0.4, 0.7, 0.4, 0.3, 180, 360), (0.8, 0.3)], [(0.8, 0.3), (0.85, 1)]],
+    "y": [[(0, 0.3), (0.5, 0.7)], [(1, 0.3), (0.25, 1)]],
+    "+": [[(0.5, 0), (0.5, 1)], [(0, 0.5), (1, 0.5)]],
+    "-": [[(0, 0.5), (1, 0.5)]],
+    "=": [[(0, 0.35), (1, 0.35)], [(0, 0.65), (1, 0.65)]],
+    "%": [[(0.9, 0), (0.1, 1)], _arc(0.2, 0.2, 0.17, 0.17, 0, 360),
+          _arc(0.8, 0.8, 0.17, 0.17, 0, 360)],
+    "#": [[(0.35, 0), (0.25, 1)], [(0.75, 0), (0.65, 1)], [(0, 0.35), (1, 0.35)],
+          [(0, 0.65), (1, 0.65)]],
+    "*": [[(0.5, 0), (0.5, 1)], [(0.07, 0.25), (0.93, 0.75)], [(0.07, 0.75), (0.93, 0.25)]],
+    "&": [[(0.95, 1), (0.3, 0.45), (0.2, 0.25), (0.35, 0.05), (0.55, 0.1), (0.6, 0.3),
+           (0.1, 0.7), (0.15, 0.95), (0.5, 1), (0.9, 0.6)]],
+    "@": [_arc(0.5, 0.5, 0.2, 0.2, 0, 360),
+          [(0.7, 0.35), (0.72, 0.65), (0.85, 0.7), *_arc(0.5, 0.5, 0.5, 0.5, 0, 300)]],
+    "?": [[*_arc(0.5, 0.25, 0.4, 0.25, 160, -60), (0.5, 0.7)], [(0.5, 0.93), (0.5, 0.97)]],
+    "<": [[(1, 0), (0, 0.5), (1, 1)]],
+    ">": [[(0, 0), (1, 0.5), (0, 1)]],
+    "~": [[(x, 0.5 - 0.2 * np.sin(2 * np.pi * x)) for x in np.linspace(0, 1, 9)]],
+    "^": [[(0, 1), (0.5, 0), (1, 1)]],
+}
+WIDTH = (0.6, 1.3)
+"""Each glyph's width is stretched by a factor in this range (narrow and wide hands)."""
+WOBBLE = 0.06
+"""At most this much (unit box) of smooth displacement: x moves with a sine of y and y with a
+sine of x, each of random frequency and phase."""
+
+
+@functools.cache
+def _table() -> np.ndarray:
+    """Every glyph's pieces (G, S, 4) = (x0, y0, x1, y1), NaN rows where it has fewer."""
+    pieces = [[(*a, *b) for line in lines for a, b in zip(line[:-1], line[1:], strict=True)]
+              for lines in GLYPHS.values()]
+    table = np.full((len(pieces), max(map(len, pieces)), 4), np.nan)
+    for row, glyph in zip(table, pieces, strict=True):
+        row[: len(glyph)] = glyph
+    table.flags.writeable = False
+    return table
+
+
+def glyph_segments(n: int, rng: np.random.Generator) -> np.ndarray:
+    """`n` glyphs drawn at random, each stretched (WIDTH) and wobbled (WOBBLE): segments
+    (n, S, 4) in a unit box, NaN rows unused, as `data.nondigits.draw` takes them."""
+    return _handwritten(_table()[rng.integers(0, len(GLYPHS), n)], rng)
+
+
+def _handwritten(segments: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Glyphs' segments (n, S, 4) stretched and wobbled, each its own way: every point moves
+    by where it is, so pieces that meet still meet."""
+    segments = segments.copy()
+    n = len(segments)
+    x, y = segments[..., 0::2], segments[..., 1::2]  # (n, S, 2) views: both ends
+    amplitude = rng.uniform(0, WOBBLE, (2, n, 1, 1))
+    frequency = rng.uniform(0.5, 1.5, (2, n, 1, 1))
+    phase = rng.uniform(0, 2 * np.pi, (2, n, 1, 1))
+    moved_x = x + amplitude[0] * np.sin(2 * np.pi * frequency[0] * y + phase[0])
+    y += amplitude[1] * np.sin(2 * np.pi * frequency[1] * x + phase[1])
+    x[...] = moved_x * rng.uniform(*WIDTH, (n, 1, 1))
+    return segments
+
+PRINTED = "".join(GLYPHS) + "cpvwx"
+"""The glyphs printed: the handwritten ones and the lower-case letters whose shape is theirs."""
+PRINT_SIZE, BOLD = 40, (0, 1, 2)
+"""Font size (px) of the printed glyphs, and the outline widths (px) that make them bolder."""
+PRINT_CANVAS = 64
+"""Side (px) of the square each printed glyph is centred on."""
+
+
+@functools.cache
+def _printed_table() -> np.ndarray:
+    """Every PRINTED glyph at every BOLD weight: ink (G * len(BOLD), 64, 64) uint8, centred."""
+    from PIL import Image, ImageDraw, ImageFont  # loaded on use, as nondigits loads scipy
+
+    font = ImageFont.load_default(PRINT_SIZE)
+    table = np.zeros((len(PRINTED) * len(BOLD), PRINT_CANVAS, PRINT_CANVAS), np.uint8)
+    for row, (text, bold) in zip(table, ((t, b) for t in PRINTED for b in BOLD), strict=True):
+        left, top, right, bottom = font.getbbox(text, stroke_width=bold)
+        canvas = Image.new("L", (PRINT_CANVAS, PRINT_CANVAS), 0)
+        at = ((PRINT_CANVAS - right - left) / 2, (PRINT_CANVAS - bottom - top) / 2)
+        ImageDraw.Draw(canvas).text(at, text, fill=255, font=font, stroke_width=bold,
+                                    stroke_fill=255)
+        row[...] = np.asarray(canvas)
+    table.flags.writeable = False
+    return table
+
+
+def printed_glyphs(n: int, rng: np.random.Generator) -> np.ndarray:
+    """`n` printed glyphs drawn at random: ink (n, 64, 64) uint8, for `data.nondigits.redraw`
+    to finish."""
+    table = _printed_table()
+    return table[rng.integers(0, len(table), n)]
