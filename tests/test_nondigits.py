@@ -74,6 +74,18 @@ def test_every_kind_is_in_the_mix():
             assert not np.array_equal(counts[a], counts[b]), (a, b)
 
 
+def test_a_cut_needs_no_wide_picture():
+    narrow = np.zeros((5, 28, 28), np.uint8)
+    narrow[:, 4:24, 12:16] = 255  # 4 px wide: none is wide enough to cut
+    for seed in range(3):
+        cut = make_nondigits(narrow, 4, np.random.default_rng(seed))
+        assert cut.shape == (4, 28, 28)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("lenet5.data.nondigits.SHARES", {"cut": 1.0})
+        pieces = make_nondigits(narrow, 6, np.random.default_rng(0))
+    assert pieces.shape == (6, 28, 28) and (pieces.max(axis=(1, 2)) > 0).all()
+
+
 def test_redraw_keeps_a_digit_recognisable():
     digits = digits_like(30)
     again = redraw(digits, np.random.default_rng(0))

@@ -124,9 +124,10 @@ def make_nondigits(digits: np.ndarray, n: int, rng: np.random.Generator,
 def _junk(pictures: np.ndarray, columns: tuple[np.ndarray, np.ndarray], kind: str, n: int,
           rng: np.random.Generator) -> np.ndarray:
     """`n` windows of `kind` ("merge" or "cut", see `_windows`) over `pictures` (N, 28, 28)
-    with their `_ink_columns`: a cut only through wide ones (a cut through a 1 is a 1)."""
-    pool = np.flatnonzero(columns[1] - columns[0] >= MIN_CUT_WIDTH) if kind == "cut" \
-        else np.arange(len(pictures))
+    with their `_ink_columns`: a cut only through wide ones (a cut through a 1 is a 1), where
+    there are any (a few glyphs may all be narrow)."""
+    wide = np.flatnonzero(columns[1] - columns[0] >= MIN_CUT_WIDTH)
+    pool = wide if kind == "cut" and wide.size else np.arange(len(pictures))
     return _windows(pictures, columns, kind, rng, rng.choice(pool, n))
 
 
