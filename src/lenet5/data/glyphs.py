@@ -7,7 +7,7 @@ out: a network taught to refuse them would refuse those digits. Handwritten, eac
 single-stroke font's polylines in a unit box (x right, y down); `glyph_segments` draws them with
 a random width and a smooth random wobble, different in every picture, as a hand would.
 Printed, they come from the font Pillow carries (`printed_glyphs`), regular and bold, so that
-they look the same on every machine.
+they look the same on every machine with the same Pillow (>= 10.1, pinned in constraints.txt).
 """
 
 from __future__ import annotations
@@ -77,8 +77,8 @@ GLYPHS: dict[str, list[list[tuple[float, float]]]] = {
 WIDTH = (0.6, 1.3)
 """Each glyph's width is stretched by a factor in this range (narrow and wide hands)."""
 WOBBLE = 0.06
-"""At most this much (unit box) of smooth displacement: x moves with a sine of y and y with a
-sine of x, each of random frequency and phase."""
+"""At most this much (unit box, before the width is stretched) of smooth displacement: x moves
+with a sine of y and y with a sine of x, each of random frequency and phase."""
 
 
 @functools.cache
@@ -113,6 +113,7 @@ def _handwritten(segments: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     x[...] = moved_x * rng.uniform(*WIDTH, (n, 1, 1))
     return segments
 
+
 PRINTED = "".join(GLYPHS) + "cpvwx"
 """The glyphs printed: the handwritten ones and the lower-case letters whose shape is theirs."""
 PRINT_SIZE, BOLD = 40, (0, 1, 2)
@@ -123,7 +124,8 @@ PRINT_CANVAS = 64
 
 @functools.cache
 def _printed_table() -> np.ndarray:
-    """Every PRINTED glyph at every BOLD weight: ink (G * len(BOLD), 64, 64) uint8, centred."""
+    """Every PRINTED glyph at every BOLD weight, centred: ink (G * len(BOLD), PRINT_CANVAS,
+    PRINT_CANVAS) uint8."""
     from PIL import Image, ImageDraw, ImageFont  # loaded on use, as nondigits loads scipy
 
     font = ImageFont.load_default(PRINT_SIZE)
