@@ -142,7 +142,7 @@ def _printed_table() -> np.ndarray:
 
 
 def printed_glyphs(n: int, rng: np.random.Generator) -> np.ndarray:
-    """`n` printed glyphs drawn at random: ink (n, 64, 64) uint8, for `data.nondigits.redraw`
-    to finish."""
+    """`n` printed glyphs drawn at random: ink (n, PRINT_CANVAS, PRINT_CANVAS) uint8, for
+    `data.nondigits.redraw` to finish."""
     table = _printed_table()
     return table[rng.integers(0, len(table), n)]
