@@ -412,6 +412,7 @@ def test_chance_accuracy_after_an_epoch_stops_with_advice(synthetic_dataset, tmp
     ("weight_decay", float("inf"), "--weight-decay"), ("lr", float("inf"), "--lr"),
     ("lr", float("nan"), "--lr"), ("refusal_error", 0.0, "--refusal-error"),
     ("refusal_error", 1.0, "--refusal-error"), ("refusal_error", float("nan"), "--refusal-error"),
+    ("calibration_digits", 99, "--calibration-digits must be at least 100"),
 ])
 def test_hyper_parameters_are_checked_before_training(field, value, flag):
     kw = {"optimizer": "sgd"} if field == "momentum" else {}
@@ -425,6 +426,20 @@ def test_momentum_with_adam_is_refused():
     with pytest.raises(Lenet5Error, match="--momentum applies to --optimizer sgd only"):
         TrainConfig(momentum=0.5).validate()  # the default optimizer is adam
     TrainConfig(optimizer="sgd", momentum=0.5).validate()
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"optimizer": "sgd", "beta1": 0.8}, "--beta1 applies to --optimizer adam or adamw only"),
+    ({"optimizer": "sdlm", "beta2": 0.99}, "--beta2 applies to --optimizer adam or adamw only "
+     r"\(this run uses sdlm\); drop --beta2 or add --optimizer adam"),
+])
+def test_settings_of_another_optimizer_are_refused(options, message):
+    with pytest.raises(Lenet5Error, match=message):
+        TrainConfig(**options).validate()
+    TrainConfig(**options).validate(new_run=False)  # a resumed run's config.json holds them all
+    TrainConfig(optimizer="adam", nesterov=False).validate()  # --no-nesterov asks for nothing
+    TrainConfig(**{**options, "optimizer": "adamw" if "beta1" in options or "beta2" in options
+                   else "sgd"}).validate()
 
 
 @pytest.mark.parametrize("epoch, loss, accuracy, lr, verdict", [
@@ -453,14 +468,17 @@ def test_progress_checks_tell_divergence_from_slow_learning(tmp_path, epoch, los
             check_progress(cfg, run, data, epoch, loss, accuracy)
 
 
-def test_refusal_error_flag_reaches_the_calibration(synthetic_dataset, tmp_path):
+def test_refusal_flags_reach_the_calibration(synthetic_dataset, tmp_path):
     from lenet5.cli import main
 
     out = tmp_path / "run"
     assert main(["train", "--dataset", synthetic_dataset, "--epochs", "1", "--refusal-error",
-                 "0.05", "--out", str(out), "--no-report", "--json"]) == 0
-    assert json.loads((out / "config.json").read_text())["refusal_error"] == 0.05
-    assert checkpoint.load_model(out)[1]["refusal"]["target_error"] == 0.05
+                 "0.05", "--calibration-digits", "300", "--out", str(out), "--no-report",
+                 "--json"]) == 0
+    saved = json.loads((out / "config.json").read_text())
+    assert (saved["refusal_error"], saved["calibration_digits"]) == (0.05, 300)
+    refusal = checkpoint.load_model(out)[1]["refusal"]
+    assert (refusal["target_error"], refusal["digits"]) == (0.05, 300)
 
 
 def test_training_with_non_digits_calibrates_a_refusal_threshold(synthetic_dataset, tmp_path):

@@ -147,12 +147,13 @@ def calibrate(confidence: np.ndarray, correct: np.ndarray, source: str,
 
 
 def calibrate_model(model: Classifier, digits: np.ndarray, labels: np.ndarray, source: str,
-                    rng: np.random.Generator, target_error: float = TARGET_ERROR) -> dict:
-    """The refusal metadata for a trained `model`, calibrated on CALIBRATION_DIGITS of the
-    `digits` (N, 28, 28) uint8 with their `labels`, each redrawn as a segmenter cuts digits
-    out of numbers (`data.nondigits.redrawn_digits`); `source` says what they are. Also
-    measures the share of made-up non-digits the threshold refuses."""
-    images, chosen = redrawn_digits(digits, CALIBRATION_DIGITS, rng)  # (n, 28, 28), n <= N
+                    rng: np.random.Generator, target_error: float = TARGET_ERROR,
+                    count: int = CALIBRATION_DIGITS) -> dict:
+    """The refusal metadata for a trained `model`, calibrated on `count` of the `digits`
+    (N, 28, 28) uint8 with their `labels`, each redrawn as a segmenter cuts digits out of
+    numbers (`data.nondigits.redrawn_digits`); `source` says what they are. Also measures
+    the share of made-up non-digits (half as many) the threshold refuses."""
+    images, chosen = redrawn_digits(digits, count, rng)  # (n, 28, 28), n <= N
     log_p = steady_log_probs(model, images)  # (n, K)
     result = calibrate(np.exp(log_p.max(axis=1)), log_p.argmax(axis=1) == labels[chosen], source,
                        target_error)

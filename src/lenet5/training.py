@@ -39,6 +39,7 @@ from .engine import Engine, evaluate, make_engine
 from .errors import Lenet5Error, TrainingDiverged
 from .hparams import (
     AUGMENTATIONS,
+    OPTIMIZER_OPTIONS,
     OPTIMIZER_SLOTS,
     SDLM_SAMPLES,
     OptimizerSpec,
@@ -46,7 +47,7 @@ from .hparams import (
     defaults_for,
 )
 from .model import Model
-from .refusal import METADATA_KEY, TARGET_ERROR, calibrate_model
+from .refusal import CALIBRATION_DIGITS, METADATA_KEY, TARGET_ERROR, calibrate_model
 from .threads import compute_workers
 from .version import __version__
 
@@ -56,6 +57,9 @@ INPUT_CHUNK = 2048  # images prepared at a time: the float32 inputs of a chunk t
 DISTORTION_STREAM = 1  # with the epoch: that epoch's distortions
 NONDIGIT_STREAM = 2  # the made-up non-digits added to the training set
 CALIBRATION_STREAM = 3  # the redrawn digits and non-digits the refusal is calibrated on
+# Fewer calibration digits than this leave the threshold to a handful of wrong readings (at the
+# default --refusal-error, 1.5 of 100).
+MIN_CALIBRATION_DIGITS = 100
 
 
 @dataclass
@@ -88,6 +92,7 @@ class TrainConfig:
     augment: str | None = None
     val_size: int = 0
     refusal_error: float = TARGET_ERROR  # calibration: wrong digits allowed among those accepted
+    calibration_digits: int = CALIBRATION_DIGITS  # calibration: redrawn digits it is set on
     limit: int | None = None
     test_each_epoch: bool | None = None  # False: the test set after the last epoch only
     out: str | None = None
@@ -109,7 +114,9 @@ class TrainConfig:
         limit = 1 if self.limit is None else self.limit
         for flag, value, low in (("--epochs", self.epochs, 1), ("--batch-size", self.batch_size, 1),
                                  ("--val-size", self.val_size, 0), ("--limit", limit, 1),
-                                 ("--seed", self.seed, 0), ("--nondigits", self.nondigits, 0)):
+                                 ("--seed", self.seed, 0), ("--nondigits", self.nondigits, 0),
+                                 ("--calibration-digits", self.calibration_digits,
+                                  MIN_CALIBRATION_DIGITS)):
             if value is not None and value < low:
                 raise Lenet5Error(f"{flag} must be at least {low}, got {value}.")
         if self.augment is not None and self.augment not in AUGMENTATIONS:
@@ -126,9 +133,20 @@ class TrainConfig:
         resolved = self.resolved()
         resolved.optimizer_spec()
         resolved.schedule_spec()
-        if new_run and self.momentum is not None and resolved.optimizer != "sgd":
-            raise Lenet5Error(f"--momentum applies to --optimizer sgd only (this run uses "
-                              f"{resolved.optimizer}); drop --momentum or add --optimizer sgd.")
+        if new_run:
+            self._refuse_other_optimizers_settings(resolved.optimizer)
+
+    def _refuse_other_optimizers_settings(self, optimizer: str) -> None:
+        """A setting given for an optimizer this run does not use would be silently ignored
+        (--no-nesterov, which asks for nothing, is let through)."""
+        for name in dict.fromkeys(n for names in OPTIMIZER_OPTIONS.values() for n in names):
+            takers = [o for o, names in OPTIMIZER_OPTIONS.items() if name in names]
+            value = getattr(self, name)
+            if value is not None and value is not False and optimizer not in takers:
+                flag = "--" + name.replace("_", "-")
+                raise Lenet5Error(f"{flag} applies to --optimizer {' or '.join(takers)} only "
+                                  f"(this run uses {optimizer}); drop {flag} or add "
+                                  f"--optimizer {takers[0]}.")
 
     def optimizer_spec(self) -> OptimizerSpec:
         return OptimizerSpec(name=self.optimizer, momentum=self.momentum, nesterov=self.nesterov,
@@ -497,7 +515,7 @@ def calibrate_refusal(config: TrainConfig, run: Run, data: TrainingData) -> None
     digits, labels, source = data.calibration
     run.refusal = calibrate_model(Model(run.engine, model_metadata(config, run)), digits, labels,
                                   source, np.random.default_rng([config.seed, CALIBRATION_STREAM]),
-                                  config.refusal_error)
+                                  config.refusal_error, config.calibration_digits)
     _save_model(config, run)  # the last epoch's metrics and state are written already
 
 
