@@ -8,6 +8,7 @@ import pytest
 from lenet5 import checkpoint, files
 from lenet5.errors import Lenet5Error, TrainingDiverged
 from lenet5.files import read_metrics
+from lenet5.refusal import CALIBRATION_DIGITS
 from lenet5.training import TrainConfig, resume_config, train
 
 
@@ -479,6 +480,18 @@ def test_refusal_flags_reach_the_calibration(synthetic_dataset, tmp_path):
     assert (saved["refusal_error"], saved["calibration_digits"]) == (0.05, 300)
     refusal = checkpoint.load_model(out)[1]["refusal"]
     assert (refusal["target_error"], refusal["digits"]) == (0.05, 300)
+
+
+def test_a_run_saved_before_calibration_digits_existed_resumes_with_the_default(
+        synthetic_dataset, tmp_path):
+    run = train(config(synthetic_dataset, tmp_path / "run", epochs=1, calibration_digits=200),
+                log=quiet)
+    saved = json.loads((run / "config.json").read_text())
+    del saved["calibration_digits"]  # as config.json was written before the option
+    (run / "config.json").write_text(json.dumps(saved))
+    train(resume_config(run, epochs=2), resume=run, log=quiet)
+    assert checkpoint.load_model(run)[1]["refusal"]["digits"] == min(
+        CALIBRATION_DIGITS, saved["train_images"])
 
 
 def test_training_with_non_digits_calibrates_a_refusal_threshold(synthetic_dataset, tmp_path):
