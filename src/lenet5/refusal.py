@@ -61,7 +61,8 @@ VIEWS = (-2, 2)
 """Besides the picture itself, `steady_log_probs` reads it with its strokes thinned and
 thickened by a 2x2 grey erosion and dilation."""
 CALIBRATION_DIGITS = 10_000
-"""Digits the threshold is calibrated on (fewer where the set is smaller)."""
+"""Digits the threshold is calibrated on by default (`lenet5 train --calibration-digits`;
+fewer where the set is smaller)."""
 MIN_REFUSED = 0.005
 """... refusing at least this share of the calibration digits (the least confident), so that
 a model that is never wrong on them still refuses what it barely recognises."""
