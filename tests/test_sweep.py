@@ -11,7 +11,7 @@ from scipy import stats
 from lenet5.cli import main
 from lenet5.errors import Lenet5Error
 from lenet5.files import read_metrics
-from lenet5.sweep import compare, describe, run_sweep, setting_name, settings_of
+from lenet5.sweep import compare, describe, plan, run_sweep, setting_name, settings_of
 from lenet5.training import TrainConfig
 
 
@@ -51,6 +51,13 @@ def test_settings_are_every_combination_in_order():
 def test_bad_grid_items_are_one_sentence(grid, message, capsys, tmp_path):
     assert main(["sweep", "--seeds", "1", "--grid", grid, "--out", str(tmp_path)]) == 1
     assert message in capsys.readouterr().err
+
+
+def test_a_grid_over_optimizers_gives_each_run_only_its_own_optimizers_settings(tmp_path):
+    runs = plan(TrainConfig(beta1=0.8), settings_of({"optimizer": ["adam", "sgd"]}), 1, tmp_path)
+    assert [(r.config.optimizer, r.config.beta1) for r in runs] == [("adam", 0.8), ("sgd", None)]
+    with pytest.raises(Lenet5Error, match="--beta1 applies to --optimizer adam or adamw only"):
+        plan(TrainConfig(beta1=0.8, optimizer="sgd"), settings_of({}), 1, tmp_path)
 
 
 def test_a_sweep_summarizes_its_runs_resumes_and_reports_failures(synthetic_dataset, tmp_path):

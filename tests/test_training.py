@@ -443,6 +443,8 @@ def test_settings_of_another_optimizer_are_refused(options, message):
 
 def test_no_nesterov_with_adam_asks_for_nothing_and_is_let_through():
     TrainConfig(optimizer="adam", nesterov=False).validate()
+    with pytest.raises(Lenet5Error, match="--momentum applies"):  # 0 is a value given
+        TrainConfig(optimizer="adam", momentum=0.0).validate()
 
 
 @pytest.mark.parametrize("epoch, loss, accuracy, lr, verdict", [

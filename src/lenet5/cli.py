@@ -232,11 +232,12 @@ def _data_flags(parser: argparse.ArgumentParser) -> None:
                         "at most this share of the calibration digits it accepts are read "
                         f"wrong (default: {TrainConfig.refusal_error})")
     parser.add_argument("--calibration-digits", type=int, default=None, metavar="N",
-                        help="training digits (or validation digits, with --val-size) the "
-                        "threshold is calibrated on, each redrawn as if cut out of a number, "
-                        "and half as many made-up non-digits it is measured on; fewer take "
-                        "less time (10,000: about 2.5 s on two cores) and leave the threshold "
-                        f"less sure (default: {TrainConfig.calibration_digits})")
+                        help="at most this many training digits (or validation digits, with "
+                        "--val-size) the threshold is calibrated on, each redrawn as if cut "
+                        "out of a number, and half as many made-up non-digits to measure how "
+                        "many it refuses; fewer take less time (10,000: about 2.5 s on two "
+                        "cores) and leave the threshold less sure (default: "
+                        f"{TrainConfig.calibration_digits:,})")
     parser.add_argument("--val-size", type=int, default=None,
                         help="training images held out for validation (default: "
                         f"{TrainConfig.val_size})")

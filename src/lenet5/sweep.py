@@ -64,6 +64,8 @@ def plan(base: TrainConfig, settings: list[dict], seeds: int, out: Path) -> list
         for seed in range(seeds):
             directory = out / setting_name(params) / f"seed-{seed}"
             config = dataclasses.replace(base, **params, seed=seed, out=str(directory))
+            if "optimizer" in params:  # the base's --beta1 is for the grid's Adam runs only
+                config = config.without_other_optimizers_settings()
             config.validate()
             _refuse_other_settings(directory, config)
             runs.append(Run(index, seed, directory, config, config.resolved().epochs))

@@ -58,8 +58,11 @@ DISTORTION_STREAM = 1  # with the epoch: that epoch's distortions
 NONDIGIT_STREAM = 2  # the made-up non-digits added to the training set
 CALIBRATION_STREAM = 3  # the redrawn digits and non-digits the refusal is calibrated on
 # Fewer calibration digits than this leave the threshold to a handful of wrong readings (at the
-# default --refusal-error, 1.5 of 100).
+# default 1.5% error, 100 digits allow 1.5 wrong ones).
 MIN_CALIBRATION_DIGITS = 100
+# each optimizer-specific setting -> the optimizers that take it
+OPTIMIZERS_TAKING = {name: [o for o, names in OPTIMIZER_OPTIONS.items() if name in names]
+                     for names in OPTIMIZER_OPTIONS.values() for name in names}
 
 
 @dataclass
@@ -137,16 +140,27 @@ class TrainConfig:
             self._refuse_other_optimizers_settings(resolved.optimizer)
 
     def _refuse_other_optimizers_settings(self, optimizer: str) -> None:
-        """A setting given for an optimizer this run does not use would be silently ignored
-        (--no-nesterov, which asks for nothing, is let through)."""
-        for name in dict.fromkeys(n for names in OPTIMIZER_OPTIONS.values() for n in names):
-            takers = [o for o, names in OPTIMIZER_OPTIONS.items() if name in names]
-            value = getattr(self, name)
-            if value is not None and value is not False and optimizer not in takers:
-                flag = "--" + name.replace("_", "-")
-                raise Lenet5Error(f"{flag} applies to --optimizer {' or '.join(takers)} only "
-                                  f"(this run uses {optimizer}); drop {flag} or add "
-                                  f"--optimizer {takers[0]}.")
+        """Refuse a setting of an optimizer this run does not use: it would be ignored."""
+        for name in self._other_optimizers_settings(optimizer):
+            takers = OPTIMIZERS_TAKING[name]
+            flag = "--" + name.replace("_", "-")
+            raise Lenet5Error(f"{flag} applies to --optimizer {' or '.join(takers)} only "
+                              f"(this run uses {optimizer}); drop {flag} or add "
+                              f"--optimizer {takers[0]}.")
+
+    def _other_optimizers_settings(self, optimizer: str) -> list[str]:
+        """The settings given that `optimizer` does not take (--no-nesterov, which asks for
+        nothing, is not one)."""
+        given = {name: getattr(self, name) for name in OPTIMIZERS_TAKING}
+        return [name for name, value in given.items()  # identity: --momentum 0 is given
+                if value is not None and value is not False
+                and optimizer not in OPTIMIZERS_TAKING[name]]
+
+    def without_other_optimizers_settings(self) -> TrainConfig:
+        """A copy without the settings its optimizer does not take: for a sweep whose grid
+        varies the optimizer, where the base's --beta1 is meant for the Adam runs only."""
+        unused = self._other_optimizers_settings(self.resolved().optimizer)
+        return dataclasses.replace(self, **dict.fromkeys(unused))
 
     def optimizer_spec(self) -> OptimizerSpec:
         return OptimizerSpec(name=self.optimizer, momentum=self.momentum, nesterov=self.nesterov,
