@@ -12,10 +12,12 @@ from lenet5.data.nondigits import (
     REDRAWN,
     SHARES,
     _marks,
+    calibration_pictures,
     change_strokes,
     draw,
     make_nondigits,
     redraw,
+    redrawn_digits,
     with_nondigits,
 )
 
@@ -49,6 +51,16 @@ def test_the_same_seed_gives_the_same_pictures():
     first = make_nondigits(digits, 60, np.random.default_rng(3))
     assert np.array_equal(first, make_nondigits(digits, 60, np.random.default_rng(3)))
     assert not np.array_equal(first, make_nondigits(digits, 60, np.random.default_rng(4)))
+
+
+def test_calibration_pictures_are_the_redrawn_digits_then_the_non_digits():
+    """One search for the digits' ink columns serves both, and the pictures do not change."""
+    digits = digits_like(50)
+    images, chosen, others = calibration_pictures(digits, 20, np.random.default_rng(5))
+    rng = np.random.default_rng(5)
+    again, chosen_again = redrawn_digits(digits, 20, rng)
+    assert np.array_equal(images, again) and np.array_equal(chosen, chosen_again)
+    assert np.array_equal(others, make_nondigits(digits, 10, rng))
 
 
 @pytest.mark.parametrize("kind", [k for k in SHARES if k not in (*JUNK, "printed", "glyph cut")])

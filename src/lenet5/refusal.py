@@ -35,7 +35,7 @@ from typing import Protocol
 import numpy as np
 
 from .arch import Architecture
-from .data.nondigits import change_strokes, make_nondigits, redrawn_digits
+from .data.nondigits import calibration_pictures, change_strokes
 from .errors import Lenet5Error
 from .outputs import CLASS_LOG_PROBS
 
@@ -152,13 +152,13 @@ def calibrate_model(model: Classifier, digits: np.ndarray, labels: np.ndarray, s
                     count: int = CALIBRATION_DIGITS) -> dict:
     """The refusal metadata for a trained `model`, calibrated on `count` of the `digits`
     (N, 28, 28) uint8 with their `labels`, each redrawn as a segmenter cuts digits out of
-    numbers (`data.nondigits.redrawn_digits`); `source` says what they are. Also measures
-    the share of made-up non-digits (half as many) the threshold refuses."""
-    images, chosen = redrawn_digits(digits, count, rng)  # (n, 28, 28), n <= N
+    numbers (`data.nondigits.calibration_pictures`); `source` says what they are. Also
+    measures the share of made-up non-digits (half as many) the threshold refuses."""
+    # redrawn digits (n, 28, 28), n <= N, which ones (n,), non-digits (n / 2, 28, 28)
+    images, chosen, others = calibration_pictures(digits, count, rng)
     log_p = steady_log_probs(model, images)  # (n, K)
     result = calibrate(np.exp(log_p.max(axis=1)), log_p.argmax(axis=1) == labels[chosen], source,
                        target_error)
-    others = make_nondigits(digits, len(images) // 2, rng)  # (n / 2, 28, 28)
     confidence = np.exp(steady_log_probs(model, others).max(axis=1))
     result["nondigits_refused"] = float(np.mean(confidence < result["threshold"]))
     return result

@@ -86,12 +86,25 @@ def with_nondigits(images: np.ndarray, labels: np.ndarray, fraction: float,
             np.concatenate([labels, np.full(count, NONDIGIT, np.int64)]))
 
 
-def redrawn_digits(digits: np.ndarray, n: int, rng: np.random.Generator
+def redrawn_digits(digits: np.ndarray, n: int, rng: np.random.Generator,
+                   columns: tuple[np.ndarray, np.ndarray] | None = None
                    ) -> tuple[np.ndarray, np.ndarray]:
-    """`n` of the `digits` (N, 28, 28) uint8, drawn at random, each redrawn as a segmenter
-    cuts it out of a number: (pictures (n, 28, 28) uint8, which digits (n,))."""
+    """`n` of the `digits` (N, 28, 28) uint8 (whose `_ink_columns` may be given), drawn at
+    random, each redrawn as a segmenter cuts it out of a number: (pictures (n, 28, 28) uint8,
+    which digits (n,))."""
     chosen = rng.choice(len(digits), min(n, len(digits)), replace=False)
-    return _windows(digits, _ink_columns(digits), "digit", rng, chosen), chosen
+    columns = _ink_columns(digits) if columns is None else columns
+    return _windows(digits, columns, "digit", rng, chosen), chosen
+
+
+def calibration_pictures(digits: np.ndarray, n: int, rng: np.random.Generator
+                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """What a refusal is calibrated on: `n` of the `digits` (N, 28, 28) uint8 redrawn
+    (`redrawn_digits`) and half as many made-up non-digits (`make_nondigits`), the digits'
+    ink columns found once for both: (redrawn (n, 28, 28), which digits (n,), non-digits)."""
+    columns = _ink_columns(digits)
+    images, chosen = redrawn_digits(digits, n, rng, columns)
+    return images, chosen, make_nondigits(digits, len(images) // 2, rng, columns)
 
 
 def make_nondigits(digits: np.ndarray, n: int, rng: np.random.Generator,
