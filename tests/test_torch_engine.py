@@ -33,6 +33,7 @@ from lenet5.numpy_engine.optim import Optimizer  # noqa: E402
 from lenet5.torch_engine import TorchEngine, TorchNet  # noqa: E402
 from lenet5.torch_engine.losses import LOSSES  # noqa: E402
 from lenet5.torch_engine.model import mps_available  # noqa: E402
+from lenet5.torch_engine.optim import TorchOptimizer  # noqa: E402
 from lenet5.training import TrainConfig, resume_config, train  # noqa: E402
 
 HAS_CUDA = torch.cuda.is_available()
@@ -220,6 +221,73 @@ def test_optimizer_steps_match_numpy(arch, spec, dtype, device):
     assert set(state) == set(expected_state)
     for name, value in expected_state.items():
         assert_close(state[name], value, tol, name)
+
+
+TORCH_OPTIMS = {**{name: spec for name, spec in OPTIMIZERS.items() if name != "sdlm"},
+                "sgd-plain": OptimizerSpec("sgd", momentum=0.0),
+                "sgd-momentum": OptimizerSpec("sgd", momentum=0.9, nesterov=False)}
+
+
+def torch_optim(spec: OptimizerSpec, params: list) -> "torch.optim.Optimizer":
+    """torch.optim's own class for ``spec``, fused, as the torch engine's updates must be."""
+    if spec.name == "sgd":
+        return torch.optim.SGD(params, lr=0.0, momentum=spec.momentum, nesterov=spec.nesterov,
+                               weight_decay=spec.weight_decay, fused=True)
+    cls = torch.optim.AdamW if spec.name == "adamw" else torch.optim.Adam
+    return cls(params, lr=0.0, betas=(spec.beta1, spec.beta2), eps=spec.eps,
+               weight_decay=spec.weight_decay, fused=True)
+
+
+@pytest.mark.parametrize("spec", TORCH_OPTIMS.values(), ids=TORCH_OPTIMS)
+def test_optimizer_steps_are_torch_optims_bit_for_bit(spec):
+    """The fused kernels, called directly, update exactly as torch.optim's classes do, also
+    after the state went through a file's flat arrays halfway."""
+    gen = torch.Generator().manual_seed(0)
+    shapes = [(6, 1, 5, 5), (6,), (10, 84)]
+    ours = [torch.nn.Parameter(torch.randn(s, generator=gen)) for s in shapes]
+    theirs = [torch.nn.Parameter(p.detach().clone()) for p in ours]
+    named = {f"p{i}": p for i, p in enumerate(ours)}
+    optimizer, reference = TorchOptimizer(spec, named), torch_optim(spec, theirs)
+    for step in range(6):
+        if step == 3:  # resumed from its saved state
+            optimizer_state = optimizer.state_dict()
+            optimizer = TorchOptimizer(spec, named)
+            optimizer.load_state_dict(optimizer_state)
+        lr = 0.05 / (step + 1)
+        for p, q in zip(ours, theirs, strict=True):
+            p.grad = torch.randn(p.shape, generator=gen)
+            q.grad = p.grad.clone()
+        optimizer.step(lr)
+        for group in reference.param_groups:
+            group["lr"] = lr
+        reference.step()
+        for p, q in zip(ours, theirs, strict=True):
+            assert torch.equal(p, q), step
+
+
+def test_training_does_not_import_torch_dynamo(tmp_path):
+    """torch.optim's classes import torch._dynamo on first use (1.9 s of a command's start);
+    the engine's updates go around them."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent("""
+        import sys, numpy as np
+        from lenet5.arch import LENET5, init_params
+        from lenet5.hparams import OptimizerSpec
+        from lenet5.torch_engine import TorchEngine
+        x, y = np.zeros((4, 1, 32, 32), np.float32), np.arange(4)
+        for name in ("sgd", "adam", "adamw", "sdlm"):
+            engine = TorchEngine(LENET5, init_params(LENET5, 0), OptimizerSpec(name), "cpu")
+            engine.bind_training_data(x, y)
+            engine.train_step(np.arange(4), 1e-3)
+            engine.load_optimizer_state(engine.optimizer_state())
+        print("torch._dynamo" in sys.modules)
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "False"
 
 
 @pytest.mark.parametrize("spec", OPTIMIZERS.values(), ids=OPTIMIZERS)
