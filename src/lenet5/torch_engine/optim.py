@@ -34,7 +34,7 @@ class TorchOptimizer:
                       for slot in OPTIMIZER_SLOTS[spec.name]}
         # Adam's step count, per parameter, as torch's fused Adam keeps it
         self.step_counts = [torch.zeros((), dtype=torch.float32, device=p.device)
-                            for p in tensors]
+                            for p in tensors] if spec.name in ("adam", "adamw") else []
 
     def zero_grad(self) -> None:
         for p in self.tensors:
