@@ -53,6 +53,25 @@ def test_the_same_seed_gives_the_same_pictures():
     assert not np.array_equal(first, make_nondigits(digits, 60, np.random.default_rng(4)))
 
 
+def test_the_pictures_are_the_same_on_one_thread_and_on_two(monkeypatch):
+    """Blocks of pictures are finished on every core (`threads.over_blocks`), their random
+    choices drawn first: the cores they ran on change no pixel."""
+    from threadpoolctl import threadpool_limits
+
+    from lenet5 import threads
+
+    for name in threads.THREAD_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    threads._blas_threads.cache_clear()
+    digits, labels = digits_like(600), np.arange(600) % 10
+    made = []
+    for blas_threads in (1, 2):
+        with threadpool_limits(blas_threads, user_api="blas"):
+            made.append(with_nondigits(digits, labels, 0.5, np.random.default_rng(7))[0])
+    threads._blas_threads.cache_clear()
+    assert np.array_equal(*made)
+
+
 def test_calibration_pictures_are_the_redrawn_digits_then_the_non_digits():
     """One search for the digits' ink columns serves both, and the pictures do not change."""
     digits = digits_like(50)

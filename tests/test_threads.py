@@ -67,3 +67,19 @@ def test_run_parts_keeps_the_order_and_waits_for_every_part():
         with pytest.raises(ValueError, match="part 0"):
             run_parts(pool, parts, first_fails)
     assert sorted(done) == [1, 2, 3]
+
+
+def test_over_blocks_computes_every_block_once_on_any_number_of_threads(monkeypatch):
+    for name in THREAD_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    threads._blas_threads.cache_clear()
+    for blas_threads in (1, 2):
+        with threadpool_limits(blas_threads, user_api="blas"):
+            seen = []
+            threads.over_blocks(1000, 256, seen.append)  # list.append is thread-safe
+            assert sorted((part.start, part.stop) for part in seen) == [
+                (0, 256), (256, 512), (512, 768), (768, 1000)]
+            seen.clear()
+            threads.over_blocks(0, 256, seen.append)
+            assert seen == []
+    threads._blas_threads.cache_clear()

@@ -9,7 +9,7 @@ import contextlib
 import functools
 import os
 from collections.abc import Callable
-from concurrent.futures import Executor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import TypeVar
 
 from threadpoolctl import ThreadpoolController
@@ -55,9 +55,10 @@ def blas_threads_for(batch_size: int) -> contextlib.AbstractContextManager:
 
 
 def compute_workers() -> int:
-    """How many threads a NumPy engine may split each batch over, each running BLAS on one
-    thread: as many as BLAS would use now (one per core, or fewer where a caller limited it,
-    as `lenet5 sweep` does for each of its runs); one where the user set a thread count."""
+    """How many threads NumPy work may be split over (a NumPy engine's batch, each part
+    running BLAS on one thread; blocks of pictures): as many as BLAS would use now (one per
+    core, or fewer where a caller limited it, as `lenet5 sweep` does for each of its runs);
+    one where the user set a thread count."""
     controller = _blas_threads()
     if controller is None:
         return 1
@@ -85,3 +86,19 @@ def part_slices(n: int, workers: int) -> list[slice]:
     parts = max(1, min(workers, n // MIN_PART_IMAGES))
     bounds = [n * i // parts for i in range(parts + 1)]
     return [slice(a, b) for a, b in zip(bounds, bounds[1:], strict=False)]
+
+
+def over_blocks(n: int, block: int, compute: Callable[[slice], object]) -> None:
+    """``compute(part)`` for every run of ``block`` consecutive items of range(n), on
+    ``compute_workers`` threads at once. For work in which each part writes its own slice of
+    an output and draws no random numbers, so the result is the same on any number of cores;
+    NumPy releases the GIL in its array operations, so parts of a few hundred pictures keep
+    both cores busy."""
+    parts = [slice(start, min(start + block, n)) for start in range(0, n, block)]
+    workers = min(compute_workers(), len(parts))
+    if workers <= 1:
+        for part in parts:
+            compute(part)
+        return
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(compute, parts))

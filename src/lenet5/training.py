@@ -19,7 +19,6 @@ import sys
 import time
 import typing
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,7 +47,7 @@ from .hparams import (
 )
 from .model import Model
 from .refusal import CALIBRATION_DIGITS, METADATA_KEY, TARGET_ERROR, calibrate_model
-from .threads import compute_workers
+from .threads import over_blocks
 from .version import __version__
 
 Log = Callable[[str], None]
@@ -225,7 +224,7 @@ def load_training_data(config: TrainConfig, arch: Architecture, log: Log) -> Tra
 class EpochInputs:
     """Binds each epoch's training inputs to the engine: the clean inputs once, or fresh random
     distortions every epoch, written over the previous epoch's array. Inputs are made in
-    chunks that stay in the CPU's caches, on one thread per core (``threads.compute_workers``)."""
+    chunks that stay in the CPU's caches, on one thread per core (``threads.over_blocks``)."""
 
     def __init__(self, config: TrainConfig, data: TrainingData, engine: Engine):
         self.config, self.data, self.engine = config, data, engine
@@ -237,11 +236,8 @@ class EpochInputs:
 
     def _prepare(self, images_of: Callable[[slice], np.ndarray]) -> None:
         """self.inputs[part] = the prepared ``images_of(part)``, for chunks of every image."""
-        n = len(self.inputs)
-        chunks = [slice(i, min(i + INPUT_CHUNK, n)) for i in range(0, n, INPUT_CHUNK)]
-        with ThreadPoolExecutor(compute_workers()) as pool:
-            list(pool.map(lambda part: prepare_inputs(images_of(part), self.data.normalization,
-                                                      out=self.inputs[part]), chunks))
+        over_blocks(len(self.inputs), INPUT_CHUNK, lambda part: prepare_inputs(
+            images_of(part), self.data.normalization, out=self.inputs[part]))
 
     def bind(self, epoch: int) -> None:
         if self.config.augment == "none":

@@ -22,7 +22,9 @@ the shortcut "drawn by this module = not a digit" and refuses any digit not draw
 MNIST's were -- every photographed one.
 
 Everything is vectorised over the pictures: strokes are drawn as distance fields, windows are
-cut with masks and finished with one bilinear gather.
+cut with masks and finished with one bilinear gather, in blocks spread over the cores
+(`threads.over_blocks`; the random choices are all drawn first, so the pictures are the same on
+any number of cores).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from lenet5.arch import NONDIGIT
 from lenet5.data.distortions import BLOCK, bilinear
 from lenet5.data.glyphs import glyph_segments, printed_glyphs
 from lenet5.reflect import mirrored
+from lenet5.threads import over_blocks
 
 SHARES = {"glyph": 0.1, "printed": 0.08, "glyph cut": 0.08, "strokes": 0.1, "scribble": 0.07,
           "hatching": 0.06, "polygon": 0.06, "blot": 0.03, "merge": 0.21, "cut": 0.21}
@@ -222,14 +225,17 @@ def draw(segments: np.ndarray, pens: np.ndarray) -> np.ndarray:
     to 0 over one pixel (antialiased).
     """
     out = np.empty((len(segments), CANVAS, CANVAS), np.uint8)
-    for start in range(0, len(segments), BLOCK):
-        block, pen = segments[start : start + BLOCK], pens[start : start + BLOCK]
+
+    def draw_block(part: slice) -> None:
+        block, pen = segments[part], pens[part]
         xs, ys = block[..., 0::2], block[..., 1::2]  # (m, S, 2) each
         low = np.stack([np.nanmin(xs, (1, 2)), np.nanmin(ys, (1, 2))], 1) - pen[:, None]
         high = np.stack([np.nanmax(xs, (1, 2)), np.nanmax(ys, (1, 2))], 1) + pen[:, None]
         scale = BOX_SIDE / (high - low).max(axis=1)  # (m,) units -> pixels
         offset = CENTRE - scale[:, None] * (low + high) / 2  # (m, 2): the box centred
-        out[start : start + BLOCK] = np.rint(255 * _render(block, pen, scale, offset))
+        out[part] = np.rint(255 * _render(block, pen, scale, offset))
+
+    over_blocks(len(segments), BLOCK, draw_block)  # the working arrays stay in the CPU cache
     return out
 
 
@@ -342,10 +348,11 @@ def redraw(ink: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     tilt = np.deg2rad(rng.uniform(-MAX_TILT, MAX_TILT, n))
     slant = rng.uniform(-MAX_SLANT, MAX_SLANT, n)
     out = np.empty((n, CANVAS, CANVAS), np.uint8)
-    for start in range(0, n, BLOCK):  # blocks: the working arrays stay in the CPU cache
-        block = slice(start, start + BLOCK)
-        out[block] = _redraw(ink[block], strokes[block], sigma[block], tilt[block],
-                             slant[block])
+
+    def redraw_block(part: slice) -> None:
+        out[part] = _redraw(ink[part], strokes[part], sigma[part], tilt[part], slant[part])
+
+    over_blocks(n, BLOCK, redraw_block)  # the working arrays stay in the CPU cache
     return out
 
 
