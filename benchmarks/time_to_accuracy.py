@@ -144,7 +144,7 @@ def main() -> None:
     args = parser.parse_args()
     cases = [(e, d) for e in args.engine for d in args.device if e == "torch" or d == "cpu"]
     load_before = os.getloadavg()[0]
-    rows = []
+    rows, log = [], []  # log: one line per command, printed as it ends and kept in the file
     with tempfile.TemporaryDirectory() as tmp:
         for engine, device in cases:
             compile_net = args.compile and engine == "torch"
@@ -159,15 +159,15 @@ def main() -> None:
                 trainings.append(training_clock(engine, device, seed,
                                                 Path(tmp) / f"{engine}-{device}-{seed}-in",
                                                 compile_net))
-                print(f"{engine} {device} seed {seed}: "
-                      + (f"tutorial epoch {tutorial:.2f} s, " if tutorial else "")
-                      + f"command {commands[-1]['seconds']:.2f} s, "
-                      f"test {100 * commands[-1]['test_acc']:.2f}%; training to 99%: "
-                      + (f"{trainings[-1]['seconds']:.2f} s" if trainings[-1]["seconds"]
-                         else "not reached")
-                      + ", epochs " + ", ".join(f"{100 * a:.2f}%"
-                                                for a in trainings[-1]["test_accs"]),
-                      file=sys.stderr, flush=True)
+                log.append(f"{engine} {device} seed {seed}: "
+                           + (f"tutorial epoch {tutorial:.2f} s, " if tutorial else "")
+                           + f"command {commands[-1]['seconds']:.2f} s, "
+                           f"test {100 * commands[-1]['test_acc']:.2f}%; training to 99%: "
+                           + (f"{trainings[-1]['seconds']:.2f} s" if trainings[-1]["seconds"]
+                              else "not reached")
+                           + ", epochs " + ", ".join(f"{100 * a:.2f}%"
+                                                     for a in trainings[-1]["test_accs"]))
+                print(log[-1], file=sys.stderr, flush=True)
             rows.append((engine, device, commands, trainings))
     load_after = os.getloadavg()[0]
     lines = [
@@ -195,7 +195,8 @@ def main() -> None:
                      f"{100 * statistics.mean(accs):.2f}% ({100 * min(accs):.2f}%) | "
                      f"{sum(a >= TARGET for a in accs)} of {len(accs)} | {to_target} |")
     devices = sorted({device for _, device, _, _ in rows})
-    lines += ["", *[f"Device {d}: {device_name(d)}." for d in devices]]
+    lines += ["", *[f"Device {d}: {device_name(d)}." for d in devices], "",
+              "The run's lines, one per command:", "", "```", *log, "```"]
     write_results(args.out, "\n".join(lines) + "\n")
 
 

@@ -75,6 +75,8 @@ def test_over_blocks_computes_every_block_once_on_any_number_of_threads(monkeypa
     threads._blas_threads.cache_clear()
     for blas_threads in (1, 2):
         with threadpool_limits(blas_threads, user_api="blas"):
+            if threads.compute_workers() != blas_threads:
+                pytest.skip("this BLAS cannot run two threads")
             seen = []
             threads.over_blocks(1000, 256, seen.append)  # list.append is thread-safe
             assert sorted((part.start, part.stop) for part in seen) == [

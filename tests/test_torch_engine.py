@@ -239,13 +239,22 @@ def torch_optim(spec: OptimizerSpec, params: list) -> "torch.optim.Optimizer":
 
 
 @pytest.mark.parametrize("spec", TORCH_OPTIMS.values(), ids=TORCH_OPTIMS)
-def test_optimizer_steps_are_torch_optims_bit_for_bit(spec):
-    """The fused kernels, called directly, update exactly as torch.optim's classes do, also
-    after the state went through a file's flat arrays halfway."""
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("device", DEVICES)
+def test_optimizer_steps_are_torch_optims_bit_for_bit(spec, dtype, device):
+    """The fused kernels, called directly, update exactly as torch.optim's classes do: on
+    each device, in float64 too, on weights stored channels-last as the engine keeps them on
+    CPU, and after the state went through a file's flat arrays halfway."""
+    skip_float64_on_mps(np.float64 if dtype == torch.float64 else np.float32, device)
     gen = torch.Generator().manual_seed(0)
-    shapes = [(6, 1, 5, 5), (6,), (10, 84)]
-    ours = [torch.nn.Parameter(torch.randn(s, generator=gen)) for s in shapes]
-    theirs = [torch.nn.Parameter(p.detach().clone()) for p in ours]
+    shapes = [(6, 1, 5, 5), (16, 6, 5, 5), (6,), (10, 84)]
+    values = [torch.randn(s, generator=gen, dtype=dtype) for s in shapes]
+    values[1] = values[1].contiguous(memory_format=torch.channels_last)
+
+    def parameters():
+        return [torch.nn.Parameter(torch.empty_like(v, device=device).copy_(v)) for v in values]
+
+    ours, theirs = parameters(), parameters()
     named = {f"p{i}": p for i, p in enumerate(ours)}
     optimizer, reference = TorchOptimizer(spec, named), torch_optim(spec, theirs)
     for step in range(6):
@@ -255,7 +264,7 @@ def test_optimizer_steps_are_torch_optims_bit_for_bit(spec):
             optimizer.load_state_dict(optimizer_state)
         lr = 0.05 / (step + 1)
         for p, q in zip(ours, theirs, strict=True):
-            p.grad = torch.randn(p.shape, generator=gen)
+            p.grad = torch.empty_like(p).copy_(torch.randn(p.shape, generator=gen, dtype=dtype))
             q.grad = p.grad.clone()
         optimizer.step(lr)
         for group in reference.param_groups:
@@ -265,9 +274,29 @@ def test_optimizer_steps_are_torch_optims_bit_for_bit(spec):
             assert torch.equal(p, q), step
 
 
+def test_sgd_state_saved_before_the_first_step_starts_afresh():
+    """With no step taken, SGD's momentum buffer starts as the first gradient whatever the
+    saved buffer holds, as in torch.optim (which keeps no state before its first step) and
+    the NumPy engine."""
+    spec = OptimizerSpec("sgd", momentum=0.9, nesterov=True)
+    gen = torch.Generator().manual_seed(1)
+    weight = torch.randn(6, 5, generator=gen)
+    ours, theirs = torch.nn.Parameter(weight.clone()), torch.nn.Parameter(weight.clone())
+    optimizer = TorchOptimizer(spec, {"w": ours})
+    optimizer.load_state_dict({"momentum_buffer.w": np.full((6, 5), 7.0, np.float32),
+                               "steps": np.array([0], dtype=np.int64)})
+    reference = torch_optim(spec, [theirs])
+    ours.grad = torch.randn(6, 5, generator=gen)
+    theirs.grad = ours.grad.clone()
+    optimizer.step(0.1)
+    reference.param_groups[0]["lr"] = 0.1
+    reference.step()
+    assert torch.equal(ours, theirs)
+
+
 def test_training_does_not_import_torch_dynamo(tmp_path):
-    """torch.optim's classes import torch._dynamo on first use (1.9 s of a command's start);
-    the engine's updates go around them."""
+    """Creating one of torch.optim's classes imports torch._dynamo (1.5-2 s of a command's
+    start); the engine's updates go around them."""
     import subprocess
     import sys
     import textwrap

@@ -1,4 +1,5 @@
-"""How many threads BLAS may use, for the engines and the server.
+"""How many threads BLAS may use, for the engines and the server, and NumPy work spread over
+the cores (a NumPy engine's batch in parts, pictures in blocks).
 
 A user who sets a thread count in the environment keeps it: lenet5 then changes nothing.
 """

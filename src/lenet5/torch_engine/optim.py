@@ -3,8 +3,8 @@
 SGD, Adam and AdamW run the kernels torch.optim's own classes run with ``fused=True``
 (``torch._fused_sgd_``, ``torch._fused_adam_``, ``torch._fused_adamw_``), called with the
 arguments those classes pass for one group of parameters, so each update is bit for bit
-torch.optim's (tests check it). The classes themselves are not used: their first use imports
-``torch._dynamo``, 1.9 s of every training command's start on the 2-core machine (about a
+torch.optim's (tests check it). The classes themselves are not used: creating one imports
+``torch._dynamo``, 1.5-2 s of every training command's start on the 2-core machine (about a
 tenth of `lenet5 train --recipe fast --engine torch`). SDLM (LeCun et al. 1998, appendix C),
 which torch lacks, is a few tensor operations with the NumPy engine's rule. The state is
 saved under ``hparams.OPTIMIZER_SLOTS``' names (``<slot>.<param name>`` plus ``steps``), so a
@@ -21,7 +21,7 @@ from ..hparams import OPTIMIZER_SLOTS, SDLM_MU, OptimizerSpec
 
 class TorchOptimizer:
     """One update rule over named parameters; ``step(lr)`` updates them from the gradients
-    already in their ``.grad``."""
+    already in their ``.grad`` (every parameter has one: the engine computes them all)."""
 
     def __init__(self, spec: OptimizerSpec, params: dict[str, torch.nn.Parameter]):
         self.spec = spec
