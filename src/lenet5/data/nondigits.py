@@ -29,6 +29,8 @@ any number of cores).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from lenet5.arch import NONDIGIT
@@ -283,10 +285,6 @@ def _windows(digits: np.ndarray, columns: tuple[np.ndarray, np.ndarray], kind: s
     shift = l1 + rng.integers(MAX_GAP[0], MAX_GAP[1] + 1, n) - r0  # (n,) right digit's column 0
     cols = np.arange(wide)[None, :] - shift[:, None]  # (n, 84) its column under each
     inside = (cols >= 0) & (cols < CANVAS)
-    canvas = np.zeros((n, CANVAS, wide), np.uint8)  # (n, 28, 84)
-    canvas[:, :, :CANVAS] = digits[lefts]
-    moved = np.take_along_axis(digits[rights], np.clip(cols, 0, CANVAS - 1)[:, None, :], axis=2)
-    canvas = np.maximum(canvas, moved * inside[:, None, :])
     if kind == "digit":
         x0, x1 = l0, l1
     elif kind == "merge":  # from inside the left digit to inside the right one
@@ -299,7 +297,16 @@ def _windows(digits: np.ndarray, columns: tuple[np.ndarray, np.ndarray], kind: s
         x0, x1 = np.where(keep_left, l0, cut), np.where(keep_left, cut, l1)
     column = np.arange(wide)[None, :]
     window = (column >= x0[:, None]) & (column < x1[:, None])  # (n, 84)
-    return redraw(canvas * window[:, None, :], rng)
+
+    def windowed(part: slice) -> np.ndarray:  # the pair written side by side, windowed
+        canvas = np.zeros((len(window[part]), CANVAS, wide), np.uint8)  # (m, 28, 84)
+        canvas[:, :, :CANVAS] = digits[lefts[part]]
+        moved = np.take_along_axis(digits[rights[part]],
+                                   np.clip(cols[part], 0, CANVAS - 1)[:, None, :], axis=2)
+        np.maximum(canvas, moved * inside[part, None, :], out=canvas)
+        return canvas * window[part, None, :]
+
+    return _redrawn(n, windowed, rng)
 
 
 def change_strokes(ink: np.ndarray, pixels: int) -> np.ndarray:
@@ -342,7 +349,14 @@ def redraw(ink: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     its strokes thinned or thickened (STROKES), slanted, tilted, blurred by one of BLUR,
     scaled so the box of its ink of at least INK has a longer side of 20 px, its centre of
     mass at (14, 14), its brightest pixel 255."""
-    n = len(ink)
+    return _redrawn(len(ink), lambda part: ink[part], rng)
+
+
+def _redrawn(n: int, ink_of: Callable[[slice], np.ndarray], rng: np.random.Generator
+             ) -> np.ndarray:
+    """`redraw` of n pictures whose ink `ink_of(part)` gives for a slice of them (m, H, W):
+    each block's pictures are made as it is finished, so they stay in the CPU's cache, on
+    whichever core finishes it; the random choices are all drawn first."""
     strokes = rng.choice(list(STROKES), n, p=list(STROKES.values()))
     sigma = rng.choice(BLUR, n)
     tilt = np.deg2rad(rng.uniform(-MAX_TILT, MAX_TILT, n))
@@ -350,9 +364,9 @@ def redraw(ink: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     out = np.empty((n, CANVAS, CANVAS), np.uint8)
 
     def redraw_block(part: slice) -> None:
-        out[part] = _redraw(ink[part], strokes[part], sigma[part], tilt[part], slant[part])
+        out[part] = _redraw(ink_of(part), strokes[part], sigma[part], tilt[part], slant[part])
 
-    over_blocks(n, BLOCK, redraw_block)  # the working arrays stay in the CPU cache
+    over_blocks(n, BLOCK, redraw_block)
     return out
 
 
