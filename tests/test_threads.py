@@ -1,5 +1,7 @@
 """`lenet5.threads`: small training steps run on one BLAS thread unless the user chose."""
 
+import threading
+
 import pytest
 from threadpoolctl import threadpool_info, threadpool_limits
 
@@ -85,3 +87,25 @@ def test_over_blocks_computes_every_block_once_on_any_number_of_threads(monkeypa
             threads.over_blocks(0, 256, seen.append)
             assert seen == []
     threads._blas_threads.cache_clear()
+
+
+def test_over_blocks_draws_on_the_calling_thread_in_order(monkeypatch):
+    """What ``draw`` makes for a part (random numbers, in the stream's order) reaches that
+    part's ``compute``, whichever thread runs it."""
+    for name in THREAD_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    threads._blas_threads.cache_clear()
+    drawn, got = [], []
+
+    def draw(part):
+        drawn.append(part.start)
+        return part.start, threading.get_ident()
+
+    with threadpool_limits(2, user_api="blas"):
+        if threads.compute_workers() != 2:
+            pytest.skip("this BLAS cannot run two threads")
+        threads.over_blocks(1000, 100, lambda part, *made: got.append((part.start, *made)),
+                            draw)
+    threads._blas_threads.cache_clear()
+    assert drawn == list(range(0, 1000, 100))
+    assert sorted(got) == [(start, start, threading.get_ident()) for start in drawn]

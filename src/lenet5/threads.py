@@ -6,11 +6,12 @@ A user who sets a thread count in the environment keeps it: lenet5 then changes 
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import functools
 import os
 from collections.abc import Callable
-from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import TypeVar
 
 from threadpoolctl import ThreadpoolController
@@ -89,17 +90,26 @@ def part_slices(n: int, workers: int) -> list[slice]:
     return [slice(a, b) for a, b in zip(bounds, bounds[1:], strict=False)]
 
 
-def over_blocks(n: int, block: int, compute: Callable[[slice], object]) -> None:
-    """``compute(part)`` for every run of ``block`` consecutive items of range(n), on
-    ``compute_workers`` threads at once. For work in which each part writes its own slice of
-    an output and draws no random numbers, so the result is the same on any number of cores;
-    NumPy releases the GIL in its array operations, so parts of a few hundred pictures keep
-    both cores busy."""
+def over_blocks(n: int, block: int, compute: Callable[..., object],
+                draw: Callable[[slice], tuple] = lambda part: ()) -> None:
+    """``compute(part, *draw(part))`` for every run ``part`` of ``block`` consecutive items of
+    range(n), on ``compute_workers`` threads at once. ``draw`` runs on this thread, one part
+    after another in order: where random numbers are drawn, so that their stream, and so the
+    result, is the same on any number of cores. Each ``compute`` writes only its own part of
+    an output. At most two parts per thread wait at a time, so what ``draw`` makes for all
+    of them need not fit in memory at once. NumPy releases the GIL in its array operations,
+    so parts of a few hundred pictures keep every core busy."""
     parts = [slice(start, min(start + block, n)) for start in range(0, n, block)]
     workers = min(compute_workers(), len(parts))
     if workers <= 1:
         for part in parts:
-            compute(part)
+            compute(part, *draw(part))
         return
-    with ThreadPoolExecutor(workers) as pool:
-        list(pool.map(compute, parts))
+    with one_blas_thread(), ThreadPoolExecutor(workers) as pool:  # BLAS: one core each
+        waiting: collections.deque[Future] = collections.deque()
+        for part in parts:
+            if len(waiting) >= 2 * workers:
+                waiting.popleft().result()
+            waiting.append(pool.submit(compute, part, *draw(part)))
+        for future in waiting:
+            future.result()

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from lenet5.threads import over_blocks
+
 MAX_PIXEL_SHIFT = 2  # --augment shift: whole pixels, each axis
 # --augment affine's ranges, chosen by measurement: benchmarks/results/lenet5_1998_settings.md.
 MAX_SHIFT = 1.0  # pixels, each axis
@@ -50,15 +52,22 @@ def random_affine(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndar
     return np.linalg.inv(forward), shifts  # output pixel -> where to read it from
 
 
-def elastic_fields(n: int, h: int, w: int, rng: np.random.Generator) -> np.ndarray:
-    """(n, 2, h, w) float32 smooth random displacements in pixels (Simard et al. 2003): uniform
-    noise in [-1, 1] per pixel, Gaussian-smoothed (zero outside the image, the kernel cut at
-    4 sigma, as scipy.ndimage.gaussian_filter does), times alpha. The separable smoothing is
-    two small matrix products, G_h @ noise @ G_w^T, which run several times faster than
-    gaussian_filter on these tiny images."""
+def elastic_noise(n: int, h: int, w: int, rng: np.random.Generator) -> np.ndarray:
+    """(n, 2, h, w) float32 uniform noise in [-1, 1) per pixel, which `smoothed` turns into
+    displacements."""
     noise = rng.random((n, 2, h, w), dtype=np.float32)
     noise *= 2.0
-    noise -= 1.0  # uniform in [-1, 1)
+    noise -= 1.0
+    return noise
+
+
+def smoothed(noise: np.ndarray) -> np.ndarray:
+    """Smooth random displacements in pixels (Simard et al. 2003) from `elastic_noise` (n, 2,
+    h, w): Gaussian-smoothed (zero outside the image, the kernel cut at 4 sigma, as
+    scipy.ndimage.gaussian_filter does), times alpha. The separable smoothing is two small
+    matrix products, G_h @ noise @ G_w^T, which run several times faster than
+    gaussian_filter on these tiny images."""
+    n, _, h, w = noise.shape
     along_rows = (noise.reshape(-1, w) @ gaussian_matrix(w).T).reshape(n, 2, h, w)  # one GEMM
     return ELASTIC_ALPHA * (gaussian_matrix(h) @ along_rows)
 
@@ -112,13 +121,20 @@ def distort(images: np.ndarray, rng: np.random.Generator, elastic: bool = False)
     centre = np.array([(h - 1) / 2, (w - 1) / 2])
     rows, cols = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
     grid = np.stack([rows.ravel(), cols.ravel()]) - centre[:, None]  # (2, H*W) about centre
-    for start in range(0, n, BLOCK):
-        stop = min(start + BLOCK, n)
-        inverse, shifts = random_affine(stop - start, rng)
+
+    def draw(part: slice) -> tuple:  # block by block, in order: always the same stream
+        m = part.stop - part.start
+        inverse, shifts = random_affine(m, rng)
+        return inverse, shifts, (elastic_noise(m, h, w, rng) if elastic else None)
+
+    def distort_block(part: slice, inverse: np.ndarray, shifts: np.ndarray,
+                      noise: np.ndarray | None) -> None:
         src = (inverse @ grid + (centre + shifts)[:, :, None]).astype(np.float32)  # (m, 2, H*W)
-        if elastic:
-            src += elastic_fields(stop - start, h, w, rng).reshape(-1, 2, h * w)
-        out[start:stop] = bilinear(images[start:stop], src).reshape(-1, h, w)
+        if noise is not None:
+            src += smoothed(noise).reshape(-1, 2, h * w)
+        out[part] = bilinear(images[part], src).reshape(-1, h, w)
+
+    over_blocks(n, BLOCK, distort_block, draw)  # blocks: ~1 MB arrays stay in the CPU cache
     return out
 
 
