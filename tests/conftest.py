@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 
 import numpy as np
@@ -90,3 +91,27 @@ def serve():
 def rng() -> np.random.Generator:
     """A fixed-seed generator (some test files keep their own seed)."""
     return np.random.default_rng(0)
+
+
+@pytest.fixture
+def compute_threads(monkeypatch):
+    """``with compute_threads(k):`` runs its block with lenet5 splitting work over k threads,
+    as on a k-core machine (the test is skipped where this BLAS cannot run k threads); no
+    thread count is set in the environment meanwhile, so lenet5 chooses."""
+    from threadpoolctl import threadpool_limits
+
+    from lenet5 import threads
+
+    for name in threads.THREAD_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    threads._blas_threads.cache_clear()
+
+    @contextlib.contextmanager
+    def limited(workers: int):
+        with threadpool_limits(workers, user_api="blas"):
+            if threads.compute_workers() != workers:
+                pytest.skip(f"this BLAS cannot run {workers} threads")
+            yield
+
+    yield limited
+    threads._blas_threads.cache_clear()

@@ -88,25 +88,15 @@ def test_elastic_fields_are_smooth_pixel_scale_displacements():
     assert neighbour_step < 0.25 * typical  # smooth: neighbours move together
 
 
-def test_distortions_are_the_same_on_one_thread_and_on_two(monkeypatch):
+def test_distortions_are_the_same_on_one_thread_and_on_two(compute_threads):
     """Blocks of images are distorted on every core (`threads.over_blocks`), their random
     numbers drawn in block order on one thread: the cores change no pixel."""
-    from threadpoolctl import threadpool_limits
-
-    from lenet5 import threads
-
-    for name in threads.THREAD_VARIABLES:
-        monkeypatch.delenv(name, raising=False)
-    threads._blas_threads.cache_clear()
     images = (np.random.default_rng(1).random((1000, 28, 28)) * 255).astype(np.uint8)  # 4 blocks
     made = []
     for workers in (1, 2):
-        with threadpool_limits(workers, user_api="blas"):
-            if threads.compute_workers() != workers:
-                pytest.skip("this BLAS cannot run two threads")
+        with compute_threads(workers):
             made.append([D.distort(images, np.random.default_rng(2), elastic=elastic)
                          for elastic in (False, True)])
-    threads._blas_threads.cache_clear()
     for one_thread, two_threads in zip(*made, strict=True):
         assert np.array_equal(one_thread, two_threads)
 

@@ -53,26 +53,16 @@ def test_the_same_seed_gives_the_same_pictures():
     assert not np.array_equal(first, make_nondigits(digits, 60, np.random.default_rng(4)))
 
 
-def test_the_pictures_are_the_same_on_one_thread_and_on_two(monkeypatch):
+def test_the_pictures_are_the_same_on_one_thread_and_on_two(compute_threads):
     """Blocks of pictures are drawn and finished on every core (`threads.over_blocks`), their
     random choices drawn first: the cores they ran on change no pixel."""
-    from threadpoolctl import threadpool_limits
-
-    from lenet5 import threads
-
-    for name in threads.THREAD_VARIABLES:
-        monkeypatch.delenv(name, raising=False)
-    threads._blas_threads.cache_clear()
     digits, labels = digits_like(600), np.arange(600) % 10
     made = []
     for workers in (1, 2):
-        with threadpool_limits(workers, user_api="blas"):
-            if threads.compute_workers() != workers:
-                pytest.skip("this BLAS cannot run two threads")
+        with compute_threads(workers):
             segments, pens = _marks("strokes", 600, np.random.default_rng(6))  # 3 blocks
             made.append((draw(segments, pens),
                          with_nondigits(digits, labels, 0.5, np.random.default_rng(7))[0]))
-    threads._blas_threads.cache_clear()
     for one_thread, two_threads in zip(*made, strict=True):
         assert np.array_equal(one_thread, two_threads)
 

@@ -71,14 +71,9 @@ def test_run_parts_keeps_the_order_and_waits_for_every_part():
     assert sorted(done) == [1, 2, 3]
 
 
-def test_over_blocks_computes_every_block_once_on_any_number_of_threads(monkeypatch):
-    for name in THREAD_VARIABLES:
-        monkeypatch.delenv(name, raising=False)
-    threads._blas_threads.cache_clear()
-    for blas_threads in (1, 2):
-        with threadpool_limits(blas_threads, user_api="blas"):
-            if threads.compute_workers() != blas_threads:
-                pytest.skip("this BLAS cannot run two threads")
+def test_over_blocks_computes_every_block_once_on_any_number_of_threads(compute_threads):
+    for workers in (1, 2):
+        with compute_threads(workers):
             seen = []
             threads.over_blocks(1000, 256, seen.append)  # list.append is thread-safe
             assert sorted((part.start, part.stop) for part in seen) == [
@@ -86,26 +81,19 @@ def test_over_blocks_computes_every_block_once_on_any_number_of_threads(monkeypa
             seen.clear()
             threads.over_blocks(0, 256, seen.append)
             assert seen == []
-    threads._blas_threads.cache_clear()
 
 
-def test_over_blocks_draws_on_the_calling_thread_in_order(monkeypatch):
+def test_over_blocks_draws_on_the_calling_thread_in_order(compute_threads):
     """What ``draw`` makes for a part (random numbers, in the stream's order) reaches that
     part's ``compute``, whichever thread runs it."""
-    for name in THREAD_VARIABLES:
-        monkeypatch.delenv(name, raising=False)
-    threads._blas_threads.cache_clear()
     drawn, got = [], []
 
     def draw(part):
         drawn.append(part.start)
         return part.start, threading.get_ident()
 
-    with threadpool_limits(2, user_api="blas"):
-        if threads.compute_workers() != 2:
-            pytest.skip("this BLAS cannot run two threads")
+    with compute_threads(2):
         threads.over_blocks(1000, 100, lambda part, *made: got.append((part.start, *made)),
                             draw)
-    threads._blas_threads.cache_clear()
     assert drawn == list(range(0, 1000, 100))
     assert sorted(got) == [(start, start, threading.get_ident()) for start in drawn]
