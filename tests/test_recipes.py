@@ -42,9 +42,9 @@ def test_another_optimizer_drops_the_recipes_settings_of_its_own():
     recipe = load_recipe("fast")
     config = recipe.config({"optimizer": "adam"})
     config.validate()
-    resolved = config.resolved()
+    resolved, own = config.resolved(), recipe.config({}).resolved()
     assert (resolved.optimizer, resolved.nesterov, resolved.lr, resolved.epochs) == \
-        ("adam", False, 0.05, 3)
+        ("adam", False, own.lr, own.epochs)  # the recipe's other settings stay
     assert config.momentum is None
     same = recipe.config({"optimizer": "sgd"})
     assert (same.momentum, same.nesterov) == (0.9, True)
