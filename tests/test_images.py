@@ -270,6 +270,39 @@ def test_a_damaged_pil_image_is_an_image_error(tmp_path):
         preprocess_image(Image.open(file))  # opened lazily: the damage shows when decoding
 
 
+
+def tiff_with_a_tag_past_its_end(tag: int) -> bytes:
+    """An uncompressed TIFF of a digit whose `tag` claims 1,000 values, which would lie past
+    the end of the file: Pillow warns and skips the tag."""
+    img = Image.new("L", (40, 48), 235)
+    ImageDraw.Draw(img).line([(8, 10), (32, 10), (16, 40)], fill=20, width=5)
+    buffer = io.BytesIO()
+    img.save(buffer, "TIFF")
+    data = bytearray(buffer.getvalue())
+    assert data[:2] == b"II"  # little-endian, as Pillow writes it
+    ifd = struct.unpack_from("<I", data, 4)[0]
+    for entry in range(struct.unpack_from("<H", data, ifd)[0]):
+        at = ifd + 2 + 12 * entry  # tag, type, count, value or offset
+        if struct.unpack_from("<H", data, at)[0] == tag:
+            struct.pack_into("<I", data, at + 4, 1000)
+            return bytes(data)
+    raise AssertionError(f"no tag {tag} in Pillow's TIFF")
+
+
+@pytest.mark.parametrize("tag", [257, 278], ids=["image length: unreadable",
+                                          "rows per strip: decodes"])
+def test_a_damaged_tiff_warns_nothing(tag, recwarn):
+    """Pillow warns on stderr about a damaged file's tags; the user gets one sentence (or the
+    picture, where it still decodes) and nothing else."""
+    try:
+        digit = preprocess_image(tiff_with_a_tag_past_its_end(tag), name="scan.tif")
+    except ImageError as exc:
+        assert str(exc).startswith("scan.tif ") and "\n" not in str(exc)
+    else:
+        assert digit.shape == (28, 28)
+    assert not [str(w.message) for w in recwarn]
+
+
 # --- no digit ------------------------------------------------------------------------------
 
 

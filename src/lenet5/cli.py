@@ -224,8 +224,9 @@ def _data_flags(parser: argparse.ArgumentParser) -> None:
                         f"({_arch_default('augment')})")
     parser.add_argument("--nondigits", type=float, default=None, metavar="FRACTION",
                         help="made-up non-digits added to the training set, as a fraction of "
-                        "it (strokes, scribbles, hatching, shapes, blots, and junk cut from "
-                        "pairs of digits), which teach the network to refuse what is not a "
+                        "it (letters and signs, handwritten and printed; strokes, scribbles, "
+                        "hatching, shapes, blots; and junk cut from pairs of digits), which "
+                        "teach the network to refuse what is not a "
                         f"digit; 0 turns it off ({_arch_default('nondigits')})")
     parser.add_argument("--refusal-error", type=float, default=None, metavar="RATE",
                         help="the 'not a digit' threshold is calibrated after training so that "
@@ -280,8 +281,9 @@ def add_train(sub: Subparsers) -> None:
                        help=f"run directory (default: {RUNS_DIR}/<arch>-<engine>-<date>-<time>)")
     train.add_argument("--resume", default=None, metavar="RUN_DIR",
                        help="continue an interrupted run from its last finished epoch, with "
-                       "the settings in its config.json; only --epochs (to extend it), "
-                       "--device and --data-dir may be given with it")
+                       "the settings in its config.json; of the training settings only "
+                       "--epochs (to extend it), --device and --data-dir may be given with it "
+                       "(--json and --no-report too, as with any run)")
     train.add_argument("--json", action="store_true",
                        help="print one JSON summary on stdout (progress goes to stderr)")
     train.add_argument("--no-report", dest="report", action="store_false",

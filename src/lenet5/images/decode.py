@@ -120,8 +120,9 @@ def decode(source: Source, label: str, draft_side: int | None) -> Image.Image:
         raise ImageError(
             f"{label} is empty (0 bytes); use a PNG, JPEG, BMP, GIF, TIFF or WebP file."
         )
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
+    with warnings.catch_warnings():  # a damaged file's metadata makes Pillow warn on stderr;
+        warnings.simplefilter("ignore")  # it decodes or fails below: the user gets one sentence
+        warnings.simplefilter("error", Image.DecompressionBombWarning)  # checked first
         try:
             img = Image.open(io.BytesIO(data), formats=FORMATS)  # lazy: reads the header only
             width, height = img.size
