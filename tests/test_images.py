@@ -270,7 +270,6 @@ def test_a_damaged_pil_image_is_an_image_error(tmp_path):
         preprocess_image(Image.open(file))  # opened lazily: the damage shows when decoding
 
 
-
 def tiff_with_a_tag_past_its_end(tag: int) -> bytes:
     """An uncompressed TIFF of a digit whose `tag` claims 1,000 values, which would lie past
     the end of the file: Pillow warns and skips the tag."""
@@ -289,17 +288,17 @@ def tiff_with_a_tag_past_its_end(tag: int) -> bytes:
     raise AssertionError(f"no tag {tag} in Pillow's TIFF")
 
 
-@pytest.mark.parametrize("tag", [257, 278], ids=["image length: unreadable",
-                                          "rows per strip: decodes"])
-def test_a_damaged_tiff_warns_nothing(tag, recwarn):
+@pytest.mark.parametrize("tag, decodes", [(257, False), (278, True)],
+                         ids=["image length: unreadable", "rows per strip: decodes"])
+def test_a_damaged_tiff_warns_nothing(tag, decodes, recwarn):
     """Pillow warns on stderr about a damaged file's tags; the user gets one sentence (or the
     picture, where it still decodes) and nothing else."""
-    try:
-        digit = preprocess_image(tiff_with_a_tag_past_its_end(tag), name="scan.tif")
-    except ImageError as exc:
-        assert str(exc).startswith("scan.tif ") and "\n" not in str(exc)
+    data = tiff_with_a_tag_past_its_end(tag)
+    if decodes:
+        assert preprocess_image(data, name="scan.tif").shape == (28, 28)
     else:
-        assert digit.shape == (28, 28)
+        with pytest.raises(ImageError, match=r"^scan\.tif is not an image that can be read; "):
+            preprocess_image(data, name="scan.tif")
     assert not [str(w.message) for w in recwarn]
 
 
