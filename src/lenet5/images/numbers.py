@@ -79,10 +79,13 @@ SPLIT_WIDTH = 0.75
 they are cut at the minima of their column profile ..."""
 CUT_MARGIN = 0.12
 """... at least this fraction of the height from either side (a 1 is that narrow) ..."""
-CUT_SPACING = 0.25
-"""... and from each other; at most one cut per this fraction of the height of width. Each
-cut follows the path of least ink from top to bottom within CUT_REACH of the height of its
-column, drifting off it costing DRIFT of a pixel's ink per column."""
+CUT_SPACING = 0.2
+"""... and from each other; at most one cut per this fraction of the height of width (more cuts
+give the best path more ways to part digits that overlap: on two development sets of 600
+numbers each, 0.2 read 1.0-1.1 points more of them exactly than 0.25, as many non-digits
+refused and single digits read; 0.15 refused fewer non-digits). Each cut follows the path of
+least ink from top to bottom within CUT_REACH of the height of its column, drifting off it
+costing DRIFT of a pixel's ink per column."""
 CUT_REACH = 0.25
 DRIFT = 0.02
 MAX_GROUP = 4
