@@ -79,13 +79,12 @@ SPLIT_WIDTH = 0.75
 they are cut at the minima of their column profile ..."""
 CUT_MARGIN = 0.12
 """... at least this fraction of the height from either side (a 1 is that narrow) ..."""
-CUT_SPACING = 0.2
-"""... and from each other; at most one cut per this fraction of the height of width (more cuts
-give the best path more ways to part digits that overlap: on two development sets of 600
-numbers each, 0.2 read 1.0-1.1 points more of them exactly than 0.25, as many non-digits
-refused and single digits read; 0.15 refused fewer non-digits). Each cut follows the path of
-least ink from top to bottom within CUT_REACH of the height of its column, drifting off it
-costing DRIFT of a pixel's ink per column."""
+CUT_SPACING = 0.25
+"""... and from each other; at most one cut per this fraction of the height of width (0.2
+read 1.0-1.1 points more of two development sets' 600 numbers, but split more single digits
+drawn with a thick pen: 2.2% of benchmarks/real_world.py's drawings refused instead of 1.3%).
+Each cut follows the path of least ink from top to bottom within CUT_REACH of the height of
+its column, drifting off it costing DRIFT of a pixel's ink per column."""
 CUT_REACH = 0.25
 DRIFT = 0.02
 MAX_GROUP = 4
@@ -106,10 +105,10 @@ confident digit costs, less than a candidate the network cannot read at all (sof
 goes below 1/10)."""
 MIN_PITCH = 0.25
 """Digits written side by side stand at least this fraction of their height apart, centre
-to centre: of 1,226 development numbers read right, the closest neighbours stood 0.28 apart
+to centre: of 1,208 development numbers read right, the closest neighbours stood 0.28 apart
 (99.9% of all the test numbers' neighbours: 0.23, in numbers read wrong anyway); hatching and
-scribbles read as "1111" stand closer (0.25 instead of 0.2 refused 0.5 points more of 1,200
-development non-digits and no number read right)."""
+scribbles read as "1111" stand closer (0.25 instead of 0.2 refused 0.4-0.5 points more of two
+sets of 600 development non-digits, and no number read right)."""
 MAX_BLOBS = 80
 """Blobs looked at, heaviest first (a texture or a page of text has thousands)."""
 MAX_ATOMS = 60
