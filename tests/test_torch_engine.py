@@ -2,6 +2,10 @@
 curvatures and optimizer steps), model files across engines, resume; and torch autograd as an
 independent check of every NumPy layer's hand-written backward pass."""
 
+import subprocess
+import sys
+import textwrap
+
 import numpy as np
 import pytest
 
@@ -297,10 +301,6 @@ def test_sgd_state_saved_before_the_first_step_starts_afresh():
 def test_training_does_not_import_torch_dynamo(tmp_path):
     """Creating one of torch.optim's classes imports torch._dynamo (1.5-2 s of a command's
     start); the engine's updates go around them."""
-    import subprocess
-    import sys
-    import textwrap
-
     script = textwrap.dedent("""
         import sys, numpy as np
         from lenet5.arch import LENET5, init_params
