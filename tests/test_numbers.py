@@ -18,7 +18,9 @@ from lenet5.images.numbers import (
     as_one_digit,
     best_path,
     find_writing,
+    leaning_apart,
     segment,
+    slants,
 )
 
 pytestmark = pytest.mark.mnist  # real handwriting, from the mnist_test_digits fixture
@@ -262,3 +264,27 @@ def test_cut_paths_are_the_least_ink_paths_found_one_by_one():
         reach = int(rng.integers(1, 8))
         paths = _cut_paths(ink, columns, reach)
         assert paths.tolist() == [_least_ink_path(ink, c, reach) for c in columns]
+
+
+def stroke(lean: float) -> np.ndarray:
+    """A 28x28 stroke, 2 px wide, from row 4 to row 23, moving `lean` px right per row down."""
+    image = np.zeros((28, 28), np.uint8)
+    rows = np.arange(4, 24)
+    cols = np.rint(13 + lean * (rows - 13.5)).astype(int)
+    image[rows, cols] = image[rows, cols + 1] = 255
+    return image
+
+
+@pytest.mark.parametrize("lean", [-0.5, -0.2, 0.0, 0.3, 0.6])
+def test_slants_are_how_far_the_ink_moves_right_per_row_down(lean):
+    assert slants(stroke(lean)[None])[0] == pytest.approx(lean, abs=0.03)
+
+
+def test_ones_that_lean_apart_are_not_one_hands():
+    v = np.stack([stroke(0.45), stroke(-0.45)])  # a V's strokes, 0.9 apart
+    assert leaning_apart(v, [1, 1])
+    assert leaning_apart(np.concatenate([stroke(0.0)[None], v]), [1, 1, 1])
+    assert not leaning_apart(v, [1, 7])  # only 1s have one slant to compare
+    assert not leaning_apart(np.stack([stroke(-0.45), stroke(0.3)]), [1, 1])  # 0.75 apart
+    assert not leaning_apart(np.stack([stroke(0.45), stroke(0.0), stroke(-0.45)]), [1, 4, 1])
+    assert not leaning_apart(v[:1], [1])

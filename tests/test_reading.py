@@ -168,6 +168,31 @@ def test_the_quick_accuracy_gate(model, mnist):
     assert right >= SINGLES_RIGHT, f"{100 * right:.0f}% of single digits right"
 
 
+def strokes(lines: list[list[tuple[int, int]]]) -> np.ndarray:
+    """Dark pen strokes, 10 px wide, through the points of each line on light 300x300 paper."""
+    paper = Image.new("L", (300, 300), 235)
+    draw = ImageDraw.Draw(paper)
+    for line in lines:
+        draw.line(line, fill=30, width=10, joint="curve")
+    return np.asarray(paper)
+
+
+@pytest.mark.parametrize("points", [[(70, 60), (150, 240), (230, 60)],  # V
+                                    [(70, 240), (150, 60), (230, 240)]])  # a caret
+def test_strokes_meeting_at_a_point_are_no_11(points):
+    """Cut where they meet, a V's strokes read as two 1s leaning opposite ways: refused."""
+    answer = lenet5.load("pretrained").read(strokes([points]))
+    assert answer["text"] is None and "slant" in answer["rejected"]
+    assert [d["label"] for d in answer["digits"]] == [1, 1]
+
+
+@pytest.mark.parametrize("lean", [0, 30, 50])
+def test_two_ones_leaning_alike_are_11(lean):
+    answer = lenet5.load("pretrained").read(strokes([[(x + lean, 60), (x - lean, 240)]
+                                                     for x in (90, 190)]))
+    assert answer["text"] == "11" and answer["rejected"] is None
+
+
 def test_a_lone_mark_the_path_leaves_out_reads_as_nothing(monkeypatch):
     """One candidate that the best path skips (scored below a skipped speck): "nothing read",
     an answer, not a crash."""

@@ -3,10 +3,11 @@
 `images.numbers.find_writing` finds the ink; `segment` proposes candidate digits, the
 network scores them all in one forward pass, `images.numbers.best_path` picks the reading, and
 `refusal` decides about each digit of it (read again, steadier, by `refusal.steady_log_probs`);
-digits crowded closer than any written side by side (hatching, a scribble's pieces) are
-refused as a whole. Ink that is one candidate and nothing more (`as_one_digit`: one digit,
-nothing to cut), or that would be cut but surely reads as one digit as it is (SURE), skips the
-proposing. The answer is what `lenet5 predict --json`, `Model.read` and the HTTP API give:
+digits crowded closer than any written side by side (hatching, a scribble's pieces), or 1s
+slanting apart (a V's strokes, cut where they meet), are refused as a whole. Ink that is one
+candidate and nothing more (`as_one_digit`: one digit, nothing to cut), or that would be cut
+but surely reads as one digit as it is (SURE), skips the proposing. The answer is what
+`lenet5 predict --json`, `Model.read` and the HTTP API give:
 
     {"text": "2024" or None, "digits": [{"label", "confidence", "box", "top"}, ...],
      "label": the digit when exactly one was read, "confidence", "top", "rejected": None or why}
@@ -26,6 +27,7 @@ from PIL import Image
 
 from . import refusal
 from .images.numbers import (
+    LEAN_APART,
     MAX_ATOMS,
     MIN_PITCH,
     Segmentation,
@@ -34,6 +36,7 @@ from .images.numbers import (
     best_path,
     crowded,
     find_writing,
+    leaning_apart,
     segment,
 )
 from .refusal import Classifier
@@ -159,6 +162,9 @@ def _read(model: Classifier, source: Source, name: str | None, top_k: int,
         what = "it is" if len(digits) == 1 else f"the mark at {worst['box']} is"
         reason = (f"{what} not a digit: its best guess, {guess[0]}, has probability "
                   f"{guess[1]:.2f}, below the threshold {limit:.2f}")
+    elif leaning_apart(candidates.images[path], [d["label"] for d in digits]):
+        reason = (f"two marks side by side that read as 1 slant more than {LEAN_APART:g} apart, "
+                  "as one hand's 1s never do: they are strokes of a letter or a sign")
     return Reading(_answer(digits, reason), candidates.images[path], np.exp(log_probs)), path
 
 
