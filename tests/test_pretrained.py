@@ -11,6 +11,10 @@ from lenet5 import checkpoint, pretrained
 from lenet5.cli import main
 from lenet5.engine import evaluate
 from lenet5.errors import ModelFileError
+from lenet5.recipes import load_recipe
+from lenet5.refusal import METADATA_KEY
+from lenet5.threads import one_blas_thread
+from lenet5.training import calibration_again
 
 SHIPPED = pretrained.path().is_file()
 needs_model = pytest.mark.skipif(not SHIPPED, reason="no pretrained model in this checkout; "
@@ -41,6 +45,26 @@ def test_it_scores_what_its_metadata_says_in_both_engines(engine, mnist):
         assert accuracy == claimed
     else:  # float32 sums in another order may flip an image sitting on a tie
         assert abs(accuracy - claimed) <= 2e-4
+
+
+@needs_model
+@pytest.mark.mnist
+@pytest.mark.slow
+def test_its_refusal_is_calibrated_as_training_calibrates_now():
+    """Whoever changes how a digit's confidence is measured (`lenet5.refusal`) recalibrates
+    the shipped threshold: `python scripts/build_pretrained.py --recalibrate`. (Other BLAS
+    kernels may move the last bits of a confidence, so the threshold is compared closely, not
+    exactly.)"""
+    _, metadata = checkpoint.load_model(pretrained.NAME)
+    config = load_recipe("default").config({"seed": metadata["pretrained"]["seed"]})
+    with one_blas_thread():
+        now = calibration_again(lenet5.load(pretrained.NAME), config)
+    shipped = metadata[METADATA_KEY]
+    assert now["threshold"] == pytest.approx(shipped["threshold"], rel=1e-3)
+    for rate in ("refused", "error_accepted", "nondigits_refused"):
+        assert now[rate] == pytest.approx(shipped[rate], abs=1e-3)
+    assert {k: now[k] for k in ("target_error", "calibrated_on", "digits")} == \
+        {k: shipped[k] for k in ("target_error", "calibrated_on", "digits")}
 
 
 def test_the_name_finds_the_shipped_file_and_a_path_does_not(tmp_path, monkeypatch):

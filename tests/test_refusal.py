@@ -6,14 +6,20 @@ import numpy as np
 import pytest
 
 from lenet5.arch import MAP_J
+from lenet5.data.nondigits import change_strokes
 from lenet5.errors import Lenet5Error
 from lenet5.refusal import (
     DEFAULT_THRESHOLD,
     METADATA_KEY,
     MIN_REFUSED,
+    SHIFTS,
+    VIEWS,
+    _moved,
     calibrate,
     check_threshold,
     log_confidence,
+    plain_and_steady_log_probs,
+    steady_log_probs,
     threshold,
 )
 
@@ -78,3 +84,40 @@ def test_a_network_never_wrong_still_refuses_its_least_confident_digits(rng):
     result = calibrate(confidence, np.ones(1000, bool), "easy digits", target_error=0.01)
     assert result["refused"] == pytest.approx(MIN_REFUSED, abs=0.002)
     assert result["error_accepted"] == 0.0
+
+
+@pytest.mark.parametrize("down, right", [(0, 1), (0, -1), (1, 0), (-1, 0), (2, -3)])
+def test_moved_images_shift_and_blank_what_comes_in(rng, down, right):
+    images = rng.integers(1, 256, (3, 28, 28)).astype(np.uint8)
+    moved = _moved(images, down, right)
+    expected = np.roll(images, (down, right), axis=(1, 2))
+    rows, cols = np.arange(28)[:, None] - down, np.arange(28)[None, :] - right
+    inside = (rows >= 0) & (rows < 28) & (cols >= 0) & (cols < 28)  # (28, 28) came from inside
+    np.testing.assert_array_equal(moved, np.where(inside, expected, 0))
+
+
+class Pixels:
+    """A classifier whose logits are sums of pixels: every view reads differently."""
+
+    class arch:  # noqa: N801 -- what the refusal reads of a model's architecture
+        loss = "cross_entropy"
+
+    metadata: dict = {}
+
+    def logits(self, images: np.ndarray) -> np.ndarray:
+        rows = images.reshape(len(images), -1)[:, :780].astype(np.float64)  # (N, 780)
+        return rows.reshape(len(images), 10, 78).mean(axis=2) / 50.0
+
+
+def test_steady_reading_is_the_mean_probability_over_every_view(rng):
+    images = rng.integers(0, 256, (4, 28, 28)).astype(np.uint8)
+    model = Pixels()
+    views = ([images] + [change_strokes(images, p) for p in VIEWS]
+             + [_moved(images, *shift) for shift in SHIFTS])
+    probs = [np.exp(log_confidence(model.logits(v), "cross_entropy")) for v in views]
+    expected = np.log(np.mean(probs, axis=0))  # (4, 10)
+    np.testing.assert_allclose(steady_log_probs(model, images), expected)
+    plain, steady = plain_and_steady_log_probs(model, images)
+    np.testing.assert_allclose(plain, np.log(probs[0]))
+    np.testing.assert_allclose(steady, expected)
+    np.testing.assert_allclose(steady_log_probs(model, images, plain), expected)

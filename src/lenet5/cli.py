@@ -236,7 +236,7 @@ def _data_flags(parser: argparse.ArgumentParser) -> None:
                         help="at most this many training digits (or validation digits, with "
                         "--val-size) the threshold is calibrated on, each redrawn as if cut "
                         "out of a number, and half as many made-up non-digits to measure how "
-                        "many it refuses; fewer take less time (10,000: about 2.5 s on two "
+                        "many it refuses; fewer take less time (10,000: about 3 s on two "
                         "cores) and leave the threshold less sure (default: "
                         f"{TrainConfig.calibration_digits:,})")
     parser.add_argument("--val-size", type=int, default=None,

@@ -57,7 +57,7 @@ DISTORTION_STREAM = 1  # with the epoch: that epoch's distortions
 NONDIGIT_STREAM = 2  # the made-up non-digits added to the training set
 CALIBRATION_STREAM = 3  # the redrawn digits and non-digits the refusal is calibrated on
 # Fewer calibration digits than this leave the threshold to a handful of wrong readings (at the
-# default 1.5% error, 100 digits allow 1.5 wrong ones).
+# default 1.2% error, 100 digits allow 1.2 wrong ones).
 MIN_CALIBRATION_DIGITS = 100
 # each optimizer-specific setting -> the optimizers that take it
 OPTIMIZERS_TAKING = {name: [o for o, names in OPTIMIZER_OPTIONS.items() if name in names]
@@ -522,11 +522,23 @@ def _train_epochs(config: TrainConfig, arch: Architecture, data: TrainingData,
 
 def calibrate_refusal(config: TrainConfig, run: Run, data: TrainingData) -> None:
     """The trained network's "not a digit" threshold (``refusal``), into its model file."""
-    digits, labels, source = data.calibration
-    run.refusal = calibrate_model(Model(run.engine, model_metadata(config, run)), digits, labels,
-                                  source, np.random.default_rng([config.seed, CALIBRATION_STREAM]),
-                                  config.refusal_error, config.calibration_digits)
+    run.refusal = _calibration(Model(run.engine, model_metadata(config, run)), config, data)
     _save_model(config, run)  # the last epoch's metrics and state are written already
+
+
+def calibration_again(model: Model, config: TrainConfig) -> dict:
+    """The ``refusal`` metadata that `train` with this config (its digits, seed and settings)
+    would now store for this trained model: for a model file calibrated before the way a
+    digit's confidence is measured changed (``scripts/build_pretrained.py --recalibrate``)."""
+    config = config.resolved()
+    return _calibration(model, config, load_training_data(config, model.arch, log=lambda _: None))
+
+
+def _calibration(model: Model, config: TrainConfig, data: TrainingData) -> dict:
+    digits, labels, source = data.calibration
+    return calibrate_model(model, digits, labels, source,
+                           np.random.default_rng([config.seed, CALIBRATION_STREAM]),
+                           config.refusal_error, config.calibration_digits)
 
 
 def _with_resume_advice(exc: files.WriteError, directory: Path) -> files.WriteError:
