@@ -7,10 +7,12 @@ import pytest
 from scipy import ndimage
 
 from lenet5.data.nondigits import (
+    CUT_MARGIN,
     JUNK,
     NONDIGIT,
     REDRAWN,
     SHARES,
+    _left_of_cut,
     _marks,
     calibration_pictures,
     change_strokes,
@@ -158,3 +160,20 @@ def test_change_strokes_thickens_thins_and_never_erases():
     thicker, thinner = change_strokes(bar, 3), change_strokes(bar, -3)
     assert (thicker[0, 14] > 0).sum() == 5 and (thinner[0, 14] > 0).sum() == 1
     assert np.array_equal(thinner[1], bar[1])
+
+
+def test_a_digit_cut_out_of_a_pair_keeps_its_side_of_the_least_ink_cut():
+    pairs = np.zeros((3, 28, 60), np.uint8)
+    pairs[:, 4:24, 8:12] = pairs[:, 4:24, 30:34] = 255  # two bars, 18 px apart
+    pairs[1, 14, 12:30] = 255  # joined by a hair-line at row 14
+    pairs[2, 4:24, 13:17] = 255  # a third bar close to the first: no cut left of it
+    left = _left_of_cut(pairs, np.array([21, 21, 13]), np.array([8, 8, 8 + CUT_MARGIN]))
+    assert left.shape == pairs.shape
+    np.testing.assert_array_equal(pairs[0] * left[0], np.where(np.arange(60) < 20, pairs[0], 0))
+    kept = pairs[1] * left[1]
+    np.testing.assert_array_equal(kept[:, :12], pairs[1, :, :12])
+    assert not kept[:, 30:34].any()
+    assert np.count_nonzero(kept[14, 12:30]) in range(4, 15)  # the hair-line, cut once
+    kept = pairs[2] * left[2]  # the cut goes between the close bars, not left of the first
+    np.testing.assert_array_equal(kept[:, :13], pairs[2, :, :13])
+    assert not kept[:, 13:].any()

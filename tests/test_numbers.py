@@ -228,7 +228,7 @@ def test_cut_paths_follow_the_least_ink():
 def _least_ink_path(ink: np.ndarray, column: int, reach: int) -> list[int]:
     """The path `_cut_paths` finds from `column`, the plain way: every position of the band
     in every row, in Python; ties to the leftmost, as it breaks them."""
-    from lenet5.images.numbers import DRIFT
+    from lenet5.paths import DRIFT
 
     height, width = ink.shape
     band = [c for c in range(column - reach, column + reach + 1)]

@@ -15,8 +15,9 @@ Three families of non-digits:
 - junk cut from real digits written side by side: the window over parts of two neighbours (a
   merge), or over part of one (a cut): what a segmenter proposes when it cuts a number wrong.
 
-Every picture, and as many real digits cut out of such pairs the right way (`with_nondigits`),
-is finished the same way (`redraw`): tilted a little, blurred a little, scaled as MNIST drew
+Every picture, and as many real digits cut out of such pairs the right way (`with_nondigits`:
+along the least-ink path from top to bottom, as the number reader parts touching digits), is
+finished the same way (`redraw`): tilted a little, blurred a little, scaled as MNIST drew
 its digits (longer side 20 px, centre of mass at (14, 14)). Without that, the network learns
 the shortcut "drawn by this module = not a digit" and refuses any digit not drawn exactly as
 MNIST's were -- every photographed one.
@@ -36,6 +37,7 @@ import numpy as np
 from lenet5.arch import NONDIGIT
 from lenet5.data.distortions import BLOCK, bilinear
 from lenet5.data.glyphs import glyph_segments, printed_glyphs
+from lenet5.paths import REACH, least_ink_paths
 from lenet5.reflect import mirrored
 from lenet5.threads import over_blocks
 
@@ -70,14 +72,21 @@ REDRAWN = 2
 """`with_nondigits` redraws this many digits for each non-digit it adds."""
 MAX_GAP = (-6, 4)
 """The gap between two neighbours' ink, in px of their 28x28 (negative: they overlap)."""
+CUT_MARGIN = 3
+"""A digit redrawn as cut out of a pair keeps the ink left of the least-ink cut between the
+two, which starts in the middle of their gap (or overlap) and stays at least this many px
+right of the digit's first column (the reader cuts no closer to a blob's side) ..."""
+KEEP = 0.7
+"""... unless that cut keeps less than this share of the window's ink (it took a part of the
+digit, a 0's right half): then the window is kept whole, the neighbour's overlapping ink and
+all, as the reader's other candidate, the atoms on both sides of the cut joined, would be."""
 
 
 def with_nondigits(images: np.ndarray, labels: np.ndarray, fraction: float,
                    rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """A training set (images (N, 28, 28) uint8, labels (N,)) with `fraction` times N
     non-digits added, labelled NONDIGIT, and REDRAWN times as many of its digits redrawn as
-    a segmenter cuts them out of a number (a neighbour's overlapping ink included):
-    (images, int64 labels)."""
+    a segmenter cuts them out of a number (`_windows`' "digit"): (images, int64 labels)."""
     count = round(fraction * len(images))
     labels = labels.astype(np.int64)
     if count == 0:
@@ -275,8 +284,9 @@ def _ink_columns(digits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _windows(digits: np.ndarray, columns: tuple[np.ndarray, np.ndarray], kind: str,
              rng: np.random.Generator, lefts: np.ndarray) -> np.ndarray:
     """Windows (n, 28, 28) over the digits `lefts` (n,) each written with a random right
-    neighbour (their ink `columns`), redrawn: "digit" spans the left digit (and whatever of
-    its neighbour overlaps it), "merge" a good part of both, "cut" 30-60% of the left one."""
+    neighbour (their ink `columns`), redrawn: "digit" the left digit, cut from its
+    neighbour along the least-ink path (`_left_of_cut`, see CUT_MARGIN and KEEP), "merge" a
+    good part of both, "cut" 30-60% of the left one."""
     n = len(lefts)
     first, last = columns
     rights = rng.integers(0, len(digits), n)
@@ -297,6 +307,7 @@ def _windows(digits: np.ndarray, columns: tuple[np.ndarray, np.ndarray], kind: s
         x0, x1 = np.where(keep_left, l0, cut), np.where(keep_left, cut, l1)
     column = np.arange(wide)[None, :]
     window = (column >= x0[:, None]) & (column < x1[:, None])  # (n, 84)
+    between = np.rint((l1 + shift + r0) / 2).astype(np.intp)  # (n,) the middle of the gap
 
     def windowed(part: slice) -> np.ndarray:  # the pair written side by side, windowed
         canvas = np.zeros((len(window[part]), CANVAS, wide), np.uint8)  # (m, 28, 84)
@@ -304,9 +315,30 @@ def _windows(digits: np.ndarray, columns: tuple[np.ndarray, np.ndarray], kind: s
         moved = np.take_along_axis(digits[rights[part]],
                                    np.clip(cols[part], 0, CANVAS - 1)[:, None, :], axis=2)
         np.maximum(canvas, moved * inside[part, None, :], out=canvas)
-        return canvas * window[part, None, :]
+        whole = canvas * window[part, None, :]  # (m, 28, 84)
+        if kind != "digit":
+            return whole
+        cut = whole * _left_of_cut(canvas, between[part], l0[part] + CUT_MARGIN)  # (m, 28, 84)
+        kept = cut.sum(axis=(1, 2), dtype=np.int64) >= KEEP * whole.sum(axis=(1, 2),
+                                                                        dtype=np.int64)
+        return np.where(kept[:, None, None], cut, whole)
 
     return _redrawn(n, windowed, rng)
+
+
+def _left_of_cut(pairs: np.ndarray, between: np.ndarray, first: np.ndarray) -> np.ndarray:
+    """(m, H, W) bool: what lies left of the least-ink cut (`paths`) through each pair of
+    digits (m, H, W) uint8 written side by side, the cut starting at its column `between`
+    (m,), reaching `paths.REACH` of MNIST's 20 px height either way, never left of the
+    column `first` (m,)."""
+    m, height, width = pairs.shape
+    reach = round(REACH * BOX_SIDE)
+    band = np.clip(between[:, None] + np.arange(-reach, reach + 1), first[:, None],
+                   width - 1)  # (m, k)
+    ink = np.take_along_axis(pairs, np.broadcast_to(band[:, None, :], (m, height, band.shape[1])),
+                             axis=2) / 255.0  # (m, H, k)
+    cut = np.take_along_axis(band, least_ink_paths(ink), axis=1)  # (m, H) its column per row
+    return np.arange(width) <= cut[:, :, None]
 
 
 def change_strokes(ink: np.ndarray, pixels: int) -> np.ndarray:

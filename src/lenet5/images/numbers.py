@@ -39,6 +39,7 @@ from PIL import Image
 from scipy import ndimage
 
 from ..errors import ImageError
+from ..paths import REACH, least_ink_paths
 from .decode import (
     WORK_SIDE,
     name_of,
@@ -83,10 +84,8 @@ CUT_SPACING = 0.25
 """... and from each other; at most one cut per this fraction of the height of width (0.2
 read 1.0-1.1 points more of two development sets' 600 numbers, but split more single digits
 drawn with a thick pen: 2.2% of benchmarks/real_world.py's drawings refused instead of 1.3%).
-Each cut follows the path of least ink from top to bottom within CUT_REACH of the height of
-its column, drifting off it costing DRIFT of a pixel's ink per column."""
-CUT_REACH = 0.25
-DRIFT = 0.02
+Each cut follows the path of least ink from top to bottom within `paths.REACH` of the height
+of its column, drifting off it costing `paths.DRIFT` of a pixel's ink per column."""
 MAX_GROUP = 4
 """A candidate digit joins at most this many atoms ..."""
 MAX_WIDTH = 1.6
@@ -231,44 +230,15 @@ def _cut_paths(ink: np.ndarray, columns: list[int], reach: int) -> np.ndarray:
     """(c, h) the column, row by row, of each top-to-bottom path through a blob's ink (h, w)
     that crosses the least ink, moving at most one column per row and at most `reach` columns
     from its column of `columns` (c,): touching or overlapping digits part along them, a
-    slanted one too. Dynamic programming, row by row, for all paths at once, each row one
-    flat array (0.29 ms instead of 0.69 ms with a (c, k) array per row, for the page's 7).
-
-    A flat row holds L = 1 + c * (k + 1) places: a guard, then each cut's band of k = 2 *
-    reach + 1 columns followed by a guard; band j's column i is place 1 + j * (k + 1) + i.
-    Guards, and columns off the blob, cost infinitely much, so no path enters them; drifting
-    off the cut's column costs DRIFT of a pixel's ink per column. Going back up, a path takes
-    the leftmost of equally good places above."""
+    slanted one too (`paths.least_ink_paths`; columns off the blob are barred)."""
     height, width = ink.shape
-    if not columns:  # most blobs: no row-by-row loop for nothing
+    if not columns:  # most blobs: no row-by-row search for nothing
         return np.zeros((0, height), dtype=np.intp)
-    offsets = np.arange(-reach, reach + 1)  # (k,)
-    band = np.asarray(columns, dtype=np.intp)[:, None] + offsets  # (c, k)
-    count, size = band.shape
-    cost = np.full((height, count, size + 1), np.inf)  # (h, c, k + 1)
-    cost[:, :, :size] = np.where((band >= 0) & (band < width), ink[:, band.clip(0, width - 1)],
-                                 np.inf) + DRIFT * np.abs(offsets)
-    cost = cost.reshape(height, -1)  # (h, L - 1): the places after the first guard
-    totals = np.full((height, cost.shape[1] + 1), np.inf)  # (h, L): least ink to each place
-    totals[0, 1:] = cost[0]
-    best = np.empty(totals.shape[1] - 2)  # (L - 2,)
-    for row in range(1, height):
-        above = totals[row - 1]
-        np.minimum(above[:-2], above[1:-1], out=best)
-        np.minimum(best, above[2:], out=best)
-        np.add(cost[row, :-1], best, out=totals[row, 1:-1])
-    left, same, right = totals[:-1, :-2], totals[:-1, 1:-1], totals[:-1, 2:]
-    least = np.minimum(np.minimum(left, same), right)  # (h - 1, L - 2)
-    step = np.where(left == least, -1, np.where(same == least, 0, 1)).tolist()  # to the place
-    ends = totals[-1, 1:].reshape(count, size + 1)[:, :size].argmin(axis=1)  # (c,) above
-    paths = []
-    for cut, end in enumerate(ends.tolist()):
-        path = [1 + cut * (size + 1) + end]  # places, from the bottom row up
-        for row in range(height - 2, -1, -1):
-            path.append(path[-1] + step[row][path[-1] - 1])
-        paths.append(path[::-1])
-    flat = np.array(paths, dtype=np.intp) - 1 - np.arange(count)[:, None] * (size + 1)  # (c, h)
-    return np.take_along_axis(band, flat, axis=1)  # (c, h)
+    band = np.asarray(columns, dtype=np.intp)[:, None] + np.arange(-reach, reach + 1)  # (c, k)
+    inside = (band >= 0) & (band < width)
+    bands = np.where(inside[:, None, :], ink[:, band.clip(0, width - 1)].transpose(1, 0, 2),
+                     np.inf)  # (c, h, k)
+    return np.take_along_axis(band, least_ink_paths(bands), axis=1)  # (c, h)
 
 
 def _stacked(labels: np.ndarray, boxes: list[tuple[slice, slice]]
@@ -302,7 +272,7 @@ def _atoms(writing: Writing) -> tuple[np.ndarray, int]:
     """(atom labels (H, W) 1..n in reading order, n): each group of stacked blobs
     (`Writing.groups`) cut in pieces along least-ink paths from its `Writing.cuts`."""
     labels, boxes = writing.groups
-    reach = max(1, round(CUT_REACH * writing.height))
+    reach = max(1, round(REACH * writing.height))
     atoms = np.zeros_like(labels)
     count = 0
     centres: list[float] = []
