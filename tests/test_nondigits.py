@@ -7,11 +7,12 @@ import pytest
 from scipy import ndimage
 
 from lenet5.data.nondigits import (
-    CUT_MARGIN,
     JUNK,
+    MIN_CUT_SHARE,
     NONDIGIT,
     REDRAWN,
     SHARES,
+    _cut_out,
     _left_of_cut,
     _marks,
     calibration_pictures,
@@ -164,16 +165,27 @@ def test_change_strokes_thickens_thins_and_never_erases():
 
 def test_a_digit_cut_out_of_a_pair_keeps_its_side_of_the_least_ink_cut():
     pairs = np.zeros((3, 28, 60), np.uint8)
-    pairs[:, 4:24, 8:12] = pairs[:, 4:24, 30:34] = 255  # two bars, 18 px apart
+    pairs[:2, 4:24, 8:12] = pairs[:2, 4:24, 30:34] = 255  # two bars, 18 px apart
     pairs[1, 14, 12:30] = 255  # joined by a hair-line at row 14
-    pairs[2, 4:24, 13:17] = 255  # a third bar close to the first: no cut left of it
-    left = _left_of_cut(pairs, np.array([21, 21, 13]), np.array([8, 8, 8 + CUT_MARGIN]))
-    assert left.shape == pairs.shape
-    np.testing.assert_array_equal(pairs[0] * left[0], np.where(np.arange(60) < 20, pairs[0], 0))
+    pairs[2] = 255  # ink everywhere but one column inside the digit, left of its margin
+    pairs[2, :, 9] = 0
+    left = _left_of_cut(pairs, np.array([21, 21, 12]), np.array([8, 8, 11]))
+    assert left.shape == pairs.shape and left.dtype == bool
+    assert left[0, :, 21].all() and not left[0, :, 22].any()  # the cut's column is the left's
     kept = pairs[1] * left[1]
     np.testing.assert_array_equal(kept[:, :12], pairs[1, :, :12])
     assert not kept[:, 30:34].any()
     assert np.count_nonzero(kept[14, 12:30]) in range(4, 15)  # the hair-line, cut once
-    kept = pairs[2] * left[2]  # the cut goes between the close bars, not left of the first
-    np.testing.assert_array_equal(kept[:, :13], pairs[2, :, :13])
-    assert not kept[:, 13:].any()
+    assert left[2, :, 11].all()  # the clear column at 9 is left of the margin: not taken
+
+
+def test_a_cut_that_takes_part_of_the_digit_leaves_the_window_whole():
+    windows = np.zeros((2, 28, 40), np.uint8)
+    windows[:, 4:24, 5:15] = 255  # a digit 10 px wide
+    left = np.zeros(windows.shape, bool)
+    left[:, :, :13] = True  # keeps 8 of its 10 columns
+    left[1, :, 10:] = False  # keeps 5 of 10: less than MIN_CUT_SHARE
+    assert 0.5 < MIN_CUT_SHARE <= 0.8
+    out = _cut_out(windows, left)
+    np.testing.assert_array_equal(out[0], windows[0] * left[0])
+    np.testing.assert_array_equal(out[1], windows[1])

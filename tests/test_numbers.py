@@ -11,6 +11,7 @@ import io
 import numpy as np
 import pytest
 from PIL import Image
+from test_paths import plain_least_ink_path
 
 from lenet5.images.numbers import (
     MAX_ATOMS,
@@ -226,26 +227,12 @@ def test_cut_paths_follow_the_least_ink():
 
 
 def _least_ink_path(ink: np.ndarray, column: int, reach: int) -> list[int]:
-    """The path `_cut_paths` finds from `column`, the plain way: every position of the band
-    in every row, in Python; ties to the leftmost, as it breaks them."""
-    from lenet5.paths import DRIFT
-
+    """The path `_cut_paths` finds from `column`, the plain way (`plain_least_ink_path` over
+    the band of columns within `reach`, those off the blob barred)."""
     height, width = ink.shape
-    band = [c for c in range(column - reach, column + reach + 1)]
-    def cost(row, c):
-        return ink[row, c] + DRIFT * abs(c - column) if 0 <= c < width else np.inf
-    totals = [[cost(0, c) for c in band]]
-    for row in range(1, height):
-        above = totals[-1]
-        totals.append([cost(row, c) + min(above[max(i - 1, 0):i + 2])
-                       for i, c in enumerate(band)])
-    i = int(np.argmin(totals[-1]))
-    path = [i]
-    for row in range(height - 2, -1, -1):
-        options = [(totals[row][j], j) for j in (i - 1, i, i + 1) if 0 <= j < len(band)]
-        i = min(options, key=lambda option: (option[0], option[1]))[1]
-        path.append(i)
-    return [band[i] for i in path[::-1]]
+    band = list(range(column - reach, column + reach + 1))
+    inside = [ink[:, c] if 0 <= c < width else np.full(height, np.inf) for c in band]
+    return [band[i] for i in plain_least_ink_path(np.stack(inside, axis=1))]
 
 
 def test_cut_paths_are_the_least_ink_paths_found_one_by_one():

@@ -17,9 +17,9 @@ DRIFT = 0.02
 
 def least_ink_paths(ink: np.ndarray) -> np.ndarray:
     """(c, h) the place, row by row, of each path through bands of ink (c, h, k) -- k
-    neighbouring columns each, inf where a path may not go -- that crosses the least ink
-    (plus DRIFT per column off the band's middle), moving at most one place per row. Where
-    two places above are equally good, a path takes the leftmost.
+    neighbouring columns each, inf where a path may not go (a band must leave a way through)
+    -- that crosses the least ink (plus DRIFT per column off the band's middle), moving at
+    most one place per row. Ties go to the leftmost place, at the bottom and going back up.
 
     Dynamic programming row by row for all bands at once, each row one flat array (0.29 ms
     instead of 0.69 ms with a (c, k) array per row, for the reader's page of 7 cuts): a flat
@@ -27,6 +27,8 @@ def least_ink_paths(ink: np.ndarray) -> np.ndarray:
     guard; band j's place i is flat place 1 + j * (k + 1) + i. Guards cost infinitely much,
     so no path leaves its band."""
     count, height, size = ink.shape
+    if count == 0:
+        return np.zeros((0, height), dtype=np.intp)
     offsets = np.abs(np.arange(size) - (size - 1) / 2)  # (k,) columns off the middle
     cost = np.full((height, count, size + 1), np.inf)  # (h, c, k + 1)
     cost[:, :, :size] = ink.transpose(1, 0, 2) + DRIFT * offsets
@@ -43,7 +45,7 @@ def least_ink_paths(ink: np.ndarray) -> np.ndarray:
     least = np.minimum(np.minimum(left, same), right)  # (h - 1, L - 2)
     step = np.where(left == least, -1, np.where(same == least, 0, 1))  # (h - 1, L - 2)
     guards = np.arange(count) * (size + 1)  # (c,) each band's first place, less one
-    place = 1 + guards + totals[-1, 1:].reshape(count, size + 1)[:, :size].argmin(axis=1)
+    place = 1 + guards + totals[-1, 1:].reshape(count, size + 1)[:, :size].argmin(axis=1)  # (c,)
     paths = np.empty((count, height), dtype=np.intp)  # flat places, from the bottom row up
     paths[:, -1] = place
     for row in range(height - 2, -1, -1):

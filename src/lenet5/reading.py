@@ -164,7 +164,7 @@ def _read(model: Classifier, source: Source, name: str | None, top_k: int,
                   f"{guess[1]:.2f}, below the threshold {limit:.2f}")
     elif leaning_apart(candidates.images[path], [d["label"] for d in digits]):
         reason = (f"two marks side by side that read as 1 slant more than {LEAN_APART:g} apart, "
-                  "as one hand's 1s never do: they are strokes of a letter or a sign")
+                  "more than one hand's 1s do: they are strokes of a letter or a sign")
     return Reading(_answer(digits, reason), candidates.images[path], np.exp(log_probs)), path
 
 

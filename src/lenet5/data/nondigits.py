@@ -72,14 +72,15 @@ REDRAWN = 2
 """`with_nondigits` redraws this many digits for each non-digit it adds."""
 MAX_GAP = (-6, 4)
 """The gap between two neighbours' ink, in px of their 28x28 (negative: they overlap)."""
-CUT_MARGIN = 3
+SIDE_MARGIN = 3
 """A digit redrawn as cut out of a pair keeps the ink left of the least-ink cut between the
-two, which starts in the middle of their gap (or overlap) and stays at least this many px
-right of the digit's first column (the reader cuts no closer to a blob's side) ..."""
-KEEP = 0.7
-"""... unless that cut keeps less than this share of the window's ink (it took a part of the
-digit, a 0's right half): then the window is kept whole, the neighbour's overlapping ink and
-all, as the reader's other candidate, the atoms on both sides of the cut joined, would be."""
+two, which starts in the middle of their gap (or overlap) and keeps at least this many px
+right of the digit's first column all the way down (the reader starts its cuts that far from
+a blob's side, `images.numbers.CUT_MARGIN`) ..."""
+MIN_CUT_SHARE = 0.7
+"""... unless the cut keeps less than this share of the window's ink (it took a part of the
+digit, a 0's right half): that window stays whole, the neighbour's overlapping ink and all,
+as the reader's other candidate, the atoms on both sides of the cut joined, would be."""
 
 
 def with_nondigits(images: np.ndarray, labels: np.ndarray, fraction: float,
@@ -285,8 +286,8 @@ def _windows(digits: np.ndarray, columns: tuple[np.ndarray, np.ndarray], kind: s
              rng: np.random.Generator, lefts: np.ndarray) -> np.ndarray:
     """Windows (n, 28, 28) over the digits `lefts` (n,) each written with a random right
     neighbour (their ink `columns`), redrawn: "digit" the left digit, cut from its
-    neighbour along the least-ink path (`_left_of_cut`, see CUT_MARGIN and KEEP), "merge" a
-    good part of both, "cut" 30-60% of the left one."""
+    neighbour along the least-ink path (`_left_of_cut`, `_cut_out`), "merge" a good part of
+    both, "cut" 30-60% of the left one."""
     n = len(lefts)
     first, last = columns
     rights = rng.integers(0, len(digits), n)
@@ -307,7 +308,7 @@ def _windows(digits: np.ndarray, columns: tuple[np.ndarray, np.ndarray], kind: s
         x0, x1 = np.where(keep_left, l0, cut), np.where(keep_left, cut, l1)
     column = np.arange(wide)[None, :]
     window = (column >= x0[:, None]) & (column < x1[:, None])  # (n, 84)
-    between = np.rint((l1 + shift + r0) / 2).astype(np.intp)  # (n,) the middle of the gap
+    between = np.rint((l1 + shift + r0) / 2).astype(np.intp)  # (n,) the gap's middle column
 
     def windowed(part: slice) -> np.ndarray:  # the pair written side by side, windowed
         canvas = np.zeros((len(window[part]), CANVAS, wide), np.uint8)  # (m, 28, 84)
@@ -318,12 +319,18 @@ def _windows(digits: np.ndarray, columns: tuple[np.ndarray, np.ndarray], kind: s
         whole = canvas * window[part, None, :]  # (m, 28, 84)
         if kind != "digit":
             return whole
-        cut = whole * _left_of_cut(canvas, between[part], l0[part] + CUT_MARGIN)  # (m, 28, 84)
-        kept = cut.sum(axis=(1, 2), dtype=np.int64) >= KEEP * whole.sum(axis=(1, 2),
-                                                                        dtype=np.int64)
-        return np.where(kept[:, None, None], cut, whole)
+        return _cut_out(whole, _left_of_cut(canvas, between[part], l0[part] + SIDE_MARGIN))
 
     return _redrawn(n, windowed, rng)
+
+
+def _cut_out(windows: np.ndarray, left: np.ndarray) -> np.ndarray:
+    """The windows (m, H, W) uint8 cut to what lies `left` (m, H, W) bool of their cuts,
+    except where that keeps less than MIN_CUT_SHARE of a window's ink: those stay whole."""
+    cut = windows * left  # (m, H, W)
+    use_cut = (cut.sum(axis=(1, 2), dtype=np.int64)  # (m,)
+               >= MIN_CUT_SHARE * windows.sum(axis=(1, 2), dtype=np.int64))
+    return np.where(use_cut[:, None, None], cut, windows)
 
 
 def _left_of_cut(pairs: np.ndarray, between: np.ndarray, first: np.ndarray) -> np.ndarray:

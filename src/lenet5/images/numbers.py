@@ -83,7 +83,8 @@ CUT_MARGIN = 0.12
 CUT_SPACING = 0.25
 """... and from each other; at most one cut per this fraction of the height of width (0.2
 read 1.0-1.1 points more of two development sets' 600 numbers, but split more single digits
-drawn with a thick pen: 2.2% of benchmarks/real_world.py's drawings refused instead of 1.3%).
+drawn with a thick pen: 2.2% of benchmarks/real_world.py's drawings refused instead of 1.3%,
+with the pretrained model of then).
 Each cut follows the path of least ink from top to bottom within `paths.REACH` of the height
 of its column, drifting off it costing `paths.DRIFT` of a pixel's ink per column."""
 MAX_GROUP = 4
@@ -460,7 +461,7 @@ def crowded(segmentation: Segmentation, path: list[int]) -> bool:
 
 def slants(images: np.ndarray) -> np.ndarray:
     """(k,) how far each image's ink (k, 28, 28) moves right per row down, from its second
-    moments: the shear that would stand it upright (0 upright, < 0 leaning right as /)."""
+    moments (0 upright, < 0 leaning right as / does; a shear by minus this stands it up)."""
     ink = images.astype(np.float64)  # (k, 28, 28)
     rows = np.arange(images.shape[1], dtype=np.float64)[None, :, None]  # (1, 28, 1)
     cols = np.arange(images.shape[2], dtype=np.float64)[None, None, :]  # (1, 1, 28)
@@ -476,7 +477,7 @@ def slants(images: np.ndarray) -> np.ndarray:
 def leaning_apart(images: np.ndarray, labels: list[int | None]) -> bool:
     """Whether two neighbours read as 1, their images (k, 28, 28) in reading order, slant
     more than LEAN_APART apart: one is a stroke of something else (`LEAN_APART`)."""
-    ones = np.array([label == 1 for label in labels])  # (k,)
+    ones = np.array([label == 1 for label in labels], dtype=bool)  # (k,)
     pairs = np.flatnonzero(ones[:-1] & ones[1:])  # (p,) the first of each pair
     if not pairs.size:
         return False
