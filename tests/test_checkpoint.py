@@ -49,11 +49,19 @@ def test_truncated_file(model_file):
         checkpoint.load_model(model_file)
 
 
-def test_not_a_safetensors_file(tmp_path):
+@pytest.mark.parametrize("text", ["hello", "some notes, not a model at all\n"])
+def test_not_a_safetensors_file(tmp_path, text):
     path = tmp_path / "model.safetensors"
-    path.write_text("hello")
-    with pytest.raises(ModelFileError, match="not a readable model file"):
+    path.write_text(text)
+    with pytest.raises(ModelFileError, match="is not a model file: it does not begin as a "
+                       "safetensors file does; pass a file written by `lenet5 train`"):
         checkpoint.load_model(path)
+
+
+def test_a_safetensors_file_cut_in_its_header_is_truncated(model_file):
+    model_file.write_bytes(model_file.read_bytes()[:40])
+    with pytest.raises(ModelFileError, match="not a readable model file .* truncated or corrupt"):
+        checkpoint.load_model(model_file)
 
 
 def test_foreign_safetensors_file(tmp_path):

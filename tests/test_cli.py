@@ -12,6 +12,7 @@ from lying_models import ISSUE_LIES, LIES, NORM, rewrite_metadata
 from PIL import Image
 
 from lenet5.cli import main
+from lenet5.version import __version__
 
 
 def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
@@ -94,6 +95,22 @@ def test_help_states_defaults(capsys):
     assert exc.value.code == 0
     assert "(default: 128 for lenet5" in out and "(default: 15 for lenet5" in out
     assert "--resume" in out and "(default: 0)" in out
+
+
+def test_a_usage_mistake_points_at_its_commands_help(capsys):
+    for argv, command in ((["predict", "--frobnicate", "a.png"], "lenet5 predict"),
+                          (["train", "--epochs"], "lenet5 train"), (["--frob"], "lenet5")):
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        err = capsys.readouterr().err
+        assert exc.value.code == 2 and err.count("\n") == 1
+        assert err.startswith(f"{command}: error: ") and f"see `{command} --help`." in err
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0 and capsys.readouterr().out == f"lenet5 {__version__}\n"
 
 
 @pytest.mark.mnist

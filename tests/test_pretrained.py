@@ -10,7 +10,7 @@ import lenet5
 from lenet5 import checkpoint, pretrained
 from lenet5.cli import main
 from lenet5.engine import evaluate
-from lenet5.errors import ModelFileError
+from lenet5.errors import Lenet5Error, ModelFileError
 from lenet5.recipes import load_recipe
 from lenet5.refusal import METADATA_KEY
 from lenet5.threads import one_blas_thread
@@ -102,6 +102,9 @@ def test_predict_reads_its_first_argument_as_the_model_only_when_it_names_one(tm
     assert _model_and_images(["pretrained", "a.png"]) == ("pretrained", ["a.png"])
     assert _model_and_images([str(photos), "a.png"]) == ("pretrained", [str(photos), "a.png"])
     assert _model_and_images(["a.png", "b.png"]) == ("pretrained", ["a.png", "b.png"])
+    with pytest.raises(Lenet5Error, match="is a model, not a picture; name the model first"):
+        _model_and_images(["a.png", str(run)])  # its figures are no pictures of digits
+    assert main(["predict", str(photos), str(run)]) == 1
     mistyped = str(tmp_path / "runs" / "mine")  # no such run: an error that names it
     assert _model_and_images([mistyped, "a.png"]) == (mistyped, ["a.png"])
     assert main(["predict", mistyped, str(photos)]) == 1

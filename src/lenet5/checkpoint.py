@@ -108,7 +108,20 @@ def resolve_model_path(path: str | Path) -> Path:
     return p
 
 
+def _begins_as_safetensors(path: Path) -> bool:
+    """Whether a file starts as safetensors files do: 8 bytes of header length, then "{"."""
+    try:
+        with open(path, "rb") as file:
+            return file.read(9)[8:9] == b"{"
+    except OSError:
+        return True  # unreadable: the reading itself says why
+
+
 def _read(path: Path, magic: str, what: str) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    if not _begins_as_safetensors(path):  # a text file, a picture: no "truncated" advice
+        raise ModelFileError(f"{path} is not a {what}: it does not begin as a safetensors file "
+                             "does; pass a file written by `lenet5 train` (or its run "
+                             "directory).")
     try:
         with safe_open(str(path), framework="np") as f:
             meta = f.metadata() or {}

@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from .errors import Lenet5Error
+from .version import __version__
 
 Subparsers = argparse._SubParsersAction
 
@@ -513,16 +514,27 @@ def _model_and_images(inputs: list[str]) -> tuple[str, list[str]]:
     """(MODEL, images) of predict's arguments: the first is the model when it names one, or
     when it names nothing that exists and is not named like an image (a mistyped run
     directory must be an error, not a missing image beside answers from another model)."""
-    from .files import MODEL_FILE
     from .predict import IMAGE_SUFFIXES
     from .pretrained import NAME as PRETRAINED
 
     first = Path(inputs[0])
     missing = (len(inputs) > 1 and not first.exists()
                and first.suffix.lower() not in IMAGE_SUFFIXES)
-    is_model = (inputs[0] == PRETRAINED or (first.is_dir() and (first / MODEL_FILE).is_file())
-                or first.suffix.lower() in (".safetensors", ".onnx") or missing)
-    return (inputs[0], inputs[1:]) if is_model else (PRETRAINED, inputs)
+    is_model = inputs[0] == PRETRAINED or _names_a_model(first) or missing
+    model, images = (inputs[0], inputs[1:]) if is_model else (PRETRAINED, inputs)
+    misplaced = next((image for image in images if _names_a_model(Path(image))), None)
+    if misplaced:  # else its run directory's figures would be read as pictures of digits
+        raise Lenet5Error(f"{misplaced} is a model, not a picture; name the model first: "
+                          f"`lenet5 predict {misplaced} IMAGE_OR_DIR ...`.")
+    return model, images
+
+
+def _names_a_model(path: Path) -> bool:
+    """Whether a path is a model file or a run directory holding one."""
+    from .files import MODEL_FILE
+
+    return (path.is_dir() and (path / MODEL_FILE).is_file()) or \
+        path.suffix.lower() in (".safetensors", ".onnx")
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -737,15 +749,19 @@ def build_parser() -> argparse.ArgumentParser:
         prog="lenet5", formatter_class=_Formatter,
         description="Train, evaluate and use LeNet-5 on MNIST-style digits.",
         epilog="Run `lenet5 COMMAND --help` for each command's options.")
+    parser.add_argument("--version", action="version", version=f"lenet5 {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in COMMANDS:
         add(sub)
+    parser.set_defaults(commands=sub.choices)  # each command's parser, for its usage errors
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # named by the command's parser, whose --help lists what it takes
+        args.commands[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         return args.func(args)
     except Lenet5Error as exc:
