@@ -24,7 +24,7 @@ caller's: the network scores all candidates of a picture in one forward pass. `a
 gives the candidate of ink that steps 3-4 would leave whole and alone (one digit, nothing to
 cut) for less, or of any ink that is one group of stacked blobs, uncut (the reader takes it
 where it surely reads as one digit); `crowded` tells a reading whose digits stand closer than
-digits are ever written, `leaning_apart` one whose 1s slant as no hand's do.
+digits are ever written, `leaning_apart` one whose 1s slant further apart than one hand's.
 """
 
 from __future__ import annotations
