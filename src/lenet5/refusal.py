@@ -5,9 +5,9 @@ The confidence is the probability of the most probable class, read steadily (ave
 the picture, its strokes a pixel thinner and thicker, and it moved a pixel each way,
 `steady_log_probs`). For the modern network that is softmax's maximum; trained with made-up
 non-digits (`data.nondigits`: outlier exposure) it spreads its probability over the classes
-for anything that is not a digit. For
-the 1998 RBF network it is that class's share with the paper's "rubbish" class taking part
-(e^-j in the MAP criterion's denominator): a picture far from every RBF centre goes to rubbish.
+for anything that is not a digit. For the 1998 RBF network it is that class's share with the
+paper's "rubbish" class taking part (e^-j in the MAP criterion's denominator): a picture far
+from every RBF centre goes to rubbish.
 
 Why this method, measured on development photos (1,000 single digits, 400 non-digits, one
 object each, through `preprocess_image`; not the benchmark's sets): refusing 2% of the digit

@@ -199,17 +199,9 @@ class TrainingData:
 
 
 def load_training_data(config: TrainConfig, arch: Architecture, log: Log) -> TrainingData:
-    data = datasets.load(config.dataset, config.data_dir, log=log)
-    images, labels = data.train_images, data.train_labels
-    if config.limit:
-        images, labels = images[:config.limit], labels[:config.limit]
-    images, labels, val_images, val_labels = split_validation(images, labels, config.val_size,
-                                                              config.seed)
+    data, (images, labels), (val_images, val_labels) = _training_digits(config, log)
     norm = input_normalization(arch, images, config.normalization)
-    # the refusal is calibrated on digits the network did not train on, never the test set:
-    # the validation split, else training digits redrawn (refused as often as unseen ones)
-    calibration = ((val_images, val_labels, "the validation split") if len(val_images)
-                   else (images, labels, "training digits (there is no validation split)"))
+    calibration = _calibration_digits(images, labels, val_images, val_labels)
     train_images, train_labels = with_nondigits(  # the non-digits teach the network to refuse
         images, labels, config.nondigits, np.random.default_rng([config.seed, NONDIGIT_STREAM]))
     return TrainingData(
@@ -219,6 +211,29 @@ def load_training_data(config: TrainConfig, arch: Architecture, log: Log) -> Tra
         y_val=val_labels.astype(np.int64),
         x_test=prepare_inputs(data.test_images, norm), y_test=data.test_labels.astype(np.int64),
         calibration=calibration)
+
+
+def _training_digits(config: TrainConfig, log: Log
+                     ) -> tuple[datasets.Dataset, tuple[np.ndarray, np.ndarray],
+                                tuple[np.ndarray, np.ndarray]]:
+    """The dataset, and its training digits (images, labels) split into the ones trained on
+    and the validation split (empty without --val-size)."""
+    data = datasets.load(config.dataset, config.data_dir, log=log)
+    images, labels = data.train_images, data.train_labels
+    if config.limit:
+        images, labels = images[:config.limit], labels[:config.limit]
+    images, labels, val_images, val_labels = split_validation(images, labels, config.val_size,
+                                                              config.seed)
+    return data, (images, labels), (val_images, val_labels)
+
+
+def _calibration_digits(images: np.ndarray, labels: np.ndarray, val_images: np.ndarray,
+                        val_labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
+    """What the refusal is calibrated on: digits the network did not train on, never the
+    test set -- the validation split, else training digits redrawn (refused as often as
+    unseen ones); (digits, labels, what they are)."""
+    return ((val_images, val_labels, "the validation split") if len(val_images)
+            else (images, labels, "training digits (there is no validation split)"))
 
 
 class EpochInputs:
@@ -522,7 +537,8 @@ def _train_epochs(config: TrainConfig, arch: Architecture, data: TrainingData,
 
 def calibrate_refusal(config: TrainConfig, run: Run, data: TrainingData) -> None:
     """The trained network's "not a digit" threshold (``refusal``), into its model file."""
-    run.refusal = _calibration(Model(run.engine, model_metadata(config, run)), config, data)
+    run.refusal = _calibration(Model(run.engine, model_metadata(config, run)), config,
+                               data.calibration)
     _save_model(config, run)  # the last epoch's metrics and state are written already
 
 
@@ -531,11 +547,13 @@ def calibration_again(model: Model, config: TrainConfig) -> dict:
     would now store for this trained model: for a model file calibrated before the way a
     digit's confidence is measured changed (``scripts/build_pretrained.py --recalibrate``)."""
     config = config.resolved()
-    return _calibration(model, config, load_training_data(config, model.arch, log=lambda _: None))
+    _, trained_on, validation = _training_digits(config, log=lambda _: None)
+    return _calibration(model, config, _calibration_digits(*trained_on, *validation))
 
 
-def _calibration(model: Model, config: TrainConfig, data: TrainingData) -> dict:
-    digits, labels, source = data.calibration
+def _calibration(model: Model, config: TrainConfig,
+                 calibration: tuple[np.ndarray, np.ndarray, str]) -> dict:
+    digits, labels, source = calibration
     return calibrate_model(model, digits, labels, source,
                            np.random.default_rng([config.seed, CALIBRATION_STREAM]),
                            config.refusal_error, config.calibration_digits)
