@@ -37,6 +37,7 @@ from typing import Protocol
 import numpy as np
 
 from .arch import Architecture
+from .data.distortions import shift_by
 from .data.nondigits import calibration_pictures, change_strokes
 from .errors import Lenet5Error
 from .outputs import CLASS_LOG_PROBS
@@ -118,12 +119,10 @@ def _views(images: np.ndarray) -> list[np.ndarray]:
 
 def _moved(images: np.ndarray, down: int, right: int) -> np.ndarray:
     """The images (N, H, W) moved `down` rows and `right` columns (either may be negative),
-    the pixels moved in from the border blank."""
-    moved = np.zeros_like(images)
-    height, width = images.shape[1:]
-    moved[:, max(down, 0):height + min(down, 0), max(right, 0):width + min(right, 0)] = \
-        images[:, max(-down, 0):height + min(-down, 0), max(-right, 0):width + min(-right, 0)]
-    return moved
+    the pixels moved in from the border blank: the shift augmentation's `shift_by`."""
+    reach = max(abs(down), abs(right))
+    offsets = np.repeat([[reach - down], [reach - right]], len(images), axis=1)  # (2, N)
+    return shift_by(images, offsets, reach)
 
 
 def _log_probs(model: Classifier, views: list[np.ndarray]) -> np.ndarray:
