@@ -14,7 +14,9 @@ from PIL import Image
 from test_paths import plain_least_ink_path
 
 from lenet5.images.numbers import (
+    CUT_SPACING,
     MAX_ATOMS,
+    ROW_CUT_SPACING,
     Segmentation,
     as_one_digit,
     best_path,
@@ -152,6 +154,26 @@ def test_boxes_are_in_the_files_pixels(digits, tmp_path):
     segmentation = segment(find_writing(buffer.getvalue()))
     for box in boxes:
         assert best_match(segmentation, [8 * v for v in box]) > 0.85
+
+
+def test_ink_beside_other_digits_is_cut_more_finely_than_ink_alone():
+    """Five bars 0.22 of the height apart, joined at the bottom: alone (a wide digit, maybe),
+    cuts stand CUT_SPACING apart; beside another tall blob (a number), ROW_CUT_SPACING: one in
+    every gap."""
+    def comb(neighbour: bool) -> np.ndarray:
+        picture = np.full((200, 360), 235, np.uint8)
+        for x in (40, 62, 84, 106, 128):
+            picture[50:150, x:x + 18] = 30
+        picture[145:150, 40:146] = 30
+        if neighbour:  # a 0
+            picture[50:150, 200:240] = 30
+            picture[60:140, 210:230] = 235
+        return picture
+
+    alone, row = find_writing(comb(False)), find_writing(comb(True))
+    assert len(row.cuts[0]) == 4 > len(alone.cuts[0]) >= 2 and row.cuts[1] == []
+    assert np.diff(alone.cuts[0]).min() >= CUT_SPACING * alone.height
+    assert np.diff(row.cuts[0]).min() >= ROW_CUT_SPACING * row.height
 
 
 def test_a_row_of_too_many_marks_is_not_cut_up():
