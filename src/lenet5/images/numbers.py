@@ -82,8 +82,7 @@ CUT_MARGIN = 0.12
 """... at least this fraction of the height from either side (a 1 is that narrow) ..."""
 CUT_SPACING = 0.25
 """... and from each other; at most one cut per this fraction of the height of width, where
-the ink is one tall blob (a digit on its own, most often: what people draw on the page) ...
-"""
+the ink is one tall blob (a digit on its own, most often: what people draw on the page) ..."""
 ROW_CUT_SPACING = 0.2
 """... and this fraction where there are several (a number): 0.2 everywhere read 0.7-1.0 points
 more of two development sets' 600 numbers but cut wide single digits in two (a 5's long bar, a
