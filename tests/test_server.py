@@ -129,7 +129,9 @@ def test_predict_answers_what_the_model_computes(client, model_path):
     digit = preprocess_image(image)
     model = load(model_path)
     expected = model.predict_proba(digit)[0]
-    np.testing.assert_allclose(answer["probs"], expected, rtol=1e-6, atol=1e-9)
+    # float32 network: the server's pass (one BLAS thread, the picture among its views) sums
+    # in another order than this one, 1.6e-6 apart on an AVX-512 machine
+    np.testing.assert_allclose(answer["probs"], expected, rtol=1e-5, atol=1e-9)
     read = model.read(image, threshold=0.0)  # the decision: read steadily (refusal.py)
     assert answer["label"] == read["label"] and read["label"] is not None
     assert answer["confidence"] == pytest.approx(read["confidence"], rel=1e-6)
