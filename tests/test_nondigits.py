@@ -7,6 +7,7 @@ import pytest
 from scipy import ndimage
 
 from lenet5.data.nondigits import (
+    BREAK,
     JUNK,
     MIN_CUT_SHARE,
     NONDIGIT,
@@ -15,6 +16,7 @@ from lenet5.data.nondigits import (
     _cut_out,
     _left_of_cut,
     _marks,
+    broken,
     calibration_pictures,
     change_strokes,
     draw,
@@ -132,6 +134,33 @@ def test_with_nondigits_adds_labelled_non_digits_and_redraws_some_digits():
     assert redrawn == REDRAWN * 50
     same, same_labels = with_nondigits(digits, labels, 0.0, np.random.default_rng(0))
     assert same is digits and (same_labels == labels).all()
+
+
+def test_a_broken_digit_loses_one_straight_band_of_ink_and_nothing_else():
+    digits = digits_like(50, seed=1)
+    out = broken(digits, np.random.default_rng(0))
+    assert out.dtype == np.uint8 and (out <= digits).all()
+    assert np.array_equal(out, broken(digits, np.random.default_rng(0)))
+    for digit, after in zip(digits, out, strict=True):
+        erased = np.argwhere(after < digit // 2).astype(float)  # (m, 2) fully erased pixels
+        assert len(erased)  # the line runs through an inked pixel
+        centred = erased - erased.mean(axis=0)
+        thinnest = np.linalg.eigvalsh(centred.T @ centred / len(erased))[0]
+        assert np.sqrt(thinnest) <= (BREAK[1] + 1.4) / 2  # a band, not a blot
+        assert np.count_nonzero(after) > 0.5 * np.count_nonzero(digit)
+
+
+def test_some_redrawn_training_digits_are_broken(monkeypatch):
+    """With BROKEN = 0 the training set's redrawn digits keep their strokes; with it, some
+    lose a band of ink across them (checked by the ink they keep)."""
+    digits, labels = digits_like(400, seed=2), np.arange(400) % 10
+    ink = {}
+    for share in (0.0, 1.0):
+        monkeypatch.setattr("lenet5.data.nondigits.BROKEN", share)
+        images, _ = with_nondigits(digits, labels, 0.25, np.random.default_rng(0))
+        changed = (images[:400] != digits).any(axis=(1, 2))
+        ink[share] = images[:400][changed].sum(axis=(1, 2)) / digits[changed].sum(axis=(1, 2))
+    assert np.median(ink[1.0]) < np.median(ink[0.0]) - 0.05
 
 
 def test_change_strokes_is_ndimages_grey_dilation_and_erosion():

@@ -57,7 +57,7 @@ DISTORTION_STREAM = 1  # with the epoch: that epoch's distortions
 NONDIGIT_STREAM = 2  # the made-up non-digits added to the training set
 CALIBRATION_STREAM = 3  # the redrawn digits and non-digits the refusal is calibrated on
 # Fewer calibration digits than this leave the threshold to a handful of wrong readings (at the
-# default 1.4% error, 100 digits allow 1.4 wrong ones).
+# default 1.6% error, 100 digits allow 1.6 wrong ones).
 MIN_CALIBRATION_DIGITS = 100
 # each optimizer-specific setting -> the optimizers that take it
 OPTIMIZERS_TAKING = {name: [o for o, names in OPTIMIZER_OPTIONS.items() if name in names]

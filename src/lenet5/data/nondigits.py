@@ -81,6 +81,18 @@ MIN_CUT_SHARE = 0.7
 """... unless the cut keeps less than this share of the window's ink (it took a part of the
 digit, a 0's right half): that window stays whole, the neighbour's overlapping ink and all,
 as the reader's other candidate, the atoms on both sides of the cut joined, would be."""
+BROKEN = 0.2
+"""Of the digits `with_nondigits` redraws, this share has a stroke broken first: a band
+BREAK px wide erased along a line through one of its ink pixels (a pen that skipped, a 5
+whose bar is lifted off, a 4 drawn in two strokes). A network that never saw one reads a 9
+with its loop broken as a 7 or refuses it: of a development set's 600 numbers, 54% of those
+with a broken digit were read right, 86% of the others. The default recipe's five seeds with it
+read 82.2% and 81.0% of the numbers (79.1% and 78.4% without), 70.7% of the hard ones on
+both (66.9%, 65.5%), 69.0% and 69.7% of the non-digits refused (70.1%, 70.5%) and 98.5% and
+97.7% of the single photos right (98.6%, 97.9%), each calibrated (`refusal.TARGET_ERROR`);
+MNIST's test digits 99.20% +- 0.07 (99.26% +- 0.05) ..."""
+BREAK = (1.5, 2.5)
+"""... the band's width, px of the 28x28 digit, soft-edged over another 0.7 px."""
 
 
 def with_nondigits(images: np.ndarray, labels: np.ndarray, fraction: float,
@@ -96,9 +108,30 @@ def with_nondigits(images: np.ndarray, labels: np.ndarray, fraction: float,
     extra = make_nondigits(images, count, rng, columns)
     redrawn = images.copy()
     chosen = rng.choice(len(images), min(REDRAWN * count, len(images)), replace=False)
-    redrawn[chosen] = _windows(images, columns, "digit", rng, chosen)
+    breaking = chosen[rng.random(len(chosen)) < BROKEN]
+    redrawn[breaking] = broken(images[breaking], rng)  # (b, 28, 28); neighbours drawn from
+    # all the digits may be broken ones too
+    redrawn[chosen] = _windows(redrawn, _ink_columns(redrawn), "digit", rng, chosen)
     return (np.concatenate([redrawn, extra]),
             np.concatenate([labels, np.full(count, NONDIGIT, np.int64)]))
+
+
+def broken(digits: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Copies of the digits (n, 28, 28) uint8, each with a stroke broken (BROKEN): a band
+    BREAK px wide erased along a line at a random angle through a random one of its pixels of
+    at least half ink."""
+    n = len(digits)
+    inked = (digits > 128).reshape(n, CANVAS * CANVAS)  # (n, 784)
+    rank = (rng.random(n) * inked.sum(axis=1)).astype(np.int64)  # (n,) which inked pixel
+    pixel = np.minimum((inked.cumsum(axis=1) <= rank[:, None]).sum(axis=1), inked.shape[1] - 1)
+    row, col = np.divmod(pixel, CANVAS)  # (n,) each
+    angle = rng.uniform(0.0, np.pi, n)
+    half = rng.uniform(BREAK[0] / 2, BREAK[1] / 2, n)
+    y, x = np.mgrid[0:CANVAS, 0:CANVAS]  # (28, 28) each
+    distance = np.abs((y - row[:, None, None]) * np.cos(angle)[:, None, None]
+                      - (x - col[:, None, None]) * np.sin(angle)[:, None, None])  # (n, 28, 28)
+    keep = np.clip((distance - half[:, None, None]) / 0.7, 0.0, 1.0)
+    return np.rint(digits * keep).astype(np.uint8)
 
 
 def redrawn_digits(digits: np.ndarray, n: int, rng: np.random.Generator,
