@@ -23,7 +23,7 @@ Calibration (at the end of `lenet5 train`) sets the threshold from digits the ne
 train on in that form: the validation split where there is one, else training digits, each
 redrawn as a segmenter cuts digits out of numbers (`data.nondigits.redrawn_digits`); never the
 test set. Redrawn, the training digits are refused as often as redrawn test digits (3.8% of
-10,000 each at the pretrained model's threshold) with about as many errors among the rest
+10,000 each at the threshold of the pretrained model of then) with about as many errors among the rest
 (1.4% and 1.7%), so they stand in for unseen digits. The threshold is the lowest at which at
 most TARGET_ERROR of the accepted calibration digits are wrong (and at least MIN_REFUSED of
 them are refused); it is stored, with what it measures, in the model file's metadata under
@@ -58,7 +58,7 @@ candidate is refused when no class has even half of the probability."""
 TARGET_ERROR = 0.016
 """Calibration aims at no more than this share of wrong digits among those accepted, on
 calibration digits redrawn as a segmenter cuts them out of numbers -- harder than photos of
-single digits, of which the pretrained model then refuses 0.7-1.3% and reads 0.5-1.1% of the
+single digits, of which the pretrained model then refuses 0.7-1.7% and reads 0.7-0.8% of the
 rest wrong (two development sets of 1,000, not the benchmark's). It was 1.5% until SHIFTS
 steadied the readings and the calibration digits were cut as the reader cuts them (harder
 again), then 1.4%, which kept the default recipe's thresholds where they stood (0.40 on average
