@@ -23,11 +23,11 @@ Calibration (at the end of `lenet5 train`) sets the threshold from digits the ne
 train on in that form: the validation split where there is one, else training digits, each
 redrawn as a segmenter cuts digits out of numbers (`data.nondigits.redrawn_digits`); never the
 test set. Redrawn, the training digits are refused as often as redrawn test digits (3.8% of
-10,000 each at the threshold of the pretrained model of then) with about as many errors among the rest
-(1.4% and 1.7%), so they stand in for unseen digits. The threshold is the lowest at which at
-most TARGET_ERROR of the accepted calibration digits are wrong (and at least MIN_REFUSED of
-them are refused); it is stored, with what it measures, in the model file's metadata under
-"refusal".
+10,000 each at the threshold of the pretrained model of then) with about as many errors among
+the rest (1.4% and 1.7%), so they stand in for unseen digits. The threshold is the lowest at
+which at most TARGET_ERROR of the accepted calibration digits are wrong (and at least
+MIN_REFUSED of them are refused); it is stored, with what it measures, in the model file's
+metadata under "refusal".
 """
 
 from __future__ import annotations
