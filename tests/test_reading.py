@@ -131,6 +131,28 @@ def test_ink_to_cut_that_surely_reads_as_one_digit_is_not_cut(mnist, monkeypatch
             np.testing.assert_allclose(kept, alone[0], rtol=1e-5, atol=1e-5)
 
 
+def test_a_digit_written_flat_reads_whole_unless_its_pieces_read_surer(mnist, monkeypatch):
+    """A 0 and a 4 drawn twice as wide as tall (one blob, to be cut) read surely as one digit
+    whole; cut, they read as two digits, neither sure (WHOLE_WIDTH at SURE_WIDTH: as before).
+    The page's layers are the whole's, read before it was cut."""
+    model = lenet5.load("pretrained")
+    for index in (10, 24):
+        flat = np.asarray(Image.fromarray(mnist.test_images[index]).resize(
+            (56, 24), Image.Resampling.BILINEAR))
+        ink = np.pad(255 - flat, 8, constant_values=255)  # (40, 72) dark on white
+        assert find_writing(ink).cuts[0]
+        whole = reading.read(model, ink, layers=True)
+        assert whole.answer["label"] == mnist.test_labels[index] and whole.answer["text"]
+        assert whole.answer["confidence"] >= reading.SURE
+        for (_, kept), (_, alone) in zip(whole.layers, model.feature_maps(whole.images[0]),
+                                         strict=True):
+            np.testing.assert_allclose(kept, alone[0], rtol=1e-5, atol=1e-5)
+        monkeypatch.setattr(reading, "WHOLE_WIDTH", reading.SURE_WIDTH)
+        cut = reading.read(model, ink).answer
+        assert len(cut["digits"]) == 2 and cut["label"] is None and cut["confidence"] < 0.5
+        monkeypatch.undo()
+
+
 def test_the_first_digits_layers_come_from_the_reading_pass(mnist):
     """With `layers`, the reading keeps what each layer computed for the first digit read,
     from its own first pass: what a pass over that digit alone computes, and the same answer

@@ -382,13 +382,14 @@ def as_one_digit(writing: Writing, *, uncut: bool = False) -> Segmentation | Non
     labels, boxes = writing.groups
     if len(boxes) != 1 or (not uncut and writing.cuts[0]):
         return None
-    return _candidates(writing, labels, boxes)
+    return _candidates(writing, labels, boxes, max_width=np.inf)
 
 
-def _candidates(writing: Writing, atoms: np.ndarray, atom_boxes: list[tuple[slice, slice]]
-                ) -> Segmentation:
+def _candidates(writing: Writing, atoms: np.ndarray, atom_boxes: list[tuple[slice, slice]],
+                max_width: float = MAX_WIDTH) -> Segmentation:
     """Every run of up to MAX_GROUP consecutive atoms (labels (H, W) 1..n, in reading order,
-    and their n boxes) that may be a digit, drawn into 28x28."""
+    and their n boxes) that may be a digit, drawn into 28x28, at most `max_width` heights
+    wide."""
     ink, height, label = writing.ink, writing.height, writing.name
     residual = ink.residual
     count = len(atom_boxes)
@@ -400,7 +401,7 @@ def _candidates(writing: Writing, atoms: np.ndarray, atom_boxes: list[tuple[slic
         for stop in range(start + 1, min(start + MAX_GROUP, count) + 1):
             if stop > start + 1:
                 box = _union(box, atom_boxes[stop - 1])
-            if box[1].stop - box[1].start > MAX_WIDTH * height:
+            if box[1].stop - box[1].start > max_width * height:
                 break
             if box[0].stop - box[0].start < TALL * height:  # a speck or a bit of a stroke:
                 continue  # left out of the number, or part of a taller candidate
