@@ -142,13 +142,14 @@ def _read(model: Classifier, source: Source, name: str | None, top_k: int,
     read_whole = _read_whole(model, writing, whole)
     if whole is not None and not writing.cuts[0]:  # nothing to cut: the whole is all there is
         return _reading(model, whole, read_whole, limit, top_k)
-    sure = read_whole is not None and np.exp(read_whole[1].max()) >= max(SURE, limit)
+    whole_confidence = 0.0 if read_whole is None else float(np.exp(read_whole[1].max()))
+    sure = whole_confidence >= max(SURE, limit)
     if sure and _within(whole.boxes[0], SURE_WIDTH):
         return _reading(model, whole, read_whole, limit, top_k)  # no need to find the cuts
     if isinstance(model, _FirstPass):
         model.again()  # any pass over the whole is not read: keep the segmentation's
     reading, path = _reading(model, segment(writing), None, limit, top_k)
-    if sure and len(path) > 1 and reading.answer["confidence"] < np.exp(read_whole[1].max()):
+    if sure and len(path) > 1 and reading.answer["confidence"] < whole_confidence:
         if isinstance(model, _FirstPass):
             model.back()
         return _reading(model, whole, read_whole, limit, top_k)
