@@ -11,7 +11,7 @@ import pytest
 from lying_models import ISSUE_LIES, LIES, NORM, rewrite_metadata
 from PIL import Image
 
-from lenet5.cli import main
+from lenet5.cli import build_parser, main
 from lenet5.version import __version__
 
 
@@ -145,7 +145,17 @@ def test_missing_model_is_one_clear_sentence(tmp_path, capsys):
 
 def test_bad_flag_value(capsys, tmp_path):
     code, _, err = run_cli(capsys, "train", "--epochs", "0", "--out", str(tmp_path / "r"))
-    assert code == 1 and "--epochs must be at least 1" in err
+    assert code == 1 and "--epochs must be a positive number, got 0." in err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--epochs", "x", "--out", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "--epochs: 'x' is not a number (e.g. 3 or 2.5)" in err
+
+
+@pytest.mark.parametrize("text, value", [("3", 3), ("2.5", 2.5), ("3.0", 3)])
+def test_epochs_stay_whole_unless_written_as_a_fraction(text, value):
+    args = build_parser().parse_args(["train", "--epochs", text])
+    assert args.epochs == value and type(args.epochs) is type(value)
 
 
 # --- issue 17 -------------------------------------------------------------------------------

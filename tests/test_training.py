@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from lenet5 import checkpoint, files
+from lenet5.arch import NONDIGIT
 from lenet5.errors import Lenet5Error, TrainingDiverged
 from lenet5.files import read_metrics
 from lenet5.refusal import CALIBRATION_DIGITS
@@ -88,12 +89,47 @@ def test_resume_of_a_directory_that_is_no_run(tmp_path):
 
 
 @pytest.mark.parametrize("field, value, flag", [
-    ("epochs", 0, "--epochs"), ("batch_size", 0, "--batch-size"), ("val_size", -1, "--val-size"),
+    ("epochs", 0, "--epochs"), ("epochs", -0.5, "--epochs"), ("epochs", float("inf"), "--epochs"),
+    ("epochs", float("nan"), "--epochs"), ("batch_size", 0, "--batch-size"),
+    ("val_size", -1, "--val-size"),
     ("limit", 0, "--limit"), ("arch", "vgg", "unknown architecture"),
 ])
 def test_bad_settings_are_named(field, value, flag):
     with pytest.raises(Lenet5Error, match=flag):
         TrainConfig(**{field: value}).validate()
+
+
+def test_a_fraction_of_an_epoch_ends_with_a_part_pass_and_the_whole_schedule(
+        synthetic_dataset, tmp_path, monkeypatch):
+    """--epochs 1.5 (the fast recipe's 2.5): a second pass over the first half of its
+    shuffled order, with the schedule's last step at the end of it, and the training accuracy
+    of that pass over the digits it saw."""
+    from lenet5.numpy_engine.model import NumpyEngine
+
+    steps, learning_rates, digits, correct = [], [], [], []
+    step, take = NumpyEngine.train_step, NumpyEngine.take_train_metrics
+    monkeypatch.setattr(NumpyEngine, "train_step", lambda self, batch, lr: (
+        steps.append(len(batch)), learning_rates.append(lr),
+        digits.append(np.count_nonzero(self.train_y[batch] != NONDIGIT)),
+        step(self, batch, lr))[-1])
+    monkeypatch.setattr(NumpyEngine, "take_train_metrics",
+                        lambda self: (metrics := take(self), correct.append(metrics[1]))[0])
+    log = []
+    run = train(config(synthetic_dataset, tmp_path / "run", epochs=1.5, batch_size=40,
+                       optimizer="sgd", lr=0.05, schedule="onecycle", nondigits=0.2),
+                log=log.append)
+    per_pass = 720 // 40  # 600 digits and 120 made-up non-digits
+    assert len(steps) == per_pass + per_pass // 2 and set(steps) == {40}
+    assert learning_rates[-1] < 1e-3 * max(learning_rates)  # one-cycle ends at the last step
+    rows = read_metrics(run)
+    assert [r["epoch"] for r in rows] == [1, 2] and "test_acc" in rows[-1]
+    assert rows[-1]["train_acc"] == correct[-1] / sum(digits[per_pass:])  # the digits it saw
+    assert checkpoint.load_model(run)[1]["epochs"] == 1.5
+    assert [line.split("  loss")[0] for line in log if line.startswith("epoch")] == [
+        "epoch  1/1.5", "epoch 1.5/1.5"]
+    assert "1.5 epochs" in log[-2]
+    with pytest.raises(Lenet5Error, match=r"already complete \(2 epochs finished\)"):
+        train(resume_config(run), resume=run, log=quiet)
 
 
 def test_limit_uses_the_first_images(synthetic_dataset, tmp_path):
@@ -262,7 +298,8 @@ def test_bad_optimizer_state_is_refused(synthetic_dataset, tmp_path, change):
 @pytest.mark.parametrize("text, problem", [
     ("[1, 2]", r"config\.json holds a list, not a run's settings"),
     ('{"lr": "fast"}', r"'lr' in .*config\.json is 'fast', not a number"),
-    ('{"epochs": 2.5}', r"'epochs' in .*config\.json is 2\.5, not a whole number"),
+    ('{"epochs": "2"}', r"'epochs' in .*config\.json is '2', not a number"),
+    ('{"batch_size": 2.5}', r"'batch_size' in .*config\.json is 2\.5, not a whole number"),
     ('{"arch": 5}', r"'arch' in .*config\.json is 5, not a string"),
     ('{"seed": true}', r"'seed' in .*config\.json is True, not a whole number"),
 ])
@@ -285,8 +322,8 @@ def test_unknown_config_keys_are_fine(synthetic_dataset, tmp_path):
 
 
 @pytest.mark.parametrize("epochs, problem", [(1, "already has 2 finished epochs"),
-                                             (None, r"is already complete \(2 of 2 epochs"),
-                                             (2, r"is already complete \(2 of 2 epochs")])
+                                             (None, r"is already complete \(2 epochs fin"),
+                                             (2, r"is already complete \(2 epochs fin")])
 def test_resuming_a_run_that_has_its_epochs_says_so_and_writes_nothing(
         synthetic_dataset, tmp_path, epochs, problem):
     run = finished_run(synthetic_dataset, tmp_path / "run")

@@ -173,13 +173,23 @@ def _network_flags(parser: argparse.ArgumentParser) -> None:
                         f"{LENET5_1998.input_normalization} for {LENET5_1998.name})")
 
 
+def _whole_or_fraction(text: str) -> int | float:
+    """A number of epochs as written: 3 stays an int (config.json, logs), 2.5 a float."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number (e.g. 3 or 2.5)") from None
+    return int(value) if value.is_integer() else value
+
+
 def _optimizer_flags(parser: argparse.ArgumentParser) -> None:
     from .hparams import OPTIMIZERS, SCHEDULES, SDLM_WARMUP_FACTORS
 
     default = _arch_default
-    parser.add_argument("--epochs", type=int, default=None,
+    parser.add_argument("--epochs", type=_whole_or_fraction, default=None,
                         help=f"passes over the training set ({default('epochs')}; with "
-                        "--resume, the run's own)")
+                        "--resume, the run's own); a fraction such as 2.5 ends with a pass "
+                        "over that part of the shuffled data")
     parser.add_argument("--batch-size", type=int, default=None,
                         help=f"mini-batch size ({default('batch_size')})")
     parser.add_argument("--optimizer", choices=OPTIMIZERS, default=None,
@@ -322,7 +332,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.json:
         metrics = read_metrics(run_dir)
         _emit_json({"run_dir": str(run_dir), "model": str(run_dir / MODEL_FILE),
-                    "epochs": len(metrics), "test_acc": metrics[-1]["test_acc"],
+                    "epochs": min(len(metrics), resume_config(run_dir).epochs),
+                    "test_acc": metrics[-1]["test_acc"],
                     "seconds": round(seconds, 3), "report": page and str(page),
                     "metrics": metrics})
     return 0

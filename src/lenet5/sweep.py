@@ -45,7 +45,7 @@ class Run:
     seed: int
     directory: Path
     config: TrainConfig  # as given, with seed and out (train resolves the defaults)
-    epochs: int  # how many the run has when finished
+    epochs: float  # how many the run has when finished
 
 
 def settings_of(grid: dict[str, list]) -> list[dict]:

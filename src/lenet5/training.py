@@ -75,7 +75,7 @@ class TrainConfig:
     device: str = "auto"
     dataset: str = "mnist"
     data_dir: str | None = None
-    epochs: int | None = None
+    epochs: float | None = None  # a fraction: the last pass over part of the data
     batch_size: int | None = None
     optimizer: str | None = None
     lr: float | None = None
@@ -114,7 +114,9 @@ class TrainConfig:
         """Every setting in range before any work; ``new_run``: also refuse settings the
         optimizer would ignore (a resumed run's config.json holds every default)."""
         limit = 1 if self.limit is None else self.limit
-        for flag, value, low in (("--epochs", self.epochs, 1), ("--batch-size", self.batch_size, 1),
+        if self.epochs is not None and not 0 < self.epochs < math.inf:
+            raise Lenet5Error(f"--epochs must be a positive number, got {self.epochs}.")
+        for flag, value, low in (("--batch-size", self.batch_size, 1),
                                  ("--val-size", self.val_size, 0), ("--limit", limit, 1),
                                  ("--seed", self.seed, 0), ("--nondigits", self.nondigits, 0),
                                  ("--calibration-digits", self.calibration_digits,
@@ -347,12 +349,13 @@ def _resume_state(directory: Path, config: TrainConfig, arch: Architecture
         raise Lenet5Error(f"{state_path} says epoch {epoch} finished, but "
                           f"{directory / files.METRICS_FILE} holds {len(metrics)}; the run "
                           "directory is damaged: start a new run.")
-    if epoch > config.epochs:
+    if epoch > passes(config.epochs):
         raise Lenet5Error(f"{directory} already has {epoch} finished epochs, more than "
-                          f"--epochs {config.epochs}; pass a larger --epochs to train it further.")
-    if epoch == config.epochs:
-        raise Lenet5Error(f"{directory} is already complete ({epoch} of {_epochs(epoch)} "
-                          f"finished); pass --epochs N (more than {epoch}) with --resume to "
+                          f"--epochs {config.epochs:g}; pass a larger --epochs to train it "
+                          "further.")
+    if epoch == passes(config.epochs):
+        raise Lenet5Error(f"{directory} is already complete ({_epochs(epoch)} finished); "
+                          f"pass --epochs N (more than {epoch}) with --resume to "
                           "train it further.")
     return params, optimizer_state, epoch, metrics[:epoch]
 
@@ -428,27 +431,29 @@ def train_epoch(config: TrainConfig, run: Run, data: TrainingData, inputs: Epoch
     if config.optimizer == "sdlm":  # the paper re-estimates the curvature before each pass
         engine.estimate_curvature(order[:SDLM_SAMPLES])
     steps_per_epoch = math.ceil(n / config.batch_size)
+    total_steps = round(steps_per_epoch * config.epochs)
+    steps = min(steps_per_epoch, total_steps - epoch * steps_per_epoch)  # fewer in a part pass
     schedule = config.schedule_spec()
-    batches = range(steps_per_epoch)
+    batches = range(steps)
     if progress:
         from tqdm import tqdm
 
-        batches = tqdm(batches, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False,
+        batches = tqdm(batches, desc=f"epoch {_progress(epoch, config.epochs)}", leave=False,
                        unit="batch", file=sys.stderr)
     with np.errstate(over="ignore", invalid="ignore"):  # divergence is reported below
         for b in batches:
-            lr = schedule.at(epoch * steps_per_epoch + b, steps_per_epoch,
-                             steps_per_epoch * config.epochs)
+            lr = schedule.at(epoch * steps_per_epoch + b, steps_per_epoch, total_steps)
             engine.train_step(order[b * config.batch_size:(b + 1) * config.batch_size], lr)
     loss_sum, correct, seen = engine.take_train_metrics()
     seconds = time.perf_counter() - started
-    accuracy = correct / data.digits  # a non-digit is never "correct"
+    digits = np.count_nonzero(order[:steps * config.batch_size] < data.digits)  # non-digits
+    accuracy = correct / digits  # come after the digits, and are never "correct"
     check_progress(config, run, data, epoch, loss_sum / seen, accuracy)
     row = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_acc": accuracy}
     if data.x_val is not None:
         _, val_pred = evaluate(engine, data.x_val, data.y_val)
         row["val_acc"] = float(np.mean(val_pred == data.y_val))
-    if config.test_each_epoch or epoch + 1 == config.epochs:
+    if config.test_each_epoch or epoch + 1 == passes(config.epochs):
         test_loss, test_pred = evaluate(engine, data.x_test, data.y_test)
         row.update(test_loss=test_loss / len(data.y_test),
                    test_acc=float(np.mean(test_pred == data.y_test)))
@@ -462,7 +467,7 @@ def model_metadata(config: TrainConfig, run: Run) -> dict:
     meta = {"arch": config.arch, **config.architecture().variant, "dataset": config.dataset,
             "classes": run.run_config["classes"],
             "input_normalization": run.run_config["input_normalization"],
-            "engine": run.engine.name, "epochs": last["epoch"],
+            "engine": run.engine.name, "epochs": min(last["epoch"], config.epochs),
             "test_accuracy": last.get("test_acc"), "lenet5_version": __version__}
     return meta if run.refusal is None else {**meta, METADATA_KEY: run.refusal}
 
@@ -522,11 +527,11 @@ def _train_epochs(config: TrainConfig, arch: Architecture, data: TrainingData,
             f"-> {run.directory}")
     inputs = EpochInputs(config, data, run.engine)
     show_bar = sys.stderr.isatty() if progress is None else progress
-    for epoch in range(run.start_epoch, config.epochs):
+    for epoch in range(run.start_epoch, passes(config.epochs)):
         row = train_epoch(config, run, data, inputs, epoch, show_bar)
         run.metrics.append(row)
         save_epoch(config, run)
-        log(f"epoch {epoch + 1:>2}/{config.epochs}  loss {row['train_loss']:.4f}  "
+        log(f"epoch {_progress(epoch, config.epochs)}  loss {row['train_loss']:.4f}  "
             f"train {100 * row['train_acc']:.2f}%  "
             + (f"val {100 * row['val_acc']:.2f}%  " if "val_acc" in row else "")
             + (f"test {100 * row['test_acc']:.2f}%  " if "test_acc" in row else "")
@@ -576,11 +581,21 @@ def _with_resume_advice(exc: files.WriteError, directory: Path) -> files.WriteEr
     return files.WriteError(f"{str(exc).rstrip('.')}; {advice}.", exc.errno)
 
 
-def _epochs(n: int) -> str:
-    return f"{n} epoch" if n == 1 else f"{n} epochs"
+def passes(epochs: float) -> int:
+    """How many passes over the training data ``epochs`` takes: the last one may be a part."""
+    return math.ceil(epochs)
 
 
-def resume_config(run_dir: str | Path, epochs: int | None = None) -> TrainConfig:
+def _progress(epoch: int, epochs: float) -> str:
+    """" 2/15" after pass ``epoch`` (from 0), "2.5/2.5" after a last part pass."""
+    return f"{min(epoch + 1, epochs):>2g}/{epochs:g}"
+
+
+def _epochs(n: float) -> str:
+    return f"{n:g} epoch" if n == 1 else f"{n:g} epochs"
+
+
+def resume_config(run_dir: str | Path, epochs: float | None = None) -> TrainConfig:
     """The configuration a run was started with, each setting of the type TrainConfig
     declares (other keys, facts about the run, are ignored); ``epochs`` may extend it."""
     saved = files.read_config(run_dir, "--resume")

@@ -113,7 +113,7 @@ class ModelInfo(BaseModel):
     classes: list[str]
     parameters: int = Field(description="trainable parameters")
     test_accuracy: float | None = Field(description="test-set accuracy recorded at training")
-    epochs: int | None
+    epochs: float | None
     layers: list[dict] = Field(description="per layer: name, output shape, params, "
                                "connections, type (the arch layer's kind: conv, maxpool, "
                                "avgpool, subsample, dense, rbf), window (kernel or pooling size) "
