@@ -8,6 +8,7 @@ from scipy import ndimage
 
 from lenet5.data.nondigits import (
     BREAK,
+    FULL_PAIR,
     JUNK,
     MIN_CUT_SHARE,
     NONDIGIT,
@@ -21,6 +22,7 @@ from lenet5.data.nondigits import (
     change_strokes,
     draw,
     make_nondigits,
+    merge_span,
     redraw,
     redrawn_digits,
     with_nondigits,
@@ -218,3 +220,24 @@ def test_a_cut_that_takes_part_of_the_digit_leaves_the_window_whole():
     out = _cut_out(windows, left)
     np.testing.assert_array_equal(out[0], windows[0] * left[0])
     np.testing.assert_array_equal(out[1], windows[1])
+
+
+def test_a_share_of_merge_windows_holds_both_digits_whole(monkeypatch):
+    """FULL_PAIR of them span both neighbours' ink (a reader's candidate for two touching
+    digits); the others run from inside the left digit (its first 60%) to inside the right
+    one (its last 60%)."""
+    rng = np.random.default_rng(0)
+    n = 4000
+    l0 = rng.integers(0, 10, n)
+    l1 = l0 + rng.integers(5, 18, n)
+    r0 = l1 + rng.integers(-6, 5, n)
+    r1 = r0 + rng.integers(5, 18, n)
+    x0, x1 = merge_span(l0, l1, r0, r1, np.random.default_rng(1))
+    whole = (x0 == l0) & (x1 == r1)
+    assert 0 < FULL_PAIR < 1 and abs(whole.mean() - FULL_PAIR) < 0.03
+    part = ~whole
+    assert (x0[part] >= l0[part]).all() and (x0[part] <= (l0 + 0.6 * (l1 - l0))[part]).all()
+    assert (x1[part] >= (r0 + 0.4 * (r1 - r0))[part]).all() and (x1[part] <= r1[part]).all()
+    monkeypatch.setattr("lenet5.data.nondigits.FULL_PAIR", 0.0)
+    x0, x1 = merge_span(l0, l1, r0, r1, np.random.default_rng(1))
+    assert not ((x0 == l0) & (x1 == r1)).any()
