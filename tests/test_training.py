@@ -132,6 +132,12 @@ def test_a_fraction_of_an_epoch_ends_with_a_part_pass_and_the_whole_schedule(
         train(resume_config(run), resume=run, log=quiet)
 
 
+def test_a_tiny_fraction_of_an_epoch_takes_one_step(synthetic_dataset, tmp_path):
+    run = train(config(synthetic_dataset, tmp_path / "run", epochs=0.001), log=quiet)
+    [row] = read_metrics(run)
+    assert 0 <= row["train_acc"] <= 1 and checkpoint.load_model(run)[1]["epochs"] == 0.001
+
+
 def test_limit_uses_the_first_images(synthetic_dataset, tmp_path):
     run = train(config(synthetic_dataset, tmp_path / "run", epochs=1, limit=64), log=quiet)
     assert json.loads((run / "config.json").read_text())["train_images"] == 64

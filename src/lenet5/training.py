@@ -431,7 +431,7 @@ def train_epoch(config: TrainConfig, run: Run, data: TrainingData, inputs: Epoch
     if config.optimizer == "sdlm":  # the paper re-estimates the curvature before each pass
         engine.estimate_curvature(order[:SDLM_SAMPLES])
     steps_per_epoch = math.ceil(n / config.batch_size)
-    total_steps = round(steps_per_epoch * config.epochs)
+    total_steps = max(1, round(steps_per_epoch * config.epochs))  # --epochs 0.001: one step
     steps = min(steps_per_epoch, total_steps - epoch * steps_per_epoch)  # fewer in a part pass
     schedule = config.schedule_spec()
     batches = range(steps)
