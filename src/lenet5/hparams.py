@@ -26,7 +26,7 @@ AUGMENTATIONS = ("none", "shift", "affine", "elastic")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
 DEFAULTS = {"epochs": 15, "batch_size": 128, "optimizer": "adam", "lr": 3e-3,
-            "schedule": "onecycle", "augment": "affine", "momentum": 0.9, "nesterov": False,
+            "schedule": "onecycle", "augment": "shift", "momentum": 0.9, "nesterov": False,
             "weight_decay": 0.0, "beta1": 0.9, "beta2": 0.999, "step_epochs": 5, "gamma": 0.1,
             "nondigits": 0.2, "test_each_epoch": True}
 # Where an architecture trains best with other settings (the 1998 network: the paper's
