@@ -121,6 +121,15 @@ def test_model_description(client):
         info["layers"][0]
 
 
+def test_a_model_trained_for_a_fraction_of_an_epoch_is_described(model_path, tmp_path):
+    """`lenet5 train --epochs 2.25` (the fast recipe) stores 2.25 epochs: served as it is."""
+    path = tmp_path / "model.safetensors"
+    params, meta = checkpoint.load_model(model_path)
+    checkpoint.save_model(path, params, {**meta, "epochs": 2.25})
+    with TestClient(create_app(path, reject_threshold=0.0)) as fractional:
+        assert fractional.get("/api/model").json()["epochs"] == 2.25
+
+
 def test_predict_answers_what_the_model_computes(client, model_path):
     image = drawing("7")
     response = post(client, image, "image/png")
