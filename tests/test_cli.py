@@ -152,6 +152,14 @@ def test_bad_flag_value(capsys, tmp_path):
     assert exit_info.value.code == 2 and "--epochs: 'x' is not a number (e.g. 3 or 2.5)" in err
 
 
+def test_train_json_says_how_many_epochs_the_model_had(synthetic_dataset, tmp_path, capsys):
+    code, out, _ = run_cli(capsys, "train", "--dataset", synthetic_dataset, "--epochs", "1.5",
+                           "--batch-size", "64", "--no-report", "--json", "--out",
+                           str(tmp_path / "r"))
+    document = json.loads(out)
+    assert code == 0 and document["epochs"] == 1.5 and len(document["metrics"]) == 2
+
+
 @pytest.mark.parametrize("text, value", [("3", 3), ("2.5", 2.5), ("3.0", 3)])
 def test_epochs_stay_whole_unless_written_as_a_fraction(text, value):
     args = build_parser().parse_args(["train", "--epochs", text])

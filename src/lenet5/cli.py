@@ -307,6 +307,7 @@ RESUME_FLAGS = ("epochs", "device", "data_dir")  # what --resume takes; other se
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from .checkpoint import load_model
     from .files import MODEL_FILE, read_metrics
     from .training import resume_config, train
 
@@ -332,7 +333,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.json:
         metrics = read_metrics(run_dir)
         _emit_json({"run_dir": str(run_dir), "model": str(run_dir / MODEL_FILE),
-                    "epochs": min(len(metrics), resume_config(run_dir).epochs),
+                    "epochs": load_model(run_dir)[1]["epochs"],  # as the model file says
                     "test_acc": metrics[-1]["test_acc"],
                     "seconds": round(seconds, 3), "report": page and str(page),
                     "metrics": metrics})
