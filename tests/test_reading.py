@@ -216,6 +216,47 @@ def test_two_ones_leaning_alike_are_11(lean):
     assert answer["text"] == "11" and answer["rejected"] is None
 
 
+def _side_by_side(mnist, indices: list[int], gap: int = 14) -> np.ndarray:
+    """MNIST test digits in a row, `gap` blank columns apart, dark on white."""
+    row = np.zeros((28, len(indices) * (28 + gap)), np.uint8)
+    for i, index in enumerate(indices):
+        row[:, i * (28 + gap):i * (28 + gap) + 28] = mnist.test_images[index]
+    return 255 - row
+
+
+def _log_probs(read: list[tuple[int, float]]) -> np.ndarray:
+    """(k, 10) log-probabilities: per digit, its label at its probability, the rest shared."""
+    probs = np.array([[(1 - p) / 9] * 10 for _, p in read])
+    probs[np.arange(len(read)), [label for label, _ in read]] = [p for _, p in read]
+    return np.log(probs)
+
+
+@pytest.mark.parametrize("read, text, held_to", [
+    ([(3, 0.99), (6, 0.3), (5, 0.95)], "365", 0.2),  # two sure digits: accepted down to 0.2
+    ([(3, 0.99), (6, 0.3), (5, 0.95), (8, 0.25)], "3658", 0.2),
+    ([(3, 0.99), (6, 0.15), (5, 0.95)], None, 0.2),  # below half the threshold
+    ([(3, 0.99), (6, 0.3), (5, 0.8)], None, 0.4),  # one sure digit is no number yet
+    ([(1, 0.99), (6, 0.3), (1, 0.95)], None, 0.4),  # sure 1s alone: maybe hatching's strokes
+    ([(1, 0.99), (6, 0.3), (7, 0.95)], "167", 0.2),
+])
+def test_a_digit_among_sure_ones_is_read_at_a_lower_threshold(mnist, monkeypatch, read, text,
+                                                              held_to):
+    """A digit refused on its own is accepted down to IN_NUMBER of the threshold in a number
+    with two SURE digits, not all 1s; anything else is refused as before, the reason naming the
+    threshold the digit was held to."""
+    limit = 0.4
+    assert reading.IN_NUMBER == 0.5 and reading.SURE == 0.9  # what the cases are made for
+    indices = [3, 2, 1, 18][:len(read)]  # MNIST test digits 0, 1, 2, 3: separate marks
+    monkeypatch.setattr(reading.refusal, "steady_log_probs",
+                        lambda model, images, plain=None: _log_probs(read))
+    answer = lenet5.load("pretrained").read(_side_by_side(mnist, indices), threshold=limit)
+    assert [d["confidence"] for d in answer["digits"]] == pytest.approx([p for _, p in read])
+    assert answer["text"] == text
+    assert (answer["rejected"] is None) == (text is not None)
+    if text is None:
+        assert answer["rejected"].endswith(f"below the threshold {held_to:.2f}")
+
+
 def test_a_lone_mark_the_path_leaves_out_reads_as_nothing(monkeypatch):
     """One candidate that the best path skips (scored below a skipped speck): "nothing read",
     an answer, not a crash."""
