@@ -128,8 +128,28 @@ def test_a_fraction_of_an_epoch_ends_with_a_part_pass_and_the_whole_schedule(
     assert [line.split("  loss")[0] for line in log if line.startswith("epoch")] == [
         "epoch  1/1.5", "epoch 1.5/1.5"]
     assert "1.5 epochs" in log[-2]
-    with pytest.raises(Lenet5Error, match=r"already complete \(2 epochs finished\)"):
+    with pytest.raises(Lenet5Error, match=r"already complete \(1.5 epochs finished\); pass "
+                       r"--epochs N \(more than 1.5\)"):
         train(resume_config(run), resume=run, log=quiet)
+
+
+def test_resuming_after_a_part_pass_trains_the_rest_of_that_pass(synthetic_dataset, tmp_path):
+    """--epochs 1.5, then --resume --epochs 2: the second pass's other half, in the order the
+    first command began it, and the run ends where an --epochs 2 run ends (a constant
+    schedule, so that both take the same steps); its model file says 2 epochs."""
+    settings = dict(optimizer="sgd", lr=0.05, schedule="constant", nondigits=0.2)
+    straight = train(config(synthetic_dataset, tmp_path / "a", epochs=2, **settings), log=quiet)
+    part = train(config(synthetic_dataset, tmp_path / "b", epochs=1.5, **settings), log=quiet)
+    assert checkpoint.load_state(part / files.STATE_FILE)[2]["epochs"] == 1.5
+    log = []
+    resumed = train(resume_config(part, epochs=2), resume=part, log=log.append)
+    assert log[0] == f"resuming {part} after epoch 1.5"
+    (p1, _), (p2, meta) = checkpoint.load_model(straight), checkpoint.load_model(resumed)
+    assert all(np.array_equal(p1[k], p2[k]) for k in p1) and meta["epochs"] == 2
+    _, o1, _ = checkpoint.load_state(straight / files.STATE_FILE)
+    _, o2, _ = checkpoint.load_state(resumed / files.STATE_FILE)
+    assert all(np.array_equal(o1[k], o2[k]) for k in o1)
+    assert [r["epoch"] for r in read_metrics(resumed)] == [1, 2]
 
 
 def test_a_tiny_fraction_of_an_epoch_takes_one_step(synthetic_dataset, tmp_path):
@@ -263,7 +283,8 @@ def test_a_state_file_of_another_architecture_is_refused(synthetic_dataset, tmp_
 
 @pytest.mark.parametrize("meta, problem", [
     ({"epoch": None}, "'epoch'"), ({"epoch": "abc"}, "'epoch'"), ({"epoch": "-1"}, "'epoch'"),
-    ({"epoch": 5}, r"epoch 5 .*metrics\.jsonl holds 2"),
+    ({"epoch": 5, "epochs": None}, r"epoch 5 .*metrics\.jsonl holds 2"),  # no "epochs": older
+    ({"epochs": 2.5}, "'epochs'"), ({"epochs": 1}, "'epochs'"), ({"epochs": "x"}, "'epochs'"),
 ])
 def test_a_bad_epoch_in_the_state_is_refused(synthetic_dataset, tmp_path, meta, problem):
     run = finished_run(synthetic_dataset, tmp_path / "run")
@@ -327,7 +348,7 @@ def test_unknown_config_keys_are_fine(synthetic_dataset, tmp_path):
     assert len(read_metrics(run)) == 3
 
 
-@pytest.mark.parametrize("epochs, problem", [(1, "already has 2 finished epochs"),
+@pytest.mark.parametrize("epochs, problem", [(1, "already has 2 epochs finished"),
                                              (None, r"is already complete \(2 epochs fin"),
                                              (2, r"is already complete \(2 epochs fin")])
 def test_resuming_a_run_that_has_its_epochs_says_so_and_writes_nothing(

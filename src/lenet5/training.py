@@ -280,7 +280,7 @@ class Run:
     engine: Engine
     run_config: dict  # what config.json holds: the settings plus facts about the run
     metrics: list[dict]  # one row per finished epoch
-    start_epoch: int
+    start_epoch: float  # epochs trained before this command: a part pass's fraction included
     untrained_loss: float  # what a healthy run's training loss falls from (``check_progress``)
     refusal: dict | None = None  # the calibrated "not a digit" threshold, once training is done
 
@@ -296,7 +296,7 @@ def start_run(config: TrainConfig, arch: Architecture, data: TrainingData,
         _refuse_existing_run(directory)
     elif (resumed := _resume_state(directory, config, arch)) is not None:
         params, optimizer_state, start_epoch, metrics = resumed
-        log(f"resuming {directory} after epoch {start_epoch}")
+        log(f"resuming {directory} after epoch {start_epoch:g}")
     else:
         log(f"no epoch of {directory} had finished; starting it from the beginning")
     engine = make_engine(config.engine, arch, params, config.optimizer_spec(), config.device)
@@ -324,8 +324,10 @@ def _refuse_existing_run(directory: Path) -> None:
 
 def _resume_state(directory: Path, config: TrainConfig, arch: Architecture
                   ) -> tuple[dict, dict, int, list[dict]] | None:
-    """(parameters, optimizer state, finished epochs, their metrics) from the run's state file,
-    checked against its config.json and metrics; None if no epoch had finished."""
+    """(parameters, optimizer state, epochs trained, the metrics of the whole passes among
+    them) from the run's state file, checked against its config.json and metrics; None if no
+    epoch had finished. A run that ended with a part pass (--epochs 2.25) goes on with the
+    rest of that pass."""
     state_path = directory / files.STATE_FILE
     if not state_path.exists():
         return None
@@ -345,19 +347,20 @@ def _resume_state(directory: Path, config: TrainConfig, arch: Architecture
                           f"optimizer that {directory / files.CONFIG_FILE} names ({detail}); "
                           "the run directory is damaged or mixed up: start a new run.")
     epoch, metrics = meta["epoch"], files.read_metrics(directory)
+    trained = meta.get("epochs", epoch)  # fewer after a part pass (absent in older files)
     if epoch > len(metrics):
         raise Lenet5Error(f"{state_path} says epoch {epoch} finished, but "
                           f"{directory / files.METRICS_FILE} holds {len(metrics)}; the run "
                           "directory is damaged: start a new run.")
-    if epoch > passes(config.epochs):
-        raise Lenet5Error(f"{directory} already has {epoch} finished epochs, more than "
+    if trained > config.epochs:
+        raise Lenet5Error(f"{directory} already has {_epochs(trained)} finished, more than "
                           f"--epochs {config.epochs:g}; pass a larger --epochs to train it "
                           "further.")
-    if epoch == passes(config.epochs):
-        raise Lenet5Error(f"{directory} is already complete ({_epochs(epoch)} finished); "
-                          f"pass --epochs N (more than {epoch}) with --resume to "
+    if trained == config.epochs:
+        raise Lenet5Error(f"{directory} is already complete ({_epochs(trained)} finished); "
+                          f"pass --epochs N (more than {trained:g}) with --resume to "
                           "train it further.")
-    return params, optimizer_state, epoch, metrics[:epoch]
+    return params, optimizer_state, trained, metrics[:math.floor(trained)]
 
 
 # --- divergence -----------------------------------------------------------------------------
@@ -431,10 +434,11 @@ def train_epoch(config: TrainConfig, run: Run, data: TrainingData, inputs: Epoch
     if config.optimizer == "sdlm":  # the paper re-estimates the curvature before each pass
         engine.estimate_curvature(order[:SDLM_SAMPLES])
     steps_per_epoch = math.ceil(n / config.batch_size)
-    total_steps = max(1, round(steps_per_epoch * config.epochs))  # --epochs 0.001: one step
+    total_steps = _steps_in(config.epochs, steps_per_epoch)
     steps = min(steps_per_epoch, total_steps - epoch * steps_per_epoch)  # fewer in a part pass
+    first = max(0, _steps_in(run.start_epoch, steps_per_epoch) - epoch * steps_per_epoch)
     schedule = config.schedule_spec()
-    batches = range(steps)
+    batches = range(first, steps)  # first > 0: the rest of a part pass an earlier run took
     if progress:
         from tqdm import tqdm
 
@@ -446,7 +450,8 @@ def train_epoch(config: TrainConfig, run: Run, data: TrainingData, inputs: Epoch
             engine.train_step(order[b * config.batch_size:(b + 1) * config.batch_size], lr)
     loss_sum, correct, seen = engine.take_train_metrics()
     seconds = time.perf_counter() - started
-    digits = np.count_nonzero(order[:steps * config.batch_size] < data.digits)  # non-digits
+    digits = np.count_nonzero(  # the digits this pass saw: non-digits
+        order[first * config.batch_size:steps * config.batch_size] < data.digits)
     accuracy = correct / digits  # come after the digits, and are never "correct"
     check_progress(config, run, data, epoch, loss_sum / seen, accuracy)
     row = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_acc": accuracy}
@@ -467,7 +472,7 @@ def model_metadata(config: TrainConfig, run: Run) -> dict:
     meta = {"arch": config.arch, **config.architecture().variant, "dataset": config.dataset,
             "classes": run.run_config["classes"],
             "input_normalization": run.run_config["input_normalization"],
-            "engine": run.engine.name, "epochs": min(last["epoch"], config.epochs),
+            "engine": run.engine.name, "epochs": _epochs_trained(config, run),
             "test_accuracy": last.get("test_acc"), "lenet5_version": __version__}
     return meta if run.refusal is None else {**meta, METADATA_KEY: run.refusal}
 
@@ -478,7 +483,13 @@ def save_epoch(config: TrainConfig, run: Run) -> None:
     params = _save_model(config, run)
     files.write_metrics(run.directory, run.metrics)
     checkpoint.save_state(run.directory / files.STATE_FILE, params, run.engine.optimizer_state(),
-                          {"epoch": run.metrics[-1]["epoch"], "arch": config.arch})
+                          {"epoch": run.metrics[-1]["epoch"],
+                           "epochs": _epochs_trained(config, run), "arch": config.arch})
+
+
+def _epochs_trained(config: TrainConfig, run: Run) -> float:
+    """Epochs the run has trained so far: its passes, the last one maybe a part (2.25)."""
+    return min(run.metrics[-1]["epoch"], config.epochs)
 
 
 def _save_model(config: TrainConfig, run: Run) -> dict:
@@ -527,7 +538,7 @@ def _train_epochs(config: TrainConfig, arch: Architecture, data: TrainingData,
             f"-> {run.directory}")
     inputs = EpochInputs(config, data, run.engine)
     show_bar = sys.stderr.isatty() if progress is None else progress
-    for epoch in range(run.start_epoch, passes(config.epochs)):
+    for epoch in range(math.floor(run.start_epoch), passes(config.epochs)):
         row = train_epoch(config, run, data, inputs, epoch, show_bar)
         run.metrics.append(row)
         save_epoch(config, run)
@@ -572,11 +583,12 @@ def _with_resume_advice(exc: files.WriteError, directory: Path) -> files.WriteEr
         advice = "then run the same command again"
     else:
         try:
-            epoch = checkpoint.load_state(directory / files.STATE_FILE)[2]["epoch"]
+            meta = checkpoint.load_state(directory / files.STATE_FILE)[2]
+            epoch = meta.get("epochs", meta["epoch"])
         except Lenet5Error:
             epoch = 0
         command = f"`lenet5 train --resume {directory}`"
-        advice = (f"then {command} continues the run after epoch {epoch}" if epoch else
+        advice = (f"then {command} continues the run after epoch {epoch:g}" if epoch else
                   f"then {command} starts it again (no epoch had been saved)")
     return files.WriteError(f"{str(exc).rstrip('.')}; {advice}.", exc.errno)
 
@@ -584,6 +596,12 @@ def _with_resume_advice(exc: files.WriteError, directory: Path) -> files.WriteEr
 def passes(epochs: float) -> int:
     """How many passes over the training data ``epochs`` takes: the last one may be a part."""
     return math.ceil(epochs)
+
+
+def _steps_in(epochs: float, steps_per_epoch: int) -> int:
+    """Training steps in the first ``epochs`` epochs: a part pass rounded, at least one step
+    unless ``epochs`` is 0 (--epochs 0.001 takes one)."""
+    return max(1, round(steps_per_epoch * epochs)) if epochs else 0
 
 
 def _progress(epoch: int, epochs: float) -> str:
