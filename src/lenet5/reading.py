@@ -75,7 +75,10 @@ other digit was read, the refused one had taken the whole number's text with it.
 strokes (hatching, a letter's legs) read as sure 1s, so 1s alone do not make a number of it.
 Five seeds of the default recipe on two development sets: numbers read +2.1 and +1.8 points,
 hard ones +2.4 and +2.3, non-digits and single photos as before (with 1s counted too,
-non-digits refused -0.1 and -0.2; the evaluation set's hatching read as 11111111111)."""
+non-digits refused -0.1 and -0.2; the evaluation set's hatching read as 11111111111). The
+price: 61% of the digits so accepted are right, so numbers refused fell 6.8 -> 2.6% and 7.7 ->
+3.6%, numbers read wrong rose 10.4 -> 12.5% and 11.1 -> 13.4%, and of the digits accepted in
+numbers 2.1% are wrong instead of 1.8%."""
 
 
 @dataclass
