@@ -133,11 +133,16 @@ def test_a_fraction_of_an_epoch_ends_with_a_part_pass_and_the_whole_schedule(
         train(resume_config(run), resume=run, log=quiet)
 
 
-def test_resuming_after_a_part_pass_trains_the_rest_of_that_pass(synthetic_dataset, tmp_path):
+@pytest.mark.parametrize("settings", [
+    dict(optimizer="sgd", lr=0.05, schedule="constant", nondigits=0.2),
+    dict(optimizer="sdlm", lr=1e-4, schedule="sdlm"),  # no second curvature in the pass
+])
+def test_resuming_after_a_part_pass_trains_the_rest_of_that_pass(synthetic_dataset, tmp_path,
+                                                                 settings):
     """--epochs 1.5, then --resume --epochs 2: the second pass's other half, in the order the
-    first command began it, and the run ends where an --epochs 2 run ends (a constant
-    schedule, so that both take the same steps); its model file says 2 epochs."""
-    settings = dict(optimizer="sgd", lr=0.05, schedule="constant", nondigits=0.2)
+    first command began it, and the run ends where an --epochs 2 run ends (a schedule that
+    does not depend on the run's length, so that both take the same steps); its model file
+    says 2 epochs."""
     straight = train(config(synthetic_dataset, tmp_path / "a", epochs=2, **settings), log=quiet)
     part = train(config(synthetic_dataset, tmp_path / "b", epochs=1.5, **settings), log=quiet)
     assert checkpoint.load_state(part / files.STATE_FILE)[2]["epochs"] == 1.5
@@ -150,6 +155,14 @@ def test_resuming_after_a_part_pass_trains_the_rest_of_that_pass(synthetic_datas
     _, o2, _ = checkpoint.load_state(resumed / files.STATE_FILE)
     assert all(np.array_equal(o1[k], o2[k]) for k in o1)
     assert [r["epoch"] for r in read_metrics(resumed)] == [1, 2]
+
+
+def test_resuming_with_epochs_that_add_no_step_says_the_run_is_complete(synthetic_dataset,
+                                                                        tmp_path):
+    run = train(config(synthetic_dataset, tmp_path / "run", epochs=1.25), log=quiet)
+    # 600 images, 19 steps a pass: 1.25 and 1.26 epochs are both 24 steps
+    with pytest.raises(Lenet5Error, match=r"already complete \(1.25 epochs finished\)"):
+        train(resume_config(run, epochs=1.26), resume=run, log=quiet)
 
 
 def test_a_tiny_fraction_of_an_epoch_takes_one_step(synthetic_dataset, tmp_path):

@@ -294,7 +294,8 @@ def start_run(config: TrainConfig, arch: Architecture, data: TrainingData,
     optimizer_state, start_epoch, metrics = None, 0, []
     if resume is None:
         _refuse_existing_run(directory)
-    elif (resumed := _resume_state(directory, config, arch)) is not None:
+    elif (resumed := _resume_state(directory, config, arch, _steps_per_epoch(config, data))
+          ) is not None:
         params, optimizer_state, start_epoch, metrics = resumed
         log(f"resuming {directory} after epoch {start_epoch:g}")
     else:
@@ -322,8 +323,8 @@ def _refuse_existing_run(directory: Path) -> None:
                           "run would overwrite; choose another --out, or move the model away.")
 
 
-def _resume_state(directory: Path, config: TrainConfig, arch: Architecture
-                  ) -> tuple[dict, dict, int, list[dict]] | None:
+def _resume_state(directory: Path, config: TrainConfig, arch: Architecture,
+                  steps_per_epoch: int) -> tuple[dict, dict, float, list[dict]] | None:
     """(parameters, optimizer state, epochs trained, the metrics of the whole passes among
     them) from the run's state file, checked against its config.json and metrics; None if no
     epoch had finished. A run that ended with a part pass (--epochs 2.25) goes on with the
@@ -356,7 +357,7 @@ def _resume_state(directory: Path, config: TrainConfig, arch: Architecture
         raise Lenet5Error(f"{directory} already has {_epochs(trained)} finished, more than "
                           f"--epochs {config.epochs:g}; pass a larger --epochs to train it "
                           "further.")
-    if trained == config.epochs:
+    if _steps_in(trained, steps_per_epoch) == _steps_in(config.epochs, steps_per_epoch):
         raise Lenet5Error(f"{directory} is already complete ({_epochs(trained)} finished); "
                           f"pass --epochs N (more than {trained:g}) with --resume to "
                           "train it further.")
@@ -427,16 +428,15 @@ def check_progress(config: TrainConfig, run: Run, data: TrainingData, epoch: int
 def train_epoch(config: TrainConfig, run: Run, data: TrainingData, inputs: EpochInputs,
                 epoch: int, progress: bool) -> dict:
     """One pass over the epoch's training inputs, then the measurements: its metrics row."""
-    engine, n = run.engine, len(data.train_labels)
+    engine, steps_per_epoch = run.engine, _steps_per_epoch(config, data)
     started = time.perf_counter()
-    order = np.random.default_rng([config.seed, epoch]).permutation(n)
+    order = np.random.default_rng([config.seed, epoch]).permutation(len(data.train_labels))
     inputs.bind(epoch)
-    if config.optimizer == "sdlm":  # the paper re-estimates the curvature before each pass
-        engine.estimate_curvature(order[:SDLM_SAMPLES])
-    steps_per_epoch = math.ceil(n / config.batch_size)
     total_steps = _steps_in(config.epochs, steps_per_epoch)
     steps = min(steps_per_epoch, total_steps - epoch * steps_per_epoch)  # fewer in a part pass
     first = max(0, _steps_in(run.start_epoch, steps_per_epoch) - epoch * steps_per_epoch)
+    if config.optimizer == "sdlm" and first == 0:  # the paper re-estimates the curvature
+        engine.estimate_curvature(order[:SDLM_SAMPLES])  # before each pass (the state has it)
     schedule = config.schedule_spec()
     batches = range(first, steps)  # first > 0: the rest of a part pass an earlier run took
     if progress:
@@ -596,6 +596,10 @@ def _with_resume_advice(exc: files.WriteError, directory: Path) -> files.WriteEr
 def passes(epochs: float) -> int:
     """How many passes over the training data ``epochs`` takes: the last one may be a part."""
     return math.ceil(epochs)
+
+
+def _steps_per_epoch(config: TrainConfig, data: TrainingData) -> int:
+    return math.ceil(len(data.train_labels) / config.batch_size)
 
 
 def _steps_in(epochs: float, steps_per_epoch: int) -> int:
