@@ -7,12 +7,15 @@ file names both.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -60,6 +63,18 @@ def machine() -> str:
     return (f"{platform.machine()} {cpu_model()}, {os.cpu_count()} cores, {cpu_kind()}; "
             f"{blas_kernels()}; Python {platform.python_version()}, numpy {numpy.__version__}; "
             f"{time.strftime('%Y-%m-%d')}")
+
+
+@contextlib.contextmanager
+def picture_folder(keep: str | None, prefix: str) -> Iterator[Path]:
+    """Where a benchmark writes the pictures it reads: `keep` (--keep, left there), or a
+    temporary folder removed afterwards (thousands of files a run)."""
+    if keep:
+        Path(keep).mkdir(parents=True, exist_ok=True)
+        yield Path(keep)
+        return
+    with tempfile.TemporaryDirectory(prefix=prefix) as scratch:
+        yield Path(scratch)
 
 
 def write_results(path: Path, text: str) -> None:

@@ -26,13 +26,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 import time
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
-from common import machine, write_results
+from common import machine, picture_folder, write_results
 
 from lenet5.data import load as load_dataset
 from lenet5.model import load as load_model
@@ -103,7 +102,6 @@ def main(argv: list[str] | None = None) -> None:
 
     data = load_dataset("mnist", log=lambda _: None)
     model = load_model(args.run_dir)
-    folder = Path(args.keep or tempfile.mkdtemp(prefix="read-numbers-"))
     numbers = make_number_set(data.test_images, data.test_labels, args.numbers,
                               SEEDS["numbers"])
     hard = make_number_set(data.test_images, data.test_labels, args.hard,
@@ -112,18 +110,19 @@ def main(argv: list[str] | None = None) -> None:
     singles = make_photo_set(data.test_images, data.test_labels, args.singles, SEEDS["singles"])
     sets = {"numbers": [(jpeg, text) for jpeg, text, _ in numbers], "nondigits": nondigits,
             "singles": singles, "hard numbers": [(jpeg, text) for jpeg, text, _ in hard]}
-    files: dict[str, list[Path]] = {}
-    for name, items in sets.items():
-        (folder / name.replace(" ", "-")).mkdir(parents=True, exist_ok=True)
-        files[name] = []
-        for i, (jpeg, truth) in enumerate(items):
-            files[name].append(folder / name.replace(" ", "-") /
-                               f"{i:03d}-{truth}.jpg".replace(" ", "_"))
-            files[name][-1].write_bytes(jpeg)
+    with picture_folder(args.keep, "read-numbers-") as folder:
+        files: dict[str, list[Path]] = {}
+        for name, items in sets.items():
+            (folder / name.replace(" ", "-")).mkdir(parents=True, exist_ok=True)
+            files[name] = []
+            for i, (jpeg, truth) in enumerate(items):
+                files[name].append(folder / name.replace(" ", "-") /
+                                   f"{i:03d}-{truth}.jpg".replace(" ", "_"))
+                files[name][-1].write_bytes(jpeg)
 
-    results, wall, cpu = {}, {}, {}
-    for name in sets:
-        results[name], wall[name], cpu[name] = run(model, files[name])
+        results, wall, cpu = {}, {}, {}
+        for name in sets:
+            results[name], wall[name], cpu[name] = run(model, files[name])
 
     texts = [text for _, text in sets["numbers"]]
     exact, digit_acc, numbers_refused, exact_by_length = score_numbers(
@@ -188,6 +187,7 @@ def main(argv: list[str] | None = None) -> None:
     ]
     write_results(Path(args.out), "\n".join(lines))
     if args.keep:
+        folder = Path(args.keep)
         wrong = [f"{f.name}: read {r.get('text')!r} {r.get('rejected') or r.get('error') or ''}"
                  for f, r, t in zip(files["numbers"], results["numbers"], texts, strict=True)
                  if r.get("text") != t]

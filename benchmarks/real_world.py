@@ -23,12 +23,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-from common import machine, write_results
+from common import machine, picture_folder, write_results
 from PIL import Image
 from scipy import ndimage
 
@@ -127,49 +126,48 @@ def main() -> None:
 
     data = load_dataset("mnist", log=lambda _: None)
     model = load_model(args.run_dir, engine=args.engine)
-    folder = Path(args.keep or tempfile.mkdtemp(prefix="lenet5-real-world-"))
-    (folder / "photos").mkdir(parents=True, exist_ok=True)
-    (folder / "drawings").mkdir(parents=True, exist_ok=True)
-
     rng = np.random.default_rng(args.seed)
-    sets = {}
-    for name, suffix in (("photos", "jpg"), ("drawings", "png")):
-        chosen = rng.choice(len(data.test_images), size=args.n, replace=False)  # (n,)
-        files = []
-        for i, index in enumerate(chosen):
-            digit, label = data.test_images[index], data.test_labels[index]
-            files.append(folder / name / f"{i:05d}-{label}.{suffix}")
-            if name == "photos":
-                files[-1].write_bytes(to_jpeg(make_photo(digit, rng), rng))
-            else:
-                make_drawing(digit, rng).save(files[-1])
-        sets[name] = files, data.test_labels[chosen].astype(np.int64), chosen
+    chosen, files, read = {}, {}, {}  # per set: digits, files, (predicted, wall, cpu)
+    with picture_folder(args.keep, "lenet5-real-world-") as folder:
+        for name, suffix in (("photos", "jpg"), ("drawings", "png")):
+            (folder / name).mkdir(exist_ok=True)
+            chosen[name] = rng.choice(len(data.test_images), size=args.n, replace=False)  # (n,)
+            files[name] = []
+            for i, index in enumerate(chosen[name]):
+                digit, label = data.test_images[index], data.test_labels[index]
+                files[name].append(folder / name / f"{i:05d}-{label}.{suffix}")
+                if name == "photos":
+                    files[name][-1].write_bytes(to_jpeg(make_photo(digit, rng), rng))
+                else:
+                    make_drawing(digit, rng).save(files[name][-1])
+        predict_file(model, files["photos"][0])  # warm up caches before timing
+        for name in files:
+            read[name] = classify_folder(model, files[name])
+        phone = folder / "phone-12mp.jpg"
+        Image.open(files["photos"][0]).convert("RGB").resize(
+            (4000, 3000), Image.Resampling.BICUBIC).save(phone, quality=90)
+        _, wall, cpu = classify_folder(model, [phone] * 11)
 
-    photo_files = sets["photos"][0]
-    predict_file(model, photo_files[0])  # warm up caches before timing
     mnist_predicted = model.predict(data.test_images)  # (10000,)
     rows = []
     for name, target in (("photos", 0.98), ("drawings", 0.93)):
-        files, labels, chosen = sets[name]
-        predicted, wall, cpu = classify_folder(model, files)
+        (predicted, set_wall, set_cpu), labels = read[name], data.test_labels[chosen[name]]
         # The same digits as MNIST had them: what the model reads with perfect preprocessing.
-        original = mnist_predicted[chosen]  # (n,)
+        original = mnist_predicted[chosen[name]]  # (n,)
         lost = (predicted != labels) & (original == labels)  # wrong only as a picture
+        answered = predicted >= 0
         rows.append(f"| {name} | {100 * np.mean(predicted == labels):.2f}% | "
                     f">= {100 * target:.0f}% | {np.sum(predicted == UNREADABLE)} | "
                     f"{100 * np.mean(predicted == REFUSED):.2f}% | "
-                    f"{100 * np.mean(predicted[predicted >= 0] == labels[predicted >= 0]):.2f}% | "
+                    f"{100 * np.mean(predicted[answered] == labels[answered]):.2f}% | "
                     f"{100 * np.mean(original == labels):.2f}% | {lost.sum()} | "
-                    f"{1000 * np.median(wall):.1f} | {1000 * np.percentile(wall, 90):.1f} | "
-                    f"{1000 * np.median(cpu):.1f} |")
-        (folder / f"{name}-lost.txt").write_text("".join(f"{f.name} read as {p}\n" for f, p, bad
-                                                         in zip(files, predicted, lost,
-                                                                strict=True) if bad))
-
-    phone = folder / "phone-12mp.jpg"
-    Image.open(photo_files[0]).convert("RGB").resize((4000, 3000), Image.Resampling.BICUBIC)\
-        .save(phone, quality=90)
-    _, wall, cpu = classify_folder(model, [phone] * 11)
+                    f"{1000 * np.median(set_wall):.1f} | "
+                    f"{1000 * np.percentile(set_wall, 90):.1f} | "
+                    f"{1000 * np.median(set_cpu):.1f} |")
+        if args.keep:
+            (Path(args.keep) / f"{name}-lost.txt").write_text("".join(
+                f"{i:05d}-{label} read as {p}\n" for i, (label, p, bad)
+                in enumerate(zip(labels, predicted, lost, strict=True)) if bad))
 
     mnist_accuracy = np.mean(mnist_predicted == data.test_labels)
     epochs = model.metadata.get("epochs", "?")
