@@ -80,7 +80,7 @@ def training_clock(engine: str, device: str, seed: int, out: Path, compile_net: 
     inputs = training.EpochInputs(config, data, run.engine)  # on the device from here
     accuracies, reached = [], None
     started = time.perf_counter()
-    for epoch in range(training.passes(config.epochs)):
+    for epoch in range(training.passes(config, data)):
         row = training.train_epoch(config, run, data, inputs, epoch, progress=False)
         accuracies.append(row["test_acc"])  # read back from the device: the clock is honest
         if reached is None and row["test_acc"] >= TARGET:

@@ -231,20 +231,21 @@ def _log_probs(read: list[tuple[int, float]]) -> np.ndarray:
     return np.log(probs)
 
 
-@pytest.mark.parametrize("read, text, held_to", [
-    ([(3, 0.99), (6, 0.3), (5, 0.95)], "365", 0.2),  # two sure digits: accepted down to 0.2
-    ([(3, 0.99), (6, 0.3), (5, 0.95), (8, 0.25)], "3658", 0.2),
-    ([(3, 0.99), (6, 0.15), (5, 0.95)], None, 0.2),  # below half the threshold
-    ([(3, 0.99), (6, 0.3), (5, 0.8)], None, 0.4),  # one sure digit is no number yet
-    ([(1, 0.99), (6, 0.3), (1, 0.95)], None, 0.4),  # sure 1s alone: maybe hatching's strokes
-    ([(1, 0.99), (6, 0.3), (7, 0.95)], "167", 0.2),
+@pytest.mark.parametrize("limit, read, text, reason", [
+    (0.4, [(3, 0.99), (6, 0.3), (5, 0.95)], "365", None),  # two sure digits: down to 0.2
+    (0.4, [(3, 0.99), (6, 0.3), (5, 0.95), (8, 0.25)], "3658", None),  # every unsure one
+    (0.4, [(3, 0.99), (6, 0.15), (5, 0.95)], None, "0.20, 0.5 of the threshold 0.40 in a number"),
+    (0.4, [(3, 0.99), (6, 0.3), (5, 0.8)], None, "the threshold 0.40"),  # one sure: no number
+    (0.4, [(1, 0.99), (6, 0.3), (1, 0.95)], None, "the threshold 0.40"),  # maybe hatching
+    (0.4, [(1, 0.99), (6, 0.3), (7, 0.95)], "167", None),
+    (0.95, [(3, 0.99), (6, 0.5), (5, 0.96)], "365", None),  # above SURE: sure means >= 0.95
+    (0.95, [(3, 0.99), (6, 0.5), (5, 0.93)], None, "the threshold 0.95"),
 ])
-def test_a_digit_among_sure_ones_is_read_at_a_lower_threshold(mnist, monkeypatch, read, text,
-                                                              held_to):
+def test_a_digit_among_sure_ones_is_read_at_a_lower_threshold(mnist, monkeypatch, limit, read,
+                                                              text, reason):
     """A digit refused on its own is accepted down to IN_NUMBER of the threshold in a number
-    with two SURE digits, not all 1s; anything else is refused as before, the reason naming the
-    threshold the digit was held to."""
-    limit = 0.4
+    with two SURE digits (or as sure as the threshold, if that is higher), not all 1s;
+    anything else is refused as before, the reason naming what the digit was held to."""
     assert reading.IN_NUMBER == 0.5 and reading.SURE == 0.9  # what the cases are made for
     indices = [3, 2, 1, 18][:len(read)]  # MNIST test digits 0, 1, 2, 3: separate marks
     monkeypatch.setattr(reading.refusal, "steady_log_probs",
@@ -253,8 +254,8 @@ def test_a_digit_among_sure_ones_is_read_at_a_lower_threshold(mnist, monkeypatch
     assert [d["confidence"] for d in answer["digits"]] == pytest.approx([p for _, p in read])
     assert answer["text"] == text
     assert (answer["rejected"] is None) == (text is not None)
-    if text is None:
-        assert answer["rejected"].endswith(f"below the threshold {held_to:.2f}")
+    if reason is not None:
+        assert answer["rejected"].endswith(f"below {reason}")
 
 
 def test_a_lone_mark_the_path_leaves_out_reads_as_nothing(monkeypatch):

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from lenet5.checkpoint import load_model
 from lenet5.cli import main
 from lenet5.errors import Lenet5Error
 from lenet5.files import read_metrics
@@ -94,6 +95,16 @@ def test_a_sweep_summarizes_its_runs_resumes_and_reports_failures(synthetic_data
     again = run_sweep(base, grid, 3, tmp_path, workers=1, log=lambda _: None)
     assert again == summary
     assert (tmp_path / "pool-max" / "seed-0" / "model.safetensors").read_bytes() == kept
+
+    # a sweep made longer by part of an epoch trains the rest (1.5 epochs are two passes)
+    longer = run_sweep(base, {"pool": ["max"]}, 1, tmp_path / "longer", workers=1,
+                       log=lambda _: None)
+    run_sweep(dataclasses.replace(base, epochs=1.5), {"pool": ["max"]}, 1, tmp_path / "part",
+              workers=1, log=lambda _: None)
+    extended = run_sweep(base, {"pool": ["max"]}, 1, tmp_path / "part", workers=1,
+                         log=lambda _: None)
+    assert load_model(tmp_path / "part" / "pool-max" / "seed-0")[1]["epochs"] == 2
+    assert extended["settings"][0]["test_acc"] == longer["settings"][0]["test_acc"]
 
     # a sweep into the same folder with other settings is refused, not mixed in
     with pytest.raises(Lenet5Error, match=r"seed-0 holds a run trained with other settings "

@@ -129,7 +129,7 @@ def test_a_fraction_of_an_epoch_ends_with_a_part_pass_and_the_whole_schedule(
         "epoch  1/1.5", "epoch 1.5/1.5"]
     assert "1.5 epochs" in log[-2]
     with pytest.raises(Lenet5Error, match=r"already complete \(1.5 epochs finished\); pass "
-                       r"--epochs N \(more than 1.5\)"):
+                       r"--epochs N with --resume .* more than 1.5 \(one step more: 1.556\)"):
         train(resume_config(run), resume=run, log=quiet)
 
 
@@ -148,7 +148,7 @@ def test_resuming_after_a_part_pass_trains_the_rest_of_that_pass(synthetic_datas
     assert checkpoint.load_state(part / files.STATE_FILE)[2]["epochs"] == 1.5
     log = []
     resumed = train(resume_config(part, epochs=2), resume=part, log=log.append)
-    assert log[0] == f"resuming {part} after epoch 1.5"
+    assert log[0] == f"resuming {part} after 1.5 epochs"
     (p1, _), (p2, meta) = checkpoint.load_model(straight), checkpoint.load_model(resumed)
     assert all(np.array_equal(p1[k], p2[k]) for k in p1) and meta["epochs"] == 2
     _, o1, _ = checkpoint.load_state(straight / files.STATE_FILE)
@@ -163,6 +163,42 @@ def test_resuming_with_epochs_that_add_no_step_says_the_run_is_complete(syntheti
     # 600 images, 19 steps a pass: 1.25 and 1.26 epochs are both 24 steps
     with pytest.raises(Lenet5Error, match=r"already complete \(1.25 epochs finished\)"):
         train(resume_config(run, epochs=1.26), resume=run, log=quiet)
+
+
+@pytest.mark.parametrize("epochs, steps, rows", [(1.01, 23, [1]), (1.99, 46, [1, 2])])
+def test_epochs_that_round_to_whole_passes_train_them_and_resume_after(
+        synthetic_dataset, tmp_path, monkeypatch, epochs, steps, rows):
+    """23 steps a pass (digits and non-digits): 1.01 epochs is 23 steps, one pass; 1.99 is 46,
+    two. Each
+    ends with the test pass, says its --epochs, and --resume --epochs 3 trains the passes
+    after the last whole one (no empty pass)."""
+    from lenet5.numpy_engine.model import NumpyEngine
+
+    taken = []
+    step = NumpyEngine.train_step
+    monkeypatch.setattr(NumpyEngine, "train_step",
+                        lambda self, batch, lr: (taken.append(1), step(self, batch, lr))[-1])
+    run = train(config(synthetic_dataset, tmp_path / "run", epochs=epochs), log=quiet)
+    assert len(taken) == steps and [r["epoch"] for r in read_metrics(run)] == rows
+    assert "test_acc" in read_metrics(run)[-1]
+    assert checkpoint.load_model(run)[1]["epochs"] == epochs
+    log = []
+    train(resume_config(run, epochs=3), resume=run, log=log.append)
+    assert len(taken) == 3 * 23 and [r["epoch"] for r in read_metrics(run)] == [1, 2, 3]
+    assert log[0] == f"resuming {run} after {epochs:g} epochs"
+
+
+def test_a_state_file_without_its_epochs_resumes_a_part_pass_from_its_steps(
+        synthetic_dataset, tmp_path):
+    """A state file written before it said its epochs: where the run stands comes from the
+    optimizer's step count."""
+    settings = dict(optimizer="sgd", lr=0.05, schedule="constant")
+    straight = train(config(synthetic_dataset, tmp_path / "a", epochs=2, **settings), log=quiet)
+    part = train(config(synthetic_dataset, tmp_path / "b", epochs=1.5, **settings), log=quiet)
+    _resave_state(part, meta={"epochs": None})
+    resumed = train(resume_config(part, epochs=2), resume=part, log=quiet)
+    (p1, _), (p2, _) = checkpoint.load_model(straight), checkpoint.load_model(resumed)
+    assert all(np.array_equal(p1[k], p2[k]) for k in p1)
 
 
 def test_a_tiny_fraction_of_an_epoch_takes_one_step(synthetic_dataset, tmp_path):
@@ -297,7 +333,7 @@ def test_a_state_file_of_another_architecture_is_refused(synthetic_dataset, tmp_
 @pytest.mark.parametrize("meta, problem", [
     ({"epoch": None}, "'epoch'"), ({"epoch": "abc"}, "'epoch'"), ({"epoch": "-1"}, "'epoch'"),
     ({"epoch": 5, "epochs": None}, r"epoch 5 .*metrics\.jsonl holds 2"),  # no "epochs": older
-    ({"epochs": 2.5}, "'epochs'"), ({"epochs": 1}, "'epochs'"), ({"epochs": "x"}, "'epochs'"),
+    ({"epochs": 3.5}, "'epochs'"), ({"epochs": 1}, "'epochs'"), ({"epochs": "x"}, "'epochs'"),
 ])
 def test_a_bad_epoch_in_the_state_is_refused(synthetic_dataset, tmp_path, meta, problem):
     run = finished_run(synthetic_dataset, tmp_path / "run")
@@ -418,7 +454,7 @@ def test_resume_before_any_epoch_finished_starts_the_run_again(synthetic_dataset
 
 @pytest.mark.parametrize("full_at, advice", [
     (3, "starts it again (no epoch had been saved)"),  # config, epoch 1's model, its metrics
-    (6, "continues the run after epoch 1"),  # ... epoch 1's state, epoch 2's model, metrics
+    (6, "continues the run after 1 epoch"),  # ... epoch 1's state, epoch 2's model, metrics
 ])
 def test_a_full_disk_advises_a_resume_that_works(synthetic_dataset, tmp_path, monkeypatch,
                                                  full_at, advice):
@@ -540,7 +576,8 @@ def test_progress_checks_tell_divergence_from_slow_learning(tmp_path, epoch, los
     from lenet5.training import Run, check_progress
 
     cfg = TrainConfig(lr=lr, optimizer="sgd").resolved()
-    run = Run(tmp_path, engine=None, run_config={}, start_epoch=0, untrained_loss=4.6,
+    run = Run(tmp_path, engine=None, run_config={}, steps_per_epoch=469, steps_done=0,
+              untrained_loss=4.6,
               metrics=[{"epoch": 1, "train_loss": 3.0}][:epoch])
     data = SimpleNamespace(train_labels=np.arange(60000) % 10, digits=60000)
     if verdict is None:

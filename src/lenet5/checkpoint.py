@@ -284,8 +284,8 @@ def save_state(path: Path, params: dict[str, np.ndarray], optimizer: dict[str, n
 
 def load_state(path: Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict]:
     """(parameters, optimizer state, metadata) of a training-state file, checked on its own
-    terms: ``epoch`` a finished epoch (1 or more), ``epochs`` (where present) the epochs
-    trained in those passes (2.25 after three, the last a quarter), the parameters those of
+    terms: ``epoch`` a finished epoch (1 or more), ``epochs`` the epochs trained in those
+    passes (2.25 after three, the last a quarter; ``epoch`` where absent), the parameters those of
     its ``arch``, each optimizer tensor ``<slot>.<parameter>`` of its parameter's shape,
     ``steps`` a count, all finite. Whether it suits the run being resumed is the caller's to
     check."""
@@ -295,8 +295,8 @@ def load_state(path: Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]
     if type(epoch) is not int or epoch < 1:
         raise _bad_field(path, "epoch", f"{meta.get('epoch')!r} is not the number of a "
                          "finished epoch")
-    epochs = decoded.get("epochs", epoch)  # the epochs trained: a last part pass counts a part
-    if not _is_number(epochs) or not epoch - 1 < epochs <= epoch:
+    epochs = decoded.setdefault("epochs", epoch)  # (older files: whole passes only)
+    if not _is_number(epochs) or not epoch - 1 < epochs <= epoch + 1:
         raise _bad_field(path, "epochs", f"{meta.get('epochs')!r} is not the epochs trained "
                          f"in {epoch} passes")
     require_fields(path, meta, ("arch",))

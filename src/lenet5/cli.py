@@ -98,8 +98,9 @@ def _reject_flag(parser: argparse.ArgumentParser) -> None:
                         help="refuse a digit (answer 'not a digit') when its most probable "
                         "class has a probability below P, 0 to 1 (default: the threshold "
                         "calibrated when the model was trained, or "
-                        f"{DEFAULT_THRESHOLD} for a model file without one; a digit "
-                        "beside two surely read ones, not all 1s, is held to half of it)")
+                        f"{DEFAULT_THRESHOLD} for a model file without one; in a number "
+                        "with two digits or more read surely, not all 1s, the other digits "
+                        "are held to half of it)")
 
 
 def _json_flag(parser: argparse.ArgumentParser) -> None:

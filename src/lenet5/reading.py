@@ -208,8 +208,10 @@ def _reading(model: Classifier, candidates: Segmentation,
                  refusal.steady_log_probs(model, candidates.images[path], scores[path]))
     confidences = np.exp(log_probs.max(axis=1))  # (k,)
     sure_labels = log_probs.argmax(axis=1)[confidences >= max(SURE, limit)]
+    held_to = f"the threshold {limit:.2f}"
     if len(sure_labels) >= 2 and np.any(sure_labels != 1):
         limit *= IN_NUMBER
+        held_to = f"{limit:.2f}, {IN_NUMBER:g} of the threshold {limit / IN_NUMBER:.2f} in a number"
     digits, refused = [], []
     for index, log_p, confidence in zip(path, log_probs, confidences.tolist(), strict=True):
         accepted = confidence >= limit
@@ -227,7 +229,7 @@ def _reading(model: Classifier, candidates: Segmentation,
         guess = worst["top"][0]
         what = "it is" if len(digits) == 1 else f"the mark at {worst['box']} is"
         reason = (f"{what} not a digit: its best guess, {guess[0]}, has probability "
-                  f"{guess[1]:.2f}, below the threshold {limit:.2f}")
+                  f"{guess[1]:.2f}, below {held_to}")
     elif leaning_apart(candidates.images[path], [d["label"] for d in digits]):
         reason = (f"two marks side by side that read as 1 slant more than {LEAN_APART:g} apart, "
                   "more than one hand's 1s do: they are strokes of a letter or a sign")

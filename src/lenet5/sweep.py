@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .checkpoint import load_model
 from .errors import Lenet5Error
 from .files import CONFIG_FILE, MODEL_FILE, STATE_FILE, read_config, read_metrics, write_atomic
 from .training import TrainConfig, resume_config, train
@@ -92,15 +93,18 @@ def _refuse_other_settings(directory: Path, config: TrainConfig) -> None:
 
 
 def finished_metrics(runs: list[Run]) -> dict[tuple[int, int], list[dict]]:
-    """The metrics rows of each finished run (its model file and every epoch there), by
-    (setting, seed): each file read once."""
+    """The metrics rows of each finished run (a model file of all its epochs, a last part
+    pass's fraction included), by (setting, seed): each file read once."""
     done = {}
     for run in runs:
+        if not (run.directory / MODEL_FILE).is_file():
+            continue
         try:
-            rows = read_metrics(run.directory) if (run.directory / MODEL_FILE).is_file() else []
+            trained = load_model(run.directory)[1]["epochs"]
+            rows = read_metrics(run.directory)
         except Lenet5Error:
             continue
-        if len(rows) >= run.epochs:
+        if trained >= run.epochs:
             done[run.setting, run.seed] = rows
     return done
 

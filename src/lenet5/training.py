@@ -280,7 +280,8 @@ class Run:
     engine: Engine
     run_config: dict  # what config.json holds: the settings plus facts about the run
     metrics: list[dict]  # one row per finished epoch
-    start_epoch: float  # epochs trained before this command: a part pass's fraction included
+    steps_per_epoch: int  # training steps in a whole pass
+    steps_done: int  # training steps taken before this command (a part pass's included)
     untrained_loss: float  # what a healthy run's training loss falls from (``check_progress``)
     refusal: dict | None = None  # the calibrated "not a digit" threshold, once training is done
 
@@ -291,13 +292,14 @@ def start_run(config: TrainConfig, arch: Architecture, data: TrainingData,
     epoch when resuming (fresh weights again if none had finished). Writes config.json."""
     directory = run_directory(config, resume)
     params = fresh = init_params(arch, config.seed, config.init_std)
-    optimizer_state, start_epoch, metrics = None, 0, []
+    optimizer_state, steps_done, metrics = None, 0, []
+    steps_per_epoch = _steps_per_epoch(config, data)
     if resume is None:
         _refuse_existing_run(directory)
-    elif (resumed := _resume_state(directory, config, arch, _steps_per_epoch(config, data))
-          ) is not None:
-        params, optimizer_state, start_epoch, metrics = resumed
-        log(f"resuming {directory} after epoch {start_epoch:g}")
+    elif (resumed := _resume_state(directory, config, arch, steps_per_epoch)) is not None:
+        params, optimizer_state, trained, metrics = resumed
+        steps_done = int(optimizer_state["steps"][0])
+        log(f"resuming {directory} after {_epochs(trained)}")
     else:
         log(f"no epoch of {directory} had finished; starting it from the beginning")
     engine = make_engine(config.engine, arch, params, config.optimizer_spec(), config.device)
@@ -309,7 +311,7 @@ def start_run(config: TrainConfig, arch: Architecture, data: TrainingData,
                   "python": platform.python_version(), "machine": platform.machine()}
     files.write_atomic(directory / files.CONFIG_FILE,
                        json.dumps(run_config, indent=2).encode())
-    return Run(directory, engine, run_config, metrics, start_epoch,
+    return Run(directory, engine, run_config, metrics, steps_per_epoch, steps_done,
                untrained_loss(config, arch, fresh, data))
 
 
@@ -327,8 +329,8 @@ def _resume_state(directory: Path, config: TrainConfig, arch: Architecture,
                   steps_per_epoch: int) -> tuple[dict, dict, float, list[dict]] | None:
     """(parameters, optimizer state, epochs trained, the metrics of the whole passes among
     them) from the run's state file, checked against its config.json and metrics; None if no
-    epoch had finished. A run that ended with a part pass (--epochs 2.25) goes on with the
-    rest of that pass."""
+    epoch had finished. Where it stands is the optimizer's step count: a run that ended with a
+    part pass (--epochs 2.25) goes on with the rest of that pass."""
     state_path = directory / files.STATE_FILE
     if not state_path.exists():
         return None
@@ -347,21 +349,25 @@ def _resume_state(directory: Path, config: TrainConfig, arch: Architecture,
         raise Lenet5Error(f"{state_path} does not hold the state of the {config.optimizer} "
                           f"optimizer that {directory / files.CONFIG_FILE} names ({detail}); "
                           "the run directory is damaged or mixed up: start a new run.")
-    epoch, metrics = meta["epoch"], files.read_metrics(directory)
-    trained = meta.get("epochs", epoch)  # fewer after a part pass (absent in older files)
+    epoch, trained, metrics = meta["epoch"], meta["epochs"], files.read_metrics(directory)
     if epoch > len(metrics):
         raise Lenet5Error(f"{state_path} says epoch {epoch} finished, but "
                           f"{directory / files.METRICS_FILE} holds {len(metrics)}; the run "
                           "directory is damaged: start a new run.")
-    if trained > config.epochs:
+    done, total = int(optimizer_state["steps"][0]), _steps_in(config.epochs, steps_per_epoch)
+    if not (epoch - 1) * steps_per_epoch < done <= epoch * steps_per_epoch:
+        raise Lenet5Error(f"{state_path} says epoch {epoch} finished after {done} training "
+                          f"steps, but a pass of this run takes {steps_per_epoch}; the run "
+                          "directory is damaged or mixed up: start a new run.")
+    if done > total:
         raise Lenet5Error(f"{directory} already has {_epochs(trained)} finished, more than "
                           f"--epochs {config.epochs:g}; pass a larger --epochs to train it "
                           "further.")
-    if _steps_in(trained, steps_per_epoch) == _steps_in(config.epochs, steps_per_epoch):
+    if done == total:
         raise Lenet5Error(f"{directory} is already complete ({_epochs(trained)} finished); "
-                          f"pass --epochs N (more than {trained:g}) with --resume to "
-                          "train it further.")
-    return params, optimizer_state, trained, metrics[:math.floor(trained)]
+                          f"pass --epochs N with --resume to train it further, N more than "
+                          f"{trained:g} (one step more: {(done + 1) / steps_per_epoch:.4g}).")
+    return params, optimizer_state, trained, metrics[:done // steps_per_epoch]
 
 
 # --- divergence -----------------------------------------------------------------------------
@@ -428,13 +434,13 @@ def check_progress(config: TrainConfig, run: Run, data: TrainingData, epoch: int
 def train_epoch(config: TrainConfig, run: Run, data: TrainingData, inputs: EpochInputs,
                 epoch: int, progress: bool) -> dict:
     """One pass over the epoch's training inputs, then the measurements: its metrics row."""
-    engine, steps_per_epoch = run.engine, _steps_per_epoch(config, data)
+    engine, steps_per_epoch = run.engine, run.steps_per_epoch
     started = time.perf_counter()
     order = np.random.default_rng([config.seed, epoch]).permutation(len(data.train_labels))
     inputs.bind(epoch)
     total_steps = _steps_in(config.epochs, steps_per_epoch)
     steps = min(steps_per_epoch, total_steps - epoch * steps_per_epoch)  # fewer in a part pass
-    first = max(0, _steps_in(run.start_epoch, steps_per_epoch) - epoch * steps_per_epoch)
+    first = max(0, run.steps_done - epoch * steps_per_epoch)  # resumed within this pass
     if config.optimizer == "sdlm" and first == 0:  # the paper re-estimates the curvature
         engine.estimate_curvature(order[:SDLM_SAMPLES])  # before each pass (the state has it)
     schedule = config.schedule_spec()
@@ -458,7 +464,7 @@ def train_epoch(config: TrainConfig, run: Run, data: TrainingData, inputs: Epoch
     if data.x_val is not None:
         _, val_pred = evaluate(engine, data.x_val, data.y_val)
         row["val_acc"] = float(np.mean(val_pred == data.y_val))
-    if config.test_each_epoch or epoch + 1 == passes(config.epochs):
+    if config.test_each_epoch or epoch * steps_per_epoch + steps == total_steps:  # the last
         test_loss, test_pred = evaluate(engine, data.x_test, data.y_test)
         row.update(test_loss=test_loss / len(data.y_test),
                    test_acc=float(np.mean(test_pred == data.y_test)))
@@ -488,8 +494,11 @@ def save_epoch(config: TrainConfig, run: Run) -> None:
 
 
 def _epochs_trained(config: TrainConfig, run: Run) -> float:
-    """Epochs the run has trained so far: its passes, the last one maybe a part (2.25)."""
-    return min(run.metrics[-1]["epoch"], config.epochs)
+    """Epochs the run has trained so far: its whole passes, or all of --epochs (2.25) once its
+    last pass, maybe a part, is done."""
+    passes_done = run.metrics[-1]["epoch"]
+    finished = passes_done * run.steps_per_epoch >= _steps_in(config.epochs, run.steps_per_epoch)
+    return config.epochs if finished else passes_done
 
 
 def _save_model(config: TrainConfig, run: Run) -> dict:
@@ -532,13 +541,13 @@ def train(config: TrainConfig, *, resume: str | Path | None = None, log: Log = p
 def _train_epochs(config: TrainConfig, arch: Architecture, data: TrainingData,
                   resume: str | Path | None, log: Log, progress: bool | None) -> Run:
     run = start_run(config, arch, data, resume, log)
-    if run.start_epoch == 0:
+    if run.steps_done == 0:
         log(f"training {arch.name} with the {run.engine.name} engine ({run.engine.device}) on "
             f"{data.digits:,} {config.dataset} images for {_epochs(config.epochs)} "
             f"-> {run.directory}")
     inputs = EpochInputs(config, data, run.engine)
     show_bar = sys.stderr.isatty() if progress is None else progress
-    for epoch in range(math.floor(run.start_epoch), passes(config.epochs)):
+    for epoch in range(run.steps_done // run.steps_per_epoch, passes(config, data)):
         row = train_epoch(config, run, data, inputs, epoch, show_bar)
         run.metrics.append(row)
         save_epoch(config, run)
@@ -583,19 +592,20 @@ def _with_resume_advice(exc: files.WriteError, directory: Path) -> files.WriteEr
         advice = "then run the same command again"
     else:
         try:
-            meta = checkpoint.load_state(directory / files.STATE_FILE)[2]
-            epoch = meta.get("epochs", meta["epoch"])
+            epoch = checkpoint.load_state(directory / files.STATE_FILE)[2]["epochs"]
         except Lenet5Error:
             epoch = 0
         command = f"`lenet5 train --resume {directory}`"
-        advice = (f"then {command} continues the run after epoch {epoch:g}" if epoch else
+        advice = (f"then {command} continues the run after {_epochs(epoch)}" if epoch else
                   f"then {command} starts it again (no epoch had been saved)")
     return files.WriteError(f"{str(exc).rstrip('.')}; {advice}.", exc.errno)
 
 
-def passes(epochs: float) -> int:
-    """How many passes over the training data ``epochs`` takes: the last one may be a part."""
-    return math.ceil(epochs)
+def passes(config: TrainConfig, data: TrainingData) -> int:
+    """How many passes over the training data the run takes: the last one may be a part (its
+    --epochs' steps, rounded, decide: 1.01 epochs of 19-step passes is one)."""
+    steps_per_epoch = _steps_per_epoch(config, data)
+    return math.ceil(_steps_in(config.epochs, steps_per_epoch) / steps_per_epoch)
 
 
 def _steps_per_epoch(config: TrainConfig, data: TrainingData) -> int:
