@@ -15,6 +15,7 @@ blocks of 10 training steps of each loop (same data, batch 128, Adam), alternate
 process, the median milliseconds per step of each and their ratio.
 
     python benchmarks/torch_speed.py [--repeats 3] [--device cpu] [--threads N] [--with-numpy]
+                                     [--out benchmarks/results/torch_speed.md]
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import child_env, machine, time_tutorial
+from common import child_env, machine, time_tutorial, write_results
+
+RESULTS = Path(__file__).parent / "results" / "torch_speed.md"
 
 THREADS: int | None = None  # --threads
 
@@ -124,6 +127,8 @@ def main() -> None:
                              "own choice, one per core); a thread count set this way also "
                              "turns off lenet5 train's split of each batch over threads, as "
                              "any user's does, while the in-process step timings keep it")
+    parser.add_argument("--out", default=str(RESULTS),
+                        help="results file (default benchmarks/results/torch_speed.md)")
     parser.add_argument("--with-numpy", action="store_true",
                         help="also time `lenet5 train --engine numpy` (default: off)")
     args = parser.parse_args()
@@ -163,27 +168,29 @@ def main() -> None:
 
     device = (torch.cuda.get_device_name() if args.device == "cuda"
               else machine())
-    print(f"command: python benchmarks/torch_speed.py {' '.join(sys.argv[1:])}")
-    print(f"device: {args.device} ({device}); torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads; {args.repeats} repeats x {args.epochs} epochs; "
-          f"load average {load_before:.1f} -> {os.getloadavg()[0]:.1f}")
-    print(f"{'':30}{'s/epoch (median)':>18}{'min':>8}{'test acc':>10}")
+    lines = [f"command: python benchmarks/torch_speed.py {' '.join(sys.argv[1:])}",
+             f"device: {args.device} ({device}); torch {torch.__version__}, "
+             f"{torch.get_num_threads()} threads; {args.repeats} repeats x {args.epochs} epochs; "
+             f"load average {load_before:.1f} -> {os.getloadavg()[0]:.1f}",
+             f"{'':30}{'s/epoch (median)':>18}{'min':>8}{'test acc':>10}"]
     for name, seconds in loops.items():
-        print(f"{name:30}{statistics.median(seconds):>18.2f}{min(seconds):>8.2f}"
-              f"{100 * statistics.median(accuracy[name]):>9.2f}%")
-    ratio = (statistics.median(loops["lenet5 train --engine torch"])
-             / statistics.median(loops["tutorial loop"]))
-    print(f"{'ratio torch engine / tutorial':30}{ratio:>18.2f}   (target <= 0.7)")
+        lines.append(f"{name:30}{statistics.median(seconds):>18.2f}{min(seconds):>8.2f}"
+                     f"{100 * statistics.median(accuracy[name]):>9.2f}%")
+    tutorial = statistics.median(loops["tutorial loop"])
+    ratio = statistics.median(loops["lenet5 train --engine torch"]) / tutorial
+    lines.append(f"{'ratio torch engine / tutorial':30}{ratio:>18.2f}   (target <= 0.7)")
     if args.with_numpy:
-        numpy_ratio = (statistics.median(loops["lenet5 train --engine numpy"])
-                       / statistics.median(loops["tutorial loop"]))
-        print(f"{'ratio numpy engine / tutorial':30}{numpy_ratio:>18.2f}   (target <= 0.8)")
-    print(f"{'inference, batch 1000':30}{images_per_s:>18,.0f}   images/s (target >= 20,000)")
-    print(f"{'interleaved steps, ms/step':30}{'engine':>10} {engine_ms:.2f}, tutorial "
-          f"{tutorial_ms:.2f}, ratio {engine_ms / tutorial_ms:.2f}")
+        numpy_ratio = statistics.median(loops["lenet5 train --engine numpy"]) / tutorial
+        lines.append(f"{'ratio numpy engine / tutorial':30}{numpy_ratio:>18.2f}   (target <= 0.8)")
+    lines.append(f"{'inference, batch 1000':30}{images_per_s:>18,.0f}   images/s "
+                 "(target >= 20,000)")
+    lines.append(f"{'interleaved steps, ms/step':30}{'engine':>10} {engine_ms:.2f}, tutorial "
+                 f"{tutorial_ms:.2f}, ratio {engine_ms / tutorial_ms:.2f}")
     if args.with_numpy:
-        print(f"{'interleaved steps, ms/step':30}{'numpy':>10} {numpy_ms:.2f}, tutorial "
-              f"{numpy_tutorial_ms:.2f}, ratio {numpy_ms / numpy_tutorial_ms:.2f}")
+        lines.append(f"{'interleaved steps, ms/step':30}{'numpy':>10} {numpy_ms:.2f}, tutorial "
+                     f"{numpy_tutorial_ms:.2f}, ratio {numpy_ms / numpy_tutorial_ms:.2f}")
+    write_results(Path(args.out), "# The engines against the tutorials' PyTorch loop\n\n```\n"
+                  + "\n".join(lines) + "\n```\n")
 
 
 if __name__ == "__main__":
