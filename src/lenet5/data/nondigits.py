@@ -122,7 +122,9 @@ def with_nondigits(images: np.ndarray, labels: np.ndarray, fraction: float,
     breaking = chosen[rng.random(len(chosen)) < BROKEN]
     redrawn[breaking] = broken(images[breaking], rng)  # (b, 28, 28); neighbours drawn from
     # all the digits may be broken ones too
-    redrawn[chosen] = _windows(redrawn, _ink_columns(redrawn), "digit", rng, chosen)
+    first, last = (c.copy() for c in columns)
+    first[breaking], last[breaking] = _ink_columns(redrawn[breaking])  # only theirs changed
+    redrawn[chosen] = _windows(redrawn, (first, last), "digit", rng, chosen)
     return (np.concatenate([redrawn, extra]),
             np.concatenate([labels, np.full(count, NONDIGIT, np.int64)]))
 
