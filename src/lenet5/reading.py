@@ -69,9 +69,9 @@ a 2)."""
 
 
 IN_NUMBER = 0.5
-"""A digit of a reading in which at least two others are SURE, not all of them 1s (the
-picture is plainly a number), is accepted down to IN_NUMBER times the threshold: where every
-other digit was read, the refused one had taken the whole number's text with it. Parallel
+"""The other digits of a reading in which at least two are SURE, not all of them 1s (the
+picture is plainly a number), are accepted down to IN_NUMBER times the threshold: where every
+other digit was read, one refused digit had taken the whole number's text with it. Parallel
 strokes (hatching, a letter's legs) read as sure 1s, so 1s alone do not make a number of it.
 Five seeds of the default recipe on two development sets: numbers read +2.1 and +1.8 points,
 hard ones +2.4 and +2.3, non-digits and single photos as before (with 1s counted too,
