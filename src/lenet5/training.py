@@ -297,8 +297,7 @@ def start_run(config: TrainConfig, arch: Architecture, data: TrainingData,
     if resume is None:
         _refuse_existing_run(directory)
     elif (resumed := _resume_state(directory, config, arch, steps_per_epoch)) is not None:
-        params, optimizer_state, trained, metrics = resumed
-        steps_done = int(optimizer_state["steps"][0])
+        params, optimizer_state, trained, steps_done, metrics = resumed
         log(f"resuming {directory} after {_epochs(trained)}")
     else:
         log(f"no epoch of {directory} had finished; starting it from the beginning")
@@ -326,11 +325,11 @@ def _refuse_existing_run(directory: Path) -> None:
 
 
 def _resume_state(directory: Path, config: TrainConfig, arch: Architecture,
-                  steps_per_epoch: int) -> tuple[dict, dict, float, list[dict]] | None:
-    """(parameters, optimizer state, epochs trained, the metrics of the whole passes among
-    them) from the run's state file, checked against its config.json and metrics; None if no
-    epoch had finished. Where it stands is the optimizer's step count: a run that ended with a
-    part pass (--epochs 2.25) goes on with the rest of that pass."""
+                  steps_per_epoch: int) -> tuple[dict, dict, float, int, list[dict]] | None:
+    """(parameters, optimizer state, epochs trained, steps taken, the metrics of the whole
+    passes among them) from the run's state file, checked against its config.json and
+    metrics; None if no epoch had finished. Where it stands is the optimizer's step count: a
+    run that ended with a part pass (--epochs 2.25) goes on with the rest of that pass."""
     state_path = directory / files.STATE_FILE
     if not state_path.exists():
         return None
@@ -367,7 +366,7 @@ def _resume_state(directory: Path, config: TrainConfig, arch: Architecture,
         raise Lenet5Error(f"{directory} is already complete ({_epochs(trained)} finished); "
                           f"pass --epochs N with --resume to train it further, N more than "
                           f"{trained:g} (one step more: {(done + 1) / steps_per_epoch:.4g}).")
-    return params, optimizer_state, trained, metrics[:done // steps_per_epoch]
+    return params, optimizer_state, trained, done, metrics[:done // steps_per_epoch]
 
 
 # --- divergence -----------------------------------------------------------------------------
