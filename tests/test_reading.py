@@ -258,6 +258,29 @@ def test_a_digit_among_sure_ones_is_read_at_a_lower_threshold(mnist, monkeypatch
         assert answer["rejected"].endswith(f"below {reason}")
 
 
+@pytest.mark.parametrize("limit, read, text", [
+    (0.4, [(3, 0.8), (6, 0.7)], None),  # accepted, but none sure: a scribble's pieces
+    (0.4, [(3, 0.8), (6, 0.7), (5, 0.89)], None),
+    (0.4, [(3, 0.91), (6, 0.7)], "36"),
+    (0.4, [(1, 0.95), (6, 0.6)], "16"),  # a sure 1 is a sure digit
+    (0.0, [(3, 0.8), (6, 0.7)], "36"),  # no threshold: nothing refused
+])
+def test_a_number_needs_a_sure_digit(mnist, monkeypatch, limit, read, text):
+    """Two digits or more, each accepted, none of them SURE: refused as a whole, the reason
+    naming the surest and what it fell short of."""
+    monkeypatch.setattr(reading.refusal, "steady_log_probs",
+                        lambda model, images, plain=None: _log_probs(read))
+    answer = lenet5.load("pretrained").read(_side_by_side(mnist, [3, 2, 1][:len(read)]),
+                                            threshold=limit)
+    assert answer["text"] == text
+    assert [d["label"] for d in answer["digits"]] == [label for label, _ in read]
+    if text is None:
+        surest = max(read, key=lambda r: r[1])
+        assert answer["rejected"] == (
+            f"none of its {len(read)} marks is surely a digit (the surest, {surest[0]}, has "
+            f"probability {surest[1]:.2f}, below 0.90), as at least one in a number is")
+
+
 def test_a_lone_mark_the_path_leaves_out_reads_as_nothing(monkeypatch):
     """One candidate that the best path skips (scored below a skipped speck): "nothing read",
     an answer, not a crash."""

@@ -100,7 +100,8 @@ def _reject_flag(parser: argparse.ArgumentParser) -> None:
                         "calibrated when the model was trained, or "
                         f"{DEFAULT_THRESHOLD} for a model file without one; in a number "
                         "with two digits or more read surely, not all 1s, the other digits "
-                        "are held to half of it)")
+                        "are held to half of it, and unless P is 0 a reading of two digits "
+                        "or more none of which is read surely is refused whole)")
 
 
 def _json_flag(parser: argparse.ArgumentParser) -> None:
