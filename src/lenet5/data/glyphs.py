@@ -2,8 +2,12 @@
 non-digits (`data.nondigits`): what people point a digit reader at besides digits is mostly
 writing -- letters, signs, symbols.
 
-Letters a digit can pass for (O D Q 0, I J l i j 1, S s 5, Z z 2, B 8, G b 6, g q 9) are left
-out: a network taught to refuse them would refuse those digits. Handwritten, each glyph is a
+Letters a digit can pass for (O D Q 0, I J l i j 1, S s 5, Z z 2, B 8, G b 6, g q 9) and the
+signs a 1 can (/ | !) are left out: a network taught to refuse them would refuse those digits.
+Brackets, parentheses and braces, long left out with them, are in: five seeds of the default
+recipe on two development sets refused +3.8 and +3.4 points of the non-digits (their brackets
+had read as 1s), read -0.8 and +0.5 of the numbers and as many single photos right (98.6 and
+98.3%), MNIST's test digits 99.20% +- 0.05 (99.25% +- 0.06 without). Handwritten, each glyph is a
 single-stroke font's polylines in a unit box (x right, y down); `glyph_segments` draws them with
 a random width and a smooth random wobble, different in every picture, as a hand would.
 Printed, they come from the font Pillow carries (`printed_glyphs`), regular and bold, so that
@@ -73,6 +77,12 @@ GLYPHS: dict[str, list[list[tuple[float, float]]]] = {
     ">": [[(0, 0), (1, 0.5), (0, 1)]],
     "~": [[(x, 0.5 - 0.2 * np.sin(2 * np.pi * x)) for x in np.linspace(0, 1, 9)]],
     "^": [[(0, 1), (0.5, 0), (1, 1)]],
+    "(": [_arc(0.9, 0.5, 0.8, 0.55, 115, 245)],
+    ")": [_arc(0.1, 0.5, 0.8, 0.55, 65, -65)],
+    "[": [[(0.6, 0), (0, 0), (0, 1), (0.6, 1)]],
+    "]": [[(0, 0), (0.6, 0), (0.6, 1), (0, 1)]],
+    "{": [[(0.7, 0), (0.4, 0.05), (0.35, 0.4), (0, 0.5), (0.35, 0.6), (0.4, 0.95), (0.7, 1)]],
+    "}": [[(0, 0), (0.3, 0.05), (0.35, 0.4), (0.7, 0.5), (0.35, 0.6), (0.3, 0.95), (0, 1)]],
 }
 WIDTH = (0.6, 1.3)
 """Each glyph's width is stretched by a factor in this range (narrow and wide hands)."""
