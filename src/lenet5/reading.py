@@ -238,14 +238,14 @@ def _reading(model: Classifier, candidates: Segmentation,
         what = "it is" if len(digits) == 1 else f"the mark at {worst['box']} is"
         reason = (f"{what} not a digit: its best guess, {guess[0]}, has probability "
                   f"{guess[1]:.2f}, below {held_to}")
+    elif leaning_apart(candidates.images[path], [d["label"] for d in digits]):
+        reason = (f"two marks side by side that read as 1 slant more than {LEAN_APART:g} apart, "
+                  "more than one hand's 1s do: they are strokes of a letter or a sign")
     elif len(digits) >= 2 and limit > 0 and not len(sure_labels):
         surest = max(digits, key=lambda d: d["confidence"])
         reason = (f"none of its {len(digits)} marks is surely a digit (the surest, "
                   f"{surest['label']}, has probability {surest['confidence']:.2f}, below "
                   f"{max(SURE, limit):.2f}), as at least one in a number is")
-    elif leaning_apart(candidates.images[path], [d["label"] for d in digits]):
-        reason = (f"two marks side by side that read as 1 slant more than {LEAN_APART:g} apart, "
-                  "more than one hand's 1s do: they are strokes of a letter or a sign")
     return Reading(_answer(digits, reason), candidates.images[path], np.exp(log_probs)), path
 
 
