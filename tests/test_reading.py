@@ -12,8 +12,10 @@ from PIL import Image, ImageDraw
 
 import lenet5
 from lenet5 import reading
+from lenet5.arch import ARCHITECTURES
 from lenet5.images import preprocess_image
 from lenet5.images.numbers import find_writing, segment
+from lenet5.outputs import HIGHEST_PROBABILITY
 from lenet5.predict import predict_file
 from lenet5.refusal import METADATA_KEY
 
@@ -277,8 +279,29 @@ def test_a_number_needs_a_sure_digit(mnist, monkeypatch, limit, read, text):
     if text is None:
         surest = max(read, key=lambda r: r[1])
         assert answer["rejected"] == (
-            f"none of its {len(read)} marks is surely a digit (the surest, {surest[0]}, has "
-            f"probability {surest[1]:.2f}, below 0.90), as at least one in a number is")
+            f"none of its {len(read)} marks reads surely as a digit (the surest, {surest[0]}, "
+            f"has probability {surest[1]:.2f}, below 0.90); a number has at least one that does")
+
+
+def test_a_number_of_the_1998_network_needs_no_sure_digit(mnist, monkeypatch):
+    """Its MAP probabilities never reach SURE (rubbish keeps its share): its numbers are read
+    as before, every digit held to the threshold alone."""
+    assert HIGHEST_PROBABILITY["map"] < reading.SURE
+    read = [(3, 0.5), (6, 0.45)]
+    monkeypatch.setattr(reading.refusal, "steady_log_probs",
+                        lambda model, images, plain=None: _log_probs(read))
+    model = lenet5.load("pretrained")
+    monkeypatch.setattr(model, "arch", ARCHITECTURES["lenet5-1998"])
+    answer = model.read(_side_by_side(mnist, [3, 2]), threshold=0.4)
+    assert answer["text"] == "36" and answer["rejected"] is None
+
+
+def test_the_surest_digit_is_never_shown_as_sure(mnist, monkeypatch):
+    """A probability just under SURE is shown rounded down, not as SURE itself."""
+    monkeypatch.setattr(reading.refusal, "steady_log_probs",
+                        lambda model, images, plain=None: _log_probs([(3, 0.8996), (6, 0.7)]))
+    answer = lenet5.load("pretrained").read(_side_by_side(mnist, [3, 2]), threshold=0.4)
+    assert "has probability 0.89, below 0.90" in answer["rejected"]
 
 
 def test_a_lone_mark_the_path_leaves_out_reads_as_nothing(monkeypatch):

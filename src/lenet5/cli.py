@@ -99,9 +99,9 @@ def _reject_flag(parser: argparse.ArgumentParser) -> None:
                         "class has a probability below P, 0 to 1 (default: the threshold "
                         "calibrated when the model was trained, or "
                         f"{DEFAULT_THRESHOLD} for a model file without one; in a number "
-                        "with two digits or more read surely, not all 1s, the other digits "
-                        "are held to half of it, and unless P is 0 a reading of two digits "
-                        "or more none of which is read surely is refused whole)")
+                        "with two digits or more read surely (0.9 or more), not all 1s, the "
+                        "other digits are held to half of it, and unless P is 0 a reading of "
+                        "two digits or more none of which is read surely is refused whole)")
 
 
 def _json_flag(parser: argparse.ArgumentParser) -> None:

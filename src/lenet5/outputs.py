@@ -32,6 +32,9 @@ def map_log_probs(scores: np.ndarray) -> np.ndarray:
 
 
 CLASS_LOG_PROBS = {"cross_entropy": log_softmax, "map": map_log_probs}
+HIGHEST_PROBABILITY = {"cross_entropy": 1.0, "map": float(1 / (1 + np.exp(-MAP_J)))}
+"""The most probability one class can have under each loss (as CLASS_LOG_PROBS gives it):
+under MAP, rubbish's e^-j takes its share even from a perfect match (s_i = 0)."""
 
 
 def mean_loss(outputs: np.ndarray, labels: np.ndarray, loss: str) -> float:

@@ -65,7 +65,8 @@ again), then 1.4%, which kept the default recipe's thresholds where they stood (
 over five seeds). Trained on broken digits too (`data.nondigits.BROKEN`), the network is less
 sure of whole ones and 1.4% put its thresholds at 0.40-0.47 (0.445 on average): 1.6% keeps
 them at 0.35-0.42 (0.395), so that the gain goes to the numbers read, not to refusing more
-(with whole pairs as non-digits too, `data.nondigits.FULL_PAIR`: 0.37-0.43, 0.396) ..."""
+(with whole pairs as non-digits too, `data.nondigits.FULL_PAIR`: 0.37-0.43, 0.396; with
+brackets among the glyphs, `data.glyphs`: 0.36-0.45, 0.392) ..."""
 VIEWS = (-2, 2)
 """Besides the picture itself, `steady_log_probs` reads it with its strokes thinned and
 thickened by a 2x2 grey erosion and dilation ..."""
