@@ -223,4 +223,7 @@ def each_map_shows_its_part_of_the_strip(page) -> None:
         seen = np.asarray(shot.resize((28, 28), Image.Resampling.BOX), dtype=float)
         misfit = [np.abs(seen - part)[2:-2, 2:-2].mean() for part in parts]  # no corners
         others = misfit[:k] + misfit[k + 1:]  # scaled 2.5x and back: its own is near
-        assert misfit[k] < min(others) / 2, (k, misfit)
+        # (how near varies with where the page's layout puts the map, to a fraction of a
+        # pixel: one map of the test model measured 2.6-8.4 from its own part between runs,
+        # 14.6-15.9 from the nearest other; a neighbour's part shown would invert that)
+        assert misfit[k] < min(others) / 1.5, (k, misfit)
