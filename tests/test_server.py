@@ -23,6 +23,7 @@ pytest.importorskip("fastapi", reason="the web extra is not installed")
 httpx = pytest.importorskip("httpx", reason="httpx is not installed")
 
 from fastapi.testclient import TestClient  # noqa: E402
+from number_photos import make_number_set  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
 from lenet5 import checkpoint, pretrained  # noqa: E402
@@ -207,6 +208,26 @@ def test_every_digit_of_a_number_is_read_in_order(client):
         assert [p for _, p in digit["top"]] == pytest.approx(sorted(digit["probs"])[:-4:-1])
         assert decode_data_url(digit["input"]).shape == (28, 28)
     assert answer["digits"][0]["input"] == answer["input"]
+
+
+@pytest.mark.mnist
+def test_numbers_posted_read_as_the_cli_reads_them(mnist, tmp_path, capsys):
+    """Photographed numbers POSTed to the server get what `lenet5 predict --json` says of the
+    same files: the text, the refusal and every digit (label, box, confidence)."""
+    numbers = make_number_set(mnist.test_images, mnist.test_labels, 24, seed=31)
+    for i, (jpeg, _, _) in enumerate(numbers):
+        (tmp_path / f"{i:02d}.jpg").write_bytes(jpeg)
+    assert main(["predict", "pretrained", str(tmp_path), "--json"]) == 0
+    by_file = {Path(r["file"]).name: r for r in json.loads(capsys.readouterr().out)}
+    with TestClient(create_app(pretrained.path())) as served:
+        for i, (jpeg, _, _) in enumerate(numbers):
+            answer, cli = post(served, jpeg, "image/jpeg").json(), by_file[f"{i:02d}.jpg"]
+            assert (answer["text"], answer["rejected"]) == (cli["text"], cli["rejected"])
+            assert [(d["label"], d["box"]) for d in answer["digits"]] == \
+                [(d["label"], d["box"]) for d in cli["digits"]]
+            assert [d["confidence"] for d in answer["digits"]] == \
+                pytest.approx([d["confidence"] for d in cli["digits"]], rel=1e-9)
+    assert sum(r["text"] is not None for r in by_file.values()) >= 18  # numbers, not refusals
 
 
 def test_feature_maps_are_each_stretched_to_full_range(client, model_path):
