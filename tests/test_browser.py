@@ -22,6 +22,7 @@ from browser import (
     draw,
     each_map_shows_its_part_of_the_strip,
     number_strokes,
+    settled,
     touch_draw,
     write_row,
 )
@@ -63,11 +64,6 @@ def open_page(browser, base_url: str, script: str | None = None, **context_optio
     page.goto(base_url + "/")
     sync_api.expect(page.locator("#model-info")).to_contain_text("parameters")
     return page, errors
-
-
-def settled(page) -> None:
-    """Wait until the reading shows the answer to everything drawn (not to fewer strokes)."""
-    sync_api.expect(page.locator("#result")).to_have_attribute("aria-busy", "false")
 
 
 def keep(page, tmp_path: Path, name: str) -> Path:
