@@ -233,6 +233,12 @@ def _log_probs(read: list[tuple[int, float]]) -> np.ndarray:
     return np.log(probs)
 
 
+def _steady_reads(monkeypatch, read: list[tuple[int, float]]) -> None:
+    """Make the digits of a reading come out as `read` (label, probability) each, steadily."""
+    monkeypatch.setattr(reading.refusal, "steady_log_probs",
+                        lambda model, images, plain=None: _log_probs(read))
+
+
 @pytest.mark.parametrize("limit, read, text, reason", [
     (0.4, [(3, 0.99), (6, 0.3), (5, 0.95)], "365", None),  # two sure digits: down to 0.2
     (0.4, [(3, 0.99), (6, 0.3), (5, 0.95), (8, 0.25)], "3658", None),  # every unsure one
@@ -250,8 +256,7 @@ def test_a_digit_among_sure_ones_is_read_at_a_lower_threshold(mnist, monkeypatch
     anything else is refused as before, the reason naming what the digit was held to."""
     assert reading.IN_NUMBER == 0.5 and reading.SURE == 0.9  # what the cases are made for
     indices = [3, 2, 1, 18][:len(read)]  # MNIST test digits 0, 1, 2, 3: separate marks
-    monkeypatch.setattr(reading.refusal, "steady_log_probs",
-                        lambda model, images, plain=None: _log_probs(read))
+    _steady_reads(monkeypatch, read)
     answer = lenet5.load("pretrained").read(_side_by_side(mnist, indices), threshold=limit)
     assert [d["confidence"] for d in answer["digits"]] == pytest.approx([p for _, p in read])
     assert answer["text"] == text
@@ -270,8 +275,7 @@ def test_a_digit_among_sure_ones_is_read_at_a_lower_threshold(mnist, monkeypatch
 def test_a_number_needs_a_sure_digit(mnist, monkeypatch, limit, read, text):
     """Two digits or more, each accepted, none of them SURE: refused as a whole, the reason
     naming the surest and what it fell short of."""
-    monkeypatch.setattr(reading.refusal, "steady_log_probs",
-                        lambda model, images, plain=None: _log_probs(read))
+    _steady_reads(monkeypatch, read)
     answer = lenet5.load("pretrained").read(_side_by_side(mnist, [3, 2, 1][:len(read)]),
                                             threshold=limit)
     assert answer["text"] == text
@@ -288,8 +292,7 @@ def test_a_number_of_the_1998_network_needs_no_sure_digit(mnist, monkeypatch):
     as before, every digit held to the threshold alone."""
     assert HIGHEST_PROBABILITY["map"] < reading.SURE
     read = [(3, 0.5), (6, 0.45)]
-    monkeypatch.setattr(reading.refusal, "steady_log_probs",
-                        lambda model, images, plain=None: _log_probs(read))
+    _steady_reads(monkeypatch, read)
     model = lenet5.load("pretrained")
     monkeypatch.setattr(model, "arch", ARCHITECTURES["lenet5-1998"])
     answer = model.read(_side_by_side(mnist, [3, 2]), threshold=0.4)
@@ -298,8 +301,7 @@ def test_a_number_of_the_1998_network_needs_no_sure_digit(mnist, monkeypatch):
 
 def test_the_surest_digit_is_never_shown_as_sure(mnist, monkeypatch):
     """A probability just under SURE is shown rounded down, not as SURE itself."""
-    monkeypatch.setattr(reading.refusal, "steady_log_probs",
-                        lambda model, images, plain=None: _log_probs([(3, 0.8996), (6, 0.7)]))
+    _steady_reads(monkeypatch, [(3, 0.8996), (6, 0.7)])
     answer = lenet5.load("pretrained").read(_side_by_side(mnist, [3, 2]), threshold=0.4)
     assert "has probability 0.89, below 0.90" in answer["rejected"]
 
