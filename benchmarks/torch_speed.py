@@ -8,7 +8,10 @@ Then inference: the last run's model through ``lenet5.load(run, engine="torch")`
 MNIST test images at batch 1000. The table gives medians over every epoch of every repeat,
 the ratio of the two loops (target <= 0.7 on CPU; NumPy <= 0.8) and images/s (target >= 20,000
 on CPU).
-``--with-numpy`` adds ``lenet5 train --engine numpy`` to each repeat.
+``--with-numpy`` adds ``lenet5 train --engine numpy`` to each repeat. ``--equal-work`` adds each
+engine's run with ``--nondigits 0``: an epoch of the default recipe holds the 60,000 training
+digits and 12,000 made-up non-digits (for "not a digit"), the tutorial's only the digits, so
+these runs compare the engines with the tutorial on the same pictures.
 
 On a shared machine, whole runs minutes apart see different loads. The last line is steadier:
 blocks of 10 training steps of each loop (same data, batch 128, Adam), alternated in this one
@@ -32,15 +35,17 @@ from pathlib import Path
 from common import child_env, machine, time_tutorial, write_results
 
 RESULTS = Path(__file__).parent / "results" / "torch_speed.md"
+EQUAL_WORK = "--nondigits 0"
 
 THREADS: int | None = None  # --threads
 
 
-def time_lenet5_train(engine: str, device: str, epochs: int, out: Path) -> dict:
+def time_lenet5_train(engine: str, device: str, epochs: int, out: Path,
+                      options: tuple[str, ...] = ()) -> dict:
     """Seconds per epoch and final test accuracy of ``lenet5 train``, from metrics.jsonl."""
     subprocess.run([sys.executable, "-m", "lenet5", "train", "--engine", engine, "--device",
                     device, "--epochs", str(epochs), "--batch-size", "128", "--no-report",
-                    "--out", str(out)],
+                    *options, "--out", str(out)],
                    check=True, env=child_env(THREADS), stdout=subprocess.DEVNULL)
     from lenet5.files import read_metrics
 
@@ -131,6 +136,9 @@ def main() -> None:
                         help="results file (default benchmarks/results/torch_speed.md)")
     parser.add_argument("--with-numpy", action="store_true",
                         help="also time `lenet5 train --engine numpy` (default: off)")
+    parser.add_argument("--equal-work", action="store_true",
+                        help="also time each engine with --nondigits 0, on the tutorial's "
+                             "60,000 digits per epoch (default: off)")
     args = parser.parse_args()
     global THREADS
     THREADS = args.threads
@@ -146,6 +154,8 @@ def main() -> None:
     loops = {"lenet5 train --engine torch": [], "tutorial loop": []}
     if args.with_numpy:
         loops["lenet5 train --engine numpy"] = []
+    if args.equal_work:
+        loops.update({f"{name} {EQUAL_WORK}": [] for name in list(loops) if "engine" in name})
     accuracy: dict[str, list[float]] = {name: [] for name in loops}
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
@@ -154,15 +164,17 @@ def main() -> None:
                 if name == "tutorial loop":
                     result = time_tutorial(args.device, args.epochs, THREADS)
                 else:
-                    engine = name.split()[-1]
-                    result = time_lenet5_train(engine, args.device if engine == "torch" else "cpu",
-                                               args.epochs, Path(tmp) / f"{engine}{r}")
+                    engine = name.split()[3]
+                    options = tuple(EQUAL_WORK.split()) if name.endswith(EQUAL_WORK) else ()
+                    device = args.device if engine == "torch" else "cpu"
+                    result = time_lenet5_train(engine, device, args.epochs,
+                                               Path(tmp) / f"{engine}{r}{len(options)}", options)
                 loops[name] += result["epoch_seconds"]
                 accuracy[name].append(result["test_acc"])
                 print(f"repeat {r + 1}/{args.repeats}  {name}: epochs "
                       + ", ".join(f"{s:.2f}" for s in result["epoch_seconds"]) + " s",
                       file=sys.stderr)
-        images_per_s = inference_rate(Path(tmp) / f"torch{args.repeats - 1}", args.device)
+        images_per_s = inference_rate(Path(tmp) / f"torch{args.repeats - 1}0", args.device)
     engine_ms, tutorial_ms = interleaved_steps(args.device)
     numpy_ms, numpy_tutorial_ms = interleaved_steps("cpu", "numpy") if args.with_numpy else (0, 0)
 
@@ -172,22 +184,23 @@ def main() -> None:
              f"device: {args.device} ({device}); torch {torch.__version__}, "
              f"{torch.get_num_threads()} threads; {args.repeats} repeats x {args.epochs} epochs; "
              f"load average {load_before:.1f} -> {os.getloadavg()[0]:.1f}",
-             f"{'':30}{'s/epoch (median)':>18}{'min':>8}{'test acc':>10}"]
+             f"{'':42}{'s/epoch (median)':>18}{'min':>8}{'test acc':>10}"]
     for name, seconds in loops.items():
-        lines.append(f"{name:30}{statistics.median(seconds):>18.2f}{min(seconds):>8.2f}"
+        lines.append(f"{name:42}{statistics.median(seconds):>18.2f}{min(seconds):>8.2f}"
                      f"{100 * statistics.median(accuracy[name]):>9.2f}%")
     tutorial = statistics.median(loops["tutorial loop"])
-    ratio = statistics.median(loops["lenet5 train --engine torch"]) / tutorial
-    lines.append(f"{'ratio torch engine / tutorial':30}{ratio:>18.2f}   (target <= 0.7)")
-    if args.with_numpy:
-        numpy_ratio = statistics.median(loops["lenet5 train --engine numpy"]) / tutorial
-        lines.append(f"{'ratio numpy engine / tutorial':30}{numpy_ratio:>18.2f}   (target <= 0.8)")
-    lines.append(f"{'inference, batch 1000':30}{images_per_s:>18,.0f}   images/s "
+    for name, seconds in loops.items():
+        if "engine" in name:
+            engine, target = name.split()[3], 0.7 if "torch" in name else 0.8
+            what = f"ratio {engine}{' (60,000)' if name.endswith(EQUAL_WORK) else ''} / tutorial"
+            lines.append(f"{what:42}{statistics.median(seconds) / tutorial:>18.2f}   "
+                         f"(target <= {target})")
+    lines.append(f"{'inference, batch 1000':42}{images_per_s:>18,.0f}   images/s "
                  "(target >= 20,000)")
-    lines.append(f"{'interleaved steps, ms/step':30}{'engine':>10} {engine_ms:.2f}, tutorial "
+    lines.append(f"{'interleaved steps, ms/step':42}{'engine':>10} {engine_ms:.2f}, tutorial "
                  f"{tutorial_ms:.2f}, ratio {engine_ms / tutorial_ms:.2f}")
     if args.with_numpy:
-        lines.append(f"{'interleaved steps, ms/step':30}{'numpy':>10} {numpy_ms:.2f}, tutorial "
+        lines.append(f"{'interleaved steps, ms/step':42}{'numpy':>10} {numpy_ms:.2f}, tutorial "
                      f"{numpy_tutorial_ms:.2f}, ratio {numpy_ms / numpy_tutorial_ms:.2f}")
     write_results(Path(args.out), "# The engines against the tutorials' PyTorch loop\n\n```\n"
                   + "\n".join(lines) + "\n```\n")
