@@ -29,6 +29,9 @@ DEFAULTS = {"epochs": 15, "batch_size": 128, "optimizer": "adam", "lr": 3e-3,
             "schedule": "onecycle", "augment": "shift", "momentum": 0.9, "nesterov": False,
             "weight_decay": 0.0, "beta1": 0.9, "beta2": 0.999, "step_epochs": 5, "gamma": 0.1,
             "nondigits": 0.2, "test_each_epoch": True}
+# nondigits 0.2: 0.3 (five seeds, two development sets) refused 0.9 and 2.1 points more of the
+# non-digits and read as many numbers, but 0.0 and 0.3 points fewer single photos right,
+# MNIST's test digits 99.14% +- 0.09 instead of 99.20% +- 0.05, and each epoch is 8% longer.
 # Where an architecture trains best with other settings (the 1998 network: the paper's
 # method; why these values, benchmarks/results/lenet5_1998_settings.md).
 ARCH_DEFAULTS = {
