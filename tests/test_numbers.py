@@ -132,6 +132,27 @@ def test_mixed_sizes_are_kept_and_specks_dropped(digits):
     assert left >= boxes[0][0] - 3 and right <= boxes[-1][2] + 3  # no speck was kept
 
 
+def test_a_thin_one_beside_heavy_digits_is_kept(digits):
+    """A 1 written with a fine pen beside a touching 0 and 8 holds far less ink than they do
+    (under `digits.KEEP_NEAR` of it); tall and beside them, it is still part of the number."""
+    picture, boxes = layout([digits[0], digits[8]], [-6])
+    picture = np.pad(picture, ((0, 0), (0, 60)), constant_values=235)
+    x0, y0, y1 = boxes[1][2] + 40, boxes[1][1], boxes[1][3]
+    picture[y0:y1, x0:x0 + 2] = 35  # a 1 two px wide
+    assert best_match(segment(find_writing(picture)), [x0, y0, x0 + 2, y1]) > 0.9
+
+
+def test_a_broken_digit_is_as_tall_as_its_pieces_together(digits):
+    """A small 7 broken across the middle, away from a large 2: neither piece is TALL of the
+    2's height, the two of them stacked are, and the 7 is kept."""
+    seven = digits[7].copy()
+    rows = np.nonzero(seven >= 38)[0]
+    middle = (rows.min() + rows.max()) // 2
+    seven[middle - 1:middle + 2] = 0
+    picture, boxes = layout([digits[2], seven], [60], sizes=[1.3, 0.75], height=260)
+    assert best_match(segment(find_writing(picture)), boxes[1]) > 0.9
+
+
 def test_a_sliver_beside_a_digit_is_no_candidate(digits):
     """A short dark sliver touching a digit (a paper edge's shadow in a photo) reads as a
     confident 1; it is no candidate of its own, and the path leaves it out."""
