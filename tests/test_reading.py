@@ -111,7 +111,7 @@ def test_ink_to_cut_that_surely_reads_as_one_digit_is_not_cut(mnist, monkeypatch
     """A drawn 7 wide enough to be cut reads SURE-ly as one digit: no segmentation, and the
     answer the full way gives. Cut and read as before: the 7 when the threshold is above its
     probability; a 2 and a 1 touching, read as a sure 2 (0.98) but as wide as tall; a 0 and a
-    4 touching, unsure as a whole; the page's layers come from the segmentation's pass."""
+    4 touching, unsure as a whole; the page's layers are the first digit read's."""
     model = lenet5.load("pretrained")
     seven, wide, unsure = _drawn_seven(), _touching(mnist, 7349, 529, 18), _touching(mnist, 3, 4)
     assert all(find_writing(ink).cuts[0] for ink in (seven, wide, unsure))  # all to be cut
@@ -156,10 +156,9 @@ def test_a_digit_written_flat_reads_whole_unless_its_pieces_read_surer(mnist, mo
         monkeypatch.undo()
 
 
-def test_the_first_digits_layers_come_from_the_reading_pass(mnist):
+def test_the_first_digits_layers_are_what_a_pass_over_it_computes(mnist):
     """With `layers`, the reading keeps what each layer computed for the first digit read,
-    from its own first pass: what a pass over that digit alone computes, and the same answer
-    as without (numbers, which are cut, and single photos)."""
+    and answers as without (numbers, which are cut, and single photos)."""
     model = lenet5.load("pretrained")
     pictures = [jpeg for jpeg, _, _ in make_number_set(mnist.test_images, mnist.test_labels,
                                                        4, seed=27)]
@@ -203,7 +202,7 @@ def strokes(lines: list[list[tuple[int, int]]]) -> np.ndarray:
 
 
 @pytest.mark.parametrize("points", [[(70, 60), (150, 240), (230, 60)],  # V
-                                    [(70, 240), (150, 60), (230, 240)]])  # a caret
+                                    [(60, 240), (150, 60), (240, 240)]])  # a caret
 def test_strokes_meeting_at_a_point_are_no_11(points):
     """Cut where they meet, a V's strokes read as two 1s leaning opposite ways: refused."""
     answer = lenet5.load("pretrained").read(strokes([points]))
@@ -233,10 +232,24 @@ def _log_probs(read: list[tuple[int, float]]) -> np.ndarray:
     return np.log(probs)
 
 
-def _steady_reads(monkeypatch, read: list[tuple[int, float]]) -> None:
-    """Make the digits of a reading come out as `read` (label, probability) each, steadily."""
-    monkeypatch.setattr(reading.refusal, "steady_log_probs",
-                        lambda model, images, plain=None: _log_probs(read))
+def _read_as(monkeypatch, mnist, indices: list[int], read: list[tuple[int, float]]
+             ) -> np.ndarray:
+    """MNIST test digits `indices` side by side, made to read steadily as `read` (label,
+    probability) each; every other candidate (a piece of one, two of them together) reads as
+    nothing at all, a tenth to each class, so that the path takes the digits as they are."""
+    picture = _side_by_side(mnist, indices)
+    segmentation = segment(find_writing(picture))
+    table = {}
+    for i, row in enumerate(_log_probs(read)):
+        left, right = i * (28 + 14), i * (28 + 14) + 28  # the digit's columns
+        within = [j for j, box in enumerate(segmentation.boxes)
+                  if left <= box[0] and box[2] <= right]
+        whole = max(within, key=lambda j: segmentation.boxes[j][2] - segmentation.boxes[j][0])
+        table[segmentation.images[whole].tobytes()] = row
+    nothing = np.full(10, np.log(0.1))
+    monkeypatch.setattr(reading.refusal, "steady_log_probs", lambda model, images: np.array(
+        [table.get(image.tobytes(), nothing) for image in images]))
+    return picture
 
 
 @pytest.mark.parametrize("limit, read, text, reason", [
@@ -256,8 +269,8 @@ def test_a_digit_among_sure_ones_is_read_at_a_lower_threshold(mnist, monkeypatch
     anything else is refused as before, the reason naming what the digit was held to."""
     assert reading.IN_NUMBER == 0.5 and reading.SURE == 0.9  # what the cases are made for
     indices = [3, 2, 1, 18][:len(read)]  # MNIST test digits 0, 1, 2, 3: separate marks
-    _steady_reads(monkeypatch, read)
-    answer = lenet5.load("pretrained").read(_side_by_side(mnist, indices), threshold=limit)
+    answer = lenet5.load("pretrained").read(_read_as(monkeypatch, mnist, indices, read),
+                                            threshold=limit)
     assert [d["confidence"] for d in answer["digits"]] == pytest.approx([p for _, p in read])
     assert answer["text"] == text
     assert (answer["rejected"] is None) == (text is not None)
@@ -275,9 +288,8 @@ def test_a_digit_among_sure_ones_is_read_at_a_lower_threshold(mnist, monkeypatch
 def test_a_number_needs_a_sure_digit(mnist, monkeypatch, limit, read, text):
     """Two digits or more, each accepted, none of them SURE: refused as a whole, the reason
     naming the surest and what it fell short of."""
-    _steady_reads(monkeypatch, read)
-    answer = lenet5.load("pretrained").read(_side_by_side(mnist, [3, 2, 1][:len(read)]),
-                                            threshold=limit)
+    answer = lenet5.load("pretrained").read(_read_as(monkeypatch, mnist, [3, 2, 1][:len(read)],
+                                                     read), threshold=limit)
     assert answer["text"] == text
     assert [d["label"] for d in answer["digits"]] == [label for label, _ in read]
     if text is None:
@@ -292,17 +304,17 @@ def test_a_number_of_the_1998_network_needs_no_sure_digit(mnist, monkeypatch):
     as before, every digit held to the threshold alone."""
     assert HIGHEST_PROBABILITY["map"] < reading.SURE
     read = [(3, 0.5), (6, 0.45)]
-    _steady_reads(monkeypatch, read)
+    picture = _read_as(monkeypatch, mnist, [3, 2], read)
     model = lenet5.load("pretrained")
     monkeypatch.setattr(model, "arch", ARCHITECTURES["lenet5-1998"])
-    answer = model.read(_side_by_side(mnist, [3, 2]), threshold=0.4)
+    answer = model.read(picture, threshold=0.4)
     assert answer["text"] == "36" and answer["rejected"] is None
 
 
 def test_the_surest_digit_is_never_shown_as_sure(mnist, monkeypatch):
     """A probability just under SURE is shown rounded down, not as SURE itself."""
-    _steady_reads(monkeypatch, [(3, 0.8996), (6, 0.7)])
-    answer = lenet5.load("pretrained").read(_side_by_side(mnist, [3, 2]), threshold=0.4)
+    picture = _read_as(monkeypatch, mnist, [3, 2], [(3, 0.8996), (6, 0.7)])
+    answer = lenet5.load("pretrained").read(picture, threshold=0.4)
     assert "has probability 0.89, below 0.90" in answer["rejected"]
 
 

@@ -18,7 +18,6 @@ from lenet5.refusal import (
     calibrate,
     check_threshold,
     log_confidence,
-    plain_and_steady_log_probs,
     steady_log_probs,
     threshold,
 )
@@ -117,7 +116,3 @@ def test_steady_reading_is_the_mean_probability_over_every_view(rng):
     probs = [np.exp(log_confidence(model.logits(v), "cross_entropy")) for v in views]
     expected = np.log(np.mean(probs, axis=0))  # (4, 10)
     np.testing.assert_allclose(steady_log_probs(model, images), expected)
-    plain, steady = plain_and_steady_log_probs(model, images)
-    np.testing.assert_allclose(plain, np.log(probs[0]))
-    np.testing.assert_allclose(steady, expected)
-    np.testing.assert_allclose(steady_log_probs(model, images, plain), expected)

@@ -93,24 +93,14 @@ def log_confidence(logits: np.ndarray, loss: str) -> np.ndarray:
     return CLASS_LOG_PROBS[loss](np.asarray(logits, dtype=np.float64))
 
 
-def steady_log_probs(model: Classifier, images: np.ndarray,
-                     plain: np.ndarray | None = None) -> np.ndarray:
+def steady_log_probs(model: Classifier, images: np.ndarray) -> np.ndarray:
     """(N, K) log-probabilities (as `log_confidence`) of images (N, 28, 28) uint8, averaged
-    over VIEWS and SHIFTS of each: the network's reading of a digit holds up when its strokes
-    are a pixel thinner or thicker or it stands a pixel off, its reading of a scribble less
-    so. The decision about a digit read is taken on these; calibration uses them too.
-    `plain`: the images' own (N, K) log-probabilities where the caller has them already."""
-    if plain is None:
-        return plain_and_steady_log_probs(model, images)[1]
-    return _mean_probability(np.concatenate([plain[None], _log_probs(model, _views(images))]))
-
-
-def plain_and_steady_log_probs(model: Classifier, images: np.ndarray
-                               ) -> tuple[np.ndarray, np.ndarray]:
-    """The images' own (N, K) log-probabilities and their steady ones (`steady_log_probs`),
-    in one forward pass."""
-    log_p = _log_probs(model, [images, *_views(images)])  # (1 + V, N, K)
-    return log_p[0], _mean_probability(log_p)
+    over the images themselves, their VIEWS and their SHIFTS, in one forward pass: the
+    network's reading of a digit holds up when its strokes are a pixel thinner or thicker or
+    it stands a pixel off, its reading of a scribble less so. The decision about a digit read
+    is taken on these, and the path through a number's candidates is chosen on them;
+    calibration uses them too."""
+    return _mean_probability(_log_probs(model, [images, *_views(images)]))
 
 
 def _views(images: np.ndarray) -> list[np.ndarray]:
