@@ -129,6 +129,8 @@ def read(model: Classifier, source: Source, *, name: str | None = None, top_k: i
 
 def _read(model: Classifier, source: Source, name: str | None, top_k: int,
           threshold: float | None) -> Reading:
+    """The writing read whole where it surely is one digit (or can be nothing else), else the
+    best path through its candidates."""
     limit = refusal.threshold(model.metadata, threshold)
     writing = find_writing(source, name=name)
     whole = as_one_digit(writing, uncut=True)  # one group of stacked blobs, uncut, or None
