@@ -76,7 +76,10 @@ measured and not adopted: five seeds of the default recipe read MNIST's test dig
 0.03 (99.20% +- 0.05), but calibrated thresholds of 0.43-0.50 (0.36-0.45); at the old
 thresholds, on two development sets, numbers +0.2 and +0.3 points, non-digits refused -0.4 and
 -0.3, single photos as before; at their own, non-digits +3.3 and +3.7 and numbers -0.2 and
--0.3, single photos right -0.3 and -0.5 (refused 1.4 and 1.6%)."""
+-0.3, single photos right -0.3 and -0.5 (refused 1.4 and 1.6%). Half of them left uncut, the
+window over the whole digit with its neighbour's overlapping ink, read fewer numbers (-0.2 and
+-0.8 points); with the reader's candidates such windows too (all the number's ink in a
+candidate's box), -1.1 and -2.8, hard numbers -7.2 and -3.7."""
 MAX_GAP = (-6, 4)
 """The gap between two neighbours' ink, in px of their 28x28 (negative: they overlap)."""
 SIDE_MARGIN = 3
