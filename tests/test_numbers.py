@@ -153,6 +153,18 @@ def test_a_broken_digit_is_as_tall_as_its_pieces_together(digits):
     assert best_match(segment(find_writing(picture)), boxes[1]) > 0.9
 
 
+@pytest.mark.parametrize("side", [8, 14])
+def test_a_dot_above_a_digit_is_not_tall_with_it(digits, side):
+    """A dark dot above a small digit beside a large one is stacked over the digit, but the
+    digit is tall on its own: the dot is not a piece of it, stays a speck, dropped, and the
+    digit's candidate keeps its own box."""
+    picture, boxes = layout([digits[2], digits[7]], [60], sizes=[1.3, 0.75], height=260)
+    x0, y0, x1, _ = boxes[1]
+    middle = (x0 + x1) // 2
+    picture[y0 - 20 - side:y0 - 20, middle:middle + side] = 35  # 20 px above the 7
+    assert best_match(segment(find_writing(picture)), boxes[1]) > 0.9
+
+
 def test_a_sliver_beside_a_digit_is_no_candidate(digits):
     """A short dark sliver touching a digit (a paper edge's shadow in a photo) reads as a
     confident 1; it is no candidate of its own, and the path leaves it out."""

@@ -217,11 +217,15 @@ def test_two_ones_leaning_alike_are_11(lean):
     assert answer["text"] == "11" and answer["rejected"] is None
 
 
-def _side_by_side(mnist, indices: list[int], gap: int = 14) -> np.ndarray:
-    """MNIST test digits in a row, `gap` blank columns apart, dark on white."""
-    row = np.zeros((28, len(indices) * (28 + gap)), np.uint8)
+GAP = 14
+"""Blank columns between the digits `_side_by_side` writes."""
+
+
+def _side_by_side(mnist, indices: list[int]) -> np.ndarray:
+    """MNIST test digits in a row, GAP blank columns apart, dark on white."""
+    row = np.zeros((28, len(indices) * (28 + GAP)), np.uint8)
     for i, index in enumerate(indices):
-        row[:, i * (28 + gap):i * (28 + gap) + 28] = mnist.test_images[index]
+        row[:, i * (28 + GAP):i * (28 + GAP) + 28] = mnist.test_images[index]
     return 255 - row
 
 
@@ -241,7 +245,7 @@ def _read_as(monkeypatch, mnist, indices: list[int], read: list[tuple[int, float
     segmentation = segment(find_writing(picture))
     table = {}
     for i, row in enumerate(_log_probs(read)):
-        left, right = i * (28 + 14), i * (28 + 14) + 28  # the digit's columns
+        left, right = i * (28 + GAP), i * (28 + GAP) + 28  # the digit's columns
         within = [j for j, box in enumerate(segmentation.boxes)
                   if left <= box[0] and box[2] <= right]
         whole = max(within, key=lambda j: segmentation.boxes[j][2] - segmentation.boxes[j][0])

@@ -277,7 +277,7 @@ def analyse(model: Model, image: bytes, threshold: float | None = None
     started = time.perf_counter()
     with_maps = model.engine.has_feature_maps
     reading = read(model, image, threshold=threshold, layers=with_maps)  # with the maps of
-    read_at = time.perf_counter()  # the first digit read, from the reading's own pass
+    read_at = time.perf_counter()  # the first digit read
     maps = reading.layers
     if len(reading.images):
         digit = reading.images[0]  # (28, 28)
