@@ -169,7 +169,7 @@ def _reading(model: Classifier, candidates: Segmentation,
                                f"than {MAX_ATOMS}) to be a number")), []
     if not candidates.spans:
         return Reading(_answer([], NOTHING_READ)), []
-    if len(candidates.spans) == 1 and read_whole is not None:
+    if read_whole is not None:  # the lone candidate, read already
         steady = read_whole
     else:
         # Every candidate read steadily, not only the path's: the path is chosen on the same
