@@ -14,7 +14,7 @@ other processes on a busy machine inflate far less than wall time.
 
     python benchmarks/engine_speed.py [--repeats 15] [--batches 64 128 256] [--clock cpu]
 
-Writes benchmarks/results/engine_speed.md.
+Writes benchmarks/results/engine_speed.md, or the file ``--out`` names.
 """
 
 from __future__ import annotations
@@ -90,7 +90,9 @@ def layer_flops(layer, x_shape: tuple, y_shape: tuple) -> tuple[float, float, fl
     connected = in_ch if layer.mask is None else float(layer.mask.sum()) / out_ch
     fwd = 2 * n * ho * wo * out_ch * connected * k * k
     block = layer.block or wo
-    gemm = 2 * (n * ho * wo // block) * (k * (block + k - 1) * in_ch) * (block * out_ch)
+    rows = layer.split if layer.windowed else 1  # output rows per GEMM row
+    gemm = (2 * (n * ho * wo // (rows * block)) * ((rows + k - 1) * (block + k - 1) * in_ch)
+            * (rows * block * out_ch))
     input_grad = 2 * n * ho * (wo * out_ch) * (k * w * in_ch)  # on the whole width's band
     if layer.needs_input_grad:
         return fwd, 2 * fwd, gemm, gemm + input_grad
@@ -191,6 +193,8 @@ def main() -> None:
     parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                         help="what times the one-core figures: wall time, or the thread's CPU "
                         "time (for a busy shared machine)")
+    parser.add_argument("--out", default=str(RESULTS),
+                        help="results file (default benchmarks/results/engine_speed.md)")
     args = parser.parse_args()
     global CLOCK
     CLOCK = time.thread_time if args.clock == "cpu" else time.perf_counter
@@ -247,7 +251,7 @@ def main() -> None:
     infer = ["", "| inference (modern LeNet-5) | figure |", "|---|---:|",
              *[f"| {k} | {v} |" for k, v in inference(args.repeats)]]
     text = "\n".join(lines + summary + infer + detail) + "\n"
-    write_results(RESULTS, text)
+    write_results(Path(args.out), text)
 
 
 if __name__ == "__main__":

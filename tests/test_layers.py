@@ -70,6 +70,9 @@ def test_conv_keeps_its_band_only_while_the_weights_stay(rng):
     fresh = L.Conv(layer.params["weight"].copy(), layer.params["bias"].copy())
     fresh.split = 2
     np.testing.assert_array_equal(layer.forward(x, train=False), fresh.forward(x, False))
+    layer.windowed = fresh.windowed = True  # whole pooling windows per GEMM row
+    x = rng.normal(size=(2, 6, 6, 3))  # an even output height
+    np.testing.assert_array_equal(layer.forward(x, train=False), fresh.forward(x, False))
 
 
 @pytest.mark.parametrize("size", [2, 3])
@@ -179,11 +182,14 @@ def test_layers_keep_float32(rng):
     assert layer.forward(x, train=False).dtype == np.float32
 
 
-@pytest.mark.parametrize("block", [None, 2, 4])
+@pytest.mark.parametrize(("windowed", "block"),
+                         [(False, None), (False, 2), (False, 4), (True, None), (True, 2),
+                          (True, 4)])
 @pytest.mark.parametrize("pool", ["max", "avg", "subsample"])
-def test_split_width_layout_changes_nothing_but_speed(rng, pool, block):
-    """A conv writing split columns (within blocks of ``block`` columns, or the whole width)
-    into a pool reading them == the natural layout, both ways."""
+def test_pooling_layouts_change_nothing_but_speed(rng, pool, windowed, block):
+    """A conv writing split columns or whole windows (in blocks of ``block`` columns, or the
+    whole width) into a pool reading them == the natural layout, both ways, input gradient
+    included."""
     w, b = rng.normal(size=(4, 3, 3, 3)), rng.normal(size=4)
     x = rng.normal(size=(2, 10, 10, 3))  # conv output (2, 8, 8, 4)
 
@@ -195,22 +201,36 @@ def test_split_width_layout_changes_nothing_but_speed(rng, pool, block):
         return L.Subsample(np.array([0.5, -1.0, 2.0, 0.3]), np.array([0.1, 0.0, -0.2, 0.4]))
 
     results = []
-    for split in (False, True):
+    for laid_out in (False, True):
         conv, pooling = L.Conv(w.copy(), b.copy()), make_pool()
-        if split:
-            conv.split, conv.block, pooling.input_block = 2, block, block or 8
+        if laid_out:
+            conv.split, conv.windowed, conv.block, pooling.source = 2, windowed, block, conv
         y = conv.forward(x, train=True)
         out = pooling.forward(y, train=True)
         grad_out = np.arange(out.size, dtype=float).reshape(out.shape) % 7 - 3
         dx = conv.backward(pooling.backward(grad_out))
-        conv_out = L.unsplit_width(y, 2, block) if split else y
+        conv_out = L.natural_order(y, conv)
         results.append((conv_out, out, dx, conv.grads, pooling.grads))
-    natural, split = results
-    for a, c in zip(natural[:3], split[:3], strict=True):
+    natural, laid_out = results
+    for a, c in zip(natural[:3], laid_out[:3], strict=True):
         np.testing.assert_allclose(c, a, rtol=1e-12, atol=1e-12)
-    for grads_a, grads_c in zip(natural[3:], split[3:], strict=True):
+    for grads_a, grads_c in zip(natural[3:], laid_out[3:], strict=True):
         for name in grads_a:
             np.testing.assert_allclose(grads_c[name], grads_a[name], rtol=1e-12, atol=1e-12)
+
+
+def test_a_windowed_conv_stores_each_window_position_in_one_block(rng):
+    """Windowed output (s, s, b/s, O, N, H/s, W/b): [i, p, q, o, n, a, m] is output row
+    s*a + i, column b*m + s*q + p, checked against the natural output element by element."""
+    w, b = rng.normal(size=(2, 1, 3, 3)), rng.normal(size=2)
+    x = rng.normal(size=(3, 10, 10, 1))  # output (3, 8, 8, 2)
+    natural = L.Conv(w.copy(), b.copy()).forward(x, train=False)
+    conv = L.Conv(w.copy(), b.copy())
+    conv.split, conv.windowed, conv.block = 2, True, 4
+    y = conv.forward(x, train=False)
+    assert y.shape == (2, 2, 2, 2, 3, 4, 2)
+    for i, p, q, o, n, a, m in np.ndindex(*y.shape):
+        assert y[i, p, q, o, n, a, m] == pytest.approx(natural[n, 2 * a + i, 4 * m + 2 * q + p, o])
 
 
 @pytest.mark.parametrize("block", [1, 2, 4])
@@ -233,6 +253,14 @@ def test_gemm_block_is_the_narrowest_band_with_enough_columns():
     assert L.gemm_block(10, 16, split=2) == 2  # C3: 32
     assert L.gemm_block(1, 120) == 1  # the 1998 C5: one output column
     assert L.gemm_block(6, 2, split=2) == 6  # nothing narrower is wide enough: the whole row
+
+
+def test_gemm_layout_takes_the_band_with_fewer_zeros():
+    # lenet5's C1: 2 rows of 4 columns (48 GEMM columns, 25/48 of products used) over 1 row
+    # of 14 (84 columns, 5/18)
+    assert L.gemm_layout(28, 6, 5, split=2) == (True, 4)
+    assert L.gemm_layout(10, 16, 5, split=2) == (False, 2)  # C3: 5/6 beats 2 rows' 25/36
+    assert L.gemm_layout(1, 120, 5) == (False, 1)  # the 1998 C5: no pooling, one row
 
 
 def test_split_conv_refuses_an_odd_output_width(rng):

@@ -50,14 +50,15 @@ def test_feature_maps_name_every_layer():
 
 @pytest.mark.parametrize("arch", list(EVERY_ARCH.values()), ids=list(EVERY_ARCH))
 def test_feature_maps_are_in_natural_order(arch):
-    """Convolutions feeding a pool store their columns split; the maps must not show that:
-    every map equals that of the same network computed without the split layout."""
+    """Convolutions feeding a pool store their output windowed (C1) or split (C3); the maps
+    must not show that: every map equals that of the same network computed in natural order."""
     net = NumpyNet(arch, init_params(arch, 0), dtype=np.float64)
     convs = [layer for _, layer in net.layers if isinstance(layer, L.Conv)]
     assert [conv.split for conv in convs] == [2, 2, 1][:len(convs)]  # C1, C3 feed pools
+    assert [conv.windowed for conv in convs] == [True, False, False][:len(convs)]
     plain = NumpyNet(arch, init_params(arch, 0), dtype=np.float64)
     for _, layer in plain.layers:
-        layer.split, layer.block, layer.input_block = 1, None, None
+        layer.split, layer.windowed, layer.block, layer.source = 1, False, None, None
     x = np.random.default_rng(0).normal(size=(2, 1, 32, 32))
     maps, expected = dict(net.feature_maps(x)), dict(plain.feature_maps(x))
     assert list(maps) == list(expected)

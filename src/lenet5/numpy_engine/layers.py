@@ -4,11 +4,13 @@ Each class is named after the ``lenet5.arch`` layer it computes (ARCHITECTURE.md
 arch layer to its NumPy class, its torch class and the tests that check them).
 
 Activations are kept channels-last, (N, H, W, C): a convolution is then one GEMM whose output
-is already in layout. A convolution followed by pooling writes its output columns "split"
-(``Conv.split``): for 2x2 pooling the even columns, then the odd ones, so that the four
-inputs of every pooling window lie in four blocks contiguous along (W/2, C), and pooling runs
-on long rows instead of runs of C floats. Parameters keep the engine-neutral layouts of
-``lenet5.arch`` (conv weights (out, in, k, k), dense (out, in)).
+is already in layout. A convolution followed by pooling writes its output in a layout that
+pooling reads on long runs instead of runs of C floats (``Conv.split``, ``Conv.windowed``):
+"split", for 2x2 pooling the even columns, then the odd ones, so that the four inputs of every
+pooling window lie in four blocks contiguous along (W/2, C); or "windowed", each window
+position's values of every window in one contiguous block. Pooling gives the natural layout
+back. Parameters keep the engine-neutral layouts of ``lenet5.arch`` (conv weights
+(out, in, k, k), dense (out, in)).
 Every layer works in the dtype of its input: float32 to train, float64 for gradient checks.
 
 ``forward(x, train)`` keeps what ``backward`` needs only when ``train`` is true; ``backward(g)``
@@ -67,6 +69,20 @@ def unsplit_width(x: np.ndarray, size: int, block: int | None = None) -> np.ndar
         0, 1, 2, 4, 3, 5).reshape(x.shape)
 
 
+def unwindow(x: np.ndarray) -> np.ndarray:
+    """A windowed convolution's output (s, s, b/s, C, N, H/s, W/b) (``Conv.windowed``) -> the
+    natural (N, H, W, C), a copy: [i, p, q, c, n, a, m] is row s*a + i, column b*m + s*q + p."""
+    s, _, per_block, c, n, rows, blocks = x.shape
+    return x.transpose(4, 5, 0, 6, 2, 1, 3).reshape(n, rows * s, blocks * per_block * s, c)
+
+
+def natural_order(x: np.ndarray, conv: Conv | None) -> np.ndarray:
+    """A convolution's output as ``conv`` stored it (None: natural) -> (N, H, W, C)."""
+    if conv is not None and conv.windowed:
+        return unwindow(x)
+    return x if conv is None or conv.split == 1 else unsplit_width(x, conv.split, conv.block)
+
+
 def gemm_block(out_width: int, out_channels: int, split: int = 1) -> int:
     """The output columns a convolution computes per GEMM row (``Conv.block``): the fewest
     that are a multiple of ``split``, divide the width, and still give the GEMM
@@ -75,6 +91,22 @@ def gemm_block(out_width: int, out_channels: int, split: int = 1) -> int:
         if out_width % block == 0 and block * out_channels >= MIN_GEMM_COLUMNS:
             return block
     return out_width
+
+
+def gemm_layout(out_width: int, out_channels: int, kernel: int, split: int = 1
+                ) -> tuple[bool, int]:
+    """(``Conv.windowed``, ``Conv.block``) for a convolution whose output ``split`` x ``split``
+    pooling reads (1: none): of one output row or ``split`` rows per GEMM row, the one whose
+    band wastes fewer multiplications on zeros; a GEMM row of r rows and b columns uses
+    k^2 / ((r+k-1)(b+k-1)) of its products. lenet5's C1 (k 5, 6 maps 28 wide) takes 2 rows
+    of 4 columns (52%, not 1 row of 14: 28%), C3 (16 maps 10 wide) 1 row of 2 (83%, not 69%)."""
+    one_row = gemm_block(out_width, out_channels, split)
+    if split == 1:
+        return False, one_row
+    windows = gemm_block(out_width, split * out_channels, split)
+    if (split + kernel - 1) * (windows + kernel - 1) < kernel * (one_row + kernel - 1):
+        return True, windows
+    return False, one_row
 
 
 # Output columns below which a GEMM's kernels run far under the machine's peak (measured in
@@ -92,7 +124,7 @@ class Conv(Layer):
     (N*Ho*Wo/block, k*(block+k-1)*C), and the band T (k*(block+k-1)*C, block*O) holds every
     weight ``block`` times and zeros elsewhere. y = R @ T lands directly in (N, Ho, Wo, O)
     layout. A narrow block wastes fewer multiplications on T's zeros (the fraction used is
-    k/(block+k-1)) but makes a thinner GEMM, so ``gemm_block`` picks it. The weight gradient
+    k/(block+k-1)) but makes a thinner GEMM, so ``gemm_layout`` picks it. The weight gradient
     sums T's gradient over the places each weight has. The input gradient uses the band of
     the whole width, in natural column order: its rows are added back k times along the
     height only.
@@ -101,10 +133,16 @@ class Conv(Layer):
     mask multiplies the weights, so unconnected weights have no effect and get zero gradient.
     With ``split`` = s > 1 the output columns of each block are stored phase-major, column
     j of a block at (j % s) * (block / s) + j // s, for the pooling layer after it: only
-    T's columns move.
+    T's columns move. ``windowed`` (with s > 1) makes a GEMM row s output rows of a block
+    instead, whole s x s pooling windows: R holds (s+k-1) x (block+k-1) input pixels, T's
+    columns are ordered (row i % s, column j % s, j // s, O), and the GEMM runs transposed,
+    T^T @ R^T, so that the output (s, s, b/s, O, N, Ho/s, Wo/b) holds each window position
+    of every window in one contiguous block (``unwindow`` gives the natural layout). For
+    few maps this wastes fewer products than one row (k^2 / ((s+k-1)(block+k-1)) used).
     """
 
     split = 1
+    windowed = False
     block: int | None = None
     _kept: tuple | None = None  # see _gemm_weights
 
@@ -118,40 +156,49 @@ class Conv(Layer):
         w = self.params["weight"]
         return w if self.mask is None else w * self.mask
 
-    def _band(self, t: np.ndarray, block: int, split: int) -> np.ndarray:
-        """The band of a contiguous T-shaped array (k*(b+k-1)*C, b*O) for blocks of b columns
-        as a strided view (k, k, C, s, b/s, O): [kh, kw, c, p, q, o] is where weight
-        (o, c, kh, kw) meets the block's output column j = s*q + p (stored at p*b/s + q) and
-        its input column j + kw. Every place is distinct, so the view can be written, and
-        summing it over (p, q) gives dW."""
+    def _rows_per_gemm_row(self) -> int:
+        return self.split if self.windowed else 1
+
+    def _band(self, t: np.ndarray, block: int, split: int, rows: int) -> np.ndarray:
+        """The band of a contiguous T-shaped array ((r+k-1)*(b+k-1)*C, r*b*O) for GEMM rows of
+        r output rows and b columns as a strided view (k, k, C, r, s, b/s, O):
+        [kh, kw, c, i, p, q, o] is where weight (o, c, kh, kw) meets output row i and column
+        j = s*q + p of the GEMM row (stored at (i*s + p)*b/s + q) and its input pixel
+        (i + kh, j + kw). Every place is distinct, so the view can be written, and summing it
+        over (i, p, q) gives dW."""
         out_ch, in_ch, k, _ = self.params["weight"].shape
         if block % split:
             raise ValueError(f"output width {block} does not split into {split}")
         row, col = t.strides  # bytes
         kw_step = in_ch * row  # one input column further
+        kh_step = (block + k - 1) * kw_step  # one input row further
         return as_strided(
-            t, shape=(k, k, in_ch, split, block // split, out_ch), writeable=True,
-            strides=((block + k - 1) * kw_step, kw_step, row,
+            t, shape=(k, k, in_ch, rows, split, block // split, out_ch), writeable=True,
+            strides=(kh_step, kw_step, row, kh_step + block * out_ch * col,
                      kw_step + block // split * out_ch * col, split * kw_step + out_ch * col,
                      col))
 
-    def _toeplitz(self, w: np.ndarray, block: int, split: int) -> np.ndarray:
+    def _toeplitz(self, w: np.ndarray, block: int, split: int, rows: int = 1) -> np.ndarray:
         out_ch, in_ch, k, _ = w.shape
-        t = np.zeros((k * (block + k - 1) * in_ch, block * out_ch), dtype=w.dtype)
-        self._band(t, block, split)[...] = w.transpose(2, 3, 1, 0)[:, :, :, None, None]
-        return t  # (k*(b+k-1)*C, b*O)
+        t = np.zeros(((rows + k - 1) * (block + k - 1) * in_ch, rows * block * out_ch),
+                     dtype=w.dtype)
+        self._band(t, block, split, rows)[...] = w.transpose(2, 3, 1, 0)[:, :, :, None, None,
+                                                                          None]
+        return t  # ((r+k-1)*(b+k-1)*C, r*b*O)
 
     def _gemm_weights(self, w: np.ndarray, block: int) -> tuple[np.ndarray, np.ndarray]:
-        """The band T of the weights `w` and the bias along a whole GEMM row (b*O,) (not runs
-        of O floats), built again only when the weights, bias, block or split changed since
+        """The band T of the weights `w` and the bias along a whole GEMM row (r*b*O,) (not
+        runs of O floats), built again only when the weights, bias or layout changed since
         the last pass: a model that only reads (a server) keeps them. Comparing the bytes
         takes about 1 us a layer, building them again about 18 us (timeit, 2-core VM); a
         one-image forward pass went from 0.215 to 0.166 ms."""
         bias = self.params["bias"]
-        key = (w.dtype.str, w.tobytes(), bias.tobytes(), block, self.split)
+        rows = self._rows_per_gemm_row()
+        key = (w.dtype.str, w.tobytes(), bias.tobytes(), block, self.split, rows)
         kept = self._kept
         if kept is None or kept[0] != key:
-            kept = self._kept = (key, self._toeplitz(w, block, self.split), np.tile(bias, block))
+            kept = self._kept = (key, self._toeplitz(w, block, self.split, rows),
+                                 np.tile(bias, rows * block))
         return kept[1], kept[2]
 
     def _block(self, out_width: int) -> int:
@@ -165,16 +212,23 @@ class Conv(Layer):
         out_ch, in_ch, k, _ = w.shape
         n, h, width, _ = x.shape  # (N, H, W, C)
         ho, wo = h - k + 1, width - k + 1
-        block = self._block(wo)
+        block, r = self._block(wo), self._rows_per_gemm_row()
+        if ho % r:
+            raise ValueError(f"output height {ho} does not split into {r}")
         sn, sh, sw, sc = x.strides
-        # (N, Ho, Wo/b, k, b+k-1, C) view, runs of (b+k-1)*C floats -> one contiguous copy
-        windows = as_strided(
-            x, (n, ho, wo // block, k, block + k - 1, in_ch), (sn, sh, block * sw, sh, sw, sc))
-        rows = windows.reshape(n * ho * (wo // block), -1)
+        # (N, Ho/r, Wo/b, r+k-1, b+k-1, C) view, runs of (b+k-1)*C floats -> one contiguous copy
+        windows = as_strided(x, (n, ho // r, wo // block, r + k - 1, block + k - 1, in_ch),
+                             (sn, r * sh, block * sw, sh, sw, sc))
+        rows = windows.reshape(n * (ho // r) * (wo // block), -1)
         band, bias = self._gemm_weights(w, block)
-        y = rows @ band  # (N*Ho*Wo/b, b*O)
-        y += bias
-        y = y.reshape(n, ho, wo, out_ch)
+        if self.windowed:
+            y = band.T @ rows.T  # (s*b*O, N*Ho/s*Wo/b)
+            y += bias[:, None]
+            y = y.reshape(r, r, block // r, out_ch, n, ho // r, wo // block)
+        else:
+            y = rows @ band  # (N*Ho*Wo/b, b*O)
+            y += bias
+            y = y.reshape(n, ho, wo, out_ch)
         if train:
             self.rows, self.in_shape = rows, x.shape
         return y
@@ -194,21 +248,27 @@ class Conv(Layer):
                    ) -> tuple[np.ndarray | None, dict[str, np.ndarray]]:
         out_ch, in_ch, k, _ = w.shape
         n, h, width, _ = self.in_shape
-        ho, wo = grad.shape[1:3]
-        block = self._block(wo)
-        g = grad.reshape(-1, block * out_ch)  # (N*Ho*Wo/b, b*O)
-        dt = rows.T @ g  # (k*(b+k-1)*C, b*O)
-        dw = self._band(dt, block, self.split).sum(axis=(3, 4)).transpose(3, 2, 0, 1)
+        r = self._rows_per_gemm_row()
+        block = self.block or width - k + 1
+        if self.windowed:
+            g = grad.reshape(r * block * out_ch, -1)  # (s*b*O, N*Ho/s*Wo/b)
+            dt = (g @ rows).T  # ((s+k-1)*(b+k-1)*C, s*b*O)
+            # row sums as one GEMV: several times faster than g.sum(axis=1)
+            bias_grad = g @ np.ones(g.shape[1], g.dtype)
+        else:
+            g = grad.reshape(-1, block * out_ch)  # (N*Ho*Wo/b, b*O)
+            dt = rows.T @ g  # (k*(b+k-1)*C, b*O)
+            bias_grad = np.ones(len(g), g.dtype) @ g  # column sums, as above
+        dw = self._band(dt, block, self.split, r).sum(axis=(3, 4, 5)).transpose(3, 2, 0, 1)
         if self.mask is not None:
             dw *= self.mask
         param_grads = {"weight": np.ascontiguousarray(dw),  # (O, C, k, k)
-                       # column sums as one GEMV: several times faster than g.sum(axis=0)
-                       "bias": (np.ones(len(g), g.dtype) @ g).reshape(block, out_ch).sum(axis=0)}
+                       "bias": bias_grad.reshape(-1, out_ch).sum(axis=0)}
         self.rows = None
         if not self.needs_input_grad:
             return None, param_grads
-        if self.split > 1 and block > self.split:
-            grad = unsplit_width(grad, self.split, block)
+        grad = natural_order(grad, self)  # (N, Ho, Wo, O)
+        ho, wo = grad.shape[1:3]
         drows = (grad.reshape(n * ho, wo * out_ch) @ self._toeplitz(w, wo, 1).T
                  ).reshape(n, ho, k, width, in_ch)
         dx = np.zeros(self.in_shape, dtype=grad.dtype)  # (N, H, W, C)
@@ -218,35 +278,52 @@ class Conv(Layer):
 
 
 class Pooling(Layer):
-    """Non-overlapping size x size windows. ``input_block``: the input comes from a Conv
-    whose columns are split (``Conv.split`` = size) within blocks of this many columns
-    (``Conv.block``); None: the natural column order."""
+    """Non-overlapping size x size windows. ``source``: the Conv whose output this reads, in
+    the layout that Conv stored it in (``Conv.split`` = size; split columns within blocks of
+    ``Conv.block`` columns, or windowed); None: the natural order. The output is in natural
+    order either way."""
 
-    input_block: int | None = None
+    source: Conv | None = None
 
     def __init__(self, size: int = 2):
         self.size = size
 
-    def _windows(self, x: np.ndarray) -> np.ndarray:
-        """(N, H, W, C) -> (N, H/s, s, s, B, b/s, C): ``pool_blocks`` in this input's layout."""
-        return pool_blocks(x, self.size, self.input_block)
+    def _windowed(self) -> bool:
+        return self.source is not None and self.source.windowed
 
-    def _per_window(self, pooled: np.ndarray) -> np.ndarray:
-        """(N, H/s, W/s, C) -> (N, H/s, B, b/s, C), the shape of one window position."""
-        n, ho, wo, c = pooled.shape
-        per_block = (self.input_block or self.size) // self.size
-        return pooled.reshape(n, ho, wo // per_block, per_block, c)
+    def _block(self, width: int) -> int:
+        """The columns of a block of the input, ``pool_blocks``' b (size: natural order)."""
+        return self.size if self.source is None else self.source.block or width
 
-    def _pooled(self, per_window: np.ndarray) -> np.ndarray:
-        """(N, H/s, B, b/s, C) -> (N, H/s, W/s, C)."""
-        n, ho, blocks, per_block, c = per_window.shape
-        return per_window.reshape(n, ho, blocks * per_block, c)
+    def _positions(self, x: np.ndarray) -> np.ndarray:
+        """A view (s, s, *P) of the input: [i, j] holds position (i, j) of every window, in
+        the layout P of one window position: (b/s, C, N, H/s, B) from a windowed conv (its
+        output as it is), (N, H/s, B, b/s, C) otherwise (``pool_blocks``)."""
+        if self._windowed():
+            return x
+        return pool_blocks(x, self.size, self._block(x.shape[2])).transpose(2, 3, 0, 1, 4, 5, 6)
 
-    def _spread(self, per_input: np.ndarray) -> np.ndarray:
-        """(N, H/s, W/s, C) -> (N, H, W, C): each window's value at its s*s inputs."""
-        n, ho, wo, c = per_input.shape
-        dx = np.empty((n, ho * self.size, wo * self.size, c), dtype=per_input.dtype)
-        self._windows(dx)[...] = self._per_window(per_input)[:, :, None, None]
+    def _natural(self, pooled: np.ndarray) -> np.ndarray:
+        """One window position's layout P -> (N, H/s, W/s, C)."""
+        if self._windowed():
+            per_block, c, n, ho, blocks = pooled.shape
+            return pooled.transpose(2, 3, 4, 0, 1).reshape(n, ho, blocks * per_block, c)
+        n, ho, blocks, per_block, c = pooled.shape
+        return pooled.reshape(n, ho, blocks * per_block, c)
+
+    def _laid_out(self, per_output: np.ndarray) -> np.ndarray:
+        """(N, H/s, W/s, C) -> one window position's layout P (``_natural`` undone)."""
+        n, ho, wo, c = per_output.shape
+        per_block = self._block(wo * self.size) // self.size
+        per_window = per_output.reshape(n, ho, wo // per_block, per_block, c)
+        if self._windowed():
+            return np.ascontiguousarray(per_window.transpose(3, 4, 0, 1, 2))
+        return per_window
+
+    def _spread(self, per_output: np.ndarray) -> np.ndarray:
+        """(N, H/s, W/s, C) -> the input's layout, each window's value at its s*s inputs."""
+        dx = np.empty(self.in_shape, dtype=per_output.dtype)
+        self._positions(dx)[...] = self._laid_out(per_output)
         return dx
 
 
@@ -259,8 +336,8 @@ class MaxPool(Pooling):
     through a mask per position."""
 
     def _views(self, x: np.ndarray) -> list[np.ndarray]:
-        blocks = self._windows(x)
-        return [blocks[:, :, i, j] for i in range(self.size) for j in range(self.size)]
+        positions = self._positions(x)
+        return [positions[i, j] for i in range(self.size) for j in range(self.size)]
 
     def forward(self, x: np.ndarray, train: bool) -> np.ndarray:
         views = self._views(x)
@@ -270,7 +347,7 @@ class MaxPool(Pooling):
             out = np.maximum(top, bottom)
             if train:  # strictly greater: a tie keeps the earlier position
                 self.routes = [views[1] > views[0], views[3] > views[2], bottom > top]
-            return self._pooled(out)
+            return self._natural(out)
         out = views[0].copy()
         for v in views[1:]:
             np.maximum(out, v, out=out)
@@ -281,11 +358,11 @@ class MaxPool(Pooling):
                 route = (v == out) & ~taken
                 taken |= route
                 self.routes.append(route)
-        return self._pooled(out)
+        return self._natural(out)
 
     def backward(self, grad: np.ndarray) -> np.ndarray:
         dx = np.empty(self.in_shape, dtype=grad.dtype)  # the views below cover every entry
-        grad = self._per_window(grad)
+        grad = self._laid_out(grad)
         views = self._views(dx)
         if self.size == 2:
             right, right_below, below = self.routes
@@ -308,14 +385,14 @@ class AvgPool(Pooling):
     """Non-overlapping mean pooling."""
 
     def forward(self, x: np.ndarray, train: bool) -> np.ndarray:
-        return self._pooled(self._windows(x).mean(axis=(2, 3)))  # (N, H/s, W/s, C)
+        self.in_shape = x.shape
+        return self._natural(self._positions(x).mean(axis=(0, 1)))  # (N, H/s, W/s, C)
 
     def backward(self, grad: np.ndarray) -> np.ndarray:
         return self._spread(grad / self.size**2)
 
     def backward_curvature(self, curv: np.ndarray) -> np.ndarray:
         return self._spread(curv / self.size**4)  # every Jacobian entry is 1/s^2
-
 
 
 class ReLU(Layer):
@@ -423,7 +500,8 @@ class Subsample(Pooling):
         self.params = {"weight": weight, "bias": bias}  # (C,), (C,)
 
     def forward(self, x: np.ndarray, train: bool) -> np.ndarray:
-        sums = self._pooled(self._windows(x).sum(axis=(2, 3)))  # (N, H/s, W/s, C)
+        self.in_shape = x.shape
+        sums = self._natural(self._positions(x).sum(axis=(0, 1)))  # (N, H/s, W/s, C)
         if train:
             self.sums = sums
         return sums * self.params["weight"] + self.params["bias"]

@@ -90,9 +90,9 @@ class NumpyNet:
         self.loss_fn = LOSSES[arch.loss]
 
     def _choose_layouts(self) -> None:
-        """Each convolution computes ``layers.gemm_block`` output columns per GEMM row, and
-        one that feeds a pooling layer through elementwise layers only writes its output in
-        the layout that pooling reads fastest (``layers.Conv.split``)."""
+        """Each convolution's GEMM rows are laid out by ``layers.gemm_layout``, and one that
+        feeds a pooling layer through elementwise layers only writes its output in a layout
+        that pooling reads fast (``layers.Conv.split``, ``layers.Conv.windowed``)."""
         widths = {spec.name: shape[-1] for spec, shape in
                   zip(self.arch.layers, self.arch.layer_shapes(), strict=True)}
         pooled = {}  # conv -> the pooling layer it feeds
@@ -108,10 +108,12 @@ class NumpyNet:
         for name, layer in self.layers:
             if isinstance(layer, L.Conv):
                 pool = pooled.get(layer)
+                out_ch, _, kernel, _ = layer.params["weight"].shape
                 layer.split = pool.size if pool else 1
-                layer.block = L.gemm_block(widths[name], layer.params["bias"].size, layer.split)
+                layer.windowed, layer.block = L.gemm_layout(widths[name], out_ch, kernel,
+                                                            layer.split)
                 if pool:
-                    pool.input_block = layer.block
+                    pool.source = layer
 
     def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
         h = x.transpose(0, 2, 3, 1)  # (N, 1, H, W) -> (N, H, W, 1)
@@ -157,15 +159,14 @@ class NumpyNet:
         """Each arch layer's output, (N, C, H, W) or (N, F), for pictures of what it sees."""
         maps: dict[str, np.ndarray] = {}
         h = x.transpose(0, 2, 3, 1)
-        layout = None  # the Conv whose (split) column layout h is stored in, if any
+        layout = None  # the Conv whose (split or windowed) layout h is stored in, if any
         for name, layer in self.layers:
             h = layer.forward(h, train=False)
             if isinstance(layer, L.Flatten):
                 continue
             layout = layer if isinstance(layer, L.Conv) else (
                 None if isinstance(layer, POOLS) else layout)
-            shown = h if layout is None or layout.split == 1 else L.unsplit_width(
-                h, layout.split, layout.block)
+            shown = L.natural_order(h, layout)
             if name in self.deferred_activations:  # show the arch layer's own output
                 shown = self.deferred_activations[name].forward(shown, train=False)
             maps[name] = shown.transpose(0, 3, 1, 2) if shown.ndim == 4 else shown
