@@ -55,7 +55,7 @@ def test_fast_recipe_tests_once_unless_asked_and_runs_on_either_engine(synthetic
     assert "--nesterov" in load_recipe("fast").flags().split()
     assert "--no-test-each-epoch" in load_recipe("fast").flags().split()
     config = load_recipe("fast").config({}).resolved()
-    assert (config.epochs, config.augment, config.test_each_epoch) == (2.25, "none", False)
+    assert (config.epochs, config.augment, config.test_each_epoch) == (2.5, "none", False)
     assert load_recipe("fast").config({"test_each_epoch": True}).resolved().test_each_epoch
     for engine in ("numpy", "torch"):
         out = tmp_path / engine
