@@ -90,7 +90,7 @@ def layer_flops(layer, x_shape: tuple, y_shape: tuple) -> tuple[float, float, fl
     connected = in_ch if layer.mask is None else float(layer.mask.sum()) / out_ch
     fwd = 2 * n * ho * wo * out_ch * connected * k * k
     block = layer.block or wo
-    rows = layer.split if layer.windowed else 1  # output rows per GEMM row
+    rows = layer.rows_per_gemm_row
     gemm = (2 * (n * ho * wo // (rows * block)) * ((rows + k - 1) * (block + k - 1) * in_ch)
             * (rows * block * out_ch))
     input_grad = 2 * n * ho * (wo * out_ch) * (k * w * in_ch)  # on the whole width's band

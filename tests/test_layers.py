@@ -81,15 +81,31 @@ def test_maxpool_gradients(rng, size):
     assert errors["x"] < TOL
 
 
+def stored_like_a_conv_output(x: np.ndarray, size: int, layout: str
+                              ) -> tuple[np.ndarray, L.Conv | None]:
+    """``x`` (N, H, W, C) as a convolution feeding a size x size pool stores its output in
+    ``layout`` (natural, split or windowed, whole-width blocks): the output of a 1x1 identity
+    convolution so laid out, and that convolution (None: natural)."""
+    if layout == "natural":
+        return x, None
+    channels = x.shape[-1]
+    conv = L.Conv(np.eye(channels)[:, :, None, None], np.zeros(channels))
+    conv.split, conv.windowed = size, layout == "windowed"
+    return conv.forward(x, train=False), conv
+
+
+@pytest.mark.parametrize("layout", ["natural", "split", "windowed"])
 @pytest.mark.parametrize("size", [2, 3])
-def test_maxpool_routes_every_tie_to_the_first_maximum(rng, size):
+def test_maxpool_routes_every_tie_to_the_first_maximum(rng, size, layout):
     """Windows full of ties (as over an image's blank background): the gradient goes to the
-    first maximum in row-major order, whichever positions tie."""
+    first maximum in row-major order, whichever positions tie, in every layout a
+    convolution can store its output in."""
     x = rng.integers(0, 3, size=(4, 2 * size, 3 * size, 2)).astype(float)  # many ties
     pool = L.MaxPool(size)
-    out = pool.forward(x, train=True)
+    stored, pool.source = stored_like_a_conv_output(x, size, layout)
+    out = pool.forward(stored, train=True)
     grad = rng.normal(size=out.shape)
-    dx = pool.backward(grad.copy())
+    dx = L.natural_order(pool.backward(grad.copy()), pool.source)
     windows = x.reshape(4, 2, size, 3, size, 2).transpose(0, 1, 3, 5, 2, 4).reshape(4, 2, 3, 2, -1)
     first = windows.argmax(axis=-1)  # numpy's argmax: the first maximum
     expected = np.zeros_like(windows)
@@ -182,41 +198,64 @@ def test_layers_keep_float32(rng):
     assert layer.forward(x, train=False).dtype == np.float32
 
 
-@pytest.mark.parametrize(("windowed", "block"),
-                         [(False, None), (False, 2), (False, 4), (True, None), (True, 2),
-                          (True, 4)])
+@pytest.mark.parametrize(("size", "windowed", "block"),
+                         [(2, False, None), (2, False, 2), (2, False, 4), (2, True, None),
+                          (2, True, 2), (2, True, 4), (3, False, None), (3, True, 3),
+                          (3, True, None)])
 @pytest.mark.parametrize("pool", ["max", "avg", "subsample"])
-def test_pooling_layouts_change_nothing_but_speed(rng, pool, windowed, block):
-    """A conv writing split columns or whole windows (in blocks of ``block`` columns, or the
-    whole width) into a pool reading them == the natural layout, both ways, input gradient
-    included."""
+def test_pooling_layouts_change_nothing_but_speed(rng, pool, size, windowed, block):
+    """A sparse conv writing split columns or whole windows (in blocks of ``block`` columns,
+    or the whole width) into a size x size pool reading them == the natural layout, both
+    ways and in the curvature pass, input gradient included."""
     w, b = rng.normal(size=(4, 3, 3, 3)), rng.normal(size=4)
-    x = rng.normal(size=(2, 10, 10, 3))  # conv output (2, 8, 8, 4)
+    mask = np.array([[1, 0, 1], [1, 1, 0], [0, 1, 1], [1, 1, 1]], dtype=bool)
+    x = rng.normal(size=(2, 2 + 2 * size, 2 + 4 * size, 3))  # conv output (2, 2s, 4s, 4)
 
     def make_pool():
         if pool == "max":
-            return L.MaxPool(2)
+            return L.MaxPool(size)
         if pool == "avg":
-            return L.AvgPool(2)
-        return L.Subsample(np.array([0.5, -1.0, 2.0, 0.3]), np.array([0.1, 0.0, -0.2, 0.4]))
+            return L.AvgPool(size)
+        return L.Subsample(np.array([0.5, -1.0, 2.0, 0.3]), np.array([0.1, 0.0, -0.2, 0.4]),
+                           size)
 
     results = []
     for laid_out in (False, True):
-        conv, pooling = L.Conv(w.copy(), b.copy()), make_pool()
+        conv, pooling = L.Conv(w.copy(), b.copy(), mask), make_pool()
         if laid_out:
-            conv.split, conv.windowed, conv.block, pooling.source = 2, windowed, block, conv
+            conv.split, conv.windowed, conv.block, pooling.source = size, windowed, block, conv
         y = conv.forward(x, train=True)
         out = pooling.forward(y, train=True)
         grad_out = np.arange(out.size, dtype=float).reshape(out.shape) % 7 - 3
         dx = conv.backward(pooling.backward(grad_out))
+        conv.forward(x, train=True)
+        pooling.forward(y, train=True)
+        dx_curvature = conv.backward_curvature(pooling.backward_curvature(grad_out ** 2))
         conv_out = L.natural_order(y, conv)
-        results.append((conv_out, out, dx, conv.grads, pooling.grads))
+        results.append((conv_out, out, dx, dx_curvature, conv.grads, pooling.grads,
+                        conv.curvatures, getattr(pooling, "curvatures", {})))
     natural, laid_out = results
-    for a, c in zip(natural[:3], laid_out[:3], strict=True):
+    for a, c in zip(natural[:4], laid_out[:4], strict=True):
         np.testing.assert_allclose(c, a, rtol=1e-12, atol=1e-12)
-    for grads_a, grads_c in zip(natural[3:], laid_out[3:], strict=True):
+    for grads_a, grads_c in zip(natural[4:], laid_out[4:], strict=True):
         for name in grads_a:
             np.testing.assert_allclose(grads_c[name], grads_a[name], rtol=1e-12, atol=1e-12)
+
+
+def test_a_pool_refuses_a_conv_output_laid_out_for_other_windows(rng):
+    conv = L.Conv(rng.normal(size=(2, 1, 3, 3)), np.zeros(2))
+    conv.split, conv.windowed = 2, True
+    pool = L.MaxPool(3)
+    pool.source = conv
+    with pytest.raises(ValueError, match="a 3x3 pool cannot read .* 2x2 windows"):
+        pool.forward(conv.forward(rng.normal(size=(1, 8, 8, 1)), train=False), train=False)
+
+
+def test_a_windowed_conv_refuses_an_odd_output_height(rng):
+    conv = L.Conv(rng.normal(size=(2, 1, 3, 3)), np.zeros(2))
+    conv.split, conv.windowed = 2, True
+    with pytest.raises(ValueError, match="output height 7 does not split into 2"):
+        conv.forward(rng.normal(size=(1, 9, 10, 1)), train=False)
 
 
 def test_a_windowed_conv_stores_each_window_position_in_one_block(rng):
@@ -249,7 +288,8 @@ def test_conv_in_blocks_of_columns(rng, block):
 
 
 def test_gemm_block_is_the_narrowest_band_with_enough_columns():
-    assert L.gemm_block(28, 6, split=2) == 14  # lenet5's C1: 84 columns per GEMM row (4 gives 24)
+    assert L.gemm_block(28, 6, split=2) == 14  # lenet5's C1 one row per GEMM row: 84 columns
+    # (4 gives 24); gemm_layout takes 2 rows of 4 instead
     assert L.gemm_block(10, 16, split=2) == 2  # C3: 32
     assert L.gemm_block(1, 120) == 1  # the 1998 C5: one output column
     assert L.gemm_block(6, 2, split=2) == 6  # nothing narrower is wide enough: the whole row

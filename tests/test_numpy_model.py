@@ -49,9 +49,10 @@ def test_feature_maps_name_every_layer():
 
 
 @pytest.mark.parametrize("arch", list(EVERY_ARCH.values()), ids=list(EVERY_ARCH))
-def test_feature_maps_are_in_natural_order(arch):
-    """Convolutions feeding a pool store their output windowed (C1) or split (C3); the maps
-    must not show that: every map equals that of the same network computed in natural order."""
+def test_layouts_change_no_map_output_gradient_or_curvature(arch):
+    """Convolutions feeding a pool store their output windowed (C1) or split (C3); nothing
+    may show that: every feature map, the outputs, loss, gradients and SDLM curvatures equal
+    those of the same network computed in natural order."""
     net = NumpyNet(arch, init_params(arch, 0), dtype=np.float64)
     convs = [layer for _, layer in net.layers if isinstance(layer, L.Conv)]
     assert [conv.split for conv in convs] == [2, 2, 1][:len(convs)]  # C1, C3 feed pools
@@ -64,6 +65,16 @@ def test_feature_maps_are_in_natural_order(arch):
     assert list(maps) == list(expected)
     for name in maps:
         np.testing.assert_allclose(maps[name], expected[name], rtol=1e-12, atol=1e-12)
+    labels = np.array([3, 7])
+    loss, out, grads = net.loss_and_grads(x, labels)
+    plain_loss, plain_out, plain_grads = plain.loss_and_grads(x, labels)
+    assert loss == pytest.approx(plain_loss, rel=1e-12)
+    np.testing.assert_allclose(out, plain_out, rtol=1e-12, atol=1e-12)
+    curvatures, plain_curvatures = net.curvature(x), plain.curvature(x)
+    for name in grads:
+        np.testing.assert_allclose(grads[name], plain_grads[name], rtol=1e-10, atol=1e-14)
+        np.testing.assert_allclose(curvatures[name], plain_curvatures[name], rtol=1e-10,
+                                   atol=1e-14)
     c1 = L.Conv(net.params["C1.weight"].copy(), net.params["C1.bias"].copy())
     activation = ACTIVATIONS[arch.layers[0].activation]()
     direct = activation.forward(c1.forward(x.transpose(0, 2, 3, 1), train=False), False)

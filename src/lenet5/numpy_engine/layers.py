@@ -49,15 +49,15 @@ class Layer:
         raise NotImplementedError
 
 
-def pool_blocks(x: np.ndarray, size: int, block: int | None = None) -> np.ndarray:
-    """A view (N, H/s, s, s, B, b/s, C) of ``x`` (N, H, W, C) whose columns are stored split
+def pool_positions(x: np.ndarray, size: int, block: int | None = None) -> np.ndarray:
+    """A view (s, s, N, H/s, B, b/s, C) of ``x`` (N, H, W, C) whose columns are stored split
     within blocks of ``block`` = b columns (``Conv.block``; None: natural order, which is the
-    same as b = s): [:, :, i, j] holds position (i, j) of every s x s pooling window, as
+    same as b = s): [i, j] holds position (i, j) of every s x s pooling window, as
     (N, H/s, B, b/s, C), which reshapes to (N, H/s, W/s, C) in natural order."""
     n, h, w, c = x.shape
     block = block or size
     return x.reshape(n, h // size, size, w // block, size, block // size, c).transpose(
-        0, 1, 2, 4, 3, 5, 6)
+        2, 4, 0, 1, 3, 5, 6)
 
 
 def unsplit_width(x: np.ndarray, size: int, block: int | None = None) -> np.ndarray:
@@ -156,7 +156,9 @@ class Conv(Layer):
         w = self.params["weight"]
         return w if self.mask is None else w * self.mask
 
-    def _rows_per_gemm_row(self) -> int:
+    @property
+    def rows_per_gemm_row(self) -> int:
+        """Output rows a GEMM row computes: the pool's size when windowed, else 1."""
         return self.split if self.windowed else 1
 
     def _band(self, t: np.ndarray, block: int, split: int, rows: int) -> np.ndarray:
@@ -193,7 +195,7 @@ class Conv(Layer):
         takes about 1 us a layer, building them again about 18 us (timeit, 2-core VM); a
         one-image forward pass went from 0.215 to 0.166 ms."""
         bias = self.params["bias"]
-        rows = self._rows_per_gemm_row()
+        rows = self.rows_per_gemm_row
         key = (w.dtype.str, w.tobytes(), bias.tobytes(), block, self.split, rows)
         kept = self._kept
         if kept is None or kept[0] != key:
@@ -212,7 +214,7 @@ class Conv(Layer):
         out_ch, in_ch, k, _ = w.shape
         n, h, width, _ = x.shape  # (N, H, W, C)
         ho, wo = h - k + 1, width - k + 1
-        block, r = self._block(wo), self._rows_per_gemm_row()
+        block, r = self._block(wo), self.rows_per_gemm_row
         if ho % r:
             raise ValueError(f"output height {ho} does not split into {r}")
         sn, sh, sw, sc = x.strides
@@ -248,8 +250,8 @@ class Conv(Layer):
                    ) -> tuple[np.ndarray | None, dict[str, np.ndarray]]:
         out_ch, in_ch, k, _ = w.shape
         n, h, width, _ = self.in_shape
-        r = self._rows_per_gemm_row()
-        block = self.block or width - k + 1
+        r = self.rows_per_gemm_row
+        block = self._block(width - k + 1)
         if self.windowed:
             g = grad.reshape(r * block * out_ch, -1)  # (s*b*O, N*Ho/s*Wo/b)
             dt = (g @ rows).T  # ((s+k-1)*(b+k-1)*C, s*b*O)
@@ -292,16 +294,20 @@ class Pooling(Layer):
         return self.source is not None and self.source.windowed
 
     def _block(self, width: int) -> int:
-        """The columns of a block of the input, ``pool_blocks``' b (size: natural order)."""
+        """The columns of a block of the input, ``pool_positions``' b (size: natural order)."""
         return self.size if self.source is None else self.source.block or width
 
     def _positions(self, x: np.ndarray) -> np.ndarray:
         """A view (s, s, *P) of the input: [i, j] holds position (i, j) of every window, in
         the layout P of one window position: (b/s, C, N, H/s, B) from a windowed conv (its
-        output as it is), (N, H/s, B, b/s, C) otherwise (``pool_blocks``)."""
+        output as it is), (N, H/s, B, b/s, C) otherwise (``pool_positions``)."""
+        if self.source is not None and self.source.split != self.size:
+            raise ValueError(f"a {self.size}x{self.size} pool cannot read a convolution's "
+                             f"output laid out for {self.source.split}x{self.source.split} "
+                             "windows")
         if self._windowed():
             return x
-        return pool_blocks(x, self.size, self._block(x.shape[2])).transpose(2, 3, 0, 1, 4, 5, 6)
+        return pool_positions(x, self.size, self._block(x.shape[2]))
 
     def _natural(self, pooled: np.ndarray) -> np.ndarray:
         """One window position's layout P -> (N, H/s, W/s, C)."""
@@ -385,7 +391,8 @@ class AvgPool(Pooling):
     """Non-overlapping mean pooling."""
 
     def forward(self, x: np.ndarray, train: bool) -> np.ndarray:
-        self.in_shape = x.shape
+        if train:
+            self.in_shape = x.shape
         return self._natural(self._positions(x).mean(axis=(0, 1)))  # (N, H/s, W/s, C)
 
     def backward(self, grad: np.ndarray) -> np.ndarray:
@@ -500,10 +507,9 @@ class Subsample(Pooling):
         self.params = {"weight": weight, "bias": bias}  # (C,), (C,)
 
     def forward(self, x: np.ndarray, train: bool) -> np.ndarray:
-        self.in_shape = x.shape
         sums = self._natural(self._positions(x).sum(axis=(0, 1)))  # (N, H/s, W/s, C)
         if train:
-            self.sums = sums
+            self.sums, self.in_shape = sums, x.shape
         return sums * self.params["weight"] + self.params["bias"]
 
     def backward(self, grad: np.ndarray) -> np.ndarray:
