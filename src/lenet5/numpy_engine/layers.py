@@ -135,7 +135,7 @@ class Conv(Layer):
     j of a block at (j % s) * (block / s) + j // s, for the pooling layer after it: only
     T's columns move. ``windowed`` (with s > 1) makes a GEMM row s output rows of a block
     instead, whole s x s pooling windows: R holds (s+k-1) x (block+k-1) input pixels, T's
-    columns are ordered (row i % s, column j % s, j // s, O), and the GEMM runs transposed,
+    columns are ordered (output row i, column phase j % s, j // s, O), the GEMM runs transposed,
     T^T @ R^T, so that the output (s, s, b/s, O, N, Ho/s, Wo/b) holds each window position
     of every window in one contiguous block (``unwindow`` gives the natural layout). For
     few maps this wastes fewer products than one row (k^2 / ((s+k-1)(block+k-1)) used).
