@@ -311,9 +311,8 @@ class Pooling(Layer):
 
     def _natural(self, pooled: np.ndarray) -> np.ndarray:
         """One window position's layout P -> (N, H/s, W/s, C)."""
-        if self._windowed():
-            per_block, c, n, ho, blocks = pooled.shape
-            return pooled.transpose(2, 3, 4, 0, 1).reshape(n, ho, blocks * per_block, c)
+        if self._windowed():  # (b/s, C, N, H/s, B): a windowed output of 1x1 windows
+            return unwindow(pooled[None, None])
         n, ho, blocks, per_block, c = pooled.shape
         return pooled.reshape(n, ho, blocks * per_block, c)
 
