@@ -1,7 +1,10 @@
-"""`lenet5.threads`: small training steps run on one BLAS thread unless the user chose."""
+"""`lenet5.threads`: small training steps run on one BLAS thread unless the user chose; work
+spread over threads; arrays shared with forked processes."""
 
+import os
 import threading
 
+import numpy as np
 import pytest
 from threadpoolctl import threadpool_info, threadpool_limits
 
@@ -97,3 +100,22 @@ def test_over_blocks_draws_on_the_calling_thread_in_order(compute_threads):
                             draw)
     assert drawn == list(range(0, 1000, 100))
     assert sorted(got) == [(start, start, threading.get_ident()) for start in drawn]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_shared_arrays_are_seen_across_a_fork_both_ways():
+    shared = threads.shared_empty((2, 3), np.float32)
+    shared[...] = 1
+    ready_r, ready_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: sees the parent's later write, then writes its own
+        try:
+            os.read(ready_r, 1)
+            shared[1] = shared[0] + 1
+        finally:
+            os._exit(0)
+    shared[0] = 5  # after the fork
+    os.write(ready_w, b"x")
+    os.waitpid(pid, 0)
+    np.testing.assert_array_equal(shared, [[5, 5, 5], [6, 6, 6]])
+    assert threads.shared_empty((0, 4), np.int64).shape == (0, 4)

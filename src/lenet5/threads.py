@@ -1,5 +1,6 @@
 """How many threads BLAS may use, for the engines and the server, and NumPy work spread over
-the cores (a NumPy engine's batch in parts, pictures in blocks).
+the cores (a NumPy engine's batch in parts, pictures in blocks; arrays that processes forked
+to share that work read).
 
 A user who sets a thread count in the environment keeps it: lenet5 then changes nothing.
 """
@@ -9,11 +10,14 @@ from __future__ import annotations
 import collections
 import contextlib
 import functools
+import mmap
 import os
 from collections.abc import Callable
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import TypeVar
 
+import numpy as np
+import numpy.typing as npt
 from threadpoolctl import ThreadpoolController
 
 # Where users set BLAS/OpenMP thread counts; where any is set, lenet5 leaves threads alone.
@@ -113,3 +117,13 @@ def over_blocks(n: int, block: int, compute: Callable[..., object],
             waiting.append(pool.submit(compute, part, *draw(part)))
         for future in waiting:
             future.result()
+
+
+def shared_empty(shape: tuple[int, ...], dtype: npt.DTypeLike) -> np.ndarray:
+    """An uninitialised array in an anonymous shared mapping: processes forked from this one
+    read what it writes there, whenever it writes it, and its writes never make the kernel
+    copy a page, as writing a private array does while a forked process still maps it."""
+    dtype = np.dtype(dtype)
+    count = int(np.prod(shape))
+    buffer = mmap.mmap(-1, max(1, count * dtype.itemsize))  # zero bytes is not a mapping
+    return np.frombuffer(buffer, dtype, count).reshape(shape)

@@ -47,7 +47,7 @@ from .hparams import (
 )
 from .model import Model
 from .refusal import CALIBRATION_DIGITS, METADATA_KEY, TARGET_ERROR, calibrate_model
-from .threads import over_blocks
+from .threads import over_blocks, shared_empty
 from .version import __version__
 
 Log = Callable[[str], None]
@@ -241,12 +241,15 @@ def _calibration_digits(images: np.ndarray, labels: np.ndarray, val_images: np.n
 class EpochInputs:
     """Binds each epoch's training inputs to the engine: the clean inputs once, or fresh random
     distortions every epoch, written over the previous epoch's array. Inputs are made in
-    chunks that stay in the CPU's caches, on one thread per core (``threads.over_blocks``)."""
+    chunks that stay in the CPU's caches, on one thread per core (``threads.over_blocks``).
+    The array is in shared memory, so that rewriting it copies no page that an engine's
+    worker process, forked during the last epoch, still maps (``threads.shared_empty``)."""
 
     def __init__(self, config: TrainConfig, data: TrainingData, engine: Engine):
         self.config, self.data, self.engine = config, data, engine
         n = len(data.train_images)
-        self.inputs = np.empty((n, 1, *[28 + 2 * data.normalization["pad"]] * 2), np.float32)
+        self.inputs = shared_empty((n, 1, *[28 + 2 * data.normalization["pad"]] * 2),
+                                   np.float32)
         if config.augment == "none":  # every epoch reads the same inputs
             self._prepare(lambda part: data.train_images[part])
             engine.bind_training_data(self.inputs, data.train_labels)

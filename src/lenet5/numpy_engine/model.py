@@ -23,7 +23,9 @@ from ..threads import (
     one_blas_thread,
     part_slices,
     run_parts,
+    shared_empty,
 )
+from ..workers import ForkedParts, can_fork
 from . import layers as L
 from .losses import LOSSES, map_curvature, softmax_curvature
 from .optim import Optimizer
@@ -194,6 +196,23 @@ def keep_freed_memory() -> bool:
     return bool(mallopt(m_mmap_threshold, 32 << 20)) and bool(mallopt(m_trim_threshold, 256 << 20))
 
 
+def _in_shared_memory(params: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """float32 copies of ``params`` in shared memory (``threads.shared_empty``)."""
+    shared = {name: shared_empty(np.shape(p), np.float32) for name, p in params.items()}
+    for name, p in params.items():
+        shared[name][...] = p
+    return shared
+
+
+def train_part(net: NumpyNet, x: np.ndarray, y: np.ndarray, rows: np.ndarray,
+               batch_size: int) -> tuple[float, int, dict[str, np.ndarray]]:
+    """(loss summed over the part's images, how many it got right, gradients) for the
+    images ``rows`` of a batch of ``batch_size``: the parts' gradients add up to the batch's."""
+    images, labels = x[rows], y[rows]  # (n, 1, H, W), (n,)
+    loss, out, grads = net.loss_and_grads(images, labels, batch_size=batch_size)
+    return loss * len(rows), int(np.count_nonzero(out.argmax(axis=1) == labels)), grads
+
+
 # Images per forward pass at inference: the activations of larger batches outgrow the CPU's
 # caches (37 vs 53 us per image at 128 vs 1000 on the machine of benchmarks/README.md).
 FORWARD_CHUNK = 128
@@ -203,12 +222,15 @@ class NumpyEngine:
     """``NumpyNet`` plus its optimizer behind the ``lenet5.engine.Engine`` interface.
 
     Each batch is cut into up to ``threads.compute_workers()`` parts (``threads.part_slices``:
-    one per core), computed at once by replicas of the network on the same parameters, each on
-    its own thread with BLAS on one thread, and the parts' gradients are added. NumPy and BLAS
-    release the GIL for everything heavy, so the cores share every layer's work, elementwise
-    ones included, with one wait per step instead of one per BLAS call (measurements:
-    benchmarks/README.md).
-    A run's numbers depend on the part sizes, so on the core count, as BLAS threading did.
+    one per core), computed at once, each with BLAS on one thread, and the parts' gradients
+    are added in order. A training step's parts after the first go to worker processes
+    forked from this one (``lenet5.workers``, where ``processes``: by default where the system can
+    fork), each with its own GIL; elsewhere, and for inference, to replicas of the network
+    on the same parameters in threads. NumPy and BLAS release the GIL for everything heavy,
+    so the cores share every layer's work, elementwise ones included, with one wait per step
+    instead of one per BLAS call (measurements: benchmarks/README.md). A run's numbers depend
+    on the part sizes, so on the core count, as BLAS threading did; threads and processes
+    give the same numbers to the last bit.
     """
 
     name = "numpy"
@@ -216,15 +238,20 @@ class NumpyEngine:
     has_feature_maps = True
 
     def __init__(self, arch: A.Architecture, params: dict[str, np.ndarray],
-                 optimizer: OptimizerSpec | None = None):
+                 optimizer: OptimizerSpec | None = None, processes: bool | None = None):
         keep_freed_memory()
         self.arch = arch
-        self.net = NumpyNet(arch, params)
+        self.net = NumpyNet(arch, _in_shared_memory(params), share=True)  # workers see updates
         self.optimizer = Optimizer(optimizer or OptimizerSpec(), self.net.params)
         self.workers = compute_workers()
         self.nets = [self.net] + [NumpyNet(arch, self.net.params, share=True)
                                   for _ in range(self.workers - 1)]
         self._pool = ThreadPoolExecutor(self.workers - 1) if self.workers > 1 else None
+        self.processes = (can_fork() if processes is None else processes) and self.workers > 1
+        self._forked = ForkedParts(self, self._worker_part, one_blas_thread)
+        self._worker_grads = [{name: shared_empty(p.shape, p.dtype)  # where worker i writes
+                               for name, p in self.net.params.items()}
+                              for _ in range(self.workers - 1 if self.processes else 0)]
         self._metrics = np.zeros(3)  # loss sum, correct, seen
 
     def _in_parts(self, n: int, compute: Callable[[NumpyNet, slice], object]) -> list:
@@ -236,6 +263,13 @@ class NumpyEngine:
         with one_blas_thread():
             return run_parts(self._pool, slices, lambda i, part: compute(self.nets[i], part))
 
+    def _worker_part(self, index: int, rows: np.ndarray, batch_size: int) -> tuple[float, int]:
+        """In worker process ``index``: its part of a step, the gradients into shared memory."""
+        loss, correct, grads = train_part(self.net, self.train_x, self.train_y, rows, batch_size)
+        for name, g in grads.items():
+            self._worker_grads[index][name][...] = g
+        return loss, correct
+
     def forward(self, x: np.ndarray) -> np.ndarray:
         def outputs(net: NumpyNet, part: slice) -> np.ndarray:
             return np.concatenate([net.forward(x[i:min(i + FORWARD_CHUNK, part.stop)])
@@ -245,6 +279,7 @@ class NumpyEngine:
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     def bind_training_data(self, x: np.ndarray, y: np.ndarray) -> None:
+        self._forked.stop()  # they read the images as they were: new ones will fork
         self.train_x, self.train_y = x, y
 
     def estimate_curvature(self, rows: np.ndarray) -> None:
@@ -254,19 +289,24 @@ class NumpyEngine:
 
     def train_step(self, batch: np.ndarray, lr: float) -> None:
         n = len(batch)
+        parts = part_slices(n, self.workers)
 
-        def step_part(net: NumpyNet, part: slice) -> tuple:
-            rows = batch[part]
-            x, y = self.train_x[rows], self.train_y[rows]
-            loss, out, grads = net.loss_and_grads(x, y, batch_size=n)
-            return loss * len(rows), np.count_nonzero(out.argmax(axis=1) == y), grads
+        def step_part(net: NumpyNet, part: slice) -> tuple[float, int, dict[str, np.ndarray]]:
+            return train_part(net, self.train_x, self.train_y, batch[part], n)
 
         with blas_threads_for(n):
-            results = self._in_parts(n, step_part)
+            if self.processes and len(parts) > 1:
+                with one_blas_thread():
+                    first, rest = self._forked.run(batch, parts,
+                                                   lambda part: step_part(self.net, part))
+                results = [first, *[(loss, correct, self._worker_grads[i])
+                                    for i, (loss, correct) in enumerate(rest)]]
+            else:
+                results = self._in_parts(n, step_part)
             grads = results[0][2]
             for _, _, more in results[1:]:
-                for name, g in more.items():
-                    grads[name] += g
+                for name, g in grads.items():
+                    g += more[name]
             self.optimizer.step(grads, lr, batch_size=n)
         self._metrics += (sum(r[0] for r in results), sum(r[1] for r in results), n)
 

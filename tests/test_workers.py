@@ -1,0 +1,196 @@
+"""`lenet5.workers`: a training step's parts in forked processes, the same numbers
+as threads give, and every way a worker can end."""
+
+import contextlib
+import gc
+import os
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lenet5.arch import LENET5, init_params
+from lenet5.errors import Lenet5Error
+from lenet5.hparams import OptimizerSpec
+from lenet5.numpy_engine import model
+from lenet5.numpy_engine.model import NumpyEngine
+from lenet5.workers import PartWorker, can_fork
+
+pytestmark = pytest.mark.skipif(not can_fork(), reason="worker processes are forked (Linux)")
+
+
+@pytest.fixture
+def three_parts(monkeypatch):
+    """Engines made now cut a batch into three parts, whatever the cores."""
+    monkeypatch.setattr(model, "compute_workers", lambda: 3)
+
+
+def _data(n=300, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, 1, 32, 32)).astype(np.float32), rng.integers(0, 10, n)
+
+
+def _engine(processes, optimizer="adam"):
+    return NumpyEngine(LENET5, init_params(LENET5, 0), OptimizerSpec(optimizer),
+                       processes=processes)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _kill_and_wait(pid: int) -> None:
+    """SIGKILL, and wait until the process is a zombie (its pipes closed), not reaped."""
+    os.kill(pid, signal.SIGKILL)
+    while Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z":
+        time.sleep(0.001)
+
+
+def _sums(index, rows, batch_size):
+    if batch_size < 0:
+        raise ValueError("a negative batch")
+    return float(rows.sum() * batch_size + index), len(rows)
+
+
+def test_a_worker_computes_each_part_it_is_given():
+    worker = PartWorker(3, _sums, contextlib.nullcontext, [])
+    try:
+        for rows in (np.arange(5), np.array([], np.int64), np.arange(20_000)):  # > a pipe's
+            worker.start(rows, 2)
+            assert worker.finish() == (float(rows.sum() * 2 + 3), len(rows))
+        worker.start(np.arange(2), -1)
+        with pytest.raises(Lenet5Error, match=r"failed in a training step \(ValueError: a "
+                           r"negative batch\); set OPENBLAS_NUM_THREADS=1"):
+            worker.finish()
+        worker.start(np.arange(2), 1)  # it goes on after an error
+        assert worker.finish() == (4.0, 2)
+    finally:
+        worker.stop()
+
+
+@pytest.mark.parametrize("when", ["before start", "after start"])
+def test_a_worker_that_died_is_one_sentence(when):
+    worker = PartWorker(0, _sums, contextlib.nullcontext, [])
+    pid = worker.pid
+    if when == "after start":
+        worker.start(np.arange(5), 1)
+        worker.finish()
+        _kill_and_wait(pid)
+        with pytest.raises(Lenet5Error, match=rf"process {pid} ended \(killed by signal 9\)"):
+            worker.finish()
+    else:
+        _kill_and_wait(pid)
+        with pytest.raises(Lenet5Error, match=rf"process {pid} ended \(killed by signal 9\)"):
+            worker.start(np.arange(5), 1)
+    assert not _alive(pid)  # reaped
+    worker.stop()
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd", "sdlm"])
+def test_processes_train_as_threads_do_to_the_last_bit(three_parts, optimizer):
+    x, y = _data()
+    engines = []
+    for processes in (False, True):
+        engine = _engine(processes, optimizer)
+        engine.bind_training_data(x, y)
+        if optimizer == "sdlm":
+            engine.estimate_curvature(np.arange(100))
+        for step in range(3):
+            engine.train_step(np.arange(step * 100, step * 100 + 100), 1e-3)
+        engines.append(engine)
+    threads, processes = engines
+    assert len(processes._forked.workers) == 2 and not threads._forked.workers
+    for name, p in threads.net.params.items():
+        np.testing.assert_array_equal(processes.net.params[name], p)
+    assert processes.take_train_metrics() == threads.take_train_metrics()
+
+
+def test_a_part_too_small_to_split_needs_no_worker(three_parts):
+    x, y = _data()
+    engine = _engine(True)
+    engine.bind_training_data(x, y)
+    engine.train_step(np.arange(40), 1e-3)  # one part: fewer than 2 x 32 images
+    assert not engine._forked.workers
+    engine.train_step(np.arange(64), 1e-3)  # two parts: one worker
+    assert len(engine._forked.workers) == 1
+
+
+def test_a_rebinding_forks_workers_that_read_the_new_images(three_parts):
+    """A private array rewritten in place and bound again: workers forked before it read the
+    old images, so binding replaces them."""
+    engines = []
+    for processes in (False, True):
+        x, y = _data()
+        engine = _engine(processes)
+        engine.bind_training_data(x, y)
+        engine.train_step(np.arange(100), 1e-3)
+        before = [w.pid for w in engine._forked.workers]
+        x[...] = _data(seed=1)[0]
+        engine.bind_training_data(x, y)
+        assert not engine._forked.workers and not any(_alive(pid) for pid in before)
+        engine.train_step(np.arange(100), 1e-3)
+        engines.append(engine)
+    threads, processes = engines
+    for name, p in threads.net.params.items():
+        np.testing.assert_array_equal(processes.net.params[name], p)
+
+
+def test_a_killed_worker_is_one_sentence_and_the_next_step_forks_a_new_one(three_parts):
+    x, y = _data()
+    engine = _engine(True)
+    engine.bind_training_data(x, y)
+    engine.train_step(np.arange(100), 1e-3)
+    killed = engine._forked.workers[0].pid
+    os.kill(killed, signal.SIGKILL)
+    with pytest.raises(Lenet5Error, match=rf"worker process {killed} ended \(killed by signal "
+                       rf"{int(signal.SIGKILL)}\).*`lenet5 train --resume RUN_DIR`.*"
+                       "OPENBLAS_NUM_THREADS=1"):
+        engine.train_step(np.arange(100), 1e-3)
+    assert not engine._forked.workers  # all stopped: where each was in the step is unknown
+    engine.train_step(np.arange(100), 1e-3)
+    assert [w.pid != killed for w in engine._forked.workers] == [True, True]
+
+
+def test_a_worker_s_error_is_raised_by_the_engine(three_parts):
+    x, y = _data()
+    engine = _engine(True)
+    engine.bind_training_data(x, y)
+    rows = np.arange(100)
+    rows[-1] = 10_000  # in the last part, a worker's
+    with pytest.raises(Lenet5Error, match="worker process failed in a training step "
+                       r"\(IndexError: index 10000 is out of bounds"):
+        engine.train_step(rows, 1e-3)
+
+
+def test_an_interrupted_step_stops_the_workers(three_parts, monkeypatch):
+    x, y = _data()
+    engine = _engine(True)
+    engine.bind_training_data(x, y)
+    engine.train_step(np.arange(100), 1e-3)
+    pids = [w.pid for w in engine._forked.workers]
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(model, "train_part", interrupted)  # the engine's own part
+    with pytest.raises(KeyboardInterrupt):
+        engine.train_step(np.arange(100), 1e-3)
+    assert not engine._forked.workers and not any(_alive(pid) for pid in pids)
+
+
+def test_workers_end_with_their_engine(three_parts):
+    x, y = _data()
+    engine = _engine(True)
+    engine.bind_training_data(x, y)
+    engine.train_step(np.arange(100), 1e-3)
+    pids = [w.pid for w in engine._forked.workers]
+    assert all(_alive(pid) for pid in pids)
+    del engine
+    gc.collect()
+    assert not any(_alive(pid) for pid in pids)  # ended and reaped: no zombies left
