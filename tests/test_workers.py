@@ -2,7 +2,6 @@
 as threads give, and every way a worker can end."""
 
 import contextlib
-import gc
 import os
 import signal
 import time
@@ -48,8 +47,20 @@ def _alive(pid: int) -> bool:
 def _kill_and_wait(pid: int) -> None:
     """SIGKILL, and wait until the process is a zombie (its pipes closed), not reaped."""
     os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
     while Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z":
+        assert time.monotonic() < deadline, f"process {pid} still running 10 s after SIGKILL"
         time.sleep(0.001)
+
+
+def _pipes_held(pid: int) -> set[str]:
+    """The pipes a process holds an end of, as /proc names them ("pipe:[inode]")."""
+    links = (os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir())
+    return {link for link in links if link.startswith("pipe:")}
+
+
+def _pipes(worker) -> set[str]:
+    return {f"pipe:[{os.fstat(fd).st_ino}]" for fd in (worker.requests, worker.replies)}
 
 
 def _sums(index, rows, batch_size):
@@ -191,6 +202,20 @@ def test_workers_end_with_their_engine(three_parts):
     engine.train_step(np.arange(100), 1e-3)
     pids = [w.pid for w in engine._forked.workers]
     assert all(_alive(pid) for pid in pids)
-    del engine
-    gc.collect()
+    del engine  # no cycle keeps it: its workers end now, not at the next garbage collection
     assert not any(_alive(pid) for pid in pids)  # ended and reaped: no zombies left
+
+
+def test_workers_hold_no_other_worker_s_pipes(three_parts):
+    """Each worker holds only its own two pipe ends, not its siblings' nor another engine's,
+    so each sees its own pipe close when its engine closes it."""
+    x, y = _data()
+    engines = [_engine(True), _engine(True)]
+    for engine in engines:
+        engine.bind_training_data(x, y)
+        engine.train_step(np.arange(100), 1e-3)
+    workers = [w for engine in engines for w in engine._forked.workers]
+    every_pipe = set().union(*map(_pipes, workers))
+    assert len(workers) == 4 and len(every_pipe) == 8
+    for worker in workers:
+        assert _pipes_held(worker.pid) & every_pipe == _pipes(worker)

@@ -38,7 +38,9 @@ class Engine(Protocol):
 
     def bind_training_data(self, x: np.ndarray, y: np.ndarray) -> None:
         """Copy the training inputs where the engine computes (e.g. to the GPU). Called once
-        for clean inputs, and each epoch for augmented ones, which the loop refills in place."""
+        for clean inputs, and each epoch for augmented ones, which the loop refills in place.
+        Whoever changes bound inputs binds them again before the next step: an engine may
+        compute on a copy made at binding (the GPU's, or a NumPy worker process's view)."""
 
     def estimate_curvature(self, rows: np.ndarray) -> None:
         """SDLM, before each pass: re-estimate the curvature on these bound rows."""

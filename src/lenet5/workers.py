@@ -11,11 +11,17 @@ shared memory (``threads.shared_empty``), as they are: an engine stops its worke
 it is given new images. Nothing here knows an engine; the torch engine, measured with the
 same workers, gained nothing (a torch part ran slower in a worker), and keeps its threads
 (measurements: benchmarks/README.md).
+
+The engine's process may have other threads when it forks (its inference pool, OpenBLAS's,
+a progress bar's, torch's OpenMP pool where torch is loaded too; Python 3.12 and later warn
+of it): a worker only runs NumPy on one thread, takes no lock those threads may hold, and
+ends with ``os._exit``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import signal
 import struct
@@ -48,27 +54,29 @@ class PartWorker:
 
     def __init__(self, index: int, compute: Compute,
                  single_threaded: Callable[[], contextlib.AbstractContextManager],
-                 inherited: list[int]):
-        """``inherited``: the engine's ends of other workers' pipes, which the new process
-        closes, so that each worker sees its own pipe close when the engine closes it."""
+                 workers: list[PartWorker]):
+        """Fork the process and append this worker to ``workers`` at once, so that whoever
+        stops that list stops it, whatever interrupts the engine next."""
         requests_in, self.requests = os.pipe()
         self.replies, replies_out = os.pipe()
-        self.pid = os.fork()
+        _ENGINE_ENDS.update((self.requests, self.replies))  # the worker closes them too
+        try:
+            self.pid = os.fork()
+        except OSError as exc:
+            _ENGINE_ENDS.difference_update((self.requests, self.replies))
+            for fd in (requests_in, self.requests, self.replies, replies_out):
+                os.close(fd)
+            raise Lenet5Error(f"could not start a training worker process ({exc}); set "
+                              "OPENBLAS_NUM_THREADS=1 to train in one process without "
+                              "workers.") from None
         if self.pid == 0:  # the worker: it never returns from here
-            status = 1
-            try:
-                signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the engine's to handle
-                for fd in (self.requests, self.replies, *inherited):
-                    os.close(fd)
-                with single_threaded():
-                    _serve(index, compute, requests_in, replies_out)
-                status = 0
-            finally:
-                os._exit(status)  # no atexit handlers, no flushing the engine's buffers
+            _work(index, compute, single_threaded, requests_in, replies_out)
+        workers.append(self)
         os.close(requests_in)
         os.close(replies_out)
 
     def start(self, rows: np.ndarray, batch_size: int) -> None:
+        """Hand the worker its part of a step: the rows of a batch of ``batch_size``."""
         rows = np.ascontiguousarray(rows, np.int64)  # (count,)
         try:
             _write(self.requests, REQUEST.pack(batch_size, len(rows)) + rows.tobytes())
@@ -104,6 +112,7 @@ class PartWorker:
         """End the process now, wherever it is, and reap it."""
         for fd in (self.requests, self.replies):
             os.close(fd)
+            _ENGINE_ENDS.discard(fd)
         if self.pid:
             os.kill(self.pid, signal.SIGKILL)
             os.waitpid(self.pid, 0)
@@ -112,23 +121,23 @@ class PartWorker:
 
 class ForkedParts:
     """An engine's workers: the parts of a step after the first, one per worker, forked at the
-    first step that needs them and stopped by ``stop`` or with the engine."""
+    first step that needs them and stopped by ``stop`` or with the engine (``owner``)."""
 
-    def __init__(self, owner: object, compute: Compute,
+    def __init__(self, owner: object,
                  single_threaded: Callable[[], contextlib.AbstractContextManager]):
-        self.compute, self.single_threaded = compute, single_threaded
+        self.single_threaded = single_threaded
         self.workers: list[PartWorker] = []
         weakref.finalize(owner, _stop_all, self.workers)
 
-    def run(self, batch: np.ndarray, parts: list[slice], first: Callable[[slice], T]
-            ) -> tuple[T, list[tuple[float, int]]]:
+    def run(self, batch: np.ndarray, parts: list[slice], first: Callable[[slice], T],
+            compute: Compute) -> tuple[T, list[tuple[float, int]]]:
         """``first(parts[0])`` here while worker i - 1 computes ``parts[i]`` of ``batch``;
-        its result and the workers' (loss sum, images right), in order."""
+        its result and the workers' (loss sum, images right), in order. Workers forked now
+        compute with ``compute`` (held by them, not here, so that an engine passing its own
+        method is not kept alive by its workers)."""
         try:
             while len(self.workers) < len(parts) - 1:
-                inherited = [fd for w in self.workers for fd in (w.requests, w.replies)]
-                self.workers.append(PartWorker(len(self.workers), self.compute,
-                                               self.single_threaded, inherited))
+                PartWorker(len(self.workers), compute, self.single_threaded, self.workers)
             busy = self.workers[:len(parts) - 1]
             for worker, part in zip(busy, parts[1:], strict=True):
                 worker.start(batch[part], len(batch))
@@ -142,16 +151,42 @@ class ForkedParts:
         _stop_all(self.workers)
 
 
+# This process's ends of every worker's pipes, of every engine: a new worker closes them all,
+# so that each worker sees its own pipe close when its engine closes it (or exits).
+_ENGINE_ENDS: set[int] = set()
+
+
 def _stop_all(workers: list[PartWorker]) -> None:
+    """Stop every worker in the list, emptying it."""
     while workers:
         workers.pop().stop()
+
+
+def _work(index: int, compute: Compute,
+          single_threaded: Callable[[], contextlib.AbstractContextManager], requests: int,
+          replies: int) -> None:
+    """The worker process's life, from the fork to its exit: it never returns."""
+    status = 1
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the engine's to handle
+        gc.freeze()  # the engine's objects: never traversed here, so their pages stay shared
+        for fd in _ENGINE_ENDS:
+            os.close(fd)
+        with single_threaded():
+            _serve(index, compute, requests, replies)
+        status = 0
+    finally:
+        os._exit(status)  # no atexit handlers, no flushing the engine's buffers
 
 
 def _serve(index: int, compute: Compute, requests: int, replies: int) -> None:
     """Compute parts until the engine closes the pipe."""
     while (header := _read(requests, REQUEST.size)) is not None:
         batch_size, count = REQUEST.unpack(header)
-        rows = np.frombuffer(bytearray(_read(requests, 8 * count) or b""), np.int64)  # (count,)
+        data = _read(requests, 8 * count)
+        if data is None:  # closed in the middle of a request
+            return
+        rows = np.frombuffer(data, np.int64)  # (count,)
         try:
             loss, correct = compute(index, rows, batch_size)
             error = b""
@@ -160,18 +195,20 @@ def _serve(index: int, compute: Compute, requests: int, replies: int) -> None:
         _write(replies, REPLY.pack(loss, correct, len(error)) + error)
 
 
-def _read(fd: int, size: int) -> bytes | None:
+def _read(fd: int, size: int) -> bytearray | None:
     """Exactly ``size`` bytes from a pipe, or None where it closed first."""
-    data = b""
-    while len(data) < size:
-        chunk = os.read(fd, size - len(data))
-        if not chunk:
+    data = bytearray(size)
+    view, got = memoryview(data), 0
+    while got < size:
+        n = os.readv(fd, [view[got:]])
+        if not n:
             return None
-        data += chunk
+        got += n
     return data
 
 
 def _write(fd: int, data: bytes) -> None:
+    """All of ``data`` into a pipe (a large part's rows take several writes)."""
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view):]

@@ -248,7 +248,7 @@ class NumpyEngine:
                                   for _ in range(self.workers - 1)]
         self._pool = ThreadPoolExecutor(self.workers - 1) if self.workers > 1 else None
         self.processes = (can_fork() if processes is None else processes) and self.workers > 1
-        self._forked = ForkedParts(self, self._worker_part, one_blas_thread)
+        self._forked = ForkedParts(self, one_blas_thread)
         self._worker_grads = [{name: shared_empty(p.shape, p.dtype)  # where worker i writes
                                for name, p in self.net.params.items()}
                               for _ in range(self.workers - 1 if self.processes else 0)]
@@ -298,7 +298,8 @@ class NumpyEngine:
             if self.processes and len(parts) > 1:
                 with one_blas_thread():
                     first, rest = self._forked.run(batch, parts,
-                                                   lambda part: step_part(self.net, part))
+                                                   lambda part: step_part(self.net, part),
+                                                   self._worker_part)
                 results = [first, *[(loss, correct, self._worker_grads[i])
                                     for i, (loss, correct) in enumerate(rest)]]
             else:
