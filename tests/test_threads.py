@@ -3,6 +3,7 @@ spread over threads; arrays shared with forked processes."""
 
 import os
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -50,6 +51,30 @@ def test_compute_workers_follow_blas_threads_unless_the_user_chose(monkeypatch):
         monkeypatch.setenv("OMP_NUM_THREADS", "2")  # the user's own choice: BLAS threads only
         threads._blas_threads.cache_clear()
         assert threads.compute_workers() == 1
+    threads._blas_threads.cache_clear()
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="counts threads in /proc")
+def test_a_held_blas_thread_survives_a_fork_without_restarting_blas(monkeypatch):
+    """After a fork OpenBLAS has stopped its threads, and any change of its thread count starts
+    them again (each spinning for work): inside the hold nothing changes it."""
+    for name in THREAD_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    threads._blas_threads.cache_clear()
+    with threadpool_limits(2, user_api="blas"):
+        if _blas_thread_counts() != {2}:
+            pytest.skip("this BLAS cannot run two threads")
+        with threads.hold_one_blas_thread():
+            assert _blas_thread_counts() == {1} and threads.compute_workers() == 2
+            pid = os.fork()
+            if pid == 0:
+                os._exit(0)
+            os.waitpid(pid, 0)
+            running = len(list(Path("/proc/self/task").iterdir()))
+            with threads.one_blas_thread():
+                assert len(list(Path("/proc/self/task").iterdir())) == running
+            assert _blas_thread_counts() == {1}
+        assert _blas_thread_counts() == {2}
     threads._blas_threads.cache_clear()
 
 

@@ -1,7 +1,6 @@
 """`lenet5.workers`: a training step's parts in forked processes, the same numbers
 as threads give, and every way a worker can end."""
 
-import contextlib
 import os
 import signal
 import time
@@ -9,12 +8,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from threadpoolctl import threadpool_info, threadpool_limits
 
 from lenet5.arch import LENET5, init_params
 from lenet5.errors import Lenet5Error
 from lenet5.hparams import OptimizerSpec
 from lenet5.numpy_engine import model
 from lenet5.numpy_engine.model import NumpyEngine
+from lenet5.threads import shared_empty
 from lenet5.workers import PartWorker, can_fork
 
 pytestmark = pytest.mark.skipif(not can_fork(), reason="worker processes are forked (Linux)")
@@ -70,7 +71,7 @@ def _sums(index, rows, batch_size):
 
 
 def test_a_worker_computes_each_part_it_is_given():
-    worker = PartWorker(3, _sums, contextlib.nullcontext, [])
+    worker = PartWorker(3, _sums, [])
     try:
         for rows in (np.arange(5), np.array([], np.int64), np.arange(20_000)):  # > a pipe's
             worker.start(rows, 2)
@@ -87,7 +88,7 @@ def test_a_worker_computes_each_part_it_is_given():
 
 @pytest.mark.parametrize("when", ["before start", "after start"])
 def test_a_worker_that_died_is_one_sentence(when):
-    worker = PartWorker(0, _sums, contextlib.nullcontext, [])
+    worker = PartWorker(0, _sums, [])
     pid = worker.pid
     if when == "after start":
         worker.start(np.arange(5), 1)
@@ -219,3 +220,48 @@ def test_workers_hold_no_other_worker_s_pipes(three_parts):
     assert len(workers) == 4 and len(every_pipe) == 8
     for worker in workers:
         assert _pipes_held(worker.pid) & every_pipe == _pipes(worker)
+
+
+def _blas_threads() -> set[int]:
+    return {lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"}
+
+
+def test_the_engine_computes_on_one_blas_thread_while_it_has_workers(three_parts):
+    """OpenBLAS stops its threads at a fork and starts them again (each spinning for work) when
+    its thread count is raised: the engine keeps it at one while it has workers."""
+    x, y = _data()
+    with threadpool_limits(2, user_api="blas"):
+        engine = _engine(True)
+        engine.bind_training_data(x, y)
+        engine.train_step(np.arange(100), 1e-3)
+        engine.train_step(np.arange(100), 1e-3)
+        assert _blas_threads() == {1}
+        engine.bind_training_data(x.copy(), y)  # new arrays: the workers stop
+        assert _blas_threads() == {2}
+        engine.train_step(np.arange(100), 1e-3)
+        assert _blas_threads() == {1}
+        del engine
+        assert _blas_threads() == {2}
+
+
+def test_rebinding_the_same_shared_arrays_keeps_the_workers(three_parts):
+    """Workers read shared arrays as they are now: rebinding the ones they have (an epoch's
+    new inputs written over the last) needs no new fork, and they see the new images."""
+    engines = []
+    for processes in (False, True):
+        rng = np.random.default_rng(0)
+        x = shared_empty((300, 1, 32, 32), np.float32)
+        y = shared_empty((300,), np.int64)
+        x[...], y[...] = _data()
+        engine = _engine(processes)
+        engine.bind_training_data(x, y)
+        engine.train_step(np.arange(100), 1e-3)
+        pids = [w.pid for w in engine._forked.workers]
+        x[...] = rng.normal(size=x.shape)  # the next epoch's inputs, in place
+        engine.bind_training_data(x, y)
+        assert [w.pid for w in engine._forked.workers] == pids
+        engine.train_step(np.arange(100), 1e-3)
+        engines.append(engine)
+    threads, processes = engines
+    for name, p in threads.net.params.items():
+        np.testing.assert_array_equal(processes.net.params[name], p)

@@ -12,7 +12,8 @@ import contextlib
 import functools
 import mmap
 import os
-from collections.abc import Callable
+import weakref
+from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import TypeVar
 
@@ -22,6 +23,8 @@ from threadpoolctl import ThreadpoolController
 
 # Where users set BLAS/OpenMP thread counts; where any is set, lenet5 leaves threads alone.
 THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+# compute_workers() from before each hold_one_blas_thread block, innermost last
+_HELD: list[int] = []
 # Images per worker thread, at least: a batch smaller than twice this is computed in one
 # piece, the same way on any machine (smaller parts would also spend the cores on overheads).
 MIN_PART_IMAGES = 32
@@ -48,8 +51,26 @@ def one_blas_thread() -> contextlib.AbstractContextManager:
     GEMM differently on more threads, and the last bits of float32 results change, which
     20 passes of the 1998 network amplify into a different run."""
     controller = _blas_threads()
-    return contextlib.nullcontext() if controller is None else controller.limit(
-        limits=1, user_api="blas")
+    if controller is None or _HELD:  # the user's choice, or one thread already
+        return contextlib.nullcontext()
+    return controller.limit(limits=1, user_api="blas")
+
+
+@contextlib.contextmanager
+def hold_one_blas_thread() -> Iterator[None]:
+    """BLAS on one thread for the whole block, for processes forked inside it: OpenBLAS stops
+    its threads at every fork and starts them again at the next change of its thread count,
+    each then spinning for work for about 0.1 s on a core the processes need (the first dozen
+    training steps after a fork took twice as long). Inside, ``one_blas_thread`` changes
+    nothing, ``compute_workers`` answers what it did before, and forked processes inherit the
+    one thread without setting it."""
+    workers = compute_workers()
+    with one_blas_thread():
+        _HELD.append(workers)
+        try:
+            yield
+        finally:
+            _HELD.pop()
 
 
 def blas_threads_for(batch_size: int) -> contextlib.AbstractContextManager:
@@ -68,6 +89,8 @@ def compute_workers() -> int:
     controller = _blas_threads()
     if controller is None:
         return 1
+    if _HELD:
+        return _HELD[-1]
     counts = [lib["num_threads"] for lib in controller.select(user_api="blas").info()]
     return max(1, min(counts, default=1))
 
@@ -126,4 +149,15 @@ def shared_empty(shape: tuple[int, ...], dtype: npt.DTypeLike) -> np.ndarray:
     dtype = np.dtype(dtype)
     count = int(np.prod(shape))
     buffer = mmap.mmap(-1, max(1, count * dtype.itemsize))  # zero bytes is not a mapping
-    return np.frombuffer(buffer, dtype, count).reshape(shape)
+    array = np.frombuffer(buffer, dtype, count).reshape(shape)
+    _SHARED[id(array)] = array
+    return array
+
+
+def is_shared(array: np.ndarray) -> bool:
+    """Whether ``array`` is one that ``shared_empty`` made (not a view of one)."""
+    return _SHARED.get(id(array)) is array
+
+
+# shared_empty's arrays, while they live, by id (arrays are not hashable)
+_SHARED: weakref.WeakValueDictionary[int, np.ndarray] = weakref.WeakValueDictionary()

@@ -242,17 +242,20 @@ class EpochInputs:
     """Binds each epoch's training inputs to the engine: the clean inputs once, or fresh random
     distortions every epoch, written over the previous epoch's array. Inputs are made in
     chunks that stay in the CPU's caches, on one thread per core (``threads.over_blocks``).
-    The array is in shared memory, so that rewriting it copies no page that an engine's
-    worker process, forked during the last epoch, still maps (``threads.shared_empty``)."""
+    The inputs and labels are in shared memory (``threads.shared_empty``): an engine's worker
+    processes, forked from this one, read each epoch's inputs as they are rewritten, so they
+    need not be forked again, and rewriting them copies no page a worker still maps."""
 
     def __init__(self, config: TrainConfig, data: TrainingData, engine: Engine):
         self.config, self.data, self.engine = config, data, engine
         n = len(data.train_images)
         self.inputs = shared_empty((n, 1, *[28 + 2 * data.normalization["pad"]] * 2),
                                    np.float32)
+        self.labels = shared_empty(data.train_labels.shape, data.train_labels.dtype)
+        self.labels[...] = data.train_labels
         if config.augment == "none":  # every epoch reads the same inputs
             self._prepare(lambda part: data.train_images[part])
-            engine.bind_training_data(self.inputs, data.train_labels)
+            engine.bind_training_data(self.inputs, self.labels)
 
     def _prepare(self, images_of: Callable[[slice], np.ndarray]) -> None:
         """self.inputs[part] = the prepared ``images_of(part)``, for chunks of every image."""
@@ -272,7 +275,7 @@ class EpochInputs:
         else:
             distorted = distort(images, rng, elastic=self.config.augment == "elastic")
             self._prepare(lambda part: distorted[part])
-        self.engine.bind_training_data(self.inputs, self.data.train_labels)
+        self.engine.bind_training_data(self.inputs, self.labels)
 
 
 # --- the run: new or resumed ----------------------------------------------------------------

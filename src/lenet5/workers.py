@@ -52,9 +52,7 @@ class PartWorker:
     """One forked process that computes one part of each training step: ``start`` hands it
     its rows, ``finish`` waits for its loss, ``stop`` ends it."""
 
-    def __init__(self, index: int, compute: Compute,
-                 single_threaded: Callable[[], contextlib.AbstractContextManager],
-                 workers: list[PartWorker]):
+    def __init__(self, index: int, compute: Compute, workers: list[PartWorker]):
         """Fork the process and append this worker to ``workers`` at once, so that whoever
         stops that list stops it, whatever interrupts the engine next."""
         requests_in, self.requests = os.pipe()
@@ -70,7 +68,7 @@ class PartWorker:
                               "OPENBLAS_NUM_THREADS=1 to train in one process without "
                               "workers.") from None
         if self.pid == 0:  # the worker: it never returns from here
-            _work(index, compute, single_threaded, requests_in, replies_out)
+            _work(index, compute, requests_in, replies_out)
         workers.append(self)
         os.close(requests_in)
         os.close(replies_out)
@@ -121,13 +119,16 @@ class PartWorker:
 
 class ForkedParts:
     """An engine's workers: the parts of a step after the first, one per worker, forked at the
-    first step that needs them and stopped by ``stop`` or with the engine (``owner``)."""
+    first step that needs them and stopped by ``stop`` or with the engine (``owner``). The
+    engine's process is inside ``single_threaded`` from before the first fork until they
+    stop, and the workers inherit it (``threads.hold_one_blas_thread``)."""
 
     def __init__(self, owner: object,
                  single_threaded: Callable[[], contextlib.AbstractContextManager]):
         self.single_threaded = single_threaded
         self.workers: list[PartWorker] = []
-        weakref.finalize(owner, _stop_all, self.workers)
+        self._held: contextlib.ExitStack | None = None  # single_threaded, while workers live
+        weakref.finalize(owner, self.stop)  # self holds nothing of the owner's
 
     def run(self, batch: np.ndarray, parts: list[slice], first: Callable[[slice], T],
             compute: Compute) -> tuple[T, list[tuple[float, int]]]:
@@ -136,8 +137,11 @@ class ForkedParts:
         compute with ``compute`` (held by them, not here, so that an engine passing its own
         method is not kept alive by its workers)."""
         try:
+            if self._held is None:
+                self._held = contextlib.ExitStack()
+                self._held.enter_context(self.single_threaded())
             while len(self.workers) < len(parts) - 1:
-                PartWorker(len(self.workers), compute, self.single_threaded, self.workers)
+                PartWorker(len(self.workers), compute, self.workers)
             busy = self.workers[:len(parts) - 1]
             for worker, part in zip(busy, parts[1:], strict=True):
                 worker.start(batch[part], len(batch))
@@ -148,7 +152,12 @@ class ForkedParts:
             raise
 
     def stop(self) -> None:
-        _stop_all(self.workers)
+        """Stop the workers, and give the engine's process back its threads."""
+        while self.workers:
+            self.workers.pop().stop()
+        if self._held is not None:
+            self._held.close()
+            self._held = None
 
 
 # This process's ends of every worker's pipes, of every engine: a new worker closes them all,
@@ -156,15 +165,7 @@ class ForkedParts:
 _ENGINE_ENDS: set[int] = set()
 
 
-def _stop_all(workers: list[PartWorker]) -> None:
-    """Stop every worker in the list, emptying it."""
-    while workers:
-        workers.pop().stop()
-
-
-def _work(index: int, compute: Compute,
-          single_threaded: Callable[[], contextlib.AbstractContextManager], requests: int,
-          replies: int) -> None:
+def _work(index: int, compute: Compute, requests: int, replies: int) -> None:
     """The worker process's life, from the fork to its exit: it never returns."""
     status = 1
     try:
@@ -172,8 +173,7 @@ def _work(index: int, compute: Compute,
         gc.freeze()  # the engine's objects: never traversed here, so their pages stay shared
         for fd in _ENGINE_ENDS:
             os.close(fd)
-        with single_threaded():
-            _serve(index, compute, requests, replies)
+        _serve(index, compute, requests, replies)
         status = 0
     finally:
         os._exit(status)  # no atexit handlers, no flushing the engine's buffers

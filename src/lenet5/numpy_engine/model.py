@@ -20,6 +20,8 @@ from ..hparams import OptimizerSpec
 from ..threads import (
     blas_threads_for,
     compute_workers,
+    hold_one_blas_thread,
+    is_shared,
     one_blas_thread,
     part_slices,
     run_parts,
@@ -248,10 +250,12 @@ class NumpyEngine:
                                   for _ in range(self.workers - 1)]
         self._pool = ThreadPoolExecutor(self.workers - 1) if self.workers > 1 else None
         self.processes = (can_fork() if processes is None else processes) and self.workers > 1
-        self._forked = ForkedParts(self, one_blas_thread)
+        self._forked = ForkedParts(self, hold_one_blas_thread)
         self._worker_grads = [{name: shared_empty(p.shape, p.dtype)  # where worker i writes
                                for name, p in self.net.params.items()}
                               for _ in range(self.workers - 1 if self.processes else 0)]
+        self.train_x: np.ndarray | None = None  # bound by bind_training_data
+        self.train_y: np.ndarray | None = None
         self._metrics = np.zeros(3)  # loss sum, correct, seen
 
     def _in_parts(self, n: int, compute: Callable[[NumpyNet, slice], object]) -> list:
@@ -279,7 +283,10 @@ class NumpyEngine:
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     def bind_training_data(self, x: np.ndarray, y: np.ndarray) -> None:
-        self._forked.stop()  # they read the images as they were: new ones will fork
+        """Workers read the arrays they were forked with: the same shared ones are read as
+        they are now, any others as they were then, so new workers fork for them."""
+        if not (x is self.train_x and y is self.train_y and is_shared(x) and is_shared(y)):
+            self._forked.stop()
         self.train_x, self.train_y = x, y
 
     def estimate_curvature(self, rows: np.ndarray) -> None:
@@ -295,11 +302,10 @@ class NumpyEngine:
             return train_part(net, self.train_x, self.train_y, batch[part], n)
 
         with blas_threads_for(n):
-            if self.processes and len(parts) > 1:
-                with one_blas_thread():
-                    first, rest = self._forked.run(batch, parts,
-                                                   lambda part: step_part(self.net, part),
-                                                   self._worker_part)
+            if self.processes and len(parts) > 1:  # on one BLAS thread while workers live
+                first, rest = self._forked.run(batch, parts,
+                                               lambda part: step_part(self.net, part),
+                                               self._worker_part)
                 results = [first, *[(loss, correct, self._worker_grads[i])
                                     for i, (loss, correct) in enumerate(rest)]]
             else:
