@@ -23,9 +23,11 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
+import select
 import signal
 import struct
 import sys
+import time
 import weakref
 from collections.abc import Callable
 from typing import TypeVar
@@ -36,6 +38,11 @@ from .errors import Lenet5Error
 
 REQUEST = struct.Struct("qq")  # the whole batch's size, the rows in this part (then the rows)
 REPLY = struct.Struct("dqq")  # loss summed over the part, images right, error text's length
+SPIN = 0.001
+"""Seconds a process polls a pipe before its read sleeps. A worker waits about 0.2 ms between
+two parts (the engine's update), the engine about 0.1 ms for a worker's part, and waking a
+sleeping process cost about as long again: polling made a step of 128 3-7% faster (40-step
+blocks alternated, 14 pairs twice, 2-core EPYC VM). The second core is idle meanwhile."""
 T = TypeVar("T")
 # compute(worker index, rows, batch size) -> (loss summed over the rows, images right),
 # having written the part's gradients where that worker's engine reads them
@@ -195,8 +202,16 @@ def _serve(index: int, compute: Compute, requests: int, replies: int) -> None:
         _write(replies, REPLY.pack(loss, correct, len(error)) + error)
 
 
+def _wait(fd: int) -> None:
+    """Poll ``fd`` for up to SPIN seconds before a read blocks on it."""
+    deadline = time.perf_counter() + SPIN
+    while not select.select([fd], [], [], 0)[0] and time.perf_counter() < deadline:
+        pass
+
+
 def _read(fd: int, size: int) -> bytearray | None:
     """Exactly ``size`` bytes from a pipe, or None where it closed first."""
+    _wait(fd)
     data = bytearray(size)
     view, got = memoryview(data), 0
     while got < size:
