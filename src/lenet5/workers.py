@@ -7,10 +7,12 @@ of every step on the engine's own parameters, which the engine keeps in shared m
 that the optimizer's in-place updates reach it; it writes its gradients into shared memory
 the engine gave it and sends back its loss through a pipe, which also carries the rows of
 each part. It reads the training images as they were at the fork, or, where they lie in
-shared memory (``threads.shared_empty``), as they are: an engine stops its workers whenever
-it is given new images. Nothing here knows an engine; the torch engine, measured with the
-same workers, gained nothing (a torch part ran slower in a worker), and keeps its threads
-(measurements: benchmarks/README.md).
+shared memory (``threads.shared_empty``), as they are now: an engine forks new workers when
+it is given other arrays, or a private array again. Nothing here knows an engine; the torch
+engine, measured
+with the same workers, gained nothing (two torch parts at once take about 1.3x as long as one
+alone, in threads or processes alike) and keeps its threads (measurements:
+benchmarks/README.md).
 
 The engine's process may have other threads when it forks (its inference pool, OpenBLAS's,
 a progress bar's, torch's OpenMP pool where torch is loaded too; Python 3.12 and later warn
