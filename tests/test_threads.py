@@ -38,44 +38,44 @@ def test_small_training_steps_run_on_one_blas_thread(monkeypatch):
     threads._blas_threads.cache_clear()
 
 
-def test_compute_workers_follow_blas_threads_unless_the_user_chose(monkeypatch):
+@pytest.fixture
+def two_blas_threads(monkeypatch):
+    """BLAS on two threads, no thread count in the environment (lenet5 then chooses)."""
     for name in THREAD_VARIABLES:
         monkeypatch.delenv(name, raising=False)
     threads._blas_threads.cache_clear()
     with threadpool_limits(2, user_api="blas"):
         if _blas_thread_counts() != {2}:
             pytest.skip("this BLAS cannot run two threads")
-        assert threads.compute_workers() == 2
-        with threadpool_limits(1, user_api="blas"):  # as `lenet5 sweep` runs each run
-            assert threads.compute_workers() == 1
-        monkeypatch.setenv("OMP_NUM_THREADS", "2")  # the user's own choice: BLAS threads only
-        threads._blas_threads.cache_clear()
-        assert threads.compute_workers() == 1
+        yield
     threads._blas_threads.cache_clear()
+
+
+def test_compute_workers_follow_blas_threads_unless_the_user_chose(two_blas_threads,
+                                                                   monkeypatch):
+    assert threads.compute_workers() == 2
+    with threadpool_limits(1, user_api="blas"):  # as `lenet5 sweep` runs each run
+        assert threads.compute_workers() == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")  # the user's own choice: BLAS threads only
+    threads._blas_threads.cache_clear()
+    assert threads.compute_workers() == 1
 
 
 @pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="counts threads in /proc")
-def test_a_held_blas_thread_survives_a_fork_without_restarting_blas(monkeypatch):
+def test_a_held_blas_thread_survives_a_fork_without_restarting_blas(two_blas_threads):
     """After a fork OpenBLAS has stopped its threads, and any change of its thread count starts
     them again (each spinning for work): inside the hold nothing changes it."""
-    for name in THREAD_VARIABLES:
-        monkeypatch.delenv(name, raising=False)
-    threads._blas_threads.cache_clear()
-    with threadpool_limits(2, user_api="blas"):
-        if _blas_thread_counts() != {2}:
-            pytest.skip("this BLAS cannot run two threads")
-        with threads.hold_one_blas_thread():
-            assert _blas_thread_counts() == {1} and threads.compute_workers() == 2
-            pid = os.fork()
-            if pid == 0:
-                os._exit(0)
-            os.waitpid(pid, 0)
-            running = len(list(Path("/proc/self/task").iterdir()))
-            with threads.one_blas_thread():
-                assert len(list(Path("/proc/self/task").iterdir())) == running
-            assert _blas_thread_counts() == {1}
-        assert _blas_thread_counts() == {2}
-    threads._blas_threads.cache_clear()
+    with threads.hold_one_blas_thread():
+        assert _blas_thread_counts() == {1} and threads.compute_workers() == 2
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0)
+        os.waitpid(pid, 0)
+        running = len(list(Path("/proc/self/task").iterdir()))
+        with threads.one_blas_thread():
+            assert len(list(Path("/proc/self/task").iterdir())) == running
+        assert _blas_thread_counts() == {1}
+    assert _blas_thread_counts() == {2}
 
 
 def test_run_parts_keeps_the_order_and_waits_for_every_part():
