@@ -1,8 +1,10 @@
-"""Shared fixtures: a tiny learnable dataset registered like MNIST, and real MNIST on demand."""
+"""Shared fixtures: a tiny learnable dataset registered like MNIST, real MNIST on demand, and a
+guard for tests of forked workers."""
 
 from __future__ import annotations
 
 import contextlib
+import gc
 import hashlib
 
 import numpy as np
@@ -115,3 +117,16 @@ def compute_threads(monkeypatch):
 
     yield limited
     threads._blas_threads.cache_clear()
+
+
+@pytest.fixture(autouse=True)
+def no_blas_hold_left():
+    """Each test ends with no engine holding BLAS on one thread (``threads.hold_one_blas_thread``)
+    for its workers: one a failed test's traceback keeps alive is collected here, so that it
+    does not hold on into the tests after it."""
+    yield
+    from lenet5 import threads
+
+    if threads._HOLD.count:
+        gc.collect()
+    assert not threads._HOLD.count, "an engine with worker processes outlived its test"

@@ -11,6 +11,7 @@ from lenet5.errors import Lenet5Error, TrainingDiverged
 from lenet5.files import read_metrics
 from lenet5.refusal import CALIBRATION_DIGITS
 from lenet5.training import TrainConfig, resume_config, train
+from lenet5.workers import can_fork
 
 
 def quiet(_: str) -> None:
@@ -258,6 +259,30 @@ def test_engine_is_given_each_epochs_inputs(synthetic_dataset, tmp_path, monkeyp
         assert len(bound) == 1  # the same inputs all along: copied once
     else:
         assert len(bound) == 3 and len(set(bound)) == 3  # fresh distortions every epoch
+
+
+@pytest.mark.skipif(not can_fork(), reason="worker processes are forked (Linux)")
+def test_a_run_forks_its_workers_once_and_trains_as_with_threads(synthetic_dataset, tmp_path,
+                                                                  monkeypatch):
+    """Each epoch's shifted inputs are written over the last epoch's shared array, and the
+    labels are shared too: the worker forked at the first step reads them all."""
+    from lenet5.numpy_engine import model
+    from lenet5.workers import PartWorker
+
+    monkeypatch.setattr(model, "compute_workers", lambda: 2)  # two parts of a batch of 128
+    forks = []
+    original = PartWorker.__init__
+    monkeypatch.setattr(PartWorker, "__init__", lambda self, *args: (
+        forks.append(1), original(self, *args))[1])
+    weights = []
+    for processes in (True, False):
+        monkeypatch.setattr(model, "can_fork", lambda p=processes: p)
+        run = train(config(synthetic_dataset, tmp_path / f"run-{processes}", epochs=3,
+                           batch_size=128, augment="shift"), log=quiet)
+        weights.append(checkpoint.load_model(run)[0])
+    assert len(forks) == 1
+    for name, w in weights[1].items():
+        np.testing.assert_array_equal(weights[0][name], w)
 
 
 def test_unknown_augmentation_is_named():

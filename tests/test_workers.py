@@ -2,6 +2,7 @@
 as threads give, and every way a worker can end."""
 
 import os
+import resource
 import signal
 import time
 from pathlib import Path
@@ -261,7 +262,47 @@ def test_rebinding_the_same_shared_arrays_keeps_the_workers(three_parts):
         engine.bind_training_data(x, y)
         assert [w.pid for w in engine._forked.workers] == pids
         engine.train_step(np.arange(100), 1e-3)
+        other_labels = shared_empty(y.shape, y.dtype)  # other arrays: other workers
+        other_labels[...] = rng.integers(0, 10, len(y))
+        engine.bind_training_data(x, other_labels)
+        assert not engine._forked.workers and not any(_alive(pid) for pid in pids)
+        engine.train_step(np.arange(100), 1e-3)
         engines.append(engine)
     threads, processes = engines
     for name, p in threads.net.params.items():
         np.testing.assert_array_equal(processes.net.params[name], p)
+
+
+def test_workers_read_their_pipes_above_descriptor_1023():
+    """A long-lived process (a server, a notebook) may hold many files: ``select`` cannot
+    wait on descriptors above 1023, ``poll`` can."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1100:
+        pytest.skip("cannot open 1,100 files here")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1100), hard))
+    held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1050)]
+    try:
+        worker = PartWorker(0, _sums, [])
+        assert min(worker.requests, worker.replies) > 1023
+        worker.start(np.arange(4), 1)
+        assert worker.finish() == (6.0, 4)
+        worker.stop()
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_two_engines_hold_one_blas_thread_until_both_stop(three_parts):
+    """Holds overlap in any order: BLAS stays on one thread while either engine has workers."""
+    x, y = _data()
+    with threadpool_limits(2, user_api="blas"):
+        first, second = _engine(True), _engine(True)
+        for engine in (first, second):
+            engine.bind_training_data(x, y)
+            engine.train_step(np.arange(100), 1e-3)
+        del engine, first  # the first holder goes first
+        assert _blas_threads() == {1}
+        second.train_step(np.arange(100), 1e-3)
+        del second
+        assert _blas_threads() == {2}

@@ -12,6 +12,7 @@ import contextlib
 import functools
 import mmap
 import os
+import threading
 import weakref
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
@@ -23,8 +24,6 @@ from threadpoolctl import ThreadpoolController
 
 # Where users set BLAS/OpenMP thread counts; where any is set, lenet5 leaves threads alone.
 THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
-# compute_workers() from before each hold_one_blas_thread block, innermost last
-_HELD: list[int] = []
 # Images per worker thread, at least: a batch smaller than twice this is computed in one
 # piece, the same way on any machine (smaller parts would also spend the cores on overheads).
 MIN_PART_IMAGES = 32
@@ -51,9 +50,23 @@ def one_blas_thread() -> contextlib.AbstractContextManager:
     GEMM differently on more threads, and the last bits of float32 results change, which
     20 passes of the 1998 network amplify into a different run."""
     controller = _blas_threads()
-    if controller is None or _HELD:  # the user's choice, or one thread already
+    if controller is None or _HOLD.count:  # the user's choice, or one thread already
         return contextlib.nullcontext()
     return controller.limit(limits=1, user_api="blas")
+
+
+class _Hold:
+    """The process's hold of one BLAS thread: how many holders, the workers ``compute_workers``
+    answered before the first, and the limit to lift after the last."""
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()  # a finalizer may stop workers inside a hold's update
+        self.count = 0
+        self.workers = 1
+        self.limiter: contextlib.AbstractContextManager | None = None
+
+
+_HOLD = _Hold()
 
 
 @contextlib.contextmanager
@@ -63,14 +76,29 @@ def hold_one_blas_thread() -> Iterator[None]:
     each then spinning for work for about 0.1 s on a core the processes need (the first dozen
     training steps after a fork took twice as long). Inside, ``one_blas_thread`` changes
     nothing, ``compute_workers`` answers what it did before, and forked processes inherit the
-    one thread without setting it."""
-    workers = compute_workers()
-    with one_blas_thread():
-        _HELD.append(workers)
-        try:
-            yield
-        finally:
-            _HELD.pop()
+    one thread without setting it. Holds may overlap in any order (two engines' workers): the
+    first sets one thread, the last lifts it, unless someone else changed it meanwhile."""
+    with _HOLD.lock:
+        if not _HOLD.count:
+            _HOLD.workers = compute_workers()
+            _HOLD.limiter = one_blas_thread()
+            _HOLD.limiter.__enter__()
+        _HOLD.count += 1
+    try:
+        yield
+    finally:
+        with _HOLD.lock:
+            _HOLD.count -= 1
+            if not _HOLD.count and _HOLD.limiter is not None:
+                limiter, _HOLD.limiter = _HOLD.limiter, None
+                if _blas_counts() == {1}:  # ours still: lift it
+                    limiter.__exit__(None, None, None)
+
+
+def _blas_counts() -> set[int]:
+    controller = _blas_threads()
+    return set() if controller is None else {
+        lib["num_threads"] for lib in controller.select(user_api="blas").info()}
 
 
 def blas_threads_for(batch_size: int) -> contextlib.AbstractContextManager:
@@ -86,13 +114,11 @@ def compute_workers() -> int:
     running BLAS on one thread; blocks of pictures): as many as BLAS would use now (one per
     core, or fewer where a caller limited it, as `lenet5 sweep` does for each of its runs);
     one where the user set a thread count."""
-    controller = _blas_threads()
-    if controller is None:
+    if _blas_threads() is None:
         return 1
-    if _HELD:
-        return _HELD[-1]
-    counts = [lib["num_threads"] for lib in controller.select(user_api="blas").info()]
-    return max(1, min(counts, default=1))
+    if _HOLD.count:
+        return _HOLD.workers
+    return max(1, min(_blas_counts(), default=1))
 
 
 def run_parts(pool: Executor, parts: list[slice], compute: Callable[[int, slice], T]

@@ -205,9 +205,12 @@ def _serve(index: int, compute: Compute, requests: int, replies: int) -> None:
 
 
 def _wait(fd: int) -> None:
-    """Poll ``fd`` for up to SPIN seconds before a read blocks on it."""
+    """Poll ``fd`` for up to SPIN seconds before a read blocks on it (``poll``, not
+    ``select``: it takes descriptors above 1023, which a process with many files open gets)."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
     deadline = time.perf_counter() + SPIN
-    while not select.select([fd], [], [], 0)[0] and time.perf_counter() < deadline:
+    while not poller.poll(0) and time.perf_counter() < deadline:
         pass
 
 

@@ -301,7 +301,7 @@ class NumpyEngine:
         def step_part(net: NumpyNet, part: slice) -> tuple[float, int, dict[str, np.ndarray]]:
             return train_part(net, self.train_x, self.train_y, batch[part], n)
 
-        with blas_threads_for(n):
+        with blas_threads_for(n):  # no limit where there are parts: 64 images or more
             if self.processes and len(parts) > 1:  # on one BLAS thread while workers live
                 first, rest = self._forked.run(batch, parts,
                                                lambda part: step_part(self.net, part),
