@@ -38,6 +38,11 @@ def _engine(processes, optimizer="adam"):
                        processes=processes)
 
 
+def _same_parameters(threads: NumpyEngine, processes: NumpyEngine) -> None:
+    for name, p in threads.net.params.items():
+        np.testing.assert_array_equal(processes.net.params[name], p)
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -119,8 +124,7 @@ def test_processes_train_as_threads_do_to_the_last_bit(three_parts, optimizer):
         engines.append(engine)
     threads, processes = engines
     assert len(processes._forked.workers) == 2 and not threads._forked.workers
-    for name, p in threads.net.params.items():
-        np.testing.assert_array_equal(processes.net.params[name], p)
+    _same_parameters(threads, processes)
     assert processes.take_train_metrics() == threads.take_train_metrics()
 
 
@@ -149,9 +153,7 @@ def test_a_rebinding_forks_workers_that_read_the_new_images(three_parts):
         assert not engine._forked.workers and not any(_alive(pid) for pid in before)
         engine.train_step(np.arange(100), 1e-3)
         engines.append(engine)
-    threads, processes = engines
-    for name, p in threads.net.params.items():
-        np.testing.assert_array_equal(processes.net.params[name], p)
+    _same_parameters(*engines)
 
 
 def test_a_killed_worker_is_one_sentence_and_the_next_step_forks_a_new_one(three_parts):
@@ -268,9 +270,7 @@ def test_rebinding_the_same_shared_arrays_keeps_the_workers(three_parts):
         assert not engine._forked.workers and not any(_alive(pid) for pid in pids)
         engine.train_step(np.arange(100), 1e-3)
         engines.append(engine)
-    threads, processes = engines
-    for name, p in threads.net.params.items():
-        np.testing.assert_array_equal(processes.net.params[name], p)
+    _same_parameters(*engines)
 
 
 def test_workers_read_their_pipes_above_descriptor_1023():
