@@ -43,8 +43,8 @@ REPLY = struct.Struct("dqq")  # loss summed over the part, images right, error t
 SPIN = 0.001
 """Seconds a process polls a pipe before its read sleeps. A worker waits about 0.2 ms between
 two parts (the engine's update), the engine about 0.1 ms for a worker's part, and waking a
-sleeping process cost about as long again: polling made a step of 128 3-7% faster (40-step
-blocks alternated, 14 pairs twice, 2-core EPYC VM). The second core is idle meanwhile."""
+sleeping process cost about as long again: polling made a step of 128 2-7% faster (40-step
+blocks alternated, 14 pairs, four times, 2-core EPYC VM). The second core is idle meanwhile."""
 T = TypeVar("T")
 # compute(worker index, rows, batch size) -> (loss summed over the rows, images right),
 # having written the part's gradients where that worker's engine reads them
