@@ -144,3 +144,7 @@ def test_shared_arrays_are_seen_across_a_fork_both_ways():
     os.waitpid(pid, 0)
     np.testing.assert_array_equal(shared, [[5, 5, 5], [6, 6, 6]])
     assert threads.shared_empty((0, 4), np.int64).shape == (0, 4)
+    copy = threads.shared_copy(np.arange(6).reshape(2, 3), np.float32)
+    assert threads.is_shared(copy) and copy.dtype == np.float32
+    np.testing.assert_array_equal(copy, [[0, 1, 2], [3, 4, 5]])
+    assert not threads.is_shared(copy[1:]) and threads.shared_copy(copy[1:]).dtype == np.float32

@@ -180,6 +180,13 @@ def shared_empty(shape: tuple[int, ...], dtype: npt.DTypeLike) -> np.ndarray:
     return array
 
 
+def shared_copy(array: np.ndarray, dtype: npt.DTypeLike | None = None) -> np.ndarray:
+    """A copy of ``array`` (as ``dtype``, its own by default) made by ``shared_empty``."""
+    copy = shared_empty(np.shape(array), dtype or np.asarray(array).dtype)
+    copy[...] = array
+    return copy
+
+
 def is_shared(array: np.ndarray) -> bool:
     """Whether ``array`` is one that ``shared_empty`` made (not a view of one)."""
     return _SHARED.get(id(array)) is array

@@ -47,7 +47,7 @@ from .hparams import (
 )
 from .model import Model
 from .refusal import CALIBRATION_DIGITS, METADATA_KEY, TARGET_ERROR, calibrate_model
-from .threads import over_blocks, shared_empty
+from .threads import over_blocks, shared_copy, shared_empty
 from .version import __version__
 
 Log = Callable[[str], None]
@@ -251,8 +251,7 @@ class EpochInputs:
         n = len(data.train_images)
         self.inputs = shared_empty((n, 1, *[28 + 2 * data.normalization["pad"]] * 2),
                                    np.float32)
-        self.labels = shared_empty(data.train_labels.shape, data.train_labels.dtype)
-        self.labels[...] = data.train_labels
+        self.labels = shared_copy(data.train_labels)
         if config.augment == "none":  # every epoch reads the same inputs
             self._prepare(lambda part: data.train_images[part])
             engine.bind_training_data(self.inputs, self.labels)

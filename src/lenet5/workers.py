@@ -45,6 +45,8 @@ SPIN = 0.001
 two parts (the engine's update), the engine about 0.1 ms for a worker's part, and waking a
 sleeping process cost about as long again: polling made a step of 128 2-7% faster (40-step
 blocks alternated, 14 pairs, four times, 2-core EPYC VM). The second core is idle meanwhile."""
+IN_ONE_PROCESS = "set OPENBLAS_NUM_THREADS=1 to train in one process without workers"
+"""The advice every error of a worker ends with."""
 T = TypeVar("T")
 # compute(worker index, rows, batch size) -> (loss summed over the rows, images right),
 # having written the part's gradients where that worker's engine reads them
@@ -73,9 +75,8 @@ class PartWorker:
             _ENGINE_ENDS.difference_update((self.requests, self.replies))
             for fd in (requests_in, self.requests, self.replies, replies_out):
                 os.close(fd)
-            raise Lenet5Error(f"could not start a training worker process ({exc}); set "
-                              "OPENBLAS_NUM_THREADS=1 to train in one process without "
-                              "workers.") from None
+            raise Lenet5Error(f"could not start a training worker process ({exc}); "
+                              f"{IN_ONE_PROCESS}.") from None
         if self.pid == 0:  # the worker: it never returns from here
             _work(index, compute, requests_in, replies_out)
         workers.append(self)
@@ -100,8 +101,7 @@ class PartWorker:
         if length:
             error = (_read(self.replies, length) or b"").decode(errors="replace")
             raise Lenet5Error(f"the training worker process failed in a training step "
-                              f"({error}); set OPENBLAS_NUM_THREADS=1 to train in one process, "
-                              "which shows where.")
+                              f"({error}); {IN_ONE_PROCESS}, which shows where.")
         return loss, correct
 
     def _ended(self) -> Lenet5Error:
@@ -112,8 +112,7 @@ class PartWorker:
         how = f"killed by signal {-code}" if code < 0 else f"exit status {code}"
         return Lenet5Error(f"the training worker process {pid} ended ({how}) during a training "
                            "step; go on from the last finished epoch with `lenet5 train "
-                           "--resume RUN_DIR`, or set OPENBLAS_NUM_THREADS=1 to train in one "
-                           "process without workers.")
+                           f"--resume RUN_DIR`, or {IN_ONE_PROCESS}.")
 
     def stop(self) -> None:
         """End the process now, wherever it is, and reap it."""

@@ -25,6 +25,7 @@ from ..threads import (
     one_blas_thread,
     part_slices,
     run_parts,
+    shared_copy,
     shared_empty,
 )
 from ..workers import ForkedParts, can_fork
@@ -198,14 +199,6 @@ def keep_freed_memory() -> bool:
     return bool(mallopt(m_mmap_threshold, 32 << 20)) and bool(mallopt(m_trim_threshold, 256 << 20))
 
 
-def _in_shared_memory(params: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """float32 copies of ``params`` in shared memory (``threads.shared_empty``)."""
-    shared = {name: shared_empty(np.shape(p), np.float32) for name, p in params.items()}
-    for name, p in params.items():
-        shared[name][...] = p
-    return shared
-
-
 def train_part(net: NumpyNet, x: np.ndarray, y: np.ndarray, rows: np.ndarray,
                batch_size: int) -> tuple[float, int, dict[str, np.ndarray]]:
     """(loss summed over the part's images, how many it got right, gradients) for the
@@ -243,7 +236,8 @@ class NumpyEngine:
                  optimizer: OptimizerSpec | None = None, processes: bool | None = None):
         keep_freed_memory()
         self.arch = arch
-        self.net = NumpyNet(arch, _in_shared_memory(params), share=True)  # workers see updates
+        self.net = NumpyNet(arch, {k: shared_copy(v, np.float32) for k, v in params.items()},
+                            share=True)  # in shared memory: workers see every update
         self.optimizer = Optimizer(optimizer or OptimizerSpec(), self.net.params)
         self.workers = compute_workers()
         self.nets = [self.net] + [NumpyNet(arch, self.net.params, share=True)
