@@ -8,6 +8,7 @@ from lenet5.data.glyphs import (
     GLYPHS,
     PRINT_CANVAS,
     PRINTED,
+    PRINTED_LOOKALIKES,
     WIDTH,
     WOBBLE,
     _handwritten,
@@ -18,11 +19,17 @@ from lenet5.data.glyphs import (
 from lenet5.data.nondigits import draw
 
 DIGIT_LIKE = set("0123456789ODQIJlijSsZzBGbgq")
-"""Marks a digit can pass for: taught to refuse them, a network would refuse those digits."""
+"""Marks a handwritten digit can pass for: taught to refuse them, a network would refuse those
+digits."""
+DIGIT_TWINS = set("0123456789OoIilJj")
+"""Marks even a printed one looks like."""
 
 
 def test_no_glyph_is_a_digit_or_looks_like_one():
-    assert not DIGIT_LIKE & set(GLYPHS) and not DIGIT_LIKE & set(PRINTED)
+    assert not DIGIT_LIKE & set(GLYPHS)
+    assert not DIGIT_TWINS & set(PRINTED)
+    assert set(PRINTED) - set(GLYPHS) - set(PRINTED_LOOKALIKES) == set("cpvwx")
+    assert set(PRINTED_LOOKALIKES) <= DIGIT_LIKE
     assert set(GLYPHS) <= set(PRINTED) and len(set(PRINTED)) == len(PRINTED)
 
 
