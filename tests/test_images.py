@@ -323,6 +323,34 @@ def test_an_image_without_a_digit_is_refused(picture):
         preprocess_image(picture, name="drawing.png")
 
 
+def shaded_sheet(depth: float, ink: float = 0.0) -> np.ndarray:
+    """A (300, 240) photo of a sheet whose right edge lies in a shade `depth` deep (a steeper
+    fall of the light than the paper model follows), with two specks and, where `ink` > 0, a
+    bar of a 1 that much darker than the paper in the middle."""
+    y, x = np.mgrid[0:300, 0:240].astype(np.float64)  # (300, 240) each
+    sheet = 0.88 - 0.03 * y / 300
+    sheet -= depth * np.clip((x - 190) / 50, 0, 1) ** 1.5 * np.clip(1 - abs(y - 150) / 120, 0, 1)
+    sheet += np.random.default_rng(0).normal(0, 0.004, sheet.shape)
+    for row, col in ((60, 50), (250, 120)):
+        sheet[row - 1:row + 2, col - 1:col + 2] = 0.2
+    sheet[70:230, 100:116] -= ink
+    return np.rint(255 * sheet.clip(0, 1)).astype(np.uint8)
+
+
+@pytest.mark.parametrize("depth", [0.12, 0.18])
+def test_the_shade_at_a_sheets_edge_is_not_ink(depth):
+    """It had read as a 1 (MIN_EDGE_CONTRAST); ink as faint as the shade, away from the edge,
+    and ink at the edge as dark as a pen's, still count."""
+    with pytest.raises(ImageError, match="^sheet.png contains no digit: "):
+        preprocess_image(shaded_sheet(depth), name="sheet.png")
+    faint = preprocess_image(shaded_sheet(depth, ink=depth))  # (28, 28)
+    assert np.count_nonzero(faint > 127) >= 40 and faint[:, :10].max() == 0  # the upright bar
+    for level in (40, 160):  # a bar cut by the edge: a pen's, and a pencil's 0.25 deep
+        cut = shaded_sheet(0.0)
+        cut[40:260, 200:] = level
+        assert np.count_nonzero(preprocess_image(cut) > 127) >= 40
+
+
 def test_a_blank_file_names_the_file(tmp_path):
     file = tmp_path / "white.png"
     file.write_bytes(png(np.full((80, 80), 255, dtype=np.uint8)))
