@@ -37,9 +37,9 @@ pytest.importorskip("fastapi", reason="the web extra is not installed")
 SEVEN = [[(0.28, 0.22), (0.72, 0.22), (0.44, 0.82)]]  # one stroke, 0-1 canvas coordinates
 ONE = [[(0.52, 0.18), (0.48, 0.82)]]
 HATCHING = [[(0.18 + 0.13 * i, 0.15), (0.18 + 0.13 * i, 0.85)] for i in range(6)]
-"""Six parallel strokes, closer than digits are ever written side by side. (Eight, 0.08 of the
-canvas apart, the fixture's weak model read as 188 once printed lookalikes joined its
-non-digits: a model reads hatching as 1s, which are crowded, or as 8s, which may not be.)"""
+"""Six parallel strokes, closer than digits are ever written side by side, that the fixture's
+weak model reads as crowded 1s. (It read eight strokes 0.08 apart as 188: two or three
+strokes as one 8, whose centres stand farther apart.)"""
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,9 @@ classes (the RBF network: to stay far from every centre) on these, and keeps its
 
 Three families of non-digits:
 
-- writing that is not digits: letters and signs no digit looks like, handwritten and printed
-  (`data.glyphs`), whole or cut in pieces as a segmenter cuts touching ink;
+- writing that is not digits: letters and signs, handwritten and printed, none that a digit
+  can pass for in that hand (`data.glyphs`), whole or cut in pieces as a segmenter cuts
+  touching ink;
 - marks: random pen strokes, smooth scribbles, hatching, polygon outlines, blots: what else
   people write or leave on paper;
 - junk cut from real digits written side by side: the window over parts of two neighbours (a
