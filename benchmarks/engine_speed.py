@@ -93,7 +93,8 @@ def layer_flops(layer, x_shape: tuple, y_shape: tuple) -> tuple[float, float, fl
     rows = layer.rows_per_gemm_row
     gemm = (2 * (n * ho * wo // (rows * block)) * ((rows + k - 1) * (block + k - 1) * in_ch)
             * (rows * block * out_ch))
-    input_grad = 2 * n * ho * (wo * out_ch) * (k * w * in_ch)  # on the whole width's band
+    b = L.input_grad_block(wo, k)  # its band's columns
+    input_grad = 2 * n * ho * (wo // b) * (b * out_ch) * (k * (b + k - 1) * in_ch)
     if layer.needs_input_grad:
         return fwd, 2 * fwd, gemm, gemm + input_grad
     return fwd, fwd, gemm, gemm

@@ -287,6 +287,13 @@ def test_conv_in_blocks_of_columns(rng, block):
     assert max(errors.values()) < TOL, errors
 
 
+def test_input_grad_block_is_the_narrowest_divisor_as_wide_as_the_kernel():
+    assert L.input_grad_block(10, 5) == 5  # lenet5's C3: two blocks
+    assert L.input_grad_block(24, 5) == 6
+    assert L.input_grad_block(7, 5) == 7  # nothing narrower divides it: the whole width
+    assert L.input_grad_block(1, 5) == 1  # the 1998 C5 (it computes no input gradient)
+
+
 def test_gemm_block_is_the_narrowest_band_with_enough_columns():
     assert L.gemm_block(28, 6, split=2) == 14  # lenet5's C1 one row per GEMM row: 84 columns
     # (4 gives 24); gemm_layout takes 2 rows of 4 instead
