@@ -95,11 +95,11 @@ def gemm_block(out_width: int, out_channels: int, split: int = 1) -> int:
 
 def input_grad_block(out_width: int, kernel: int) -> int:
     """The output columns per GEMM row of a convolution's input gradient: the fewest that
-    divide the width and are at least the kernel's, the whole width where none is. Its band
-    wastes k/(b+k-1) of its products, where the whole width's wastes more; past that, narrower
-    blocks add more scatter-adds than they save. lenet5's C3 (10 wide, k 5) takes 5: on 64
-    images, one thread, 0.62 ms instead of 0.79 with the Haswell kernels, 0.42 instead of
-    0.49 with SkylakeX's (2 columns: 0.69 and 0.53)."""
+    divide the width and are at least the kernel's (the whole width where it is narrower).
+    Its band multiplies k/(b+k-1) of its products by weights (lenet5's C3, 10 wide, k 5: 5 of
+    9 in blocks of 5, 5 of 14 on the whole width); narrower blocks add more scatter-adds than
+    they save. C3's input gradient on 64 images, one thread: 0.62 ms instead of 0.79 with the
+    Haswell kernels, 0.42 instead of 0.49 with SkylakeX's (blocks of 2: 0.69 and 0.53)."""
     return min((b for b in range(kernel, out_width + 1) if out_width % b == 0),
                default=out_width)
 
@@ -284,7 +284,7 @@ class Conv(Layer):
         ho, wo = grad.shape[1:3]
         b = input_grad_block(wo, k)
         drows = (grad.reshape(n * ho * (wo // b), b * out_ch) @ self._toeplitz(w, b, 1).T
-                 ).reshape(n, ho, wo // b, k, b + k - 1, in_ch)
+                 ).reshape(n, ho, wo // b, k, b + k - 1, in_ch)  # (N, Ho, Wo/b, k, b+k-1, C)
         dx = np.zeros(self.in_shape, dtype=grad.dtype)  # (N, H, W, C)
         for i in range(k):  # scatter-add each kernel row's slice of each block
             for j in range(wo // b):
