@@ -7,14 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from threadpoolctl import threadpool_info, threadpool_limits
+from blas import blas_thread_counts
+from threadpoolctl import threadpool_limits
 
 from lenet5 import threads
 from lenet5.threads import THREAD_VARIABLES
-
-
-def _blas_thread_counts() -> set[int]:
-    return {lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"}
 
 
 def test_small_training_steps_run_on_one_blas_thread(monkeypatch):
@@ -22,19 +19,19 @@ def test_small_training_steps_run_on_one_blas_thread(monkeypatch):
         monkeypatch.delenv(name, raising=False)
     threads._blas_threads.cache_clear()
     with threadpool_limits(2, user_api="blas"):  # as on a 2-core machine, whatever this one is
-        if _blas_thread_counts() != {2}:
+        if blas_thread_counts() != {2}:
             pytest.skip("this BLAS cannot run two threads")
         with threads.blas_threads_for(16):
-            assert _blas_thread_counts() == {1}
-        assert _blas_thread_counts() == {2}  # restored after the step
+            assert blas_thread_counts() == {1}
+        assert blas_thread_counts() == {2}  # restored after the step
         with threads.blas_threads_for(threads.ONE_BLAS_THREAD_BELOW):
-            assert _blas_thread_counts() == {2}
+            assert blas_thread_counts() == {2}
         with threads.one_blas_thread():  # SDLM's curvature pass, whatever the batch size
-            assert _blas_thread_counts() == {1}
+            assert blas_thread_counts() == {1}
         monkeypatch.setenv("OPENBLAS_NUM_THREADS", "2")  # the user's own choice wins
         threads._blas_threads.cache_clear()
         with threads.blas_threads_for(16):
-            assert _blas_thread_counts() == {2}
+            assert blas_thread_counts() == {2}
     threads._blas_threads.cache_clear()
 
 
@@ -45,7 +42,7 @@ def two_blas_threads(monkeypatch):
         monkeypatch.delenv(name, raising=False)
     threads._blas_threads.cache_clear()
     with threadpool_limits(2, user_api="blas"):
-        if _blas_thread_counts() != {2}:
+        if blas_thread_counts() != {2}:
             pytest.skip("this BLAS cannot run two threads")
         yield
     threads._blas_threads.cache_clear()
@@ -66,7 +63,7 @@ def test_a_held_blas_thread_survives_a_fork_without_restarting_blas(two_blas_thr
     """After a fork OpenBLAS has stopped its threads, and any change of its thread count starts
     them again (each spinning for work): inside the hold nothing changes it."""
     with threads.hold_one_blas_thread():
-        assert _blas_thread_counts() == {1} and threads.compute_workers() == 2
+        assert blas_thread_counts() == {1} and threads.compute_workers() == 2
         pid = os.fork()
         if pid == 0:
             os._exit(0)
@@ -74,8 +71,8 @@ def test_a_held_blas_thread_survives_a_fork_without_restarting_blas(two_blas_thr
         running = len(list(Path("/proc/self/task").iterdir()))
         with threads.one_blas_thread():
             assert len(list(Path("/proc/self/task").iterdir())) == running
-        assert _blas_thread_counts() == {1}
-    assert _blas_thread_counts() == {2}
+        assert blas_thread_counts() == {1}
+    assert blas_thread_counts() == {2}
 
 
 def test_run_parts_keeps_the_order_and_waits_for_every_part():

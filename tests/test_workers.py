@@ -9,7 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from threadpoolctl import threadpool_info, threadpool_limits
+from blas import blas_thread_counts
+from threadpoolctl import threadpool_limits
 
 from lenet5.arch import LENET5, init_params
 from lenet5.errors import Lenet5Error
@@ -225,9 +226,6 @@ def test_workers_hold_no_other_worker_s_pipes(three_parts):
         assert _pipes_held(worker.pid) & every_pipe == _pipes(worker)
 
 
-def _blas_threads() -> set[int]:
-    return {lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"}
-
 
 def test_the_engine_computes_on_one_blas_thread_while_it_has_workers(three_parts):
     """OpenBLAS stops its threads at a fork and starts them again (each spinning for work) when
@@ -238,13 +236,13 @@ def test_the_engine_computes_on_one_blas_thread_while_it_has_workers(three_parts
         engine.bind_training_data(x, y)
         engine.train_step(np.arange(100), 1e-3)
         engine.train_step(np.arange(100), 1e-3)
-        assert _blas_threads() == {1}
+        assert blas_thread_counts() == {1}
         engine.bind_training_data(x.copy(), y)  # new arrays: the workers stop
-        assert _blas_threads() == {2}
+        assert blas_thread_counts() == {2}
         engine.train_step(np.arange(100), 1e-3)
-        assert _blas_threads() == {1}
+        assert blas_thread_counts() == {1}
         del engine
-        assert _blas_threads() == {2}
+        assert blas_thread_counts() == {2}
 
 
 def test_rebinding_the_same_shared_arrays_keeps_the_workers(three_parts):
@@ -302,7 +300,7 @@ def test_two_engines_hold_one_blas_thread_until_both_stop(three_parts):
             engine.bind_training_data(x, y)
             engine.train_step(np.arange(100), 1e-3)
         del engine, first  # the first holder goes first
-        assert _blas_threads() == {1}
+        assert blas_thread_counts() == {1}
         second.train_step(np.arange(100), 1e-3)
         del second
-        assert _blas_threads() == {2}
+        assert blas_thread_counts() == {2}
