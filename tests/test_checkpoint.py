@@ -98,6 +98,18 @@ def test_unknown_architecture_is_refused(tmp_path):
         checkpoint.load_model(path)
 
 
+def test_a_variant_the_architecture_lacks_is_one_sentence(tmp_path):
+    path = tmp_path / "model.safetensors"
+    checkpoint.save_model(path, init_params(LENET5, 0), {**META, "arch": "lenet5-1998",
+                                                         "pool": "max"})
+    with pytest.raises(ModelFileError) as info:
+        checkpoint.load_model(path)
+    assert str(info.value) == (
+        f"{path} names a variant of lenet5-1998 that this lenet5 does not know (--pool max is "
+        "a variant of lenet5 only; lenet5-1998 has its own (subsample)); pass a file written "
+        "by `lenet5 train`, or upgrade lenet5 if a newer one wrote it.")
+
+
 def test_nan_weights_are_refused(tmp_path):
     path = tmp_path / "model.safetensors"
     params = init_params(LENET5, 0)

@@ -209,10 +209,14 @@ def test_missing_onnx_file_is_named(tmp_path):
         load(tmp_path / "nothing.onnx", engine="onnx")
 
 
-def test_onnx_file_with_another_engine_points_to_engine_onnx(exported):
-    _, onnx_path = exported
-    with pytest.raises(Lenet5Error, match="is an ONNX file; run it with --engine onnx"):
-        load(onnx_path, engine="numpy")
+def test_onnx_file_runs_in_onnx_unless_another_engine_is_named(exported):
+    model_path, onnx_path = exported
+    assert load(onnx_path).engine.name == "onnx"  # the engine follows the file
+    assert load(model_path).engine.name == "numpy"
+    for engine in ("numpy", "torch"):
+        with pytest.raises(Lenet5Error, match=f"is an ONNX file, which the {engine} engine "
+                                              "does not read; run it with the onnx engine"):
+            load(onnx_path, engine=engine)
 
 
 def test_onnx_engine_cannot_train_or_use_cuda(exported):
@@ -281,13 +285,23 @@ def test_cli_predict_with_engine_onnx(tmp_path, capsys):
     Image.fromarray(255 - image).save(tmp_path / "one.png")  # dark ink on paper, as photographed
     capsys.readouterr()
     predictions = {}
-    for engine, source in (("numpy", model_path), ("onnx", out)):
-        assert cli.main(["predict", str(source), str(tmp_path / "one.png"), "--engine", engine,
+    for engine, source in (("numpy", model_path), ("onnx", out), (None, out)):
+        flags = [] if engine is None else ["--engine", engine]  # None: onnx, from the suffix
+        assert cli.main(["predict", str(source), str(tmp_path / "one.png"), *flags,
                          "--json"]) == 0
         [predictions[engine]] = json.loads(capsys.readouterr().out)
+    assert predictions[None] == predictions["onnx"]
     assert predictions["onnx"]["label"] == predictions["numpy"]["label"]
     assert predictions["onnx"]["confidence"] == pytest.approx(predictions["numpy"]["confidence"],
                                                               abs=1e-5)
+
+
+def test_cli_serve_of_an_onnx_file_asks_for_the_model_file(tmp_path, capsys):
+    pytest.importorskip("uvicorn", reason="the web extra is not installed")
+    assert cli.main(["serve", str(tmp_path / "m.onnx")]) == 1
+    err = capsys.readouterr().err
+    assert "is an ONNX file; `lenet5 serve` runs models in the numpy or torch engine" in err
+    assert err.count("\n") == 1
 
 
 def test_cli_evaluate_of_a_corrupt_onnx_file_fails_with_one_sentence(tmp_path, capsys):

@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+from PIL import Image
 
 import lenet5
 from lenet5 import checkpoint, pretrained
@@ -108,6 +109,20 @@ def test_predict_reads_its_first_argument_as_the_model_only_when_it_names_one(tm
     mistyped = str(tmp_path / "runs" / "mine")  # no such run: an error that names it
     assert _model_and_images([mistyped, "a.png"]) == (mistyped, ["a.png"])
     assert main(["predict", mistyped, str(photos)]) == 1
+
+
+def test_predict_with_a_run_killed_in_its_first_epoch_says_so(tmp_path, capsys):
+    """A run directory with no model yet is the model argument, not a folder of pictures
+    that the pretrained model would answer for without a word."""
+    killed = tmp_path / "killed"
+    killed.mkdir()
+    (killed / "config.json").write_text("{}")
+    Image.new("L", (28, 28), 255).save(tmp_path / "a.png")
+    assert main(["predict", str(killed), str(tmp_path / "a.png")]) == 1
+    out, err = capsys.readouterr()
+    assert not out and err.count("\n") == 1
+    assert (f"no model at {killed} yet: its training has not finished an epoch; if it stopped, "
+            f"resume it with `lenet5 train --resume {killed}`.") in err
 
 
 def test_export_without_a_model_writes_it(tmp_path, capsys):

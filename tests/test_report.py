@@ -145,3 +145,13 @@ def test_a_run_stopped_before_its_only_test_pass_still_reports(synthetic_dataset
     written = write_report(run, log=lambda _: None)
     assert_picture(written[0])
     assert "final test loss" not in (run / PAGE).read_text()
+
+
+def test_a_part_pass_is_reported_at_the_epochs_trained(synthetic_dataset, tmp_path):
+    """--epochs 1.5 ends on half a pass, the second metrics row: the page says 1.5 epochs."""
+    config = TrainConfig(dataset=synthetic_dataset, epochs=1.5, batch_size=32,
+                         out=str(tmp_path / "run"))
+    run = train(config, log=lambda _: None, progress=False)
+    written = write_report(run, log=lambda _: None)
+    assert_picture(written[0])
+    assert "<tr><td>epochs</td><td>1.5</td></tr>" in (run / PAGE).read_text()

@@ -3,6 +3,7 @@
 import dataclasses
 import importlib.util
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -46,7 +47,7 @@ def test_settings_are_every_combination_in_order():
     ("colour=red", "'colour' is not a train option"),
     ("pool=max,mean", "'mean' is not a valid pool"),
     ("lr=fast", "'fast' is not a valid lr"),
-    ("seed=1,2", "is not a train option"),
+    ("seed=1,2", "seeds are not a grid axis; give their count, --seeds N"),
     ("pool=", "give values after"),
 ])
 def test_bad_grid_items_are_one_sentence(grid, message, capsys, tmp_path):
@@ -158,3 +159,11 @@ def test_the_same_runs_locally_and_on_a_two_node_ray_cluster(mnist, tmp_path):
                      for row in read_metrics(tmp_path / "local" / run)]
             assert strip == [{k: v for k, v in row.items() if k != "seconds"}
                              for row in read_metrics(tmp_path / "ray" / run)]
+
+
+def test_ray_missing_is_said_before_anything_else(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` fails
+    said = []
+    with pytest.raises(Lenet5Error, match=r"--ray needs Ray .*pip install -e '\.\[cluster\]'"):
+        run_sweep(TrainConfig(), {}, 1, tmp_path, ray_address="auto", log=said.append)
+    assert said == [] and not any(tmp_path.iterdir())

@@ -28,7 +28,8 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescription
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        return text if "default" in text else super()._get_help_string(action)
+        stated = "default" in text or action.required
+        return text if stated else super()._get_help_string(action)
 
 
 def _emit_json(document: object) -> None:
@@ -57,16 +58,22 @@ def _command(sub: Subparsers, name: str, help: str, **kw) -> argparse.ArgumentPa
 def _engine_flags(parser: argparse.ArgumentParser, inference: bool = False,
                   unset: bool = False) -> None:
     """``unset``: the defaults are None (the help still states them), so that the command can
-    tell a flag given from one left out."""
+    tell a flag given from one left out. ``inference``: the onnx engine too, and by default
+    the engine ``model.load`` picks for the file (None)."""
     from .engine import ENGINES, INFERENCE_ENGINES
     from .hparams import DEVICES
     from .training import TrainConfig
 
     engine, device = TrainConfig.engine, TrainConfig.device
-    parser.add_argument("--engine", choices=INFERENCE_ENGINES if inference else ENGINES,
-                        default=None if unset else engine, help="engine that computes" + (
-                            "; onnx runs the model (or an exported .onnx file) in onnxruntime"
-                            if inference else "") + (f" (default: {engine})" if unset else ""))
+    if inference:
+        parser.add_argument("--engine", choices=INFERENCE_ENGINES, default=None,
+                            help="engine that computes; onnx runs the model (or an exported "
+                            f".onnx file) in onnxruntime (default: {engine}; onnx for an "
+                            ".onnx file)")
+    else:
+        parser.add_argument("--engine", choices=ENGINES, default=None if unset else engine,
+                            help="engine that computes"
+                            + (f" (default: {engine})" if unset else ""))
     parser.add_argument("--device", choices=DEVICES, default=None if unset else device,
                         help="torch engine device; auto picks CUDA, else Apple silicon's MPS, "
                         "else the CPU"
@@ -87,8 +94,8 @@ def _dataset_flags(parser: argparse.ArgumentParser, default: str | None,
 def _model_argument(parser: argparse.ArgumentParser) -> None:
     from .files import MODEL_FILE
 
-    parser.add_argument("model", help=f"{MODEL_FILE}, a run directory, or (with --engine "
-                        "onnx) an .onnx file")
+    parser.add_argument("model", help=f"{MODEL_FILE}, a run directory, or an .onnx file "
+                        "(run in onnxruntime)")
 
 
 def _reject_flag(parser: argparse.ArgumentParser) -> None:
@@ -405,7 +412,10 @@ def _parse_grid(parser: argparse.ArgumentParser, items: list[str]) -> dict[str, 
     for item in items:
         key, _, values = item.partition("=")
         field = key.strip().lstrip("-").replace("-", "_")
-        if field in ("seed", "out", "recipe") or field not in TrainConfig.__dataclass_fields__:
+        if field == "seed":
+            raise Lenet5Error(f"--grid {item}: seeds are not a grid axis; give their count, "
+                              "--seeds N (seeds 0 to N-1).")
+        if field in ("out", "recipe") or field not in TrainConfig.__dataclass_fields__:
             raise Lenet5Error(f"--grid {item}: {key!r} is not a train option; use e.g. "
                               "pool=max,avg or lr=1e-3,3e-3.")
         if not values:
@@ -545,11 +555,13 @@ def _model_and_images(inputs: list[str]) -> tuple[str, list[str]]:
 
 
 def _names_a_model(path: Path) -> bool:
-    """Whether a path is a model file or a run directory holding one."""
-    from .files import MODEL_FILE
+    """Whether a path is a model file or a run directory: one with no model yet (killed in
+    its first epoch) is the model argument too, so that loading it says so, not read as a
+    folder of pictures that the pretrained model answers."""
+    from .files import CONFIG_FILE, MODEL_FILE
 
-    return (path.is_dir() and (path / MODEL_FILE).is_file()) or \
-        path.suffix.lower() in (".safetensors", ".onnx")
+    return (path.is_dir() and any((path / name).is_file() for name in (MODEL_FILE, CONFIG_FILE))
+            or path.suffix.lower() in (".safetensors", ".onnx"))
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -735,6 +747,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise Lenet5Error(f"--workers must be at least 1, got {workers}.")
     check_threshold(args.reject_threshold)
     model = args.model or newest_run() or pretrained.NAME
+    if Path(model).suffix.lower() == ".onnx":
+        raise Lenet5Error(f"{model} is an ONNX file; `lenet5 serve` runs models in the numpy "
+                          "or torch engine: give the model's .safetensors file or its run "
+                          "directory.")
     load(model, engine=args.engine, device=args.device)  # a bad model fails here, not in workers
     sock = listen(args.host, args.port)
     host, port = sock.getsockname()[:2]

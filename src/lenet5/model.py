@@ -67,9 +67,12 @@ class Model:
         return self.engine.feature_maps(self.inputs(images))
 
 
-def load(path: str | Path, engine: str = "numpy", device: str = "auto") -> Model:
+def load(path: str | Path, engine: str | None = None, device: str = "auto") -> Model:
     """Load ``model.safetensors`` (or a run directory holding one) into either engine; with
-    ``engine="onnx"`` run it, or a file from `lenet5 export`, through onnxruntime."""
+    ``engine="onnx"`` run it, or a file from `lenet5 export`, through onnxruntime. The engine
+    by default: onnx for an ``.onnx`` file, else numpy."""
+    if engine is None:
+        engine = "onnx" if Path(path).suffix.lower() == ".onnx" else "numpy"
     if engine == "onnx":
         from .onnx_engine import load_onnx
         from .onnx_graph import RAW_PIXELS
@@ -77,8 +80,9 @@ def load(path: str | Path, engine: str = "numpy", device: str = "auto") -> Model
         graph, metadata = load_onnx(path, device)
         return Model(graph, metadata, RAW_PIXELS)
     if Path(path).suffix.lower() == ".onnx":
-        raise Lenet5Error(f"{path} is an ONNX file; run it with --engine onnx "
-                          "(engine='onnx' in Python).")
+        raise Lenet5Error(f"{path} is an ONNX file, which the {engine} engine does not read; "
+                          "run it with the onnx engine (--engine onnx; engine='onnx' in "
+                          "Python), or give the model's .safetensors file.")
     params, metadata = checkpoint.load_model(path)
     net = make_engine(engine, arch_of(metadata), params, device=device)
     return Model(net, metadata)

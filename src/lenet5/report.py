@@ -63,9 +63,12 @@ def save_figure(fig: Figure, path: Path) -> Path:
 
 # --- curves -------------------------------------------------------------------------------
 
-def plot_curves(metrics: list[dict], path: Path, title: str) -> Path:
-    """Loss (left) and accuracy (right) by epoch."""
-    epochs = [row["epoch"] for row in metrics]
+def plot_curves(metrics: list[dict], path: Path, title: str,
+                epochs_trained: float | None = None) -> Path:
+    """Loss (left) and accuracy (right) by epoch; a last pass that was a part of one (2.5
+    epochs: the third row) at the epochs trained."""
+    epochs = [row["epoch"] if epochs_trained is None else min(row["epoch"], epochs_trained)
+              for row in metrics]
     fig = new_figure(11, 4.2)
     loss_ax, acc_ax = fig.subplots(1, 2)
     series = (
@@ -85,7 +88,7 @@ def plot_curves(metrics: list[dict], path: Path, title: str) -> Path:
     tested = [row for row in metrics if "test_acc" in row]  # --no-test-each-epoch: the last
     loss_ax.set(title="Loss (mean per image)", xlabel="epoch", ylabel="loss")
     acc_ax.set(title="Accuracy" + (f" (test {100 * tested[-1]['test_acc']:.2f}% after epoch "
-                                   f"{tested[-1]['epoch']})" if tested else ""),
+                                   f"{epochs[metrics.index(tested[-1])]:g})" if tested else ""),
                xlabel="epoch", ylabel="accuracy")
     acc_ax.yaxis.set_major_formatter(PercentFormatter(decimals=1))
     for ax in (loss_ax, acc_ax):
@@ -374,8 +377,9 @@ def write_report(run_dir: str | Path, *, engine: str = "numpy", device: str = "a
     name = f"{model.arch.name} on {dataset} ({run.name})"
 
     index = feature_index % len(labels)
+    epochs_trained = float(model.metadata.get("epochs", metrics[-1]["epoch"]))
     figures = [
-        plot_curves(metrics, run / "curves.png", f"Learning curves: {name}"),
+        plot_curves(metrics, run / "curves.png", f"Learning curves: {name}", epochs_trained),
         plot_confusion(labels, predictions, model.classes, run / "confusion.png"),
         plot_errors(data.test_images, labels, probs, model.classes, run / "errors.png"),
         plot_feature_maps(model, data.test_images[index], int(labels[index]),
@@ -384,14 +388,14 @@ def write_report(run_dir: str | Path, *, engine: str = "numpy", device: str = "a
         plot_filters(model.engine.parameters()["C1.weight"], run / "filters.png"),
     ]
     facts = _run_facts(model, config, metrics, dataset, len(data.train_images), errors,
-                       len(labels))
+                       len(labels), epochs_trained)
     page = write_html(run / "report.html", f"LeNet-5 run report: {name}", facts, metrics,
                       config, figures)
     return [*figures, page]
 
 
 def _run_facts(model: Model, config: dict, metrics: list[dict], dataset: str, n_train: int,
-               errors: int, n_test: int) -> list[tuple[str, str]]:
+               errors: int, n_test: int, epochs_trained: float) -> list[tuple[str, str]]:
     """The (fact, value) rows at the top of report.html."""
     seconds = [row["seconds"] for row in metrics if "seconds" in row]
     trained_with = config.get("engine", model.metadata.get("engine", "?"))
@@ -401,7 +405,7 @@ def _run_facts(model: Model, config: dict, metrics: list[dict], dataset: str, n_
                    f"report evaluated with {model.engine.name}"),
         ("dataset", f"{dataset}: {config.get('train_images', n_train):,} "
                     f"training images, {n_test:,} test images"),
-        ("epochs", str(len(metrics))),
+        ("epochs", f"{epochs_trained:g}"),
         ("test accuracy", f"{100 * (1 - errors / n_test):.2f}%"),
         ("test errors", f"{errors:,} of {n_test:,}"),
     ]

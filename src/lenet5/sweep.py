@@ -186,15 +186,21 @@ def run_locally(runs: list[Run], workers: int, report: Report) -> None:
             report(futures[future], _outcome(future.result))
 
 
-def run_on_ray(runs: list[Run], address: str, report: Report) -> None:
-    """Each run a Ray task (one CPU), retried if its worker dies; the run's files come back
-    into its directory here. ``address`` "auto": the cluster RAY_ADDRESS or `ray start` on
-    this machine names, else a Ray instance started here for the sweep."""
+def import_ray():
+    """The ray module, or the error that says how to install it."""
     try:
         import ray
     except ImportError as exc:
         raise Lenet5Error(f"--ray needs Ray ({exc}); install it with `pip install -e "
                           "'.[cluster]' -c constraints.txt`.") from None
+    return ray
+
+
+def run_on_ray(runs: list[Run], address: str, report: Report) -> None:
+    """Each run a Ray task (one CPU), retried if its worker dies; the run's files come back
+    into its directory here. ``address`` "auto": the cluster RAY_ADDRESS or `ray start` on
+    this machine names, else a Ray instance started here for the sweep."""
+    ray = import_ray()
     env = {k: v for k, v in os.environ.items() if k == "LENET5_DATA"}
     try:
         ray.init(address=None if address == "auto" else address, include_dashboard=False,
@@ -240,6 +246,8 @@ def run_sweep(base: TrainConfig, grid: dict[str, list], seeds: int, out: Path, *
     """Train what is not finished yet, then write and return the summary."""
     if workers is not None and workers < 1:
         raise Lenet5Error(f"--workers must be at least 1, got {workers}.")
+    if ray_address:
+        import_ray()  # a missing Ray is said before the plan is
     settings = settings_of(grid)
     runs = plan(base, settings, seeds, out)
     done = finished_metrics(runs)
