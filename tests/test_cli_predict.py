@@ -259,9 +259,13 @@ def test_save_input_names_are_unique(untrained_model, tmp_path, capsys):
     saved = tmp_path / "seen"
     code, out, _ = run_cli(capsys, "predict", untrained_model, tmp_path / "in",
                            "--save-input", saved, "--json")
-    assert code == 1 and len(json.loads(out)) == 4
+    results = json.loads(out)
+    assert code == 1 and len(results) == 4
     names = sorted(p.name for p in saved.iterdir())
     assert names == ["7-2.png", "7-3.png", "7.png"]  # in order: 7.jpg, a/7.png, b/7.png
+    assert {Path(r["file"]).relative_to(tmp_path / "in").as_posix(): Path(r["saved_input"]).name
+            for r in results if "error" not in r} == {"7.jpg": "7.png", "a/7.png": "7-2.png",
+                                                      "b/7.png": "7-3.png"}
     with Image.open(saved / "7.png") as picture:
         assert picture.format == "PNG" and picture.height == 224
         assert picture.width > 224 + 224  # the 300x200 original, then the 28x28 blown up
