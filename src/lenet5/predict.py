@@ -144,7 +144,7 @@ def predict_files(model: Model, files: Sequence[str], *, top_k: int = 3,
         if save_input is not None and reading is not None:
             try:
                 save_input_picture(file, reading, folder / name)
-                result["saved_input"] = str(folder / name)  # names may be -2, -3 ...: which
+                result["saved_input"] = str(folder / name)  # a name met twice gets -2, -3
             except Lenet5Error as exc:  # e.g. a full disk: this file fails, the others go on
                 result = {"file": str(file), "error": f"--save-input: {exc}"}
         results.append(result)

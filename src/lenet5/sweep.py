@@ -26,6 +26,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 
@@ -186,7 +187,7 @@ def run_locally(runs: list[Run], workers: int, report: Report) -> None:
             report(futures[future], _outcome(future.result))
 
 
-def import_ray():
+def import_ray() -> ModuleType:
     """The ray module, or the error that says how to install it."""
     try:
         import ray
