@@ -105,8 +105,8 @@ def test_a_variant_the_architecture_lacks_is_one_sentence(tmp_path):
     with pytest.raises(ModelFileError) as info:
         checkpoint.load_model(path)
     assert str(info.value) == (
-        f"{path} names a variant of lenet5-1998 that this lenet5 does not know (--pool max is "
-        "a variant of lenet5 only; lenet5-1998 has its own (subsample)); pass a file written "
+        f"{path} names a variant of lenet5-1998 that this lenet5 does not know: --pool max is "
+        "a variant of lenet5 only; lenet5-1998 has its own (subsample); pass a file written "
         "by `lenet5 train`, or upgrade lenet5 if a newer one wrote it.")
 
 

@@ -143,6 +143,13 @@ def test_missing_model_is_one_clear_sentence(tmp_path, capsys):
     assert err.count("\n") == 1
 
 
+def test_a_required_flag_s_help_states_no_default(capsys):
+    with pytest.raises(SystemExit):
+        main(["sweep", "--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+    assert "0, 1, ... N-1 (required)" in shown and "(default: None)" not in shown
+
+
 def test_bad_flag_value(capsys, tmp_path):
     code, _, err = run_cli(capsys, "train", "--epochs", "0", "--out", str(tmp_path / "r"))
     assert code == 1 and "--epochs must be a positive number, got 0." in err

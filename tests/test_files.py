@@ -204,3 +204,20 @@ def test_metrics_rows_that_are_not_objects_are_refused(tmp_path):
     (tmp_path / files.METRICS_FILE).write_text('{"epoch": 1}\n[2]\n')
     with pytest.raises(Lenet5Error, match=r"cannot read .*metrics\.jsonl"):
         files.read_metrics(tmp_path)
+
+
+def test_an_unfinished_run_has_a_run_s_settings_and_no_model_or_state(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    assert not files.unfinished_run(run)  # no config.json
+    (run / files.CONFIG_FILE).write_text('{"camera": "x"}')
+    assert not files.unfinished_run(run)  # some other program's settings
+    (run / files.CONFIG_FILE).write_text('{"arch": "lenet5", "engine": "numpy", "epochs": 15, '
+                                         '"seed": 0}')
+    assert files.unfinished_run(run)
+    for written in (files.STATE_FILE, files.MODEL_FILE):
+        (run / written).write_bytes(b"")
+        assert not files.unfinished_run(run)
+        (run / written).unlink()
+    (run / files.CONFIG_FILE).write_text("[1, 2")  # broken
+    assert not files.unfinished_run(run)

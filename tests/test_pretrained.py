@@ -116,13 +116,30 @@ def test_predict_with_a_run_killed_in_its_first_epoch_says_so(tmp_path, capsys):
     that the pretrained model would answer for without a word."""
     killed = tmp_path / "killed"
     killed.mkdir()
-    (killed / "config.json").write_text("{}")
+    settings = {"arch": "lenet5", "engine": "numpy", "epochs": 15, "seed": 0}
+    (killed / "config.json").write_text(json.dumps(settings))
     Image.new("L", (28, 28), 255).save(tmp_path / "a.png")
     assert main(["predict", str(killed), str(tmp_path / "a.png")]) == 1
     out, err = capsys.readouterr()
     assert not out and err.count("\n") == 1
     assert (f"no model at {killed} yet: its training has not finished an epoch; if it stopped, "
             f"resume it with `lenet5 train --resume {killed}`.") in err
+
+
+def test_a_folder_of_pictures_with_some_other_config_json_is_still_pictures(tmp_path):
+    from lenet5.cli import _model_and_images
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "config.json").write_text('{"camera": "x"}')  # not a run's settings
+    assert _model_and_images([str(photos), "a.png"]) == ("pretrained", [str(photos), "a.png"])
+    run = tmp_path / "run"  # a run's settings, and its resume state: a model moved away
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"arch": "lenet5", "engine": "numpy",
+                                                 "epochs": 15, "seed": 0}))
+    (run / "state.safetensors").write_bytes(b"")
+    with pytest.raises(ModelFileError, match=f"no model at {run}; pass a model.safetensors"):
+        checkpoint.load_model(run)
 
 
 def test_export_without_a_model_writes_it(tmp_path, capsys):

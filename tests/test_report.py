@@ -147,11 +147,33 @@ def test_a_run_stopped_before_its_only_test_pass_still_reports(synthetic_dataset
     assert "final test loss" not in (run / PAGE).read_text()
 
 
-def test_a_part_pass_is_reported_at_the_epochs_trained(synthetic_dataset, tmp_path):
-    """--epochs 1.5 ends on half a pass, the second metrics row: the page says 1.5 epochs."""
+def test_a_part_pass_is_reported_at_the_epochs_trained(synthetic_dataset, tmp_path,
+                                                       monkeypatch):
+    """--epochs 1.5 ends on half a pass, the second metrics row: the page's facts and the
+    curves put it at 1.5 epochs."""
+    from matplotlib.axes import Axes
+
     config = TrainConfig(dataset=synthetic_dataset, epochs=1.5, batch_size=32,
                          out=str(tmp_path / "run"))
     run = train(config, log=lambda _: None, progress=False)
-    written = write_report(run, log=lambda _: None)
-    assert_picture(written[0])
-    assert "<tr><td>epochs</td><td>1.5</td></tr>" in (run / PAGE).read_text()
+    drawn, titles = [], []
+    plot, set_ = Axes.plot, Axes.set
+    monkeypatch.setattr(Axes, "plot", lambda ax, x, *a, **k: drawn.append(list(x))
+                        or plot(ax, x, *a, **k))
+    monkeypatch.setattr(Axes, "set", lambda ax, **k: titles.append(k.get("title"))
+                        or set_(ax, **k))
+    write_report(run, log=lambda _: None)
+    assert drawn and all(x == [1, 1.5] for x in drawn)
+    assert "Accuracy (test " in " ".join(filter(None, titles))
+    assert any(t and t.endswith("after epoch 1.5)") for t in titles)
+    facts = (run / PAGE).read_text()
+    assert "<tr><td>epochs</td><td>1.5</td></tr>\n<tr><td>test accuracy" in facts
+
+
+def test_a_model_file_whose_epochs_is_not_a_number_still_reports(synthetic_run):
+    from lenet5.checkpoint import load_model
+
+    params, metadata = load_model(synthetic_run)
+    save_model(synthetic_run / "model.safetensors", params, {**metadata, "epochs": "abc"})
+    write_report(synthetic_run, log=lambda _: None)
+    assert "<tr><td>epochs</td><td>2</td></tr>" in (synthetic_run / PAGE).read_text()

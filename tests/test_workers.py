@@ -226,7 +226,6 @@ def test_workers_hold_no_other_worker_s_pipes(three_parts):
         assert _pipes_held(worker.pid) & every_pipe == _pipes(worker)
 
 
-
 def test_the_engine_computes_on_one_blas_thread_while_it_has_workers(three_parts):
     """OpenBLAS stops its threads at a fork and starts them again (each spinning for work) when
     its thread count is raised: the engine keeps it at one while it has workers."""

@@ -23,7 +23,7 @@ from safetensors.numpy import save
 from . import pretrained
 from .arch import ARCHITECTURES, Architecture, arch_of
 from .errors import Lenet5Error, ModelFileError
-from .files import CONFIG_FILE, MODEL_FILE, write_atomic
+from .files import MODEL_FILE, unfinished_run, write_atomic
 from .hparams import OPTIMIZER_SLOTS
 
 MAGIC = "lenet5-model"
@@ -100,7 +100,7 @@ def resolve_model_path(path: str | Path) -> Path:
                                  "it with `python scripts/build_pretrained.py`.")
         return pretrained.path()
     p = Path(path)
-    if p.is_dir() and not (p / MODEL_FILE).is_file() and (p / CONFIG_FILE).is_file():
+    if p.is_dir() and unfinished_run(p):
         raise ModelFileError(f"no model at {path} yet: its training has not finished an epoch; "
                              f"if it stopped, resume it with `lenet5 train --resume {path}`.")
     if p.is_dir():
@@ -181,9 +181,9 @@ def _architecture(path: Path, decoded: dict) -> Architecture:
     try:
         return arch_of(decoded)
     except Lenet5Error as exc:
-        raise ModelFileError(f"{path} names a variant of {name} that this lenet5 does not know "
-                             f"({str(exc).rstrip('.')}); pass a file written by `lenet5 "
-                             "train`, or upgrade lenet5 if a newer one wrote it.") from None
+        raise ModelFileError(f"{path} names a variant of {name} that this lenet5 does not know: "
+                             f"{str(exc).rstrip('.')}; pass a file written by `lenet5 train`, "
+                             "or upgrade lenet5 if a newer one wrote it.") from None
 
 
 NOT_OURS = "it was not written by lenet5: train again"

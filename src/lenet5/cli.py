@@ -523,8 +523,9 @@ def add_predict(sub: Subparsers) -> None:
                          help=f"image files or folders (searched recursively), after an optional "
                          f"MODEL: the first argument is the model when it is `{PRETRAINED}`, a "
                          f".safetensors or .onnx file, or a folder holding {MODEL_FILE} (a run "
-                         f"directory); otherwise it is an image too and the model shipped with "
-                         f"lenet5 ({PRETRAINED}) answers")
+                         f"directory; one with no model yet is an error that says so); otherwise "
+                         f"it is an image too and the model shipped with lenet5 ({PRETRAINED}) "
+                         "answers")
     _engine_flags(predict, inference=True)
     predict.add_argument("--top-k", type=int, default=3, help="alternatives to show")
     predict.add_argument("--save-input", default=None, metavar="DIR",
@@ -539,13 +540,17 @@ def _model_and_images(inputs: list[str]) -> tuple[str, list[str]]:
     """(MODEL, images) of predict's arguments: the first is the model when it names one, or
     when it names nothing that exists and is not named like an image (a mistyped run
     directory must be an error, not a missing image beside answers from another model)."""
+    from .files import unfinished_run
     from .predict import IMAGE_SUFFIXES
     from .pretrained import NAME as PRETRAINED
 
     first = Path(inputs[0])
     missing = (len(inputs) > 1 and not first.exists()
                and first.suffix.lower() not in IMAGE_SUFFIXES)
-    is_model = inputs[0] == PRETRAINED or _names_a_model(first) or missing
+    # a run with no model yet too: loading it says so, where the pretrained model would
+    # have answered for it as a folder of pictures
+    is_model = (inputs[0] == PRETRAINED or _names_a_model(first) or missing
+                or (first.is_dir() and unfinished_run(first)))
     model, images = (inputs[0], inputs[1:]) if is_model else (PRETRAINED, inputs)
     misplaced = next((image for image in images if _names_a_model(Path(image))), None)
     if misplaced:  # else its run directory's figures would be read as pictures of digits
@@ -555,13 +560,11 @@ def _model_and_images(inputs: list[str]) -> tuple[str, list[str]]:
 
 
 def _names_a_model(path: Path) -> bool:
-    """Whether a path is a model file or a run directory: one with no model yet (killed in
-    its first epoch) is the model argument too, so that loading it says so, not read as a
-    folder of pictures that the pretrained model answers."""
-    from .files import CONFIG_FILE, MODEL_FILE
+    """Whether a path is a model file or a run directory holding one."""
+    from .files import MODEL_FILE
 
-    return (path.is_dir() and any((path / name).is_file() for name in (MODEL_FILE, CONFIG_FILE))
-            or path.suffix.lower() in (".safetensors", ".onnx"))
+    return (path.is_dir() and (path / MODEL_FILE).is_file()) or \
+        path.suffix.lower() in (".safetensors", ".onnx")
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -747,7 +750,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise Lenet5Error(f"--workers must be at least 1, got {workers}.")
     check_threshold(args.reject_threshold)
     model = args.model or newest_run() or pretrained.NAME
-    if Path(model).suffix.lower() == ".onnx":
+    if Path(model).suffix.lower() == ".onnx" and not Path(model).is_dir():
         raise Lenet5Error(f"{model} is an ONNX file; `lenet5 serve` runs models in the numpy "
                           "or torch engine: give the model's .safetensors file or its run "
                           "directory.")

@@ -207,6 +207,19 @@ def read_config(run_dir: str | Path, needed_by: str) -> dict:
     return config
 
 
+def unfinished_run(directory: Path) -> bool:
+    """Whether a folder is a run `lenet5 train` started that has no model yet (killed in its
+    first epoch, or still in it): its config.json holds a run's settings, and neither its
+    model nor its resume state is there."""
+    if any((directory / name).exists() for name in (MODEL_FILE, STATE_FILE)):
+        return False
+    try:
+        config = json.loads((directory / CONFIG_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(config, dict) and {"arch", "engine", "epochs", "seed"} <= config.keys()
+
+
 def newest_run(runs: Path = RUNS_DIR) -> Path | None:
     """The run directory under ``runs`` whose model file was written last, if any."""
     models = sorted(runs.glob(f"*/{MODEL_FILE}"), key=lambda p: p.stat().st_mtime)

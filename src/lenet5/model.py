@@ -72,14 +72,15 @@ def load(path: str | Path, engine: str | None = None, device: str = "auto") -> M
     ``engine="onnx"`` run it, or a file from `lenet5 export`, through onnxruntime. The engine
     by default: onnx for an ``.onnx`` file, else numpy."""
     if engine is None:
-        engine = "onnx" if Path(path).suffix.lower() == ".onnx" else "numpy"
+        engine = "onnx" if Path(path).suffix.lower() == ".onnx" and not Path(path).is_dir() \
+            else "numpy"
     if engine == "onnx":
         from .onnx_engine import load_onnx
         from .onnx_graph import RAW_PIXELS
 
         graph, metadata = load_onnx(path, device)
         return Model(graph, metadata, RAW_PIXELS)
-    if Path(path).suffix.lower() == ".onnx":
+    if Path(path).suffix.lower() == ".onnx" and not Path(path).is_dir():
         raise Lenet5Error(f"{path} is an ONNX file, which the {engine} engine does not read; "
                           "run it with the onnx engine (--engine onnx; engine='onnx' in "
                           "Python), or give the model's .safetensors file.")

@@ -377,7 +377,9 @@ def write_report(run_dir: str | Path, *, engine: str = "numpy", device: str = "a
     name = f"{model.arch.name} on {dataset} ({run.name})"
 
     index = feature_index % len(labels)
-    epochs_trained = float(model.metadata.get("epochs", metrics[-1]["epoch"]))
+    trained = model.metadata.get("epochs")  # a part pass's row counts as a whole one
+    number = isinstance(trained, int | float) and not isinstance(trained, bool)
+    epochs_trained = float(trained) if number else float(metrics[-1]["epoch"])
     figures = [
         plot_curves(metrics, run / "curves.png", f"Learning curves: {name}", epochs_trained),
         plot_confusion(labels, predictions, model.classes, run / "confusion.png"),
