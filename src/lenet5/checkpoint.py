@@ -161,13 +161,14 @@ def _bad_field(path: Path, field: str, problem: str) -> ModelFileError:
                           "from a copy.")
 
 
-def _is_number(value: object) -> bool:
+def is_number(value: object) -> bool:
+    """A finite int or float from decoded metadata (JSON's true and false are no numbers)."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _is_image(value: object) -> bool:
     return (isinstance(value, list) and len(value) == 28
-            and all(isinstance(row, list) and len(row) == 28 and all(map(_is_number, row))
+            and all(isinstance(row, list) and len(row) == 28 and all(map(is_number, row))
                     for row in value))
 
 
@@ -229,7 +230,7 @@ def _check_normalization(path: Path, norm: object, arch: Architecture) -> None:
         raise _bad_field(path, field, f"unknown kind {kind!r} (known: "
                          f"{', '.join(NORMALIZATION_FIELDS)})")
     for key in NORMALIZATION_FIELDS[kind]:
-        if not _is_number(norm.get(key)):
+        if not is_number(norm.get(key)):
             raise _bad_field(path, field, f"{key!r} is {norm.get(key)!r}, not a finite number")
     if kind == "mean_image" and not _is_image(norm.get("mean")):
         raise _bad_field(path, field, "its 'mean' must be a 28x28 image of finite numbers")
@@ -300,7 +301,7 @@ def load_state(path: Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]
         raise _bad_field(path, "epoch", f"{meta.get('epoch')!r} is not the number of a "
                          "finished epoch")
     epochs = decoded.setdefault("epochs", epoch)  # (older files: whole passes only)
-    if not _is_number(epochs) or not epoch - 1 < epochs <= epoch + 1:
+    if not is_number(epochs) or not epoch - 1 < epochs <= epoch + 1:
         raise _bad_field(path, "epochs", f"{meta.get('epochs')!r} is not the epochs trained "
                          f"in {epoch} passes")
     require_fields(path, meta, ("arch",))

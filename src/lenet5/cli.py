@@ -740,7 +740,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise Lenet5Error(f"`lenet5 serve` needs the web extra ({exc}); install it with "
                           "`pip install -e '.[web]' -c constraints.txt`.") from None
     from . import pretrained
-    from .files import newest_run
+    from .files import is_onnx_file, newest_run
     from .model import load
     from .refusal import check_threshold
     from .server import default_workers, listen, serve
@@ -750,7 +750,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise Lenet5Error(f"--workers must be at least 1, got {workers}.")
     check_threshold(args.reject_threshold)
     model = args.model or newest_run() or pretrained.NAME
-    if Path(model).suffix.lower() == ".onnx" and not Path(model).is_dir():
+    if is_onnx_file(model):
         raise Lenet5Error(f"{model} is an ONNX file; `lenet5 serve` runs models in the numpy "
                           "or torch engine: give the model's .safetensors file or its run "
                           "directory.")

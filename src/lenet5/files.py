@@ -207,6 +207,12 @@ def read_config(run_dir: str | Path, needed_by: str) -> dict:
     return config
 
 
+def is_onnx_file(path: str | Path) -> bool:
+    """Whether ``path`` names an ONNX file (``lenet5 export``'s), by its suffix; a folder so
+    named is not one."""
+    return Path(path).suffix.lower() == ".onnx" and not Path(path).is_dir()
+
+
 def unfinished_run(directory: Path) -> bool:
     """Whether a folder is a run `lenet5 train` started that has no model yet (killed in its
     first epoch, or still in it): its config.json holds a run's settings, and neither its

@@ -11,6 +11,7 @@ from .arch import Architecture, arch_of
 from .data.transforms import prepare_inputs
 from .engine import Engine, batched_logits, make_engine
 from .errors import Lenet5Error
+from .files import is_onnx_file
 from .outputs import probabilities
 
 
@@ -72,15 +73,14 @@ def load(path: str | Path, engine: str | None = None, device: str = "auto") -> M
     ``engine="onnx"`` run it, or a file from `lenet5 export`, through onnxruntime. The engine
     by default: onnx for an ``.onnx`` file, else numpy."""
     if engine is None:
-        engine = "onnx" if Path(path).suffix.lower() == ".onnx" and not Path(path).is_dir() \
-            else "numpy"
+        engine = "onnx" if is_onnx_file(path) else "numpy"
     if engine == "onnx":
         from .onnx_engine import load_onnx
         from .onnx_graph import RAW_PIXELS
 
         graph, metadata = load_onnx(path, device)
         return Model(graph, metadata, RAW_PIXELS)
-    if Path(path).suffix.lower() == ".onnx" and not Path(path).is_dir():
+    if is_onnx_file(path):
         raise Lenet5Error(f"{path} is an ONNX file, which the {engine} engine does not read; "
                           "run it with the onnx engine (--engine onnx; engine='onnx' in "
                           "Python), or give the model's .safetensors file.")

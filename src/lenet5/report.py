@@ -29,6 +29,7 @@ from matplotlib.colors import PowerNorm
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, PercentFormatter
 
+from .checkpoint import is_number
 from .data import load as load_dataset
 from .errors import Lenet5Error
 from .files import CONFIG_FILE, METRICS_FILE, MODEL_FILE, read_config, read_metrics, write_atomic
@@ -378,8 +379,7 @@ def write_report(run_dir: str | Path, *, engine: str = "numpy", device: str = "a
 
     index = feature_index % len(labels)
     trained = model.metadata.get("epochs")  # a part pass's row counts as a whole one
-    number = isinstance(trained, int | float) and not isinstance(trained, bool)
-    epochs_trained = float(trained) if number else float(metrics[-1]["epoch"])
+    epochs_trained = float(trained) if is_number(trained) else float(metrics[-1]["epoch"])
     figures = [
         plot_curves(metrics, run / "curves.png", f"Learning curves: {name}", epochs_trained),
         plot_confusion(labels, predictions, model.classes, run / "confusion.png"),
