@@ -32,6 +32,12 @@ def test_batched_logits_cover_every_image_in_order(rng):
     assert engine.batches == [10, 10, 3]
 
 
+def test_batched_logits_of_no_images_are_no_rows():
+    engine = Recorder()
+    logits = batched_logits(engine, np.zeros((0, 1, 32, 32), np.float32))
+    assert logits.shape == (0, A.LENET5.num_classes) and engine.batches == []
+
+
 @pytest.mark.parametrize("loss", A.LOSSES)
 def test_evaluate_sums_the_per_image_losses(rng, loss, monkeypatch):
     engine = Recorder()

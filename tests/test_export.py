@@ -148,10 +148,13 @@ def test_torch_export_agrees_with_numpy_export(exported, tmp_path):
 
 
 @pytest.mark.skipif(not HAS_TORCH, reason="--via torch needs PyTorch")
-def test_torch_export_refuses_opsets_it_cannot_write(tmp_path):
+@pytest.mark.parametrize("opset", [21, 999])
+def test_torch_export_refuses_opsets_it_cannot_write(tmp_path, opset):
+    """The range offered is torch's, whether or not onnx knows the opset."""
     model_path = make_model_file(tmp_path, "lenet5")
-    with pytest.raises(Lenet5Error, match="--via torch writes opsets up to 20"):
-        export(model_path, tmp_path / "m.onnx", via="torch", opset=21)
+    with pytest.raises(Lenet5Error, match=f"--opset {opset} is not supported with --via torch "
+                                          r"\(torch writes opsets up to 20\); choose 13 to 20"):
+        export(model_path, tmp_path / "m.onnx", via="torch", opset=opset)
 
 
 def test_other_opsets_export_and_run(tmp_path):
@@ -217,6 +220,16 @@ def test_onnx_file_runs_in_onnx_unless_another_engine_is_named(exported):
         with pytest.raises(Lenet5Error, match=f"is an ONNX file, which the {engine} engine "
                                               "does not read; run it with the onnx engine"):
             load(onnx_path, engine=engine)
+
+
+def test_a_run_directory_named_like_an_onnx_file_runs_in_the_onnx_engine(exported, tmp_path):
+    model_path, onnx_path = exported
+    run = tmp_path / "run.onnx"
+    run.mkdir()
+    (run / "model.safetensors").write_bytes(model_path.read_bytes())
+    images = digits(5)
+    np.testing.assert_array_equal(load(run, engine="onnx").logits(images),
+                                  load(onnx_path, engine="onnx").logits(images))
 
 
 def test_onnx_engine_cannot_train_or_use_cuda(exported):

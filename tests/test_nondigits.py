@@ -84,6 +84,12 @@ def test_calibration_pictures_are_the_redrawn_digits_then_the_non_digits():
     assert np.array_equal(others, make_nondigits(digits, 10, rng))
 
 
+def test_no_non_digits_asked_none_made():
+    """Calibrating on one digit asks for half as many non-digits: none."""
+    made = make_nondigits(digits_like(5), 0, np.random.default_rng(0))
+    assert made.shape == (0, 28, 28) and made.dtype == np.uint8
+
+
 @pytest.mark.parametrize("kind", [k for k in SHARES if k not in (*JUNK, "printed", "glyph cut")])
 def test_every_mark_is_drawn(kind):
     segments, pens = _marks(kind, 20, np.random.default_rng(1))

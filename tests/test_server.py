@@ -572,6 +572,18 @@ def test_serve_runs_the_workers_asked_for_each_with_one_blas_thread(model_path, 
     assert parents == [os.getpid()]
 
 
+def test_serve_leaves_the_environment_as_it_found_it(model_path, capsys, supervised):
+    """The workers inherit their settings and one thread each, where the user chose no count;
+    the caller (a notebook) goes on with its own."""
+    os.environ[THREAD_VARIABLES[0]] = "3"
+    before = dict(os.environ)
+    assert main(["serve", str(model_path), "--port", "0"]) == 0
+    (run,) = supervised
+    assert run["environ"][THREAD_VARIABLES[0]] == "3" and server_app.WORKER_ENV in run["environ"]
+    assert all(run["environ"][name] == "1" for name in THREAD_VARIABLES[1:])
+    assert os.environ == before
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl is Linux's")
 def test_a_worker_whose_parent_is_gone_leaves(monkeypatch):
     prctl = []

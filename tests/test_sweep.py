@@ -47,6 +47,7 @@ def test_settings_are_every_combination_in_order():
     ("colour=red", "'colour' is not a train option"),
     ("pool=max,mean", "'mean' is not a valid pool"),
     ("lr=fast", "'fast' is not a valid lr"),
+    ("epochs=abc", "'abc' is not a valid epochs"),  # a type that raises ArgumentTypeError
     ("seed=1,2", "seeds are not a grid axis; give their count, --seeds N"),
     ("pool=", "give values after"),
 ])

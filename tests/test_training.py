@@ -637,6 +637,13 @@ def test_a_run_saved_before_calibration_digits_existed_resumes_with_the_default(
         CALIBRATION_DIGITS, saved["train_images"])
 
 
+def test_one_validation_digit_calibrates_on_it_alone(synthetic_dataset, tmp_path):
+    """Half of one calibration digit is no non-digit: none is measured, and the run ends."""
+    run = train(config(synthetic_dataset, tmp_path / "run", epochs=1, val_size=1), log=quiet)
+    refusal = checkpoint.load_model(run)[1]["refusal"]
+    assert refusal["digits"] == 1 and refusal["nondigits_refused"] is None
+
+
 def test_training_with_non_digits_calibrates_a_refusal_threshold(synthetic_dataset, tmp_path):
     """Made-up non-digits join the training set (train_acc still counts digits only) and the
     run ends by storing a refusal threshold calibrated on digits it did not train on."""
@@ -653,3 +660,34 @@ def test_training_with_non_digits_calibrates_a_refusal_threshold(synthetic_datas
     assert refusal["calibrated_on"] == "the validation split"
     with pytest.raises(Lenet5Error, match="--nondigits must be at least 0"):
         train(config(synthetic_dataset, tmp_path / "bad", nondigits=-1.0), log=quiet)
+
+
+@pytest.mark.parametrize("epochs", [1, 1.5])
+def test_a_run_stopped_while_calibrating_resumes_with_the_calibration_alone(
+        synthetic_dataset, tmp_path, monkeypatch, epochs):
+    """Every epoch is saved before the calibration; stopped there, the model file has no
+    threshold, and --resume (as the interruption advises) calibrates it without training."""
+    from lenet5 import training
+    from lenet5.numpy_engine.model import NumpyEngine
+
+    straight = train(config(synthetic_dataset, tmp_path / "a", epochs=epochs), log=quiet)
+    calibrate = training.calibrate_model
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "calibrate_model", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train(config(synthetic_dataset, tmp_path / "b", epochs=epochs), log=quiet)
+    stopped = tmp_path / "b"
+    assert "refusal" not in checkpoint.load_model(stopped)[1]
+    monkeypatch.setattr(training, "calibrate_model", calibrate)
+    monkeypatch.setattr(NumpyEngine, "train_step", lambda *_: pytest.fail("trained again"))
+    log = []
+    train(resume_config(stopped), resume=stopped, log=log.append)
+    assert log[1] == "every epoch of it had finished; calibrating its 'not a digit' threshold"
+    assert (stopped / files.MODEL_FILE).read_bytes() == (straight / files.MODEL_FILE).read_bytes()
+    assert [r["epoch"] for r in read_metrics(stopped)] == [
+        r["epoch"] for r in read_metrics(straight)]
+    with pytest.raises(Lenet5Error, match="already complete"):
+        train(resume_config(stopped), resume=stopped, log=quiet)

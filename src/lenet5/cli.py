@@ -430,7 +430,7 @@ def _parse_grid(parser: argparse.ArgumentParser, items: list[str]) -> dict[str, 
                 continue
             try:
                 parsed.append(action.type(value) if action.type else value)
-            except ValueError:
+            except (ValueError, argparse.ArgumentTypeError):
                 raise Lenet5Error(f"--grid {item}: {value!r} is not a valid {field}.") from None
             if action.choices and parsed[-1] not in action.choices:
                 raise Lenet5Error(f"--grid {item}: {value!r} is not a valid {field}; choose "

@@ -69,8 +69,10 @@ def _batches(engine: Engine, x: np.ndarray, batch_size: int) -> Iterator[tuple[s
 
 
 def batched_logits(engine: Engine, x: np.ndarray, batch_size: int = EVAL_BATCH) -> np.ndarray:
-    """The outputs (N, K) for all of ``x``."""
-    return np.concatenate([out for _, out in _batches(engine, x, batch_size)])
+    """The outputs (N, K) for all of ``x`` (none for none: a picture may hold no candidate)."""
+    outputs = [out for _, out in _batches(engine, x, batch_size)]
+    return np.concatenate(outputs) if outputs else np.zeros((0, engine.arch.num_classes),
+                                                            np.float32)
 
 
 def evaluate(engine: Engine, x: np.ndarray, y: np.ndarray, batch_size: int = EVAL_BATCH

@@ -12,6 +12,7 @@ from .data.transforms import prepare_inputs
 from .engine import Engine, batched_logits, make_engine
 from .errors import Lenet5Error
 from .files import is_onnx_file
+from .images.decode import Picture
 from .outputs import probabilities
 
 
@@ -52,7 +53,7 @@ class Model:
     def predict(self, images: np.ndarray) -> np.ndarray:
         return self.logits(images).argmax(axis=1)
 
-    def read(self, source, *, top_k: int = 3, threshold: float | None = None) -> dict:
+    def read(self, source: Picture, *, top_k: int = 3, threshold: float | None = None) -> dict:
         """Every digit in a picture (a path, bytes, a stream, a PIL image or an array, as
         `preprocess_image` takes), in reading order, as `lenet5 predict --json` answers:
         {"text", "digits": [{"label", "confidence", "box", "top"}], "label", "confidence",

@@ -14,6 +14,7 @@ from . import arch as A
 from . import checkpoint
 from .engine import require_cpu
 from .errors import Lenet5Error, ModelFileError
+from .files import is_onnx_file
 from .onnx_graph import INPUT, OUTPUT, import_onnx, to_onnx
 
 
@@ -70,7 +71,7 @@ def load_onnx(path: str | Path, device: str = "auto") -> tuple[OnnxEngine, dict]
     """(engine, metadata) for an ``.onnx`` file, or a model file / run directory exported in
     memory."""
     require_cpu(device, "--engine onnx runs on CPU")
-    if Path(path).suffix.lower() == ".onnx":
+    if is_onnx_file(path):  # a run directory named x.onnx is a run directory
         data, metadata = read_onnx(path)
     else:
         params, metadata = checkpoint.load_model(path)

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import io
 import warnings
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -23,6 +25,9 @@ from .checkpoint import encode_metadata
 from .data.transforms import mean_std
 from .errors import Lenet5Error
 from .version import __version__
+
+if TYPE_CHECKING:  # onnx is an extra: imported where it is used
+    import onnx
 
 OPSET = 17  # default opset: ONNX 1.12 (2022), run by onnxruntime 1.12 and newer
 MIN_OPSET = 13  # Pad's pads and ReduceSum's axes became inputs in opset 13
@@ -33,7 +38,7 @@ INPUT, OUTPUT = "image", "logits"
 RAW_PIXELS = {"kind": "mean_std", "pad": 0, "mean": 0.0, "std": 1.0 / 255.0}
 
 
-def import_onnx():
+def import_onnx() -> tuple[ModuleType, ModuleType]:
     """(onnx, onnxruntime), or a Lenet5Error that says how to install them."""
     try:
         import onnx
@@ -135,7 +140,8 @@ NODES = {A.Conv: _conv, A.MaxPool: _max_pool, A.AvgPool: _avg_pool, A.Subsample:
          A.Dense: _dense, A.RBF: _rbf}
 
 
-def numpy_graph(arch: A.Architecture, params: dict[str, np.ndarray], norm: dict):
+def numpy_graph(arch: A.Architecture, params: dict[str, np.ndarray], norm: dict
+                ) -> onnx.GraphProto:
     """The whole network as an ``onnx.GraphProto``, from the arch description alone."""
     from onnx import TensorProto
 
@@ -163,7 +169,8 @@ def numpy_graph(arch: A.Architecture, params: dict[str, np.ndarray], norm: dict)
 
 # --- the torch path: torch.onnx.export on the torch engine's network ----------------------
 
-def torch_model(arch: A.Architecture, params: dict[str, np.ndarray], norm: dict, opset: int):
+def torch_model(arch: A.Architecture, params: dict[str, np.ndarray], norm: dict, opset: int
+                ) -> onnx.ModelProto:
     """The torch engine's network behind the same padding and normalisation, as ONNX."""
     try:
         import torch
@@ -176,9 +183,6 @@ def torch_model(arch: A.Architecture, params: dict[str, np.ndarray], norm: dict,
                           ) from None
     import onnx
 
-    if opset > TORCH_MAX_OPSET:
-        raise Lenet5Error(f"--via torch writes opsets up to {TORCH_MAX_OPSET}, not {opset}; "
-                          f"choose --opset {TORCH_MAX_OPSET} or lower, or --via numpy.")
     p = norm["pad"]
     scale, shift = input_affine(norm)
     shift = torch.as_tensor(shift, dtype=torch.float32)  # a scalar, or an image (32, 32)
@@ -209,11 +213,15 @@ def torch_model(arch: A.Architecture, params: dict[str, np.ndarray], norm: dict,
 # --- the model file as a checked ONNX model ------------------------------------------------
 
 def to_onnx(params: dict[str, np.ndarray], metadata: dict, via: str = "numpy",
-            opset: int = OPSET):
+            opset: int = OPSET) -> onnx.ModelProto:
     """A checked ``onnx.ModelProto`` of this model; the model file's metadata (arch, dataset,
     classes, input_normalization, test_accuracy, ...) becomes its metadata props."""
     onnx, _ = import_onnx()
     newest = onnx.defs.onnx_opset_version()
+    if via == "torch" and not MIN_OPSET <= opset <= min(newest, TORCH_MAX_OPSET):
+        raise Lenet5Error(f"--opset {opset} is not supported with --via torch (torch writes "
+                          f"opsets up to {TORCH_MAX_OPSET}); choose {MIN_OPSET} to "
+                          f"{min(newest, TORCH_MAX_OPSET)}, or --via numpy.")
     if not MIN_OPSET <= opset <= newest:
         raise Lenet5Error(f"--opset {opset} is not supported; choose {MIN_OPSET} to {newest} "
                           f"(default {OPSET}).")

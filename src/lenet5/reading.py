@@ -22,13 +22,11 @@ are still listed, each refused one with "label" None.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
-from PIL import Image
 
 from . import refusal
+from .images.decode import Picture
 from .images.numbers import (
     LEAN_APART,
     MAX_ATOMS,
@@ -46,7 +44,6 @@ from .outputs import HIGHEST_PROBABILITY
 from .refusal import Classifier
 from .threads import one_blas_thread
 
-Source = str | Path | bytes | BinaryIO | np.ndarray | Image.Image
 NOTHING_READ = "no mark in it could be read as a digit"
 SURE = 0.9
 """A digit this probable or more is read surely. A reading of two digits or more, each accepted,
@@ -110,7 +107,7 @@ def _top(log_probs: np.ndarray, top_k: int) -> list[list]:
     return [[int(k), float(np.exp(log_probs[k]))] for k in order]
 
 
-def read(model: Classifier, source: Source, *, name: str | None = None, top_k: int = 3,
+def read(model: Classifier, source: Picture, *, name: str | None = None, top_k: int = 3,
          threshold: float | None = None, layers: bool = False) -> Reading:
     """Read the digits in `source` (any source `preprocess_image` takes); with `layers`, keep
     what every layer of `model` (a `Model`) computed for the first digit read. Raises
@@ -127,7 +124,7 @@ def read(model: Classifier, source: Source, *, name: str | None = None, top_k: i
         return reading
 
 
-def _read(model: Classifier, source: Source, name: str | None, top_k: int,
+def _read(model: Classifier, source: Picture, name: str | None, top_k: int,
           threshold: float | None) -> Reading:
     """The writing read whole where it surely is one digit (or can be nothing else), else the
     best path through its candidates."""

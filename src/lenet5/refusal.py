@@ -126,7 +126,7 @@ def _moved(images: np.ndarray, down: int, right: int) -> np.ndarray:
 def _log_probs(model: Classifier, views: list[np.ndarray]) -> np.ndarray:
     """(V, N, K) log-probabilities of V views (N, 28, 28) each, in one forward pass."""
     log_p = log_confidence(model.logits(np.concatenate(views)), model.arch.loss)
-    return log_p.reshape(len(views), len(views[0]), -1)
+    return log_p.reshape(len(views), len(views[0]), log_p.shape[-1])  # none may be N = 0
 
 
 def _mean_probability(log_p: np.ndarray) -> np.ndarray:
@@ -177,12 +177,14 @@ def calibrate_model(model: Classifier, digits: np.ndarray, labels: np.ndarray, s
     """The refusal metadata for a trained `model`, calibrated on `count` of the `digits`
     (N, 28, 28) uint8 with their `labels`, each redrawn as a segmenter cuts digits out of
     numbers (`data.nondigits.calibration_pictures`); `source` says what they are. Also
-    measures the share of made-up non-digits (half as many) the threshold refuses."""
+    measures the share of made-up non-digits (half as many) the threshold refuses (None where
+    there are none: one calibration digit)."""
     # redrawn digits (n, 28, 28), n <= N, which ones (n,), non-digits (n / 2, 28, 28)
     images, chosen, others = calibration_pictures(digits, count, rng)
     log_p = steady_log_probs(model, images)  # (n, K)
     result = calibrate(np.exp(log_p.max(axis=1)), log_p.argmax(axis=1) == labels[chosen], source,
                        target_error)
     confidence = np.exp(steady_log_probs(model, others).max(axis=1))
-    result["nondigits_refused"] = float(np.mean(confidence < result["threshold"]))
+    result["nondigits_refused"] = (float(np.mean(confidence < result["threshold"]))
+                                   if len(others) else None)
     return result

@@ -334,7 +334,9 @@ def _resume_state(directory: Path, config: TrainConfig, arch: Architecture,
     """(parameters, optimizer state, epochs trained, steps taken, the metrics of the whole
     passes among them) from the run's state file, checked against its config.json and
     metrics; None if no epoch had finished. Where it stands is the optimizer's step count: a
-    run that ended with a part pass (--epochs 2.25) goes on with the rest of that pass."""
+    run that ended with a part pass (--epochs 2.25) goes on with the rest of that pass, and one
+    that took every step but was stopped before its model file held a refusal threshold goes
+    on with the calibration."""
     state_path = directory / files.STATE_FILE
     if not state_path.exists():
         return None
@@ -367,11 +369,13 @@ def _resume_state(directory: Path, config: TrainConfig, arch: Architecture,
         raise Lenet5Error(f"{directory} already has {_epochs(trained)} finished, more than "
                           f"--epochs {config.epochs:g}; pass a larger --epochs to train it "
                           "further.")
-    if done == total:
-        raise Lenet5Error(f"{directory} is already complete ({_epochs(trained)} finished); "
-                          f"pass --epochs N with --resume to train it further, N more than "
-                          f"{trained:g} (one step more: {(done + 1) / steps_per_epoch:.4g}).")
-    return params, optimizer_state, trained, done, metrics[:done // steps_per_epoch]
+    if done < total:
+        return params, optimizer_state, trained, done, metrics[:done // steps_per_epoch]
+    if METADATA_KEY not in checkpoint.load_model(directory / files.MODEL_FILE)[1]:
+        return params, optimizer_state, trained, done, metrics[:epoch]  # stopped calibrating
+    raise Lenet5Error(f"{directory} is already complete ({_epochs(trained)} finished); "
+                      f"pass --epochs N with --resume to train it further, N more than "
+                      f"{trained:g} (one step more: {(done + 1) / steps_per_epoch:.4g}).")
 
 
 # --- divergence -----------------------------------------------------------------------------
@@ -551,7 +555,10 @@ def _train_epochs(config: TrainConfig, arch: Architecture, data: TrainingData,
             f"-> {run.directory}")
     inputs = EpochInputs(config, data, run.engine)
     show_bar = sys.stderr.isatty() if progress is None else progress
-    for epoch in range(run.steps_done // run.steps_per_epoch, passes(config, data)):
+    left = _passes_left(config, run, data)
+    if not left:
+        log("every epoch of it had finished; calibrating its 'not a digit' threshold")
+    for epoch in left:
         row = train_epoch(config, run, data, inputs, epoch, show_bar)
         run.metrics.append(row)
         save_epoch(config, run)
@@ -562,6 +569,14 @@ def _train_epochs(config: TrainConfig, arch: Architecture, data: TrainingData,
             + f"{row['seconds']:.1f} s")
     calibrate_refusal(config, run, data)
     return run
+
+
+def _passes_left(config: TrainConfig, run: Run, data: TrainingData) -> range:
+    """The passes still to train, from the one a resumed run stands in; none where every step
+    is taken (a run stopped while its refusal was calibrated: that is all it has left)."""
+    if run.steps_done == _steps_in(config.epochs, run.steps_per_epoch):
+        return range(0)
+    return range(run.steps_done // run.steps_per_epoch, passes(config, data))
 
 
 def calibrate_refusal(config: TrainConfig, run: Run, data: TrainingData) -> None:

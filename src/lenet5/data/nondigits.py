@@ -205,7 +205,7 @@ def make_nondigits(digits: np.ndarray, n: int, rng: np.random.Generator,
         else:
             segments, pens = _marks(kind, int(count), rng)
             parts.append(redraw(draw(segments, pens), rng))
-    pictures = np.concatenate(parts)
+    pictures = np.concatenate(parts) if parts else np.zeros((0, CANVAS, CANVAS), np.uint8)
     return pictures[rng.permutation(len(pictures))]
 
 

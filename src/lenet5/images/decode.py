@@ -37,6 +37,9 @@ DECODED_SCALE = "lenet5_decoded_scale"
 """Where `decode` notes, in the image's info, the file's pixels per decoded pixel."""
 
 Source = str | Path | bytes | BinaryIO
+Picture = Source | np.ndarray | Image.Image
+"""Anything a picture is taken as: a file, its bytes or a stream (`Source`), an array or a
+Pillow image."""
 
 
 def name_of(source: object, name: str | None) -> str:

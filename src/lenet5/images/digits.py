@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import BinaryIO
-
 import numpy as np
 from PIL import Image
 from scipy import ndimage
@@ -13,6 +10,7 @@ from ..errors import ImageError
 from .decode import (
     DECODED_SCALE,
     WORK_SIDE,
+    Picture,
     array_to_gray,
     decode,
     name_of,
@@ -232,7 +230,7 @@ def _mnist_digit(gray: np.ndarray, label: str) -> np.ndarray:
 
 
 def preprocess_image(
-    source: str | Path | bytes | BinaryIO | np.ndarray | Image.Image, *, name: str | None = None
+    source: Picture, *, name: str | None = None
 ) -> np.ndarray:
     """A (28, 28) uint8 image of the digit in `source`, white ink on black, as MNIST made them.
 
@@ -245,7 +243,7 @@ def preprocess_image(
     return _mnist_digit(load_gray(source, label)[0], label)
 
 
-def load_gray(source, label: str, side: int = WORK_SIDE) -> tuple[np.ndarray, float]:
+def load_gray(source: Picture, label: str, side: int = WORK_SIDE) -> tuple[np.ndarray, float]:
     """(H, W) grey copy of `source` (any `preprocess_image` takes) of at most `side` px, and
     the file's pixels per pixel of it."""
     if isinstance(source, np.ndarray):

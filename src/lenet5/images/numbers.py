@@ -31,11 +31,8 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
-from PIL import Image
 from scipy import ndimage
 from scipy.sparse.csgraph import connected_components
 
@@ -43,6 +40,7 @@ from ..errors import ImageError
 from ..paths import REACH, least_ink_paths
 from .decode import (
     WORK_SIDE,
+    Picture,
     name_of,
     shrink,
 )
@@ -368,8 +366,7 @@ class Writing:
         return [_cuts_of(blob, self.height, spacing) for _, blob in self.blobs]
 
 
-def find_writing(source: str | Path | bytes | BinaryIO | np.ndarray | Image.Image, *,
-                 name: str | None = None) -> Writing:
+def find_writing(source: Picture, *, name: str | None = None) -> Writing:
     """The ink at the first of READ_SIDES where the number is at least MIN_DIGIT_SIDE px tall,
     with its blobs (any source `preprocess_image` takes). Raises ImageError when the picture
     cannot be read or holds no ink that stands out."""

@@ -132,7 +132,8 @@ class NumpyNet:
             grad = layer.backward(grad)
         return {f"{name}.{k}": g for name, layer in self.layers for k, g in layer.grads.items()}
 
-    def loss_and_grads(self, x: np.ndarray, labels: np.ndarray, batch_size: int | None = None):
+    def loss_and_grads(self, x: np.ndarray, labels: np.ndarray, batch_size: int | None = None
+                       ) -> tuple[float, np.ndarray, dict[str, np.ndarray]]:
         """(mean loss, outputs, parameter gradients) for one batch. With ``batch_size``, the
         images are a part of a batch that size: the gradients are of their summed loss over
         ``batch_size``, so that the parts' gradients add up to the batch's."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import ctypes
 import functools
 import gc
@@ -29,6 +30,7 @@ import struct
 import sys
 import time
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -454,6 +456,22 @@ def worker_app() -> FastAPI:
     return app
 
 
+@contextlib.contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    """The process's environment with `values` set inside, as it was again after: a caller
+    of `serve` (a notebook, a test) goes on with its own thread counts."""
+    before = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 def serve(sock: socket.socket, model_path: str | Path, engine: str = "numpy",
           device: str = "auto", workers: int = 1, reject_threshold: float | None = None
           ) -> None:
@@ -465,16 +483,17 @@ def serve(sock: socket.socket, model_path: str | Path, engine: str = "numpy",
     from uvicorn.config import STARTUP_FAILURE
     from uvicorn.supervisors import Multiprocess
 
-    os.environ[WORKER_ENV] = json.dumps({"model_path": str(model_path), "engine": engine,
-                                         "device": device, "parent": os.getpid(),
-                                         "reject_threshold": reject_threshold})
-    for name in THREAD_VARIABLES:  # one small image at a time: more threads per worker
-        os.environ.setdefault(name, "1")  # would only fight the other workers for the cores
+    settings = json.dumps({"model_path": str(model_path), "engine": engine, "device": device,
+                           "parent": os.getpid(), "reject_threshold": reject_threshold})
+    # one small image at a time: more threads per worker would only fight the other workers
+    # for the cores (unless the user chose a thread count)
+    one_thread = {name: "1" for name in THREAD_VARIABLES if name not in os.environ}
     config = uvicorn.Config(f"{__name__}:worker_app", factory=True, workers=workers,
                             http=GuardedHttpToolsProtocol, ws="none", log_level="warning",
                             access_log=False)
     supervisor = Multiprocess(config, sockets=worker_sockets(sock, workers))
-    supervisor.run()
+    with _environment({WORKER_ENV: settings, **one_thread}):  # what the workers inherit
+        supervisor.run()
     if any(worker.exitcode == STARTUP_FAILURE for worker in supervisor.processes):
         raise Lenet5Error(f"a worker could not load {model_path} (its message is above); "
                           "check the model file and --engine/--device.")
