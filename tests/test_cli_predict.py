@@ -271,6 +271,18 @@ def test_save_input_names_are_unique(untrained_model, tmp_path, capsys):
         assert picture.width > 224 + 224  # the 300x200 original, then the 28x28 blown up
 
 
+def test_save_input_never_writes_over_a_picture_it_reads(untrained_model, tmp_path, capsys):
+    """--save-input into the folder of the photos: each is saved under another name."""
+    drawing().save(tmp_path / "7.png")
+    drawing((300, 200)).save(tmp_path / "7-2.png")
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    code, out, _ = run_cli(capsys, "predict", untrained_model, tmp_path / "7.png",
+                           tmp_path / "7-2.png", "--save-input", tmp_path, "--json")
+    assert code == 0 and {p.name: p.read_bytes() for p in tmp_path.iterdir()
+                          if p.name in before} == before
+    assert [Path(r["saved_input"]).name for r in json.loads(out)] == ["7-3.png", "7-2-2.png"]
+
+
 def test_folders_are_searched_recursively_and_sorted(tmp_path):
     for name in ("b/2.png", "a/z.PNG", "a/sub/1.jpeg", "a/readme.txt", "c.webp"):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)

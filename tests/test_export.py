@@ -270,6 +270,23 @@ def test_cli_export_to_a_folder_asks_for_a_file_name(tmp_path, capsys):
     assert "is a folder; name the file to write" in err and err.count("\n") == 1
 
 
+@pytest.mark.parametrize("name", ["the model", "photo.png", ""])
+def test_cli_export_writes_over_no_file_but_an_onnx_one(tmp_path, capsys, name):
+    """-o onto the model it exports (or a photo) would lose it: only an .onnx file is
+    written again."""
+    model_path = make_model_file(tmp_path, "lenet5")
+    target = model_path if name == "the model" else tmp_path / name if name else ""
+    if name == "photo.png":
+        target.write_bytes(b"a photo")
+    before = model_path.read_bytes()
+    assert cli.main(["export", str(model_path), "-o", str(target or "")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and ("not an .onnx file; name a new file" in err if name
+                                      else "-o is empty" in err)
+    assert model_path.read_bytes() == before
+    assert name != "photo.png" or target.read_bytes() == b"a photo"
+
+
 def test_cli_evaluate_with_engine_onnx(synthetic_dataset, tmp_path, capsys):
     model_path = make_model_file(tmp_path, "lenet5", dataset=synthetic_dataset)
     out = tmp_path / "m.onnx"
@@ -341,7 +358,7 @@ def test_cli_export_onto_a_special_file_refuses_and_leaves_it(tmp_path, capsys, 
     import os
     import stat
 
-    target = tmp_path / "full"
+    target = tmp_path / "full.onnx"  # an .onnx name: any other is refused before (above)
     if kind == "fifo":
         os.mkfifo(target)
     elif os.geteuid() == 0:

@@ -85,10 +85,14 @@ def test_a_users_recipe_file(tmp_path):
     ("[options]\nbatchsize = 4\n", "sets unknown options batchsize"),
     ("[options\n", "is not valid TOML"),
     ('[options]\nepochs = "5"\n', "'epochs' in .*bad.toml is '5', not a number"),
+    ('description = "x"\noptions = 5\n', r"options in .*bad.toml is 5, not a table; write it "
+                                           r"as a \[options\] section"),
+    ('reference = "a paper"\n', "reference in .*bad.toml is 'a paper', not a table"),
+    (b"\xff\xfe[options]", r"cannot read recipe .*bad.toml \(not UTF-8 text\)"),
 ])
 def test_bad_recipe_files_are_one_sentence(tmp_path, text, message):
     path = tmp_path / "bad.toml"
-    path.write_text(text)
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
     with pytest.raises(Lenet5Error, match=message):
         load_recipe(str(path))
 

@@ -552,6 +552,7 @@ def test_serve_picks_the_newest_run(tmp_path, monkeypatch, model_path, capsys, s
 
 def test_serve_runs_the_workers_asked_for_each_with_one_blas_thread(model_path, client, capsys,
                                                                      supervised, monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _: set(range(4)), raising=False)
     assert main(["serve", str(model_path), "--port", "0", "--workers", "3",
                  "--engine", "numpy", "--reject-threshold", "0.25"]) == 0
     (run,) = supervised
@@ -622,6 +623,14 @@ def test_serve_defaults_to_a_worker_per_core(model_path, capsys, supervised, mon
     monkeypatch.setattr(os, "sched_getaffinity", lambda _: set(range(cores)), raising=False)
     assert main(["serve", str(model_path), "--port", "0"]) == 0
     assert supervised[0]["config"].workers == server_app.default_workers() == workers
+
+
+def test_serve_refuses_more_workers_than_cores(model_path, capsys, supervised, monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _: {0, 1}, raising=False)
+    assert main(["serve", str(model_path), "--port", "0", "--workers", "3"]) == 1
+    err = capsys.readouterr().err
+    assert "--workers 3 is more than the 2 cores" in err and err.count("\n") == 1
+    assert not supervised
 
 
 def test_serve_refuses_a_threshold_outside_0_1(model_path, capsys, supervised):

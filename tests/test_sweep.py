@@ -48,6 +48,8 @@ def test_settings_are_every_combination_in_order():
     ("pool=max,mean", "'mean' is not a valid pool"),
     ("lr=fast", "'fast' is not a valid lr"),
     ("epochs=abc", "'abc' is not a valid epochs"),  # a type that raises ArgumentTypeError
+    ("pool=max,max", "'max' gives pool 'max' twice; give each value once"),
+    ("lr=1e-3,0.001", "'0.001' gives lr 0.001 twice"),
     ("seed=1,2", "seeds are not a grid axis; give their count, --seeds N"),
     ("pool=", "give values after"),
 ])
@@ -61,6 +63,24 @@ def test_a_grid_over_optimizers_gives_each_run_only_its_own_optimizers_settings(
     assert [(r.config.optimizer, r.config.beta1) for r in runs] == [("adam", 0.8), ("sgd", None)]
     with pytest.raises(Lenet5Error, match="--beta1 applies to --optimizer adam or adamw only"):
         plan(TrainConfig(beta1=0.8, optimizer="sgd"), settings_of({}), 1, tmp_path)
+
+
+def test_a_run_stopped_in_its_first_epoch_is_started_again(synthetic_dataset, tmp_path):
+    """Its folder holds only its settings: a new run would not write over them, a resumed one
+    starts again."""
+    from lenet5.training import train
+
+    base = TrainConfig(dataset=synthetic_dataset, epochs=1, batch_size=32)
+    [run] = plan(base, settings_of({}), 1, tmp_path)
+
+    def stopped_in_first_epoch(line: str) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(run.config, log=stopped_in_first_epoch)
+    assert [p.name for p in run.directory.iterdir()] == ["config.json"]
+    summary = run_sweep(base, {}, 1, tmp_path, workers=1, log=lambda _: None)
+    assert summary["settings"][0]["n"] == 1 and not summary["settings"][0]["failed"]
 
 
 def test_a_sweep_summarizes_its_runs_resumes_and_reports_failures(synthetic_dataset, tmp_path):

@@ -96,6 +96,18 @@ def test_run_parts_keeps_the_order_and_waits_for_every_part():
     assert sorted(done) == [1, 2, 3]
 
 
+def test_run_parts_hold_the_caller_s_numpy_error_state():
+    """A training step's overflow, silenced where it is reported instead, stays silent in
+    every part."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from lenet5.threads import run_parts
+
+    with ThreadPoolExecutor(2) as pool, np.errstate(over="ignore"):
+        assert run_parts(pool, threads.part_slices(256, 3),
+                         lambda i, part: np.geterr()["over"]) == ["ignore"] * 3
+
+
 def test_over_blocks_computes_every_block_once_on_any_number_of_threads(compute_threads):
     for workers in (1, 2):
         with compute_threads(workers):

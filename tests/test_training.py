@@ -1,6 +1,7 @@
 """The training loop on a tiny synthetic dataset: files, resume, divergence, validation."""
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -76,6 +77,22 @@ def test_divergence_stops_with_advice_and_keeps_last_good_epoch(synthetic_datase
     with pytest.raises(TrainingDiverged, match=r"lower --lr \(now 1e\+12\)"):
         train(cfg, log=quiet)
     assert not (tmp_path / "run" / files.MODEL_FILE).exists()
+
+
+@pytest.mark.parametrize("settings, advice", [
+    (dict(init_std=1e10), r"its training loss is nan; leave out --init-std \(now 1e\+10\) for "
+                          "lenet5's own initialisation, then train again"),
+    (dict(optimizer="sgd", lr=0.1, weight_decay=1e6),
+     r"lower --weight-decay \(now 1e\+06\) towards 0 or lower --lr \(now 0.1\)"),
+    (dict(optimizer="sgd", lr=0.001, schedule="step", step_epochs=1, gamma=1e20, epochs=3),
+     r"lower --gamma \(now 1e\+20\) below 1, so that each step lowers the rate, then"),
+])
+def test_divergence_names_the_setting_that_made_the_steps_too_large(
+        synthetic_dataset, tmp_path, settings, advice):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy's overflow warnings stay out of the terminal
+        with pytest.raises(TrainingDiverged, match=advice):
+            train(config(synthetic_dataset, tmp_path / "run", **settings), log=quiet)
 
 
 def test_existing_run_is_not_overwritten(synthetic_dataset, tmp_path):
@@ -465,6 +482,17 @@ def test_a_lone_model_file_in_out_is_not_overwritten(synthetic_dataset, tmp_path
     assert (tmp_path / "run" / files.MODEL_FILE).read_bytes() == b"someone's model"
 
 
+@pytest.mark.parametrize("name", [files.CONFIG_FILE, files.METRICS_FILE])
+def test_a_user_s_settings_or_metrics_in_out_are_not_overwritten(synthetic_dataset, tmp_path,
+                                                                 name):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / name).write_text('{"mine": 1}')
+    with pytest.raises(Lenet5Error, match=f"already holds {name}, which a new run would "
+                                          "overwrite; choose another --out"):
+        finished_run(synthetic_dataset, tmp_path / "run")
+    assert (tmp_path / "run" / name).read_text() == '{"mine": 1}'
+
+
 def test_resume_before_any_epoch_finished_starts_the_run_again(synthetic_dataset, tmp_path):
     def killed_in_first_epoch(line: str) -> None:
         if line.startswith("training"):
@@ -473,6 +501,8 @@ def test_resume_before_any_epoch_finished_starts_the_run_again(synthetic_dataset
     with pytest.raises(KeyboardInterrupt):
         train(config(synthetic_dataset, tmp_path / "run"), log=killed_in_first_epoch)
     assert not (tmp_path / "run" / files.STATE_FILE).exists()
+    with pytest.raises(Lenet5Error, match="already holds a training run; pass --resume"):
+        train(config(synthetic_dataset, tmp_path / "run"), log=quiet)  # not over its settings
     resume(tmp_path / "run")
     assert len(read_metrics(tmp_path / "run")) == 2
 

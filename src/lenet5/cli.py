@@ -435,6 +435,9 @@ def _parse_grid(parser: argparse.ArgumentParser, items: list[str]) -> dict[str, 
             if action.choices and parsed[-1] not in action.choices:
                 raise Lenet5Error(f"--grid {item}: {value!r} is not a valid {field}; choose "
                                   f"from {', '.join(map(str, action.choices))}.")
+            if parsed[-1] in parsed[:-1]:  # two runs would share one directory
+                raise Lenet5Error(f"--grid {item}: {value!r} gives {field} "
+                                  f"{parsed[-1]!r} twice; give each value once.")
         grid[field] = parsed
     return grid
 
@@ -726,7 +729,8 @@ def add_serve(sub: Subparsers) -> None:
     serve.add_argument("--port", type=int, default=8000, help="port (0 picks a free one)")
     serve.add_argument("--workers", type=int, default=None,
                        help="processes answering requests, each with its own copy of the model "
-                       "(default: one per CPU core, at most 4)")
+                       "and a core of its own, at most one per core (default: one per core, "
+                       "at most 4)")
     _engine_flags(serve)
     _reject_flag(serve)
     serve.set_defaults(func=cmd_serve)
@@ -743,11 +747,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .files import is_onnx_file, newest_run
     from .model import load
     from .refusal import check_threshold
-    from .server import default_workers, listen, serve
+    from .server import default_workers, listen, serve, usable_cores
 
     workers = default_workers() if args.workers is None else args.workers
     if workers < 1:
         raise Lenet5Error(f"--workers must be at least 1, got {workers}.")
+    if workers > usable_cores():
+        raise Lenet5Error(f"--workers {workers} is more than the {usable_cores()} cores this "
+                          "machine lets lenet5 use; each worker computes on a core of its own, "
+                          f"so choose {usable_cores()} or fewer.")
     check_threshold(args.reject_threshold)
     model = args.model or newest_run() or pretrained.NAME
     if is_onnx_file(model):

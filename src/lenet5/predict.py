@@ -55,14 +55,16 @@ def predict_file(model: Model, file: str | Path, top_k: int = 3,
     return {"file": str(file), **reading.answer}, reading
 
 
-def _picture_names(files: Sequence[str]) -> list[str]:
-    """A distinct PNG name per file: its stem, with -2, -3 ... where stems repeat."""
+def _picture_names(files: Sequence[str], folder: Path) -> list[str]:
+    """A distinct PNG name in `folder` per file: its stem, with -2, -3 ... where stems repeat
+    or the name is a picture being read (a user's photo is never written over)."""
+    read = {Path(file).resolve() for file in files}
     used: set[str] = set()
     names = []
     for file in files:
         stem = Path(file).stem or "image"
         name, n = f"{stem}.png", 1
-        while name in used:
+        while name in used or (folder / name).resolve() in read:
             n += 1
             name = f"{stem}-{n}.png"
         used.add(name)
@@ -130,8 +132,8 @@ def predict_files(model: Model, files: Sequence[str], *, top_k: int = 3,
     file. `threshold` overrides the model's refusal threshold (`--reject-threshold`)."""
     if top_k < 1:
         raise Lenet5Error(f"--top-k must be at least 1, got {top_k}.")
+    folder = Path(save_input or ".")
     if save_input is not None:
-        folder = Path(save_input)
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -139,12 +141,12 @@ def predict_files(model: Model, files: Sequence[str], *, top_k: int = 3,
                               f"({exc.strerror or exc}); choose another folder.") from None
     check_threshold(threshold)
     results = []
-    for file, name in zip(files, _picture_names(files), strict=True):
+    for file, name in zip(files, _picture_names(files, folder), strict=True):
         result, reading = predict_file(model, file, top_k, threshold)
         if save_input is not None and reading is not None:
             try:
                 save_input_picture(file, reading, folder / name)
-                result["saved_input"] = str(folder / name)  # a name met twice gets -2, -3
+                result["saved_input"] = str(folder / name)
             except Lenet5Error as exc:  # e.g. a full disk: this file fails, the others go on
                 result = {"file": str(file), "error": f"--save-input: {exc}"}
         results.append(result)

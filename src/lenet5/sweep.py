@@ -129,7 +129,7 @@ def execute(config: TrainConfig, directory: str) -> str | None:
             datasets.fetch(config.dataset, config.data_dir, log=quiet,  # once per node; the
                            repair=config.data_dir is not None)  # run then decodes it itself
         with threadpool_limits(limits=1):
-            if (Path(directory) / STATE_FILE).is_file():
+            if (Path(directory) / CONFIG_FILE).is_file():  # started: resumed (or started again)
                 train(resume_config(directory, config.epochs), resume=directory, log=quiet,
                       progress=False)
             else:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import contextvars
 import functools
 import mmap
 import os
@@ -125,8 +126,10 @@ def run_parts(pool: Executor, parts: list[slice], compute: Callable[[int, slice]
               ) -> list[T]:
     """``compute(i, parts[i])`` for every part, the first on this thread and the others on
     the pool's at the same time; the results in order, every thread done even when one
-    raised."""
-    futures = [pool.submit(compute, i, part) for i, part in enumerate(parts[1:], 1)]
+    raised. Each part runs in a copy of this thread's context: NumPy's error state
+    (`np.errstate`, a context variable) holds in the pool's threads too."""
+    futures = [pool.submit(contextvars.copy_context().run, compute, i, part)
+               for i, part in enumerate(parts[1:], 1)]
     try:
         first = compute(0, parts[0])
     finally:

@@ -320,13 +320,15 @@ def start_run(config: TrainConfig, arch: Architecture, data: TrainingData,
 
 
 def _refuse_existing_run(directory: Path) -> None:
-    """A new run never writes over another run's files, nor over a model left in --out."""
-    if (directory / files.STATE_FILE).exists():
+    """A new run never writes over another run's files, nor over a model, settings or metrics
+    left in --out."""
+    if (directory / files.STATE_FILE).exists() or files.unfinished_run(directory):
         raise Lenet5Error(f"{directory} already holds a training run; pass --resume {directory} "
                           "to continue it or choose another --out.")
-    if (directory / files.MODEL_FILE).exists():
-        raise Lenet5Error(f"{directory} already holds a model ({files.MODEL_FILE}) that a new "
-                          "run would overwrite; choose another --out, or move the model away.")
+    for name in (files.MODEL_FILE, files.CONFIG_FILE, files.METRICS_FILE):
+        if (directory / name).exists():
+            raise Lenet5Error(f"{directory} already holds {name}, which a new run would "
+                              "overwrite; choose another --out, or move that file away.")
 
 
 def _resume_state(directory: Path, config: TrainConfig, arch: Architecture,
@@ -400,7 +402,9 @@ def untrained_loss(config: TrainConfig, arch: Architecture, initial: dict,
     """The mean loss of the run's initial weights ``initial`` (the same for a resumed run) on
     the first REFERENCE_IMAGES test images."""
     engine = make_engine(config.engine, arch, initial, device=config.device)
-    loss_sum, _ = evaluate(engine, data.x_test[:REFERENCE_IMAGES], data.y_test[:REFERENCE_IMAGES])
+    with np.errstate(over="ignore", invalid="ignore"):  # a huge --init-std: reported after
+        loss_sum, _ = evaluate(engine, data.x_test[:REFERENCE_IMAGES],  # the first epoch
+                               data.y_test[:REFERENCE_IMAGES])
     return loss_sum / len(data.y_test[:REFERENCE_IMAGES])
 
 
@@ -413,7 +417,7 @@ def check_progress(config: TrainConfig, run: Run, data: TrainingData, epoch: int
     chance = np.bincount(digits).max() / len(digits)  # always answering the commonest class
     steps = (epoch + 1) * math.ceil(len(data.train_labels) / config.batch_size)
     default = defaults_for(config.arch)["lr"]
-    lower = f"lower --lr (now {config.lr:g}) towards {config.arch}'s default {default:g}"
+    lower = _steadier(config)
     if not math.isfinite(loss):
         verdict, reason, advice = "diverged", f"its training loss is {loss}", lower
     elif loss > DIVERGED_LOSS_FACTOR * run.untrained_loss:
@@ -435,6 +439,26 @@ def check_progress(config: TrainConfig, run: Run, data: TrainingData, epoch: int
             else "no epoch was saved")
     raise TrainingDiverged(f"training {verdict} in epoch {epoch + 1}: {reason}; {advice}, then "
                            f"train again; {kept}.")
+
+
+def _steadier(config: TrainConfig) -> str:
+    """What to change after a run diverged: each setting given that makes steps larger than
+    the architecture's defaults do, else the learning rate."""
+    default = defaults_for(config.arch)
+    changes = []
+    if config.init_std is not None:
+        changes.append(f"leave out --init-std (now {config.init_std:g}) for {config.arch}'s own "
+                       "initialisation")
+    if config.weight_decay > default["weight_decay"]:
+        changes.append(f"lower --weight-decay (now {config.weight_decay:g}) towards "
+                       f"{default['weight_decay']:g}")
+    if config.schedule == "step" and config.gamma > 1:
+        changes.append(f"lower --gamma (now {config.gamma:g}) below 1, so that each step "
+                       "lowers the rate")
+    if config.lr > default["lr"] or not changes:
+        changes.append(f"lower --lr (now {config.lr:g}) towards {config.arch}'s default "
+                       f"{default['lr']:g}")
+    return " or ".join(changes)
 
 
 # --- one epoch ------------------------------------------------------------------------------

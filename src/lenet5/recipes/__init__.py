@@ -83,17 +83,25 @@ def _parse(text: str, name: str, where: str, measured: dict) -> Recipe:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise Lenet5Error(f"{where} is not valid TOML ({exc}); fix the recipe file.") from None
-    options = document.get("options", {})
+    options, reference = _table(document, "options", where), _table(document, "reference", where)
     unknown = sorted(set(options) - set(OPTIONS))
     if unknown:
         raise Lenet5Error(f"{where} sets unknown options {', '.join(unknown)}; a recipe may "
                           f"set: {', '.join(OPTIONS)}.")
     check_types(options, where, "fix the recipe file")
-    reference = document.get("reference", {})
     return Recipe(name=name, description=document.get("description", ""), options=options,
                   reference={"figure": reference.get("figure"),
                              "source": reference.get("source", "")},
                   measured=measured)
+
+
+def _table(document: dict, key: str, where: str) -> dict:
+    """The document's [key] table (empty where there is none)."""
+    table = document.get(key, {})
+    if not isinstance(table, dict):
+        raise Lenet5Error(f"{key} in {where} is {table!r}, not a table; write it as a [{key}] "
+                          "section of `name = value` lines, and fix the recipe file.")
+    return table
 
 
 def load_recipe(name_or_file: str) -> Recipe:
@@ -102,10 +110,10 @@ def load_recipe(name_or_file: str) -> Recipe:
     if path.suffix == ".toml" or path.is_file():
         try:
             text = path.read_text()
-        except OSError as exc:
-            raise Lenet5Error(f"cannot read recipe {path} ({exc.strerror or exc}); pass a "
-                              "recipe name (`lenet5 recipes` lists them) or a .toml file.") \
-                from None
+        except (OSError, UnicodeDecodeError) as exc:
+            why = "not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else exc.strerror or exc
+            raise Lenet5Error(f"cannot read recipe {path} ({why}); pass a recipe name "
+                              "(`lenet5 recipes` lists them) or a .toml file.") from None
         return _parse(text, path.stem, str(path), {})  # measured here only if shipped
     if name_or_file not in names():
         raise Lenet5Error(f"unknown --recipe {name_or_file!r}; choose one of: "

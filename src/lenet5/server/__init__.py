@@ -3,6 +3,6 @@ extra: ``pip install -e '.[web]'``). ``create_app`` builds the FastAPI app aroun
 ``listen`` opens the socket it is served on, and ``serve`` answers on it with one or more worker
 processes."""
 
-from .app import create_app, default_workers, listen, serve
+from .app import create_app, default_workers, listen, serve, usable_cores
 
-__all__ = ["create_app", "default_workers", "listen", "serve"]
+__all__ = ["create_app", "default_workers", "listen", "serve", "usable_cores"]

@@ -422,11 +422,16 @@ PR_SET_PDEATHSIG = 1
 """prctl(2) option: the signal this process gets when its parent dies (linux/prctl.h)."""
 
 
-def default_workers() -> int:
-    """One worker process per core this process may use (all cores where the system does not
-    say), at most 4."""
+def usable_cores() -> int:
+    """The cores this process may use (all of them where the system does not say): one worker
+    process computes on one, so more workers than cores only share them, ~100 MB each."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, min(4, cores or 1))
+    return max(1, cores or 1)
+
+
+def default_workers() -> int:
+    """One worker process per usable core, at most 4."""
+    return min(4, usable_cores())
 
 
 def stop_with_parent(parent: int) -> None:
