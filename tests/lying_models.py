@@ -31,9 +31,12 @@ ISSUE_LIES = ("std 0", "pad 5", "empty", "not JSON", "string mean", "classes 5",
 def rewrite_metadata(path: Path | str, **changes: str | None) -> None:
     """Re-save the safetensors file ``path`` with metadata fields replaced (raw strings, as
     safetensors stores them); a value None removes the field. The tensors, and with them the
-    weights' checksum, stay as they were."""
+    weights' checksum, stay as they were; the metadata's checksum is made again, as a tool
+    that writes such a file would: what is tested is the schema."""
     from safetensors import safe_open
     from safetensors.numpy import save_file
+
+    from lenet5.checkpoint import METADATA_CHECKSUM, metadata_sha256
 
     with safe_open(str(path), framework="np") as f:
         meta = f.metadata()
@@ -43,4 +46,6 @@ def rewrite_metadata(path: Path | str, **changes: str | None) -> None:
             meta.pop(key, None)
         else:
             meta[key] = value
+    if METADATA_CHECKSUM in meta:
+        meta[METADATA_CHECKSUM] = metadata_sha256(meta)
     save_file(tensors, str(path), metadata=meta)

@@ -197,10 +197,23 @@ def test_a_flipped_bit_in_the_weights_is_refused(model_file):
         checkpoint.load_model(model_file)
 
 
-def test_files_written_before_the_checksum_still_load(model_file):
-    rewrite_metadata(model_file, weights_sha256=None)
+@pytest.mark.parametrize("stored, changed", [(b"0.13", b"0.93"), (b"mean_std", b"mean_img")])
+def test_a_changed_byte_in_the_metadata_is_refused(model_file, stored, changed):
+    """A mean or a kind changed in place still reads as metadata: only the checksum tells."""
+    data = model_file.read_bytes()
+    assert data.count(stored) == 1
+    model_file.write_bytes(data.replace(stored, changed))
+    with pytest.raises(ModelFileError, match=r"is damaged: its metadata do not match the "
+                                             r"checksum stored in it \(metadata_sha256\); "
+                                             r"train again or restore it from a copy\.$"):
+        checkpoint.load_model(model_file)
+
+
+@pytest.mark.parametrize("checksum", ["weights_sha256", "metadata_sha256"])
+def test_files_written_before_the_checksum_still_load(model_file, checksum):
+    rewrite_metadata(model_file, **{checksum: None})
     params, meta = checkpoint.load_model(model_file)
-    assert "weights_sha256" not in meta and set(params) == set(LENET5.param_shapes())
+    assert checksum not in meta and set(params) == set(LENET5.param_shapes())
 
 
 def test_a_flipped_bit_in_a_state_file_is_refused(tmp_path):

@@ -244,17 +244,24 @@ def test_lying_metadata_is_one_sentence_in_every_command(lying_model, tmp_path, 
     assert repr(field) in serve.stderr and serve.stderr.count("\n") == 1
 
 
-@pytest.mark.parametrize("command, resume_advice", [("summary", False), ("train", True)])
-def test_ctrl_c_advises_resume_only_for_training(capsys, monkeypatch, command, resume_advice):
+def test_ctrl_c_advises_resume_only_for_training(capsys, monkeypatch, synthetic_dataset,
+                                                tmp_path):
+    """Stopped while training, the advice names the run to resume; elsewhere none."""
     import lenet5.cli
+    from lenet5 import training
 
-    def interrupted(args):
+    def interrupted(*args):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(lenet5.cli, f"cmd_{command}", interrupted)
-    code, _, err = run_cli(capsys, command)
-    assert code == 130 and err.startswith("lenet5: interrupted")
-    assert ("--resume" in err) == resume_advice
+    monkeypatch.setattr(lenet5.cli, "cmd_summary", interrupted)
+    code, _, err = run_cli(capsys, "summary")
+    assert code == 130 and err == "lenet5: interrupted.\n"
+    monkeypatch.setattr(training, "_train_epochs", interrupted)
+    code, _, err = run_cli(capsys, "train", "--dataset", synthetic_dataset, "--out",
+                           str(tmp_path / "run"))
+    assert code == 130 and err == ("lenet5: interrupted; the run continues from its last "
+                                   "finished epoch with `lenet5 train --resume "
+                                   f"{tmp_path / 'run'}`.\n")
 
 
 @pytest.mark.parametrize("argv", [["train", "--lr", "abc"], ["summary", "--arch", "foo"],

@@ -310,6 +310,17 @@ def test_user_data_dir_with_gz_or_raw_files(tiny, tmp_path, compress):
     assert all(str(user) in line and line.endswith("ok") for line in logs)
 
 
+def test_a_truncated_gz_in_the_data_dir_is_said_to_be_damaged(tiny, tmp_path):
+    user = tmp_path / "downloads"
+    user.mkdir()
+    for f, b in tiny.items():
+        (user / f"{f}.gz").write_bytes(gzip.compress(b)[:20])  # cut off
+    logs: list[str] = []
+    with pytest.raises(DataError, match="could not get a verified tiny"):
+        fetch("tiny", user, sources=[ds.DirSource(user)], log=logs.append)
+    assert "is damaged: " in logs[0] and logs[0].endswith(", skipped")
+
+
 def test_missing_data_dir_is_a_data_error(tiny, tmp_path):
     with pytest.raises(DataError, match="--data-dir"):
         fetch("tiny", tmp_path / "nope")

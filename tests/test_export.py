@@ -378,12 +378,34 @@ def test_onnx_file_with_lying_metadata_is_refused_by_the_same_schema(exported, t
     from lenet5.errors import ModelFileError
 
     proto = onnx.load(exported[1])
-    for prop in proto.metadata_props:
-        if prop.key == "classes":
-            prop.value = "5"
+    props = {p.key: p.value for p in proto.metadata_props}
+    props["classes"] = "5"
+    props[checkpoint.METADATA_CHECKSUM] = checkpoint.metadata_sha256(props)  # as a tool would
+    del proto.metadata_props[:]
+    onnx.helper.set_model_props(proto, props)
     onnx.save(proto, tmp_path / "lying.onnx")
     with pytest.raises(ModelFileError, match=r"lying\.onnx has a bad metadata field 'classes'"):
         load(tmp_path / "lying.onnx", engine="onnx")
+
+
+@pytest.mark.parametrize("part", ["graph", "metadata"])
+def test_a_changed_byte_in_an_onnx_file_is_refused(exported, tmp_path, part):
+    """A weight or a mean changed in place still makes a valid ONNX file: the checksums tell."""
+    from lenet5.errors import ModelFileError
+
+    proto = onnx.load(exported[1])
+    if part == "graph":  # a weight
+        weights = proto.graph.initializer[-1]
+        weights.raw_data = bytes([weights.raw_data[0] ^ 0x10]) + weights.raw_data[1:]
+    else:
+        for prop in proto.metadata_props:
+            if prop.key == "test_accuracy":
+                prop.value = "0.9976"
+    onnx.save(proto, tmp_path / "changed.onnx")
+    with pytest.raises(ModelFileError, match=f"changed\\.onnx is damaged: its {part} (do|does) "
+                                             "not match the checksum stored in it .*; export "
+                                             "it again with `lenet5 export`"):
+        load(tmp_path / "changed.onnx", engine="onnx")
 
 
 @pytest.mark.parametrize("device", ["cuda", "mps"])

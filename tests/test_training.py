@@ -655,6 +655,19 @@ def test_refusal_flags_reach_the_calibration(synthetic_dataset, tmp_path):
     assert (refusal["target_error"], refusal["digits"]) == (0.05, 300)
 
 
+@pytest.mark.parametrize("field, value, words", [
+    ("arch", "vgg", "unknown architecture 'vgg'"), ("batch_size", 0, "--batch-size must be at "
+                                                    "least 1, got 0")])
+def test_a_resumed_run_s_impossible_setting_names_its_config_json(synthetic_dataset, tmp_path,
+                                                                  field, value, words):
+    run = train(config(synthetic_dataset, tmp_path / "run", epochs=1), log=quiet)
+    saved = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**saved, field: value}))
+    with pytest.raises(Lenet5Error, match=f"{run / 'config.json'} holds a setting lenet5 cannot "
+                                          f"train with \\({words}.*\\); restore the config.json"):
+        resume_config(run, epochs=2)
+
+
 def test_a_run_saved_before_calibration_digits_existed_resumes_with_the_default(
         synthetic_dataset, tmp_path):
     run = train(config(synthetic_dataset, tmp_path / "run", epochs=1, calibration_digits=200),

@@ -3,10 +3,10 @@
 A model file holds the trainable parameters under ``lenet5.arch``'s names plus metadata:
 ``format`` (always ``lenet5-model``, the magic), ``format_version``, ``arch``, ``dataset``,
 ``classes`` and ``input_normalization`` (JSON), ``weights_sha256`` (the weights' checksum),
-and facts about the run. Loading checks the metadata against one schema (``check_metadata``) and
-the weights against their checksum; files written before the checksum existed have none and
-still load. Files are written atomically (``files.write_atomic``) and byte for byte the same
-for the same contents.
+``metadata_sha256`` (the rest of the metadata's), and facts about the run. Loading checks the
+metadata against one schema (``check_metadata``) and the weights and metadata against their
+checksums; files written before a checksum existed have none and still load. Files are
+written atomically (``files.write_atomic``) and byte for byte the same for the same contents.
 """
 
 from __future__ import annotations
@@ -30,10 +30,12 @@ MAGIC = "lenet5-model"
 STATE_MAGIC = "lenet5-training-state"
 FORMAT_VERSION = 1
 CHECKSUM = "weights_sha256"
+METADATA_CHECKSUM = "metadata_sha256"
+GRAPH_CHECKSUM = "graph_sha256"  # an exported ONNX file's (`onnx_graph.graph_sha256`)
 REQUIRED = ("arch", "classes", "input_normalization")
 # Metadata stored as plain strings; every other field is JSON (``encode_metadata``).
 STRING_FIELDS = frozenset({"format", "arch", "pool", "activation", "dataset", "engine",
-                           "lenet5_version", CHECKSUM})
+                           "lenet5_version", CHECKSUM, METADATA_CHECKSUM, GRAPH_CHECKSUM})
 # The numbers each kind of input normalisation needs (``data.transforms.input_normalization``);
 # mean_image's "mean" is an image, checked on its own.
 NORMALIZATION_FIELDS = {"mean_std": ("mean", "std"), "mean_image": ("std",),
@@ -70,11 +72,27 @@ def weights_sha256(tensors: dict[str, np.ndarray]) -> str:
     return digest.hexdigest()
 
 
+def metadata_sha256(meta: dict[str, str]) -> str:
+    """SHA-256 over metadata as stored (strings), all but this checksum itself: the JSON of
+    its [key, value] pairs in key order. A byte changed there (a mean, a pooling kind) would
+    otherwise be a model that loads and answers wrong."""
+    pairs = sorted([k, v] for k, v in meta.items() if k != METADATA_CHECKSUM)
+    return hashlib.sha256(json.dumps(pairs).encode()).hexdigest()
+
+
+def check_metadata_checksum(path: Path, meta: dict[str, str], remedy: str) -> None:
+    """Refuse metadata that do not match their METADATA_CHECKSUM (where they have one)."""
+    if METADATA_CHECKSUM in meta and meta[METADATA_CHECKSUM] != metadata_sha256(meta):
+        raise ModelFileError(f"{path} is damaged: its metadata do not match the checksum stored "
+                             f"in it ({METADATA_CHECKSUM}); {remedy}.")
+
+
 def _serialize(tensors: dict[str, np.ndarray], meta: dict[str, str]) -> bytes:
-    """safetensors bytes with the metadata in sorted key order. safetensors writes it in
-    hash-map order, which changes from one save to the next, and identical runs must give
-    identical files."""
-    blob = save(tensors, metadata={**meta, CHECKSUM: weights_sha256(tensors)})
+    """safetensors bytes with the metadata, checksums added, in sorted key order. safetensors
+    writes it in hash-map order, which changes from one save to the next, and identical runs
+    must give identical files."""
+    meta = {**meta, CHECKSUM: weights_sha256(tensors)}
+    blob = save(tensors, metadata={**meta, METADATA_CHECKSUM: metadata_sha256(meta)})
     size = int.from_bytes(blob[:8], "little")
     header = json.loads(blob[8:8 + size])
     header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
@@ -152,6 +170,7 @@ def _read(path: Path, magic: str, what: str) -> tuple[dict[str, np.ndarray], dic
     if CHECKSUM in meta and meta[CHECKSUM] != weights_sha256(tensors):
         raise ModelFileError(f"{path} is damaged: its weights do not match the checksum stored "
                              f"in it ({CHECKSUM}); train again or restore it from a copy.")
+    check_metadata_checksum(path, meta, "train again or restore it from a copy")
     return tensors, meta
 
 

@@ -809,10 +809,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Lenet5Error as exc:
         print(f"lenet5: error: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("lenet5: interrupted" + ("; a training run continues from its last finished "
-              "epoch with `lenet5 train --resume RUN_DIR`." if args.command == "train" else "."),
-              file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        run = getattr(exc, "run_directory", None)  # set where a training run was stopped
+        print("lenet5: interrupted" + (f"; the run continues from its last finished epoch with "
+              f"`lenet5 train --resume {run}`." if run else "."), file=sys.stderr)
         return 130
     except BrokenPipeError:  # `lenet5 ... | head`: the reader left; say nothing more
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -15,7 +15,7 @@ from . import checkpoint
 from .engine import require_cpu
 from .errors import Lenet5Error, ModelFileError
 from .files import is_onnx_file
-from .onnx_graph import INPUT, OUTPUT, import_onnx, to_onnx
+from .onnx_graph import INPUT, OUTPUT, graph_sha256, import_onnx, to_onnx
 
 
 class OnnxEngine:
@@ -63,6 +63,12 @@ def read_onnx(path: str | Path) -> tuple[bytes, dict]:
         raise ModelFileError(f"{path} is not a valid ONNX file ({reason}); it may be truncated "
                              "or corrupt: export it again with `lenet5 export`.") from None
     metadata = {p.key: p.value for p in proto.metadata_props}
+    again = "export it again with `lenet5 export`"
+    graph_checksum = metadata.get(checkpoint.GRAPH_CHECKSUM)
+    if graph_checksum is not None and graph_checksum != graph_sha256(proto.graph):
+        raise ModelFileError(f"{path} is damaged: its graph does not match the checksum stored "
+                             f"in it ({checkpoint.GRAPH_CHECKSUM}); {again}.")
+    checkpoint.check_metadata_checksum(Path(path), metadata, again)
     return data, checkpoint.check_metadata(Path(path), metadata, "it is truncated or was not "
                                            "written by `lenet5 export`: export it again")
 

@@ -13,6 +13,7 @@ engine's network with ``torch.onnx.export``. ``to_onnx`` adds the model file's m
 
 from __future__ import annotations
 
+import hashlib
 import io
 import warnings
 from types import ModuleType
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from . import arch as A
-from .checkpoint import encode_metadata
+from .checkpoint import GRAPH_CHECKSUM, METADATA_CHECKSUM, encode_metadata, metadata_sha256
 from .data.transforms import mean_std
 from .errors import Lenet5Error
 from .version import __version__
@@ -240,8 +241,17 @@ def to_onnx(params: dict[str, np.ndarray], metadata: dict, via: str = "numpy",
     proto.doc_string = (f"{arch.name} ({arch.description}). Input {INPUT!r}: float32 "
                         "(N, 1, 28, 28), raw pixels 0-255, ink bright on dark. Output "
                         f"{OUTPUT!r}: (N, {arch.num_classes}), argmax = predicted class.")
-    props = {k: v for k, v in metadata.items() if k not in ("format", "format_version")}
-    props.update(export_via=via, exported_by=f"lenet5 {__version__}")
-    onnx.helper.set_model_props(proto, encode_metadata(props))
+    props = {k: v for k, v in metadata.items()
+             if k not in ("format", "format_version", METADATA_CHECKSUM)}
+    props.update(export_via=via, exported_by=f"lenet5 {__version__}",
+                 **{GRAPH_CHECKSUM: graph_sha256(proto.graph)})
+    encoded = encode_metadata(props)
+    onnx.helper.set_model_props(proto, {**encoded, METADATA_CHECKSUM: metadata_sha256(encoded)})
     onnx.checker.check_model(proto, full_check=True)
     return proto
+
+
+def graph_sha256(graph: onnx.GraphProto) -> str:
+    """SHA-256 of the graph (its nodes and weights) as serialised: a byte changed in an
+    exported file's weights still makes a valid graph, one that answers wrong."""
+    return hashlib.sha256(graph.SerializeToString(deterministic=True)).hexdigest()

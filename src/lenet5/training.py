@@ -325,7 +325,7 @@ def _refuse_existing_run(directory: Path) -> None:
     if (directory / files.STATE_FILE).exists() or files.unfinished_run(directory):
         raise Lenet5Error(f"{directory} already holds a training run; pass --resume {directory} "
                           "to continue it or choose another --out.")
-    for name in (files.MODEL_FILE, files.CONFIG_FILE, files.METRICS_FILE):
+    for name in files.RUN_FILES:
         if (directory / name).exists():
             raise Lenet5Error(f"{directory} already holds {name}, which a new run would "
                               "overwrite; choose another --out, or move that file away.")
@@ -560,6 +560,9 @@ def train(config: TrainConfig, *, resume: str | Path | None = None, log: Log = p
             run = _train_epochs(config, arch, data, resume, log, progress)
         except files.WriteError as exc:
             raise _with_resume_advice(exc, directory) from None
+        except KeyboardInterrupt as exc:  # the command line names the run to resume
+            exc.run_directory = directory
+            raise
     refusal = run.refusal
     log(f"test accuracy {100 * run.metrics[-1]['test_acc']:.2f}% ({_epochs(config.epochs)}); "
         f"model saved in {run.directory}")
@@ -675,9 +678,16 @@ def resume_config(run_dir: str | Path, epochs: float | None = None) -> TrainConf
     declares (other keys, facts about the run, are ignored); ``epochs`` may extend it."""
     saved = files.read_config(run_dir, "--resume")
     fields = {f.name: saved[f.name] for f in dataclasses.fields(TrainConfig) if f.name in saved}
-    check_types(fields, f"{Path(run_dir) / files.CONFIG_FILE}", "--resume needs the config.json "
-                "that `lenet5 train` wrote: restore it")
+    where = Path(run_dir) / files.CONFIG_FILE
+    check_types(fields, f"{where}", "--resume needs the config.json that `lenet5 train` wrote: "
+                "restore it")
     config = TrainConfig(**fields)
+    try:
+        config.validate(new_run=False)
+    except Lenet5Error as exc:  # its words are a flag's: say whose they are
+        raise Lenet5Error(f"{where} holds a setting lenet5 cannot train with "
+                          f"({str(exc).rstrip('.')}); restore the config.json that `lenet5 "
+                          "train` wrote.") from None
     if epochs is not None:
         config.epochs = epochs
     return config

@@ -119,6 +119,11 @@ class Dataset:
 # --- sources ---------------------------------------------------------------------------------
 
 
+class DamagedFile(Exception):
+    """A source holds the file, but it cannot be read whole (a truncated .gz): said in the
+    log, and the next source tried."""
+
+
 class Source:
     """Somewhere a dataset file may come from; `fetch` checks whatever it delivers."""
 
@@ -156,8 +161,8 @@ class DirSource(Source):
                         f.seek(0)
                         _copy(gzip.GzipFile(fileobj=f) if is_gz else f, dest)
                     return True
-                except (OSError, EOFError, zlib.error):
-                    return False
+                except (OSError, EOFError, zlib.error) as exc:
+                    raise DamagedFile(f"{path} is damaged: {exc}") from None
         return False
 
 
@@ -342,7 +347,12 @@ def _fetch_file(
             raise _cannot_write(directory, e) from e
         tmp = Path(tmp_name)
         try:
-            if not source.get(filename, tmp):
+            try:
+                delivered = source.get(filename, tmp)
+            except DamagedFile as exc:
+                log(f"{info.name}: {filename} from {source.describe()} ... {exc}, skipped")
+                continue
+            if not delivered:
                 log(f"{info.name}: {filename} from {source.describe()} ... not available")
                 continue
             data = _read_cached(tmp, info.name)
