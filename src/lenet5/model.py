@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -12,8 +13,10 @@ from .data.transforms import prepare_inputs
 from .engine import Engine, batched_logits, make_engine
 from .errors import Lenet5Error
 from .files import is_onnx_file
-from .images.decode import Picture
 from .outputs import probabilities
+
+if TYPE_CHECKING:  # images, and scipy with them, load when a picture is read
+    from .images.decode import Picture
 
 
 def image_batch(images: np.ndarray) -> np.ndarray:
