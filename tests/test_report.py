@@ -123,6 +123,19 @@ def test_not_a_directory_and_empty_metrics(tmp_path, synthetic_run):
         write_report(synthetic_run)
 
 
+def test_report_of_a_read_only_run_goes_where_out_says(synthetic_run, tmp_path, capsys):
+    """Someone else's run, or one on a read-only disk: --out writes the report elsewhere."""
+    before = sorted(p.name for p in synthetic_run.iterdir())
+    out = tmp_path / "elsewhere" / "report"
+    assert main(["report", str(synthetic_run), "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [*FIGURES, "report.html"]) and sorted(p.name for p in synthetic_run.iterdir()) == before
+    assert f"report: {out / 'report.html'}" in capsys.readouterr().out
+    (tmp_path / "a file").write_text("")
+    assert main(["report", str(synthetic_run), "--out", str(tmp_path / "a file")]) == 1
+    assert "could not create" in capsys.readouterr().err
+
+
 def test_report_refuses_to_write_over_a_special_file(synthetic_run, capsys):
     import os
 

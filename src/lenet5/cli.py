@@ -459,24 +459,27 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 def add_report(sub: Subparsers) -> None:
     report = _command(sub, "report", "Write a run's figures (curves, confusion matrix, "
-                      "mistakes, feature maps, C1 filters) and report.html into its directory.")
+                      "mistakes, feature maps, C1 filters) and report.html into its directory "
+                      "or another.")
     report.add_argument("run_dir", metavar="RUN_DIR", help="run directory made by `lenet5 train`")
+    report.add_argument("--out", metavar="DIR", default=None,
+                        help="folder to write them into, made if need be (default: RUN_DIR)")
     _engine_flags(report)
     report.set_defaults(func=cmd_report)
 
 
-def _write_run_report(run_dir: Path, engine: str, device: str,
-                      log: Callable[[str], None]) -> Path:
-    """The figures and report.html of a run; returns the page's path."""
+def _write_run_report(run_dir: Path, engine: str, device: str, log: Callable[[str], None],
+                      out: str | None = None) -> Path:
+    """The figures and report.html of a run, into `out` or the run; returns the page's path."""
     from .report import write_report
 
-    page = write_report(run_dir, engine=engine, device=device, log=log)[-1]
+    page = write_report(run_dir, out=out, engine=engine, device=device, log=log)[-1]
     log(f"report: {page}")
     return page
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    _write_run_report(Path(args.run_dir), args.engine, args.device, print)
+    _write_run_report(Path(args.run_dir), args.engine, args.device, print, args.out)
     return 0
 
 

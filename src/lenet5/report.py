@@ -32,7 +32,15 @@ from matplotlib.ticker import MaxNLocator, PercentFormatter
 from .checkpoint import is_number
 from .data import load as load_dataset
 from .errors import Lenet5Error
-from .files import CONFIG_FILE, METRICS_FILE, MODEL_FILE, read_config, read_metrics, write_atomic
+from .files import (
+    CONFIG_FILE,
+    METRICS_FILE,
+    MODEL_FILE,
+    read_config,
+    read_metrics,
+    write_atomic,
+    write_error,
+)
 from .model import Model
 from .model import load as load_model
 from .outputs import probabilities
@@ -359,15 +367,23 @@ def _read_run(run: Path) -> tuple[list[dict], dict]:
     return metrics, read_config(run, "the report") if (run / CONFIG_FILE).is_file() else {}
 
 
-def write_report(run_dir: str | Path, *, engine: str = "numpy", device: str = "auto",
-                 feature_index: int = 0, log: Callable[[str], None] = print) -> list[Path]:
-    """Write the five figures and report.html into `run_dir`; returns their paths, page last.
+def write_report(run_dir: str | Path, *, out: str | Path | None = None, engine: str = "numpy",
+                 device: str = "auto", feature_index: int = 0,
+                 log: Callable[[str], None] = print) -> list[Path]:
+    """Write the five figures and report.html into `out` (made if need be; `run_dir` by
+    default: a run on a read-only disk or someone else's is reported elsewhere); returns their
+    paths, page last.
 
     `engine` computes the test-set predictions; `feature_index` picks the test digit whose
     feature maps are drawn.
     """
     run = Path(run_dir)
     metrics, config = _read_run(run)
+    folder = run if out is None else Path(out)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise write_error(folder, exc, "create") from None
     model = load_model(run, engine=engine, device=device)
     dataset = model.metadata.get("dataset", config.get("dataset", "mnist"))
     data = load_dataset(dataset, config.get("data_dir"), log=log)
@@ -381,17 +397,17 @@ def write_report(run_dir: str | Path, *, engine: str = "numpy", device: str = "a
     trained = model.metadata.get("epochs")  # a part pass's row counts as a whole one
     epochs_trained = float(trained) if is_number(trained) else float(metrics[-1]["epoch"])
     figures = [
-        plot_curves(metrics, run / "curves.png", f"Learning curves: {name}", epochs_trained),
-        plot_confusion(labels, predictions, model.classes, run / "confusion.png"),
-        plot_errors(data.test_images, labels, probs, model.classes, run / "errors.png"),
+        plot_curves(metrics, folder / "curves.png", f"Learning curves: {name}", epochs_trained),
+        plot_confusion(labels, predictions, model.classes, folder / "confusion.png"),
+        plot_errors(data.test_images, labels, probs, model.classes, folder / "errors.png"),
         plot_feature_maps(model, data.test_images[index], int(labels[index]),
-                          run / "feature_maps.png",
+                          folder / "feature_maps.png",
                           f"What each layer computes for test image #{index}"),
-        plot_filters(model.engine.parameters()["C1.weight"], run / "filters.png"),
+        plot_filters(model.engine.parameters()["C1.weight"], folder / "filters.png"),
     ]
     facts = _run_facts(model, config, metrics, dataset, len(data.train_images), errors,
                        len(labels), epochs_trained)
-    page = write_html(run / "report.html", f"LeNet-5 run report: {name}", facts, metrics,
+    page = write_html(folder / "report.html", f"LeNet-5 run report: {name}", facts, metrics,
                       config, figures)
     return [*figures, page]
 
