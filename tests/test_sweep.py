@@ -65,6 +65,13 @@ def test_a_grid_over_optimizers_gives_each_run_only_its_own_optimizers_settings(
         plan(TrainConfig(beta1=0.8, optimizer="sgd"), settings_of({}), 1, tmp_path)
 
 
+def test_an_out_that_is_a_file_is_said_before_any_run(tmp_path, capsys):
+    (tmp_path / "a file").write_text("")
+    assert main(["sweep", "--seeds", "2", "--out", str(tmp_path / "a file")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "could not create" in err and "failed" not in err
+
+
 def test_a_run_stopped_in_its_first_epoch_is_started_again(synthetic_dataset, tmp_path):
     """Its folder holds only its settings: a new run would not write over them, a resumed one
     starts again."""

@@ -32,7 +32,15 @@ import numpy as np
 
 from .checkpoint import load_model
 from .errors import Lenet5Error
-from .files import CONFIG_FILE, MODEL_FILE, STATE_FILE, read_config, read_metrics, write_atomic
+from .files import (
+    CONFIG_FILE,
+    MODEL_FILE,
+    STATE_FILE,
+    read_config,
+    read_metrics,
+    write_atomic,
+    write_error,
+)
 from .training import TrainConfig, resume_config, train
 
 SUMMARY_JSON, SUMMARY_MD, FIGURE = "summary.json", "summary.md", "sweep.png"
@@ -251,6 +259,10 @@ def run_sweep(base: TrainConfig, grid: dict[str, list], seeds: int, out: Path, *
         import_ray()  # a missing Ray is said before the plan is
     settings = settings_of(grid)
     runs = plan(base, settings, seeds, out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)  # a --out that cannot be is said before any run
+    except OSError as exc:
+        raise write_error(out, exc, "create") from None
     done = finished_metrics(runs)
     todo = [run for run in runs if (run.setting, run.seed) not in done]
     failures: dict[tuple[int, int], str] = {}
