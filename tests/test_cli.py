@@ -244,9 +244,9 @@ def test_lying_metadata_is_one_sentence_in_every_command(lying_model, tmp_path, 
     assert repr(field) in serve.stderr and serve.stderr.count("\n") == 1
 
 
-def test_ctrl_c_advises_resume_only_for_training(capsys, monkeypatch, synthetic_dataset,
-                                                tmp_path):
-    """Stopped while training, the advice names the run to resume; elsewhere none."""
+def test_ctrl_c_says_how_to_go_on(capsys, monkeypatch, synthetic_dataset, tmp_path):
+    """Stopped while training, the advice names the run to resume; a sweep goes on when run
+    again; elsewhere there is nothing to go on with."""
     import lenet5.cli
     from lenet5 import training
 
@@ -256,6 +256,10 @@ def test_ctrl_c_advises_resume_only_for_training(capsys, monkeypatch, synthetic_
     monkeypatch.setattr(lenet5.cli, "cmd_summary", interrupted)
     code, _, err = run_cli(capsys, "summary")
     assert code == 130 and err == "lenet5: interrupted.\n"
+    monkeypatch.setattr(lenet5.cli, "cmd_sweep", interrupted)
+    code, _, err = run_cli(capsys, "sweep", "--seeds", "1", "--out", str(tmp_path / "sw"))
+    assert code == 130 and err == ("lenet5: interrupted; run the same command again to go on: "
+                                   "finished runs are kept, the others resume.\n")
     monkeypatch.setattr(training, "_train_epochs", interrupted)
     code, _, err = run_cli(capsys, "train", "--dataset", synthetic_dataset, "--out",
                            str(tmp_path / "run"))

@@ -283,6 +283,18 @@ def test_save_input_never_writes_over_a_picture_it_reads(untrained_model, tmp_pa
     assert [Path(r["saved_input"]).name for r in json.loads(out)] == ["7-3.png", "7-2-2.png"]
 
 
+@pytest.mark.parametrize("save", [False, True])
+def test_a_symlink_loop_is_an_error_entry(untrained_model, tmp_path, capsys, save):
+    (tmp_path / "loop.png").symlink_to(tmp_path / "loop.png")
+    drawing().save(tmp_path / "7.png")
+    code, out, err = run_cli(capsys, "predict", untrained_model, tmp_path / "loop.png",
+                             tmp_path / "7.png", "--json",
+                             *(["--save-input", tmp_path / "seen"] if save else []))
+    results = json.loads(out)
+    assert code == 1 and "Traceback" not in err
+    assert "error" in results[0] and "error" not in results[1]
+
+
 def test_folders_are_searched_recursively_and_sorted(tmp_path):
     for name in ("b/2.png", "a/z.PNG", "a/sub/1.jpeg", "a/readme.txt", "c.webp"):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)

@@ -20,7 +20,7 @@ uvicorn = pytest.importorskip("uvicorn", reason="the web extra is not installed"
 
 from lenet5 import checkpoint  # noqa: E402
 from lenet5.arch import get_arch, init_params  # noqa: E402
-from lenet5.server import connections, listen  # noqa: E402
+from lenet5.server import connections, listen, usable_cores  # noqa: E402
 from lenet5.server.connections import GuardedHttpToolsProtocol, worker_sockets  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
@@ -66,6 +66,8 @@ def test_a_port_held_by_another_server_is_refused_not_shared():
 @pytest.fixture(scope="module")
 def two_workers(tmp_path_factory) -> Iterator[tuple[int, int]]:
     """`lenet5 serve MODEL --workers 2` in its own process: (its pid, its port)."""
+    if usable_cores() < 2:
+        pytest.skip("two workers need two cores")
     model = tmp_path_factory.mktemp("served") / "model.safetensors"
     checkpoint.save_model(model, init_params(get_arch("lenet5"), seed=0), {
         "arch": "lenet5", "dataset": "mnist", "classes": list("0123456789"),

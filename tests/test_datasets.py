@@ -321,6 +321,26 @@ def test_a_truncated_gz_in_the_data_dir_is_said_to_be_damaged(tiny, tmp_path):
     assert "is damaged: " in logs[0] and logs[0].endswith(", skipped")
 
 
+def test_an_unreadable_file_in_the_data_dir_is_said_to_be_unreadable(tiny, tmp_path,
+                                                                    monkeypatch):
+    user = tmp_path / "downloads"
+    user.mkdir()
+    for f, b in tiny.items():
+        (user / f"{f}.gz").write_bytes(gzip.compress(b))
+    opened = Path.open
+
+    def denied(self, *args, **kwargs):  # root reads any file: the refusal is made up
+        if self.suffix == ".gz":
+            raise PermissionError(13, "Permission denied")
+        return opened(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", denied)
+    logs: list[str] = []
+    with pytest.raises(DataError, match="could not get a verified tiny"):
+        fetch("tiny", user, sources=[ds.DirSource(user)], log=logs.append)
+    assert "cannot be read (Permission denied), skipped" in logs[0]
+
+
 def test_missing_data_dir_is_a_data_error(tiny, tmp_path):
     with pytest.raises(DataError, match="--data-dir"):
         fetch("tiny", tmp_path / "nope")

@@ -88,7 +88,8 @@ def test_a_users_recipe_file(tmp_path):
     ('description = "x"\noptions = 5\n', r"options in .*bad.toml is 5, not a table; write it "
                                            r"as a \[options\] section"),
     ('reference = "a paper"\n', "reference in .*bad.toml is 'a paper', not a table"),
-    (b"\xff\xfe[options]", r"cannot read recipe .*bad.toml \(not UTF-8 text\)"),
+    (b"\xff\xfe[options]", r"recipe .*bad.toml is not UTF-8 text, which TOML must be; save it "
+                          "as UTF-8"),
 ])
 def test_bad_recipe_files_are_one_sentence(tmp_path, text, message):
     path = tmp_path / "bad.toml"

@@ -625,11 +625,13 @@ def test_serve_defaults_to_a_worker_per_core(model_path, capsys, supervised, mon
     assert supervised[0]["config"].workers == server_app.default_workers() == workers
 
 
-def test_serve_refuses_more_workers_than_cores(model_path, capsys, supervised, monkeypatch):
-    monkeypatch.setattr(os, "sched_getaffinity", lambda _: {0, 1}, raising=False)
+@pytest.mark.parametrize("cores, words", [({0, 1}, "the 2 cores"), ({0}, "the 1 core ")])
+def test_serve_refuses_more_workers_than_cores(model_path, capsys, supervised, monkeypatch,
+                                               cores, words):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _: cores, raising=False)
     assert main(["serve", str(model_path), "--port", "0", "--workers", "3"]) == 1
     err = capsys.readouterr().err
-    assert "--workers 3 is more than the 2 cores" in err and err.count("\n") == 1
+    assert f"--workers 3 is more than {words}" in err and err.count("\n") == 1
     assert not supervised
 
 

@@ -50,6 +50,7 @@ def test_settings_are_every_combination_in_order():
     ("epochs=abc", "'abc' is not a valid epochs"),  # a type that raises ArgumentTypeError
     ("pool=max,max", "'max' gives pool 'max' twice; give each value once"),
     ("lr=1e-3,0.001", "'0.001' gives lr 0.001 twice"),
+    ("test_each_epoch=true,true", "'true' gives test_each_epoch True twice"),
     ("seed=1,2", "seeds are not a grid axis; give their count, --seeds N"),
     ("pool=", "give values after"),
 ])
@@ -58,11 +59,38 @@ def test_bad_grid_items_are_one_sentence(grid, message, capsys, tmp_path):
     assert message in capsys.readouterr().err
 
 
+def test_an_axis_given_twice_is_one_sentence(capsys, tmp_path):
+    assert main(["sweep", "--seeds", "1", "--grid", "lr=0.1", "lr=0.2", "--out",
+                 str(tmp_path)]) == 1
+    assert ("--grid lr=0.2: lr is a grid axis already; give all its values in one item"
+            in capsys.readouterr().err)
+
+
 def test_a_grid_over_optimizers_gives_each_run_only_its_own_optimizers_settings(tmp_path):
     runs = plan(TrainConfig(beta1=0.8), settings_of({"optimizer": ["adam", "sgd"]}), 1, tmp_path)
     assert [(r.config.optimizer, r.config.beta1) for r in runs] == [("adam", 0.8), ("sgd", None)]
     with pytest.raises(Lenet5Error, match="--beta1 applies to --optimizer adam or adamw only"):
         plan(TrainConfig(beta1=0.8, optimizer="sgd"), settings_of({}), 1, tmp_path)
+
+
+def test_a_run_stopped_while_calibrating_is_calibrated_by_the_next_sweep(
+        synthetic_dataset, tmp_path, monkeypatch):
+    from lenet5 import training
+
+    base = TrainConfig(dataset=synthetic_dataset, epochs=1, batch_size=32)
+    calibrate = training.calibrate_model
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "calibrate_model", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(base, {}, 1, tmp_path, workers=1, log=lambda _: None)
+    monkeypatch.setattr(training, "calibrate_model", calibrate)
+    lines = []
+    run_sweep(base, {}, 1, tmp_path, workers=1, log=lines.append)
+    assert "0 finished already, 1 to run" in lines[0]
+    assert "refusal" in load_model(tmp_path / "base" / "seed-0")[1]
 
 
 def test_an_out_that_is_a_file_is_said_before_any_run(tmp_path, capsys):

@@ -80,12 +80,15 @@ def test_divergence_stops_with_advice_and_keeps_last_good_epoch(synthetic_datase
 
 
 @pytest.mark.parametrize("settings, advice", [
-    (dict(init_std=1e10), r"its training loss is nan; leave out --init-std \(now 1e\+10\) for "
-                          "lenet5's own initialisation, then train again"),
+    (dict(init_std=1e10), r"its training loss is nan; lower --init-std \(now 1e\+10\) to 0.29 "
+                          "or less, as wide as lenet5's own initial weights, then train again"),
     (dict(optimizer="sgd", lr=0.1, weight_decay=1e6),
-     r"lower --weight-decay \(now 1e\+06\) towards 0 or lower --lr \(now 0.1\)"),
+     r"lower --weight-decay \(now 1e\+06\): with --lr 0.1 a step takes more than all of each "
+     r"weight, and lower --lr \(now 0.1\)"),
     (dict(optimizer="sgd", lr=0.001, schedule="step", step_epochs=1, gamma=1e20, epochs=3),
      r"lower --gamma \(now 1e\+20\) below 1, so that each step lowers the rate, then"),
+    (dict(optimizer="sgd", lr=100, init_std=1e-3, weight_decay=1e-3),  # nothing but the rate
+     r"; lower --lr \(now 100\) towards lenet5's default 0.003, then"),
 ])
 def test_divergence_names_the_setting_that_made_the_steps_too_large(
         synthetic_dataset, tmp_path, settings, advice):

@@ -420,26 +420,33 @@ def _parse_grid(parser: argparse.ArgumentParser, items: list[str]) -> dict[str, 
                               "pool=max,avg or lr=1e-3,3e-3.")
         if not values:
             raise Lenet5Error(f"--grid {item}: give values after '=', e.g. {field}=V1,V2.")
-        action = actions[field]
-        parsed = []
+        if field in grid:
+            raise Lenet5Error(f"--grid {item}: {field} is a grid axis already; give all its "
+                              f"values in one item, e.g. {field}=V1,V2.")
+        parsed: list = []
         for value in values.split(","):
-            if action.nargs == 0:  # a switch: true or false
-                if value.lower() not in ("true", "false"):
-                    raise Lenet5Error(f"--grid {item}: {field} takes true or false.")
-                parsed.append(value.lower() == "true")
-                continue
-            try:
-                parsed.append(action.type(value) if action.type else value)
-            except (ValueError, argparse.ArgumentTypeError):
-                raise Lenet5Error(f"--grid {item}: {value!r} is not a valid {field}.") from None
-            if action.choices and parsed[-1] not in action.choices:
-                raise Lenet5Error(f"--grid {item}: {value!r} is not a valid {field}; choose "
-                                  f"from {', '.join(map(str, action.choices))}.")
+            parsed.append(_grid_value(actions[field], item, field, value))
             if parsed[-1] in parsed[:-1]:  # two runs would share one directory
                 raise Lenet5Error(f"--grid {item}: {value!r} gives {field} "
                                   f"{parsed[-1]!r} twice; give each value once.")
         grid[field] = parsed
     return grid
+
+
+def _grid_value(action: argparse.Action, item: str, field: str, value: str) -> object:
+    """One value of a --grid item, parsed and checked as its flag would be."""
+    if action.nargs == 0:  # a switch: true or false
+        if value.lower() not in ("true", "false"):
+            raise Lenet5Error(f"--grid {item}: {field} takes true or false.")
+        return value.lower() == "true"
+    try:
+        parsed = action.type(value) if action.type else value
+    except (ValueError, argparse.ArgumentTypeError):
+        raise Lenet5Error(f"--grid {item}: {value!r} is not a valid {field}.") from None
+    if action.choices and parsed not in action.choices:
+        raise Lenet5Error(f"--grid {item}: {value!r} is not a valid {field}; choose "
+                          f"from {', '.join(map(str, action.choices))}.")
+    return parsed
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
@@ -755,10 +762,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     workers = default_workers() if args.workers is None else args.workers
     if workers < 1:
         raise Lenet5Error(f"--workers must be at least 1, got {workers}.")
-    if workers > usable_cores():
-        raise Lenet5Error(f"--workers {workers} is more than the {usable_cores()} cores this "
-                          "machine lets lenet5 use; each worker computes on a core of its own, "
-                          f"so choose {usable_cores()} or fewer.")
+    if workers > (cores := usable_cores()):
+        raise Lenet5Error(f"--workers {workers} is more than the {cores} core"
+                          f"{'s' if cores > 1 else ''} this machine lets lenet5 use; each worker "
+                          f"computes on a core of its own, so choose {cores} or fewer.")
     check_threshold(args.reject_threshold)
     model = args.model or newest_run() or pretrained.NAME
     if is_onnx_file(model):
@@ -802,6 +809,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _to_go_on(command: str, interrupt: KeyboardInterrupt) -> str:
+    """How to go on after Ctrl-C stopped a command: a run resumes (its directory is set on the
+    interrupt where training had chosen it), a sweep goes on where it was; else nothing."""
+    run = getattr(interrupt, "run_directory", None)
+    if command == "train" and run is not None:
+        return (f"; the run continues from its last finished epoch with `lenet5 train --resume "
+                f"{run}`")
+    if command == "sweep":
+        return ("; run the same command again to go on: finished runs are kept, the others "
+                "resume")
+    return ""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
@@ -813,9 +833,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"lenet5: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as exc:
-        run = getattr(exc, "run_directory", None)  # set where a training run was stopped
-        print("lenet5: interrupted" + (f"; the run continues from its last finished epoch with "
-              f"`lenet5 train --resume {run}`." if run else "."), file=sys.stderr)
+        print(f"lenet5: interrupted{_to_go_on(args.command, exc)}.", file=sys.stderr)
         return 130
     except BrokenPipeError:  # `lenet5 ... | head`: the reader left; say nothing more
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -220,9 +220,11 @@ def to_onnx(params: dict[str, np.ndarray], metadata: dict, via: str = "numpy",
     onnx, _ = import_onnx()
     newest = onnx.defs.onnx_opset_version()
     if via == "torch" and not MIN_OPSET <= opset <= min(newest, TORCH_MAX_OPSET):
+        numpy_writes_it = MIN_OPSET <= opset <= newest
         raise Lenet5Error(f"--opset {opset} is not supported with --via torch (torch writes "
                           f"opsets up to {TORCH_MAX_OPSET}); choose {MIN_OPSET} to "
-                          f"{min(newest, TORCH_MAX_OPSET)}, or --via numpy.")
+                          f"{min(newest, TORCH_MAX_OPSET)}"
+                          + (", or --via numpy." if numpy_writes_it else "."))
     if not MIN_OPSET <= opset <= newest:
         raise Lenet5Error(f"--opset {opset} is not supported; choose {MIN_OPSET} to {newest} "
                           f"(default {OPSET}).")

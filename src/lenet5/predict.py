@@ -58,18 +58,27 @@ def predict_file(model: Model, file: str | Path, top_k: int = 3,
 def _picture_names(files: Sequence[str], folder: Path) -> list[str]:
     """A distinct PNG name in `folder` per file: its stem, with -2, -3 ... where stems repeat
     or the name is a picture being read (a user's photo is never written over)."""
-    read = {Path(file).resolve() for file in files}
+    read = {_resolved(Path(file)) for file in files}
     used: set[str] = set()
     names = []
     for file in files:
         stem = Path(file).stem or "image"
         name, n = f"{stem}.png", 1
-        while name in used or (folder / name).resolve() in read:
+        while name in used or _resolved(folder / name) in read:
             n += 1
             name = f"{stem}-{n}.png"
         used.add(name)
         names.append(name)
     return names
+
+
+def _resolved(path: Path) -> Path:
+    """`path` absolute, its links followed where they lead somewhere (a loop is left as it is:
+    reading the file says what is wrong with it)."""
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):  # RuntimeError: a symlink loop, before Python 3.13
+        return path.absolute()
 
 
 def on_white(picture: Image.Image) -> Image.Image:
@@ -132,16 +141,18 @@ def predict_files(model: Model, files: Sequence[str], *, top_k: int = 3,
     file. `threshold` overrides the model's refusal threshold (`--reject-threshold`)."""
     if top_k < 1:
         raise Lenet5Error(f"--top-k must be at least 1, got {top_k}.")
-    folder = Path(save_input or ".")
+    names: list[str | None] = [None] * len(files)
     if save_input is not None:
+        folder = Path(save_input)
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise Lenet5Error(f"cannot create --save-input folder {folder} "
                               f"({exc.strerror or exc}); choose another folder.") from None
+        names = _picture_names(files, folder)
     check_threshold(threshold)
     results = []
-    for file, name in zip(files, _picture_names(files, folder), strict=True):
+    for file, name in zip(files, names, strict=True):
         result, reading = predict_file(model, file, top_k, threshold)
         if save_input is not None and reading is not None:
             try:

@@ -41,6 +41,7 @@ from .files import (
     write_atomic,
     write_error,
 )
+from .refusal import METADATA_KEY
 from .training import TrainConfig, resume_config, train
 
 SUMMARY_JSON, SUMMARY_MD, FIGURE = "summary.json", "summary.md", "sweep.png"
@@ -103,17 +104,18 @@ def _refuse_other_settings(directory: Path, config: TrainConfig) -> None:
 
 def finished_metrics(runs: list[Run]) -> dict[tuple[int, int], list[dict]]:
     """The metrics rows of each finished run (a model file of all its epochs, a last part
-    pass's fraction included), by (setting, seed): each file read once."""
+    pass's fraction included, and its refusal calibrated), by (setting, seed): each file read
+    once."""
     done = {}
     for run in runs:
         if not (run.directory / MODEL_FILE).is_file():
             continue
         try:
-            trained = load_model(run.directory)[1]["epochs"]
+            metadata = load_model(run.directory)[1]
             rows = read_metrics(run.directory)
         except Lenet5Error:
             continue
-        if trained >= run.epochs:
+        if metadata["epochs"] >= run.epochs and METADATA_KEY in metadata:
             done[run.setting, run.seed] = rows
     return done
 

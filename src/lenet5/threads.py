@@ -127,7 +127,7 @@ def run_parts(pool: Executor, parts: list[slice], compute: Callable[[int, slice]
     """``compute(i, parts[i])`` for every part, the first on this thread and the others on
     the pool's at the same time; the results in order, every thread done even when one
     raised. Each part runs in a copy of this thread's context: NumPy's error state
-    (`np.errstate`, a context variable) holds in the pool's threads too."""
+    (`np.errstate`, a context variable since NumPy 2) holds in the pool's threads too."""
     futures = [pool.submit(contextvars.copy_context().run, compute, i, part)
                for i, part in enumerate(parts[1:], 1)]
     try:

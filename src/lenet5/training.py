@@ -442,23 +442,27 @@ def check_progress(config: TrainConfig, run: Run, data: TrainingData, epoch: int
 
 
 def _steadier(config: TrainConfig) -> str:
-    """What to change after a run diverged: each setting given that makes steps larger than
-    the architecture's defaults do, else the learning rate."""
+    """What to change after a run diverged: each setting that makes the weights or the steps
+    too large (initial weights wider than any of the architecture's own, a weight decay that
+    takes more than all of a weight in one step, a step schedule that raises the rate), and
+    the learning rate where it is above the default or nothing else is."""
     default = defaults_for(config.arch)
+    widest = max(float(np.std(values)) for name, values in
+                 init_params(config.architecture(), 0).items() if name.endswith(".weight"))
     changes = []
-    if config.init_std is not None:
-        changes.append(f"leave out --init-std (now {config.init_std:g}) for {config.arch}'s own "
-                       "initialisation")
-    if config.weight_decay > default["weight_decay"]:
-        changes.append(f"lower --weight-decay (now {config.weight_decay:g}) towards "
-                       f"{default['weight_decay']:g}")
+    if config.init_std is not None and config.init_std > widest:
+        changes.append(f"lower --init-std (now {config.init_std:g}) to {widest:.2g} or less, as "
+                       f"wide as {config.arch}'s own initial weights")
+    if config.lr * config.weight_decay >= 1:
+        changes.append(f"lower --weight-decay (now {config.weight_decay:g}): with --lr "
+                       f"{config.lr:g} a step takes more than all of each weight")
     if config.schedule == "step" and config.gamma > 1:
         changes.append(f"lower --gamma (now {config.gamma:g}) below 1, so that each step "
                        "lowers the rate")
     if config.lr > default["lr"] or not changes:
         changes.append(f"lower --lr (now {config.lr:g}) towards {config.arch}'s default "
                        f"{default['lr']:g}")
-    return " or ".join(changes)
+    return ", and ".join(changes)
 
 
 # --- one epoch ------------------------------------------------------------------------------

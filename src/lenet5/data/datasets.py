@@ -120,8 +120,8 @@ class Dataset:
 
 
 class DamagedFile(Exception):
-    """A source holds the file, but it cannot be read whole (a truncated .gz): said in the
-    log, and the next source tried."""
+    """A source holds the file, but it cannot be read, or not whole (a truncated .gz): said
+    in the log, and the next source tried."""
 
 
 class Source:
@@ -133,7 +133,8 @@ class Source:
         raise NotImplementedError
 
     def get(self, filename: str, dest: Path) -> bool:
-        """Write the uncompressed `filename` to `dest`; False if this source does not have it."""
+        """Write the uncompressed `filename` to `dest`; False if this source does not have it
+        (DamagedFile where it has it but cannot deliver it)."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -156,7 +157,11 @@ class DirSource(Source):
             path = self.directory / name
             if path.is_file():
                 try:
-                    with path.open("rb") as f:
+                    f = path.open("rb")
+                except OSError as exc:
+                    raise DamagedFile(f"{path} cannot be read ({exc.strerror or exc})") from None
+                try:
+                    with f:
                         is_gz = f.read(2) == b"\x1f\x8b"
                         f.seek(0)
                         _copy(gzip.GzipFile(fileobj=f) if is_gz else f, dest)

@@ -109,11 +109,14 @@ def load_recipe(name_or_file: str) -> Recipe:
     path = Path(name_or_file)
     if path.suffix == ".toml" or path.is_file():
         try:
-            text = path.read_text()
-        except (OSError, UnicodeDecodeError) as exc:
-            why = "not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else exc.strerror or exc
-            raise Lenet5Error(f"cannot read recipe {path} ({why}); pass a recipe name "
-                              "(`lenet5 recipes` lists them) or a .toml file.") from None
+            text = path.read_text(encoding="utf-8")  # TOML is UTF-8 in any locale
+        except UnicodeDecodeError:
+            raise Lenet5Error(f"recipe {path} is not UTF-8 text, which TOML must be; save it as "
+                              "UTF-8.") from None
+        except OSError as exc:
+            raise Lenet5Error(f"cannot read recipe {path} ({exc.strerror or exc}); pass a "
+                              "recipe name (`lenet5 recipes` lists them) or a .toml file.") \
+                from None
         return _parse(text, path.stem, str(path), {})  # measured here only if shipped
     if name_or_file not in names():
         raise Lenet5Error(f"unknown --recipe {name_or_file!r}; choose one of: "
