@@ -4,6 +4,7 @@ off when a client sends its request too slowly (slowloris)."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import pickle
 import socket
@@ -201,6 +202,17 @@ def test_unfinished_headers_get_408_and_are_closed(guarded):
     answer, waited = timed_answer(guarded, b"POST / HTTP/1.1\r\nHost: x\r\nX-Slow: ")
     assert answer.startswith(b"HTTP/1.1 408 Request Timeout\r\n")
     assert b"headers within" in answer and 0.4 < waited < 3
+
+
+@pytest.mark.parametrize("request_", [
+    b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999\r\n\r\n",
+    b"NOT HTTP AT ALL\r\n\r\n"])
+def test_what_is_not_http_gets_a_json_400(guarded, request_):
+    answer, _ = timed_answer(guarded, request_)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 Bad Request\r\n")
+    assert b"content-type: application/json" in head
+    assert json.loads(body)["error"].startswith("the request is not valid HTTP/1.1")
 
 
 def test_a_silent_connection_is_closed(guarded):

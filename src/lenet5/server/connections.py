@@ -104,12 +104,20 @@ def steer_past_first(sock: socket.socket, workers: int) -> None:
     sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, fprog)
 
 
-_TIMEOUT_BODY = json.dumps({"error": f"the request did not arrive in time (headers within "
-                                     f"{HEADER_TIMEOUT_S:.0f} s, the body within "
-                                     f"{BODY_TIMEOUT_S:.0f} s); send it again."}).encode()
-REQUEST_TIMEOUT = (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
-                   b"connection: close\r\ncontent-length: %d\r\n\r\n%s"
-                   % (len(_TIMEOUT_BODY), _TIMEOUT_BODY))
+def _json_answer(status: bytes, error: str) -> bytes:
+    """A whole HTTP answer that closes the connection, its body {"error": ...} as the API's
+    own errors are, for what the protocol answers before the app sees a request."""
+    body = json.dumps({"error": error}).encode()
+    return (b"HTTP/1.1 %s\r\ncontent-type: application/json\r\nconnection: close\r\n"
+            b"content-length: %d\r\n\r\n%s" % (status, len(body), body))
+
+
+REQUEST_TIMEOUT = _json_answer(b"408 Request Timeout", "the request did not arrive in time "
+                              f"(headers within {HEADER_TIMEOUT_S:.0f} s, the body within "
+                              f"{BODY_TIMEOUT_S:.0f} s); send it again.")
+NOT_HTTP = _json_answer(b"400 Bad Request", "the request is not valid HTTP/1.1 (a malformed "
+                       "request line or header, such as a Content-Length that is not a number "
+                       "a server can take); send a well-formed request.")
 
 
 class _AnswerInOneWrite:
@@ -179,6 +187,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def on_message_complete(self) -> None:
         super().on_message_complete()
         self._disarm()
+
+    def send_400_response(self, msg: str) -> None:
+        """What the HTTP parser could not read is answered in JSON, as every other error
+        (uvicorn's own answer is plain text)."""
+        self.transport.write(NOT_HTTP)
+        self.transport.close()
 
     def eof_received(self) -> bool | None:
         """The client is done sending: an answer held back leaves now, before uvicorn lets the
