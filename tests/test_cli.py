@@ -268,6 +268,17 @@ def test_ctrl_c_says_how_to_go_on(capsys, monkeypatch, synthetic_dataset, tmp_pa
                                    f"{tmp_path / 'run'}`.\n")
 
 
+def test_every_option_s_help_states_its_default():
+    from lenet5.cli import build_parser
+
+    commands = build_parser()._subparsers._group_actions[0].choices
+    unstated = [(name, action.option_strings) for name, command in commands.items()
+                for action in command._actions if action.option_strings and action.help
+                and action.default is None and not action.required
+                and "default" not in action.help]
+    assert unstated == []
+
+
 @pytest.mark.parametrize("argv", [["train", "--lr", "abc"], ["summary", "--arch", "foo"],
                                   ["predict"], []])
 def test_usage_mistakes_are_one_line_with_status_2(argv, capsys):

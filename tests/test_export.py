@@ -272,7 +272,7 @@ def test_cli_export_to_a_folder_asks_for_a_file_name(tmp_path, capsys):
     assert "is a folder; name the file to write" in err and err.count("\n") == 1
 
 
-@pytest.mark.parametrize("name", ["the model", "photo.png", ""])
+@pytest.mark.parametrize("name", ["the model", "photo.png", "model.onx", ""])
 def test_cli_export_writes_over_no_file_but_an_onnx_one(tmp_path, capsys, name):
     """-o onto the model it exports (or a photo) would lose it: only an .onnx file is
     written again."""
@@ -283,7 +283,8 @@ def test_cli_export_writes_over_no_file_but_an_onnx_one(tmp_path, capsys, name):
     before = model_path.read_bytes()
     assert cli.main(["export", str(model_path), "-o", str(target or "")]) == 1
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and ("not an .onnx file; name a new file" in err if name
+    assert err.count("\n") == 1 and ("does not end in .onnx, by which lenet5 knows an ONNX "
+                                      "file; name it e.g." in err if name
                                       else "-o is empty" in err)
     assert model_path.read_bytes() == before
     assert name != "photo.png" or target.read_bytes() == b"a photo"

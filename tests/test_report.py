@@ -123,6 +123,14 @@ def test_not_a_directory_and_empty_metrics(tmp_path, synthetic_run):
         write_report(synthetic_run)
 
 
+def test_a_run_before_its_first_epoch_is_reported_once_one_has_finished(tmp_path, capsys):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.json").write_text(
+        json.dumps({"arch": "lenet5", "engine": "numpy", "epochs": 2, "seed": 0}))
+    assert main(["report", str(tmp_path / "run")]) == 1
+    assert "no epoch of" in capsys.readouterr().err
+
+
 def test_report_of_a_read_only_run_goes_where_out_says(synthetic_run, tmp_path, capsys):
     """Someone else's run, or one on a read-only disk: --out writes the report elsewhere."""
     before = sorted(p.name for p in synthetic_run.iterdir())

@@ -223,3 +223,9 @@ def test_ray_missing_is_said_before_anything_else(tmp_path, monkeypatch):
     with pytest.raises(Lenet5Error, match=r"--ray needs Ray .*pip install -e '\.\[cluster\]'"):
         run_sweep(TrainConfig(), {}, 1, tmp_path, ray_address="auto", log=said.append)
     assert said == [] and not any(tmp_path.iterdir())
+
+
+def test_a_run_s_seconds_keep_two_figures_below_ten():
+    from lenet5.sweep import _seconds
+
+    assert [_seconds(v) for v in (0.234, 9.96, 59.2, None)] == ["0.23", "10", "59", "-"]

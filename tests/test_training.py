@@ -76,7 +76,8 @@ def test_divergence_stops_with_advice_and_keeps_last_good_epoch(synthetic_datase
                  schedule="constant")
     with pytest.raises(TrainingDiverged, match=r"lower --lr \(now 1e\+12\)"):
         train(cfg, log=quiet)
-    assert not (tmp_path / "run" / files.MODEL_FILE).exists()
+    assert not (tmp_path / "run").exists()  # no epoch saved: no run left to resume
+    train(config(synthetic_dataset, tmp_path / "run", epochs=1), log=quiet)  # train again
 
 
 @pytest.mark.parametrize("settings, advice", [
@@ -504,10 +505,20 @@ def test_resume_before_any_epoch_finished_starts_the_run_again(synthetic_dataset
     with pytest.raises(KeyboardInterrupt):
         train(config(synthetic_dataset, tmp_path / "run"), log=killed_in_first_epoch)
     assert not (tmp_path / "run" / files.STATE_FILE).exists()
-    with pytest.raises(Lenet5Error, match="already holds a training run; pass --resume"):
-        train(config(synthetic_dataset, tmp_path / "run"), log=quiet)  # not over its settings
     resume(tmp_path / "run")
     assert len(read_metrics(tmp_path / "run")) == 2
+
+
+def test_a_run_stopped_in_its_first_epoch_may_be_started_anew(synthetic_dataset, tmp_path):
+    """No epoch of it was saved: a new run in its folder, with other settings, loses nothing."""
+    def killed_in_first_epoch(line: str) -> None:
+        if line.startswith("training"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(config(synthetic_dataset, tmp_path / "run"), log=killed_in_first_epoch)
+    train(config(synthetic_dataset, tmp_path / "run", epochs=1, seed=5), log=quiet)
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["seed"] == 5
 
 
 @pytest.mark.parametrize("full_at, advice", [
@@ -681,6 +692,15 @@ def test_a_run_saved_before_calibration_digits_existed_resumes_with_the_default(
     train(resume_config(run, epochs=2), resume=run, log=quiet)
     assert checkpoint.load_model(run)[1]["refusal"]["digits"] == min(
         CALIBRATION_DIGITS, saved["train_images"])
+
+
+def test_a_refusal_target_no_threshold_meets_is_said(synthetic_dataset, tmp_path):
+    """A network barely trained reads its calibration digits wrong at any threshold."""
+    log = []
+    train(config(synthetic_dataset, tmp_path / "run", epochs=0.05, optimizer="sgd", lr=1e-6),
+          log=log.append)
+    assert log[-1].endswith("at any threshold: the network has not learned enough to say "
+                            "which are digits")
 
 
 def test_one_validation_digit_calibrates_on_it_alone(synthetic_dataset, tmp_path):

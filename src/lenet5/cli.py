@@ -304,7 +304,7 @@ def add_train(sub: Subparsers) -> None:
                        help="continue an interrupted run from its last finished epoch, with "
                        "the settings in its config.json; of the training settings only "
                        "--epochs (to extend it), --device and --data-dir may be given with it "
-                       "(--json and --no-report too, as with any run)")
+                       "(--json and --no-report too, as with any run) (default: a new run)")
     train.add_argument("--json", action="store_true",
                        help="print one JSON summary on stdout (progress goes to stderr)")
     train.add_argument("--no-report", dest="report", action="store_false",
@@ -543,10 +543,11 @@ def add_predict(sub: Subparsers) -> None:
     predict.add_argument("--top-k", type=int, default=3, help="alternatives to show")
     predict.add_argument("--save-input", default=None, metavar="DIR",
                          help="write each image, its digits boxed, beside the 28x28 images "
-                         "the network saw")
+                         "the network saw, into DIR, under names that are none of the images' "
+                         "(default: nothing written)")
     _reject_flag(predict)
     _json_flag(predict)
-    predict.set_defaults(func=cmd_predict)
+    predict.set_defaults(func=cmd_predict, intermixed="inputs")  # IMAGE after an option too
 
 
 def _model_and_images(inputs: list[str]) -> tuple[str, list[str]]:
@@ -825,6 +826,10 @@ def _to_go_on(command: str, interrupt: KeyboardInterrupt) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
+    intermixed = getattr(args, "intermixed", None)  # `predict a.png --json b.png`: b.png is
+    if intermixed and not any(arg.startswith("-") for arg in unknown):  # one of the inputs
+        getattr(args, intermixed).extend(unknown)
+        unknown = []
     if unknown:  # named by the command's parser, whose --help lists what it takes
         args.commands[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
     try:

@@ -14,7 +14,7 @@ from . import checkpoint
 from .arch import arch_of
 from .engine import make_engine
 from .errors import Lenet5Error
-from .files import is_onnx_file, write_atomic
+from .files import write_atomic
 from .model import Model
 from .onnx_engine import OnnxEngine
 from .onnx_graph import OPSET, RAW_PIXELS, VIAS, to_onnx
@@ -27,16 +27,17 @@ TOLERANCE = 1e-4
 def export(model_path: str | Path, out: str | Path, via: str = "numpy",
            opset: int = OPSET) -> dict:
     """Write ``model_path`` (a model file or run directory) as ONNX to ``out``, after checking
-    that onnxruntime reproduces the NumPy engine's logits; returns facts about the file. An
-    ONNX file may be written again; any other file (the model itself, a photo) is left alone."""
+    that onnxruntime reproduces the NumPy engine's logits; returns facts about the file. Only
+    a file named .onnx is written (again): never the model itself, a photo, or a name no
+    command reads back as ONNX."""
     if not str(out):
         raise Lenet5Error("-o is empty; name the file to write, e.g. model.onnx.")
     if Path(out).is_dir():
         raise Lenet5Error(f"-o {out} is a folder; name the file to write, e.g. "
                           f"{Path(out) / 'model.onnx'}.")
-    if Path(out).exists() and not is_onnx_file(out):
-        raise Lenet5Error(f"-o {out} already exists and is not an .onnx file; name a new file, "
-                          "e.g. model.onnx, or move that one away first.")
+    if Path(out).suffix.lower() != ".onnx":  # lenet5 (and most tools) know ONNX by it
+        raise Lenet5Error(f"-o {out} does not end in .onnx, by which lenet5 knows an ONNX "
+                          f"file; name it e.g. {Path(out).with_suffix('.onnx')}.")
     params, metadata = checkpoint.load_model(model_path)
     data = to_onnx(params, metadata, via, opset).SerializeToString()
     arch = arch_of(metadata)

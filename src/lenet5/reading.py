@@ -21,6 +21,7 @@ are still listed, each refused one with "label" None.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -180,10 +181,9 @@ def _reading(model: Classifier, candidates: Segmentation,
     log_probs = steady[path]  # (k, K)
     confidences = np.exp(log_probs.max(axis=1))  # (k,)
     sure_labels = log_probs.argmax(axis=1)[confidences >= max(SURE, limit)]
-    held_to = f"the threshold {limit:.2f}"
-    if len(sure_labels) >= 2 and np.any(sure_labels != 1):
+    in_number = len(sure_labels) >= 2 and bool(np.any(sure_labels != 1))
+    if in_number:
         limit *= IN_NUMBER
-        held_to = f"{limit:.2f}, {IN_NUMBER:g} of the threshold {limit / IN_NUMBER:.2f} in a number"
     digits, refused = [], []
     for index, log_p, confidence in zip(path, log_probs, confidences.tolist(), strict=True):
         accepted = confidence >= limit
@@ -200,19 +200,34 @@ def _reading(model: Classifier, candidates: Segmentation,
         worst = min(refused, key=lambda d: d["confidence"])
         guess = worst["top"][0]
         what = "it is" if len(digits) == 1 else f"the mark at {worst['box']} is"
-        reason = (f"{what} not a digit: its best guess, {guess[0]}, has probability "
-                  f"{guess[1]:.2f}, below {held_to}")
+        shown, bound = shown_apart(guess[1], limit)
+        held_to = (f"{bound}, {IN_NUMBER:g} of the threshold {limit / IN_NUMBER:.2f} in a number"
+                   if in_number else f"the threshold {bound}")
+        reason = (f"{what} not a digit: its best guess, {guess[0]}, has probability {shown}, "
+                  f"below {held_to}")
     elif leaning_apart(candidates.images[path], [d["label"] for d in digits]):
         reason = (f"two marks side by side that read as 1 slant more than {LEAN_APART:g} apart, "
                   "more than one hand's 1s do: they are strokes of a letter or a sign")
     elif (len(digits) >= 2 and limit > 0 and not len(sure_labels)
           and HIGHEST_PROBABILITY[model.arch.loss] > SURE):
         surest = max(digits, key=lambda d: d["confidence"])
-        shown = np.floor(100 * surest["confidence"]) / 100  # 0.899 is not "0.90, below 0.90"
+        shown, bound = shown_apart(surest["confidence"], SURE)
         reason = (f"none of its {len(digits)} marks reads surely as a digit (the surest, "
-                  f"{surest['label']}, has probability {shown:.2f}, below {SURE:.2f}); a "
-                  "number has at least one that does")
+                  f"{surest['label']}, has probability {shown}, below {bound}); a number has "
+                  "at least one that does")
     return Reading(_answer(digits, reason), candidates.images[path], np.exp(log_probs)), path
+
+
+def shown_apart(value: float, limit: float) -> tuple[str, str]:
+    """`value`, below `limit`, and `limit` written with the fewest decimals (two or more) at
+    which the first, rounded down, reads below the second: 0.3905 below 0.3933 is "0.390"
+    below "0.393", never "0.39" below "0.39"."""
+    for places in range(2, 7):
+        shown = f"{math.floor(value * 10**places) / 10**places:.{places}f}"
+        bound = f"{limit:.{places}f}"
+        if float(shown) < float(bound):
+            break
+    return shown, bound
 
 
 def _within(box: list[int], width: float) -> bool:

@@ -38,6 +38,7 @@ from .files import (
     MODEL_FILE,
     read_config,
     read_metrics,
+    unfinished_run,
     write_atomic,
     write_error,
 )
@@ -356,6 +357,9 @@ def _read_run(run: Path) -> tuple[list[dict], dict]:
     if not run.is_dir():
         raise Lenet5Error(f"{run} is not a directory; pass a run directory written by "
                           "`lenet5 train`.")
+    if unfinished_run(run):
+        raise Lenet5Error(f"no epoch of {run} has finished yet; report it once one has (if it "
+                          f"stopped, resume it with `lenet5 train --resume {run}`).")
     for required in (METRICS_FILE, MODEL_FILE):
         if not (run / required).is_file():
             raise Lenet5Error(f"{run} has no {required}; pass a run directory written by "

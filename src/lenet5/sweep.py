@@ -383,6 +383,13 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.2f}%"
 
 
+def _seconds(value: float | None) -> str:
+    """A run's training time: two significant figures below 10 s (0.23 s is not "0")."""
+    if value is None:
+        return "-"
+    return f"{value:.2g}" if value < 10 else f"{value:.0f}"
+
+
 def summary_markdown(summary: dict) -> str:
     lines = ["| setting | n | test accuracy mean +- std | min | max | 95% CI of the mean | "
              "training s/run |", "|---|---:|---:|---:|---:|---:|---:|"]
@@ -392,7 +399,7 @@ def summary_markdown(summary: dict) -> str:
         ci = "-" if acc["ci95"] is None else f"{_pct(acc['ci95'][0])} - {_pct(acc['ci95'][1])}"
         lines.append(f"| {setting_name(s['params'])} | {s['n']} | {_pct(acc['mean'])}{std} | "
                      f"{_pct(acc['min'])} | {_pct(acc['max'])} | {ci} | "
-                     + ("-" if sec["mean"] is None else f"{sec['mean']:.0f}") + " |")
+                     f"{_seconds(sec['mean'])} |")
     failed = [f for s in summary["settings"] for f in s["failed"]]
     if failed:
         lines += ["", "Failed runs:", *[f"- {f['run']}: {f['error']}" for f in failed]]

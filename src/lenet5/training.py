@@ -321,11 +321,14 @@ def start_run(config: TrainConfig, arch: Architecture, data: TrainingData,
 
 def _refuse_existing_run(directory: Path) -> None:
     """A new run never writes over another run's files, nor over a model, settings or metrics
-    left in --out."""
-    if (directory / files.STATE_FILE).exists() or files.unfinished_run(directory):
+    left in --out; a run stopped before its first epoch ended has nothing to lose, and is
+    started anew."""
+    if (directory / files.STATE_FILE).exists():
         raise Lenet5Error(f"{directory} already holds a training run; pass --resume {directory} "
                           "to continue it or choose another --out.")
     for name in files.RUN_FILES:
+        if name == files.CONFIG_FILE and files.unfinished_run(directory):
+            continue
         if (directory / name).exists():
             raise Lenet5Error(f"{directory} already holds {name}, which a new run would "
                               "overwrite; choose another --out, or move that file away.")
@@ -567,13 +570,20 @@ def train(config: TrainConfig, *, resume: str | Path | None = None, log: Log = p
         except KeyboardInterrupt as exc:  # the command line names the run to resume
             exc.run_directory = directory
             raise
+        except TrainingDiverged:
+            if not (directory / files.STATE_FILE).exists():  # no epoch saved: nothing to
+                (directory / files.CONFIG_FILE).unlink(missing_ok=True)  # resume, or keep
+            raise
     refusal = run.refusal
     log(f"test accuracy {100 * run.metrics[-1]['test_acc']:.2f}% ({_epochs(config.epochs)}); "
         f"model saved in {run.directory}")
     log(f"'not a digit' below a probability of {refusal['threshold']:.3f}, calibrated on "
         f"{refusal['calibrated_on']}, each redrawn as if cut out of a written number (harder "
         f"than a photo of one digit): {100 * refusal['refused']:.1f}% of them refused, "
-        f"{100 * refusal['error_accepted']:.2f}% of the rest read wrong")
+        f"{100 * refusal['error_accepted']:.2f}% of the rest read wrong"
+        + (f", more than --refusal-error {100 * refusal['target_error']:g}% at any threshold: "
+           "the network has not learned enough to say which are digits"
+           if refusal["error_accepted"] > refusal["target_error"] else ""))
     return run.directory
 
 
