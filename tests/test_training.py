@@ -497,26 +497,26 @@ def test_a_user_s_settings_or_metrics_in_out_are_not_overwritten(synthetic_datas
     assert (tmp_path / "run" / name).read_text() == '{"mine": 1}'
 
 
-def test_resume_before_any_epoch_finished_starts_the_run_again(synthetic_dataset, tmp_path):
+def stopped_in_first_epoch(dataset: str, directory) -> None:
+    """A run into `directory` stopped (Ctrl-C) as its first epoch begins: config.json alone."""
     def killed_in_first_epoch(line: str) -> None:
         if line.startswith("training"):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train(config(synthetic_dataset, tmp_path / "run"), log=killed_in_first_epoch)
-    assert not (tmp_path / "run" / files.STATE_FILE).exists()
+        train(config(dataset, directory), log=killed_in_first_epoch)
+    assert not (directory / files.STATE_FILE).exists()
+
+
+def test_resume_before_any_epoch_finished_starts_the_run_again(synthetic_dataset, tmp_path):
+    stopped_in_first_epoch(synthetic_dataset, tmp_path / "run")
     resume(tmp_path / "run")
     assert len(read_metrics(tmp_path / "run")) == 2
 
 
 def test_a_run_stopped_in_its_first_epoch_may_be_started_anew(synthetic_dataset, tmp_path):
     """No epoch of it was saved: a new run in its folder, with other settings, loses nothing."""
-    def killed_in_first_epoch(line: str) -> None:
-        if line.startswith("training"):
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        train(config(synthetic_dataset, tmp_path / "run"), log=killed_in_first_epoch)
+    stopped_in_first_epoch(synthetic_dataset, tmp_path / "run")
     train(config(synthetic_dataset, tmp_path / "run", epochs=1, seed=5), log=quiet)
     assert json.loads((tmp_path / "run" / "config.json").read_text())["seed"] == 5
 
