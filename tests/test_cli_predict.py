@@ -283,12 +283,17 @@ def test_save_input_never_writes_over_a_picture_it_reads(untrained_model, tmp_pa
     assert [Path(r["saved_input"]).name for r in json.loads(out)] == ["7-3.png", "7-2-2.png"]
 
 
-def test_pictures_may_follow_an_option(untrained_model, tmp_path, capsys):
+def test_pictures_may_follow_an_option(untrained_model, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     drawing().save(tmp_path / "a.png")
     drawing().save(tmp_path / "b.png")
     code, out, _ = run_cli(capsys, "predict", untrained_model, tmp_path / "a.png", "--top-k",
                            "1", tmp_path / "b.png", "--json")
     assert code == 0 and [Path(r["file"]).name for r in json.loads(out)] == ["a.png", "b.png"]
+    drawing().save(tmp_path / "-c.png")  # after --, a name that looks like an option
+    code, out, _ = run_cli(capsys, "predict", untrained_model, tmp_path / "a.png", "--json",
+                           "--", "-c.png")
+    assert [r["file"] for r in json.loads(out)] == [str(tmp_path / "a.png"), "-c.png"]
     with pytest.raises(SystemExit) as usage:  # a mistyped option is still named
         run_cli(capsys, "predict", tmp_path / "a.png", "--jsn", tmp_path / "b.png")
     assert usage.value.code == 2 and "unrecognized arguments: --jsn" in capsys.readouterr().err

@@ -290,6 +290,14 @@ def test_cli_export_writes_over_no_file_but_an_onnx_one(tmp_path, capsys, name):
     assert name != "photo.png" or target.read_bytes() == b"a photo"
 
 
+@pytest.mark.parametrize("out, named", [("m.onx", "m.onnx"), (".onnx", "model.onnx"),
+                                        ("foo.", "foo.onnx")])
+def test_a_name_not_ending_in_onnx_gets_one_that_does(tmp_path, out, named):
+    model_path = make_model_file(tmp_path, "lenet5")
+    with pytest.raises(Lenet5Error, match=f"name it e.g. {re.escape(str(tmp_path / named))}.$"):
+        export(model_path, tmp_path / out)
+
+
 def test_cli_evaluate_with_engine_onnx(synthetic_dataset, tmp_path, capsys):
     model_path = make_model_file(tmp_path, "lenet5", dataset=synthetic_dataset)
     out = tmp_path / "m.onnx"

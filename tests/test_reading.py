@@ -336,7 +336,8 @@ def test_a_lone_mark_the_path_leaves_out_reads_as_nothing(monkeypatch):
 @pytest.mark.parametrize("value, limit, shown", [
     (0.3905, 0.3933, ("0.390", "0.393")), (0.899, 0.9, ("0.89", "0.90")),
     (0.3932, 0.3934, ("0.3932", "0.3934")), (0.0001, 0.0003, ("0.0001", "0.0003")),
-    (0.12, 0.5, ("0.12", "0.50"))])
+    (0.12, 0.5, ("0.12", "0.50")), (0.29, 0.5, ("0.29", "0.50")),
+    (0.3933332, 0.3933334, ("0.3933332", "0.3933334"))])
 def test_a_probability_below_a_limit_is_shown_below_it(value, limit, shown):
     """Never "probability 0.39, below the threshold 0.39"."""
     assert reading.shown_apart(value, limit) == shown

@@ -98,6 +98,23 @@ def test_bad_recipe_files_are_one_sentence(tmp_path, text, message):
         load_recipe(str(path))
 
 
+def test_a_recipe_is_read_as_utf_8_in_any_locale(tmp_path):
+    """TOML is UTF-8: a recipe with an Ü loads under the C locale too."""
+    import os
+    import subprocess
+    import sys
+
+    path = tmp_path / "mine.toml"
+    path.write_text('description = "Über-LeNet"\n[options]\nepochs = 2\n', encoding="utf-8")
+    env = {**os.environ, "LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0",
+           "PYTHONPATH": os.pathsep.join(sys.path)}
+    shown = subprocess.run([sys.executable, "-c", "import sys; from lenet5.recipes import "
+                            "load_recipe; print(ascii(load_recipe(sys.argv[1]).description))",
+                            str(path)], capture_output=True, text=True, env=env, timeout=60)
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.strip() == ascii("Über-LeNet")
+
+
 def test_unknown_recipe_names_the_known_ones(capsys):
     assert main(["train", "--recipe", "resnet"]) == 1
     err = capsys.readouterr().err

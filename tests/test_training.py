@@ -81,13 +81,28 @@ def test_divergence_stops_with_advice_and_keeps_last_good_epoch(synthetic_datase
 
 
 @pytest.mark.parametrize("settings, advice", [
+    (dict(optimizer="adam", lr=1.0, weight_decay=5.0), "lower --lr (now 1) towards lenet5's "
+                                                       "default 0.003"),  # Adam scales steps
+    (dict(optimizer="adamw", lr=1.0, weight_decay=5.0), "lower --weight-decay (now 5): with --lr "
+                                                        "1 a step takes more than all"),
+    (dict(init_std=0.2, lr=0.001), "lower --lr (now 0.001), e.g. to 0.00033"),
+])
+def test_divergence_advice_names_what_can_make_steps_too_large(settings, advice):
+    from lenet5.training import _steadier
+
+    assert _steadier(TrainConfig(**settings).resolved()).startswith(advice)
+
+
+@pytest.mark.parametrize("settings, advice", [
     (dict(init_std=1e10), r"its training loss is nan; lower --init-std \(now 1e\+10\) to 0.29 "
-                          "or less, as wide as lenet5's own initial weights, then train again"),
+                          "or less, as wide as lenet5's own initial weights, then train again "
+                          r"\(no epoch was saved\)\.$"),
     (dict(optimizer="sgd", lr=0.1, weight_decay=1e6),
      r"lower --weight-decay \(now 1e\+06\): with --lr 0.1 a step takes more than all of each "
      r"weight, and lower --lr \(now 0.1\)"),
     (dict(optimizer="sgd", lr=0.001, schedule="step", step_epochs=1, gamma=1e20, epochs=3),
-     r"lower --gamma \(now 1e\+20\) below 1, so that each step lowers the rate, then"),
+     r"lower --gamma \(now 1e\+20\) below 1, so that each step lowers the rate, then train "
+     r"again into another --out \(.*run keeps epoch 1's model\)\.$"),
     (dict(optimizer="sgd", lr=100, init_std=1e-3, weight_decay=1e-3),  # nothing but the rate
      r"; lower --lr \(now 100\) towards lenet5's default 0.003, then"),
 ])

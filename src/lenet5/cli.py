@@ -147,12 +147,13 @@ def _arch_default(key: str) -> str:
     return "default: " + ", ".join(f"{v} for {k}" for k, v in values.items())
 
 
-def _training_flags(parser: argparse.ArgumentParser) -> None:
+def _training_flags(parser: argparse.ArgumentParser, resumable: bool = False) -> None:
     """The flags that set a run's TrainConfig (all but --seed and --out). Each defaults to
-    None, so that a recipe's value shows through unless the flag is given."""
+    None, so that a recipe's value shows through unless the flag is given. `resumable`: the
+    command takes --resume (train does; a sweep resumes its runs by itself)."""
     _network_flags(parser)
     _engine_flags(parser, unset=True)
-    _optimizer_flags(parser)
+    _optimizer_flags(parser, resumable)
     _data_flags(parser)
     parser.add_argument("--recipe", default=None, metavar="NAME_OR_FILE",
                         help="start from a recipe (`lenet5 recipes` lists them; or a .toml "
@@ -192,14 +193,15 @@ def _whole_or_fraction(text: str) -> int | float:
     return int(value) if value.is_integer() else value
 
 
-def _optimizer_flags(parser: argparse.ArgumentParser) -> None:
+def _optimizer_flags(parser: argparse.ArgumentParser, resumable: bool) -> None:
     from .hparams import OPTIMIZERS, SCHEDULES, SDLM_WARMUP_FACTORS
 
     default = _arch_default
+    resumed = "; with --resume, the run's own" if resumable else ""
     parser.add_argument("--epochs", type=_whole_or_fraction, default=None,
-                        help=f"passes over the training set ({default('epochs')}; with "
-                        "--resume, the run's own); a fraction such as 2.5 ends with a pass "
-                        "over that part of the shuffled data")
+                        help=f"passes over the training set ({default('epochs')}{resumed}); a "
+                        "fraction such as 2.5 ends with a pass over that part of the shuffled "
+                        "data")
     parser.add_argument("--batch-size", type=int, default=None,
                         help=f"mini-batch size ({default('batch_size')})")
     parser.add_argument("--optimizer", choices=OPTIMIZERS, default=None,
@@ -294,7 +296,7 @@ def add_train(sub: Subparsers) -> None:
     from .training import TrainConfig
 
     train = _command(sub, "train", "Train a model; writes a run directory.")
-    _training_flags(train)
+    _training_flags(train, resumable=True)
     train.add_argument("--seed", type=int, default=None,
                        help="random seed (init, shuffling), 0 or more (default: "
                        f"{TrainConfig.seed})")
@@ -547,7 +549,7 @@ def add_predict(sub: Subparsers) -> None:
                          "(default: nothing written)")
     _reject_flag(predict)
     _json_flag(predict)
-    predict.set_defaults(func=cmd_predict, intermixed="inputs")  # IMAGE after an option too
+    predict.set_defaults(func=cmd_predict, intermixed=True)  # IMAGE after an option too
 
 
 def _model_and_images(inputs: list[str]) -> tuple[str, list[str]]:
@@ -825,10 +827,12 @@ def _to_go_on(command: str, interrupt: KeyboardInterrupt) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
     args, unknown = parser.parse_known_args(argv)
-    intermixed = getattr(args, "intermixed", None)  # `predict a.png --json b.png`: b.png is
-    if intermixed and not any(arg.startswith("-") for arg in unknown):  # one of the inputs
-        getattr(args, intermixed).extend(unknown)
+    if unknown and getattr(args, "intermixed", False):  # `predict a.png --json b.png`: the
+        command = args.commands[args.command]  # command's arguments again, in any order
+        rest = argv[argv.index(args.command) + 1:]
+        vars(args).update(vars(command.parse_intermixed_args(rest)))
         unknown = []
     if unknown:  # named by the command's parser, whose --help lists what it takes
         args.commands[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")

@@ -36,8 +36,11 @@ def export(model_path: str | Path, out: str | Path, via: str = "numpy",
         raise Lenet5Error(f"-o {out} is a folder; name the file to write, e.g. "
                           f"{Path(out) / 'model.onnx'}.")
     if Path(out).suffix.lower() != ".onnx":  # lenet5 (and most tools) know ONNX by it
+        stem = Path(out).stem.strip(".")
+        named = Path(out).with_name(f"{stem if stem.lower() not in ('', 'onnx') else 'model'}"
+                                    ".onnx")
         raise Lenet5Error(f"-o {out} does not end in .onnx, by which lenet5 knows an ONNX "
-                          f"file; name it e.g. {Path(out).with_suffix('.onnx')}.")
+                          f"file; name it e.g. {named}.")
     params, metadata = checkpoint.load_model(model_path)
     data = to_onnx(params, metadata, via, opset).SerializeToString()
     arch = arch_of(metadata)

@@ -222,8 +222,9 @@ def shown_apart(value: float, limit: float) -> tuple[str, str]:
     """`value`, below `limit`, and `limit` written with the fewest decimals (two or more) at
     which the first, rounded down, reads below the second: 0.3905 below 0.3933 is "0.390"
     below "0.393", never "0.39" below "0.39"."""
-    for places in range(2, 7):
-        shown = f"{math.floor(value * 10**places) / 10**places:.{places}f}"
+    for places in range(2, 17):
+        scale = 10**places  # rounded down, but not a binary hair below: 0.29 is not "0.28"
+        shown = f"{math.floor(value * scale * (1 + 1e-12)) / scale:.{places}f}"
         bound = f"{limit:.{places}f}"
         if float(shown) < float(bound):
             break

@@ -130,8 +130,10 @@ def _log_probs(model: Classifier, views: list[np.ndarray]) -> np.ndarray:
 
 
 def _mean_probability(log_p: np.ndarray) -> np.ndarray:
-    """(N, K) log of the mean probability over views (V, N, K)."""
-    return np.log(np.exp(log_p).mean(axis=0))
+    """(N, K) log of the mean probability over views (V, N, K); -inf where every view's is 0
+    (a network barely trained), without numpy's warning."""
+    with np.errstate(divide="ignore"):
+        return np.log(np.exp(log_p).mean(axis=0))
 
 
 def check_threshold(value: float | None) -> None:

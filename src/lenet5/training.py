@@ -420,28 +420,28 @@ def check_progress(config: TrainConfig, run: Run, data: TrainingData, epoch: int
     chance = np.bincount(digits).max() / len(digits)  # always answering the commonest class
     steps = (epoch + 1) * math.ceil(len(data.train_labels) / config.batch_size)
     default = defaults_for(config.arch)["lr"]
-    lower = _steadier(config)
     if not math.isfinite(loss):
-        verdict, reason, advice = "diverged", f"its training loss is {loss}", lower
+        verdict, reason, advice = "diverged", f"its training loss is {loss}", _steadier(config)
     elif loss > DIVERGED_LOSS_FACTOR * run.untrained_loss:
         verdict, reason, advice = "diverged", (
             f"its training loss {loss:.3g} is over {DIVERGED_LOSS_FACTOR} times the untrained "
-            f"network's {run.untrained_loss:.3g}"), lower
+            f"network's {run.untrained_loss:.3g}"), _steadier(config)
     elif (epoch >= 1 and steps >= CHANCE_MIN_STEPS and accuracy <= CHANCE_FACTOR * chance
           and loss > (1 - STALLED_LOSS_FALL) * run.metrics[-1]["train_loss"]):
         reason = (f"training accuracy is {100 * accuracy:.1f}%, no better than chance "
                   f"({100 * chance:.1f}% for always answering the commonest class), and the "
                   f"loss ({loss:.3g}) stopped falling")
-        verdict, advice = ("diverged", lower) if config.lr > default else (
+        verdict, advice = ("diverged", _steadier(config)) if config.lr > default else (
             "stalled", f"try {config.arch}'s default settings (--lr {default:g} with "
             f"--optimizer {defaults_for(config.arch)['optimizer']}; now --lr {config.lr:g} with "
             f"--optimizer {config.optimizer})")
     else:
         return
-    kept = (f"{run.directory} keeps epoch {run.metrics[-1]['epoch']}'s model" if run.metrics
-            else "no epoch was saved")
+    again = (f"train again into another --out ({run.directory} keeps epoch "
+             f"{run.metrics[-1]['epoch']}'s model)" if run.metrics
+             else "train again (no epoch was saved)")
     raise TrainingDiverged(f"training {verdict} in epoch {epoch + 1}: {reason}; {advice}, then "
-                           f"train again; {kept}.")
+                           f"{again}.")
 
 
 def _steadier(config: TrainConfig) -> str:
@@ -456,15 +456,18 @@ def _steadier(config: TrainConfig) -> str:
     if config.init_std is not None and config.init_std > widest:
         changes.append(f"lower --init-std (now {config.init_std:g}) to {widest:.2g} or less, as "
                        f"wide as {config.arch}'s own initial weights")
-    if config.lr * config.weight_decay >= 1:
+    if config.optimizer in ("sgd", "adamw") and config.lr * config.weight_decay >= 1:  # Adam
+        # adds the decay to a gradient it then scales: no step takes a whole weight
         changes.append(f"lower --weight-decay (now {config.weight_decay:g}): with --lr "
                        f"{config.lr:g} a step takes more than all of each weight")
     if config.schedule == "step" and config.gamma > 1:
         changes.append(f"lower --gamma (now {config.gamma:g}) below 1, so that each step "
                        "lowers the rate")
-    if config.lr > default["lr"] or not changes:
+    if config.lr > default["lr"]:
         changes.append(f"lower --lr (now {config.lr:g}) towards {config.arch}'s default "
                        f"{default['lr']:g}")
+    elif not changes:
+        changes.append(f"lower --lr (now {config.lr:g}), e.g. to {config.lr / 3:.2g}")
     return ", and ".join(changes)
 
 

@@ -109,7 +109,8 @@ def load_recipe(name_or_file: str) -> Recipe:
     path = Path(name_or_file)
     if path.suffix == ".toml" or path.is_file():
         try:
-            text = path.read_text(encoding="utf-8")  # TOML is UTF-8 in any locale
+            text = path.read_text(encoding="utf-8-sig")  # TOML is UTF-8 in any locale (a
+            # byte-order mark, as some editors write, is skipped)
         except UnicodeDecodeError:
             raise Lenet5Error(f"recipe {path} is not UTF-8 text, which TOML must be; save it as "
                               "UTF-8.") from None
