@@ -221,3 +221,11 @@ def test_an_unfinished_run_has_a_run_s_settings_and_no_model_or_state(tmp_path):
         (run / written).unlink()
     (run / files.CONFIG_FILE).write_text("[1, 2")  # broken
     assert not files.unfinished_run(run)
+
+
+def test_training_now_is_a_lock_file_naming_a_live_process(tmp_path):
+    assert not files.training_now(tmp_path)  # no lock file
+    for holder, live in ((f"{os.getpid()}\n", True), ("999999999\n", False), ("", False),
+                         ("not a pid", False)):
+        (tmp_path / files.LOCK_FILE).write_text(holder)
+        assert files.training_now(tmp_path) == live, holder

@@ -131,6 +131,18 @@ def test_a_run_before_its_first_epoch_is_reported_once_one_has_finished(tmp_path
     assert "no epoch of" in capsys.readouterr().err
 
 
+def test_a_run_still_training_is_reported_as_one(synthetic_run, capsys):
+    import os
+
+    (synthetic_run / ".lock").write_text(f"{os.getpid()}\n")  # as a live `lenet5 train` holds it
+    assert main(["report", str(synthetic_run)]) == 0
+    assert "is still training: this report shows its first 2 epochs" in capsys.readouterr().out
+    assert "2 so far of 2, still training" in (synthetic_run / "report.html").read_text()
+    (synthetic_run / ".lock").write_text("999999999\n")  # a run killed outright left it
+    assert main(["report", str(synthetic_run)]) == 0
+    assert "still training" not in capsys.readouterr().out
+
+
 def test_report_of_a_read_only_run_goes_where_out_says(synthetic_run, tmp_path, capsys):
     """Someone else's run, or one on a read-only disk: --out writes the report elsewhere."""
     before = sorted(p.name for p in synthetic_run.iterdir())

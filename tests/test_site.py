@@ -115,6 +115,10 @@ def test_refuses_a_file_or_a_folder_of_other_things_and_replaces_a_site(tmp_path
     with pytest.raises(Lenet5Error, match="is a folder with other files in it"):
         write_site(model, tmp_path)
     assert (tmp_path / "notes.txt").read_text() == "mine"
+    with pytest.raises(Lenet5Error, match=r"a\.onnx names an ONNX file, but --format web writes "
+                                          r"a folder; give a folder such as .*a, or --format"):
+        write_site(model, tmp_path / "a.onnx")
+    assert not (tmp_path / "a.onnx").exists()
 
     write_site(model, tmp_path / "site")
     (tmp_path / "site" / "README.txt").write_text("kept")  # a file the user added

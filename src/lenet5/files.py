@@ -157,6 +157,20 @@ def run_lock(directory: str | Path) -> Iterator[Path]:
                 directory.rmdir()  # a run that wrote nothing leaves no folder behind
 
 
+def training_now(directory: Path) -> bool:
+    """Whether a `lenet5 train` is writing ``directory`` now: its lock file names a live
+    process (one killed outright leaves the file, naming a process that is gone). Read, not
+    locked: taking the lock, even shared, could turn away a run starting at that moment."""
+    try:
+        pid = int((directory / LOCK_FILE).read_text().split()[0])
+        os.kill(pid, 0)
+    except PermissionError:  # alive, another user's
+        return True
+    except (OSError, ValueError, IndexError):
+        return False
+    return True
+
+
 _TEMPORARY = re.compile(r"\.(?P<name>.+)\.[A-Za-z0-9_]+\.tmp")
 
 

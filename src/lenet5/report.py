@@ -38,6 +38,7 @@ from .files import (
     MODEL_FILE,
     read_config,
     read_metrics,
+    training_now,
     unfinished_run,
     write_atomic,
     write_error,
@@ -400,6 +401,10 @@ def write_report(run_dir: str | Path, *, out: str | Path | None = None, engine: 
     index = feature_index % len(labels)
     trained = model.metadata.get("epochs")  # a part pass's row counts as a whole one
     epochs_trained = float(trained) if is_number(trained) else float(metrics[-1]["epoch"])
+    ongoing = training_now(run)  # a report of the epochs so far, said to be one
+    if ongoing:
+        log(f"{run} is still training: this report shows its first {epochs_trained:g} "
+            f"epoch{'s' if epochs_trained != 1 else ''}")
     figures = [
         plot_curves(metrics, folder / "curves.png", f"Learning curves: {name}", epochs_trained),
         plot_confusion(labels, predictions, model.classes, folder / "confusion.png"),
@@ -410,14 +415,15 @@ def write_report(run_dir: str | Path, *, out: str | Path | None = None, engine: 
         plot_filters(model.engine.parameters()["C1.weight"], folder / "filters.png"),
     ]
     facts = _run_facts(model, config, metrics, dataset, len(data.train_images), errors,
-                       len(labels), epochs_trained)
+                       len(labels), epochs_trained, ongoing)
     page = write_html(folder / "report.html", f"LeNet-5 run report: {name}", facts, metrics,
                       config, figures)
     return [*figures, page]
 
 
 def _run_facts(model: Model, config: dict, metrics: list[dict], dataset: str, n_train: int,
-               errors: int, n_test: int, epochs_trained: float) -> list[tuple[str, str]]:
+               errors: int, n_test: int, epochs_trained: float, ongoing: bool = False
+               ) -> list[tuple[str, str]]:
     """The (fact, value) rows at the top of report.html."""
     seconds = [row["seconds"] for row in metrics if "seconds" in row]
     trained_with = config.get("engine", model.metadata.get("engine", "?"))
@@ -427,7 +433,8 @@ def _run_facts(model: Model, config: dict, metrics: list[dict], dataset: str, n_
                    f"report evaluated with {model.engine.name}"),
         ("dataset", f"{dataset}: {config.get('train_images', n_train):,} "
                     f"training images, {n_test:,} test images"),
-        ("epochs", f"{epochs_trained:g}"),
+        ("epochs", f"{epochs_trained:g}" + (f" so far of {config.get('epochs', '?')}, still "
+                                            "training" if ongoing else "")),
         ("test accuracy", f"{100 * (1 - errors / n_test):.2f}%"),
         ("test errors", f"{errors:,} of {n_test:,}"),
     ]

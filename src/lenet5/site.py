@@ -118,6 +118,9 @@ def _is_site(folder: Path) -> bool:
 
 
 def _check_target(out: Path) -> None:
+    if out.suffix.lower() == ".onnx" and not out.is_dir():  # meant --format onnx, most likely
+        raise Lenet5Error(f"-o {out} names an ONNX file, but --format web writes a folder; give "
+                          f"a folder such as {out.with_suffix('')}, or --format onnx.")
     if out.exists() and not out.is_dir():
         raise Lenet5Error(f"-o {out} is a file; give a folder for the site (it is created if "
                           "missing).")
