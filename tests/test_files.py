@@ -229,3 +229,14 @@ def test_training_now_is_a_lock_file_naming_a_live_process(tmp_path):
                          ("not a pid", False)):
         (tmp_path / files.LOCK_FILE).write_text(holder)
         assert files.training_now(tmp_path) == live, holder
+
+
+def test_a_lock_on_a_run_that_wrote_nothing_leaves_no_folder_it_made(tmp_path):
+    """A run (in a sweep: DIR/setting/seed-0) that wrote nothing leaves none of the folders
+    made for it; a folder that was there, or that holds something, stays."""
+    with files.run_lock(tmp_path / "sweep" / "setting" / "seed-0"):
+        pass
+    assert list(tmp_path.iterdir()) == []
+    with files.run_lock(tmp_path / "sweep" / "setting" / "seed-0"):
+        (tmp_path / "sweep" / "summary.md").write_text("kept")
+    assert [p.name for p in (tmp_path / "sweep").iterdir()] == ["summary.md"]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import itertools
 import json
 import os
 import re
@@ -127,7 +128,8 @@ def run_lock(directory: str | Path) -> Iterator[Path]:
     """
     directory = Path(directory)
     path = directory / LOCK_FILE
-    created = not directory.exists()
+    created = list(itertools.takewhile(lambda folder: not folder.exists(),
+                                       (directory, *directory.parents)))  # innermost first
     try:
         directory.mkdir(parents=True, exist_ok=True)
         while True:
@@ -152,9 +154,9 @@ def run_lock(directory: str | Path) -> Iterator[Path]:
     finally:
         path.unlink(missing_ok=True)  # while still locked: no one else holds this file
         os.close(fd)
-        if created:
-            with contextlib.suppress(OSError):
-                directory.rmdir()  # a run that wrote nothing leaves no folder behind
+        with contextlib.suppress(OSError):  # a run that wrote nothing leaves no folder
+            for folder in created:  # behind, nor the ones made to hold it (a sweep's
+                folder.rmdir()  # setting): each, until one holds something
 
 
 def training_now(directory: Path) -> bool:
