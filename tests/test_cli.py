@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -277,6 +278,28 @@ def test_every_option_s_help_states_its_default():
                 and action.default is None and not action.required
                 and "default" not in action.help]
     assert unstated == []
+
+
+def test_sigterm_stops_training_as_ctrl_c_does(capsys, monkeypatch, synthetic_dataset,
+                                              tmp_path):
+    """`kill` (or `timeout`) while training: the run's files are cleaned up as after Ctrl-C,
+    the same advice, exit status 143; the handler is gone after."""
+    import signal
+
+    from lenet5 import training
+
+    def terminated(*args):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler raises before this ends
+
+    monkeypatch.setattr(training, "_train_epochs", terminated)
+    before = signal.getsignal(signal.SIGTERM)
+    code, _, err = run_cli(capsys, "train", "--dataset", synthetic_dataset, "--out",
+                           str(tmp_path / "run"))
+    assert code == 143 and err == ("lenet5: terminated; the run continues from its last "
+                                   "finished epoch with `lenet5 train --resume "
+                                   f"{tmp_path / 'run'}`.\n")
+    assert signal.getsignal(signal.SIGTERM) is before and not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize("argv", [["train", "--lr", "abc"], ["summary", "--arch", "foo"],

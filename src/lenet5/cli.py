@@ -9,12 +9,14 @@ command needs them.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
+import signal
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from .errors import Lenet5Error
@@ -339,7 +341,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         config = _config_from(args)
     log = _stderr_log if args.json else print
     started = time.perf_counter()
-    run_dir = train(config, resume=args.resume, log=log)
+    with _terminate_as_interrupt():  # `kill`, `timeout`, a container stopping: as Ctrl-C
+        run_dir = train(config, resume=args.resume, log=log)
     seconds = time.perf_counter() - started
     page = _write_run_report(run_dir, config.engine, config.device, log) if args.report else None
     if args.json:
@@ -812,6 +815,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, where a command handles it as Ctrl-C: the same advice, exit status 143."""
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM raises Terminated in this (the main) thread while inside, so that a run
+    stopped by `kill` cleans up and says how to go on, as after Ctrl-C; Python's default
+    would end the process without a word."""
+    def terminated(signum: int, frame: object) -> None:
+        raise Terminated
+
+    before = signal.signal(signal.SIGTERM, terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
 def _to_go_on(command: str, interrupt: KeyboardInterrupt) -> str:
     """How to go on after Ctrl-C stopped a command: a run resumes (its directory is set on the
     interrupt where training had chosen it), a sweep goes on where it was; else nothing."""
@@ -842,8 +864,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"lenet5: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as exc:
-        print(f"lenet5: interrupted{_to_go_on(args.command, exc)}.", file=sys.stderr)
-        return 130
+        how = "terminated" if isinstance(exc, Terminated) else "interrupted"
+        print(f"lenet5: {how}{_to_go_on(args.command, exc)}.", file=sys.stderr)
+        return 143 if isinstance(exc, Terminated) else 130
     except BrokenPipeError:  # `lenet5 ... | head`: the reader left; say nothing more
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141

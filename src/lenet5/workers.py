@@ -177,7 +177,9 @@ def _work(index: int, compute: Compute, requests: int, replies: int) -> None:
     """The worker process's life, from the fork to its exit: it never returns."""
     status = 1
     try:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the engine's to handle
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the engine's to handle;
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # SIGTERM ends the worker, whatever
+        # handler `lenet5 train` gave the engine's process
         gc.freeze()  # the engine's objects: never traversed here, so their pages stay shared
         for fd in _ENGINE_ENDS:
             os.close(fd)
