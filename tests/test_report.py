@@ -128,7 +128,7 @@ def test_a_run_before_its_first_epoch_is_reported_once_one_has_finished(tmp_path
     (tmp_path / "run" / "config.json").write_text(
         json.dumps({"arch": "lenet5", "engine": "numpy", "epochs": 2, "seed": 0}))
     assert main(["report", str(tmp_path / "run")]) == 1
-    assert "no epoch of" in capsys.readouterr().err
+    assert "nothing of" in capsys.readouterr().err
 
 
 def test_a_run_still_training_is_reported_as_one(synthetic_run, capsys):

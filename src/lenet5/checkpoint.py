@@ -23,7 +23,7 @@ from safetensors.numpy import save
 from . import pretrained
 from .arch import ARCHITECTURES, Architecture, arch_of
 from .errors import Lenet5Error, ModelFileError
-from .files import MODEL_FILE, unfinished_run, write_atomic
+from .files import MODEL_FILE, not_trained_yet, unfinished_run, write_atomic
 from .hparams import OPTIMIZER_SLOTS
 
 MAGIC = "lenet5-model"
@@ -119,8 +119,7 @@ def resolve_model_path(path: str | Path) -> Path:
         return pretrained.path()
     p = Path(path)
     if p.is_dir() and unfinished_run(p):
-        raise ModelFileError(f"no model at {path} yet: its training has not finished an epoch; "
-                             f"if it stopped, resume it with `lenet5 train --resume {path}`.")
+        raise ModelFileError(f"no model at {path} yet: {not_trained_yet(path)}.")
     if p.is_dir():
         p = p / MODEL_FILE
     if not p.is_file():

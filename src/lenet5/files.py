@@ -242,6 +242,12 @@ def unfinished_run(directory: Path) -> bool:
     return isinstance(config, dict) and {"arch", "engine", "epochs", "seed"} <= config.keys()
 
 
+def not_trained_yet(directory: str | Path) -> str:
+    """What to say of an `unfinished_run` wherever its model is wanted."""
+    return (f"its training has not finished an epoch; if it stopped, resume it with `lenet5 "
+            f"train --resume {directory}`")
+
+
 def newest_run(runs: Path = RUNS_DIR) -> Path | None:
     """The run directory under ``runs`` whose model file was written last, if any."""
     models = sorted(runs.glob(f"*/{MODEL_FILE}"), key=lambda p: p.stat().st_mtime)

@@ -36,6 +36,7 @@ from .files import (
     CONFIG_FILE,
     METRICS_FILE,
     MODEL_FILE,
+    not_trained_yet,
     read_config,
     read_metrics,
     training_now,
@@ -359,8 +360,7 @@ def _read_run(run: Path) -> tuple[list[dict], dict]:
         raise Lenet5Error(f"{run} is not a directory; pass a run directory written by "
                           "`lenet5 train`.")
     if unfinished_run(run):
-        raise Lenet5Error(f"no epoch of {run} has finished yet; report it once one has (if it "
-                          f"stopped, resume it with `lenet5 train --resume {run}`).")
+        raise Lenet5Error(f"nothing of {run} to report yet: {not_trained_yet(run)}.")
     for required in (METRICS_FILE, MODEL_FILE):
         if not (run / required).is_file():
             raise Lenet5Error(f"{run} has no {required}; pass a run directory written by "
