@@ -233,6 +233,28 @@ def test_readable_on_a_phone(browser, base_url, tmp_path):
     assert errors == []
 
 
+@pytest.mark.parametrize("width", [1024, 390])
+def test_the_empty_page_fits_its_window(browser, base_url, width):
+    """Before anything is drawn, the empty feature maps had widened the page (1164 px at
+    1024): no sideways scrolling."""
+    page, errors = open_page(browser, base_url, viewport={"width": width, "height": 800})
+    sync_api.expect(page.locator("#label")).to_have_text("?")
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    assert errors == []
+
+
+def test_the_server_s_error_about_a_drawing_is_the_page_s_sentence(browser, base_url):
+    """The server calls what it was sent "the uploaded image"; the page says the drawing."""
+    page, errors = open_page(browser, base_url, viewport={"width": 1280, "height": 900})
+    page.route("**/api/predict", lambda route: route.fulfill(
+        status=400, content_type="application/json",
+        body='{"error": "the uploaded image contains no digit: nothing stands out."}'))
+    draw(page, SEVEN)
+    sync_api.expect(page.locator("#status")).to_have_text(
+        "The drawing contains no digit: nothing stands out.")
+    assert all("400" in error for error in errors)  # the answer's status, logged
+
+
 # --- numbers and refusals -------------------------------------------------------------------
 
 def aspect_of(page) -> float:

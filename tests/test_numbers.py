@@ -209,6 +209,15 @@ def test_ink_beside_other_digits_is_cut_more_finely_than_ink_alone():
     assert np.diff(row.cuts[0]).min() >= ROW_CUT_SPACING * row.height
 
 
+def test_a_bar_is_not_cut_but_a_bar_with_a_waist_is():
+    """Ink the same in every column is one stroke (FLAT); where it thins, it may be two."""
+    bar = np.full((200, 400), 235, np.uint8)
+    bar[90:110, 50:350] = 30
+    assert find_writing(bar).cuts == [[]]
+    bar[90:100, 190:210] = 235  # thinned to half in the middle
+    assert any(140 <= cut <= 160 for cut in find_writing(bar).cuts[0])  # (the bar's columns)
+
+
 def test_a_row_of_too_many_marks_is_not_cut_up():
     dots = np.full((60, 1000), 235, np.uint8)
     for c in range(10, 990, 14):

@@ -210,6 +210,16 @@ def test_strokes_meeting_at_a_point_are_no_11(points):
     assert [d["label"] for d in answer["digits"]] == [1, 1]
 
 
+@pytest.mark.parametrize("lines", [[[(80, 150), (220, 150)]],  # -
+                                   [[(80, 135), (220, 135)], [(80, 165), (220, 165)]],  # =
+                                   [[(20, 150), (280, 142)]]])  # a long line, a little sloped
+def test_a_line_is_no_row_of_ones(lines):
+    """A line is one stroke, not touching digits: not cut into slivers read as 1s."""
+    answer = lenet5.load("pretrained").read(strokes(lines))
+    assert answer["text"] is None and "is not a digit" in answer["rejected"]
+    assert len(answer["digits"]) == 1
+
+
 @pytest.mark.parametrize("lean", [0, 30, 50])
 def test_two_ones_leaning_alike_are_11(lean):
     answer = lenet5.load("pretrained").read(strokes([[(x + lean, 60), (x - lean, 240)]

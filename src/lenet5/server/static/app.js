@@ -294,6 +294,11 @@ function abortInFlight() {
   inFlight = null;
 }
 
+/** The server's error about `what` was posted, which it calls "the uploaded image", as a
+ *  sentence of this page's: "The drawing contains no digit: ...". */
+const inOurWords = (error, what) =>
+  error && error.replace(/^the uploaded image\b/, what).replace(/^./, (c) => c.toUpperCase());
+
 /** POST the picture; `picture` ({width, height}) is its size, where the answer's boxes lie. */
 async function send(body, type, what, picture) {
   abortInFlight();
@@ -308,7 +313,8 @@ async function send(body, type, what, picture) {
     const answer = await response.json().catch(() => ({}));
     if (mine !== sequence) return;
     if (response.ok) showAnswer(answer, picture);
-    else showError(answer.error || `The server answered ${response.status} for ${what}.`);
+    else showError(inOurWords(answer.error, what) ||
+                   `The server answered ${response.status} for ${what}.`);
   } catch (error) {
     if (error.name !== "AbortError" && mine === sequence) {
       showError(`Cannot reach the server (${error.message}); is lenet5 serve still running?`);
