@@ -83,8 +83,10 @@ function redraw() {
   else paintStrokes(ctx, canvas.width, canvas.height, state.strokes);
   const empty = !state.photo && state.strokes.length === 0;
   $("pad-hint").hidden = !empty;
+  const lost = empty && [$("undo"), $("clear")].includes(document.activeElement);
   $("undo").disabled = empty;
   $("clear").disabled = empty;
+  if (lost) $("upload").focus();  // a button disabled under it drops the focus to the page
 }
 
 function requestRedraw() {
