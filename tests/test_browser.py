@@ -337,7 +337,7 @@ def test_what_is_no_digit_is_refused_and_said_so(browser, base_url):
                           "n.className)") == ["7", "slot", badges[2]]
     sync_api.expect(page.locator("#confidence")).to_have_text(
         "Partly read: 2 of 3 marks are digits")
-    sync_api.expect(page.locator("#status")).to_contain_text("is not a digit")
+    sync_api.expect(page.locator("#status")).to_contain_text("Mark 2 of 3 is not a digit: ")
     sync_api.expect(page.locator("#announce")).to_contain_text(
         f"Partly read: 7, not a digit, {badges[2]}.")
     assert page.locator("#boxes .box.refused").count() == 1

@@ -409,7 +409,7 @@ function viewOf(answer) {
     return { kind: "number", parts: [answer.text], headline: `${digits.length} digits, ${sure}`,
              detail: "", spoken: `Read the number ${answer.text}: ${digits.length} digits, ${sure}.` };
   }
-  const reason = sentence(answer.rejected);
+  const reason = sentence(markByPlace(answer.rejected, digits));
   const accepted = digits.filter((d) => d.label != null).length;
   if (accepted && accepted < digits.length) {  // some marks are digits, others not
     return {
@@ -423,6 +423,15 @@ function viewOf(answer) {
   }
   return { kind: "refused", parts: ["Not a digit"], headline: "Refused, not guessed",
            detail: reason, spoken: `Not a digit. ${reason}` };
+}
+
+/** The server names a refused mark by its box in the picture's pixels ("the mark at [162, 74,
+ *  174, 86] is ..."); the page, by its place among the marks: "mark 2 of 3 is ...". */
+function markByPlace(rejected, digits) {
+  return rejected.replace(/^the mark at (\[[^\]]*\]) is/, (whole, box) => {
+    const index = digits.findIndex((d) => JSON.stringify(d.box) === box.replace(/\s/g, ""));
+    return index < 0 ? whole : `mark ${index + 1} of ${digits.length} is`;
+  });
 }
 
 function slot() {  // a refused mark inside a number: an empty dashed place
