@@ -220,6 +220,12 @@ def test_uploading_a_photo(browser, base_url, trained_run, mnist, tmp_path):
                                           "buffer": b"not an image"})
     sync_api.expect(page.locator("#status")).to_contain_text("not an image")
     sync_api.expect(page.locator("#label")).to_have_text("?")
+    inked = page.evaluate("""(() => {  // the pad names the file it cannot show: not blank
+        const pad = document.getElementById("canvas");
+        const { data } = pad.getContext("2d").getImageData(0, 0, pad.width, pad.height);
+        return data.filter((value, i) => i % 4 === 0 && value < 200).length;
+    })()""")
+    assert inked > 0
     assert [e for e in errors if "status of 415" not in e] == []  # the console logs the 415
 
 

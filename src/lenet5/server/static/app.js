@@ -69,17 +69,25 @@ function fitted(frameWidth, frameHeight, width, height) {
   return { scale, left: (frameWidth - width * scale) / 2, top: (frameHeight - height * scale) / 2 };
 }
 
-function paintPhoto(context, width, height, bitmap) {
+function paintPhoto(context, width, height, { file, bitmap }) {
   context.fillStyle = PAPER;
   context.fillRect(0, 0, width, height);
-  if (!bitmap) return;
+  if (!bitmap) {  // a TIFF, or no picture at all: say what was chosen, not a blank pad
+    context.fillStyle = "#6b7280";
+    context.textAlign = "center";
+    context.font = `${Math.round(height / 16)}px system-ui, sans-serif`;
+    context.fillText(file.name, width / 2, height / 2, width * 0.9);
+    context.fillText("(this browser cannot show it)", width / 2, height / 2 + height / 12,
+                     width * 0.9);
+    return;
+  }
   const { scale, left, top } = fitted(width, height, bitmap.width, bitmap.height);
   context.drawImage(bitmap, left, top, bitmap.width * scale, bitmap.height * scale);
 }
 
 function redraw() {
   frame = 0;
-  if (state.photo) paintPhoto(ctx, canvas.width, canvas.height, state.photo.bitmap);
+  if (state.photo) paintPhoto(ctx, canvas.width, canvas.height, state.photo);
   else paintStrokes(ctx, canvas.width, canvas.height, state.strokes);
   const empty = !state.photo && state.strokes.length === 0;
   $("pad-hint").hidden = !empty;
