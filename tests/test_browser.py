@@ -308,6 +308,10 @@ def test_a_number_drawn_on_the_page(browser, base_url):
     sync_api.expect(page.locator("#bars li.best .name")).to_have_text("1")
     sync_api.expect(page.locator("#boxes .box").nth(1)).to_have_class("box selected")
     assert page.locator("#input").get_attribute("src") not in (first_input, chosen_input)
+    chips.nth(0).focus()
+    page.keyboard.press("Escape")  # the chips go with the drawing: the focus goes to Upload
+    sync_api.expect(page.locator("#label")).to_have_text("?")
+    assert page.evaluate("document.activeElement.id") == "upload"
     assert errors == []
 
 

@@ -91,10 +91,12 @@ function redraw() {
   else paintStrokes(ctx, canvas.width, canvas.height, state.strokes);
   const empty = !state.photo && state.strokes.length === 0;
   $("pad-hint").hidden = !empty;
-  const lost = empty && [$("undo"), $("clear")].includes(document.activeElement);
+  const focused = document.activeElement;  // on a control that goes away with the drawing?
+  const lost = empty &&
+    ([$("undo"), $("clear")].includes(focused) || $("digits").contains(focused));
   $("undo").disabled = empty;
   $("clear").disabled = empty;
-  if (lost) $("upload").focus();  // a button disabled under it drops the focus to the page
+  if (lost) $("upload").focus();  // else it drops to the page's start
 }
 
 function requestRedraw() {
