@@ -14,7 +14,7 @@ from . import checkpoint
 from .arch import arch_of
 from .engine import make_engine
 from .errors import Lenet5Error
-from .files import write_atomic
+from .files import is_onnx_file, write_atomic
 from .model import Model
 from .onnx_engine import OnnxEngine
 from .onnx_graph import OPSET, RAW_PIXELS, VIAS, to_onnx
@@ -35,7 +35,7 @@ def export(model_path: str | Path, out: str | Path, via: str = "numpy",
     if Path(out).is_dir():
         raise Lenet5Error(f"-o {out} is a folder; name the file to write, e.g. "
                           f"{Path(out) / 'model.onnx'}.")
-    if Path(out).suffix.lower() != ".onnx":  # lenet5 (and most tools) know ONNX by it
+    if not is_onnx_file(out):  # lenet5 (and most tools) know ONNX by its suffix
         stem = Path(out).stem.strip(".")
         named = Path(out).with_name(f"{stem if stem.lower() not in ('', 'onnx') else 'model'}"
                                     ".onnx")

@@ -242,6 +242,15 @@ def unfinished_run(directory: Path) -> bool:
     return isinstance(config, dict) and {"arch", "engine", "epochs", "seed"} <= config.keys()
 
 
+def make_folder(folder: Path) -> None:
+    """``folder`` and its parents made where missing, or a WriteError that names it and says
+    why: before any work that ends by writing there."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise write_error(folder, exc, "create") from None
+
+
 def not_trained_yet(directory: str | Path) -> str:
     """What to say of an `unfinished_run` wherever its model is wanted."""
     return (f"its training has not finished an epoch; if it stopped, resume it with `lenet5 "

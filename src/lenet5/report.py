@@ -36,13 +36,13 @@ from .files import (
     CONFIG_FILE,
     METRICS_FILE,
     MODEL_FILE,
+    make_folder,
     not_trained_yet,
     read_config,
     read_metrics,
     training_now,
     unfinished_run,
     write_atomic,
-    write_error,
 )
 from .model import Model
 from .model import load as load_model
@@ -385,10 +385,7 @@ def write_report(run_dir: str | Path, *, out: str | Path | None = None, engine: 
     run = Path(run_dir)
     metrics, config = _read_run(run)
     folder = run if out is None else Path(out)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise write_error(folder, exc, "create") from None
+    make_folder(folder)
     model = load_model(run, engine=engine, device=device)
     dataset = model.metadata.get("dataset", config.get("dataset", "mnist"))
     data = load_dataset(dataset, config.get("data_dir"), log=log)

@@ -33,7 +33,7 @@ from .arch import (
 )
 from .data.transforms import mean_std
 from .errors import Lenet5Error
-from .files import write_atomic
+from .files import is_onnx_file, write_atomic
 from .version import __version__
 
 SITE_FORMAT = "lenet5-web"
@@ -118,7 +118,7 @@ def _is_site(folder: Path) -> bool:
 
 
 def _check_target(out: Path) -> None:
-    if out.suffix.lower() == ".onnx" and not out.is_dir():  # meant --format onnx, most likely
+    if is_onnx_file(out):  # meant --format onnx, most likely
         raise Lenet5Error(f"-o {out} names an ONNX file, but --format web writes a folder; give "
                           f"a folder such as {out.with_suffix('')}, or --format onnx.")
     if out.exists() and not out.is_dir():

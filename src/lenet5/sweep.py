@@ -36,10 +36,10 @@ from .files import (
     CONFIG_FILE,
     MODEL_FILE,
     STATE_FILE,
+    make_folder,
     read_config,
     read_metrics,
     write_atomic,
-    write_error,
 )
 from .refusal import METADATA_KEY
 from .training import TrainConfig, resume_config, train
@@ -261,10 +261,7 @@ def run_sweep(base: TrainConfig, grid: dict[str, list], seeds: int, out: Path, *
         import_ray()  # a missing Ray is said before the plan is
     settings = settings_of(grid)
     runs = plan(base, settings, seeds, out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)  # a --out that cannot be is said before any run
-    except OSError as exc:
-        raise write_error(out, exc, "create") from None
+    make_folder(out)  # a --out that cannot be is said before any run
     done = finished_metrics(runs)
     todo = [run for run in runs if (run.setting, run.seed) not in done]
     failures: dict[tuple[int, int], str] = {}
