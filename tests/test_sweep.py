@@ -3,7 +3,11 @@
 import dataclasses
 import importlib.util
 import json
+import os
+import signal
+import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -187,6 +191,41 @@ def test_sweep_cli_prints_the_summary_and_fails_when_a_run_failed(synthetic_data
     capsys.readouterr()
     assert main([*common, "--workers", "0", "--out", str(tmp_path / "none")]) == 1
     assert "--workers must be at least 1, got 0" in capsys.readouterr().err
+
+
+@pytest.mark.mnist
+@pytest.mark.slow
+@pytest.mark.parametrize(("signum", "to_group", "code", "how"),
+                         [(signal.SIGINT, True, 130, "interrupted"),
+                          (signal.SIGTERM, False, 143, "terminated")],
+                         ids=["Ctrl-C reaches every process", "kill reaches the sweep only"])
+def test_a_stopped_sweep_stops_every_run_at_once_and_starts_none(mnist, tmp_path, signum,
+                                                                 to_group, code, how):
+    """Its pool's workers had trained the runs queued before Ctrl-C, and after `kill` went
+    on alone and then waited for work forever."""
+    out = tmp_path / "sweep"
+    sweep = subprocess.Popen(
+        [sys.executable, "-m", "lenet5", "sweep", "--limit", "20000", "--epochs", "3",
+         "--seeds", "4", "--workers", "2", "--out", str(out)], start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as at a terminal
+    try:
+        deadline = time.monotonic() + 120
+        while len(list(out.glob("base/seed-*/state.safetensors"))) < 2:  # both runs have
+            assert sweep.poll() is None and time.monotonic() < deadline  # an epoch to
+            time.sleep(0.1)  # resume from
+        (os.killpg if to_group else os.kill)(sweep.pid, signum)
+        _, err = sweep.communicate(timeout=20)
+    finally:
+        sweep.kill()
+    assert sweep.returncode == code
+    assert err.endswith(f"lenet5: {how}; run the same command again to go on: finished runs "
+                        "are kept, the others resume.\n")
+    assert sorted(p.name for p in (out / "base").iterdir()) == ["seed-0", "seed-1"]
+    deadline = time.monotonic() + 10  # no process of the sweep is left
+    while subprocess.run(["pgrep", "-g", str(sweep.pid)], capture_output=True).returncode == 0:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
 
 
 HAS_RAY = importlib.util.find_spec("ray") is not None

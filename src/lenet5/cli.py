@@ -460,8 +460,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.seeds < 1:
         raise Lenet5Error(f"--seeds must be at least 1, got {args.seeds}.")
     grid = _parse_grid(args.parser, args.grid)
-    summary = run_sweep(_config_from(args), grid, args.seeds, Path(args.out),
-                        workers=args.workers, ray_address=args.ray, log=_stderr_log)
+    with _terminate_as_interrupt():  # `kill`: every run stops, as at Ctrl-C, and resumes
+        summary = run_sweep(_config_from(args), grid, args.seeds, Path(args.out),
+                            workers=args.workers, ray_address=args.ray, log=_stderr_log)
     if args.json:
         _emit_json(summary)
     return 1 if any(s["failed"] for s in summary["settings"]) else 0

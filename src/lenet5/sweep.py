@@ -20,11 +20,12 @@ import itertools
 import json
 import math
 import os
+import signal
 import tempfile
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
-from multiprocessing import get_context
+from multiprocessing import active_children, get_context
 from pathlib import Path
 from types import ModuleType
 
@@ -191,10 +192,45 @@ def run_locally(runs: list[Run], workers: int, report: Report) -> None:
             report(run, _outcome(lambda run=run: execute(run.config, str(run.directory))))
         return
     context = get_context("spawn")  # a fresh interpreter per worker: no inherited BLAS threads
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        futures = {pool.submit(execute, run.config, str(run.directory)): run for run in runs}
-        for future in as_completed(futures):
-            report(futures[future], _outcome(future.result))
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context,
+                             initializer=_stop_at_a_signal) as pool:
+        futures = {pool.submit(_execute_unless_stopped, run.config, str(run.directory)): run
+                   for run in runs}
+        try:
+            for future in as_completed(futures):
+                report(futures[future], _outcome(future.result))
+        except KeyboardInterrupt:  # Ctrl-C, or `kill` (which reaches only this process): the
+            pool.shutdown(wait=False, cancel_futures=True)  # runs stop now, no other starts
+            for worker in active_children():
+                worker.terminate()
+            raise
+
+
+_worker = {"running": False, "stopped": False}  # a pool worker's own: see _stop_at_a_signal
+
+
+def _stop_at_a_signal() -> None:
+    """A pool worker's first SIGINT (Ctrl-C reaches the whole sweep) or SIGTERM (the sweep's,
+    when it is stopped) ends its run as Ctrl-C ends `lenet5 train`, and it starts no other
+    run: the pool hands it those queued before the stop."""
+    def stop(signum: int, frame: object) -> None:
+        first = not _worker["stopped"]
+        _worker["stopped"] = True
+        if first and _worker["running"]:
+            raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+
+
+def _execute_unless_stopped(config: TrainConfig, directory: str) -> str | None:
+    if _worker["stopped"]:
+        return None  # not reported: the sweep has stopped
+    _worker["running"] = True
+    try:
+        return execute(config, directory)
+    finally:
+        _worker["running"] = False
 
 
 def import_ray() -> ModuleType:
