@@ -10,7 +10,8 @@ seed, none shared with what `lenet5 train` generates to train and calibrate the 
   and a slight rotation, some touching or overlapping, some with a stroke broken in two (as
   often as makes a plain connected-components reader score what issue 15 measured, 64%);
   and "hard numbers", with twice as many touching and three times as many broken;
-- non-digits (`tests/nondigit_photos.py`): printed letters in the machine's fonts, hand-drawn
+- non-digits (`tests/nondigit_photos.py`): printed letters in Debian's DejaVu and Liberation
+  fonts (`nondigit_photos.FONTS`: the same pictures on every machine that has them), hand-drawn
   letters, signs, scribbles, hatching, shapes, smudges, empty paper;
 - single digits: MNIST test digits photographed one per picture (`tests/photo_digits.py`);
 

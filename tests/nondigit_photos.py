@@ -1,10 +1,10 @@
 """Synthetic photographs of things that are not digits, for the refusal tests and benchmark.
 
-Letters (printed, from the fonts on the machine, and hand-drawn strokes), signs (+ - = % $ # and
-others), scribbles, hatching, shapes, smudges and empty paper, each on the unevenly lit paper of
-`photo_digits.photograph`, as JPEG. Nothing here shares code or seeds with the non-digits that
-`lenet5.refusal` generates to calibrate a model: a benchmark on these pictures measures what
-the refusal does on kinds of marks it was never tuned on.
+Letters (printed in Debian's DejaVu and Liberation fonts, and hand-drawn strokes), signs (+ - =
+% $ # and others), scribbles, hatching, shapes, smudges and empty paper, each on the unevenly lit
+paper of `photo_digits.photograph`, as JPEG. Nothing here shares code or seeds with the
+non-digits that `lenet5.refusal` generates to calibrate a model: a benchmark on these pictures
+measures what the refusal does on kinds of marks it was never tuned on.
 """
 
 from __future__ import annotations
@@ -16,15 +16,27 @@ from photo_digits import DIGIT_FRACTION, SIDE_RANGE, add_specks, photograph, to_
 from PIL import Image, ImageDraw, ImageFont
 from scipy import ndimage
 
-__all__ = ["KINDS", "make_nondigit", "make_nondigit_set"]
+__all__ = ["KINDS", "make_nondigit", "make_nondigit_set", "missing_fonts"]
 
 KINDS = ("letter", "drawn letter", "sign", "scribble", "hatching", "shape", "smudge", "empty")
 SHARES = (0.2, 0.15, 0.2, 0.1, 0.1, 0.1, 0.05, 0.1)
 """How often each kind comes up in a set."""
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 SIGNS = "+-=%$#&@*?!/<>~^()[]{}"
-FONT_DIRS = ("/usr/share/fonts", "/usr/local/share/fonts", "/Library/Fonts",
-             "C:/Windows/Fonts")
+FONT_DIR = Path("/usr/share/fonts/truetype")
+FONTS = tuple(f"dejavu/DejaVu{name}.ttf" for name in (
+    "Sans-Bold", "Sans-BoldOblique", "Sans-ExtraLight", "Sans-Oblique", "Sans",
+    "SansCondensed-Bold", "SansCondensed-BoldOblique", "SansCondensed-Oblique", "SansCondensed",
+    "SansMono-Bold", "SansMono-BoldOblique", "SansMono-Oblique", "SansMono", "Serif-Bold",
+    "Serif-BoldItalic", "Serif-Italic", "Serif", "SerifCondensed-Bold",
+    "SerifCondensed-BoldItalic", "SerifCondensed-Italic", "SerifCondensed")) + tuple(
+    f"liberation/Liberation{family}-{style}.ttf"
+    for family in ("Mono", "Sans", "SansNarrow", "Serif")
+    for style in ("Bold", "BoldItalic", "Italic", "Regular"))
+"""The printed letters' fonts, in FONT_DIR: Debian's fonts-dejavu-core, fonts-dejavu-extra and
+fonts-liberation (which Debian's chromium brings). Named, not whatever the machine has: each
+font drawn shifts every later random draw, so other fonts make another set (this benchmark's
+non-digits read 80.5% refused without Liberation, 75.0% with it)."""
 SUPERSAMPLE = 4
 """Strokes are drawn this many times larger, then shrunk: antialiased edges, like a photo's."""
 
@@ -54,17 +66,20 @@ STROKE_LETTERS = {
 }
 
 
-def _fonts() -> list[Path]:
-    found = sorted(p for d in FONT_DIRS if Path(d).is_dir() for p in Path(d).rglob("*.[ot]tf")
-                   if "Math" not in p.name)
-    return found
+def missing_fonts() -> str:
+    """Why these sets cannot be made here ("" where they can)."""
+    missing = [name for name in FONTS if not (FONT_DIR / name).is_file()]
+    if not missing:
+        return ""
+    return (f"the non-digit sets print letters in Debian's DejaVu and Liberation fonts, and "
+            f"{len(missing)} of them are not in {FONT_DIR} (first {missing[0]}): install "
+            "fonts-dejavu-core, fonts-dejavu-extra and fonts-liberation")
 
 
 def _font(size: int, rng: np.random.Generator) -> ImageFont.FreeTypeFont:
-    fonts = _fonts()
-    if not fonts:
-        return ImageFont.load_default(size)
-    return ImageFont.truetype(str(fonts[int(rng.integers(len(fonts)))]), size)
+    if missing := missing_fonts():
+        raise FileNotFoundError(missing)
+    return ImageFont.truetype(str(FONT_DIR / FONTS[int(rng.integers(len(FONTS)))]), size)
 
 
 def _crop(canvas: np.ndarray, level: float = 0.02) -> np.ndarray:

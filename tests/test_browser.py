@@ -26,7 +26,7 @@ from browser import (
     touch_draw,
     write_row,
 )
-from nondigit_photos import STROKE_LETTERS, make_nondigit_set
+from nondigit_photos import STROKE_LETTERS, make_nondigit_set, missing_fonts
 from number_photos import make_number_set
 from PIL import Image
 
@@ -358,6 +358,7 @@ def test_what_is_no_digit_is_refused_and_said_so(browser, base_url):
     assert errors == []
 
 
+@pytest.mark.skipif(bool(missing_fonts()), reason=missing_fonts())
 def test_uploading_a_number_and_a_non_digit(browser, base_url, trained_run, mnist, tmp_path):
     """A photographed number the model reads exactly, then a photo of something else that it
     refuses: the page shows what the server answered, boxes on the photo."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from nondigit_photos import make_nondigit_set
+from nondigit_photos import make_nondigit_set, missing_fonts
 from number_photos import make_number_set
 from photo_digits import make_photo_set
 from PIL import Image, ImageDraw
@@ -173,6 +173,7 @@ def test_the_first_digits_layers_are_what_a_pass_over_it_computes(mnist):
             np.testing.assert_allclose(values, alone[0], rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.skipif(bool(missing_fonts()), reason=missing_fonts())
 def test_the_quick_accuracy_gate(model, mnist):
     numbers = make_number_set(mnist.test_images, mnist.test_labels, NUMBERS, seed=23)
     exact = np.mean([model.read(jpeg, threshold=0.0)["text"] == text
