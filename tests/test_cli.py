@@ -261,12 +261,21 @@ def test_ctrl_c_says_how_to_go_on(capsys, monkeypatch, synthetic_dataset, tmp_pa
     code, _, err = run_cli(capsys, "sweep", "--seeds", "1", "--out", str(tmp_path / "sw"))
     assert code == 130 and err == ("lenet5: interrupted; run the same command again to go on: "
                                    "finished runs are kept, the others resume.\n")
+    train_epochs = training._train_epochs
     monkeypatch.setattr(training, "_train_epochs", interrupted)
     code, _, err = run_cli(capsys, "train", "--dataset", synthetic_dataset, "--out",
                            str(tmp_path / "run"))
     assert code == 130 and err == ("lenet5: interrupted; the run continues from its last "
                                    "finished epoch with `lenet5 train --resume "
                                    f"{tmp_path / 'run'}`.\n")
+    monkeypatch.setattr(training, "_train_epochs", train_epochs)  # stopped while writing
+    # the figures: the run itself is finished
+    monkeypatch.setattr(lenet5.cli, "_write_run_report", interrupted)
+    code, _, err = run_cli(capsys, "train", "--dataset", synthetic_dataset, "--epochs", "1",
+                           "--out", str(tmp_path / "done"))
+    assert code == 130 and err.endswith(
+        f"lenet5: interrupted while writing the report; the run is finished in "
+        f"{tmp_path / 'done'}, and `lenet5 report {tmp_path / 'done'}` writes its figures.\n")
 
 
 def test_every_option_s_help_states_its_default():
@@ -300,6 +309,25 @@ def test_sigterm_stops_training_as_ctrl_c_does(capsys, monkeypatch, synthetic_da
                                    "finished epoch with `lenet5 train --resume "
                                    f"{tmp_path / 'run'}`.\n")
     assert signal.getsignal(signal.SIGTERM) is before and not (tmp_path / "run").exists()
+
+
+def test_sigterm_stops_any_command_as_ctrl_c_does(capsys, monkeypatch):
+    """`kill` while predicting, exporting, fetching...: exit status 143 and a word, where
+    Python's default ended the process silently (leaving a `data fetch`'s npm running and its
+    partial files behind, or a picture's temporary file)."""
+    import signal
+
+    import lenet5.cli
+
+    def terminated(*args):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler raises before this ends
+
+    monkeypatch.setattr(lenet5.cli, "cmd_summary", terminated)
+    before = signal.getsignal(signal.SIGTERM)
+    code, _, err = run_cli(capsys, "summary")
+    assert code == 143 and err == "lenet5: terminated.\n"
+    assert signal.getsignal(signal.SIGTERM) is before
 
 
 @pytest.mark.parametrize("argv", [["train", "--lr", "abc"], ["summary", "--arch", "foo"],

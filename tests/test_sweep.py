@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -226,6 +227,60 @@ def test_a_stopped_sweep_stops_every_run_at_once_and_starts_none(mnist, tmp_path
     while subprocess.run(["pgrep", "-g", str(sweep.pid)], capture_output=True).returncode == 0:
         assert time.monotonic() < deadline
         time.sleep(0.1)
+
+
+def test_a_ray_task_sends_its_files_back_after_every_epoch(synthetic_dataset, tmp_path,
+                                                          monkeypatch):
+    """What a Ray worker sends back as it trains: a sweep stopped part-way keeps each run's
+    finished epochs (they had stayed in the worker's scratch folder, lost), and a run resumed
+    from them ends as one never stopped."""
+    from lenet5 import sweep, training
+
+    save_epoch = training.save_epoch
+
+    def slow_save(*args):  # time for the task to look between epochs, however fast they are
+        save_epoch(*args)
+        time.sleep(0.2)
+
+    monkeypatch.setattr(training, "save_epoch", slow_save)
+    monkeypatch.setattr(sweep, "EPOCH_POLL_S", 0.01)
+    config = TrainConfig(dataset=synthetic_dataset, epochs=3, batch_size=32, lr=1e-2,
+                         schedule="constant")
+    *epochs, (error, files, finished) = sweep._ray_task(config, {})
+    assert error is None and finished and not any(last for _, _, last in epochs)
+    assert [len(f["metrics.jsonl"].splitlines()) for _, f, _ in epochs] == [1, 2, 3]
+    assert all("state.safetensors" in f and not any(name.startswith(".") for name in f)
+               for _, f, _ in epochs)
+    *_, (_, resumed, _) = sweep._ray_task(config, epochs[0][1])
+
+    def figures(files: dict[str, bytes]) -> list[dict]:
+        rows = [json.loads(line) for line in files["metrics.jsonl"].splitlines()]
+        return [{k: v for k, v in row.items() if k != "seconds"} for row in rows]
+
+    assert figures(resumed) == figures(files)
+    assert resumed["model.safetensors"] == files["model.safetensors"]
+
+
+def test_a_ray_task_removes_the_scratch_folders_of_tasks_killed_before(tmp_path,
+                                                                      monkeypatch):
+    """A sweep stopped on Ray kills its tasks' workers, whose folders stay on their nodes."""
+    import fcntl
+    import tempfile
+
+    from lenet5 import sweep
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    killed, alive, starting = (tmp_path / f"{sweep.SCRATCH_PREFIX}{name}"
+                               for name in ("killed", "alive", "starting"))
+    for folder in (killed, alive, starting):
+        (folder / "model.safetensors").parent.mkdir()
+        (folder / "model.safetensors").write_bytes(b"x")
+    (killed / sweep.SCRATCH_LOCK).touch()
+    with open(alive / sweep.SCRATCH_LOCK, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        with sweep._scratch_folder() as scratch:
+            assert sorted(tmp_path.iterdir()) == sorted([alive, starting, Path(scratch)])
+    assert sorted(tmp_path.iterdir()) == [alive, starting]
 
 
 HAS_RAY = importlib.util.find_spec("ray") is not None

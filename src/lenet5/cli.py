@@ -15,6 +15,7 @@ import math
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -341,10 +342,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         config = _config_from(args)
     log = _stderr_log if args.json else print
     started = time.perf_counter()
-    with _terminate_as_interrupt():  # `kill`, `timeout`, a container stopping: as Ctrl-C
-        run_dir = train(config, resume=args.resume, log=log)
+    run_dir = train(config, resume=args.resume, log=log)
     seconds = time.perf_counter() - started
-    page = _write_run_report(run_dir, config.engine, config.device, log) if args.report else None
+    try:
+        page = (_write_run_report(run_dir, config.engine, config.device, log) if args.report
+                else None)
+    except KeyboardInterrupt as exc:  # the run is complete: only its figures are missing
+        exc.finished_run = run_dir
+        raise
     if args.json:
         metrics = read_metrics(run_dir)
         _emit_json({"run_dir": str(run_dir), "model": str(run_dir / MODEL_FILE),
@@ -460,9 +465,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.seeds < 1:
         raise Lenet5Error(f"--seeds must be at least 1, got {args.seeds}.")
     grid = _parse_grid(args.parser, args.grid)
-    with _terminate_as_interrupt():  # `kill`: every run stops, as at Ctrl-C, and resumes
-        summary = run_sweep(_config_from(args), grid, args.seeds, Path(args.out),
-                            workers=args.workers, ray_address=args.ray, log=_stderr_log)
+    summary = run_sweep(_config_from(args), grid, args.seeds, Path(args.out),
+                        workers=args.workers, ray_address=args.ray, log=_stderr_log)
     if args.json:
         _emit_json(summary)
     return 1 if any(s["failed"] for s in summary["settings"]) else 0
@@ -820,13 +824,19 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, where a command handles it as Ctrl-C: the same advice, exit status 143."""
 
 
+_sigterm_received = threading.Event()  # Ray re-raises a Terminated as a KeyboardInterrupt
+
+
 @contextlib.contextmanager
 def _terminate_as_interrupt() -> Iterator[None]:
     """SIGTERM raises Terminated in this (the main) thread while inside, so that a run
     stopped by `kill` cleans up and says how to go on, as after Ctrl-C; Python's default
     would end the process without a word."""
     def terminated(signum: int, frame: object) -> None:
+        _sigterm_received.set()
         raise Terminated
+
+    _sigterm_received.clear()
 
     before = signal.signal(signal.SIGTERM, terminated)
     try:
@@ -842,6 +852,10 @@ def _to_go_on(command: str, interrupt: KeyboardInterrupt) -> str:
     if command == "train" and run is not None:
         return (f"; the run continues from its last finished epoch with `lenet5 train --resume "
                 f"{run}`")
+    finished = getattr(interrupt, "finished_run", None)
+    if command == "train" and finished is not None:
+        return (f" while writing the report; the run is finished in {finished}, and `lenet5 "
+                f"report {finished}` writes its figures")
     if command == "sweep":
         return ("; run the same command again to go on: finished runs are kept, the others "
                 "resume")
@@ -860,14 +874,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown:  # named by the command's parser, whose --help lists what it takes
         args.commands[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
-        return args.func(args)
+        with _terminate_as_interrupt():  # `kill`, `timeout`, a container stopping: as Ctrl-C
+            return args.func(args)
     except Lenet5Error as exc:
         print(f"lenet5: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as exc:
-        how = "terminated" if isinstance(exc, Terminated) else "interrupted"
-        print(f"lenet5: {how}{_to_go_on(args.command, exc)}.", file=sys.stderr)
-        return 143 if isinstance(exc, Terminated) else 130
+        terminated = isinstance(exc, Terminated) or _sigterm_received.is_set()
+        print(f"lenet5: {'terminated' if terminated else 'interrupted'}"
+              f"{_to_go_on(args.command, exc)}.", file=sys.stderr)
+        return 143 if terminated else 130
     except BrokenPipeError:  # `lenet5 ... | head`: the reader left; say nothing more
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141

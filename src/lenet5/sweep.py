@@ -20,8 +20,10 @@ import itertools
 import json
 import math
 import os
+import shutil
 import signal
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -47,6 +49,7 @@ from .training import TrainConfig, resume_config, train
 
 SUMMARY_JSON, SUMMARY_MD, FIGURE = "summary.json", "summary.md", "sweep.png"
 RAY_RETRIES = 3  # a task lost to a dead worker or node runs again this many times
+EPOCH_POLL_S = 0.5  # how often a Ray task looks for a newly finished epoch to send back
 
 
 @dataclass(frozen=True)
@@ -171,14 +174,43 @@ def _run_files(directory: Path) -> dict[str, bytes]:
             if p.is_file() and not p.name.startswith(".")}
 
 
-def _ray_task(config: TrainConfig, files: dict[str, bytes]) -> tuple[str | None, dict]:
-    """A run on a Ray worker, in a scratch folder there: the run's files so far go in, all of
-    them come back."""
-    with tempfile.TemporaryDirectory(prefix="lenet5-sweep-") as scratch:
+def _ray_task(config: TrainConfig, files: dict[str, bytes]
+              ) -> Iterator[tuple[str | None, dict[str, bytes], bool]]:
+    """A run on a Ray worker, in a scratch folder there: the run's files so far go in; its
+    files come back after each finished epoch, so that a sweep stopped part-way keeps them,
+    and at the end with the outcome: (error or None, files, whether it is the end)."""
+    with _scratch_folder() as scratch:
         for name, data in files.items():
             (Path(scratch) / name).write_bytes(data)
-        error = execute(dataclasses.replace(config, out=scratch), scratch)
-        return error, _run_files(Path(scratch))
+        outcome: dict[str, str | None] = {}
+        run = threading.Thread(target=lambda: outcome.update(error=_outcome(
+            lambda: execute(dataclasses.replace(config, out=scratch), scratch))))
+        run.start()
+        state, saved = Path(scratch) / STATE_FILE, None
+        while run.is_alive():
+            run.join(EPOCH_POLL_S)
+            stamp = state.stat().st_mtime_ns if state.is_file() else None
+            if stamp != saved and run.is_alive():  # an epoch finished: what a kill now would
+                saved = stamp  # leave, which resumes (the state is written last)
+                yield None, _run_files(Path(scratch)), False
+        yield outcome["error"], _run_files(Path(scratch)), True
+
+
+SCRATCH_PREFIX, SCRATCH_LOCK = "lenet5-sweep-", ".scratch.lock"
+
+
+@contextlib.contextmanager
+def _scratch_folder() -> Iterator[str]:
+    """A Ray task's folder in the node's temporary folder, locked while the task lives: a
+    task killed with its worker (a sweep stopped) leaves it, and a later task removes it."""
+    for folder in Path(tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}*"):
+        with contextlib.suppress(OSError), open(folder / SCRATCH_LOCK) as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held (BlockingIOError): alive
+            shutil.rmtree(folder)  # (no lock file yet: a task just starting)
+    with (tempfile.TemporaryDirectory(prefix=SCRATCH_PREFIX) as scratch,
+          open(Path(scratch) / SCRATCH_LOCK, "w") as lock):
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield scratch
 
 
 # --- executors ----------------------------------------------------------------------------
@@ -245,30 +277,36 @@ def import_ray() -> ModuleType:
 
 def run_on_ray(runs: list[Run], address: str, report: Report) -> None:
     """Each run a Ray task (one CPU), retried if its worker dies; the run's files come back
-    into its directory here. ``address`` "auto": the cluster RAY_ADDRESS or `ray start` on
-    this machine names, else a Ray instance started here for the sweep."""
+    into its directory here after each epoch. ``address`` "auto": the cluster RAY_ADDRESS or
+    `ray start` on this machine names, else a Ray instance started here for the sweep."""
     ray = import_ray()
     env = {k: v for k, v in os.environ.items() if k == "LENET5_DATA"}
-    try:
-        ray.init(address=None if address == "auto" else address, include_dashboard=False,
-                 log_to_driver=False,
-                 runtime_env={"env_vars": env} if env else None)
-    except (ConnectionError, RuntimeError, ValueError) as exc:
-        raise Lenet5Error(f"cannot reach a Ray cluster at --ray {address} ({exc}); start one "
-                          "(`ray start --head`) or pass its address.") from None
-    try:
+    on_sigterm = signal.getsignal(signal.SIGTERM)
+    try:  # a Ray instance started here ends with the sweep, even stopped while it starts
+        try:
+            ray.init(address=None if address == "auto" else address, include_dashboard=False,
+                     log_to_driver=False,
+                     runtime_env={"env_vars": env} if env else None)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise Lenet5Error(f"cannot reach a Ray cluster at --ray {address} ({exc}); start "
+                              "one (`ray start --head`) or pass its address.") from None
+        if signal.getsignal(signal.SIGTERM) is not on_sigterm:  # ray.init's own exits at
+            signal.signal(signal.SIGTERM, on_sigterm)  # once, leaving the sweep unsaid
         task = ray.remote(num_cpus=1, max_retries=RAY_RETRIES)(_ray_task)
         pending = {task.remote(run.config, _existing_files(run.directory)): run for run in runs}
         while pending:
-            done, _ = ray.wait(list(pending), num_returns=1)
-            run = pending.pop(done[0])
+            [ready], _ = ray.wait(list(pending), num_returns=1)
+            run = pending[ready]
             try:
-                error, files = ray.get(done[0])
+                error, files, finished = ray.get(next(ready))
             except ray.exceptions.RayError as exc:
                 error, files = f"the Ray task failed ({type(exc).__name__}: {exc})", {}
+                finished = True
             for name, data in files.items():
                 write_atomic(run.directory / name, data)
-            report(run, error)
+            if finished:
+                del pending[ready]
+                report(run, error)
     finally:
         ray.shutdown()
 
