@@ -128,6 +128,16 @@ def test_refuses_a_file_or_a_folder_of_other_things_and_replaces_a_site(tmp_path
     assert (tmp_path / "site" / "README.txt").read_text() == "kept"
     assert not list((tmp_path / "site").rglob("*.tmp"))
 
+    # an export stopped part-way (Ctrl-C, a full disk) left the page without model.json:
+    # done again, it finishes the site; a folder of pages of one's own is still refused
+    (tmp_path / "site" / "model.json").unlink()
+    (tmp_path / "site" / "README.txt").unlink()
+    assert write_site(model, tmp_path / "site")["arch"] == "lenet5"
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "index.html").write_text("<p>my page</p>")
+    with pytest.raises(Lenet5Error, match="is a folder with other files in it"):
+        write_site(model, tmp_path / "mine")
+
     with pytest.raises(ModelFileError, match="no model at"):
         write_site(tmp_path / "missing", tmp_path / "other")
     assert not (tmp_path / "other").exists()

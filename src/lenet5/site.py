@@ -111,10 +111,20 @@ def _page() -> dict[str, bytes]:
 
 
 def _is_site(folder: Path) -> bool:
+    """A site, or what an export stopped part-way left of one: nothing but the site's files,
+    index.html ours (model.json, the mark of a site, is written last)."""
     try:
-        return json.loads((folder / "model.json").read_text())["format"] == SITE_FORMAT
+        if json.loads((folder / "model.json").read_text())["format"] == SITE_FORMAT:
+            return True
     except (OSError, ValueError, KeyError, TypeError):
+        pass
+    names = {path.relative_to(folder).as_posix() for path in folder.rglob("*")
+             if not path.is_dir()}
+    try:
+        page = (folder / "index.html").read_text(encoding="utf-8", errors="replace")
+    except OSError:
         return False
+    return names <= {*_page(), "model.safetensors", "model.json"} and ENGINE_SCRIPT in page
 
 
 def _check_target(out: Path) -> None:
