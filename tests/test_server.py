@@ -535,11 +535,15 @@ def supervised(monkeypatch) -> list[dict]:
 
 
 def test_serve_picks_the_newest_run(tmp_path, monkeypatch, model_path, capsys, supervised):
+    """The newest run trained to its end: not one stopped part-way, whose model (written
+    after every epoch) has no calibrated refusal yet."""
     monkeypatch.chdir(tmp_path)
-    for age, name in ((200, "older"), (100, "newer"), (300, "oldest")):
+    params, metadata = checkpoint.load_model(model_path)
+    for age, name in ((200, "older"), (100, "newer"), (300, "oldest"), (50, "stopped")):
         run = tmp_path / "runs" / name
         run.mkdir(parents=True)
-        (run / "model.safetensors").write_bytes(model_path.read_bytes())
+        refusal = {} if name == "stopped" else {"refusal": {"threshold": 0.5}}
+        checkpoint.save_model(run / "model.safetensors", params, {**metadata, **refusal})
         stamp = time.time() - age
         os.utime(run / "model.safetensors", (stamp, stamp))
     assert main(["serve", "--port", "0"]) == 0

@@ -757,6 +757,17 @@ def add_serve(sub: Subparsers) -> None:
     serve.set_defaults(func=cmd_serve)
 
 
+def _trained_to_the_end(run: Path) -> bool:
+    """Its refusal calibrated, the last thing a run does (not stopped part-way)."""
+    from .checkpoint import load_model
+    from .refusal import METADATA_KEY
+
+    try:
+        return METADATA_KEY in load_model(run)[1]
+    except Lenet5Error:
+        return False
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     try:
         import fastapi  # noqa: F401
@@ -778,7 +789,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                           f"{'s' if cores > 1 else ''} this machine lets lenet5 use; each worker "
                           f"computes on a core of its own, so choose {cores} or fewer.")
     check_threshold(args.reject_threshold)
-    model = args.model or newest_run() or pretrained.NAME
+    model = args.model or newest_run(finished=_trained_to_the_end) or pretrained.NAME
     if is_onnx_file(model):
         raise Lenet5Error(f"{model} is an ONNX file; `lenet5 serve` runs models in the numpy "
                           "or torch engine: give the model's .safetensors file or its run "

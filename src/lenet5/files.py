@@ -19,7 +19,7 @@ import os
 import re
 import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -257,7 +257,9 @@ def not_trained_yet(directory: str | Path) -> str:
             f"train --resume {directory}`")
 
 
-def newest_run(runs: Path = RUNS_DIR) -> Path | None:
-    """The run directory under ``runs`` whose model file was written last, if any."""
-    models = sorted(runs.glob(f"*/{MODEL_FILE}"), key=lambda p: p.stat().st_mtime)
-    return models[-1].parent if models else None
+def newest_run(runs: Path = RUNS_DIR, finished: Callable[[Path], bool] = lambda run: True
+               ) -> Path | None:
+    """The run directory under ``runs`` whose model file was written last, of those that
+    ``finished`` says are (a run stopped part-way writes its model after every epoch)."""
+    models = sorted(runs.glob(f"*/{MODEL_FILE}"), key=lambda p: p.stat().st_mtime, reverse=True)
+    return next((model.parent for model in models if finished(model.parent)), None)
