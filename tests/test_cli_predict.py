@@ -352,8 +352,10 @@ def test_trained_model_reads_digits_written_as_files(trained_run, mnist, tmp_pat
 
 def test_save_input_failures_are_per_file_and_the_rest_go_on(untrained_model, tmp_path, capsys,
                                                              monkeypatch):
-    """A full disk while writing one --save-input picture: that file gets an error entry, no
-    empty or temporary PNG is left, and the other images are still predicted and saved."""
+    """A full disk while writing one --save-input picture: that file keeps its reading and
+    says why its picture is missing, no empty or temporary PNG is left, the other pictures
+    are still saved, and one line says what failed (a full disk had given one error entry a
+    file, each "could not be classified")."""
     import errno
 
     from lenet5 import files
@@ -370,19 +372,50 @@ def test_save_input_failures_are_per_file_and_the_rest_go_on(untrained_model, tm
         real_fsync(fd)
 
     monkeypatch.setattr(files.os, "fsync", disk_full_once)
-    code, out, _ = run_cli(capsys, "predict", untrained_model, *(tmp_path / f"{n}.png"
-                                                                  for n in "abc"),
-                           "--save-input", saved, "--json")
+    code, out, err = run_cli(capsys, "predict", untrained_model, *(tmp_path / f"{n}.png"
+                                                                    for n in "abc"),
+                             "--save-input", saved, "--json")
     results = json.loads(out)
-    assert code == 1 and [set(r) >= {"label"} for r in results] == [False, True, True]
-    assert "No space left" in results[0]["error"] and "--resume" not in results[0]["error"]
+    assert code == 1 and all("label" in r and "error" not in r for r in results)
+    assert results[0]["saved_input"] is None and "No space left" in results[0]["save_error"]
+    assert "--resume" not in results[0]["save_error"]
+    assert [Path(r["saved_input"]).name for r in results[1:]] == ["b.png", "c.png"]
     assert sorted(p.name for p in saved.iterdir()) == ["b.png", "c.png"]
+    assert err == ("lenet5: --save-input: 1 of 3 pictures could not be written, the first: "
+                   f"{results[0]['save_error']}\n")
 
 
-def test_save_input_onto_a_fifo_is_an_error_entry(untrained_model, tmp_path, capsys):
+def test_ctrl_c_while_predicting_keeps_what_was_read(untrained_model, tmp_path, capsys,
+                                                     monkeypatch):
+    """Printed as each file is read, and as JSON of the files read so far: a stopped run over
+    a folder of photos had shown nothing."""
+    from lenet5 import predict
+
+    for name in ("a", "b", "c"):
+        drawing().save(tmp_path / f"{name}.png")
+    read, calls = predict.predict_file, []
+
+    def stopped_at_the_third(*args):
+        calls.append(args)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return read(*args)
+
+    monkeypatch.setattr(predict, "predict_file", stopped_at_the_third)
+    files = [tmp_path / f"{n}.png" for n in "abc"]
+    code, out, err = run_cli(capsys, "predict", untrained_model, *files, "--json")
+    assert code == 130 and err == "lenet5: interrupted.\n"
+    assert [r["file"] for r in json.loads(out)] == [str(f) for f in files[:2]]
+    calls.clear()
+    code, out, _ = run_cli(capsys, "predict", untrained_model, *files)
+    assert code == 130 and [line.split(":")[0] for line in out.splitlines()] == [
+        str(f) for f in files[:2]]
+
+
+def test_save_input_onto_a_fifo_is_a_picture_not_written(untrained_model, tmp_path, capsys):
     drawing().save(tmp_path / "a.png")
     (tmp_path / "seen").mkdir()
     os.mkfifo(tmp_path / "seen" / "a.png")
     code, out, _ = run_cli(capsys, "predict", untrained_model, tmp_path / "a.png",
                            "--save-input", tmp_path / "seen", "--json")
-    assert code == 1 and "not a regular file" in json.loads(out)[0]["error"]
+    assert code == 1 and "not a regular file" in json.loads(out)[0]["save_error"]

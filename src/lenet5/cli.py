@@ -593,7 +593,7 @@ def _names_a_model(path: Path) -> bool:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from .model import load
-    from .predict import find_images, predict_files
+    from .predict import find_images, predict_each
 
     model_path, images = _model_and_images(args.inputs)
     if not images:
@@ -604,28 +604,41 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise Lenet5Error("no images found in " + ", ".join(images) + "; pass image files "
                           "(PNG, JPEG, BMP, GIF, TIFF, WebP) or folders holding them.")
     model = load(model_path, engine=args.engine, device=args.device)
-    results = predict_files(model, files, top_k=args.top_k, save_input=args.save_input,
-                            threshold=args.reject_threshold)
+    results: list[dict] = []
+    try:
+        for r in predict_each(model, files, top_k=args.top_k, save_input=args.save_input,
+                              threshold=args.reject_threshold):
+            results.append(r)
+            if not args.json:
+                _print_reading(r, model.classes)
+    except KeyboardInterrupt:  # what was read is not lost: JSON of the files read so far
+        if args.json:
+            _emit_json(results)
+        raise
     if args.json:
         _emit_json(results)
-    else:
-        for r in results:
-            if "error" in r:
-                print(f"{r['file']}: error: {r['error']}", file=sys.stderr)
-            elif r["rejected"]:
-                print(f"{r['file']}: not read: {r['rejected']}")
-            elif len(r["digits"]) > 1:
-                print(f"{r['file']}: {r['text']} (" + ", ".join(
-                    f"{model.classes[d['label']]} {100 * d['confidence']:.1f}%"
-                    for d in r["digits"]) + ")")
-            else:
-                alternatives = ", ".join(f"{model.classes[k]} {100 * p:.1f}%" for k, p in r["top"])
-                print(f"{r['file']}: {model.classes[r['label']]} ({alternatives})")
     failed = sum("error" in r for r in results)
     if failed:
         print(f"lenet5: {failed} of {len(results)} images could not be classified.",
               file=sys.stderr)
-    return 1 if failed else 0
+    unsaved = [r["save_error"] for r in results if "save_error" in r]
+    if unsaved:
+        print(f"lenet5: --save-input: {len(unsaved)} of {len(results)} pictures could not be "
+              f"written, the first: {unsaved[0]}", file=sys.stderr)
+    return 1 if failed or unsaved else 0
+
+
+def _print_reading(r: dict, classes: Sequence[str]) -> None:
+    if "error" in r:
+        print(f"{r['file']}: error: {r['error']}", file=sys.stderr)
+    elif r["rejected"]:
+        print(f"{r['file']}: not read: {r['rejected']}")
+    elif len(r["digits"]) > 1:
+        print(f"{r['file']}: {r['text']} (" + ", ".join(
+            f"{classes[d['label']]} {100 * d['confidence']:.1f}%" for d in r["digits"]) + ")")
+    else:
+        alternatives = ", ".join(f"{classes[k]} {100 * p:.1f}%" for k, p in r["top"])
+        print(f"{r['file']}: {classes[r['label']]} ({alternatives})")
 
 
 # --- export -------------------------------------------------------------------------------

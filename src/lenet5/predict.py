@@ -9,7 +9,7 @@ API and the web page.
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -139,6 +139,16 @@ def predict_files(model: Model, files: Sequence[str], *, top_k: int = 3,
                   threshold: float | None = None) -> list[dict]:
     """One result per file, in order: a reading (or refusal), or an error entry for a bad
     file. `threshold` overrides the model's refusal threshold (`--reject-threshold`)."""
+    return list(predict_each(model, files, top_k=top_k, save_input=save_input,
+                             threshold=threshold))
+
+
+def predict_each(model: Model, files: Sequence[str], *, top_k: int = 3,
+                 save_input: str | Path | None = None,
+                 threshold: float | None = None) -> Iterator[dict]:
+    """``predict_files``' results one by one, as each file is read: a command stopped
+    part-way has shown those read. A picture --save-input could not write (a full disk) is
+    said in the reading's "save_error"."""
     if top_k < 1:
         raise Lenet5Error(f"--top-k must be at least 1, got {top_k}.")
     names: list[str | None] = [None] * len(files)
@@ -151,14 +161,12 @@ def predict_files(model: Model, files: Sequence[str], *, top_k: int = 3,
                               f"({exc.strerror or exc}); choose another folder.") from None
         names = _picture_names(files, folder)
     check_threshold(threshold)
-    results = []
     for file, name in zip(files, names, strict=True):
         result, reading = predict_file(model, file, top_k, threshold)
         if save_input is not None and reading is not None:
             try:
                 save_input_picture(file, reading, folder / name)
                 result["saved_input"] = str(folder / name)
-            except Lenet5Error as exc:  # e.g. a full disk: this file fails, the others go on
-                result = {"file": str(file), "error": f"--save-input: {exc}"}
-        results.append(result)
-    return results
+            except Lenet5Error as exc:  # e.g. a full disk: this picture is lost, the others
+                result.update(saved_input=None, save_error=str(exc))  # are still tried
+        yield result
