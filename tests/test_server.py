@@ -534,6 +534,22 @@ def supervised(monkeypatch) -> list[dict]:
     return runs
 
 
+def test_workers_start_with_ctrl_c_ignored_until_they_serve():
+    """A Ctrl-C while a worker still imported its modules had printed its traceback; the
+    supervisor stops its workers itself, and takes Ctrl-C again once they are started."""
+    import signal
+
+    seen = []
+
+    class Multiprocess:
+        def init_processes(self):
+            seen.append(signal.getsignal(signal.SIGINT))
+
+    before = signal.getsignal(signal.SIGINT)
+    server_app._supervisor(Multiprocess)().init_processes()
+    assert seen == [signal.SIG_IGN] and signal.getsignal(signal.SIGINT) is before
+
+
 def test_serve_picks_the_newest_run(tmp_path, monkeypatch, model_path, capsys, supervised):
     """The newest run trained to its end: not one stopped part-way, whose model (written
     after every epoch) has no calibrated refusal yet."""

@@ -477,6 +477,21 @@ def _environment(values: dict[str, str]) -> Iterator[None]:
                 os.environ[name] = value
 
 
+def _supervisor(multiprocess: type) -> type:
+    """uvicorn's supervisor, its workers started with Ctrl-C ignored until they serve (uvicorn
+    then takes it): a Ctrl-C while one was still importing its modules had printed that
+    worker's traceback. The supervisor stops them itself."""
+    class Supervisor(multiprocess):
+        def init_processes(self) -> None:
+            ctrl_c = signal.signal(signal.SIGINT, signal.SIG_IGN)  # inherited by a new process
+            try:
+                super().init_processes()
+            finally:
+                signal.signal(signal.SIGINT, ctrl_c)
+
+    return Supervisor
+
+
 def serve(sock: socket.socket, model_path: str | Path, engine: str = "numpy",
           device: str = "auto", workers: int = 1, reject_threshold: float | None = None
           ) -> None:
@@ -496,7 +511,7 @@ def serve(sock: socket.socket, model_path: str | Path, engine: str = "numpy",
     config = uvicorn.Config(f"{__name__}:worker_app", factory=True, workers=workers,
                             http=GuardedHttpToolsProtocol, ws="none", log_level="warning",
                             access_log=False)
-    supervisor = Multiprocess(config, sockets=worker_sockets(sock, workers))
+    supervisor = _supervisor(Multiprocess)(config, sockets=worker_sockets(sock, workers))
     with _environment({WORKER_ENV: settings, **one_thread}):  # what the workers inherit
         supervisor.run()
     if any(worker.exitcode == STARTUP_FAILURE for worker in supervisor.processes):
