@@ -276,6 +276,23 @@ def test_predict_accepts_json(client, how):
     assert response.json() == post(client, image, "image/png").json()
 
 
+def test_predict_accepts_a_file_in_a_form_and_an_image_body_of_any_type(client):
+    """What `curl -F image=@seven.png` and `curl --data-binary @seven.png` send (a form, or
+    the file as application/x-www-form-urlencoded) had been refused as not an image."""
+    image = drawing("7")
+    expected = post(client, image, "image/png").json()
+    for field in ("image", "file"):
+        response = client.post("/api/predict", data={"note": "mine"},
+                               files={field: ("seven.png", image, "image/png")})
+        assert response.status_code == 200 and response.json() == expected
+    for content_type in ("application/x-www-form-urlencoded", "application/octet-stream", None):
+        assert post(client, image, content_type).json() == expected
+    assert_error(client.post("/api/predict", data={"image": "seven.png"}),  # a name, no file
+                 415, "multipart form")
+    no_file = client.post("/api/predict", files={"note": (None, "mine")})
+    assert_error(no_file, 422, "the form holds no file", "curl -F image=@photo.jpg")
+
+
 def test_predict_accepts_jpeg_and_white_on_black(client):
     jpeg = post(client, drawing("1", side=200, fmt="JPEG"), "image/jpeg")
     assert jpeg.status_code == 200
@@ -463,7 +480,8 @@ def test_openapi_documents_the_api(client):
     spec = client.get("/openapi.json").json()
     assert {"/api/predict", "/api/model", "/healthz"} <= set(spec["paths"])
     predict = spec["paths"]["/api/predict"]["post"]
-    assert {"image/png", "image/jpeg", "application/json"} <= set(predict["requestBody"]["content"])
+    assert {"image/png", "image/jpeg", "multipart/form-data", "application/json"} <= set(
+        predict["requestBody"]["content"])
     assert {"200", "400", "413", "415", "422"} <= set(predict["responses"])
     assert client.get("/docs").status_code == 200
 

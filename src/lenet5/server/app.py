@@ -20,6 +20,8 @@ import base64
 import binascii
 import contextlib
 import ctypes
+import email.parser
+import email.policy
 import functools
 import gc
 import json
@@ -54,7 +56,12 @@ STATIC_DIR = Path(__file__).parent / "static"
 MAX_BODY_BYTES = 5 * 1024 * 1024
 """Request bodies over 5 MB are refused (413): a digit photo needs far less."""
 USAGE = ('send the image as the raw request body with Content-Type image/png (or image/jpeg, '
-         '...), or JSON {"image": "<data URL or base64>"} with Content-Type application/json.')
+         '...), as a file in a multipart form (curl -F image=@photo.jpg), or JSON {"image": '
+         '"<data URL or base64>"} with Content-Type application/json.')
+IMAGE_SIGNATURES = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"BM",
+                    b"II*\x00", b"MM\x00*")
+"""How an image file begins (WebP: RIFF....WEBP): a body of one is taken whatever its
+Content-Type says (curl --data-binary sends application/x-www-form-urlencoded)."""
 
 
 class ApiError(Exception):
@@ -129,6 +136,10 @@ class ErrorBody(BaseModel):
 PREDICT_REQUEST = {"requestBody": {"required": True, "content": {
     **{f"image/{kind}": {"schema": {"type": "string", "format": "binary"}}
        for kind in ("png", "jpeg", "webp", "gif", "bmp", "tiff")},
+    "multipart/form-data": {"schema": {
+        "type": "object", "required": ["image"],
+        "properties": {"image": {"type": "string", "format": "binary",
+                                 "description": "the image file (any field name)"}}}},
     "application/json": {"schema": {
         "type": "object", "required": ["image"],
         "properties": {"image": {"type": "string",
@@ -138,7 +149,7 @@ ERRORS = {status: {"model": ErrorBody, "description": why} for status, why in (
     (400, "undecodable image, an image with no digit, or malformed JSON"),
     (413, "body over 5 MB"),
     (415, "the body is not an image"),
-    (422, "JSON without an image field"))}
+    (422, "JSON without an image field, or a form without a file"))}
 
 
 # --- reading the request ------------------------------------------------------------------
@@ -170,6 +181,22 @@ def _media_type(content_type: str) -> str:
 
 def _is_json(media_type: str) -> bool:
     return media_type == "application/json" or media_type.endswith("+json")
+
+
+def _is_image_file(body: bytes) -> bool:
+    return body.startswith(IMAGE_SIGNATURES) or (body[:4] == b"RIFF" and body[8:12] == b"WEBP")
+
+
+def _image_from_form(content_type: str, body: bytes) -> bytes:
+    """The first file in a multipart/form-data body, whatever its field's name."""
+    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+        b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + body)
+    files = [part for part in message.iter_parts() if part.get_filename() is not None
+             or part.get_content_maintype() == "image"] if message.is_multipart() else []
+    if not files:
+        raise ApiError(422, "the form holds no file; send the image as a file field "
+                            "(curl -F image=@photo.jpg).")
+    return files[0].get_payload(decode=True) or b""
 
 
 def _image_from_json(body: bytes) -> bytes:
@@ -369,7 +396,9 @@ def create_app(model_path: str | Path, engine: str = "numpy", device: str = "aut
         body = await _read_body(request)  # first: a huge body gets 413, whatever its type
         if _is_json(media_type):
             image = _image_from_json(body)
-        elif media_type.startswith("image/"):
+        elif media_type == "multipart/form-data":
+            image = _image_from_form(request.headers["content-type"], body)
+        elif media_type.startswith("image/") or _is_image_file(body):
             image = body
         else:
             raise ApiError(415, f"Content-Type {media_type or '(none)'} is not an image; "
