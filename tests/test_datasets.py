@@ -72,7 +72,9 @@ class FakeSource(ds.Source):
 
 
 def cache_contents() -> list[str]:
-    return sorted(p.name for p in ds.cache_dir("tiny").iterdir())
+    """What the cache folder holds ([] where a fetch that got nothing removed it)."""
+    folder = ds.cache_dir("tiny")
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
 
 
 def test_cache_dir_follows_lenet5_data(tmp_path, monkeypatch):
@@ -269,6 +271,7 @@ def test_fashion_mnist_offline_names_the_debian_package(tmp_path, monkeypatch):
     message = str(err.value)
     assert f"apt-get install dataset-fashion-mnist` (it puts the files in {absent}/)" in message
     assert "--data-dir DIR" in message and "\n" not in message
+    assert not (tmp_path / "cache" / "fashion-mnist").exists()  # no empty folder left
 
 
 def test_changed_cache_file_is_rehashed_and_fetched_again(tiny, monkeypatch):

@@ -322,4 +322,5 @@ def test_ray_missing_is_said_before_anything_else(tmp_path, monkeypatch):
 def test_a_run_s_seconds_keep_two_figures_below_ten():
     from lenet5.sweep import _seconds
 
-    assert [_seconds(v) for v in (0.234, 9.96, 59.2, None)] == ["0.23", "10", "59", "-"]
+    assert [_seconds(v) for v in (0.234, 1.0, 9.96, 59.2, None)] == [
+        "0.23", "1.0", "10", "59", "-"]

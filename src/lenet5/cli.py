@@ -97,8 +97,8 @@ def _dataset_flags(parser: argparse.ArgumentParser, default: str | None,
 def _model_argument(parser: argparse.ArgumentParser) -> None:
     from .files import MODEL_FILE
 
-    parser.add_argument("model", help=f"{MODEL_FILE}, a run directory, or an .onnx file "
-                        "(run in onnxruntime)")
+    parser.add_argument("model", help=f"{MODEL_FILE}, a run directory, pretrained (the model "
+                        "shipped with lenet5), or an .onnx file (run in onnxruntime)")
 
 
 def _reject_flag(parser: argparse.ArgumentParser) -> None:
@@ -269,7 +269,8 @@ def _data_flags(parser: argparse.ArgumentParser) -> None:
                         help="training images held out for validation (default: "
                         f"{TrainConfig.val_size})")
     parser.add_argument("--limit", type=int, default=None,
-                        help="train on the first N training images only (default: all)")
+                        help="train on the first N training images only, a --val-size "
+                        "split included (default: all)")
     parser.add_argument("--test-each-epoch", action=argparse.BooleanOptionalAction,
                         default=None, help="measure the test set after every epoch; "
                         "--no-test-each-epoch measures it after the last one only, which saves "

@@ -455,10 +455,11 @@ def _pct(value: float | None) -> str:
 
 
 def _seconds(value: float | None) -> str:
-    """A run's training time: two significant figures below 10 s (0.23 s is not "0")."""
+    """A run's training time: two significant figures below 10 s (0.23 s is not "0", and 1 s
+    beside 0.77 s is "1.0")."""
     if value is None:
         return "-"
-    return f"{value:.2g}" if value < 10 else f"{value:.0f}"
+    return f"{value:#.2g}" if value < 9.95 else f"{value:.0f}"
 
 
 def summary_markdown(summary: dict) -> str:

