@@ -256,8 +256,8 @@ def _stop_at_a_signal() -> None:
 
 
 def _execute_unless_stopped(config: TrainConfig, directory: str) -> str | None:
-    if _worker["stopped"]:
-        return None  # not reported: the sweep has stopped
+    if _worker["stopped"]:  # (the sweep has stopped too, unless the worker alone was)
+        return "not started: its worker process was stopped (Ctrl-C or kill); run the sweep again"
     _worker["running"] = True
     try:
         return execute(config, directory)
