@@ -311,6 +311,18 @@ def test_sigterm_stops_training_as_ctrl_c_does(capsys, monkeypatch, synthetic_da
     assert signal.getsignal(signal.SIGTERM) is before and not (tmp_path / "run").exists()
 
 
+def test_main_runs_in_a_thread_that_is_not_the_main_one(capsys):
+    """Signals are the main thread's to handle: a notebook's or a test's thread calling main
+    had got ValueError from signal.signal."""
+    import threading
+
+    codes = []
+    thread = threading.Thread(target=lambda: codes.append(main(["summary"])))
+    thread.start()
+    thread.join()
+    assert codes == [0] and "C1" in capsys.readouterr().out
+
+
 def test_sigterm_stops_any_command_as_ctrl_c_does(capsys, monkeypatch):
     """`kill` while predicting, exporting, fetching...: exit status 143 and a word, where
     Python's default ended the process silently (leaving a `data fetch`'s npm running and its

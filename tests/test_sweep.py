@@ -1,5 +1,6 @@
 """`lenet5 sweep`: settings x seeds as run directories, statistics, resuming, Ray."""
 
+import contextlib
 import dataclasses
 import importlib.util
 import json
@@ -8,7 +9,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -217,8 +217,9 @@ def test_a_stopped_sweep_stops_every_run_at_once_and_starts_none(mnist, tmp_path
             time.sleep(0.1)  # resume from
         (os.killpg if to_group else os.kill)(sweep.pid, signum)
         _, err = sweep.communicate(timeout=20)
-    finally:
-        sweep.kill()
+    finally:  # the sweep's workers too, were it still running
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(sweep.pid, signal.SIGKILL)
     assert sweep.returncode == code
     assert err.endswith(f"lenet5: {how}; run the same command again to go on: finished runs "
                         "are kept, the others resume.\n")
@@ -270,17 +271,85 @@ def test_a_ray_task_removes_the_scratch_folders_of_tasks_killed_before(tmp_path,
     from lenet5 import sweep
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    killed, alive, starting = (tmp_path / f"{sweep.SCRATCH_PREFIX}{name}"
-                               for name in ("killed", "alive", "starting"))
-    for folder in (killed, alive, starting):
+    killed, alive, killed_unlocked = (tmp_path / f"{sweep.SCRATCH_PREFIX}{name}"
+                                      for name in ("killed", "alive", "killed-unlocked"))
+    for folder in (killed, alive, killed_unlocked):  # (the last killed before it locked it)
         (folder / "model.safetensors").parent.mkdir()
         (folder / "model.safetensors").write_bytes(b"x")
     (killed / sweep.SCRATCH_LOCK).touch()
+    node_lock = tmp_path / sweep.NODE_LOCK
     with open(alive / sweep.SCRATCH_LOCK, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         with sweep._scratch_folder() as scratch:
-            assert sorted(tmp_path.iterdir()) == sorted([alive, starting, Path(scratch)])
-    assert sorted(tmp_path.iterdir()) == [alive, starting]
+            assert sorted(tmp_path.iterdir()) == sorted([node_lock, alive, scratch])
+    assert sorted(tmp_path.iterdir()) == [node_lock, alive]
+
+
+def test_a_run_s_files_are_read_state_first_and_written_state_last(tmp_path, monkeypatch):
+    """A snapshot taken while a run writes its next epoch, and the driver's copy stopped
+    part-way, must still resume: the state never newer than the files beside it."""
+    from lenet5 import sweep
+
+    for name in ("metrics.jsonl", "state.safetensors", "model.safetensors", "config.json"):
+        (tmp_path / name).write_bytes(name.encode())
+    files = sweep._run_files(tmp_path)
+    assert next(iter(files)) == "state.safetensors" and len(files) == 4
+    written = []
+    monkeypatch.setattr(sweep, "write_atomic", lambda path, data: written.append(path.name))
+    sweep._write_run_files(tmp_path, files)
+    assert written[-1] == "state.safetensors" and len(written) == 4
+
+
+class FakeRay:
+    """Ray's calls as `_follow_on_ray` makes them, each task a list of what it yields or
+    raises in turn, one list per attempt."""
+
+    class exceptions:  # noqa: N801 (ray.exceptions)
+        class RayError(Exception):
+            pass
+
+    def __init__(self, attempts: list[list]):
+        self.attempts, self.given = attempts, []
+
+    def remote(self, **options):
+        def task(function):
+            return type("Task", (), {"remote": lambda _, config, files: self._start(files)})()
+        return task
+
+    def _start(self, files):
+        self.given.append(files)
+        return iter(self.attempts.pop(0))
+
+    def wait(self, generators, num_returns):
+        return generators[:1], generators[1:]
+
+    def get(self, item):
+        if isinstance(item, Exception):
+            raise item
+        return item
+
+
+def test_a_ray_task_that_fails_starts_again_from_the_files_already_here(synthetic_dataset,
+                                                                        tmp_path):
+    """Ray's own retry of a streaming task starts it from the files it was first given, and
+    a retry that yields no more than was taken ends the stream (StopIteration had escaped)."""
+    from lenet5 import sweep
+
+    [run] = plan(TrainConfig(dataset=synthetic_dataset, epochs=2), settings_of({}), 1,
+                 tmp_path)
+    run.directory.mkdir(parents=True)
+    epoch = {"state.safetensors": b"epoch 1", "metrics.jsonl": b"{}"}
+    lost = FakeRay.exceptions.RayError("worker died")
+    ray = FakeRay([[(None, epoch, False), lost], [], [(None, {"model.safetensors": b"m"}, True)]])
+    reports = []
+    sweep._follow_on_ray(ray, [run], lambda run, error: reports.append(error))
+    assert ray.given == [{}, {"state.safetensors": b"epoch 1", "metrics.jsonl": b"{}"},
+                         {"state.safetensors": b"epoch 1", "metrics.jsonl": b"{}"}]
+    assert reports == [None] and (run.directory / "model.safetensors").read_bytes() == b"m"
+
+    ray = FakeRay([[lost]] * (sweep.RAY_RETRIES + 1))
+    sweep._follow_on_ray(ray, [run], lambda run, error: reports.append(error))
+    assert len(ray.given) == sweep.RAY_RETRIES + 1 and "worker died" in reports[-1]
 
 
 HAS_RAY = importlib.util.find_spec("ray") is not None

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-from .errors import Lenet5Error
+from .errors import Lenet5Error, Terminated
 from .version import __version__
 
 Subparsers = argparse._SubParsersAction
@@ -845,10 +845,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, where a command handles it as Ctrl-C: the same advice, exit status 143."""
-
-
 _sigterm_received = threading.Event()  # Ray re-raises a Terminated as a KeyboardInterrupt
 
 
@@ -862,6 +858,9 @@ def _terminate_as_interrupt() -> Iterator[None]:
         raise Terminated
 
     _sigterm_received.clear()
+    if threading.current_thread() is not threading.main_thread():  # `main` called from a
+        yield  # thread (a notebook's, a test's): signals are the main thread's to handle
+        return
 
     before = signal.signal(signal.SIGTERM, terminated)
     try:

@@ -19,3 +19,7 @@ class TrainingDiverged(Lenet5Error):
 
 class ImageError(Lenet5Error):
     """A user's image cannot be read or holds no digit."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, where a command handles it as Ctrl-C: the same advice, exit status 143."""

@@ -118,13 +118,14 @@ def _is_site(folder: Path) -> bool:
             return True
     except (OSError, ValueError, KeyError, TypeError):
         pass
-    names = {path.relative_to(folder).as_posix() for path in folder.rglob("*")
-             if not path.is_dir()}
     try:
         page = (folder / "index.html").read_text(encoding="utf-8", errors="replace")
     except OSError:
         return False
-    return names <= {*_page(), "model.safetensors", "model.json"} and ENGINE_SCRIPT in page
+    ours = {*_page(), "model.safetensors", "model.json"}
+    return ENGINE_SCRIPT in page and all(  # (stops at the first other file: -o ~ is no walk)
+        path.relative_to(folder).as_posix() in ours for path in folder.rglob("*")
+        if not path.is_dir())
 
 
 def _check_target(out: Path) -> None:

@@ -34,7 +34,7 @@ from types import ModuleType
 import numpy as np
 
 from .checkpoint import load_model
-from .errors import Lenet5Error
+from .errors import Lenet5Error, Terminated
 from .files import (
     CONFIG_FILE,
     MODEL_FILE,
@@ -45,6 +45,7 @@ from .files import (
     write_atomic,
 )
 from .refusal import METADATA_KEY
+from .threads import ctrl_c_ignored
 from .training import TrainConfig, resume_config, train
 
 SUMMARY_JSON, SUMMARY_MD, FIGURE = "summary.json", "summary.md", "sweep.png"
@@ -170,8 +171,18 @@ def _dataset_lock(config: TrainConfig) -> Iterator[None]:
 
 
 def _run_files(directory: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in directory.iterdir()
-            if p.is_file() and not p.name.startswith(".")}
+    """A run's files, its state read first: newer files beside it still resume (training
+    writes the state last), while an older file beside a newer state would not."""
+    names = sorted((p.name for p in directory.iterdir()
+                    if p.is_file() and not p.name.startswith(".")),
+                   key=lambda name: name != STATE_FILE)
+    return {name: (directory / name).read_bytes() for name in names}
+
+
+def _write_run_files(directory: Path, files: dict[str, bytes]) -> None:
+    """A run's files as ``_run_files`` read them, the state written last, as training does."""
+    for name in sorted(files, key=lambda name: name == STATE_FILE):
+        write_atomic(directory / name, files[name])
 
 
 def _ray_task(config: TrainConfig, files: dict[str, bytes]
@@ -180,37 +191,67 @@ def _ray_task(config: TrainConfig, files: dict[str, bytes]
     files come back after each finished epoch, so that a sweep stopped part-way keeps them,
     and at the end with the outcome: (error or None, files, whether it is the end)."""
     with _scratch_folder() as scratch:
-        for name, data in files.items():
-            (Path(scratch) / name).write_bytes(data)
+        _write_run_files(scratch, files)
         outcome: dict[str, str | None] = {}
         run = threading.Thread(target=lambda: outcome.update(error=_outcome(
-            lambda: execute(dataclasses.replace(config, out=scratch), scratch))))
+            lambda: execute(dataclasses.replace(config, out=str(scratch)), str(scratch)))))
         run.start()
-        state, saved = Path(scratch) / STATE_FILE, None
-        while run.is_alive():
-            run.join(EPOCH_POLL_S)
-            stamp = state.stat().st_mtime_ns if state.is_file() else None
-            if stamp != saved and run.is_alive():  # an epoch finished: what a kill now would
-                saved = stamp  # leave, which resumes (the state is written last)
-                yield None, _run_files(Path(scratch)), False
-        yield outcome["error"], _run_files(Path(scratch)), True
+        try:
+            state, saved = scratch / STATE_FILE, _stamp(scratch / STATE_FILE)
+            while run.is_alive():
+                run.join(EPOCH_POLL_S)
+                stamp = _stamp(state)
+                if stamp != saved and run.is_alive():  # an epoch finished: what a kill now
+                    saved = stamp  # would leave, which resumes
+                    yield None, _run_files(scratch), False
+        finally:  # (the generator closed early: its folder goes only once the run ends)
+            run.join()
+        yield outcome.get("error", "the run ended without an outcome"), _run_files(scratch), True
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    """Which write of ``path`` is there: each atomic write is a new file."""
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return None
+    return stat.st_ino, stat.st_mtime_ns
 
 
 SCRATCH_PREFIX, SCRATCH_LOCK = "lenet5-sweep-", ".scratch.lock"
+NODE_LOCK = ".lenet5-sweep.lock"  # in the temporary folder: one task at a time makes its own
 
 
 @contextlib.contextmanager
-def _scratch_folder() -> Iterator[str]:
+def _scratch_folder() -> Iterator[Path]:
     """A Ray task's folder in the node's temporary folder, locked while the task lives: a
-    task killed with its worker (a sweep stopped) leaves it, and a later task removes it."""
-    for folder in Path(tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}*"):
-        with contextlib.suppress(OSError), open(folder / SCRATCH_LOCK) as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held (BlockingIOError): alive
-            shutil.rmtree(folder)  # (no lock file yet: a task just starting)
-    with (tempfile.TemporaryDirectory(prefix=SCRATCH_PREFIX) as scratch,
-          open(Path(scratch) / SCRATCH_LOCK, "w") as lock):
+    task killed with its worker (a sweep stopped) leaves it, and a later task removes it.
+    Folders are made and locked under NODE_LOCK, so one without its lock taken is dead."""
+    temporary = Path(tempfile.gettempdir())
+    with open(temporary / NODE_LOCK, "a") as node:
+        fcntl.flock(node, fcntl.LOCK_EX)
+        for folder in temporary.glob(f"{SCRATCH_PREFIX}*"):
+            with contextlib.suppress(OSError):
+                _remove_if_dead(folder)
+        scratch = Path(tempfile.mkdtemp(prefix=SCRATCH_PREFIX))
+        lock = open(scratch / SCRATCH_LOCK, "w")  # noqa: SIM115 (held while the task lives)
         fcntl.flock(lock, fcntl.LOCK_EX)
+    try:
         yield scratch
+    finally:
+        lock.close()
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _remove_if_dead(folder: Path) -> None:
+    try:
+        lock = open(folder / SCRATCH_LOCK)  # noqa: SIM115
+    except FileNotFoundError:  # killed before it locked it
+        shutil.rmtree(folder)
+        return
+    with lock:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # BlockingIOError: its task lives
+        shutil.rmtree(folder)
 
 
 # --- executors ----------------------------------------------------------------------------
@@ -226,8 +267,9 @@ def run_locally(runs: list[Run], workers: int, report: Report) -> None:
     context = get_context("spawn")  # a fresh interpreter per worker: no inherited BLAS threads
     with ProcessPoolExecutor(max_workers=workers, mp_context=context,
                              initializer=_stop_at_a_signal) as pool:
-        futures = {pool.submit(_execute_unless_stopped, run.config, str(run.directory)): run
-                   for run in runs}
+        with ctrl_c_ignored():  # the workers start at the first submit: until their
+            futures = {pool.submit(_execute_unless_stopped, run.config,  # initializer takes
+                                   str(run.directory)): run for run in runs}  # Ctrl-C
         try:
             for future in as_completed(futures):
                 report(futures[future], _outcome(future.result))
@@ -290,25 +332,46 @@ def run_on_ray(runs: list[Run], address: str, report: Report) -> None:
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise Lenet5Error(f"cannot reach a Ray cluster at --ray {address} ({exc}); start "
                               "one (`ray start --head`) or pass its address.") from None
-        if signal.getsignal(signal.SIGTERM) is not on_sigterm:  # ray.init's own exits at
-            signal.signal(signal.SIGTERM, on_sigterm)  # once, leaving the sweep unsaid
-        task = ray.remote(num_cpus=1, max_retries=RAY_RETRIES)(_ray_task)
-        pending = {task.remote(run.config, _existing_files(run.directory)): run for run in runs}
-        while pending:
-            [ready], _ = ray.wait(list(pending), num_returns=1)
-            run = pending[ready]
-            try:
-                error, files, finished = ray.get(next(ready))
-            except ray.exceptions.RayError as exc:
-                error, files = f"the Ray task failed ({type(exc).__name__}: {exc})", {}
-                finished = True
-            for name, data in files.items():
-                write_atomic(run.directory / name, data)
-            if finished:
-                del pending[ready]
-                report(run, error)
+        except SystemExit as exc:  # ray.init's own SIGTERM handler, from its start on
+            if exc.code == signal.SIGTERM:
+                raise Terminated from None
+            raise
+        finally:
+            if on_sigterm is not None and signal.getsignal(signal.SIGTERM) is not on_sigterm:
+                signal.signal(signal.SIGTERM, on_sigterm)  # (ray.init's exits, unsaid)
+        _follow_on_ray(ray, runs, report)
     finally:
         ray.shutdown()
+
+
+def _follow_on_ray(ray: ModuleType, runs: list[Run], report: Report) -> None:
+    """Each run a streaming task; its files written here as they come. A task that fails
+    (its worker or node lost) starts again from the files here, at most RAY_RETRIES times:
+    Ray's own retry would start it again from the files it was first given."""
+    task = ray.remote(num_cpus=1, max_retries=0)(_ray_task)
+    pending, failures = {}, dict.fromkeys(range(len(runs)), 0)
+
+    def submit(index: int) -> None:
+        pending[task.remote(runs[index].config, _existing_files(runs[index].directory))] = index
+
+    for index in range(len(runs)):
+        submit(index)
+    while pending:
+        [ready], _ = ray.wait(list(pending), num_returns=1)
+        index = pending.pop(ready)
+        try:
+            error, files, finished = ray.get(next(ready))
+        except (ray.exceptions.RayError, StopIteration) as exc:
+            failures[index] += 1
+            if failures[index] <= RAY_RETRIES:
+                submit(index)
+                continue
+            error, files, finished = f"the Ray task failed ({type(exc).__name__}: {exc})", {}, True
+        _write_run_files(runs[index].directory, files)
+        if finished:
+            report(runs[index], error)
+        else:
+            pending[ready] = index
 
 
 def _existing_files(directory: Path) -> dict[str, bytes]:

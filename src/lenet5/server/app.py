@@ -47,7 +47,7 @@ from ..images import preprocess_image
 from ..model import Model, load
 from ..outputs import probabilities
 from ..reading import read
-from ..threads import THREAD_VARIABLES
+from ..threads import THREAD_VARIABLES, ctrl_c_ignored
 from ..version import __version__
 from .connections import BACKLOG, GuardedHttpToolsProtocol, bind_shared, worker_sockets
 
@@ -526,11 +526,8 @@ def _supervisor(multiprocess: type) -> type:
     worker's traceback. The supervisor stops them itself."""
     class Supervisor(multiprocess):
         def init_processes(self) -> None:
-            ctrl_c = signal.signal(signal.SIGINT, signal.SIG_IGN)  # inherited by a new process
-            try:
+            with ctrl_c_ignored():
                 super().init_processes()
-            finally:
-                signal.signal(signal.SIGINT, ctrl_c)
 
     return Supervisor
 
