@@ -582,6 +582,9 @@ def test_workers_start_with_ctrl_c_ignored_until_they_serve():
     before = signal.getsignal(signal.SIGINT)
     server_app._supervisor(Multiprocess)().init_processes()
     assert seen == [signal.SIG_IGN] and signal.getsignal(signal.SIGINT) is before
+    from uvicorn.supervisors import Multiprocess as Uvicorns  # the method overridden is its
+
+    assert callable(Uvicorns.init_processes)
 
 
 def test_serve_picks_the_newest_run(tmp_path, monkeypatch, model_path, capsys, supervised):
