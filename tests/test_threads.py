@@ -157,26 +157,3 @@ def test_shared_arrays_are_seen_across_a_fork_both_ways():
     assert threads.is_shared(copy) and copy.dtype == np.float32
     np.testing.assert_array_equal(copy, [[0, 1, 2], [3, 4, 5]])
     assert not threads.is_shared(copy[1:]) and threads.shared_copy(copy[1:]).dtype == np.float32
-
-
-def test_ctrl_c_is_ignored_inside_on_the_main_thread_only():
-    """Processes started inside begin with SIGINT ignored (they inherit it); another thread
-    cannot set signals, and is left alone."""
-    import signal
-
-    from lenet5.threads import ctrl_c_ignored
-
-    before = signal.getsignal(signal.SIGINT)
-    with ctrl_c_ignored():
-        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
-    assert signal.getsignal(signal.SIGINT) is before
-    seen = []
-
-    def elsewhere():
-        with ctrl_c_ignored():
-            seen.append(signal.getsignal(signal.SIGINT))
-
-    thread = threading.Thread(target=elsewhere)
-    thread.start()
-    thread.join()
-    assert seen == [before]

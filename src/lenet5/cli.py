@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from .errors import Lenet5Error, Terminated
+from .signals import handling
 from .version import __version__
 
 Subparsers = argparse._SubParsersAction
@@ -858,15 +859,8 @@ def _terminate_as_interrupt() -> Iterator[None]:
         raise Terminated
 
     _sigterm_received.clear()
-    if threading.current_thread() is not threading.main_thread():  # `main` called from a
-        yield  # thread (a notebook's, a test's): signals are the main thread's to handle
-        return
-
-    before = signal.signal(signal.SIGTERM, terminated)
-    try:
+    with handling(signal.SIGTERM, terminated):
         yield
-    finally:
-        signal.signal(signal.SIGTERM, before)
 
 
 def _to_go_on(command: str, interrupt: KeyboardInterrupt) -> str:

@@ -45,7 +45,7 @@ from .files import (
     write_atomic,
 )
 from .refusal import METADATA_KEY
-from .threads import ctrl_c_ignored
+from .signals import ctrl_c_ignored
 from .training import TrainConfig, resume_config, train
 
 SUMMARY_JSON, SUMMARY_MD, FIGURE = "summary.json", "summary.md", "sweep.png"

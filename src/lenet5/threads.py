@@ -13,7 +13,6 @@ import contextvars
 import functools
 import mmap
 import os
-import signal
 import threading
 import weakref
 from collections.abc import Callable, Iterator
@@ -198,18 +197,3 @@ def is_shared(array: np.ndarray) -> bool:
 
 # shared_empty's arrays, while they live, by id (arrays are not hashable)
 _SHARED: weakref.WeakValueDictionary[int, np.ndarray] = weakref.WeakValueDictionary()
-
-
-@contextlib.contextmanager
-def ctrl_c_ignored() -> Iterator[None]:
-    """SIGINT ignored inside (in the main thread; elsewhere signals are not this thread's to
-    set), so that the processes started inside begin with it ignored until they take it
-    themselves: one stopped by Ctrl-C while still importing its modules prints a traceback."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, before)

@@ -47,7 +47,8 @@ from ..images import preprocess_image
 from ..model import Model, load
 from ..outputs import probabilities
 from ..reading import read
-from ..threads import THREAD_VARIABLES, ctrl_c_ignored
+from ..signals import ctrl_c_ignored
+from ..threads import THREAD_VARIABLES
 from ..version import __version__
 from .connections import BACKLOG, GuardedHttpToolsProtocol, bind_shared, worker_sockets
 
