@@ -323,6 +323,25 @@ def test_main_runs_in_a_thread_that_is_not_the_main_one(capsys):
     assert codes == [0] and "C1" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize(("error", "said"), [
+    (PermissionError(13, "Permission denied", "runs/x/config.json"),
+     "runs/x/config.json: Permission denied; check the path and its permissions."),
+    (OSError(28, "No space left on device", "runs/x"),
+     "runs/x: No space left on device; free some space."),
+    (OSError(5, "Input/output error"), "Input/output error; check the path and its "
+                                       "permissions."),
+])
+def test_an_os_error_no_command_explained_is_one_sentence(error, said, capsys, monkeypatch):
+    """A path this user may not look at raises from Path's tests on Python 3.11, wherever a
+    command looks: it is one sentence naming the file, not a traceback."""
+    def summary(_):
+        raise error
+
+    monkeypatch.setattr("lenet5.cli.cmd_summary", summary)
+    assert main(["summary"]) == 1
+    assert capsys.readouterr().err == f"lenet5: error: {said}\n"
+
+
 def test_sigterm_stops_any_command_as_ctrl_c_does(capsys, monkeypatch):
     """`kill` while predicting, exporting, fetching...: exit status 143 and a word, where
     Python's default ended the process silently (leaving a `data fetch`'s npm running and its

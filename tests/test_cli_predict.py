@@ -419,3 +419,134 @@ def test_save_input_onto_a_fifo_is_a_picture_not_written(untrained_model, tmp_pa
     code, out, _ = run_cli(capsys, "predict", untrained_model, tmp_path / "a.png",
                            "--save-input", tmp_path / "seen", "--json")
     assert code == 1 and "not a regular file" in json.loads(out)[0]["save_error"]
+
+
+# --- paths that give no picture: each an error entry of its own ----------------------------
+
+@pytest.fixture
+def locked(tmp_path, monkeypatch) -> Path:
+    """A folder this user may not enter or list, as a user other than root meets it (root,
+    which CI runs as, may enter any): every look at a path under it is Permission denied."""
+    folder = tmp_path / "locked"
+    (folder / "sub").mkdir(parents=True)
+    drawing().save(folder / "sub" / "7.png")
+
+    def denied(real):
+        def call(path, *args, **kwargs):
+            if str(path).startswith(str(folder)):
+                raise PermissionError(13, "Permission denied", str(path))
+            return real(path, *args, **kwargs)
+        return call
+
+    for name in ("stat", "lstat", "open", "scandir"):
+        monkeypatch.setattr(os, name, denied(getattr(os, name)))
+    return folder
+
+
+def test_a_folder_given_among_pictures_that_holds_none_is_an_error_entry(untrained_model,
+                                                                          tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    drawing().save(tmp_path / "7.png")
+    code, out, err = run_cli(capsys, "predict", untrained_model, tmp_path / "empty",
+                             tmp_path / "7.png", "--json")
+    results = json.loads(out)
+    assert code == 1 and "Traceback" not in err
+    assert results[0] == {"file": str(tmp_path / "empty"),
+                          "error": f"no images found in {tmp_path / 'empty'}; pass image files "
+                                   "(PNG, JPEG, BMP, GIF, TIFF, WebP) or folders holding them."}
+    assert results[1]["file"] == str(tmp_path / "7.png") and "error" not in results[1]
+
+
+def test_paths_that_cannot_be_looked_at_are_error_entries_not_a_traceback(
+        untrained_model, locked, tmp_path, capsys):
+    drawing().save(tmp_path / "7.png")
+    for first in ([], [untrained_model]):  # the model named, or not (pretrained)
+        code, out, err = run_cli(capsys, "predict", *first, locked / "sub" / "7.png", locked,
+                                 tmp_path / "7.png", "--json")
+        results = json.loads(out)
+        assert code == 1 and "Traceback" not in err, err
+        assert [r["file"] for r in results] == [str(locked / "sub" / "7.png"), str(locked),
+                                                str(tmp_path / "7.png")]
+        for r in results[:2]:
+            assert r["error"] == (f"{r['file']} cannot be read (Permission denied); check the "
+                                  "path and that you may read it."), r
+        assert "error" not in results[2]
+
+
+def unlistable(monkeypatch, folder: Path) -> None:
+    """``folder`` can be looked at but not listed, as another user's folder of mode 711."""
+    real = os.scandir
+
+    def scandir(path=".", *args):
+        if str(path) == str(folder):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path, *args)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+
+
+def test_a_folder_that_cannot_be_listed_alone_says_why(untrained_model, tmp_path, capsys,
+                                                       monkeypatch):
+    unlistable(monkeypatch, tmp_path)
+    code, out, err = run_cli(capsys, "predict", untrained_model, tmp_path)
+    assert code == 1 and out == ""
+    assert err == (f"lenet5: error: {tmp_path} cannot be read (Permission denied); check the "
+                   "path and that you may read it.\n")
+
+
+def test_folders_under_a_folder_that_cannot_be_listed_are_error_entries(tmp_path, monkeypatch):
+    drawing().save(tmp_path / "a.png")
+    (tmp_path / "b").mkdir()
+    unlistable(monkeypatch, tmp_path / "b")
+    found = find_images([tmp_path])
+    assert found[0] == str(tmp_path / "a.png")
+    assert found[1].path == str(tmp_path / "b") and "Permission denied" in found[1].error
+
+
+def test_a_folder_reached_by_two_names_is_listed_once(tmp_path):
+    drawing().save(tmp_path / "7.png")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "up").symlink_to(tmp_path)  # a loop os.walk would follow forever
+    (tmp_path / "linked").symlink_to(tmp_path / "sub")  # a link to a folder is followed
+    drawing().save(tmp_path / "sub" / "8.png")
+    assert find_images([tmp_path]) == [str(tmp_path / "7.png"), str(tmp_path / "linked/8.png")]
+
+
+def test_a_model_that_cannot_be_looked_at_is_one_sentence(locked, capsys):
+    for command in ("evaluate", "predict"):
+        args = [command, locked / "run"] + ([locked / "x.png"] if command == "predict" else [])
+        code, out, err = run_cli(capsys, *args)
+        assert code == 1 and "Traceback" not in err and err.count("\n") == 1, err
+        assert err == (f"lenet5: error: {locked / 'run'} cannot be read (Permission denied); "
+                       "check the path and that you may read it.\n")
+
+
+def test_save_input_that_is_a_file_says_so(untrained_model, tmp_path, capsys):
+    drawing().save(tmp_path / "7.png")
+    (tmp_path / "afile").write_text("")
+    code, out, err = run_cli(capsys, "predict", untrained_model, tmp_path / "7.png",
+                             "--save-input", tmp_path / "afile")
+    assert code == 1
+    assert err == (f"lenet5: error: --save-input {tmp_path / 'afile'} is a file, not a folder; "
+                   "choose a folder.\n")
+
+
+def test_save_input_keeps_the_longest_names(untrained_model, tmp_path, capsys):
+    """A picture's name of 250 bytes: its saved PNG's temporary name must fit in 255."""
+    name = "7" * 246 + ".png"
+    drawing().save(tmp_path / name)
+    code, out, err = run_cli(capsys, "predict", untrained_model, tmp_path / name, "--json",
+                             "--save-input", tmp_path / "seen")
+    assert code == 0, err
+    assert json.loads(out)[0]["saved_input"] == str(tmp_path / "seen" / name)
+
+
+def test_a_picture_named_like_an_option_is_told_how_to_name_it(untrained_model, tmp_path,
+                                                               capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    drawing().save(tmp_path / "-7.png")
+    with pytest.raises(SystemExit) as usage:
+        main(["predict", str(untrained_model), "-7.png"])
+    assert usage.value.code == 2
+    assert ("unrecognized arguments: -7.png (-7.png is a file: name it ./-7.png, or put -- "
+            "before it)") in capsys.readouterr().err

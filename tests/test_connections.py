@@ -62,6 +62,14 @@ def test_a_port_held_by_another_server_is_refused_not_shared():
         first.close()
 
 
+def test_a_host_that_is_not_this_machine_s_is_named_not_the_port():
+    from lenet5.errors import Lenet5Error
+
+    with pytest.raises(Lenet5Error, match=r"--host 192\.0\.2\.1: it is not an address of this "
+                                          r"machine; use one that is, such as 127\.0\.0\.1"):
+        listen("192.0.2.1", 0)  # TEST-NET-1: documentation only, never a machine's
+
+
 # --- the real command ---------------------------------------------------------------------
 
 @pytest.fixture(scope="module")

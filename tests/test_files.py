@@ -240,3 +240,12 @@ def test_a_lock_on_a_run_that_wrote_nothing_leaves_no_folder_it_made(tmp_path):
     with files.run_lock(tmp_path / "sweep" / "setting" / "seed-0"):
         (tmp_path / "sweep" / "summary.md").write_text("kept")
     assert [p.name for p in (tmp_path / "sweep").iterdir()] == ["summary.md"]
+
+
+@pytest.mark.parametrize("name", ["L" * 250 + ".png", "é" * 125 + ".png"])  # 254 bytes each
+def test_a_name_near_the_limit_is_written_atomically(tmp_path, name):
+    """The temporary file is named after a cut of the name: the whole name, with a dot, a
+    random part and .tmp, would pass 255 bytes ("File name too long")."""
+    files.write_atomic(tmp_path / name, b"x")
+    assert [p.name for p in tmp_path.iterdir()] == [name]
+    assert (tmp_path / name).read_bytes() == b"x"

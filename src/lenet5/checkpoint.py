@@ -118,14 +118,28 @@ def resolve_model_path(path: str | Path) -> Path:
                                  "it with `python scripts/build_pretrained.py`.")
         return pretrained.path()
     p = Path(path)
+    _refuse_unreadable(p)
     if p.is_dir() and unfinished_run(p):
         raise ModelFileError(f"no model at {path} yet: {not_trained_yet(path)}.")
     if p.is_dir():
         p = p / MODEL_FILE
+        _refuse_unreadable(p)
     if not p.is_file():
         raise ModelFileError(f"no model at {path}; pass a {MODEL_FILE} file, a run directory "
                              f"made by `lenet5 train`, or {pretrained.NAME}.")
     return p
+
+
+def _refuse_unreadable(path: Path) -> None:
+    """A ModelFileError where ``path`` cannot be looked at (a folder above it this user may
+    not enter), which Path's tests would raise as a bare PermissionError on Python 3.11."""
+    try:
+        path.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        return  # the caller says there is no model there
+    except OSError as exc:
+        raise ModelFileError(f"{path} cannot be read ({exc.strerror or exc}); check the path "
+                             "and that you may read it.") from None
 
 
 def _begins_as_safetensors(path: Path) -> bool:

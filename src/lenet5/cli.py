@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import json
 import math
 import os
@@ -91,8 +92,9 @@ def _dataset_flags(parser: argparse.ArgumentParser, default: str | None,
     parser.add_argument("--dataset", choices=tuple(DATASETS), default=default,
                         help="dataset" + default_help)
     parser.add_argument("--data-dir", default=None, help="folder holding the dataset's IDX "
-                        "files, raw or .gz, to use first (default: the verified cache, "
-                        "$LENET5_DATA or ~/.cache/lenet5)")
+                        "files, raw or .gz: read for any file the verified cache "
+                        "($LENET5_DATA or ~/.cache/lenet5) lacks, before any download "
+                        "(default: none)")
 
 
 def _model_argument(parser: argparse.ArgumentParser) -> None:
@@ -571,12 +573,15 @@ def _model_and_images(inputs: list[str]) -> tuple[str, list[str]]:
     from .pretrained import NAME as PRETRAINED
 
     first = Path(inputs[0])
-    missing = (len(inputs) > 1 and not first.exists()
+    # os.path's tests, not Path's: a path this user may not look at (in a folder without
+    # search permission; Python 3.11's Path raises there) is taken as a picture, whose
+    # reading then says why it cannot be read
+    missing = (len(inputs) > 1 and not os.path.lexists(first)
                and first.suffix.lower() not in IMAGE_SUFFIXES)
     # a run with no model yet too: loading it says so, where the pretrained model would
     # have answered for it as a folder of pictures
     is_model = (inputs[0] == PRETRAINED or _names_a_model(first) or missing
-                or (first.is_dir() and unfinished_run(first)))
+                or (os.path.isdir(first) and unfinished_run(first)))
     model, images = (inputs[0], inputs[1:]) if is_model else (PRETRAINED, inputs)
     misplaced = next((image for image in images if _names_a_model(Path(image))), None)
     if misplaced:  # else its run directory's figures would be read as pictures of digits
@@ -589,22 +594,21 @@ def _names_a_model(path: Path) -> bool:
     """Whether a path is a model file or a run directory holding one."""
     from .files import MODEL_FILE
 
-    return (path.is_dir() and (path / MODEL_FILE).is_file()) or \
+    return (os.path.isdir(path) and os.path.isfile(path / MODEL_FILE)) or \
         path.suffix.lower() in (".safetensors", ".onnx")
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from .model import load
-    from .predict import find_images, predict_each
+    from .predict import Unreadable, find_images, predict_each
 
     model_path, images = _model_and_images(args.inputs)
     if not images:
         raise Lenet5Error(f"no images given after the model {model_path}; pass image files or "
                           "folders after it.")
     files = find_images(images)
-    if not files:
-        raise Lenet5Error("no images found in " + ", ".join(images) + "; pass image files "
-                          "(PNG, JPEG, BMP, GIF, TIFF, WebP) or folders holding them.")
+    if len(files) == 1 and isinstance(files[0], Unreadable):  # nothing to read at all
+        raise Lenet5Error(files[0].error)
     model = load(model_path, engine=args.engine, device=args.device)
     results: list[dict] = []
     try:
@@ -830,6 +834,10 @@ class _Parser(argparse.ArgumentParser):
     """Usage mistakes in one line, as every other error (the usage is a --help away)."""
 
     def error(self, message: str):
+        unrecognized = message.removeprefix("unrecognized arguments: ")
+        dashed = next((word for word in unrecognized.split() if os.path.lexists(word)), None)
+        if unrecognized != message and dashed:  # a file named like an option: -photo.png
+            message += f" ({dashed} is a file: name it ./{dashed}, or put -- before it)"
         self.exit(2, f"{self.prog}: error: {message}; see `{self.prog} --help`.\n")
 
 
@@ -905,6 +913,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `lenet5 ... | head`: the reader left; say nothing more
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+    except OSError as exc:  # met where nothing said more (a path in a folder this user may
+        print(f"lenet5: error: {_os_error(exc)}", file=sys.stderr)  # not enter: Python
+        return 1  # 3.11's Path tests raise there)
+
+
+def _os_error(exc: OSError) -> str:
+    """One sentence for an OSError no command explained: the file, what went wrong, and
+    what to do."""
+    what = f"{exc.filename}: " if exc.filename is not None else ""
+    advice = ("free some space" if exc.errno in (errno.ENOSPC, errno.EDQUOT)
+              else "check the path and its permissions")
+    return f"{what}{exc.strerror or exc}; {advice}."
 
 
 if __name__ == "__main__":

@@ -85,6 +85,12 @@ def refuse_special_file(path: Path) -> None:
                      "files: choose another file name.")
 
 
+TEMPORARY_NAME_BYTES = 64
+"""A file written atomically is first a temporary one named after it, cut to this many bytes:
+a name near the usual limit of 255 (a picture's, saved by --save-input) leaves no room for
+the dot, the random part and ".tmp" (a 244-byte name had failed, "File name too long")."""
+
+
 @contextlib.contextmanager
 def atomic_file(path: Path, suffix: str = ".tmp") -> Iterator[BinaryIO]:
     """A new file to write, which takes ``path``'s place only when the block ends without an
@@ -92,7 +98,8 @@ def atomic_file(path: Path, suffix: str = ".tmp") -> Iterator[BinaryIO]:
     ``path`` that exists and is not a regular file is refused (``refuse_special_file``)."""
     path = Path(path)
     refuse_special_file(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    named = os.fsdecode(os.fsencode(path.name)[:TEMPORARY_NAME_BYTES])
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{named}.", suffix=suffix)
     try:
         os.fchmod(fd, 0o644)  # mkstemp makes 0600; models, runs and data are meant to be shared
         with os.fdopen(fd, "wb") as f:
@@ -233,7 +240,7 @@ def unfinished_run(directory: Path) -> bool:
     """Whether a folder is a run `lenet5 train` started that has no model yet (killed in its
     first epoch, or still in it): its config.json holds a run's settings, and neither its
     model nor its resume state is there."""
-    if any((directory / name).exists() for name in (MODEL_FILE, STATE_FILE)):
+    if any(os.path.lexists(directory / name) for name in (MODEL_FILE, STATE_FILE)):
         return False
     try:
         config = json.loads((directory / CONFIG_FILE).read_text())

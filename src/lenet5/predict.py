@@ -9,7 +9,9 @@ API and the web page.
 from __future__ import annotations
 
 import io
+import os
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +20,7 @@ from PIL import Image, ImageDraw
 from .errors import ImageError, Lenet5Error
 from .files import write_atomic
 from .images import open_image
-from .images.decode import has_alpha
+from .images.decode import CHECK_PATH, has_alpha
 from .model import Model
 from .reading import Reading, read
 from .refusal import check_threshold
@@ -28,20 +30,63 @@ IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".
 """Files with these suffixes are taken from folders; files named explicitly are always tried."""
 
 
-def find_images(paths: Sequence[str | Path]) -> list[str]:
-    """Files as given; folders searched recursively, sorted, keeping image suffixes only.
+NO_PICTURES = ("; pass image files (PNG, JPEG, BMP, GIF, TIFF, WebP) or folders holding "
+               "them.")
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    """A folder given, or one under it, that yields no picture: an error entry of its own in
+    the results, in its place, where it would otherwise be left out unsaid."""
+
+    path: str
+    error: str
+
+
+def find_images(paths: Sequence[str | Path]) -> list[str | Unreadable]:
+    """Files as given; folders searched recursively, sorted, keeping image suffixes only. A
+    folder holding no picture, or one that cannot be listed (permissions), is an
+    `Unreadable` in its place.
 
     Paths are reported as given or found (a folder's prefix is kept), as `--json` promises.
     """
-    found: list[str] = []
+    found: list[str | Unreadable] = []
     for given in paths:
-        path = Path(given)
-        if path.is_dir():
-            found.extend(str(f) for f in sorted(path.rglob("*"))
-                         if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())
-        else:
+        if not os.path.isdir(given):  # nor one that cannot be looked at: reading it says why
             found.append(str(given))
+            continue
+        pictures = _pictures_in(str(given))
+        found.extend(pictures or [Unreadable(str(given), f"no images found in {given}"
+                                             + NO_PICTURES)])
     return found
+
+
+def _pictures_in(folder: str) -> list[str | Unreadable]:
+    """The files with image suffixes under ``folder``, and the folders under it that cannot
+    be listed, sorted by path. Links to folders are followed, each folder listed once (a
+    link to a folder above it is no loop)."""
+    entries: dict[Path, str | Unreadable] = {}
+
+    def cannot_list(exc: OSError) -> None:
+        entries[Path(exc.filename)] = Unreadable(
+            exc.filename, f"{exc.filename} cannot be read ({exc.strerror}); {CHECK_PATH}.")
+
+    listed = set()
+    for root, folders, names in os.walk(folder, onerror=cannot_list, followlinks=True):
+        try:
+            st = os.stat(root)
+        except OSError as exc:
+            cannot_list(exc)
+            folders.clear()
+            continue
+        if (st.st_dev, st.st_ino) in listed:
+            folders.clear()
+            continue
+        listed.add((st.st_dev, st.st_ino))
+        folders.sort()  # a folder reached by two names is listed under the first in order
+        entries.update((Path(root, name), os.path.join(root, name)) for name in names
+                       if Path(name).suffix.lower() in IMAGE_SUFFIXES)
+    return [entries[path] for path in sorted(entries)]
 
 
 def predict_file(model: Model, file: str | Path, top_k: int = 3,
@@ -134,7 +179,7 @@ def save_input_picture(file: str, reading: Reading, path: Path) -> None:
     write_atomic(path, picture.getvalue())
 
 
-def predict_files(model: Model, files: Sequence[str], *, top_k: int = 3,
+def predict_files(model: Model, files: Sequence[str | Unreadable], *, top_k: int = 3,
                   save_input: str | Path | None = None,
                   threshold: float | None = None) -> list[dict]:
     """One result per file, in order: a reading (or refusal), or an error entry for a bad
@@ -143,7 +188,7 @@ def predict_files(model: Model, files: Sequence[str], *, top_k: int = 3,
                              threshold=threshold))
 
 
-def predict_each(model: Model, files: Sequence[str], *, top_k: int = 3,
+def predict_each(model: Model, files: Sequence[str | Unreadable], *, top_k: int = 3,
                  save_input: str | Path | None = None,
                  threshold: float | None = None) -> Iterator[dict]:
     """``predict_files``' results one by one, as each file is read: a command stopped
@@ -151,19 +196,27 @@ def predict_each(model: Model, files: Sequence[str], *, top_k: int = 3,
     said in the reading's "save_error"."""
     if top_k < 1:
         raise Lenet5Error(f"--top-k must be at least 1, got {top_k}.")
-    names: list[str | None] = [None] * len(files)
+    pictures = [file for file in files if isinstance(file, str)]
+    names: Iterator[str] = iter(())
     if save_input is not None:
         folder = Path(save_input)
+        if os.path.exists(folder) and not os.path.isdir(folder):
+            raise Lenet5Error(f"--save-input {folder} is a file, not a folder; choose a "
+                              "folder.")
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise Lenet5Error(f"cannot create --save-input folder {folder} "
                               f"({exc.strerror or exc}); choose another folder.") from None
-        names = _picture_names(files, folder)
+        names = iter(_picture_names(pictures, folder))  # one for each picture, in order
     check_threshold(threshold)
-    for file, name in zip(files, names, strict=True):
+    for file in files:
+        if isinstance(file, Unreadable):
+            yield {"file": file.path, "error": file.error}
+            continue
+        name = next(names, None)
         result, reading = predict_file(model, file, top_k, threshold)
-        if save_input is not None and reading is not None:
+        if name is not None and reading is not None:
             try:
                 save_input_picture(file, reading, folder / name)
                 result["saved_input"] = str(folder / name)

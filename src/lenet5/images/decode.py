@@ -73,6 +73,10 @@ def _too_large(label: str) -> str:
     return f"{label} is larger than {MAX_FILE_BYTES // 2**20} MB; use a smaller image."
 
 
+CHECK_PATH = "check the path and that you may read it"
+"""What to do about a file that cannot be opened or read."""
+
+
 def _read_limited(f: BinaryIO, label: str, expected: int) -> bytes:
     """At most MAX_FILE_BYTES + 1 bytes of `f`: `expected` + 1 in one read (a file's size: one
     buffer of the right size), then 1 MB chunks while it holds more than it said."""
@@ -85,7 +89,7 @@ def _read_limited(f: BinaryIO, label: str, expected: int) -> bytes:
             chunks.append(f.read(2**20))
             size += len(chunks[-1])
     except (OSError, ValueError) as exc:
-        raise ImageError(f"{label} cannot be read ({exc}).") from exc
+        raise ImageError(f"{label} cannot be read ({exc}); {CHECK_PATH}.") from exc
     if size > MAX_FILE_BYTES:
         raise ImageError(_too_large(label))
     return bytes(chunks[0]) if size == len(chunks[0]) else b"".join(chunks)
@@ -100,7 +104,7 @@ def _open_regular(path: Path, label: str) -> BinaryIO:
     except FileNotFoundError:
         raise ImageError(f"{label} does not exist; check the path.") from None
     except OSError as exc:
-        raise ImageError(f"{label} cannot be read ({exc.strerror or exc}).") from exc
+        raise ImageError(f"{label} cannot be read ({exc.strerror or exc}); {CHECK_PATH}.") from exc
     try:
         st = os.fstat(fd)
         if stat.S_ISDIR(st.st_mode):

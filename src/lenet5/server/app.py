@@ -20,6 +20,7 @@ import base64
 import binascii
 import contextlib
 import ctypes
+import errno
 import functools
 import gc
 import json
@@ -451,6 +452,10 @@ def listen(host: str, port: int) -> socket.socket:
             address = probe.getsockname()  # the port picked for port 0
         sock = bind_shared(family, address)
     except OSError as exc:
+        if exc.errno == errno.EADDRNOTAVAIL:  # the port is not what is wrong
+            raise Lenet5Error(f"cannot serve on --host {host}: it is not an address of this "
+                              "machine; use one that is, such as 127.0.0.1 (this machine "
+                              "only) or 0.0.0.0 (every address).") from None
         raise Lenet5Error(f"cannot listen on {host}:{port} ({exc.strerror or exc}); choose "
                           "another --port, or stop the program that uses it.") from None
     sock.listen(BACKLOG)  # clients queue from now on, while the workers start
