@@ -115,6 +115,14 @@ def test_a_run_dir_without_its_files_is_one_sentence(synthetic_run, missing, cap
                    "written by `lenet5 train`.")
 
 
+def test_the_pretrained_model_has_no_curves_and_says_so(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # where no folder is named pretrained
+    assert main(["report", "pretrained"]) == 1
+    assert capsys.readouterr().err == (
+        "lenet5: error: pretrained is the model shipped with lenet5, which keeps no training "
+        "curves to report; pass a run directory written by `lenet5 train`.\n")
+
+
 def test_not_a_directory_and_empty_metrics(tmp_path, synthetic_run):
     with pytest.raises(Lenet5Error, match="is not a directory"):
         write_report(tmp_path / "nowhere")

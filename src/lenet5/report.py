@@ -29,6 +29,7 @@ from matplotlib.colors import PowerNorm
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, PercentFormatter
 
+from . import pretrained
 from .checkpoint import is_number
 from .data import load as load_dataset
 from .errors import Lenet5Error
@@ -356,6 +357,9 @@ def write_html(path: Path, title: str, facts: list[tuple[str, str]], metrics: li
 
 def _read_run(run: Path) -> tuple[list[dict], dict]:
     """(metrics rows, config) of a run directory with at least one finished epoch."""
+    if str(run) == pretrained.NAME and not run.is_dir():
+        raise Lenet5Error(f"{run} is the model shipped with lenet5, which keeps no training "
+                          "curves to report; pass a run directory written by `lenet5 train`.")
     if not run.is_dir():
         raise Lenet5Error(f"{run} is not a directory; pass a run directory written by "
                           "`lenet5 train`.")

@@ -594,9 +594,11 @@ def _train_epochs(config: TrainConfig, arch: Architecture, data: TrainingData,
                   resume: str | Path | None, log: Log, progress: bool | None) -> Run:
     run = start_run(config, arch, data, resume, log)
     if run.steps_done == 0:
+        made_up = len(data.train_labels) - data.digits
         log(f"training {arch.name} with the {run.engine.name} engine ({run.engine.device}) on "
-            f"{data.digits:,} {config.dataset} images for {_epochs(config.epochs)} "
-            f"-> {run.directory}")
+            f"{data.digits:,} {config.dataset} images"
+            + (f" and {made_up:,} made-up non-digits" if made_up else "")
+            + f" for {_epochs(config.epochs)} -> {run.directory}")
     inputs = EpochInputs(config, data, run.engine)
     show_bar = sys.stderr.isatty() if progress is None else progress
     left = _passes_left(config, run, data)
