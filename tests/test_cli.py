@@ -327,8 +327,9 @@ def test_main_runs_in_a_thread_that_is_not_the_main_one(capsys):
     (PermissionError(13, "Permission denied", "runs/x/config.json"),
      "runs/x/config.json: Permission denied; check the path and its permissions."),
     (OSError(28, "No space left on device", "runs/x"),
-     "runs/x: No space left on device; free some space."),
-    (OSError(5, "Input/output error"), "Input/output error; check the path and its "
+     "runs/x: No space left on device; the disk is full: free some disk space or write "
+     "somewhere else."),
+    (OSError(5, "Input/output error"), "Input/output error; check the paths given and their "
                                        "permissions."),
 ])
 def test_an_os_error_no_command_explained_is_one_sentence(error, said, capsys, monkeypatch):

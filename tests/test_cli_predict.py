@@ -503,13 +503,43 @@ def test_folders_under_a_folder_that_cannot_be_listed_are_error_entries(tmp_path
     assert found[1].path == str(tmp_path / "b") and "Permission denied" in found[1].error
 
 
-def test_a_folder_reached_by_two_names_is_listed_once(tmp_path):
+def test_a_folder_s_links_and_odd_files_are_left_out_as_rglob_left_them(tmp_path):
+    """Links to folders are not followed (one to a folder above would never end), and a
+    link to nothing or a FIFO named like a picture is no picture."""
     drawing().save(tmp_path / "7.png")
     (tmp_path / "sub").mkdir()
-    (tmp_path / "sub" / "up").symlink_to(tmp_path)  # a loop os.walk would follow forever
-    (tmp_path / "linked").symlink_to(tmp_path / "sub")  # a link to a folder is followed
     drawing().save(tmp_path / "sub" / "8.png")
-    assert find_images([tmp_path]) == [str(tmp_path / "7.png"), str(tmp_path / "linked/8.png")]
+    (tmp_path / "sub" / "up").symlink_to(tmp_path)
+    (tmp_path / "linked").symlink_to(tmp_path / "sub")
+    (tmp_path / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    os.mkfifo(tmp_path / "pipe.png")
+    (tmp_path / "shown.png").symlink_to(tmp_path / "7.png")  # a link to a picture is one
+    assert find_images([tmp_path]) == [str(tmp_path / "7.png"), str(tmp_path / "shown.png"),
+                                       str(tmp_path / "sub/8.png")]
+
+
+def test_found_paths_are_spelt_as_path_spells_them(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "pics" / "sub").mkdir(parents=True)
+    drawing().save(tmp_path / "pics" / "sub" / "7.png")
+    assert find_images(["./pics"]) == find_images(["pics//"]) == ["pics/sub/7.png"]
+
+
+def test_every_path_given_giving_no_picture_is_one_sentence(untrained_model, tmp_path, capsys):
+    (tmp_path / "e1").mkdir()
+    (tmp_path / "e2").mkdir()
+    code, out, err = run_cli(capsys, "predict", untrained_model, tmp_path / "e1", tmp_path / "e2")
+    assert code == 1 and out == ""
+    assert err == (f"lenet5: error: no picture can be read in {tmp_path / 'e1'}, "
+                   f"{tmp_path / 'e2'}: no images found in {tmp_path / 'e1'}; pass image files "
+                   "(PNG, JPEG, BMP, GIF, TIFF, WebP) or folders holding them.\n")
+
+
+def test_a_missing_first_argument_is_the_model_even_as_a_link_to_nothing(tmp_path, capsys):
+    drawing().save(tmp_path / "7.png")
+    (tmp_path / "latest").symlink_to(tmp_path / "deleted-run")
+    code, out, err = run_cli(capsys, "predict", tmp_path / "latest", tmp_path / "7.png")
+    assert code == 1 and out == "" and err.startswith(f"lenet5: error: no model at {tmp_path}")
 
 
 def test_a_model_that_cannot_be_looked_at_is_one_sentence(locked, capsys):
@@ -532,21 +562,39 @@ def test_save_input_that_is_a_file_says_so(untrained_model, tmp_path, capsys):
 
 
 def test_save_input_keeps_the_longest_names(untrained_model, tmp_path, capsys):
-    """A picture's name of 250 bytes: its saved PNG's temporary name must fit in 255."""
-    name = "7" * 246 + ".png"
-    drawing().save(tmp_path / name)
-    code, out, err = run_cli(capsys, "predict", untrained_model, tmp_path / name, "--json",
-                             "--save-input", tmp_path / "seen")
+    """Pictures named with 255 bytes: the saved PNGs' temporary names, and the -2 that tells
+    a second picture of the same name from the first, must fit in 255 (cut on a character)."""
+    name = "7" * 248 + "é.png"  # 254 bytes
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        drawing().save(tmp_path / folder / name)
+    code, out, err = run_cli(capsys, "predict", untrained_model, tmp_path / "a" / name,
+                             tmp_path / "b" / name, "--json", "--save-input", tmp_path / "seen")
     assert code == 0, err
-    assert json.loads(out)[0]["saved_input"] == str(tmp_path / "seen" / name)
+    saved = [Path(r["saved_input"]).name for r in json.loads(out)]
+    assert saved == [name, "7" * 248 + "-2.png"]  # 255 bytes would cut the é in two
+    assert sorted(p.name for p in (tmp_path / "seen").iterdir()) == sorted(saved)
+
+
+def test_pictures_given_as_paths_are_saved_too(untrained_model, tmp_path):
+    from lenet5.model import load
+    from lenet5.predict import predict_files
+
+    drawing().save(tmp_path / "7.png")
+    [result] = predict_files(load(untrained_model), [tmp_path / "7.png"],
+                             save_input=tmp_path / "seen")
+    assert result["saved_input"] == str(tmp_path / "seen" / "7.png")
 
 
 def test_a_picture_named_like_an_option_is_told_how_to_name_it(untrained_model, tmp_path,
                                                                capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     drawing().save(tmp_path / "-7.png")
-    with pytest.raises(SystemExit) as usage:
-        main(["predict", str(untrained_model), "-7.png"])
-    assert usage.value.code == 2
-    assert ("unrecognized arguments: -7.png (-7.png is a file: name it ./-7.png, or put -- "
-            "before it)") in capsys.readouterr().err
+    for argv, said in ((["predict", str(untrained_model), "-7.png"],
+                        "unrecognized arguments: -7.png"),
+                       (["predict", "-7.png"], "the following arguments are required")):
+        with pytest.raises(SystemExit) as usage:
+            main(argv)
+        assert usage.value.code == 2
+        err = capsys.readouterr().err
+        assert said in err and "(-7.png is a file: name it ./-7.png, or put -- before it)" in err

@@ -772,3 +772,15 @@ def test_a_run_stopped_while_calibrating_resumes_with_the_calibration_alone(
         r["epoch"] for r in read_metrics(straight)]
     with pytest.raises(Lenet5Error, match="already complete"):
         train(resume_config(stopped), resume=stopped, log=quiet)
+
+
+@pytest.mark.parametrize(("nondigits", "said"), [
+    (0.2, "on 600 synthetic images and 120 made-up non-digits for 1 epoch -> "),
+    (0.0, "on 600 synthetic images for 1 epoch -> ")])
+def test_the_first_line_counts_the_made_up_non_digits(synthetic_dataset, tmp_path, nondigits,
+                                                      said):
+    """An epoch of the default recipe holds them beside the images: its length says so."""
+    lines = []
+    train(config(synthetic_dataset, tmp_path / "run", epochs=1, nondigits=nondigits),
+          log=lines.append)
+    assert said in lines[0]

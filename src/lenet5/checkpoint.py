@@ -22,7 +22,7 @@ from safetensors.numpy import save
 
 from . import pretrained
 from .arch import ARCHITECTURES, Architecture, arch_of
-from .errors import Lenet5Error, ModelFileError
+from .errors import CHECK_PATH, Lenet5Error, ModelFileError
 from .files import MODEL_FILE, not_trained_yet, unfinished_run, write_atomic
 from .hparams import OPTIMIZER_SLOTS
 
@@ -138,8 +138,8 @@ def _refuse_unreadable(path: Path) -> None:
     except (FileNotFoundError, NotADirectoryError):
         return  # the caller says there is no model there
     except OSError as exc:
-        raise ModelFileError(f"{path} cannot be read ({exc.strerror or exc}); check the path "
-                             "and that you may read it.") from None
+        raise ModelFileError(f"{path} cannot be read ({exc.strerror or exc}); {CHECK_PATH}."
+                             ) from None
 
 
 def _begins_as_safetensors(path: Path) -> bool:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import errno
 import json
 import math
 import os
@@ -573,10 +572,10 @@ def _model_and_images(inputs: list[str]) -> tuple[str, list[str]]:
     from .pretrained import NAME as PRETRAINED
 
     first = Path(inputs[0])
-    # os.path's tests, not Path's: a path this user may not look at (in a folder without
-    # search permission; Python 3.11's Path raises there) is taken as a picture, whose
-    # reading then says why it cannot be read
-    missing = (len(inputs) > 1 and not os.path.lexists(first)
+    # os.path's tests, not Path's, which raise on Python 3.11 for a path this user may not
+    # look at (in a folder without search permission): such a path is missing to them, so
+    # that loading it as the model says why, or, named like an image, reading it does
+    missing = (len(inputs) > 1 and not os.path.exists(first)
                and first.suffix.lower() not in IMAGE_SUFFIXES)
     # a run with no model yet too: loading it says so, where the pretrained model would
     # have answered for it as a folder of pictures
@@ -607,8 +606,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise Lenet5Error(f"no images given after the model {model_path}; pass image files or "
                           "folders after it.")
     files = find_images(images)
-    if len(files) == 1 and isinstance(files[0], Unreadable):  # nothing to read at all
-        raise Lenet5Error(files[0].error)
+    if all(isinstance(file, Unreadable) for file in files):  # nothing to read at all
+        raise Lenet5Error(files[0].error if len(files) == 1 else
+                          f"no picture can be read in {', '.join(images)}: {files[0].error}")
     model = load(model_path, engine=args.engine, device=args.device)
     results: list[dict] = []
     try:
@@ -833,10 +833,12 @@ COMMANDS = (add_data, add_train, add_recipes, add_sweep, add_evaluate, add_predi
 class _Parser(argparse.ArgumentParser):
     """Usage mistakes in one line, as every other error (the usage is a --help away)."""
 
+    argv: Sequence[str] = ()  # what main parses: a file named like an option is told of
+
     def error(self, message: str):
-        unrecognized = message.removeprefix("unrecognized arguments: ")
-        dashed = next((word for word in unrecognized.split() if os.path.lexists(word)), None)
-        if unrecognized != message and dashed:  # a file named like an option: -photo.png
+        dashed = next((word for word in self.argv
+                       if word.startswith("-") and os.path.lexists(word)), None)
+        if dashed:  # -photo.png, taken for an option
             message += f" ({dashed} is a file: name it ./{dashed}, or put -- before it)"
         self.exit(2, f"{self.prog}: error: {message}; see `{self.prog} --help`.\n")
 
@@ -891,6 +893,7 @@ def _to_go_on(command: str, interrupt: KeyboardInterrupt) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
+    _Parser.argv = argv
     args, unknown = parser.parse_known_args(argv)
     if unknown and getattr(args, "intermixed", False):  # `predict a.png --json b.png`: the
         command = args.commands[args.command]  # command's arguments again, in any order
@@ -921,9 +924,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _os_error(exc: OSError) -> str:
     """One sentence for an OSError no command explained: the file, what went wrong, and
     what to do."""
+    from .files import DISK_FULL, ERRNO_MEANINGS
+
+    if exc.errno in DISK_FULL:
+        advice = ERRNO_MEANINGS[exc.errno]
+    else:
+        advice = ("check the path and its permissions" if exc.filename is not None
+                  else "check the paths given and their permissions")
     what = f"{exc.filename}: " if exc.filename is not None else ""
-    advice = ("free some space" if exc.errno in (errno.ENOSPC, errno.EDQUOT)
-              else "check the path and its permissions")
     return f"{what}{exc.strerror or exc}; {advice}."
 
 

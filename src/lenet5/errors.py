@@ -1,6 +1,10 @@
 """One exception type for every mistake a user can make, so the CLI can print it as one sentence."""
 
 
+CHECK_PATH = "check the path and that you may read it"
+"""What to do about a path that cannot be looked at, opened or read."""
+
+
 class Lenet5Error(Exception):
     """A user-facing error: the message names the file or flag and says what to do next."""
 

@@ -98,7 +98,7 @@ def atomic_file(path: Path, suffix: str = ".tmp") -> Iterator[BinaryIO]:
     ``path`` that exists and is not a regular file is refused (``refuse_special_file``)."""
     path = Path(path)
     refuse_special_file(path)
-    named = os.fsdecode(os.fsencode(path.name)[:TEMPORARY_NAME_BYTES])
+    named = os.fsencode(path.name)[:TEMPORARY_NAME_BYTES].decode("utf-8", "ignore")
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{named}.", suffix=suffix)
     try:
         os.fchmod(fd, 0o644)  # mkstemp makes 0600; models, runs and data are meant to be shared

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,10 +18,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .errors import ImageError, Lenet5Error
+from .errors import CHECK_PATH, ImageError, Lenet5Error
 from .files import write_atomic
 from .images import open_image
-from .images.decode import CHECK_PATH, has_alpha
+from .images.decode import has_alpha
 from .model import Model
 from .reading import Reading, read
 from .refusal import check_threshold
@@ -62,31 +63,31 @@ def find_images(paths: Sequence[str | Path]) -> list[str | Unreadable]:
 
 
 def _pictures_in(folder: str) -> list[str | Unreadable]:
-    """The files with image suffixes under ``folder``, and the folders under it that cannot
-    be listed, sorted by path. Links to folders are followed, each folder listed once (a
-    link to a folder above it is no loop)."""
+    """The files with image suffixes under ``folder`` (not in folders it links to, as
+    Path.rglob did), and the folders under it that cannot be listed, sorted by path."""
     entries: dict[Path, str | Unreadable] = {}
 
     def cannot_list(exc: OSError) -> None:
-        entries[Path(exc.filename)] = Unreadable(
-            exc.filename, f"{exc.filename} cannot be read ({exc.strerror}); {CHECK_PATH}.")
+        path = Path(exc.filename)
+        entries[path] = Unreadable(str(path), f"{path} cannot be read ({exc.strerror}); "
+                                              f"{CHECK_PATH}.")
 
-    listed = set()
-    for root, folders, names in os.walk(folder, onerror=cannot_list, followlinks=True):
-        try:
-            st = os.stat(root)
-        except OSError as exc:
-            cannot_list(exc)
-            folders.clear()
-            continue
-        if (st.st_dev, st.st_ino) in listed:
-            folders.clear()
-            continue
-        listed.add((st.st_dev, st.st_ino))
-        folders.sort()  # a folder reached by two names is listed under the first in order
-        entries.update((Path(root, name), os.path.join(root, name)) for name in names
-                       if Path(name).suffix.lower() in IMAGE_SUFFIXES)
+    for root, _, names in os.walk(folder, onerror=cannot_list):
+        pictures = (Path(root, name) for name in names
+                    if Path(name).suffix.lower() in IMAGE_SUFFIXES)
+        entries.update((path, str(path)) for path in pictures if _may_be_a_picture(path))
     return [entries[path] for path in sorted(entries)]
+
+
+def _may_be_a_picture(path: Path) -> bool:
+    """A regular file, or one that cannot be looked at (reading it says why); not a link to
+    nothing, a FIFO or a socket that a folder holds under an image's name."""
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    except OSError:
+        return True
 
 
 def predict_file(model: Model, file: str | Path, top_k: int = 3,
@@ -100,21 +101,34 @@ def predict_file(model: Model, file: str | Path, top_k: int = 3,
     return {"file": str(file), **reading.answer}, reading
 
 
-def _picture_names(files: Sequence[str], folder: Path) -> list[str]:
+def _picture_names(files: Sequence[str | Path], folder: Path) -> list[str]:
     """A distinct PNG name in `folder` per file: its stem, with -2, -3 ... where stems repeat
-    or the name is a picture being read (a user's photo is never written over)."""
+    or the name is a picture being read (a user's photo is never written over); a stem cut
+    where the name would pass NAME_BYTES."""
     read = {_resolved(Path(file)) for file in files}
     used: set[str] = set()
     names = []
     for file in files:
         stem = Path(file).stem or "image"
-        name, n = f"{stem}.png", 1
+        name, n = _within_limit(stem, ".png"), 1
         while name in used or _resolved(folder / name) in read:
             n += 1
-            name = f"{stem}-{n}.png"
+            name = _within_limit(stem, f"-{n}.png")
         used.add(name)
         names.append(name)
     return names
+
+
+NAME_BYTES = 255
+"""The longest file name most file systems take, in bytes."""
+
+
+def _within_limit(stem: str, ending: str) -> str:
+    """``stem + ending``, the stem cut (on a character) where the name would pass NAME_BYTES."""
+    room = NAME_BYTES - len(ending.encode())
+    encoded = os.fsencode(stem)
+    return (stem if len(encoded) <= room
+            else encoded[:room].decode("utf-8", "ignore")) + ending
 
 
 def _resolved(path: Path) -> Path:
@@ -179,7 +193,7 @@ def save_input_picture(file: str, reading: Reading, path: Path) -> None:
     write_atomic(path, picture.getvalue())
 
 
-def predict_files(model: Model, files: Sequence[str | Unreadable], *, top_k: int = 3,
+def predict_files(model: Model, files: Sequence[str | Path | Unreadable], *, top_k: int = 3,
                   save_input: str | Path | None = None,
                   threshold: float | None = None) -> list[dict]:
     """One result per file, in order: a reading (or refusal), or an error entry for a bad
@@ -188,7 +202,7 @@ def predict_files(model: Model, files: Sequence[str | Unreadable], *, top_k: int
                              threshold=threshold))
 
 
-def predict_each(model: Model, files: Sequence[str | Unreadable], *, top_k: int = 3,
+def predict_each(model: Model, files: Sequence[str | Path | Unreadable], *, top_k: int = 3,
                  save_input: str | Path | None = None,
                  threshold: float | None = None) -> Iterator[dict]:
     """``predict_files``' results one by one, as each file is read: a command stopped
@@ -196,7 +210,7 @@ def predict_each(model: Model, files: Sequence[str | Unreadable], *, top_k: int 
     said in the reading's "save_error"."""
     if top_k < 1:
         raise Lenet5Error(f"--top-k must be at least 1, got {top_k}.")
-    pictures = [file for file in files if isinstance(file, str)]
+    pictures = [file for file in files if not isinstance(file, Unreadable)]
     names: Iterator[str] = iter(())
     if save_input is not None:
         folder = Path(save_input)

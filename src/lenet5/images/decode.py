@@ -18,7 +18,7 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from ..errors import ImageError
+from ..errors import CHECK_PATH, ImageError
 
 MAX_FILE_BYTES = 50 * 1024 * 1024
 """Files larger than this are refused before reading: no digit photo needs more."""
@@ -71,10 +71,6 @@ def read_bytes(source: Source, label: str) -> bytes:
 
 def _too_large(label: str) -> str:
     return f"{label} is larger than {MAX_FILE_BYTES // 2**20} MB; use a smaller image."
-
-
-CHECK_PATH = "check the path and that you may read it"
-"""What to do about a file that cannot be opened or read."""
 
 
 def _read_limited(f: BinaryIO, label: str, expected: int) -> bytes:
