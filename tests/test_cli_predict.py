@@ -16,7 +16,7 @@ from PIL import Image, ImageDraw
 
 from lenet5.arch import get_arch, init_params
 from lenet5.checkpoint import save_model
-from lenet5.cli import main
+from lenet5.cli import build_parser, main
 from lenet5.predict import find_images
 from lenet5.refusal import DEFAULT_THRESHOLD
 
@@ -530,9 +530,20 @@ def test_every_path_given_giving_no_picture_is_one_sentence(untrained_model, tmp
     (tmp_path / "e2").mkdir()
     code, out, err = run_cli(capsys, "predict", untrained_model, tmp_path / "e1", tmp_path / "e2")
     assert code == 1 and out == ""
-    assert err == (f"lenet5: error: no picture can be read in {tmp_path / 'e1'}, "
-                   f"{tmp_path / 'e2'}: no images found in {tmp_path / 'e1'}; pass image files "
-                   "(PNG, JPEG, BMP, GIF, TIFF, WebP) or folders holding them.\n")
+    assert err == (f"lenet5: error: no images found in {tmp_path / 'e1'}, {tmp_path / 'e2'}; "
+                   "pass image files (PNG, JPEG, BMP, GIF, TIFF, WebP) or folders holding them.\n")
+
+
+def test_where_nothing_holds_a_picture_a_folder_that_cannot_be_listed_says_why(
+        untrained_model, tmp_path, capsys, monkeypatch):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "locked").mkdir()
+    unlistable(monkeypatch, tmp_path / "locked")
+    code, out, err = run_cli(capsys, "predict", untrained_model, tmp_path / "empty",
+                             tmp_path / "locked", "--json")
+    assert code == 1 and out == ""
+    assert err == (f"lenet5: error: {tmp_path / 'locked'} cannot be read (Permission denied); "
+                   "check the path and that you may read it.\n")
 
 
 def test_a_missing_first_argument_is_the_model_even_as_a_link_to_nothing(tmp_path, capsys):
@@ -597,4 +608,10 @@ def test_a_picture_named_like_an_option_is_told_how_to_name_it(untrained_model, 
             main(argv)
         assert usage.value.code == 2
         err = capsys.readouterr().err
-        assert said in err and "(-7.png is a file: name it ./-7.png, or put -- before it)" in err
+        assert said in err and "(-7.png is a file or folder: write it as ./-7.png)" in err
+    with pytest.raises(SystemExit):  # after --, a path is no option: the error is another's
+        main(["predict", "--top-k", "x", "--", "-7.png"])
+    assert "--top-k" in (err := capsys.readouterr().err) and "./-7.png" not in err
+    with pytest.raises(SystemExit):  # a parser that was not told what it parses
+        build_parser().parse_args(["predict", str(untrained_model), "-7.png"])
+    assert "unrecognized" in (err := capsys.readouterr().err) and "./-7.png" not in err

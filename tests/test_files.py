@@ -252,3 +252,14 @@ def test_a_name_near_the_limit_is_written_atomically(tmp_path, name):
     temporary.encode()  # valid UTF-8: the cut of the name falls between characters
     assert [p.name for p in tmp_path.iterdir()] == [name]
     assert (tmp_path / name).read_bytes() == b"x"
+
+
+@pytest.mark.parametrize(("name", "size", "cut"), [
+    ("abc", 64, "abc"),
+    ("7" * 248 + "é", 249, "7" * 248),  # the é's first byte alone is no character
+    ("a" + "é" * 40, 64, "a" + "é" * 31),
+    ("😀" * 3, 5, "😀"),
+    (os.fsdecode(b"\xe9" * 300), 249, os.fsdecode(b"\xe9" * 249)),  # Latin-1: bytes kept
+])
+def test_a_name_is_cut_between_characters(name, size, cut):
+    assert files.cut_name(name, size) == cut

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import math
 import os
@@ -599,16 +600,17 @@ def _names_a_model(path: Path) -> bool:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from .model import load
-    from .predict import Unreadable, find_images, predict_each
+    from .predict import NO_PICTURES, Unreadable, find_images, predict_each
 
     model_path, images = _model_and_images(args.inputs)
     if not images:
         raise Lenet5Error(f"no images given after the model {model_path}; pass image files or "
                           "folders after it.")
     files = find_images(images)
-    if all(isinstance(file, Unreadable) for file in files):  # nothing to read at all
-        raise Lenet5Error(files[0].error if len(files) == 1 else
-                          f"no picture can be read in {', '.join(images)}: {files[0].error}")
+    if all(isinstance(file, Unreadable) for file in files):  # nothing to read at all:
+        unlisted = [file.error for file in files if not file.empty]  # why, where not empty
+        raise Lenet5Error(unlisted[0] if unlisted else
+                          f"no images found in {', '.join(images)}{NO_PICTURES}")
     model = load(model_path, engine=args.engine, device=args.device)
     results: list[dict] = []
     try:
@@ -833,19 +835,28 @@ COMMANDS = (add_data, add_train, add_recipes, add_sweep, add_evaluate, add_predi
 class _Parser(argparse.ArgumentParser):
     """Usage mistakes in one line, as every other error (the usage is a --help away)."""
 
-    argv: Sequence[str] = ()  # what main parses: a file named like an option is told of
+    def __init__(self, *args, argv: Sequence[str] = (), **kwargs):
+        super().__init__(*args, **kwargs)
+        self.argv = argv  # what it parses, where known: a path named like an option is told of
+
+    def add_subparsers(self, **kwargs):
+        kwargs.setdefault("parser_class", functools.partial(_Parser, argv=self.argv))
+        return super().add_subparsers(**kwargs)
 
     def error(self, message: str):
-        dashed = next((word for word in self.argv
+        given = self.argv[:self.argv.index("--")] if "--" in self.argv else self.argv
+        dashed = next((word for word in given
                        if word.startswith("-") and os.path.lexists(word)), None)
         if dashed:  # -photo.png, taken for an option
-            message += f" ({dashed} is a file: name it ./{dashed}, or put -- before it)"
+            message += f" ({dashed} is a file or folder: write it as ./{dashed})"
         self.exit(2, f"{self.prog}: error: {message}; see `{self.prog} --help`.\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
+    """The `lenet5` parser; ``argv``, what it will parse, lets usage errors name a path
+    that was taken for an option."""
     parser = _Parser(
-        prog="lenet5", formatter_class=_Formatter,
+        prog="lenet5", formatter_class=_Formatter, argv=argv,
         description="Train, evaluate and use LeNet-5 on MNIST-style digits.",
         epilog="Run `lenet5 COMMAND --help` for each command's options.")
     parser.add_argument("--version", action="version", version=f"lenet5 {__version__}")
@@ -891,9 +902,8 @@ def _to_go_on(command: str, interrupt: KeyboardInterrupt) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
-    _Parser.argv = argv
+    parser = build_parser(argv)
     args, unknown = parser.parse_known_args(argv)
     if unknown and getattr(args, "intermixed", False):  # `predict a.png --json b.png`: the
         command = args.commands[args.command]  # command's arguments again, in any order

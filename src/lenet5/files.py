@@ -91,6 +91,16 @@ a name near the usual limit of 255 (a picture's, saved by --save-input) leaves n
 the dot, the random part and ".tmp" (a 244-byte name had failed, "File name too long")."""
 
 
+def cut_name(name: str, size: int) -> str:
+    """``name`` cut to at most ``size`` bytes, not inside a UTF-8 character (a name in
+    another encoding keeps its bytes as they are)."""
+    encoded = os.fsencode(name)
+    end = min(size, len(encoded))
+    while 0 < end < len(encoded) and size - end < 3 and encoded[end] & 0xC0 == 0x80:
+        end -= 1  # a continuation byte would start the rest: back to its character's start
+    return os.fsdecode(encoded[:end])
+
+
 @contextlib.contextmanager
 def atomic_file(path: Path, suffix: str = ".tmp") -> Iterator[BinaryIO]:
     """A new file to write, which takes ``path``'s place only when the block ends without an
@@ -98,7 +108,7 @@ def atomic_file(path: Path, suffix: str = ".tmp") -> Iterator[BinaryIO]:
     ``path`` that exists and is not a regular file is refused (``refuse_special_file``)."""
     path = Path(path)
     refuse_special_file(path)
-    named = os.fsencode(path.name)[:TEMPORARY_NAME_BYTES].decode("utf-8", "ignore")
+    named = cut_name(path.name, TEMPORARY_NAME_BYTES)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{named}.", suffix=suffix)
     try:
         os.fchmod(fd, 0o644)  # mkstemp makes 0600; models, runs and data are meant to be shared

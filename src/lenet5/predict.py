@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from .errors import CHECK_PATH, ImageError, Lenet5Error
-from .files import write_atomic
+from .files import cut_name, write_atomic
 from .images import open_image
 from .images.decode import has_alpha
 from .model import Model
@@ -42,6 +42,7 @@ class Unreadable:
 
     path: str
     error: str
+    empty: bool = False  # a folder holding no picture, rather than one that cannot be read
 
 
 def find_images(paths: Sequence[str | Path]) -> list[str | Unreadable]:
@@ -58,7 +59,7 @@ def find_images(paths: Sequence[str | Path]) -> list[str | Unreadable]:
             continue
         pictures = _pictures_in(str(given))
         found.extend(pictures or [Unreadable(str(given), f"no images found in {given}"
-                                             + NO_PICTURES)])
+                                             + NO_PICTURES, empty=True)])
     return found
 
 
@@ -125,10 +126,7 @@ NAME_BYTES = 255
 
 def _within_limit(stem: str, ending: str) -> str:
     """``stem + ending``, the stem cut (on a character) where the name would pass NAME_BYTES."""
-    room = NAME_BYTES - len(ending.encode())
-    encoded = os.fsencode(stem)
-    return (stem if len(encoded) <= room
-            else encoded[:room].decode("utf-8", "ignore")) + ending
+    return cut_name(stem, NAME_BYTES - len(os.fsencode(ending))) + ending
 
 
 def _resolved(path: Path) -> Path:
