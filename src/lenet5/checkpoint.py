@@ -22,7 +22,7 @@ from safetensors.numpy import save
 
 from . import pretrained
 from .arch import ARCHITECTURES, Architecture, arch_of
-from .errors import CHECK_PATH, Lenet5Error, ModelFileError
+from .errors import Lenet5Error, ModelFileError, cannot_read
 from .files import MODEL_FILE, not_trained_yet, unfinished_run, write_atomic
 from .hparams import OPTIMIZER_SLOTS
 
@@ -138,8 +138,7 @@ def _refuse_unreadable(path: Path) -> None:
     except (FileNotFoundError, NotADirectoryError):
         return  # the caller says there is no model there
     except OSError as exc:
-        raise ModelFileError(f"{path} cannot be read ({exc.strerror or exc}); {CHECK_PATH}."
-                             ) from None
+        raise ModelFileError(cannot_read(path, exc.strerror or exc)) from None
 
 
 def _begins_as_safetensors(path: Path) -> bool:

@@ -1,8 +1,9 @@
 """One exception type for every mistake a user can make, so the CLI can print it as one sentence."""
 
 
-CHECK_PATH = "check the path and that you may read it"
-"""What to do about a path that cannot be looked at, opened or read."""
+def cannot_read(what: object, reason: object) -> str:
+    """The sentence for a path that cannot be looked at, opened or read, and what to do."""
+    return f"{what} cannot be read ({reason}); check the path and that you may read it."
 
 
 class Lenet5Error(Exception):

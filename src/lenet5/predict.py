@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .errors import CHECK_PATH, ImageError, Lenet5Error
+from .errors import ImageError, Lenet5Error, cannot_read
 from .files import cut_name, write_atomic
 from .images import open_image
 from .images.decode import has_alpha
@@ -70,8 +70,7 @@ def _pictures_in(folder: str) -> list[str | Unreadable]:
 
     def cannot_list(exc: OSError) -> None:
         path = Path(exc.filename)
-        entries[path] = Unreadable(str(path), f"{path} cannot be read ({exc.strerror}); "
-                                              f"{CHECK_PATH}.")
+        entries[path] = Unreadable(str(path), cannot_read(path, exc.strerror))
 
     for root, _, names in os.walk(folder, onerror=cannot_list):
         pictures = (Path(root, name) for name in names

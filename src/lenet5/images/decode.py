@@ -18,7 +18,7 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from ..errors import CHECK_PATH, ImageError
+from ..errors import ImageError, cannot_read
 
 MAX_FILE_BYTES = 50 * 1024 * 1024
 """Files larger than this are refused before reading: no digit photo needs more."""
@@ -85,7 +85,7 @@ def _read_limited(f: BinaryIO, label: str, expected: int) -> bytes:
             chunks.append(f.read(2**20))
             size += len(chunks[-1])
     except (OSError, ValueError) as exc:
-        raise ImageError(f"{label} cannot be read ({exc}); {CHECK_PATH}.") from exc
+        raise ImageError(cannot_read(label, exc)) from exc
     if size > MAX_FILE_BYTES:
         raise ImageError(_too_large(label))
     return bytes(chunks[0]) if size == len(chunks[0]) else b"".join(chunks)
@@ -100,7 +100,7 @@ def _open_regular(path: Path, label: str) -> BinaryIO:
     except FileNotFoundError:
         raise ImageError(f"{label} does not exist; check the path.") from None
     except OSError as exc:
-        raise ImageError(f"{label} cannot be read ({exc.strerror or exc}); {CHECK_PATH}.") from exc
+        raise ImageError(cannot_read(label, exc.strerror or exc)) from exc
     try:
         st = os.fstat(fd)
         if stat.S_ISDIR(st.st_mode):
