@@ -615,3 +615,16 @@ def test_a_picture_named_like_an_option_is_told_how_to_name_it(untrained_model, 
     with pytest.raises(SystemExit):  # a parser that was not told what it parses
         build_parser().parse_args(["predict", str(untrained_model), "-7.png"])
     assert "unrecognized" in (err := capsys.readouterr().err) and "./-7.png" not in err
+
+
+def test_the_last_line_counts_images_and_folders_apart(untrained_model, tmp_path, capsys):
+    Image.new("L", (100, 100), 240).save(tmp_path / "blank.png")
+    drawing().save(tmp_path / "seven.png")
+    (tmp_path / "empty").mkdir()
+    code, _, err = run_cli(capsys, "predict", untrained_model, tmp_path / "seven.png",
+                           tmp_path / "empty")
+    assert code == 1 and err.endswith("lenet5: 1 folder gave no image.\n"), err
+    code, _, err = run_cli(capsys, "predict", untrained_model, tmp_path / "seven.png",
+                           tmp_path / "blank.png", tmp_path / "empty", tmp_path / "empty")
+    assert code == 1 and err.endswith(
+        "lenet5: 1 of 2 images could not be classified; 2 folders gave no image.\n"), err

@@ -3,6 +3,7 @@
 import errno
 import os
 import stat
+import subprocess
 import time
 
 import pytest
@@ -263,3 +264,17 @@ def test_a_name_near_the_limit_is_written_atomically(tmp_path, name):
 ])
 def test_a_name_is_cut_between_characters(name, size, cut):
     assert files.cut_name(name, size) == cut
+
+
+def test_a_temporary_is_abandoned_once_its_process_is_gone_and_it_lay_a_minute(tmp_path):
+    child = subprocess.Popen(["true"])
+    child.wait()  # its pid now names no process
+    path = tmp_path / ".x.part"
+    path.write_bytes(b"")
+    assert not files.abandoned(path, child.pid)  # just written: another machine's, maybe
+    old = time.time() - files.ABANDONED_AFTER - 1
+    os.utime(path, (old, old))
+    assert files.abandoned(path, child.pid)
+    assert not files.abandoned(path, os.getpid())  # its writer lives
+    assert not files.abandoned(tmp_path / "gone.part", child.pid)  # nothing there
+    assert files.process_alive(os.getpid()) and not files.process_alive(child.pid)

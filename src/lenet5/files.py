@@ -19,6 +19,7 @@ import os
 import re
 import stat
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -182,12 +183,36 @@ def training_now(directory: Path) -> bool:
     locked: taking the lock, even shared, could turn away a run starting at that moment."""
     try:
         pid = int((directory / LOCK_FILE).read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return False
+    return process_alive(pid)
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this machine (another user's too)."""
+    try:
         os.kill(pid, 0)
     except PermissionError:  # alive, another user's
         return True
-    except (OSError, ValueError, IndexError):
+    except (OSError, OverflowError):
         return False
     return True
+
+
+ABANDONED_AFTER = 60.0
+"""Seconds a temporary named for a process that no longer runs must have lain unchanged
+before it is taken for what a killed process left: a process of another machine or container
+sharing the folder looks gone from here, but one still writing keeps its file fresh."""
+
+
+def abandoned(path: str | Path, pid: int) -> bool:
+    """Whether the temporary ``path``, named for process ``pid``, was left by a process killed
+    outright (``kill -9``, a power cut), which had no chance to remove it."""
+    try:
+        idle = time.time() - os.lstat(path).st_mtime
+    except OSError:
+        return False
+    return idle >= ABANDONED_AFTER and not process_alive(pid)
 
 
 _TEMPORARY = re.compile(r"\.(?P<name>.+)\.[A-Za-z0-9_]+\.tmp")
