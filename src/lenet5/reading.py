@@ -56,7 +56,12 @@ Five seeds of the default recipe on two development sets (600 numbers, 150 and 3
 600 non-digits, 1,000 single photos each): non-digits refused +3.9 and +4.2 points, numbers
 read -0.03 and -0.30, hard ones -0.27 and -0.27, single photos as right as before (+0.14 and
 +0.02 refused: read as two digits, wrong before). Requiring two sure digits (or half of them)
-instead, simulated on the same readings: non-digits +4.8, numbers -1.1."""
+instead, simulated on the same readings: non-digits +4.8, numbers -1.1. Letters cut in pieces
+(an M read as 11, an h as 17) are one mark cut into digits; holding such digits to SURE,
+simulated with `pretrained` on two development sets (300 numbers, 150 hard ones, 400
+non-digits each): non-digits +4.6 and +2.1 points, but numbers -9.0 and -10.3, hard ones -11.4
+and -10.0 (touching digits are cut from one mark too, and read less surely); at 0.6 non-digits
++2.0 and +1.3, numbers -2.3 and -2.3. Not adopted."""
 SURE_WIDTH = 0.9
 """Ink that would be cut (wider than `numbers.SPLIT_WIDTH` of its height, as half of MNIST's
 digits are) but is no wider than SURE_WIDTH of its height and, read whole, at least SURE

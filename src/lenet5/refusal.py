@@ -32,7 +32,13 @@ calibrated again each way, on one development set (seeds 1501-1504: 300 numbers,
 non-digits, 1,000 single photos): the mean of their log-probabilities, renormalised (a
 product of experts), refused 78.5% of the non-digits (77.8% by the mean probability), read
 85.3% of the numbers (86.0%) and 98.5% of the single photos right (98.4%); each class's
-worst view 79.0%, 83.3% and 98.2%. Not adopted.
+worst view 79.0%, 83.3% and 98.2%. Not adopted. A second test beside the probability, the
+distance of a candidate's C5 or F6 features (cosine, to its 1 or 10 nearest of 20,000
+training digits or 5,000 redrawn ones), `pretrained` on one development set (365 non-digits
+and 1,000 single photos, each read whole): at a distance refusing as many photos as a higher
+threshold would, it refused at best 2-2.5 points more of the non-digits (C5, training digits:
+83.6% against 81.1% with 0.9% of the photos refused), and with F6 or redrawn digits up to 3
+points fewer; not worth a model file carrying thousands of features. Not adopted.
 
 Calibration (at the end of `lenet5 train`) sets the threshold from digits the network did not
 train on in that form: the validation split where there is one, else training digits, each
