@@ -627,7 +627,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
         _emit_json(results)
     failed = sum("error" in r for r in results)
     if failed:
-        print(f"lenet5: {_failures(results, files)}.", file=sys.stderr)
+        folders = sum(isinstance(file, Unreadable) for file in files[:len(results)])
+        print(f"lenet5: {_failures(failed - folders, len(results) - folders, folders)}.",
+              file=sys.stderr)
     unsaved = [r["save_error"] for r in results if "save_error" in r]
     if unsaved:
         print(f"lenet5: --save-input: {len(unsaved)} of {len(results)} pictures could not be "
@@ -635,14 +637,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 1 if failed or unsaved else 0
 
 
-def _failures(results: list[dict], files: list) -> str:
-    """What could not be read, pictures and folders counted apart: "2 of 5 images could
-    not be classified; 1 folder gave no image"."""
-    from .predict import Unreadable
-
-    folders = sum(isinstance(file, Unreadable) for file in files[:len(results)])
-    images = len(results) - folders
-    failed = sum("error" in r for r in results) - folders
+def _failures(failed: int, images: int, folders: int) -> str:
+    """What could not be read, images and folders that gave none counted apart: "2 of 5
+    images could not be classified; 1 folder gave no image"."""
     said = [f"{failed} of {images} image{'s' if images != 1 else ''} could not be "
             "classified"] if failed else []
     if folders:
