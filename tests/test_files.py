@@ -3,10 +3,10 @@
 import errno
 import os
 import stat
-import subprocess
 import time
 
 import pytest
+from leftovers import dead_pid, leave_behind
 
 from lenet5 import files
 from lenet5.errors import Lenet5Error
@@ -267,14 +267,27 @@ def test_a_name_is_cut_between_characters(name, size, cut):
 
 
 def test_a_temporary_is_abandoned_once_its_process_is_gone_and_it_lay_a_minute(tmp_path):
-    child = subprocess.Popen(["true"])
-    child.wait()  # its pid now names no process
-    path = tmp_path / ".x.part"
-    path.write_bytes(b"")
-    assert not files.abandoned(path, child.pid)  # just written: another machine's, maybe
-    old = time.time() - files.ABANDONED_AFTER - 1
-    os.utime(path, (old, old))
-    assert files.abandoned(path, child.pid)
+    gone = dead_pid()
+    path = leave_behind(tmp_path / ".x.part", old=False)
+    assert not files.abandoned(path, gone)  # just written: another machine's, maybe
+    leave_behind(path)
+    assert files.abandoned(path, gone)
     assert not files.abandoned(path, os.getpid())  # its writer lives
-    assert not files.abandoned(tmp_path / "gone.part", child.pid)  # nothing there
-    assert files.process_alive(os.getpid()) and not files.process_alive(child.pid)
+    assert not files.abandoned(tmp_path / "gone.part", gone)  # nothing there
+    assert files.process_alive(os.getpid()) and not files.process_alive(gone)
+
+
+def test_only_the_abandoned_temporaries_of_the_names_given_are_removed(tmp_path):
+    gone, long = dead_pid(), "a" * 200 + ".png"  # a long name's temporary holds it cut
+    cut = files.cut_name(long, files.TEMPORARY_NAME_BYTES)
+    removed = [leave_behind(tmp_path / f".{name}.{gone}.k2j4_x9q.tmp")
+               for name in ("report.html", cut)]
+    kept = [leave_behind(tmp_path / f".report.html.{gone}.b2.tmp", old=False),  # fresh
+            leave_behind(tmp_path / f".report.html.{os.getpid()}.c3.tmp"),  # its writer lives
+            leave_behind(tmp_path / f".notes.txt.{gone}.d4.tmp"),  # not a name given
+            leave_behind(tmp_path / ".report.html.e5f6g7h8.tmp")]  # no pid: whose is unknown
+    files.remove_abandoned(tmp_path, files.TEMPORARY, {"report.html", long})
+    assert not any(path.exists() for path in removed) and all(path.exists() for path in kept)
+    with files.atomic_file(tmp_path / "x.png"):  # what it writes has such a name
+        (writing,) = tmp_path.glob(".x.png.*")
+        assert files.TEMPORARY.fullmatch(writing.name)["pid"] == str(os.getpid())

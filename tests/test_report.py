@@ -1,10 +1,13 @@
 """Run reports: every figure and the page are written, non-trivial, and self-contained."""
 
+import html
 import json
+import os
 import re
 
 import numpy as np
 import pytest
+from leftovers import dead_pid, leave_behind
 from PIL import Image
 
 from lenet5.arch import ARCHITECTURES, init_params
@@ -218,3 +221,32 @@ def test_a_model_file_whose_epochs_is_not_a_number_still_reports(synthetic_run):
     save_model(synthetic_run / "model.safetensors", params, {**metadata, "epochs": "abc"})
     write_report(synthetic_run, log=lambda _: None)
     assert "<tr><td>epochs</td><td>2</td></tr>" in (synthetic_run / PAGE).read_text()
+
+
+@pytest.mark.parametrize("row", ['{}', '{"epoch": 1, "test_acc": "abc"}',
+                                 '{"epoch": true, "train_loss": 0.5}'])
+def test_a_damaged_metrics_row_is_one_sentence(synthetic_run, row, capsys):
+    """Rows edited by hand had given a KeyError or numpy's TypeError from the plots."""
+    (synthetic_run / "metrics.jsonl").write_text(row + "\n")
+    assert main(["report", str(synthetic_run)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"lenet5: error: {synthetic_run / 'metrics.jsonl'} is damaged: its "
+                          "row 1 has no number for ") and err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize("name", ["cost $5 vs $6", "m$\\foo{$", os.fsdecode(b"r\xff")])
+def test_any_run_folder_name_reports(synthetic_run, name, capsys):
+    """A "$" pair had been drawn as math ("m$\\foo{$" raised an unknown-symbol error), and a
+    name that is not UTF-8 had failed in matplotlib and in the page."""
+    run = synthetic_run.rename(synthetic_run.with_name(name))
+    assert main(["report", str(run), "--out", str(run.with_name("out"))]) == 0, \
+        capsys.readouterr().err
+    page = (run.with_name("out") / "report.html").read_text()
+    shown = "r\ufffd" if name.startswith("r") else name
+    assert f"({html.escape(shown)})" in page
+
+
+def test_a_report_removes_what_a_killed_one_left(synthetic_run):
+    old = leave_behind(synthetic_run / f".curves.png.{dead_pid()}.ab12cd34.tmp")
+    write_report(synthetic_run)
+    assert not old.exists() and not list(synthetic_run.glob(".*.tmp"))

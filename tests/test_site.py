@@ -24,6 +24,7 @@ from browser import (
     serve_folder,
     touch_draw,
 )
+from leftovers import dead_pid, leave_behind
 from safetensors.numpy import save
 
 from lenet5 import arch, checkpoint, site
@@ -141,6 +142,21 @@ def test_refuses_a_file_or_a_folder_of_other_things_and_replaces_a_site(tmp_path
     with pytest.raises(ModelFileError, match="no model at"):
         write_site(tmp_path / "missing", tmp_path / "other")
     assert not (tmp_path / "other").exists()
+
+
+def test_what_a_killed_export_left_neither_blocks_the_next_nor_stays(tmp_path):
+    """kill -9 while a site's file was written left its temporary, and the same command was
+    refused: a folder with other files in it."""
+    model = model_file(tmp_path, "lenet5")
+    site_dir = tmp_path / "site"
+    gone = dead_pid()
+    fresh = leave_behind(site_dir / "static" / f".style.css.{gone}.ab12cd34.tmp", old=False)
+    (site_dir / "index.html").write_bytes(site._page()["index.html"])  # as far as it got
+    write_site(model, site_dir)  # a fresh one may be another machine's: kept, not refused
+    assert fresh.exists()
+    old = leave_behind(fresh)
+    write_site(model, site_dir)
+    assert not old.exists() and not list(site_dir.rglob("*.tmp"))
 
 
 def test_export_command_writes_the_site(tmp_path, capsys):

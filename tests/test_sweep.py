@@ -48,6 +48,13 @@ def test_settings_are_every_combination_in_order():
     assert setting_name({}) == "base"
 
 
+def test_a_value_holding_a_path_names_one_folder_under_out(tmp_path):
+    """--grid data_dir=../../x had put its runs outside --out."""
+    runs = plan(TrainConfig(), settings_of({"data_dir": ["../../x", "/abs/y"]}), 1, tmp_path)
+    assert [run.directory.relative_to(tmp_path).parts for run in runs] == [
+        ("data_dir-..%2F..%2Fx", "seed-0"), ("data_dir-%2Fabs%2Fy", "seed-0")]
+
+
 @pytest.mark.parametrize("grid, message", [
     ("colour=red", "'colour' is not a train option"),
     ("pool=max,mean", "'mean' is not a valid pool"),
@@ -62,6 +69,15 @@ def test_settings_are_every_combination_in_order():
 def test_bad_grid_items_are_one_sentence(grid, message, capsys, tmp_path):
     assert main(["sweep", "--seeds", "1", "--grid", grid, "--out", str(tmp_path)]) == 1
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("seeds", ["0", "10001", "100000000000000000000"])
+def test_seeds_out_of_range_are_one_sentence_before_any_plan(seeds, capsys, tmp_path):
+    """10**20 seeds had made a plan of every run, filling the memory."""
+    assert main(["sweep", "--seeds", seeds, "--out", str(tmp_path / "s")]) == 1
+    assert capsys.readouterr().err == (f"lenet5: error: --seeds must be between 1 and 10,000, "
+                                       f"got {seeds}.\n")
+    assert not (tmp_path / "s").exists()
 
 
 def test_an_axis_given_twice_is_one_sentence(capsys, tmp_path):

@@ -1,6 +1,7 @@
 """The training loop on a tiny synthetic dataset: files, resume, divergence, validation."""
 
 import json
+import math
 import warnings
 
 import numpy as np
@@ -739,8 +740,11 @@ def test_training_with_non_digits_calibrates_a_refusal_threshold(synthetic_datas
     assert 0.0 < refusal["threshold"] < 1.0 and refusal["digits"] == 100
     assert refusal["target_error"] == 0.05  # --refusal-error, as stated
     assert refusal["calibrated_on"] == "the validation split"
-    with pytest.raises(Lenet5Error, match="--nondigits must be at least 0"):
-        train(config(synthetic_dataset, tmp_path / "bad", nondigits=-1.0), log=quiet)
+    for bad in (-1.0, 1.5, math.nan, math.inf, 1e12):  # nan and inf had given tracebacks,
+        with pytest.raises(Lenet5Error, match=(  # 1e12 asked for terabytes
+                rf"--nondigits must be between 0 and 1 \(a share of the training set\), got "
+                rf"{bad}\.")):
+            train(config(synthetic_dataset, tmp_path / "bad", nondigits=bad), log=quiet)
 
 
 @pytest.mark.parametrize("epochs", [1, 1.5])

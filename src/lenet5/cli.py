@@ -256,7 +256,7 @@ def _data_flags(parser: argparse.ArgumentParser) -> None:
                         "it (letters and signs, handwritten and printed; strokes, scribbles, "
                         "hatching, shapes, blots; and junk cut from pairs of digits), which "
                         "teach the network to refuse what is not a "
-                        f"digit; 0 turns it off ({_arch_default('nondigits')})")
+                        f"digit; 0 to 1, 0 turns it off ({_arch_default('nondigits')})")
     parser.add_argument("--refusal-error", type=float, default=None, metavar="RATE",
                         help="the 'not a digit' threshold is calibrated after training so that "
                         "at most this share of the calibration digits it accepts are read "
@@ -466,8 +466,6 @@ def _grid_value(action: argparse.Action, item: str, field: str, value: str) -> o
 def cmd_sweep(args: argparse.Namespace) -> int:
     from .sweep import run_sweep
 
-    if args.seeds < 1:
-        raise Lenet5Error(f"--seeds must be at least 1, got {args.seeds}.")
     grid = _parse_grid(args.parser, args.grid)
     summary = run_sweep(_config_from(args), grid, args.seeds, Path(args.out),
                         workers=args.workers, ray_address=args.ray, log=_stderr_log)
@@ -914,8 +912,13 @@ def _to_go_on(command: str, interrupt: KeyboardInterrupt) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    parser = build_parser(argv)
-    args, unknown = parser.parse_known_args(argv)
+    _print_anything()
+    try:
+        parser = build_parser(argv)
+        args, unknown = parser.parse_known_args(argv)
+    except KeyboardInterrupt:  # Ctrl-C while the commands' modules load
+        print("lenet5: interrupted.", file=sys.stderr)
+        return 130
     if unknown and getattr(args, "intermixed", False):  # `predict a.png --json b.png`: the
         command = args.commands[args.command]  # command's arguments again, in any order
         rest = argv[argv.index(args.command) + 1:]
@@ -940,6 +943,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:  # met where nothing said more (a path in a folder this user may
         print(f"lenet5: error: {_os_error(exc)}", file=sys.stderr)  # not enter: Python
         return 1  # 3.11's Path tests raise there)
+
+
+def _print_anything() -> None:
+    """Let stdout and stderr write any text, what their encoding cannot as escapes: a file
+    name that is not UTF-8 comes in as lone surrogates (os.fsdecode), which a strict UTF-8
+    stream refuses after the work is done, and a plain ASCII locale refuses '±'."""
+    for stream in (sys.stdout, sys.stderr):
+        if getattr(stream, "errors", None) == "strict" and hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
 
 
 def _os_error(exc: OSError) -> str:

@@ -14,7 +14,7 @@ from . import checkpoint
 from .arch import arch_of
 from .engine import make_engine
 from .errors import Lenet5Error
-from .files import is_onnx_file, write_atomic
+from .files import TEMPORARY, is_onnx_file, remove_abandoned, write_atomic
 from .model import Model
 from .onnx_engine import OnnxEngine
 from .onnx_graph import OPSET, RAW_PIXELS, VIAS, to_onnx
@@ -55,6 +55,7 @@ def export(model_path: str | Path, out: str | Path, via: str = "numpy",
                           f"{max_diff:.3g} (more than {allowed:.3g}); {out} was not written. "
                           f"Try --via {next(v for v in VIAS if v != via)}, and please report "
                           "this.")
+    remove_abandoned(Path(out).parent, TEMPORARY, {Path(out).name})  # killed exports' files
     write_atomic(Path(out), data)
     return {"path": str(out), "bytes": len(data), "via": via, "opset": opset,
             "arch": arch.name, "max_abs_logit_diff": max_diff}

@@ -17,10 +17,11 @@ import itertools
 import json
 import os
 import re
+import shutil
 import stat
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -110,7 +111,7 @@ def atomic_file(path: Path, suffix: str = ".tmp") -> Iterator[BinaryIO]:
     path = Path(path)
     refuse_special_file(path)
     named = cut_name(path.name, TEMPORARY_NAME_BYTES)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{named}.", suffix=suffix)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{named}.{os.getpid()}.", suffix=suffix)
     try:
         os.fchmod(fd, 0o644)  # mkstemp makes 0600; models, runs and data are meant to be shared
         with os.fdopen(fd, "wb") as f:
@@ -215,7 +216,27 @@ def abandoned(path: str | Path, pid: int) -> bool:
     return idle >= ABANDONED_AFTER and not process_alive(pid)
 
 
-_TEMPORARY = re.compile(r"\.(?P<name>.+)\.[A-Za-z0-9_]+\.tmp")
+TEMPORARY = re.compile(r"\.(?P<name>.+?)(?:\.(?P<pid>\d+))?\.[A-Za-z0-9_]+\.tmp")
+"""A file `atomic_file` is writing: ``.NAME.PID.RANDOM.tmp`` (before PIDs, ``.NAME.RANDOM.tmp``)."""
+
+
+def remove_abandoned(folder: str | Path, pattern: re.Pattern[str],
+                     names: Collection[str] | None = None) -> None:
+    """Remove from `folder` what processes killed outright left there, which they had no
+    chance to remove: this user's entries named by `pattern` (its group "pid" the process's)
+    that are `abandoned`; with `names`, only those whose group "name" is one of them."""
+    named = None if names is None else {cut_name(name, TEMPORARY_NAME_BYTES) for name in names}
+    with contextlib.suppress(OSError), os.scandir(folder) as entries:
+        for entry in entries:
+            match = pattern.fullmatch(entry.name)
+            if (match and match["pid"] and (named is None or match["name"] in named)
+                    and entry.stat(follow_symlinks=False).st_uid == os.getuid()
+                    and abandoned(entry.path, int(match["pid"]))):
+                if entry.is_dir(follow_symlinks=False):
+                    shutil.rmtree(entry.path, ignore_errors=True)
+                else:
+                    with contextlib.suppress(OSError):
+                        os.unlink(entry.path)
 
 
 def remove_stale_temporaries(directory: str | Path) -> list[str]:
@@ -224,7 +245,7 @@ def remove_stale_temporaries(directory: str | Path) -> list[str]:
     removed = []
     with os.scandir(directory) as entries:
         for entry in entries:
-            match = _TEMPORARY.fullmatch(entry.name)
+            match = TEMPORARY.fullmatch(entry.name)
             if match and match["name"] in RUN_FILES and entry.is_file(follow_symlinks=False):
                 os.unlink(entry.path)
                 removed.append(entry.name)
@@ -236,8 +257,17 @@ def write_metrics(run_dir: Path, rows: list[dict]) -> None:
                  "".join(json.dumps(row) + "\n" for row in rows).encode())
 
 
-def read_metrics(run_dir: str | Path) -> list[dict]:
-    """The per-epoch rows of a run's metrics file."""
+METRICS_NEEDED = ("epoch",)
+"""What every row of a metrics file holds; it and the rest (METRICS_MEASURED), where a row has
+them, are numbers."""
+METRICS_MEASURED = ("train_loss", "train_acc", "val_acc", "test_loss", "test_acc", "seconds",
+                    "lr")
+
+
+def read_metrics(run_dir: str | Path, tested: bool = False) -> list[dict]:
+    """The per-epoch rows of a run's metrics file, each checked to hold the numbers a row
+    holds (with `tested`, the last a test accuracy too, as a finished run's does): a file
+    edited by hand is one sentence, not a KeyError in whatever reads it."""
     path = Path(run_dir) / METRICS_FILE
     try:
         rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
@@ -245,7 +275,19 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
         rows = None
     if rows is None or not all(isinstance(row, dict) for row in rows):
         raise Lenet5Error(f"cannot read {path}; pass a run directory made by `lenet5 train`.")
+    for number, row in enumerate(rows, start=1):
+        needed = METRICS_NEEDED + (("test_acc",) if tested and number == len(rows) else ())
+        wrong = [key for key in METRICS_NEEDED + METRICS_MEASURED
+                 if (key in needed or key in row) and not _is_number(row.get(key))]
+        if wrong:
+            raise Lenet5Error(f"{path} is damaged: its row {number} has no number for "
+                              f"{', '.join(wrong)}; train the run again, or pass another run "
+                              "directory.")
     return rows
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def read_config(run_dir: str | Path, needed_by: str) -> dict:

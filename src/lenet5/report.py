@@ -19,6 +19,7 @@ from __future__ import annotations
 import html
 import io
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -37,10 +38,12 @@ from .files import (
     CONFIG_FILE,
     METRICS_FILE,
     MODEL_FILE,
+    TEMPORARY,
     make_folder,
     not_trained_yet,
     read_config,
     read_metrics,
+    remove_abandoned,
     training_now,
     unfinished_run,
     write_atomic,
@@ -108,7 +111,7 @@ def plot_curves(metrics: list[dict], path: Path, title: str,
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.suptitle(title, fontsize=13)
+    fig.suptitle(title.replace("$", r"\$"), fontsize=13)  # a "$" in a run's name is no math
     return save_figure(fig, path)
 
 
@@ -390,6 +393,7 @@ def write_report(run_dir: str | Path, *, out: str | Path | None = None, engine: 
     metrics, config = _read_run(run)
     folder = run if out is None else Path(out)
     make_folder(folder)
+    remove_abandoned(folder, TEMPORARY, {*FIGURES, "report.html"})  # killed reports' files
     model = load_model(run, engine=engine, device=device)
     dataset = model.metadata.get("dataset", config.get("dataset", "mnist"))
     data = load_dataset(dataset, config.get("data_dir"), log=log)
@@ -397,7 +401,7 @@ def write_report(run_dir: str | Path, *, out: str | Path | None = None, engine: 
     labels = data.test_labels.astype(np.int64)  # (N,)
     predictions = probs.argmax(axis=1)
     errors = int(np.count_nonzero(predictions != labels))
-    name = f"{model.arch.name} on {dataset} ({run.name})"
+    name = f"{model.arch.name} on {dataset} ({os.fsencode(run.name).decode(errors='replace')})"
 
     index = feature_index % len(labels)
     trained = model.metadata.get("epochs")  # a part pass's row counts as a whole one

@@ -33,7 +33,7 @@ from .arch import (
 )
 from .data.transforms import mean_std
 from .errors import Lenet5Error
-from .files import is_onnx_file, write_atomic
+from .files import TEMPORARY, is_onnx_file, remove_abandoned, write_atomic
 from .version import __version__
 
 SITE_FORMAT = "lenet5-web"
@@ -122,10 +122,20 @@ def _is_site(folder: Path) -> bool:
         page = (folder / "index.html").read_text(encoding="utf-8", errors="replace")
     except OSError:
         return False
-    ours = {*_page(), "model.safetensors", "model.json"}
     return ENGINE_SCRIPT in page and all(  # (stops at the first other file: -o ~ is no walk)
-        path.relative_to(folder).as_posix() in ours for path in folder.rglob("*")
-        if not path.is_dir())
+        _site_file(path.relative_to(folder)) for path in folder.rglob("*") if not path.is_dir())
+
+
+def _site_file(path: Path) -> bool:
+    """Whether `path`, within a site's folder, is one of its files or what a killed write of
+    one left (``atomic_file``'s temporary)."""
+    written = TEMPORARY.fullmatch(path.name)
+    return (path.with_name(written["name"]) if written else path).as_posix() in _site_files()
+
+
+def _site_files() -> set[str]:
+    """A site's files, as paths within its folder."""
+    return {*_page(), "model.safetensors", "model.json"}
 
 
 def _check_target(out: Path) -> None:
@@ -148,6 +158,9 @@ def write_site(model_path: str | Path, out_dir: str | Path) -> dict:
     _, metadata = checkpoint.load_model(source)  # a damaged or foreign file fails here
     out = Path(out_dir)
     _check_target(out)
+    names = _site_files()
+    for folder in {(out / name).parent for name in names}:  # what killed exports left there
+        remove_abandoned(folder, TEMPORARY, {Path(name).name for name in names})
     contents = {**_page(), "model.safetensors": source.read_bytes(),
                 "model.json": json.dumps(site_json(metadata), separators=(",", ":")).encode()}
     for name, data in contents.items():  # model.json, the mark of a site, last

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from multiprocessing import active_children, get_context
 from pathlib import Path
 from types import ModuleType
+from urllib.parse import quote
 
 import numpy as np
 
@@ -70,8 +71,10 @@ def settings_of(grid: dict[str, list]) -> list[dict]:
 
 
 def setting_name(params: dict) -> str:
-    """A folder name for a setting: 'pool-avg_lr-0.001', or 'base' without a grid."""
-    return "_".join(f"{k}-{v}" for k, v in params.items()) or "base"
+    """A folder name for a setting: 'pool-avg_lr-0.001', or 'base' without a grid; a value's
+    "/" and other characters a name should not hold are %-escaped (data_dir-..%2F..%2Fdata),
+    so that every run stays in its own folder under --out."""
+    return "_".join(f"{k}-{quote(str(v), safe='')}" for k, v in params.items()) or "base"
 
 
 def plan(base: TrainConfig, settings: list[dict], seeds: int, out: Path) -> list[Run]:
@@ -117,7 +120,7 @@ def finished_metrics(runs: list[Run]) -> dict[tuple[int, int], list[dict]]:
             continue
         try:
             metadata = load_model(run.directory)[1]
-            rows = read_metrics(run.directory)
+            rows = read_metrics(run.directory, tested=True)
         except Lenet5Error:
             continue
         if metadata["epochs"] >= run.epochs and METADATA_KEY in metadata:
@@ -388,10 +391,17 @@ def _outcome(result: Callable[[], str | None]) -> str | None:
 
 # --- the sweep ----------------------------------------------------------------------------
 
+MAX_SEEDS = 10_000
+"""Seeds per setting beyond any comparison's need (a typo: 10**20 had filled the memory with
+the plan of its runs)."""
+
+
 def run_sweep(base: TrainConfig, grid: dict[str, list], seeds: int, out: Path, *,
               workers: int | None = None, ray_address: str | None = None,
               log: Callable[[str], None] = print) -> dict:
     """Train what is not finished yet, then write and return the summary."""
+    if not 1 <= seeds <= MAX_SEEDS:
+        raise Lenet5Error(f"--seeds must be between 1 and {MAX_SEEDS:,}, got {seeds}.")
     if workers is not None and workers < 1:
         raise Lenet5Error(f"--workers must be at least 1, got {workers}.")
     if ray_address:
@@ -415,7 +425,7 @@ def run_sweep(base: TrainConfig, grid: dict[str, list], seeds: int, out: Path, *
                 failures[(run.setting, run.seed)] = error
                 log(f"{label}: failed: {error}")
             else:
-                accuracy = read_metrics(run.directory)[-1]["test_acc"]
+                accuracy = read_metrics(run.directory, tested=True)[-1]["test_acc"]
                 log(f"{label}: test accuracy {100 * accuracy:.2f}%")
 
         if ray_address:

@@ -59,6 +59,8 @@ CALIBRATION_STREAM = 3  # the redrawn digits and non-digits the refusal is calib
 # Fewer calibration digits than this leave the threshold to a handful of wrong readings (at the
 # default 1.6% error, 100 digits allow 1.6 wrong ones).
 MIN_CALIBRATION_DIGITS = 100
+# --nondigits adds at most as many made-up non-digits as there are digits (the default: 0.2)
+MAX_NONDIGITS = 1.0
 # each optimizer-specific setting -> the optimizers that take it
 OPTIMIZERS_TAKING = {name: [o for o, names in OPTIMIZER_OPTIONS.items() if name in names]
                      for names in OPTIMIZER_OPTIONS.values() for name in names}
@@ -118,11 +120,14 @@ class TrainConfig:
             raise Lenet5Error(f"--epochs must be a positive number, got {self.epochs}.")
         for flag, value, low in (("--batch-size", self.batch_size, 1),
                                  ("--val-size", self.val_size, 0), ("--limit", limit, 1),
-                                 ("--seed", self.seed, 0), ("--nondigits", self.nondigits, 0),
+                                 ("--seed", self.seed, 0),
                                  ("--calibration-digits", self.calibration_digits,
                                   MIN_CALIBRATION_DIGITS)):
             if value is not None and value < low:
                 raise Lenet5Error(f"{flag} must be at least {low}, got {value}.")
+        if self.nondigits is not None and not 0 <= self.nondigits <= MAX_NONDIGITS:
+            raise Lenet5Error(f"--nondigits must be between 0 and {MAX_NONDIGITS:g} (a share of "
+                              f"the training set), got {self.nondigits}.")
         if self.augment is not None and self.augment not in AUGMENTATIONS:
             raise Lenet5Error(f"unknown --augment {self.augment!r}; choose one of: "
                               f"{', '.join(AUGMENTATIONS)}.")

