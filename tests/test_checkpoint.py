@@ -42,6 +42,20 @@ def test_missing_model_names_the_path(tmp_path):
         checkpoint.load_model(tmp_path / "nowhere")
 
 
+@pytest.mark.parametrize("empty", ["", " "])
+def test_an_empty_model_argument_says_so(empty, model_file, monkeypatch):
+    monkeypatch.chdir(model_file.parent)  # "" had been taken for this folder: "no model at ;"
+    with pytest.raises(ModelFileError, match="^the model given is empty; pass a"):
+        checkpoint.load_model(empty)
+
+
+def test_an_onnx_file_is_named_as_one(tmp_path):
+    (tmp_path / "m.onnx").write_bytes(b"\x08\x08\x12\x07pytorch")  # as an ONNX file begins
+    with pytest.raises(ModelFileError, match=r"m\.onnx is not a model file: it is an ONNX file, "
+                                             "which this command does not read; pass"):
+        checkpoint.load_model(tmp_path / "m.onnx")
+
+
 def test_truncated_file(model_file):
     data = model_file.read_bytes()
     model_file.write_bytes(data[: len(data) // 2])

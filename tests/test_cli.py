@@ -108,6 +108,20 @@ def test_a_usage_mistake_points_at_its_commands_help(capsys):
         assert err.startswith(f"{command}: error: ") and f"see `{command} --help`." in err
 
 
+@pytest.mark.parametrize("argv", [["train", "--out", ""], ["sweep", "--seeds", "1", "--out", " "],
+                                  ["report", "run", "--out", ""],
+                                  ["predict", "a.png", "--save-input", ""]])
+def test_an_empty_folder_option_is_refused(argv, capsys, tmp_path, monkeypatch):
+    """It had written into the current folder (train: into runs/) without a word."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2 and capsys.readouterr().err == (
+        f"lenet5 {argv[0]}: error: argument {argv[-2]}: is empty; name a folder (. for this "
+        f"one); see `lenet5 {argv[0]} --help`.\n")
+    assert not any(tmp_path.iterdir())
+
+
 def test_version(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["--version"])
@@ -257,6 +271,10 @@ def test_ctrl_c_says_how_to_go_on(capsys, monkeypatch, synthetic_dataset, tmp_pa
     monkeypatch.setattr(lenet5.cli, "cmd_summary", interrupted)
     code, _, err = run_cli(capsys, "summary")
     assert code == 130 and err == "lenet5: interrupted.\n"
+    with monkeypatch.context() as loading:  # the commands' modules are imported: a traceback
+        loading.setattr(lenet5.cli, "build_parser", interrupted)
+        code, _, err = run_cli(capsys, "summary")
+    assert code == 130 and err == "lenet5: interrupted.\n"
     monkeypatch.setattr(lenet5.cli, "cmd_sweep", interrupted)
     code, _, err = run_cli(capsys, "sweep", "--seeds", "1", "--out", str(tmp_path / "sw"))
     assert code == 130 and err == ("lenet5: interrupted; run the same command again to go on: "
@@ -331,6 +349,8 @@ def test_main_runs_in_a_thread_that_is_not_the_main_one(capsys):
      "somewhere else."),
     (OSError(5, "Input/output error"), "Input/output error; check the paths given and their "
                                        "permissions."),
+    (OSError(36, "File name too long", "a" * 300), f"{'a' * 300}: File name too long; the name "
+                                                  "is too long; choose a shorter path."),
 ])
 def test_an_os_error_no_command_explained_is_one_sentence(error, said, capsys, monkeypatch):
     """A path this user may not look at raises from Path's tests on Python 3.11, wherever a

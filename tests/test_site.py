@@ -159,6 +159,26 @@ def test_what_a_killed_export_left_neither_blocks_the_next_nor_stays(tmp_path):
     assert not old.exists() and not list(site_dir.rglob("*.tmp"))
 
 
+def test_a_site_replaced_part_way_is_no_finished_site(tmp_path, monkeypatch):
+    """Ctrl-C after the new model's weights were written had left the old model.json
+    describing another network beside them."""
+    site_dir = tmp_path / "site"
+    write_site(model_file(tmp_path, "lenet5-1998"), site_dir)
+    real = site.write_atomic
+
+    def stopped_at_the_mark(path, data):
+        if path.name == "model.json":
+            raise KeyboardInterrupt
+        real(path, data)
+
+    monkeypatch.setattr(site, "write_atomic", stopped_at_the_mark)
+    with pytest.raises(KeyboardInterrupt):
+        write_site(model_file(tmp_path, "lenet5"), site_dir)
+    assert not (site_dir / "model.json").exists()
+    monkeypatch.setattr(site, "write_atomic", real)
+    assert write_site(model_file(tmp_path, "lenet5"), site_dir)["arch"] == "lenet5"
+
+
 def test_export_command_writes_the_site(tmp_path, capsys):
     model = model_file(tmp_path, "lenet5")
     assert main(["export", str(model), "--format", "web", "-o", str(tmp_path / "site"),

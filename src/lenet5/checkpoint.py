@@ -23,7 +23,7 @@ from safetensors.numpy import save
 from . import pretrained
 from .arch import ARCHITECTURES, Architecture, arch_of
 from .errors import Lenet5Error, ModelFileError, cannot_read
-from .files import MODEL_FILE, not_trained_yet, unfinished_run, write_atomic
+from .files import MODEL_FILE, is_onnx_file, not_trained_yet, unfinished_run, write_atomic
 from .hparams import OPTIMIZER_SLOTS
 
 MAGIC = "lenet5-model"
@@ -117,6 +117,9 @@ def resolve_model_path(path: str | Path) -> Path:
                                  f"({pretrained.path()} is missing); reinstall lenet5, or build "
                                  "it with `python scripts/build_pretrained.py`.")
         return pretrained.path()
+    if not str(path).strip():  # Path("") is the current folder
+        raise ModelFileError(f"the model given is empty; pass a {MODEL_FILE} file, a run "
+                             f"directory made by `lenet5 train`, or {pretrained.NAME}.")
     p = Path(path)
     _refuse_unreadable(p)
     if p.is_dir() and unfinished_run(p):
@@ -152,9 +155,10 @@ def _begins_as_safetensors(path: Path) -> bool:
 
 def _read(path: Path, magic: str, what: str) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     if not _begins_as_safetensors(path):  # a text file, a picture: no "truncated" advice
-        raise ModelFileError(f"{path} is not a {what}: it does not begin as a safetensors file "
-                             "does; pass a file written by `lenet5 train` (or its run "
-                             "directory).")
+        kind = ("it is an ONNX file, which this command does not read" if is_onnx_file(path)
+                else "it does not begin as a safetensors file does")
+        raise ModelFileError(f"{path} is not a {what}: {kind}; pass a file written by `lenet5 "
+                             "train` (or its run directory).")
     try:
         with safe_open(str(path), framework="np") as f:
             meta = f.metadata() or {}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import functools
 import json
 import math
@@ -58,6 +59,13 @@ def _answer(args: argparse.Namespace, document: dict, text: str) -> int:
 
 def _command(sub: Subparsers, name: str, help: str, **kw) -> argparse.ArgumentParser:
     return sub.add_parser(name, help=help, description=help, formatter_class=_Formatter, **kw)
+
+
+def _folder(text: str) -> str:
+    """A folder option's value: an empty one would name the current folder unsaid."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("is empty; name a folder (. for this one)")
+    return text
 
 
 def _engine_flags(parser: argparse.ArgumentParser, inference: bool = False,
@@ -307,7 +315,7 @@ def add_train(sub: Subparsers) -> None:
     train.add_argument("--seed", type=int, default=None,
                        help="random seed (init, shuffling), 0 or more (default: "
                        f"{TrainConfig.seed})")
-    train.add_argument("--out", default=None,
+    train.add_argument("--out", default=None, type=_folder,
                        help=f"run directory (default: {RUNS_DIR}/<arch>-<engine>-<date>-<time>)")
     train.add_argument("--resume", default=None, metavar="RUN_DIR",
                        help="continue an interrupted run from its last finished epoch, with "
@@ -403,7 +411,7 @@ def add_sweep(sub: Subparsers) -> None:
     sweep.add_argument("--grid", nargs="+", default=[], metavar="KEY=V1,V2",
                        help="settings to compare: a train option and its values, e.g. "
                        "pool=max,avg lr=1e-3,3e-3 (every combination; default: one setting)")
-    sweep.add_argument("--out", required=True, metavar="DIR",
+    sweep.add_argument("--out", required=True, metavar="DIR", type=_folder,
                        help="folder for the runs, summary.json, summary.md and sweep.png "
                        "(required; an existing sweep there is resumed)")
     sweep.add_argument("--workers", type=int, default=None,
@@ -481,7 +489,7 @@ def add_report(sub: Subparsers) -> None:
                       "mistakes, feature maps, C1 filters) and report.html into its directory "
                       "or another.")
     report.add_argument("run_dir", metavar="RUN_DIR", help="run directory made by `lenet5 train`")
-    report.add_argument("--out", metavar="DIR", default=None,
+    report.add_argument("--out", metavar="DIR", default=None, type=_folder,
                         help="folder to write them into, made if need be (default: RUN_DIR)")
     _engine_flags(report)
     report.set_defaults(func=cmd_report)
@@ -553,7 +561,7 @@ def add_predict(sub: Subparsers) -> None:
                          "answers")
     _engine_flags(predict, inference=True)
     predict.add_argument("--top-k", type=int, default=3, help="alternatives to show")
-    predict.add_argument("--save-input", default=None, metavar="DIR",
+    predict.add_argument("--save-input", default=None, metavar="DIR", type=_folder,
                          help="write each image, its digits boxed, beside the 28x28 images "
                          "the network saw, into DIR, under names that are none of the images' "
                          "(default: nothing written)")
@@ -959,7 +967,7 @@ def _os_error(exc: OSError) -> str:
     what to do."""
     from .files import DISK_FULL, ERRNO_MEANINGS
 
-    if exc.errno in DISK_FULL:
+    if exc.errno in DISK_FULL | {errno.ENAMETOOLONG, errno.ENOTDIR}:  # reading or writing
         advice = ERRNO_MEANINGS[exc.errno]
     else:
         advice = ("check the path and its permissions" if exc.filename is not None

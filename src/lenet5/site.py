@@ -33,7 +33,7 @@ from .arch import (
 )
 from .data.transforms import mean_std
 from .errors import Lenet5Error
-from .files import TEMPORARY, is_onnx_file, remove_abandoned, write_atomic
+from .files import TEMPORARY, is_onnx_file, remove_abandoned, write_atomic, write_error
 from .version import __version__
 
 SITE_FORMAT = "lenet5-web"
@@ -163,7 +163,11 @@ def write_site(model_path: str | Path, out_dir: str | Path) -> dict:
         remove_abandoned(folder, TEMPORARY, {Path(name).name for name in names})
     contents = {**_page(), "model.safetensors": source.read_bytes(),
                 "model.json": json.dumps(site_json(metadata), separators=(",", ":")).encode()}
-    for name, data in contents.items():  # model.json, the mark of a site, last
+    try:  # model.json, the mark of a finished site, goes first and comes back last: a site
+        (out / "model.json").unlink(missing_ok=True)  # replaced part-way is no finished one
+    except OSError as exc:  # describing one model beside another's weights
+        raise write_error(out / "model.json", exc, "replace") from None
+    for name, data in contents.items():
         write_atomic(out / name, data)
     return {"format": "web", "path": str(out), "arch": metadata["arch"],
             "files": sorted(contents), "bytes": sum(len(data) for data in contents.values())}
