@@ -409,3 +409,23 @@ def test_a_run_s_seconds_keep_two_figures_below_ten():
 
     assert [_seconds(v) for v in (0.234, 1.0, 9.96, 59.2, None)] == [
         "0.23", "1.0", "10", "59", "-"]
+
+
+def test_a_ray_address_nothing_answers_at_is_one_sentence_at_once():
+    """Ray retries such an address for minutes, saying so only in its log (Ctrl-C too took
+    half a minute to stop it)."""
+    import socket
+
+    from lenet5.sweep import _refuse_unreachable
+
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        port = listening.getsockname()[1]
+        listening.listen()
+        _refuse_unreachable(f"127.0.0.1:{port}")  # something answers: Ray's to judge
+        _refuse_unreachable(f"ray://127.0.0.1:{port}")
+    for address in (f"127.0.0.1:{port}", f"ray://127.0.0.1:{port}"):  # closed now
+        with pytest.raises(Lenet5Error, match=rf"^cannot reach a Ray cluster at --ray "
+                                              rf"{address} \(Connection refused\); start one"):
+            _refuse_unreachable(address)
+    _refuse_unreachable("auto")  # the cluster `ray start` named, or one started here

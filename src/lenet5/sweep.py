@@ -22,6 +22,7 @@ import math
 import os
 import shutil
 import signal
+import socket
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
@@ -325,6 +326,7 @@ def run_on_ray(runs: list[Run], address: str, report: Report) -> None:
     into its directory here after each epoch. ``address`` "auto": the cluster RAY_ADDRESS or
     `ray start` on this machine names, else a Ray instance started here for the sweep."""
     ray = import_ray()
+    _refuse_unreachable(address)
     env = {k: v for k, v in os.environ.items() if k == "LENET5_DATA"}
     on_sigterm = signal.getsignal(signal.SIGTERM)
     try:  # a Ray instance started here ends with the sweep, even stopped while it starts
@@ -345,6 +347,26 @@ def run_on_ray(runs: list[Run], address: str, report: Report) -> None:
         _follow_on_ray(ray, runs, report)
     finally:
         ray.shutdown()
+
+
+RAY_CONNECT_TIMEOUT = 5.0
+"""Seconds --ray HOST:PORT has to answer before the sweep says it cannot reach it: Ray's own
+connection retries each failure for minutes, saying so only in its log."""
+
+
+def _refuse_unreachable(address: str) -> None:
+    """A Lenet5Error when --ray names a host and port (``ray://`` too) where nothing accepts
+    a connection; "auto" and what is not HOST:PORT are left to Ray."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if address == "auto" or not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), RAY_CONNECT_TIMEOUT).close()
+    except (OSError, ValueError) as exc:  # refused, no such host, timed out, port > 65535
+        reason = (exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+                  ) or "timed out"
+        raise Lenet5Error(f"cannot reach a Ray cluster at --ray {address} ({reason}); start "
+                          "one (`ray start --head`) or pass its address.") from None
 
 
 def _follow_on_ray(ray: ModuleType, runs: list[Run], report: Report) -> None:
