@@ -115,10 +115,11 @@ def test_a_recipe_is_read_as_utf_8_in_any_locale(tmp_path):
     assert shown.stdout.strip() == ascii("Über-LeNet")
 
 
-def test_unknown_recipe_names_the_known_ones(capsys):
-    assert main(["train", "--recipe", "resnet"]) == 1
+@pytest.mark.parametrize("name", ["resnet", ""])  # "" had been no recipe at all
+def test_unknown_recipe_names_the_known_ones(name, capsys):
+    assert main(["train", "--recipe", name]) == 1
     err = capsys.readouterr().err
-    assert "unknown --recipe 'resnet'" in err and "pytorch-tutorial" in err
+    assert f"unknown --recipe {name!r}" in err and "pytorch-tutorial" in err
 
 
 def test_train_with_a_recipe_and_an_override(synthetic_dataset, tmp_path, capsys):

@@ -303,7 +303,9 @@ def _config_from(args: argparse.Namespace, **fixed):
     from .training import TrainConfig
 
     options = {**_train_options(args), **fixed}
-    return load_recipe(args.recipe).config(options) if args.recipe else TrainConfig(**options)
+    if args.recipe is None:  # "" is a recipe named, and not one there is
+        return TrainConfig(**options)
+    return load_recipe(args.recipe).config(options)
 
 
 def add_train(sub: Subparsers) -> None:
@@ -341,7 +343,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     given = _train_options(args)
     if args.resume:
         refused = [f"--{k.replace('_', '-')}" for k in given if k not in RESUME_FLAGS]
-        refused += ["--recipe"] if args.recipe else []
+        refused += ["--recipe"] if args.recipe is not None else []
         if refused:
             raise Lenet5Error(f"{', '.join(refused)} cannot be changed when resuming; --resume "
                               f"continues {args.resume} with the settings in its config.json "
