@@ -584,6 +584,16 @@ def test_divergence_in_the_first_epoch_claims_no_good_epoch(synthetic_dataset, t
     assert "last good epoch" not in str(raised.value) and "keeps" not in str(raised.value)
 
 
+def test_weights_blown_up_by_the_last_step_stop_with_advice(synthetic_dataset, tmp_path):
+    """One step at --lr 1e300: its loss, measured before the step, was finite, and the run
+    had saved a model of NaN weights, its threshold NaN, tested at chance with warnings."""
+    cfg = config(synthetic_dataset, tmp_path / "run", lr=1e300, epochs=1, batch_size=10_000)
+    with pytest.raises(TrainingDiverged, match=r"in epoch 1: its weights are no longer finite "
+                                               r"numbers; lower --lr \(now 1e\+300\)"):
+        train(cfg, log=quiet)
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_finite_blow_up_of_the_loss_stops_with_advice(synthetic_dataset, tmp_path):
     """--lr 1e6 with Adam: the loss reaches ~1e30 but stays finite."""
     cfg = config(synthetic_dataset, tmp_path / "run", lr=1e6, epochs=3)

@@ -417,16 +417,20 @@ def untrained_loss(config: TrainConfig, arch: Architecture, initial: dict,
 
 
 def check_progress(config: TrainConfig, run: Run, data: TrainingData, epoch: int, loss: float,
-                   accuracy: float) -> None:
+                   accuracy: float, weights_finite: bool = True) -> None:
     """Raise TrainingDiverged, saying which setting to change, if epoch ``epoch`` (from 0)
-    ended with a loss that is not finite or far above the untrained network's, or stuck at
-    chance accuracy."""
+    ended with a loss that is not finite or far above the untrained network's, with weights
+    that are not (the loss is measured before each step: a run's last step may be the one
+    that blew them up), or stuck at chance accuracy."""
     digits = data.train_labels[:data.digits]  # the non-digits come after them
     chance = np.bincount(digits).max() / len(digits)  # always answering the commonest class
     steps = (epoch + 1) * math.ceil(len(data.train_labels) / config.batch_size)
     default = defaults_for(config.arch)["lr"]
     if not math.isfinite(loss):
         verdict, reason, advice = "diverged", f"its training loss is {loss}", _steadier(config)
+    elif not weights_finite:
+        verdict, reason, advice = ("diverged", "its weights are no longer finite numbers",
+                                   _steadier(config))
     elif loss > DIVERGED_LOSS_FACTOR * run.untrained_loss:
         verdict, reason, advice = "diverged", (
             f"its training loss {loss:.3g} is over {DIVERGED_LOSS_FACTOR} times the untrained "
@@ -506,7 +510,8 @@ def train_epoch(config: TrainConfig, run: Run, data: TrainingData, inputs: Epoch
     digits = np.count_nonzero(  # the digits this pass saw: non-digits
         order[first * config.batch_size:steps * config.batch_size] < data.digits)
     accuracy = correct / digits  # come after the digits, and are never "correct"
-    check_progress(config, run, data, epoch, loss_sum / seen, accuracy)
+    check_progress(config, run, data, epoch, loss_sum / seen, accuracy, weights_finite=all(
+        np.isfinite(values).all() for values in engine.parameters().values()))
     row = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_acc": accuracy}
     if data.x_val is not None:
         _, val_pred = evaluate(engine, data.x_val, data.y_val)
