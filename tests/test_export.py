@@ -268,9 +268,11 @@ def test_cli_export_of_a_missing_model_fails_with_one_sentence(tmp_path, capsys)
 
 def test_cli_export_to_a_folder_asks_for_a_file_name(tmp_path, capsys):
     model_path = make_model_file(tmp_path, "lenet5")
-    assert cli.main(["export", str(model_path), "-o", str(tmp_path)]) == 1
-    err = capsys.readouterr().err
-    assert "is a folder; name the file to write" in err and err.count("\n") == 1
+    for out in (str(tmp_path), f"{tmp_path}/new.onnx/"):  # the last "/" makes it a folder
+        assert cli.main(["export", str(model_path), "-o", out]) == 1
+        err = capsys.readouterr().err
+        assert "is a folder; name the file to write" in err and err.count("\n") == 1
+    assert not (tmp_path / "new.onnx").exists()  # it had been written as a file
 
 
 @pytest.mark.parametrize("name", ["the model", "photo.png", "model.onx", ""])

@@ -6,6 +6,7 @@ nothing is written.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +33,7 @@ def export(model_path: str | Path, out: str | Path, via: str = "numpy",
     command reads back as ONNX."""
     if not str(out):
         raise Lenet5Error("-o is empty; name the file to write, e.g. model.onnx.")
-    if Path(out).is_dir():
+    if Path(out).is_dir() or str(out).endswith(("/", os.sep)):  # Path drops a last "/"
         raise Lenet5Error(f"-o {out} is a folder; name the file to write, e.g. "
                           f"{Path(out) / 'model.onnx'}.")
     if not is_onnx_file(out):  # lenet5 (and most tools) know ONNX by its suffix
