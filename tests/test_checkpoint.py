@@ -51,8 +51,8 @@ def test_an_empty_model_argument_says_so(empty, model_file, monkeypatch):
 
 def test_an_onnx_file_is_named_as_one(tmp_path):
     (tmp_path / "m.onnx").write_bytes(b"\x08\x08\x12\x07pytorch")  # as an ONNX file begins
-    with pytest.raises(ModelFileError, match=r"m\.onnx is not a model file: it is an ONNX file, "
-                                             "which this command does not read; pass"):
+    with pytest.raises(ModelFileError, match=r"m\.onnx is not a model file: it is named as an "
+                                             "ONNX file, which this command does not read; "):
         checkpoint.load_model(tmp_path / "m.onnx")
 
 

@@ -110,7 +110,8 @@ def test_a_usage_mistake_points_at_its_commands_help(capsys):
 
 @pytest.mark.parametrize("argv", [["train", "--out", ""], ["sweep", "--seeds", "1", "--out", " "],
                                   ["report", "run", "--out", ""],
-                                  ["predict", "a.png", "--save-input", ""]])
+                                  ["predict", "a.png", "--save-input", ""],
+                                  ["train", "--resume", ""], ["evaluate", "m", "--data-dir", ""]])
 def test_an_empty_folder_option_is_refused(argv, capsys, tmp_path, monkeypatch):
     """It had written into the current folder (train: into runs/) without a word."""
     monkeypatch.chdir(tmp_path)
@@ -349,8 +350,10 @@ def test_main_runs_in_a_thread_that_is_not_the_main_one(capsys):
      "somewhere else."),
     (OSError(5, "Input/output error"), "Input/output error; check the paths given and their "
                                        "permissions."),
-    (OSError(36, "File name too long", "a" * 300), f"{'a' * 300}: File name too long; the name "
-                                                  "is too long; choose a shorter path."),
+    (NotADirectoryError(20, "Not a directory", "notes.txt/x"), "notes.txt/x: Not a directory; "
+     "a part of the path is a file, not a folder; choose another path."),
+    (OSError(36, "File name too long", "a" * 300), f"{'a' * 300}: File name too long; "
+                                                  "choose a shorter path."),
 ])
 def test_an_os_error_no_command_explained_is_one_sentence(error, said, capsys, monkeypatch):
     """A path this user may not look at raises from Path's tests on Python 3.11, wherever a

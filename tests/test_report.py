@@ -235,15 +235,24 @@ def test_a_damaged_metrics_row_is_one_sentence(synthetic_run, row, capsys):
 
 
 @pytest.mark.parametrize("name", ["cost $5 vs $6", "m$\\foo{$", os.fsdecode(b"r\xff")])
-def test_any_run_folder_name_reports(synthetic_run, name, capsys):
+def test_any_run_folder_name_reports(synthetic_run, name, capsys, monkeypatch):
     """A "$" pair had been drawn as math ("m$\\foo{$" raised an unknown-symbol error), and a
     name that is not UTF-8 had failed in matplotlib and in the page."""
+    from matplotlib import cbook
+
+    from lenet5 import report
+
+    titles, save = [], report.save_figure
+    monkeypatch.setattr(report, "save_figure",
+                        lambda fig, path: titles.append(fig.get_suptitle()) or save(fig, path))
     run = synthetic_run.rename(synthetic_run.with_name(name))
     assert main(["report", str(run), "--out", str(run.with_name("out"))]) == 0, \
         capsys.readouterr().err
     page = (run.with_name("out") / "report.html").read_text()
     shown = "r\ufffd" if name.startswith("r") else name
     assert f"({html.escape(shown)})" in page
+    curves = titles[0]  # drawn as it reads, not as math
+    assert not cbook.is_math_text(curves) and curves.replace(r"\$", "$").endswith(f"({shown})")
 
 
 def test_a_report_removes_what_a_killed_one_left(synthetic_run):

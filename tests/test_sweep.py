@@ -49,10 +49,13 @@ def test_settings_are_every_combination_in_order():
 
 
 def test_a_value_holding_a_path_names_one_folder_under_out(tmp_path):
-    """--grid data_dir=../../x had put its runs outside --out."""
-    runs = plan(TrainConfig(), settings_of({"data_dir": ["../../x", "/abs/y"]}), 1, tmp_path)
+    """--grid data_dir=../../x had put its runs outside --out; the name as shown is as given."""
+    settings = settings_of({"data_dir": ["../../x", "/abs/y", os.fsdecode(b"d\xff")]})
+    runs = plan(TrainConfig(), settings, 1, tmp_path)
     assert [run.directory.relative_to(tmp_path).parts for run in runs] == [
-        ("data_dir-..%2F..%2Fx", "seed-0"), ("data_dir-%2Fabs%2Fy", "seed-0")]
+        ("data_dir-..%2F..%2Fx", "seed-0"), ("data_dir-%2Fabs%2Fy", "seed-0"),
+        ("data_dir-d%FF", "seed-0")]
+    assert setting_name(settings[0]) == "data_dir-../../x"
 
 
 @pytest.mark.parametrize("grid, message", [
@@ -429,3 +432,7 @@ def test_a_ray_address_nothing_answers_at_is_one_sentence_at_once():
                                               rf"{address} \(Connection refused\); start one"):
             _refuse_unreachable(address)
     _refuse_unreachable("auto")  # the cluster `ray start` named, or one started here
+    for port in ("0", "70000", "99999999999999999999"):  # 70000 had tried port 4464
+        with pytest.raises(Lenet5Error, match=rf"^--ray 127\.0\.0\.1:{port} has no port \(1 "
+                                              r"to 65535\); pass the cluster's address"):
+            _refuse_unreachable(f"127.0.0.1:{port}")

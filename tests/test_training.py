@@ -755,6 +755,7 @@ def test_training_with_non_digits_calibrates_a_refusal_threshold(synthetic_datas
                 rf"--nondigits must be between 0 and 1 \(a share of the training set\), got "
                 rf"{bad}\.")):
             train(config(synthetic_dataset, tmp_path / "bad", nondigits=bad), log=quiet)
+    TrainConfig(nondigits=2.0).validate(new_run=False)  # a run started before the bound resumes
 
 
 @pytest.mark.parametrize("epochs", [1, 1.5])

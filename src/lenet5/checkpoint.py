@@ -155,7 +155,8 @@ def _begins_as_safetensors(path: Path) -> bool:
 
 def _read(path: Path, magic: str, what: str) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     if not _begins_as_safetensors(path):  # a text file, a picture: no "truncated" advice
-        kind = ("it is an ONNX file, which this command does not read" if is_onnx_file(path)
+        kind = ("it is named as an ONNX file, which this command does not read"
+                if is_onnx_file(path)
                 else "it does not begin as a safetensors file does")
         raise ModelFileError(f"{path} is not a {what}: {kind}; pass a file written by `lenet5 "
                              "train` (or its run directory).")

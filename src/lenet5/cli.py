@@ -99,9 +99,10 @@ def _dataset_flags(parser: argparse.ArgumentParser, default: str | None,
 
     parser.add_argument("--dataset", choices=tuple(DATASETS), default=default,
                         help="dataset" + default_help)
-    parser.add_argument("--data-dir", default=None, help="folder holding the dataset's IDX "
-                        "files, raw or .gz: read for any file the verified cache "
-                        "($LENET5_DATA or ~/.cache/lenet5) lacks, before any download "
+    parser.add_argument("--data-dir", default=None, type=_folder,
+                        help="folder holding the dataset's IDX files, raw or .gz: read for "
+                        "any file the verified cache ($LENET5_DATA or ~/.cache/lenet5) "
+                        "lacks, before any download "
                         "(default: none)")
 
 
@@ -319,7 +320,7 @@ def add_train(sub: Subparsers) -> None:
                        f"{TrainConfig.seed})")
     train.add_argument("--out", default=None, type=_folder,
                        help=f"run directory (default: {RUNS_DIR}/<arch>-<engine>-<date>-<time>)")
-    train.add_argument("--resume", default=None, metavar="RUN_DIR",
+    train.add_argument("--resume", default=None, metavar="RUN_DIR", type=_folder,
                        help="continue an interrupted run from its last finished epoch, with "
                        "the settings in its config.json; of the training settings only "
                        "--epochs (to extend it), --device and --data-dir may be given with it "

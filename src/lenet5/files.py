@@ -47,7 +47,7 @@ ERRNO_MEANINGS = {
                   "choose another path",
     errno.ENOTDIR: "a part of the path is a file, not a folder; choose another path",
     errno.EISDIR: "that is a folder; name a file",
-    errno.ENAMETOOLONG: "the name is too long; choose a shorter path",
+    errno.ENAMETOOLONG: "choose a shorter path",
 }
 _KINDS = ((stat.S_ISDIR, "folder"), (stat.S_ISFIFO, "FIFO"), (stat.S_ISSOCK, "socket"),
           (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"))
@@ -103,6 +103,28 @@ def cut_name(name: str, size: int) -> str:
     return os.fsdecode(encoded[:end])
 
 
+def temporary_file(path: Path, suffix: str) -> tuple[int, Path]:
+    """A new empty file beside ``path`` to write it in, named for it and for this process,
+    ``.NAME.PID.RANDOM<suffix>`` (`temporaries(suffix)` finds them: what a killed process
+    left is told by its PID), open (its descriptor) and readable by all, as models, runs
+    and data are meant to be shared (mkstemp makes 0600)."""
+    named = cut_name(path.name, TEMPORARY_NAME_BYTES)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{named}.{os.getpid()}.", suffix=suffix)
+    try:
+        os.fchmod(fd, 0o644)
+    except OSError:
+        os.close(fd)
+        os.unlink(tmp)
+        raise
+    return fd, Path(tmp)
+
+
+def temporaries(suffix: str) -> re.Pattern[str]:
+    """The names `temporary_file` gives, its groups "name" and "pid" (none in the names of
+    before PIDs, ``.NAME.RANDOM<suffix>``)."""
+    return re.compile(rf"\.(?P<name>.+?)(?:\.(?P<pid>\d+))?\.[A-Za-z0-9_]+{re.escape(suffix)}")
+
+
 @contextlib.contextmanager
 def atomic_file(path: Path, suffix: str = ".tmp") -> Iterator[BinaryIO]:
     """A new file to write, which takes ``path``'s place only when the block ends without an
@@ -110,10 +132,8 @@ def atomic_file(path: Path, suffix: str = ".tmp") -> Iterator[BinaryIO]:
     ``path`` that exists and is not a regular file is refused (``refuse_special_file``)."""
     path = Path(path)
     refuse_special_file(path)
-    named = cut_name(path.name, TEMPORARY_NAME_BYTES)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{named}.{os.getpid()}.", suffix=suffix)
+    fd, tmp = temporary_file(path, suffix)
     try:
-        os.fchmod(fd, 0o644)  # mkstemp makes 0600; models, runs and data are meant to be shared
         with os.fdopen(fd, "wb") as f:
             yield f
             f.flush()
@@ -206,37 +226,44 @@ before it is taken for what a killed process left: a process of another machine 
 sharing the folder looks gone from here, but one still writing keeps its file fresh."""
 
 
-def abandoned(path: str | Path, pid: int) -> bool:
+def abandoned(path: str | Path, pid: int, after: float = ABANDONED_AFTER) -> bool:
     """Whether the temporary ``path``, named for process ``pid``, was left by a process killed
-    outright (``kill -9``, a power cut), which had no chance to remove it."""
+    outright (``kill -9``, a power cut), which had no chance to remove it: that process is
+    gone and ``path`` has lain unchanged ``after`` seconds."""
     try:
         idle = time.time() - os.lstat(path).st_mtime
     except OSError:
         return False
-    return idle >= ABANDONED_AFTER and not process_alive(pid)
+    return idle >= after and not process_alive(pid)
 
 
-TEMPORARY = re.compile(r"\.(?P<name>.+?)(?:\.(?P<pid>\d+))?\.[A-Za-z0-9_]+\.tmp")
-"""A file `atomic_file` is writing: ``.NAME.PID.RANDOM.tmp`` (before PIDs, ``.NAME.RANDOM.tmp``)."""
+TEMPORARY = temporaries(".tmp")
+"""What `atomic_file` writes in: ``.NAME.PID.RANDOM.tmp``."""
 
 
 def remove_abandoned(folder: str | Path, pattern: re.Pattern[str],
-                     names: Collection[str] | None = None) -> None:
+                     names: Collection[str] | None = None, after: float = ABANDONED_AFTER
+                     ) -> None:
     """Remove from `folder` what processes killed outright left there, which they had no
     chance to remove: this user's entries named by `pattern` (its group "pid" the process's)
-    that are `abandoned`; with `names`, only those whose group "name" is one of them."""
+    that are `abandoned` (unchanged for `after` seconds); with `names`, only those whose group
+    "name" is one of them."""
     named = None if names is None else {cut_name(name, TEMPORARY_NAME_BYTES) for name in names}
-    with contextlib.suppress(OSError), os.scandir(folder) as entries:
-        for entry in entries:
-            match = pattern.fullmatch(entry.name)
-            if (match and match["pid"] and (named is None or match["name"] in named)
-                    and entry.stat(follow_symlinks=False).st_uid == os.getuid()
-                    and abandoned(entry.path, int(match["pid"]))):
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return
+    for entry in entries:
+        match = pattern.fullmatch(entry.name)
+        if not (match and match["pid"] and (named is None or match["name"] in named)):
+            continue
+        with contextlib.suppress(OSError):  # gone meanwhile (another cleaning up): the rest
+            if (entry.stat(follow_symlinks=False).st_uid == os.getuid()
+                    and abandoned(entry.path, int(match["pid"]), after)):
                 if entry.is_dir(follow_symlinks=False):
                     shutil.rmtree(entry.path, ignore_errors=True)
                 else:
-                    with contextlib.suppress(OSError):
-                        os.unlink(entry.path)
+                    os.unlink(entry.path)
 
 
 def remove_stale_temporaries(directory: str | Path) -> list[str]:

@@ -60,8 +60,8 @@ instead, simulated on the same readings: non-digits +4.8, numbers -1.1. Letters 
 (an M read as 11, an h as 17) are one mark cut into digits; holding such digits to SURE,
 simulated with `pretrained` on two development sets (300 numbers, 150 hard ones, 400
 non-digits each): non-digits +4.6 and +2.1 points, but numbers -9.0 and -10.3, hard ones -11.4
-and -10.0 (touching digits are cut from one mark too, and read less surely); at 0.6 non-digits
-+2.0 and +1.3, numbers -2.3 and -2.3. Not adopted."""
+and -10.0 (touching digits are cut from one mark too, and read less surely); held to 0.6
+instead, non-digits +2.0 and +1.3, numbers -2.3 and -2.3. Not adopted."""
 SURE_WIDTH = 0.9
 """Ink that would be cut (wider than `numbers.SPLIT_WIDTH` of its height, as half of MNIST's
 digits are) but is no wider than SURE_WIDTH of its height and, read whole, at least SURE

@@ -122,15 +122,16 @@ def _is_site(folder: Path) -> bool:
         page = (folder / "index.html").read_text(encoding="utf-8", errors="replace")
     except OSError:
         return False
+    names = _site_files()
     return ENGINE_SCRIPT in page and all(  # (stops at the first other file: -o ~ is no walk)
-        _site_file(path.relative_to(folder)) for path in folder.rglob("*") if not path.is_dir())
+        _written(path.relative_to(folder)).as_posix() in names for path in folder.rglob("*")
+        if not path.is_dir())
 
 
-def _site_file(path: Path) -> bool:
-    """Whether `path`, within a site's folder, is one of its files or what a killed write of
-    one left (``atomic_file``'s temporary)."""
+def _written(path: Path) -> Path:
+    """The file `path` is, or is what a killed write of left (``atomic_file``'s temporary)."""
     written = TEMPORARY.fullmatch(path.name)
-    return (path.with_name(written["name"]) if written else path).as_posix() in _site_files()
+    return path.with_name(written["name"]) if written else path
 
 
 def _site_files() -> set[str]:
@@ -163,11 +164,12 @@ def write_site(model_path: str | Path, out_dir: str | Path) -> dict:
         remove_abandoned(folder, TEMPORARY, {Path(name).name for name in names})
     contents = {**_page(), "model.safetensors": source.read_bytes(),
                 "model.json": json.dumps(site_json(metadata), separators=(",", ":")).encode()}
-    try:  # model.json, the mark of a finished site, goes first and comes back last: a site
-        (out / "model.json").unlink(missing_ok=True)  # replaced part-way is no finished one
-    except OSError as exc:  # describing one model beside another's weights
-        raise write_error(out / "model.json", exc, "replace") from None
     for name, data in contents.items():
+        if name == "model.safetensors":  # model.json, the mark of a finished site, goes
+            try:  # before the weights and comes back after them: a site replaced part-way
+                (out / "model.json").unlink(missing_ok=True)  # is no finished one
+            except OSError as exc:  # describing one model beside another's weights
+                raise write_error(out / "model.json", exc, "replace") from None
         write_atomic(out / name, data)
     return {"format": "web", "path": str(out), "arch": metadata["arch"],
             "files": sorted(contents), "bytes": sum(len(data) for data in contents.values())}

@@ -71,18 +71,21 @@ def settings_of(grid: dict[str, list]) -> list[dict]:
     return [dict(zip(grid, values, strict=True)) for values in itertools.product(*grid.values())]
 
 
-def setting_name(params: dict) -> str:
-    """A folder name for a setting: 'pool-avg_lr-0.001', or 'base' without a grid; a value's
-    "/" and other characters a name should not hold are %-escaped (data_dir-..%2F..%2Fdata),
-    so that every run stays in its own folder under --out."""
-    return "_".join(f"{k}-{quote(str(v), safe='')}" for k, v in params.items()) or "base"
+def setting_name(params: dict, folder: bool = False) -> str:
+    """A setting's name, 'pool-avg_lr-0.001', or 'base' without a grid; as a `folder` name
+    under --out, a value's "/" and what else a name should not hold %-escaped
+    (data_dir-..%2F..%2Fdata), so that every run stays in its own folder there."""
+    def shown(value: object) -> str:
+        return quote(os.fsencode(str(value)), safe="") if folder else str(value)
+
+    return "_".join(f"{k}-{shown(v)}" for k, v in params.items()) or "base"
 
 
 def plan(base: TrainConfig, settings: list[dict], seeds: int, out: Path) -> list[Run]:
     runs = []
     for index, params in enumerate(settings):
         for seed in range(seeds):
-            directory = out / setting_name(params) / f"seed-{seed}"
+            directory = out / setting_name(params, folder=True) / f"seed-{seed}"
             config = dataclasses.replace(base, **params, seed=seed, out=str(directory))
             if "optimizer" in params:  # the base's --beta1 is for the grid's Adam runs only
                 config = config.without_other_optimizers_settings()
@@ -326,7 +329,6 @@ def run_on_ray(runs: list[Run], address: str, report: Report) -> None:
     into its directory here after each epoch. ``address`` "auto": the cluster RAY_ADDRESS or
     `ray start` on this machine names, else a Ray instance started here for the sweep."""
     ray = import_ray()
-    _refuse_unreachable(address)
     env = {k: v for k, v in os.environ.items() if k == "LENET5_DATA"}
     on_sigterm = signal.getsignal(signal.SIGTERM)
     try:  # a Ray instance started here ends with the sweep, even stopped while it starts
@@ -360,9 +362,12 @@ def _refuse_unreachable(address: str) -> None:
     host, _, port = address.removeprefix("ray://").rpartition(":")
     if address == "auto" or not host or not port.isdigit():
         return
+    if not 1 <= int(port) <= 65535:
+        raise Lenet5Error(f"--ray {address} has no port (1 to 65535); pass the cluster's "
+                          "address as HOST:PORT, e.g. 10.0.0.5:6379.")
     try:
         socket.create_connection((host.strip("[]"), int(port)), RAY_CONNECT_TIMEOUT).close()
-    except (OSError, ValueError) as exc:  # refused, no such host, timed out, port > 65535
+    except (OSError, ValueError) as exc:  # refused, no such host, timed out
         reason = (exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
                   ) or "timed out"
         raise Lenet5Error(f"cannot reach a Ray cluster at --ray {address} ({reason}); start "
@@ -427,7 +432,8 @@ def run_sweep(base: TrainConfig, grid: dict[str, list], seeds: int, out: Path, *
     if workers is not None and workers < 1:
         raise Lenet5Error(f"--workers must be at least 1, got {workers}.")
     if ray_address:
-        import_ray()  # a missing Ray is said before the plan is
+        import_ray()  # a missing Ray, or a cluster not there, is said before the plan is
+        _refuse_unreachable(ray_address)
     settings = settings_of(grid)
     runs = plan(base, settings, seeds, out)
     make_folder(out)  # a --out that cannot be is said before any run

