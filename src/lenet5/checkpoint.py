@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +22,14 @@ from safetensors.numpy import save
 from . import pretrained
 from .arch import ARCHITECTURES, Architecture, arch_of
 from .errors import Lenet5Error, ModelFileError, cannot_read
-from .files import MODEL_FILE, is_onnx_file, not_trained_yet, unfinished_run, write_atomic
+from .files import (
+    MODEL_FILE,
+    is_number,
+    is_onnx_file,
+    not_trained_yet,
+    unfinished_run,
+    write_atomic,
+)
 from .hparams import OPTIMIZER_SLOTS
 
 MAGIC = "lenet5-model"
@@ -195,11 +201,6 @@ def _bad_field(path: Path, field: str, problem: str) -> ModelFileError:
     return ModelFileError(f"{path} has a bad metadata field {field!r}: {problem}; the file is "
                           "damaged or was not written by lenet5: train again or restore it "
                           "from a copy.")
-
-
-def is_number(value: object) -> bool:
-    """A finite int or float from decoded metadata (JSON's true and false are no numbers)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _is_image(value: object) -> bool:

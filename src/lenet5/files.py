@@ -15,6 +15,7 @@ import errno
 import fcntl
 import itertools
 import json
+import math
 import os
 import re
 import shutil
@@ -305,7 +306,7 @@ def read_metrics(run_dir: str | Path, tested: bool = False) -> list[dict]:
     for number, row in enumerate(rows, start=1):
         needed = METRICS_NEEDED + (("test_acc",) if tested and number == len(rows) else ())
         wrong = [key for key in METRICS_NEEDED + METRICS_MEASURED
-                 if (key in needed or key in row) and not _is_number(row.get(key))]
+                 if (key in needed or key in row) and not is_number(row.get(key))]
         if wrong:
             raise Lenet5Error(f"{path} is damaged: its row {number} has no number for "
                               f"{', '.join(wrong)}; train the run again, or pass another run "
@@ -313,8 +314,9 @@ def read_metrics(run_dir: str | Path, tested: bool = False) -> list[dict]:
     return rows
 
 
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+def is_number(value: object) -> bool:
+    """A finite int or float from decoded JSON (its true and false are no numbers)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def read_config(run_dir: str | Path, needed_by: str) -> dict:

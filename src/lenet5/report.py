@@ -31,7 +31,6 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, PercentFormatter
 
 from . import pretrained
-from .checkpoint import is_number
 from .data import load as load_dataset
 from .errors import Lenet5Error
 from .files import (
@@ -39,6 +38,7 @@ from .files import (
     METRICS_FILE,
     MODEL_FILE,
     TEMPORARY,
+    is_number,
     make_folder,
     not_trained_yet,
     read_config,

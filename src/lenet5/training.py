@@ -125,8 +125,8 @@ class TrainConfig:
                                   MIN_CALIBRATION_DIGITS)):
             if value is not None and value < low:
                 raise Lenet5Error(f"{flag} must be at least {low}, got {value}.")
-        if self.nondigits is not None and not 0 <= self.nondigits <= (
-                MAX_NONDIGITS if new_run else math.inf):  # runs started before the bound resume
+        if self.nondigits is not None and not 0 <= self.nondigits <= (  # runs started before
+                MAX_NONDIGITS if new_run else sys.float_info.max):  # the bound still resume
             raise Lenet5Error(f"--nondigits must be between 0 and {MAX_NONDIGITS:g} (a share of "
                               f"the training set), got {self.nondigits}.")
         if self.augment is not None and self.augment not in AUGMENTATIONS:
