@@ -116,3 +116,12 @@ def test_steady_reading_is_the_mean_probability_over_every_view(rng):
     probs = [np.exp(log_confidence(model.logits(v), "cross_entropy")) for v in views]
     expected = np.log(np.mean(probs, axis=0))  # (4, 10)
     np.testing.assert_allclose(steady_log_probs(model, images), expected)
+
+
+def test_a_model_file_is_calibrated_once_its_refusal_is_stored():
+    """What tells a run trained to its end from one stopped part-way (serve's newest run, a
+    sweep's finished ones, a resume that still has to calibrate)."""
+    from lenet5.refusal import METADATA_KEY, calibrated
+
+    assert calibrated({METADATA_KEY: {"threshold": 0.4}, "epochs": 15})
+    assert not calibrated({"epochs": 15})

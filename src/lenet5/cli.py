@@ -801,10 +801,10 @@ def add_serve(sub: Subparsers) -> None:
 def _trained_to_the_end(run: Path) -> bool:
     """Its refusal calibrated, the last thing a run does (not stopped part-way)."""
     from .checkpoint import load_model
-    from .refusal import METADATA_KEY
+    from .refusal import calibrated
 
     try:
-        return METADATA_KEY in load_model(run)[1]
+        return calibrated(load_model(run)[1])
     except Lenet5Error:
         return False
 

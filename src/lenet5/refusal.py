@@ -73,6 +73,13 @@ class Classifier(Protocol):
     def logits(self, images: np.ndarray) -> np.ndarray: ...
 
 METADATA_KEY = "refusal"
+
+
+def calibrated(metadata: dict) -> bool:
+    """Whether a model file's refusal was calibrated, the last thing `lenet5 train` does: its
+    run trained to its end (one stopped part-way writes its model after every epoch)."""
+    return METADATA_KEY in metadata
+
 DEFAULT_THRESHOLD = 0.5
 """The threshold for model files made before calibration existed (or with it turned off): a
 candidate is refused when no class has even half of the probability."""

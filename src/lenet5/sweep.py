@@ -46,7 +46,7 @@ from .files import (
     read_metrics,
     write_atomic,
 )
-from .refusal import METADATA_KEY
+from .refusal import calibrated
 from .signals import ctrl_c_ignored
 from .training import TrainConfig, resume_config, train
 
@@ -127,7 +127,7 @@ def finished_metrics(runs: list[Run]) -> dict[tuple[int, int], list[dict]]:
             rows = read_metrics(run.directory, tested=True)
         except Lenet5Error:
             continue
-        if metadata["epochs"] >= run.epochs and METADATA_KEY in metadata:
+        if metadata["epochs"] >= run.epochs and calibrated(metadata):
             done[run.setting, run.seed] = rows
     return done
 

@@ -46,7 +46,13 @@ from .hparams import (
     defaults_for,
 )
 from .model import Model
-from .refusal import CALIBRATION_DIGITS, METADATA_KEY, TARGET_ERROR, calibrate_model
+from .refusal import (
+    CALIBRATION_DIGITS,
+    METADATA_KEY,
+    TARGET_ERROR,
+    calibrate_model,
+    calibrated,
+)
 from .threads import over_blocks, shared_copy, shared_empty
 from .version import __version__
 
@@ -382,7 +388,7 @@ def _resume_state(directory: Path, config: TrainConfig, arch: Architecture,
                           "further.")
     if done < total:
         return params, optimizer_state, trained, done, metrics[:done // steps_per_epoch]
-    if METADATA_KEY not in checkpoint.load_model(directory / files.MODEL_FILE)[1]:
+    if not calibrated(checkpoint.load_model(directory / files.MODEL_FILE)[1]):
         return params, optimizer_state, trained, done, metrics[:epoch]  # stopped calibrating
     raise Lenet5Error(f"{directory} is already complete ({_epochs(trained)} finished); "
                       f"pass --epochs N with --resume to train it further, N more than "
