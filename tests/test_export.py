@@ -435,3 +435,27 @@ def test_the_onnx_engine_refuses_devices_it_cannot_use(device):
 
     with pytest.raises(Lenet5Error, match=f"--device {device} needs --engine torch"):
         lenet5.load("pretrained", engine="onnx", device=device)
+
+
+def test_ctrl_c_while_onnxruntime_loads_is_an_interrupt_not_a_missing_package(monkeypatch):
+    """pybind11 turns an exception in a module's initialization into ImportError
+    ("initialization failed") raised from it: Ctrl-C then read as onnx not installed."""
+    import builtins
+    import sys
+
+    from lenet5.onnx_graph import import_onnx
+
+    real, cause = builtins.__import__, [KeyboardInterrupt()]
+
+    def onnxruntime_fails(name, *args, **kwargs):
+        if name == "onnxruntime":  # as its extension's initialization fails, from cause[0]
+            raise ImportError("initialization failed") from cause[0]
+        return real(name, *args, **kwargs)
+
+    monkeypatch.delitem(sys.modules, "onnxruntime", raising=False)
+    monkeypatch.setattr(builtins, "__import__", onnxruntime_fails)
+    with pytest.raises(KeyboardInterrupt):
+        import_onnx()
+    cause[0] = OSError("libonnxruntime.so: cannot open shared object file")  # really broken
+    with pytest.raises(Lenet5Error, match="ONNX needs the onnx and onnxruntime packages"):
+        import_onnx()

@@ -45,6 +45,8 @@ def import_onnx() -> tuple[ModuleType, ModuleType]:
         import onnx
         import onnxruntime
     except ImportError as exc:
+        if isinstance(exc.__cause__ or exc.__context__, KeyboardInterrupt):  # Ctrl-C while its
+            raise KeyboardInterrupt from None  # extension loaded: "initialization failed"
         raise Lenet5Error(f"ONNX needs the onnx and onnxruntime packages ({exc}); install them "
                           "with `pip install -e '.[onnx]' -c constraints.txt`.") from None
     return onnx, onnxruntime
