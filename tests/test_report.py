@@ -259,3 +259,17 @@ def test_a_report_removes_what_a_killed_one_left(synthetic_run):
     old = leave_behind(synthetic_run / f".curves.png.{dead_pid()}.ab12cd34.tmp")
     write_report(synthetic_run)
     assert not old.exists() and not list(synthetic_run.glob(".*.tmp"))
+
+
+def test_a_report_never_writes_over_files_no_report_wrote(synthetic_run, tmp_path, capsys):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "curves.png").write_bytes(b"my own picture")
+    assert main(["report", str(synthetic_run), "--out", str(mine)]) == 1
+    assert capsys.readouterr().err == (
+        f"lenet5: error: --out {mine} holds curves.png, which no lenet5 report wrote; write the "
+        "report into another --out, or move them away.\n")
+    assert (mine / "curves.png").read_bytes() == b"my own picture"
+    again = tmp_path / "again"  # a report's own files are written over
+    for _ in range(2):
+        assert main(["report", str(synthetic_run), "--out", str(again)]) == 0

@@ -83,6 +83,15 @@ def test_seeds_out_of_range_are_one_sentence_before_any_plan(seeds, capsys, tmp_
     assert not (tmp_path / "s").exists()
 
 
+def test_a_sweep_never_writes_over_a_summary_no_sweep_wrote(capsys, tmp_path):
+    (tmp_path / "summary.md").write_text("my notes")
+    assert main(["sweep", "--seeds", "1", "--out", str(tmp_path)]) == 1
+    assert capsys.readouterr().err == (
+        f"lenet5: error: --out {tmp_path} holds summary.md, which no lenet5 sweep wrote; sweep "
+        "into another --out, or move them away.\n")
+    assert (tmp_path / "summary.md").read_text() == "my notes"
+
+
 def test_an_axis_given_twice_is_one_sentence(capsys, tmp_path):
     assert main(["sweep", "--seeds", "1", "--grid", "lr=0.1", "lr=0.2", "--out",
                  str(tmp_path)]) == 1

@@ -62,6 +62,7 @@ FIGURES = {
     "filters.png": "C1 filters",
 }
 COLORS = {"train": "#1f77b4", "test": "#d62728", "val": "#2ca02c"}
+PAGE, PAGE_TITLE = "report.html", "LeNet-5 run report: "
 
 
 def new_figure(width: float, height: float, **kw) -> Figure:
@@ -358,6 +359,20 @@ def write_html(path: Path, title: str, facts: list[tuple[str, str]], metrics: li
 
 # --- the whole report ---------------------------------------------------------------------
 
+def _refuse_others_files(folder: Path) -> None:
+    """A Lenet5Error where --out holds a file of a report's names that no report wrote (none
+    did where report.html is not one): a report writes over its own, but the user's would be
+    lost."""
+    there = [name for name in (*FIGURES, PAGE) if os.path.lexists(folder / name)]
+    try:
+        ours = f"<title>{html.escape(PAGE_TITLE)}" in (folder / PAGE).read_text(errors="replace")
+    except OSError:
+        ours = False
+    if there and not ours:
+        raise Lenet5Error(f"--out {folder} holds {', '.join(there)}, which no lenet5 report "
+                          "wrote; write the report into another --out, or move them away.")
+
+
 def _read_run(run: Path) -> tuple[list[dict], dict]:
     """(metrics rows, config) of a run directory with at least one finished epoch."""
     if str(run) == pretrained.NAME and not run.is_dir():
@@ -392,8 +407,10 @@ def write_report(run_dir: str | Path, *, out: str | Path | None = None, engine: 
     run = Path(run_dir)
     metrics, config = _read_run(run)
     folder = run if out is None else Path(out)
+    if folder != run:
+        _refuse_others_files(folder)
     make_folder(folder)
-    remove_abandoned(folder, TEMPORARY, {*FIGURES, "report.html"})  # killed reports' files
+    remove_abandoned(folder, TEMPORARY, {*FIGURES, PAGE})  # killed reports' files
     model = load_model(run, engine=engine, device=device)
     dataset = model.metadata.get("dataset", config.get("dataset", "mnist"))
     data = load_dataset(dataset, config.get("data_dir"), log=log)
@@ -421,7 +438,7 @@ def write_report(run_dir: str | Path, *, out: str | Path | None = None, engine: 
     ]
     facts = _run_facts(model, config, metrics, dataset, len(data.train_images), errors,
                        len(labels), epochs_trained, ongoing)
-    page = write_html(folder / "report.html", f"LeNet-5 run report: {name}", facts, metrics,
+    page = write_html(folder / PAGE, f"{PAGE_TITLE}{name}", facts, metrics,
                       config, figures)
     return [*figures, page]
 
