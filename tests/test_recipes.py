@@ -90,6 +90,10 @@ def test_a_users_recipe_file(tmp_path):
     ('reference = "a paper"\n', "reference in .*bad.toml is 'a paper', not a table"),
     (b"\xff\xfe[options]", r"recipe .*bad.toml is not UTF-8 text, which TOML must be; save it "
                           "as UTF-8"),
+    ("description = 5\n", r"bad.toml's description is 5, not text; fix the recipe file\."),
+    ('[reference]\nfigure = "high"\n', r"bad.toml's figure is 'high', not a percentage; "),
+    ("[reference]\nfigure = 990\n", "figure is 990, not a percentage"),
+    ("[reference]\nsource = true\n", "source is True, not text"),
 ])
 def test_bad_recipe_files_are_one_sentence(tmp_path, text, message):
     path = tmp_path / "bad.toml"

@@ -89,6 +89,13 @@ def _parse(text: str, name: str, where: str, measured: dict) -> Recipe:
         raise Lenet5Error(f"{where} sets unknown options {', '.join(unknown)}; a recipe may "
                           f"set: {', '.join(OPTIONS)}.")
     check_types(options, where, "fix the recipe file")
+    for key, value, kind in (("description", document.get("description", ""), "text"),
+                             ("source", reference.get("source", ""), "text"),
+                             ("figure", reference.get("figure"), "a percentage")):
+        if not (isinstance(value, str) if kind == "text" else value is None or (
+                isinstance(value, int | float) and not isinstance(value, bool)
+                and 0 <= value <= 100)):
+            raise Lenet5Error(f"{where}'s {key} is {value!r}, not {kind}; fix the recipe file.")
     return Recipe(name=name, description=document.get("description", ""), options=options,
                   reference={"figure": reference.get("figure"),
                              "source": reference.get("source", "")},
