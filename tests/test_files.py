@@ -291,3 +291,13 @@ def test_only_the_abandoned_temporaries_of_the_names_given_are_removed(tmp_path)
     with files.atomic_file(tmp_path / "x.png"):  # what it writes has such a name
         (writing,) = tmp_path.glob(".x.png.*")
         assert files.TEMPORARY.fullmatch(writing.name)["pid"] == str(os.getpid())
+
+
+def test_others_files_of_a_command_s_names_are_refused_its_own_not(tmp_path):
+    (tmp_path / "summary.md").write_text("mine")
+    names = ("summary.json", "summary.md")
+    with pytest.raises(Lenet5Error, match=r"holds summary\.md, which no lenet5 sweep wrote; "
+                                          r"sweep elsewhere, or move them away\.$"):
+        files.refuse_others_files(tmp_path, names, lambda: False, "sweep", "sweep elsewhere")
+    files.refuse_others_files(tmp_path, names, lambda: True, "sweep", "sweep elsewhere")
+    files.refuse_others_files(tmp_path / "empty", names, lambda: False, "sweep", "elsewhere")

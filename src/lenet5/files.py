@@ -22,7 +22,7 @@ import shutil
 import stat
 import tempfile
 import time
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -353,6 +353,17 @@ def unfinished_run(directory: Path) -> bool:
     except (OSError, ValueError):
         return False
     return isinstance(config, dict) and {"arch", "engine", "epochs", "seed"} <= config.keys()
+
+
+def refuse_others_files(folder: Path, names: Iterable[str], ours: Callable[[], bool],
+                        writer: str, instead: str) -> None:
+    """A Lenet5Error where `folder` (an --out) holds any of `names` but ``ours()`` says no
+    `writer` (a lenet5 command) wrote them: it writes over its own, but the user's would be
+    lost; `instead` says where else to write."""
+    there = [name for name in names if os.path.lexists(folder / name)]
+    if there and not ours():
+        raise Lenet5Error(f"--out {folder} holds {', '.join(there)}, which no lenet5 {writer} "
+                          f"wrote; {instead}, or move them away.")
 
 
 def make_folder(folder: Path) -> None:

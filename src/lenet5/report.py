@@ -43,6 +43,7 @@ from .files import (
     not_trained_yet,
     read_config,
     read_metrics,
+    refuse_others_files,
     remove_abandoned,
     training_now,
     unfinished_run,
@@ -359,18 +360,12 @@ def write_html(path: Path, title: str, facts: list[tuple[str, str]], metrics: li
 
 # --- the whole report ---------------------------------------------------------------------
 
-def _refuse_others_files(folder: Path) -> None:
-    """A Lenet5Error where --out holds a file of a report's names that no report wrote (none
-    did where report.html is not one): a report writes over its own, but the user's would be
-    lost."""
-    there = [name for name in (*FIGURES, PAGE) if os.path.lexists(folder / name)]
+def _a_report_there(folder: Path) -> bool:
+    """Whether `folder` holds a report.html lenet5 wrote."""
     try:
-        ours = f"<title>{html.escape(PAGE_TITLE)}" in (folder / PAGE).read_text(errors="replace")
+        return f"<title>{html.escape(PAGE_TITLE)}" in (folder / PAGE).read_text(errors="replace")
     except OSError:
-        ours = False
-    if there and not ours:
-        raise Lenet5Error(f"--out {folder} holds {', '.join(there)}, which no lenet5 report "
-                          "wrote; write the report into another --out, or move them away.")
+        return False
 
 
 def _read_run(run: Path) -> tuple[list[dict], dict]:
@@ -408,7 +403,8 @@ def write_report(run_dir: str | Path, *, out: str | Path | None = None, engine: 
     metrics, config = _read_run(run)
     folder = run if out is None else Path(out)
     if folder != run:
-        _refuse_others_files(folder)
+        refuse_others_files(folder, (*FIGURES, PAGE), lambda: _a_report_there(folder), "report",
+                            "write the report into another --out")
     make_folder(folder)
     remove_abandoned(folder, TEMPORARY, {*FIGURES, PAGE})  # killed reports' files
     model = load_model(run, engine=engine, device=device)

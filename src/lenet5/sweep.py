@@ -44,6 +44,7 @@ from .files import (
     make_folder,
     read_config,
     read_metrics,
+    refuse_others_files,
     write_atomic,
 )
 from .refusal import calibrated
@@ -114,17 +115,12 @@ def _refuse_other_settings(directory: Path, config: TrainConfig) -> None:
                           "sweep into another --out, or delete it to train it again.")
 
 
-def _refuse_others_summary(out: Path) -> None:
-    """A Lenet5Error where --out holds a summary.json, summary.md or sweep.png that no sweep
-    wrote: a sweep writes over its own (it resumes), but the user's would be lost."""
-    there = [name for name in (SUMMARY_JSON, SUMMARY_MD, FIGURE) if os.path.lexists(out / name)]
+def _a_sweeps_summary(out: Path) -> bool:
+    """Whether `out` holds a summary.json lenet5 sweep wrote."""
     try:
-        ours = set(json.loads((out / SUMMARY_JSON).read_text())) == {"settings", "comparisons"}
+        return set(json.loads((out / SUMMARY_JSON).read_text())) == {"settings", "comparisons"}
     except (OSError, ValueError, TypeError):  # none, not JSON, or not an object's keys
-        ours = False
-    if there and not ours:
-        raise Lenet5Error(f"--out {out} holds {', '.join(there)}, which no lenet5 sweep wrote; "
-                          "sweep into another --out, or move them away.")
+        return False
 
 
 def finished_metrics(runs: list[Run]) -> dict[tuple[int, int], list[dict]]:
@@ -449,7 +445,8 @@ def run_sweep(base: TrainConfig, grid: dict[str, list], seeds: int, out: Path, *
         _refuse_unreachable(ray_address)
     settings = settings_of(grid)
     runs = plan(base, settings, seeds, out)
-    _refuse_others_summary(out)
+    refuse_others_files(out, (SUMMARY_JSON, SUMMARY_MD, FIGURE), lambda: _a_sweeps_summary(out),
+                        "sweep", "sweep into another --out")
     make_folder(out)  # a --out that cannot be is said before any run
     done = finished_metrics(runs)
     todo = [run for run in runs if (run.setting, run.seed) not in done]
