@@ -563,6 +563,27 @@ def test_a_full_disk_advises_a_resume_that_works(synthetic_dataset, tmp_path, mo
     assert len(read_metrics(run)) == 2
 
 
+def test_a_full_disk_in_a_sweep_s_run_advises_the_sweep(synthetic_dataset, tmp_path,
+                                                        monkeypatch):
+    """A sweep's run had been told to go on with `lenet5 train --resume`."""
+    import errno
+    import os
+
+    calls = []
+
+    def fsync_until_the_disk_fills(fd):
+        calls.append(fd)
+        if len(calls) == 6:  # epoch 2's model
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", fsync_until_the_disk_fills)
+    with pytest.raises(Lenet5Error, match=r"free some disk space or write somewhere else; then "
+                                          r"the same `lenet5 sweep` command continues the run "
+                                          r"after 1 epoch\.$"):
+        train(config(synthetic_dataset, tmp_path / "run"), log=quiet,
+              resumed_by="the same `lenet5 sweep` command")
+
+
 def test_other_write_errors_do_not_advise_disk_space(synthetic_dataset, tmp_path, monkeypatch):
     import errno
     import os

@@ -160,11 +160,12 @@ def execute(config: TrainConfig, directory: str) -> str | None:
             datasets.fetch(config.dataset, config.data_dir, log=quiet,  # once per node; the
                            repair=config.data_dir is not None)  # run then decodes it itself
         with threadpool_limits(limits=1):
+            again = "the same `lenet5 sweep` command"  # continues every run
             if (Path(directory) / CONFIG_FILE).is_file():  # started: resumed (or started again)
                 train(resume_config(directory, config.epochs), resume=directory, log=quiet,
-                      progress=False)
+                      progress=False, resumed_by=again)
             else:
-                train(config, log=quiet, progress=False)
+                train(config, log=quiet, progress=False, resumed_by=again)
     except Lenet5Error as exc:
         return str(exc)
     return None

@@ -570,11 +570,12 @@ def _save_model(config: TrainConfig, run: Run) -> dict:
 # --- the whole run --------------------------------------------------------------------------
 
 def train(config: TrainConfig, *, resume: str | Path | None = None, log: Log = print,
-          progress: bool | None = None) -> Path:
+          progress: bool | None = None, resumed_by: str | None = None) -> Path:
     """Train (or continue) a run; returns its directory. Files are rewritten atomically after
     every epoch, so a killed run loses at most the epoch in progress. One process at a time
     trains a run directory (``files.run_lock``); what a killed one left half-written is
-    removed first."""
+    removed first. ``resumed_by``: the command that continues the run, where it is not
+    `lenet5 train --resume` (a sweep's own), for a full disk's advice."""
     config.validate(new_run=resume is None)
     config = config.resolved()
     arch = config.architecture()
@@ -586,7 +587,7 @@ def train(config: TrainConfig, *, resume: str | Path | None = None, log: Log = p
         try:
             run = _train_epochs(config, arch, data, resume, log, progress)
         except files.WriteError as exc:
-            raise _with_resume_advice(exc, directory) from None
+            raise _with_resume_advice(exc, directory, resumed_by) from None
         except KeyboardInterrupt as exc:  # the command line names the run to resume
             exc.run_directory = directory
             raise
@@ -666,7 +667,8 @@ def _calibration(model: Model, config: TrainConfig,
                            config.refusal_error, config.calibration_digits)
 
 
-def _with_resume_advice(exc: files.WriteError, directory: Path) -> files.WriteError:
+def _with_resume_advice(exc: files.WriteError, directory: Path,
+                        resumed_by: str | None = None) -> files.WriteError:
     """A full disk while writing a run: after freeing space, the advised command must work."""
     if not exc.disk_full:
         return exc
@@ -677,7 +679,7 @@ def _with_resume_advice(exc: files.WriteError, directory: Path) -> files.WriteEr
             epoch = checkpoint.load_state(directory / files.STATE_FILE)[2]["epochs"]
         except Lenet5Error:
             epoch = 0
-        command = f"`lenet5 train --resume {directory}`"
+        command = resumed_by or f"`lenet5 train --resume {directory}`"
         advice = (f"then {command} continues the run after {_epochs(epoch)}" if epoch else
                   f"then {command} starts it again (no epoch had been saved)")
     return files.WriteError(f"{str(exc).rstrip('.')}; {advice}.", exc.errno)
