@@ -64,6 +64,7 @@ FIGURES = {
 }
 COLORS = {"train": "#1f77b4", "test": "#d62728", "val": "#2ca02c"}
 PAGE, PAGE_TITLE = "report.html", "LeNet-5 run report: "
+REPORT_FILES = (*FIGURES, PAGE)
 
 
 def new_figure(width: float, height: float, **kw) -> Figure:
@@ -403,10 +404,10 @@ def write_report(run_dir: str | Path, *, out: str | Path | None = None, engine: 
     metrics, config = _read_run(run)
     folder = run if out is None else Path(out)
     if folder != run:
-        refuse_others_files(folder, (*FIGURES, PAGE), lambda: _a_report_there(folder), "report",
+        refuse_others_files(folder, REPORT_FILES, lambda: _a_report_there(folder), "report",
                             "write the report into another --out")
     make_folder(folder)
-    remove_abandoned(folder, TEMPORARY, {*FIGURES, PAGE})  # killed reports' files
+    remove_abandoned(folder, TEMPORARY, REPORT_FILES)  # killed reports' files
     model = load_model(run, engine=engine, device=device)
     dataset = model.metadata.get("dataset", config.get("dataset", "mnist"))
     data = load_dataset(dataset, config.get("data_dir"), log=log)

@@ -159,11 +159,10 @@ def write_site(model_path: str | Path, out_dir: str | Path) -> dict:
     _, metadata = checkpoint.load_model(source)  # a damaged or foreign file fails here
     out = Path(out_dir)
     _check_target(out)
-    names = _site_files()
-    for folder in {(out / name).parent for name in names}:  # what killed exports left there
-        remove_abandoned(folder, TEMPORARY, {Path(name).name for name in names})
     contents = {**_page(), "model.safetensors": source.read_bytes(),
                 "model.json": json.dumps(site_json(metadata), separators=(",", ":")).encode()}
+    for folder in {(out / name).parent for name in contents}:  # what killed exports left
+        remove_abandoned(folder, TEMPORARY, {Path(name).name for name in contents})
     for name, data in contents.items():
         if name == "model.safetensors":  # model.json, the mark of a finished site, goes
             try:  # before the weights and comes back after them: a site replaced part-way

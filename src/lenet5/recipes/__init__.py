@@ -19,6 +19,7 @@ from importlib.resources import files
 from pathlib import Path
 
 from ..errors import Lenet5Error
+from ..files import is_number
 from ..hparams import OPTIMIZER_OPTIONS
 from ..training import TrainConfig, check_types
 
@@ -89,16 +90,17 @@ def _parse(text: str, name: str, where: str, measured: dict) -> Recipe:
         raise Lenet5Error(f"{where} sets unknown options {', '.join(unknown)}; a recipe may "
                           f"set: {', '.join(OPTIONS)}.")
     check_types(options, where, "fix the recipe file")
-    for key, value, kind in (("description", document.get("description", ""), "text"),
-                             ("source", reference.get("source", ""), "text"),
-                             ("figure", reference.get("figure"), "a percentage")):
-        if not (isinstance(value, str) if kind == "text" else value is None or (
-                isinstance(value, int | float) and not isinstance(value, bool)
-                and 0 <= value <= 100)):
+    description, source = document.get("description", ""), reference.get("source", "")
+    figure = reference.get("figure")
+    for key, value, kind, right in (
+            ("description", description, "text", isinstance(description, str)),
+            ("source", source, "text", isinstance(source, str)),
+            ("figure", figure, "a percentage",
+             figure is None or (is_number(figure) and 0 <= figure <= 100))):
+        if not right:
             raise Lenet5Error(f"{where}'s {key} is {value!r}, not {kind}; fix the recipe file.")
-    return Recipe(name=name, description=document.get("description", ""), options=options,
-                  reference={"figure": reference.get("figure"),
-                             "source": reference.get("source", "")},
+    return Recipe(name=name, description=description, options=options,
+                  reference={"figure": figure, "source": source},
                   measured=measured)
 
 
