@@ -11,8 +11,10 @@ For each engine, device and seed it measures two clocks:
   sends only its row indices, through pinned memory, without waiting; loss and accuracy add
   up on the device), the test set measured after every epoch, the clock running from the
   first step to the end of the first epoch at 99.0% or better (evaluation included; "-"
-  where the budget ends below it). `--compile` runs the torch network through
-  torch.compile, warmed up on a throwaway engine first so that compiling is not timed.
+  where the budget ends below it). On CUDA the torch engine records each step as a CUDA
+  graph and replays it (`--no-cuda-graphs` times this clock with every step run op by op
+  instead). `--compile` runs the torch network through torch.compile, warmed up on a
+  throwaway engine first so that compiling is not timed.
 
 A run is deterministic for a given seed, engine, device and number of cores. On CPU,
 `--tutorial` also times one epoch of the PyTorch tutorials' loop (benchmarks/tutorial_loop.py,
@@ -22,6 +24,7 @@ shared machine (the goal: <= 2.5 tutorial epochs).
 
     python benchmarks/time_to_accuracy.py [--tutorial]             # numpy and torch, CPU
     python benchmarks/time_to_accuracy.py --engine torch --device cuda [--compile]
+    python benchmarks/time_to_accuracy.py --engine torch --device cuda --no-cuda-graphs
     python benchmarks/time_to_accuracy.py --engine torch --device mps
 
 Writes benchmarks/results/time_to_accuracy.md (`--out` to write elsewhere).
@@ -48,12 +51,13 @@ RECIPE = "fast"
 TARGET = 0.99
 
 
-def command_clock(engine: str, device: str, seed: int, out: Path) -> dict:
+def command_clock(engine: str, device: str, seed: int, out: Path, epochs: float | None) -> dict:
     """Seconds of the whole `lenet5 train --recipe fast` command, and where it ends."""
     started = time.perf_counter()
     subprocess.run([sys.executable, "-m", "lenet5", "train", "--recipe", RECIPE,
                     "--engine", engine, "--device", device, "--seed", str(seed), "--no-report",
-                    "--out", str(out)], check=True, env=child_env(), stdout=subprocess.DEVNULL)
+                    *(["--epochs", str(epochs)] if epochs else []), "--out", str(out)],
+                   check=True, env=child_env(), stdout=subprocess.DEVNULL)
     seconds = time.perf_counter() - started
     return {"seconds": seconds, "test_acc": read_metrics(out)[-1]["test_acc"]}
 
@@ -63,13 +67,15 @@ def tutorial_epoch() -> float:
     return time_tutorial("cpu", 1)["epoch_seconds"][0]
 
 
-def training_clock(engine: str, device: str, seed: int, out: Path, compile_net: bool) -> dict:
+def training_clock(engine: str, device: str, seed: int, out: Path, epochs: float | None,
+                   compile_net: bool, cuda_graphs: bool) -> dict:
     """Seconds from the first step to the end of the first epoch at TARGET, in this process,
     with every epoch's test accuracy."""
     from lenet5 import training
 
     config = load_recipe(RECIPE).config({"engine": engine, "device": device, "seed": seed,
-                                         "out": str(out), "test_each_epoch": True})
+                                         "out": str(out), "test_each_epoch": True,
+                                         **({"epochs": epochs} if epochs else {})})
     config.validate()
     config = config.resolved()
     arch = config.architecture()
@@ -77,6 +83,8 @@ def training_clock(engine: str, device: str, seed: int, out: Path, compile_net: 
     run = training.start_run(config, arch, data, None, log=lambda _: None)
     if compile_net:
         run.engine.net = compiled(run.engine.net)
+    if not cuda_graphs and device == "cuda":
+        run.engine.step_graphs = None  # every step op by op
     inputs = training.EpochInputs(config, data, run.engine)  # on the device from here
     accuracies, reached = [], None
     started = time.perf_counter()
@@ -136,8 +144,12 @@ def main() -> None:
                         help="devices for the torch engine; numpy runs on cpu (default: cpu)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
                         help="seeds (default: 0 1 2)")
+    parser.add_argument("--epochs", type=float,
+                        help="the epoch budget instead of the recipe's (default: the recipe's)")
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile the torch network (default: off)")
+    parser.add_argument("--no-cuda-graphs", action="store_true",
+                        help="the training clock without CUDA graphs (default: with them)")
     parser.add_argument("--tutorial", action="store_true",
                         help="time a tutorial-loop epoch before each CPU command (default: off)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="results file")
@@ -154,11 +166,13 @@ def main() -> None:
             for seed in args.seeds:
                 tutorial = tutorial_epoch() if args.tutorial and device == "cpu" else None
                 commands.append(command_clock(engine, device, seed,
-                                              Path(tmp) / f"{engine}-{device}-{seed}"))
+                                              Path(tmp) / f"{engine}-{device}-{seed}",
+                                              args.epochs))
                 commands[-1]["tutorial_epoch"] = tutorial
                 trainings.append(training_clock(engine, device, seed,
                                                 Path(tmp) / f"{engine}-{device}-{seed}-in",
-                                                compile_net))
+                                                args.epochs, compile_net,
+                                                not args.no_cuda_graphs))
                 log.append(f"{engine} {device} seed {seed}: "
                            + (f"tutorial epoch {tutorial:.2f} s, " if tutorial else "")
                            + f"command {commands[-1]['seconds']:.2f} s, "
@@ -174,7 +188,9 @@ def main() -> None:
         "`" + " ".join(["python benchmarks/time_to_accuracy.py", *sys.argv[1:]]) + "`",
         "",
         f"Recipe `{RECIPE}`: `lenet5 train --recipe {RECIPE}` = `lenet5 train "
-        f"{load_recipe(RECIPE).flags()}`.",
+        f"{load_recipe(RECIPE).flags()}`"
+        + (f", with an epoch budget of {args.epochs:g} (`--epochs {args.epochs:g}`)."
+           if args.epochs else "."),
         f"Seeds {', '.join(map(str, args.seeds))}; load average {load_before:.1f} before, "
         f"{load_after:.1f} after.",
         "",
@@ -189,7 +205,11 @@ def main() -> None:
                      else f"reached in {len(reached)} of {len(trainings)}")
         ratios = [c["seconds"] / c["tutorial_epoch"] for c in commands if c["tutorial_epoch"]]
         ratio = f"{statistics.median(ratios):.2f}" if ratios else "-"
-        lines.append(f"| {engine}{' (compiled)' if args.compile and engine == 'torch' else ''} "
+        notes = [note for note, applies in (("compiled", args.compile and engine == "torch"),
+                                            ("no CUDA graphs", args.no_cuda_graphs
+                                             and device == "cuda")) if applies]
+        label = f"{engine} ({', '.join(notes)})" if notes else engine
+        lines.append(f"| {label} "
                      f"| {device} | {statistics.median(c['seconds'] for c in commands):.2f} | "
                      f"{ratio} | "
                      f"{100 * statistics.mean(accs):.2f}% ({100 * min(accs):.2f}%) | "

@@ -295,6 +295,45 @@ def resolve_device(device: str) -> str:
     return device
 
 
+class StepGraph:
+    """One batch size's training step, recorded once as a CUDA graph and then replayed: the
+    step's few dozen kernels start with one call instead of one each from Python, which on a GPU
+    takes longer than they run. The graph reads fixed tensors, so each step first copies
+    its rows and learning rate into them. As ``torch.cuda.graph`` asks, the steps before
+    the recording run eagerly on a side stream, where cuDNN, cuBLAS and autograd do their
+    lazy set-up."""
+
+    EAGER_STEPS = 2
+
+    def __init__(self, n: int, device: str):
+        self.rows = torch.empty(n, dtype=torch.int64, device=device)
+        self.lr = torch.empty((), dtype=torch.float32, device=device)
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.eager_steps = 0
+
+    def run(self, rows: torch.Tensor, lr: float,
+            step: Callable[[torch.Tensor, torch.Tensor], None]) -> bool:
+        """``step(rows, lr)``, eagerly, recorded or replayed; True where it was replayed."""
+        self.rows.copy_(rows, non_blocking=True)
+        self.lr.fill_(lr)
+        if self.graph is not None:
+            self.graph.replay()
+            return True
+        if self.eager_steps < self.EAGER_STEPS:
+            self.eager_steps += 1
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                step(self.rows, self.lr)
+            torch.cuda.current_stream().wait_stream(side)
+        else:
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph):
+                step(self.rows, self.lr)
+            self.graph.replay()  # recording ran nothing
+        return False
+
+
 class TorchEngine:
     """``TorchNet`` plus its optimizer behind the ``lenet5.engine.Engine`` interface. The
     training data stays on the device for the whole run; each step indexes it, and the
@@ -325,6 +364,11 @@ class TorchEngine:
         self._metrics = torch.zeros(2, dtype=torch.float32 if self.device == "mps"
                                     else torch.float64, device=self.device)
         self._seen = 0
+        # CUDA: each batch size's step is recorded once as a graph and replayed (StepGraph);
+        # None where every step runs op by op (CPU, MPS, float64, SDLM's per-pass curvature)
+        self.step_graphs: dict[int, StepGraph] | None = (
+            {} if self.device == "cuda" and dtype == torch.float32
+            and self.optimizer.spec.name != "sdlm" else None)
         split = self.device == "cpu" and not user_set_threads()
         self.workers = torch.get_num_threads() if split else 1
         self._pool = ThreadPoolExecutor(self.workers - 1) if self.workers > 1 else None
@@ -373,6 +417,8 @@ class TorchEngine:
         """Copy the training data to the device (the loop calls this whenever it changes)."""
         self.train_x = self._tensor(x)  # (N, 1, H, W); on CPU it shares x's memory
         self.train_y = torch.as_tensor(y, dtype=torch.int64, device=self.device)
+        if self.step_graphs:
+            self.step_graphs.clear()  # they read the tensors just replaced
 
     def estimate_curvature(self, rows: np.ndarray) -> None:
         """SDLM: the curvature for the pass about to start, from these bound rows."""
@@ -399,26 +445,40 @@ class TorchEngine:
         grads = torch.autograd.grad(loss * (len(rows) / batch_size), self.optimizer.tensors)
         return loss.detach() * len(rows), correct, grads
 
+    def _whole_step(self, rows: torch.Tensor, lr: float | torch.Tensor) -> None:
+        """Forward, backward, update and the metrics' sums of one batch, on one thread."""
+        loss, correct = self._loss(rows)
+        self.optimizer.zero_grad()
+        loss.backward()  # autograd accumulates into .grad directly
+        self.optimizer.step(lr, batch_size=len(rows))
+        with torch.no_grad():
+            self._metrics[0] += loss.detach() * len(rows)
+            self._metrics[1] += correct
+
     def train_step(self, batch: np.ndarray, lr: float) -> None:
         rows, n = self._rows(batch), len(batch)
+        self._seen += n
+        if self.step_graphs is not None:
+            graph = self.step_graphs.get(n)
+            if graph is None:
+                graph = self.step_graphs[n] = StepGraph(n, self.device)
+            if graph.run(rows, lr, self._whole_step):
+                self.optimizer.steps += 1  # a replay runs no Python: count its update here
+            return
         with self._one_thread_each():
-            if self.workers == 1:  # autograd accumulates into .grad directly
-                loss, correct = self._loss(rows)
-                self.optimizer.zero_grad()
-                loss.backward()
-                parts = [(loss.detach() * n, correct)]
-            else:
-                parts = self._in_parts(n, lambda part: self._loss_and_grads(rows[part], n))
-                for i, p in enumerate(self.optimizer.tensors):
-                    p.grad = torch.empty_like(p).copy_(parts[0][2][i])  # p's layout, as fused
-                    for _, _, grads in parts[1:]:  # optimizers expect
-                        p.grad += grads[i]
+            if self.workers == 1:
+                self._whole_step(rows, lr)
+                return
+            parts = self._in_parts(n, lambda part: self._loss_and_grads(rows[part], n))
+            for i, p in enumerate(self.optimizer.tensors):
+                p.grad = torch.empty_like(p).copy_(parts[0][2][i])  # p's layout, as fused
+                for _, _, grads in parts[1:]:  # optimizers expect
+                    p.grad += grads[i]
             self.optimizer.step(lr, batch_size=n)
             with torch.no_grad():
-                for loss_sum, correct, *_ in parts:
+                for loss_sum, correct, _ in parts:
                     self._metrics[0] += loss_sum
                     self._metrics[1] += correct
-        self._seen += n
 
     def take_train_metrics(self) -> tuple[float, int, int]:
         loss_sum, correct = self._metrics.tolist()  # the epoch's one wait for the device

@@ -41,9 +41,11 @@ class TorchOptimizer:
             p.grad = None
 
     @torch.no_grad()
-    def step(self, lr: float, batch_size: int = 1) -> None:
+    def step(self, lr: float | torch.Tensor, batch_size: int = 1) -> None:
         """One update; ``batch_size`` (the images in the mean loss) matters to SDLM only,
-        which steps on the batch's sum, as the NumPy engine's."""
+        which steps on the batch's sum, as the NumPy engine's. ``lr`` may be a one-value
+        tensor on the parameters' device (SGD, Adam and AdamW), as a recorded CUDA graph
+        needs: the rate is then read where the update runs."""
         spec, first = self.spec, self.steps == 0
         self.steps += 1
         grads = [p.grad for p in self.tensors]
