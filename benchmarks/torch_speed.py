@@ -183,8 +183,8 @@ def main() -> None:
     engine_ms, tutorial_ms = interleaved_steps(args.device)
     numpy_ms, numpy_tutorial_ms = interleaved_steps("cpu", "numpy") if args.with_numpy else (0, 0)
 
-    device = (torch.cuda.get_device_name() if args.device == "cuda"
-              else machine())
+    device = (f"{torch.cuda.get_device_name()}, {time.strftime('%Y-%m-%d')}"
+              if args.device == "cuda" else machine())
     lines = [f"command: python benchmarks/torch_speed.py {' '.join(sys.argv[1:])}",
              f"device: {args.device} ({device}); torch {torch.__version__}, "
              f"{torch.get_num_threads()} threads; {args.repeats} repeats x {args.epochs} epochs; "

@@ -279,28 +279,36 @@ def test_optimizer_steps_are_torch_optims_bit_for_bit(spec, dtype, device):
 
 
 @pytest.mark.skipif(not HAS_CUDA, reason="no CUDA GPU")
-@pytest.mark.parametrize("spec", [OPTIMIZERS["sgd-nesterov-wd"], OPTIMIZERS["adamw"]],
-                         ids=["sgd", "adamw"])
+@pytest.mark.parametrize("spec", [OPTIMIZERS["sgd-nesterov-wd"], OPTIMIZERS["adamw"],
+                                  OPTIMIZERS["sdlm"]], ids=["sgd", "adamw", "sdlm"])
 def test_cuda_graph_steps_are_the_steps_run_op_by_op(spec):
-    """Recorded and replayed steps, of two batch sizes and with new data bound halfway (which
-    must record again), leave the weights, the optimizer's state and the metrics as steps
-    run op by op do: to the bit on an H200, and here to float32 rounding, as the graph reads
-    its rate from a float32 tensor where a step op by op passes a Python float."""
+    """Steps recorded and replayed leave the weights, the optimizer's state and the metrics
+    as steps run op by op do: two batch sizes' graphs taking turns, new data of the same
+    shape written under the graphs, a state loaded into them (as a resumed run does), and
+    data of another shape, which must be recorded anew. To float32 rounding: the graph
+    reads its rate from a float32 tensor where a step op by op gets a Python float."""
     x, y = batch(40, np.float32)
     graphed = TorchEngine(LENET5, init_params(LENET5, 0), spec, "cuda")
     eager = TorchEngine(LENET5, init_params(LENET5, 0), spec, "cuda")
     eager.step_graphs = None
+    engines = (graphed, eager)
     rng = np.random.default_rng(2)
-    sizes = [8, 8, 8, 8, 5, 8, 5, 5, 5, 8, 8, 8, 8, 8]  # 5 never recorded after step 7
+    new_data = {0: (x, y), 9: (np.flip(x, 0).copy(), np.flip(y, 0).copy()), 14: (x[:36], y[:36])}
+    sizes = [8, 8, 8, 5, 8, 5, 5, 8, 5, 8, 5, 8, 5, 8, 8, 8, 8, 5, 5, 5, 8]
     for step, n in enumerate(sizes):
-        if step in (0, 7):  # fresh data: the graphs recorded so far read the old tensors
-            new_x, new_y = (np.flip(x, 0).copy(), np.flip(y, 0).copy()) if step else (x, y)
-            for engine in (graphed, eager):
-                engine.bind_training_data(new_x, new_y)
-        rows = rng.permutation(len(x))[:n]
-        for engine in (graphed, eager):
-            engine.train_step(rows, 0.05 / (step + 1))
-    assert graphed.step_graphs[8].graph is not None and graphed.step_graphs[5].graph is None
+        if step in new_data:
+            for engine in engines:
+                engine.bind_training_data(*new_data[step])
+                if spec.name == "sdlm":
+                    engine.estimate_curvature(np.arange(len(new_data[step][0])))
+            assert (len(graphed.step_graphs) == 2) == (step == 9)  # kept only for step 9
+        if step == 12:
+            for engine in engines:
+                engine.load_optimizer_state(engine.optimizer_state())
+        rows = rng.permutation(len(eager.train_x))[:n]
+        for engine in engines:
+            engine.train_step(rows, (1e-4 if spec.name == "sdlm" else 0.05) / (step + 1))
+    assert all(g.graph is not None for g in graphed.step_graphs.values())
     assert graphed.optimizer.steps == eager.optimizer.steps == len(sizes)
     got, expected = graphed.take_train_metrics(), eager.take_train_metrics()
     assert_close(got[0], expected[0], 1e-5, "loss sum")

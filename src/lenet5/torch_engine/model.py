@@ -308,8 +308,8 @@ class StepGraph:
     def __init__(self, n: int, device: str):
         self.rows = torch.empty(n, dtype=torch.int64, device=device)
         self.lr = torch.empty((), dtype=torch.float32, device=device)
-        self.graph: torch.cuda.CUDAGraph | None = None
-        self.eager_steps = 0
+        self.graph: torch.cuda.CUDAGraph | None = None  # set once a recording is whole
+        self.eager_steps_run = 0
 
     def run(self, rows: torch.Tensor, lr: float,
             step: Callable[[torch.Tensor, torch.Tensor], None]) -> bool:
@@ -319,18 +319,19 @@ class StepGraph:
         if self.graph is not None:
             self.graph.replay()
             return True
-        if self.eager_steps < self.EAGER_STEPS:
-            self.eager_steps += 1
+        if self.eager_steps_run < self.EAGER_STEPS:
+            self.eager_steps_run += 1
             side = torch.cuda.Stream()
             side.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(side):
                 step(self.rows, self.lr)
             torch.cuda.current_stream().wait_stream(side)
         else:
-            self.graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(self.graph):
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
                 step(self.rows, self.lr)
-            self.graph.replay()  # recording ran nothing
+            graph.replay()  # recording ran nothing
+            self.graph = graph
         return False
 
 
@@ -365,10 +366,10 @@ class TorchEngine:
                                     else torch.float64, device=self.device)
         self._seen = 0
         # CUDA: each batch size's step is recorded once as a graph and replayed (StepGraph);
-        # None where every step runs op by op (CPU, MPS, float64, SDLM's per-pass curvature)
+        # None where every step runs op by op: CPU and MPS, and float64 weights (tests only),
+        # whose fused kernels would get the graph's float32 rate
         self.step_graphs: dict[int, StepGraph] | None = (
-            {} if self.device == "cuda" and dtype == torch.float32
-            and self.optimizer.spec.name != "sdlm" else None)
+            {} if self.device == "cuda" and dtype == torch.float32 else None)
         split = self.device == "cpu" and not user_set_threads()
         self.workers = torch.get_num_threads() if split else 1
         self._pool = ThreadPoolExecutor(self.workers - 1) if self.workers > 1 else None
@@ -414,7 +415,14 @@ class TorchEngine:
         return outputs[0] if len(outputs) == 1 else np.concatenate(outputs)
 
     def bind_training_data(self, x: np.ndarray, y: np.ndarray) -> None:
-        """Copy the training data to the device (the loop calls this whenever it changes)."""
+        """Copy the training data to the device (the loop calls this whenever it changes).
+        Recorded step graphs read the bound tensors: data of the same shape is written over
+        them, so that each epoch's new distortions need no new recording; data of another
+        shape drops the graphs."""
+        if self.step_graphs and self.train_x.shape == x.shape:
+            self.train_x.copy_(torch.from_numpy(x))  # (N, 1, H, W)
+            self.train_y.copy_(torch.from_numpy(y))
+            return
         self.train_x = self._tensor(x)  # (N, 1, H, W); on CPU it shares x's memory
         self.train_y = torch.as_tensor(y, dtype=torch.int64, device=self.device)
         if self.step_graphs:
