@@ -44,8 +44,8 @@ class TorchOptimizer:
     def step(self, lr: float | torch.Tensor, batch_size: int = 1) -> None:
         """One update; ``batch_size`` (the images in the mean loss) matters to SDLM only,
         which steps on the batch's sum, as the NumPy engine's. ``lr`` may be a one-value
-        tensor on the parameters' device (SGD, Adam and AdamW), as a recorded CUDA graph
-        needs: the rate is then read where the update runs."""
+        tensor on the parameters' device, as a recorded CUDA graph needs: the fused kernels
+        (SGD, Adam, AdamW) and SDLM's arithmetic then read the rate where the update runs."""
         spec, first = self.spec, self.steps == 0
         self.steps += 1
         grads = [p.grad for p in self.tensors]
