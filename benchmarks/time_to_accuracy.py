@@ -16,7 +16,8 @@ For each engine, device and seed it measures two clocks:
   instead). `--compile` runs the torch network through torch.compile, warmed up on a
   throwaway engine first so that compiling is not timed.
 
-A run is deterministic for a given seed, engine, device and number of cores. On CPU,
+On CPU a run is deterministic for a given seed, engine and number of cores; on CUDA it
+was not (seed 2 ended at 99.17% in one H200 run and 99.01% in the next). On CPU,
 `--tutorial` also times one epoch of the PyTorch tutorials' loop (benchmarks/tutorial_loop.py,
 in a fresh process) before each command, and gives each command's seconds as a multiple of
 the tutorial epoch timed just before it: the figure that still means something on a busy
