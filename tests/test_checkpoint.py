@@ -161,7 +161,9 @@ def test_state_round_trip(tmp_path):
 def test_state_file_is_not_a_model_file(tmp_path):
     path = tmp_path / "model.safetensors"
     checkpoint.save_state(path, init_params(LENET5, 0), {}, {"epoch": 1})
-    with pytest.raises(ModelFileError, match="not a lenet5 model file"):
+    with pytest.raises(ModelFileError, match=r"is a run's training state, for --resume, not its "
+                                             r"model; pass the model\.safetensors beside it, or "
+                                             r"the run directory\."):
         checkpoint.load_model(path)
 
 

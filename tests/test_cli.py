@@ -284,9 +284,34 @@ def test_ctrl_c_says_how_to_go_on(capsys, monkeypatch, synthetic_dataset, tmp_pa
     monkeypatch.setattr(training, "_train_epochs", interrupted)
     code, _, err = run_cli(capsys, "train", "--dataset", synthetic_dataset, "--out",
                            str(tmp_path / "run"))
-    assert code == 130 and err == ("lenet5: interrupted; the run continues from its last "
-                                   "finished epoch with `lenet5 train --resume "
-                                   f"{tmp_path / 'run'}`.\n")
+    assert code == 130 and err == ("lenet5: interrupted; no epoch had finished and nothing "
+                                   "was kept: run the command again.\n")
+
+    def in_the_first_epoch(config, arch, data, resume, log, progress):
+        training.start_run(config, arch, data, resume, log)  # writes config.json
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "_train_epochs", in_the_first_epoch)
+    code, _, err = run_cli(capsys, "train", "--dataset", synthetic_dataset, "--out",
+                           str(tmp_path / "run"))
+    assert code == 130 and err == ("lenet5: interrupted; no epoch had finished: `lenet5 train "
+                                   f"--resume {tmp_path / 'run'}` starts the run again.\n")
+    monkeypatch.setattr(training, "_train_epochs", train_epochs)
+    code, _, _ = run_cli(capsys, "train", "--resume", str(tmp_path / "run"), "--epochs", "1")
+    assert code == 0  # as it says
+    save_epoch = training.save_epoch
+
+    def then_stopped(config, run):
+        save_epoch(config, run)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "save_epoch", then_stopped)
+    code, _, err = run_cli(capsys, "train", "--dataset", synthetic_dataset, "--out",
+                           str(tmp_path / "run2"))
+    assert code == 130 and err.endswith("lenet5: interrupted; the run continues from its last "
+                                        "finished epoch with `lenet5 train --resume "
+                                        f"{tmp_path / 'run2'}`.\n")
+    monkeypatch.setattr(training, "save_epoch", save_epoch)
     monkeypatch.setattr(training, "_train_epochs", train_epochs)  # stopped while writing
     # the figures: the run itself is finished
     monkeypatch.setattr(lenet5.cli, "_write_run_report", interrupted)
@@ -324,9 +349,8 @@ def test_sigterm_stops_training_as_ctrl_c_does(capsys, monkeypatch, synthetic_da
     before = signal.getsignal(signal.SIGTERM)
     code, _, err = run_cli(capsys, "train", "--dataset", synthetic_dataset, "--out",
                            str(tmp_path / "run"))
-    assert code == 143 and err == ("lenet5: terminated; the run continues from its last "
-                                   "finished epoch with `lenet5 train --resume "
-                                   f"{tmp_path / 'run'}`.\n")
+    assert code == 143 and err == ("lenet5: terminated; no epoch had finished and nothing "
+                                   "was kept: run the command again.\n")
     assert signal.getsignal(signal.SIGTERM) is before and not (tmp_path / "run").exists()
 
 

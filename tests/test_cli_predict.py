@@ -147,6 +147,12 @@ def test_a_number_is_read_boxed_and_saved(untrained_model, tmp_path, capsys):
         pixels = np.asarray(picture.convert("RGB"))
     green = (pixels[..., 1] > 150) & (pixels[..., 0] < 60) & (pixels[..., 2] < 60)
     assert green.any()  # the accepted digits' boxes
+    code, out, err = run_cli(capsys, "predict", untrained_model, tmp_path / "777.png",
+                             "--save-input", tmp_path / "seen2")
+    assert code == 0 and out.startswith(f"{tmp_path / '777.png'}: ")  # without --json, it
+    assert err == (f"lenet5: --save-input: what the network saw of 1 picture is in "  # says
+                   f"{tmp_path / 'seen2'}.\n")  # where it put them
+    assert (tmp_path / "seen2" / "777.png").is_file()
 
 
 def test_gif_first_frame_is_used(untrained_model, tmp_path, capsys):

@@ -5,6 +5,7 @@ import gzip
 import hashlib
 import io
 import os
+import re
 import tarfile
 import time
 from pathlib import Path
@@ -147,6 +148,20 @@ def test_gone_source_is_not_asked_again(tiny):
     dead.gone = True
     fetch("tiny", sources=[dead, FakeSource("good", tiny, calls)], log=lambda _: None)
     assert all(c.startswith("good:") for c in calls)
+
+
+@pytest.mark.parametrize("damage, why", [
+    (lambda b: b"\x12\x34" + b[2:], r"it is not an IDX file \(bad magic number\)"),
+    (lambda b: b[:-5], r"it is truncated: expected \d+ bytes, found \d+"),
+    (lambda b: b[:16] + bytes(len(b) - 16), "its SHA-256 does not match the published one"),
+])
+def test_a_damaged_cached_file_says_what_is_wrong_naming_it_once(tiny, damage, why):
+    directory = fetch("tiny", sources=[FakeSource("good", tiny, [])], log=lambda _: None)
+    path = directory / ds.TEST_IMAGES
+    path.write_bytes(damage(path.read_bytes()))
+    with pytest.raises(DataError, match=rf"^{re.escape(str(path))} is damaged: {why}; run "
+                                        r"`lenet5 data fetch --dataset tiny` to replace it\.$"):
+        load("tiny", log=lambda _: None)
 
 
 def test_in_place_corruption_that_keeps_size_and_mtime_is_caught(tiny):
@@ -296,8 +311,10 @@ def test_files_dropped_into_the_cache_are_verified(tiny):
     for f, b in tiny.items():
         (directory / f).write_bytes(b)
     calls: list[str] = []
-    fetch("tiny", sources=[FakeSource("never", {}, calls)], log=lambda _: None)
+    logs: list[str] = []
+    fetch("tiny", sources=[FakeSource("never", {}, calls)], log=logs.append)
     assert calls == [] and cache_contents() == sorted(FILES)
+    assert logs == ["tiny: its 4 files are in the cache and pass their SHA-256 checks"]
 
 
 @pytest.mark.parametrize("compress", [True, False], ids=["gz", "raw"])

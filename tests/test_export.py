@@ -187,6 +187,10 @@ def test_corrupt_onnx_file_gives_one_clear_sentence(tmp_path):
     with pytest.raises(Lenet5Error, match=r"bad\.onnx is not a valid ONNX file .*export it "
                                           r"again with `lenet5 export`"):
         load(bad, engine="onnx")
+    bad.write_bytes(b"")  # onnx's reason is a sentence of its own: its period goes
+    with pytest.raises(Lenet5Error) as raised:
+        load(bad, engine="onnx")
+    assert ".)" not in str(raised.value) and str(raised.value).count(". ") == 0
 
 
 def test_truncated_onnx_file_gives_a_clear_error(exported, tmp_path):

@@ -52,12 +52,6 @@ def test_metrics_round_trip_and_a_missing_file_is_named(tmp_path):
         files.read_metrics(tmp_path / "nowhere")
 
 
-def test_a_damaged_config_names_who_needed_it(tmp_path):
-    (tmp_path / files.CONFIG_FILE).write_text("{not json")
-    with pytest.raises(Lenet5Error, match=r"config\.json; --resume needs a run directory"):
-        files.read_config(tmp_path, "--resume")
-
-
 def test_newest_run_is_the_last_model_written(tmp_path):
     assert files.newest_run(tmp_path) is None
     for age, name in ((100, "newer"), (200, "older")):
@@ -113,7 +107,8 @@ def test_a_symlink_to_a_device_is_refused_too(tmp_path):
 
 
 @pytest.mark.parametrize("code, meaning", [
-    (errno.EEXIST, "already exists"), (errno.ENOTDIR, "not a folder"),
+    (errno.EEXIST, "a file of that name is where a folder is needed; choose another path"),
+    (errno.ENOENT, "check the path, or write somewhere else"), (errno.ENOTDIR, "not a folder"),
     (errno.EACCES, "permission"), (errno.EROFS, "read-only"),
 ])
 def test_write_errors_say_what_the_errno_means_without_disk_space_advice(tmp_path, monkeypatch,
@@ -181,6 +176,33 @@ def test_a_lock_on_a_file_named_like_the_run_is_one_sentence(tmp_path):
         pass
 
 
+def test_a_full_disk_when_taking_the_lock_names_the_lock_file(tmp_path, monkeypatch):
+    def full(fd, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(files.os, "write", full)
+    with pytest.raises(files.WriteError, match=r"could not write .*run/\.lock: No space left on "
+                                               r"device; the disk is full") as caught, \
+            files.run_lock(tmp_path / "run"):
+        pass
+    assert caught.value.disk_full
+    assert not (tmp_path / "run").exists()  # the folder it made is gone again
+
+
+def test_an_existing_run_folder_that_cannot_be_written_names_the_lock_file(tmp_path,
+                                                                           monkeypatch):
+    (tmp_path / "run").mkdir()
+
+    def read_only(path, flags, mode=0o777):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(files.os, "open", read_only)
+    with pytest.raises(files.WriteError, match=r"could not write .*run/\.lock: Read-only file "
+                                               r"system; that file system is read-only"), \
+            files.run_lock(tmp_path / "run"):
+        pass
+
+
 def test_stale_temporaries_of_the_run_files_are_removed_and_nothing_else(tmp_path):
     ours = [f".{name}.k2j4_x9q.tmp" for name in (files.MODEL_FILE, files.STATE_FILE,
                                                  files.CONFIG_FILE, files.METRICS_FILE)]
@@ -199,6 +221,17 @@ def test_a_config_that_is_not_an_object_is_named(tmp_path, text, kind):
     with pytest.raises(Lenet5Error, match=rf"config\.json holds a {kind}, not a run's settings; "
                                           "report needs"):
         files.read_config(tmp_path, "report")
+
+
+def test_a_damaged_config_is_called_damaged_and_a_missing_one_missing(tmp_path):
+    with pytest.raises(Lenet5Error, match=r"cannot read .*config\.json; --resume needs a run "
+                                          "directory made by"):
+        files.read_config(tmp_path, "--resume")
+    (tmp_path / files.CONFIG_FILE).write_text('{"arch": "lenet5",')
+    with pytest.raises(Lenet5Error, match=r"config\.json is damaged \(not JSON: .*\); restore "
+                                          "the config.json that `lenet5 train` wrote, or train "
+                                          r"a new run\.$"):
+        files.read_config(tmp_path, "--resume")
 
 
 def test_metrics_rows_that_are_not_objects_are_refused(tmp_path):

@@ -138,8 +138,14 @@ def test_a_folder_of_pictures_with_some_other_config_json_is_still_pictures(tmp_
     (run / "config.json").write_text(json.dumps({"arch": "lenet5", "engine": "numpy",
                                                  "epochs": 15, "seed": 0}))
     (run / "state.safetensors").write_bytes(b"")
-    with pytest.raises(ModelFileError, match=f"no model at {run}; pass a model.safetensors"):
+    with pytest.raises(ModelFileError, match=f"{run} is a run whose model.safetensors is missing "
+                                             r"\(moved or deleted\); restore it, or pass another"):
         checkpoint.load_model(run)
+    # predict takes it as the model, and says so, where the pretrained model would have
+    # answered for the pictures without a word
+    assert _model_and_images([str(run), "a.png"]) == (str(run), ["a.png"])
+    (run / "config.json").unlink()  # its resume state alone still marks it as a run
+    assert _model_and_images([str(run), "a.png"]) == (str(run), ["a.png"])
 
 
 def test_export_without_a_model_writes_it(tmp_path, capsys):

@@ -94,6 +94,14 @@ def test_a_users_recipe_file(tmp_path):
     ('[reference]\nfigure = "high"\n', r"bad.toml's figure is 'high', not a percentage; "),
     ("[reference]\nfigure = 990\n", "figure is 990, not a percentage"),
     ("[reference]\nsource = true\n", "source is True, not text"),
+    ("[option]\npool = 'avg'\n", r"bad.toml holds option, which a recipe does not read; it "
+                                  r"reads only description, options, reference; fix the"),
+    ("batch_size = 64\n", r"holds batch_size, .* \(train options go in the \[options\] "
+                          r"section\); fix the recipe file\."),
+    ("colour = 'red'\n[options]\nepochs = 2\n", "holds colour, which a recipe does not read"),
+    ("[reference]\nfigure = 99\nurl = 'x'\n", r"bad.toml's \[reference\] holds url, which a "
+                                             r"recipe does not read; it reads only figure, "
+                                             r"source; fix"),
 ])
 def test_bad_recipe_files_are_one_sentence(tmp_path, text, message):
     path = tmp_path / "bad.toml"

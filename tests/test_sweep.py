@@ -30,6 +30,9 @@ def test_describe_gives_sample_statistics_and_a_t_interval():
     low, high = stats.t.interval(0.95, 3, loc=np.mean(values), scale=stats.sem(values))
     assert d["ci95"] == pytest.approx([low, high])
     assert describe([0.9])["std"] is None and describe([0.9])["ci95"] is None
+    # two seeds far apart: the interval is cut to what an accuracy or a time can be
+    assert describe([0.9, 0.3], 0.0, 1.0)["ci95"] == [0.0, 1.0]
+    assert describe([2.0, 40.0], 0.0)["ci95"][0] == 0.0
 
 
 def test_compare_is_welchs_t_test():
@@ -61,7 +64,10 @@ def test_a_value_holding_a_path_names_one_folder_under_out(tmp_path):
 @pytest.mark.parametrize("grid, message", [
     ("colour=red", "'colour' is not a train option"),
     ("pool=max,mean", "'mean' is not a valid pool"),
-    ("lr=fast", "'fast' is not a valid lr"),
+    ("lr=fast", "'fast' is not a valid lr; give values that --lr takes (`lenet5 train --help` "
+                "says which)."),
+    ("batch_size=64,0", "--grid's setting batch_size-0: --batch-size must be"),
+    ("epochs=0,1", "--grid's setting epochs-0: --epochs must be a positive number, got 0."),
     ("epochs=abc", "'abc' is not a valid epochs"),  # a type that raises ArgumentTypeError
     ("pool=max,max", "'max' gives pool 'max' twice; give each value once"),
     ("lr=1e-3,0.001", "'0.001' gives lr 0.001 twice"),
@@ -72,6 +78,13 @@ def test_a_value_holding_a_path_names_one_folder_under_out(tmp_path):
 def test_bad_grid_items_are_one_sentence(grid, message, capsys, tmp_path):
     assert main(["sweep", "--seeds", "1", "--grid", grid, "--out", str(tmp_path)]) == 1
     assert message in capsys.readouterr().err
+
+
+def test_a_bad_flag_beside_a_grid_is_not_blamed_on_the_grid(capsys, tmp_path):
+    assert main(["sweep", "--seeds", "1", "--batch-size", "0", "--grid", "pool=max,avg",
+                 "--out", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "--batch-size must be" in err and "--grid" not in err
 
 
 @pytest.mark.parametrize("seeds", ["0", "10001", "100000000000000000000"])
@@ -445,3 +458,22 @@ def test_a_ray_address_nothing_answers_at_is_one_sentence_at_once():
         with pytest.raises(Lenet5Error, match=rf"^--ray 127\.0\.0\.1:{port} has no port \(1 "
                                               r"to 65535\); pass the cluster's address"):
             _refuse_unreachable(f"127.0.0.1:{port}")
+
+
+def test_the_sweep_figure_takes_each_settings_own_runs(tmp_path, monkeypatch):
+    """Each setting's curve is the mean (and band) of its own seeds' runs, n of them: not of
+    every setting's runs with those seeds."""
+    import lenet5.report
+    from lenet5.sweep import Run, plot_sweep
+
+    figures = []
+    monkeypatch.setattr(lenet5.report, "save_figure", lambda fig, path: figures.append(fig))
+    settings = [{"pool": "max"}, {"pool": "avg"}]
+    accuracy = {(0, 0): 0.9, (0, 1): 0.8, (1, 0): 0.5, (1, 1): 0.3}  # (setting, seed)
+    runs = [Run(setting, seed, tmp_path / f"{setting}-{seed}", TrainConfig(), 1)
+            for setting, seed in accuracy]
+    metrics = {key: [{"epoch": 1, "test_acc": acc}] for key, acc in accuracy.items()}
+    plot_sweep(tmp_path, settings, runs, metrics)
+    lines = figures[0].axes[0].lines
+    assert [line.get_label() for line in lines] == ["pool-max (n = 2)", "pool-avg (n = 2)"]
+    assert [line.get_ydata()[0] for line in lines] == pytest.approx([85.0, 40.0])

@@ -167,7 +167,7 @@ def test_a_fraction_of_an_epoch_ends_with_a_part_pass_and_the_whole_schedule(
         "epoch  1/1.5", "epoch 1.5/1.5"]
     assert "1.5 epochs" in log[-2]
     with pytest.raises(Lenet5Error, match=r"already complete \(1.5 epochs finished\); pass "
-                       r"--epochs N with --resume .* more than 1.5 \(one step more: 1.556\)"):
+                       r"--epochs N with --resume .* more than 1.5 \(one step more: 1.56\)"):
         train(resume_config(run), resume=run, log=quiet)
 
 
@@ -820,3 +820,74 @@ def test_the_first_line_counts_the_made_up_non_digits(synthetic_dataset, tmp_pat
     train(config(synthetic_dataset, tmp_path / "run", epochs=1, nondigits=nondigits),
           log=lines.append)
     assert said in lines[0]
+
+
+@pytest.mark.parametrize("epochs, left", [(2, (files.MODEL_FILE, files.METRICS_FILE)),
+                                          (2, (files.MODEL_FILE,)), (2, (files.METRICS_FILE,)),
+                                          (1, (files.MODEL_FILE, files.METRICS_FILE))])
+def test_a_run_without_its_state_file_is_not_trained_over(synthetic_dataset, tmp_path, epochs,
+                                                           left):
+    """Its finished epochs would be lost to a fresh start: resuming it is refused, and the
+    files are left as they were (a finished one-epoch run: its model is calibrated)."""
+    run = finished_run(synthetic_dataset, tmp_path / "run", epochs=epochs)
+    for name in {files.STATE_FILE, files.MODEL_FILE, files.METRICS_FILE} - set(left):
+        (run / name).unlink()
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    with pytest.raises(Lenet5Error, match=r"holds finished epochs but no state\.safetensors, .*"
+                                          r"move its model\.safetensors and metrics\.jsonl away"):
+        resume(run, 3)
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before
+
+
+@pytest.mark.parametrize("written", [1, 2])  # the model; the model and the metrics
+def test_a_run_stopped_inside_its_first_epochs_save_starts_again(synthetic_dataset, tmp_path,
+                                                                 monkeypatch, written):
+    """The save writes the model, the metrics, then the state: stopped before the state, the
+    run has no epoch to go on from, and --resume trains it from the start."""
+    write_atomic = files.write_atomic
+    calls = []
+
+    def stopped(path, data):
+        calls.append(path)
+        if len(calls) == 2 + written:  # config.json first, then the save
+            raise KeyboardInterrupt
+        write_atomic(path, data)
+
+    with monkeypatch.context() as patch, pytest.raises(KeyboardInterrupt):
+        patch.setattr(files, "write_atomic", stopped)
+        patch.setattr(checkpoint, "write_atomic", stopped)
+        train(config(synthetic_dataset, tmp_path / "run"), log=quiet)
+    run = tmp_path / "run"
+    assert (run / files.MODEL_FILE).exists() and not (run / files.STATE_FILE).exists()
+    log = []
+    train(resume_config(run), resume=run, log=log.append)
+    assert log[0] == f"no epoch of {run} had finished; starting it from the beginning"
+    assert [r["epoch"] for r in read_metrics(run)] == [1, 2]
+
+
+@pytest.mark.parametrize("steps, per_epoch, written", [(8446, 563, "15.002"), (14, 9, "1.6"),
+                                                       (1, 469, "0.002"), (938, 469, "2")])
+def test_the_epochs_for_a_number_of_steps_are_the_shortest_that_take_them(steps, per_epoch,
+                                                                          written):
+    from lenet5.training import _epochs_for, _steps_in
+
+    assert _epochs_for(steps, per_epoch) == written
+    assert _steps_in(float(written), per_epoch) == steps
+
+
+@pytest.mark.parametrize("refusal, words", [
+    ({"threshold": 0.3933, "refused": 0.0321, "error_accepted": 0.0159, "target_error": 0.016},
+     "below a probability of 0.393, calibrated on training digits, each redrawn as if cut out "
+     "of a written number (harder than a photo of one digit): 321 of 10,000 refused, 1.59% of "
+     "the rest read wrong"),
+    ({"threshold": 5.1e-06, "refused": 0.954, "error_accepted": 0.01, "target_error": 0.016},
+     "below a probability of 5.1e-06,"),  # not "0.000", which reads as refusing nothing
+    ({"threshold": 0.99, "refused": 0.9999, "error_accepted": 1.0, "target_error": 0.016},
+     "9,999 of 10,000 refused, 100.00% of the rest read wrong, more than --refusal-error 1.6% "
+     "at any threshold: the network has not learned enough to say which are digits"),
+])
+def test_the_refusal_line_says_what_was_calibrated(refusal, words):
+    from lenet5.training import _describe_refusal
+
+    line = _describe_refusal({**refusal, "digits": 10000, "calibrated_on": "training digits"})
+    assert words in line and line.count(". ") == 0

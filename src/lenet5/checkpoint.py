@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,7 @@ from .arch import ARCHITECTURES, Architecture, arch_of
 from .errors import Lenet5Error, ModelFileError, cannot_read
 from .files import (
     MODEL_FILE,
+    holds_run,
     is_number,
     is_onnx_file,
     not_trained_yet,
@@ -130,6 +132,9 @@ def resolve_model_path(path: str | Path) -> Path:
     _refuse_unreadable(p)
     if p.is_dir() and unfinished_run(p):
         raise ModelFileError(f"no model at {path} yet: {not_trained_yet(path)}.")
+    if p.is_dir() and holds_run(p) and not os.path.lexists(p / MODEL_FILE):
+        raise ModelFileError(f"{path} is a run whose {MODEL_FILE} is missing (moved or "
+                             "deleted); restore it, or pass another model.")
     if p.is_dir():
         p = p / MODEL_FILE
         _refuse_unreadable(p)
@@ -178,6 +183,9 @@ def _read(path: Path, magic: str, what: str) -> tuple[dict[str, np.ndarray], dic
         raise ModelFileError(f"{path} holds tensors of a type lenet5 never writes (not "
                              "float32); it was not written by lenet5: pass a file written by "
                              "`lenet5 train`.") from None
+    if meta.get("format") == STATE_MAGIC != magic:  # the run's other file
+        raise ModelFileError(f"{path} is a run's training state, for --resume, not its model; "
+                             f"pass the {MODEL_FILE} beside it, or the run directory.")
     if meta.get("format") != magic:
         raise ModelFileError(f"{path} is a safetensors file but not a lenet5 {what}; pass a "
                              f"file written by `lenet5 train`.")

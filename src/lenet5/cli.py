@@ -348,8 +348,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         if refused:
             raise Lenet5Error(f"{', '.join(refused)} cannot be changed when resuming; --resume "
                               f"continues {args.resume} with the settings in its config.json "
-                              "(only --epochs, --device and --data-dir may be given): drop them, "
-                              "or start a new run with --out.")
+                              "(only --epochs, --device and --data-dir may be given): drop "
+                              f"{'them' if len(refused) > 1 else 'it'}, or start a new run with "
+                              "--out.")
         config = resume_config(args.resume, args.epochs)
         config.device = given.get("device", config.device)
         config.data_dir = given.get("data_dir", config.data_dir)
@@ -467,7 +468,9 @@ def _grid_value(action: argparse.Action, item: str, field: str, value: str) -> o
     try:
         parsed = action.type(value) if action.type else value
     except (ValueError, argparse.ArgumentTypeError):
-        raise Lenet5Error(f"--grid {item}: {value!r} is not a valid {field}.") from None
+        raise Lenet5Error(f"--grid {item}: {value!r} is not a valid {field}; give values "
+                          f"that --{field.replace('_', '-')} takes (`lenet5 train --help` "
+                          "says which).") from None
     if action.choices and parsed not in action.choices:
         raise Lenet5Error(f"--grid {item}: {value!r} is not a valid {field}; choose "
                           f"from {', '.join(map(str, action.choices))}.")
@@ -559,7 +562,7 @@ def add_predict(sub: Subparsers) -> None:
                          help=f"image files or folders (searched recursively), after an optional "
                          f"MODEL: the first argument is the model when it is `{PRETRAINED}`, a "
                          f".safetensors or .onnx file, or a folder holding {MODEL_FILE} (a run "
-                         f"directory; one with no model yet is an error that says so); otherwise "
+                         f"directory; one without it is an error that says so); otherwise "
                          f"it is an image too and the model shipped with lenet5 ({PRETRAINED}) "
                          "answers")
     _engine_flags(predict, inference=True)
@@ -577,7 +580,7 @@ def _model_and_images(inputs: list[str]) -> tuple[str, list[str]]:
     """(MODEL, images) of predict's arguments: the first is the model when it names one, or
     when it names nothing that exists and is not named like an image (a mistyped run
     directory must be an error, not a missing image beside answers from another model)."""
-    from .files import unfinished_run
+    from .files import holds_run
     from .predict import IMAGE_SUFFIXES
     from .pretrained import NAME as PRETRAINED
 
@@ -587,10 +590,10 @@ def _model_and_images(inputs: list[str]) -> tuple[str, list[str]]:
     # that loading it as the model says why, or, named like an image, reading it does
     missing = (len(inputs) > 1 and not os.path.exists(first)
                and first.suffix.lower() not in IMAGE_SUFFIXES)
-    # a run with no model yet too: loading it says so, where the pretrained model would
-    # have answered for it as a folder of pictures
+    # a run with no model (yet, or any more) too: loading it says so, where the pretrained
+    # model would have answered for it as a folder of pictures
     is_model = (inputs[0] == PRETRAINED or _names_a_model(first) or missing
-                or (os.path.isdir(first) and unfinished_run(first)))
+                or (os.path.isdir(first) and holds_run(first)))
     model, images = (inputs[0], inputs[1:]) if is_model else (PRETRAINED, inputs)
     misplaced = next((image for image in images if _names_a_model(Path(image))), None)
     if misplaced:  # else its run directory's figures would be read as pictures of digits
@@ -639,6 +642,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
         folders = sum(isinstance(file, Unreadable) for file in files[:len(results)])
         print(f"lenet5: {_failures(failed - folders, len(results) - folders, folders)}.",
               file=sys.stderr)
+    saved = sum(bool(r.get("saved_input")) for r in results)
+    if saved and not args.json:  # --json names each file's
+        print(f"lenet5: --save-input: what the network saw of {saved} picture"
+              f"{'s' if saved != 1 else ''} is in {args.save_input}.", file=sys.stderr)
     unsaved = [r["save_error"] for r in results if "save_error" in r]
     if unsaved:
         print(f"lenet5: --save-input: {len(unsaved)} of {len(results)} pictures could not be "
@@ -784,8 +791,8 @@ def add_serve(sub: Subparsers) -> None:
                      "the web extra).")
     serve.add_argument("model", nargs="?", default=None,
                        help=f"{MODEL_FILE}, a run directory or pretrained (default: the newest "
-                       f"run under ./{RUNS_DIR}/, else pretrained, the model shipped with "
-                       "lenet5)")
+                       f"finished run under ./{RUNS_DIR}/, else pretrained, the model shipped "
+                       "with lenet5)")
     serve.add_argument("--host", default="127.0.0.1",
                        help="address to listen on; 0.0.0.0 exposes it to your network")
     serve.add_argument("--port", type=int, default=8000, help="port (0 picks a free one)")
@@ -909,8 +916,14 @@ def _to_go_on(command: str, interrupt: KeyboardInterrupt) -> str:
     interrupt where training had chosen it), a sweep goes on where it was; else nothing."""
     run = getattr(interrupt, "run_directory", None)
     if command == "train" and run is not None:
-        return (f"; the run continues from its last finished epoch with `lenet5 train --resume "
-                f"{run}`")
+        from .files import STATE_FILE, holds_run
+
+        if (run / STATE_FILE).exists():
+            return (f"; the run continues from its last finished epoch with `lenet5 train "
+                    f"--resume {run}`")
+        if holds_run(run):  # its config.json: stopped in its first epoch
+            return f"; no epoch had finished: `lenet5 train --resume {run}` starts the run again"
+        return "; no epoch had finished and nothing was kept: run the command again"
     finished = getattr(interrupt, "finished_run", None)
     if command == "train" and finished is not None:
         return (f" while writing the report; the run is finished in {finished}, and `lenet5 "

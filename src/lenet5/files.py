@@ -44,8 +44,8 @@ ERRNO_MEANINGS = {
     errno.EACCES: "you have no permission to write there; choose a folder you can write to",
     errno.EPERM: "the operation is not permitted there; choose a folder you can write to",
     errno.EROFS: "that file system is read-only; write somewhere else",
-    errno.EEXIST: "a file of that name already exists where a folder is needed; remove it or "
-                  "choose another path",
+    errno.EEXIST: "a file of that name is where a folder is needed; choose another path",
+    errno.ENOENT: "check the path, or write somewhere else",
     errno.ENOTDIR: "a part of the path is a file, not a folder; choose another path",
     errno.EISDIR: "that is a folder; name a file",
     errno.ENAMETOOLONG: "choose a shorter path",
@@ -172,6 +172,9 @@ def run_lock(directory: str | Path) -> Iterator[Path]:
                                        (directory, *directory.parents)))  # innermost first
     try:
         directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise write_error(directory, exc, "create the run directory") from None
+    try:
         while True:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
             try:
@@ -186,10 +189,13 @@ def run_lock(directory: str | Path) -> Iterator[Path]:
                 break  # else its holder removed it between our open and flock: try again
             os.close(fd)
     except OSError as exc:
-        raise write_error(directory, exc, "create the run directory") from None
+        raise write_error(path, exc) from None
     try:
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+        except OSError as exc:  # a full disk: the folder's own entries fitted, its PID not
+            raise write_error(path, exc) from None
         yield path
     finally:
         path.unlink(missing_ok=True)  # while still locked: no one else holds this file
@@ -324,10 +330,15 @@ def read_config(run_dir: str | Path, needed_by: str) -> dict:
     needs them, for the error message."""
     path = Path(run_dir) / CONFIG_FILE
     try:
-        config = json.loads(path.read_text())
+        text = path.read_text()
     except (OSError, ValueError):
         raise Lenet5Error(f"cannot read {path}; {needed_by} needs a run directory made by "
                           "`lenet5 train`.") from None
+    try:
+        config = json.loads(text)
+    except ValueError as exc:
+        raise Lenet5Error(f"{path} is damaged (not JSON: {exc}); restore the config.json that "
+                          "`lenet5 train` wrote, or train a new run.") from None
     if not isinstance(config, dict):
         kind = {list: "list", str: "string", bool: "boolean", type(None): "null"}.get(
             type(config), "number")
@@ -348,6 +359,14 @@ def unfinished_run(directory: Path) -> bool:
     model nor its resume state is there."""
     if any(os.path.lexists(directory / name) for name in (MODEL_FILE, STATE_FILE)):
         return False
+    return holds_run(directory)
+
+
+def holds_run(directory: Path) -> bool:
+    """Whether a folder is a run `lenet5 train` started, whatever of it is left: its resume
+    state is there, or its config.json holds a run's settings."""
+    if os.path.lexists(directory / STATE_FILE):
+        return True
     try:
         config = json.loads((directory / CONFIG_FILE).read_text())
     except (OSError, ValueError):

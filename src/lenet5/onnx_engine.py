@@ -59,7 +59,7 @@ def read_onnx(path: str | Path) -> tuple[bytes, dict]:
         raise ModelFileError(f"cannot read {path} ({exc.strerror or exc}); pass an .onnx file "
                              "written by `lenet5 export`.") from None
     except (DecodeError, onnx.checker.ValidationError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        reason = str(exc).splitlines()[0].rstrip(".") if str(exc) else type(exc).__name__
         raise ModelFileError(f"{path} is not a valid ONNX file ({reason}); it may be truncated "
                              "or corrupt: export it again with `lenet5 export`.") from None
     metadata = {p.key: p.value for p in proto.metadata_props}

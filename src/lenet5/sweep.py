@@ -90,10 +90,22 @@ def plan(base: TrainConfig, settings: list[dict], seeds: int, out: Path) -> list
             config = dataclasses.replace(base, **params, seed=seed, out=str(directory))
             if "optimizer" in params:  # the base's --beta1 is for the grid's Adam runs only
                 config = config.without_other_optimizers_settings()
-            config.validate()
+            try:
+                config.validate()
+            except Lenet5Error as exc:  # the grid's value, where the flags alone are good
+                raise Lenet5Error(f"--grid's setting {setting_name(params)}: {exc}"
+                                  if params and _valid(base) else str(exc)) from None
             _refuse_other_settings(directory, config)
             runs.append(Run(index, seed, directory, config, config.resolved().epochs))
     return runs
+
+
+def _valid(config: TrainConfig) -> bool:
+    try:
+        config.validate()
+    except Lenet5Error:
+        return False
+    return True
 
 
 # settings a run may differ in and still be the planned run: where it runs, and its length
@@ -493,8 +505,10 @@ def _progress(total: int):
 
 # --- statistics -----------------------------------------------------------------------------
 
-def describe(values: list[float]) -> dict:
-    """Mean, sample standard deviation, range and the 95% t-interval of the mean."""
+def describe(values: list[float], low: float = -math.inf, high: float = math.inf) -> dict:
+    """Mean, sample standard deviation, range and the 95% t-interval of the mean, cut to the
+    range the values can take (``low`` to ``high``): from two seeds the interval is wide, and
+    an accuracy's had reached past 100%."""
     from scipy import stats
 
     n = len(values)
@@ -503,7 +517,7 @@ def describe(values: list[float]) -> dict:
     ci95 = None
     if n > 1:
         half = float(stats.t.ppf(0.975, n - 1)) * std / math.sqrt(n)
-        ci95 = [mean - half, mean + half]
+        ci95 = [max(mean - half, low), min(mean + half, high)]
     return {"mean": mean, "std": std, "min": min(values, default=None),
             "max": max(values, default=None), "ci95": ci95}
 
@@ -545,8 +559,8 @@ def summarize(out: Path, settings: list[dict], runs: list[Run],
                   for run in mine if (index, run.seed) not in metrics]
         rows.append({"params": params, "n": len(done[index]),
                      "seeds": [run.seed for run in done[index]],
-                     "test_acc": describe(accuracy),
-                     "train_seconds": describe(seconds),
+                     "test_acc": describe(accuracy, 0.0, 1.0),
+                     "train_seconds": describe(seconds, 0.0),
                      "runs": [str(run.directory.relative_to(out)) for run in done[index]],
                      "failed": failed,
                      "config": _config_json(mine[0].config)})
@@ -613,7 +627,7 @@ def plot_sweep(out: Path, settings: list[dict], runs: list[Run], metrics: dict) 
     for index, params in enumerate(settings):
         curves = [[(row["epoch"], row["test_acc"]) for row in metrics[index, run.seed]
                    if "test_acc" in row]  # every epoch, or the last (--no-test-each-epoch)
-                  for run in runs if (index, run.seed) in metrics]
+                  for run in runs if run.setting == index and (index, run.seed) in metrics]
         if not curves:
             continue
         length = min(map(len, curves))

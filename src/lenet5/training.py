@@ -350,12 +350,17 @@ def _resume_state(directory: Path, config: TrainConfig, arch: Architecture,
                   steps_per_epoch: int) -> tuple[dict, dict, float, int, list[dict]] | None:
     """(parameters, optimizer state, epochs trained, steps taken, the metrics of the whole
     passes among them) from the run's state file, checked against its config.json and
-    metrics; None if no epoch had finished. Where it stands is the optimizer's step count: a
-    run that ended with a part pass (--epochs 2.25) goes on with the rest of that pass, and one
-    that took every step but was stopped before its model file held a refusal threshold goes
-    on with the calibration."""
+    metrics; None if no epoch had finished (or the first one's save was cut short). Where it
+    stands is the optimizer's step count: a run that ended with a part pass (--epochs 2.25)
+    goes on with the rest of that pass, and one that took every step but was stopped before
+    its model file held a refusal threshold goes on with the calibration."""
     state_path = directory / files.STATE_FILE
     if not state_path.exists():
+        if _saved_past_its_first_epoch(directory):  # starting again would write over them
+            raise Lenet5Error(f"{directory} holds finished epochs but no {files.STATE_FILE}, "
+                              "the optimizer's state --resume goes on from; move its "
+                              f"{files.MODEL_FILE} and {files.METRICS_FILE} away to train it "
+                              "again from the start, or train a new run elsewhere.")
         return None
     params, optimizer_state, meta = checkpoint.load_state(state_path)
     if meta["arch"] != config.arch:
@@ -392,7 +397,19 @@ def _resume_state(directory: Path, config: TrainConfig, arch: Architecture,
         return params, optimizer_state, trained, done, metrics[:epoch]  # stopped calibrating
     raise Lenet5Error(f"{directory} is already complete ({_epochs(trained)} finished); "
                       f"pass --epochs N with --resume to train it further, N more than "
-                      f"{trained:g} (one step more: {(done + 1) / steps_per_epoch:.4g}).")
+                      f"{trained:g} (one step more: {_epochs_for(done + 1, steps_per_epoch)}).")
+
+
+def _saved_past_its_first_epoch(directory: Path) -> bool:
+    """Whether a run without its state file has more than a first epoch's save can leave:
+    that save writes the model, the metrics, then the state, so a run stopped inside it has a
+    model of one epoch (not yet calibrated) and a metrics row or none, and starts again."""
+    if (directory / files.METRICS_FILE).exists() and len(files.read_metrics(directory)) > 1:
+        return True
+    if not (directory / files.MODEL_FILE).exists():
+        return False
+    meta = checkpoint.load_model(directory / files.MODEL_FILE)[1]
+    return meta.get("epochs", 0) > 1 or calibrated(meta)
 
 
 # --- divergence -----------------------------------------------------------------------------
@@ -595,17 +612,23 @@ def train(config: TrainConfig, *, resume: str | Path | None = None, log: Log = p
             if not (directory / files.STATE_FILE).exists():  # no epoch saved: nothing to
                 (directory / files.CONFIG_FILE).unlink(missing_ok=True)  # resume, or keep
             raise
-    refusal = run.refusal
     log(f"test accuracy {100 * run.metrics[-1]['test_acc']:.2f}% ({_epochs(config.epochs)}); "
         f"model saved in {run.directory}")
-    log(f"'not a digit' below a probability of {refusal['threshold']:.3f}, calibrated on "
-        f"{refusal['calibrated_on']}, each redrawn as if cut out of a written number (harder "
-        f"than a photo of one digit): {100 * refusal['refused']:.1f}% of them refused, "
-        f"{100 * refusal['error_accepted']:.2f}% of the rest read wrong"
-        + (f", more than --refusal-error {100 * refusal['target_error']:g}% at any threshold: "
-           "the network has not learned enough to say which are digits"
-           if refusal["error_accepted"] > refusal["target_error"] else ""))
+    log(_describe_refusal(run.refusal))
     return run.directory
+
+
+def _describe_refusal(refusal: dict) -> str:
+    """The line a run ends with about its calibrated "not a digit". Counts, not shares, of
+    the refused digits: all but one of 10,000 is not "100.0%"."""
+    digits = refusal["digits"]
+    return (f"'not a digit' below a probability of {refusal['threshold']:.3g}, calibrated on "
+            f"{refusal['calibrated_on']}, each redrawn as if cut out of a written number "
+            f"(harder than a photo of one digit): {round(refusal['refused'] * digits):,} of "
+            f"{digits:,} refused, {100 * refusal['error_accepted']:.2f}% of the rest read wrong"
+            + (f", more than --refusal-error {100 * refusal['target_error']:g}% at any "
+               "threshold: the network has not learned enough to say which are digits"
+               if refusal["error_accepted"] > refusal["target_error"] else ""))
 
 
 def _train_epochs(config: TrainConfig, arch: Architecture, data: TrainingData,
@@ -700,6 +723,13 @@ def _steps_in(epochs: float, steps_per_epoch: int) -> int:
     """Training steps in the first ``epochs`` epochs: a part pass rounded, at least one step
     unless ``epochs`` is 0 (--epochs 0.001 takes one)."""
     return max(1, round(steps_per_epoch * epochs)) if epochs else 0
+
+
+def _epochs_for(steps: int, steps_per_epoch: int) -> str:
+    """The shortest --epochs, as written, that takes ``steps`` training steps: 15 passes and
+    one step is 15.002, not 15.0018 (nor "15", as four digits would have it)."""
+    written = (f"{steps / steps_per_epoch:.{digits}g}" for digits in range(1, 18))
+    return next(text for text in written if _steps_in(float(text), steps_per_epoch) == steps)
 
 
 def _progress(epoch: int, epochs: float) -> str:

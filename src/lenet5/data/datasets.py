@@ -314,11 +314,12 @@ def fetch(
             missing.append(filename)
         elif hashlib.sha256(data).hexdigest() != sha:
             if not repair:
-                raise DataError(f"{path} is damaged ({_diagnose(data, path)}); run "
+                raise DataError(f"{path} is damaged: {_diagnose(data, path)}; run "
                                 f"`lenet5 data fetch --dataset {name}` to replace it.")
             log(f"{name}: cached {filename} fails its SHA-256 check; fetching it again")
             missing.append(filename)
     if not missing:
+        log(f"{name}: its {len(info.files)} files are in the cache and pass their SHA-256 checks")
         return directory
     created = not directory.exists()
     try:
@@ -433,11 +434,12 @@ def _cannot_write(directory: Path, e: OSError) -> DataError:
 
 
 def _diagnose(data: bytes, path: Path) -> str:
-    """What is wrong with a file that failed its checksum, in a few words."""
+    """What is wrong with a file that failed its checksum, in a few words that follow "is
+    damaged: " ("it is truncated: expected ..."), its path said once."""
     try:
         parse_idx(data, path)
     except DataError as exc:
-        return str(exc).split(": ", 1)[-1].split(";")[0]
+        return "it " + str(exc).removeprefix(f"{path} ").split(";")[0]
     return "its SHA-256 does not match the published one"
 
 

@@ -29,6 +29,10 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 MEASURED_FILE = "measured.json"
+TOP_LEVEL_KEYS = ("description", "options", "reference")
+"""What a recipe file holds at its top level ..."""
+REFERENCE_KEYS = ("figure", "source")
+"""... and in its [reference] section."""
 # Options a recipe may set: every training setting except where a run goes and its seed.
 OPTIONS = tuple(f.name for f in dataclasses.fields(TrainConfig)
                 if f.name not in ("out", "seed", "data_dir"))
@@ -85,6 +89,15 @@ def _parse(text: str, name: str, where: str, measured: dict) -> Recipe:
     except tomllib.TOMLDecodeError as exc:
         raise Lenet5Error(f"{where} is not valid TOML ({exc}); fix the recipe file.") from None
     options, reference = _table(document, "options", where), _table(document, "reference", where)
+    for place, read, known in ((where, document, TOP_LEVEL_KEYS),
+                               (f"{where}'s [reference]", reference, REFERENCE_KEYS)):
+        stray = sorted(set(read) - set(known))
+        if stray:  # a misspelt section, or an option outside [options], would be ignored
+            raise Lenet5Error(
+                f"{place} holds {', '.join(stray)}, which a recipe does not read; it reads "
+                f"only {', '.join(known)}"
+                + (" (train options go in the [options] section)"
+                   if set(stray) & set(OPTIONS) else "") + "; fix the recipe file.")
     unknown = sorted(set(options) - set(OPTIONS))
     if unknown:
         raise Lenet5Error(f"{where} sets unknown options {', '.join(unknown)}; a recipe may "
