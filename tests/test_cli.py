@@ -417,3 +417,12 @@ def test_usage_mistakes_are_one_line_with_status_2(argv, capsys):
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and err.count("\n") == 1
     assert err.startswith("lenet5") and "error: " in err and "--help`." in err
+
+
+@pytest.mark.parametrize("columns", ["40", "200"])
+def test_predict_usage_names_the_model_once(capsys, monkeypatch, columns):
+    monkeypatch.setenv("COLUMNS", columns)
+    with pytest.raises(SystemExit):
+        main(["predict", "--help"])
+    usage = " ".join(capsys.readouterr().out.split("\n\n")[0].split())
+    assert usage.endswith("[--json] [MODEL] IMAGE_OR_DIR [IMAGE_OR_DIR ...]")

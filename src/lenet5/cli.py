@@ -15,6 +15,7 @@ import functools
 import json
 import math
 import os
+import re
 import signal
 import sys
 import threading
@@ -574,6 +575,9 @@ def add_predict(sub: Subparsers) -> None:
     _reject_flag(predict)
     _json_flag(predict)
     predict.set_defaults(func=cmd_predict, intermixed=True)  # IMAGE after an option too
+    # argparse repeats the whole metavar, as if a model could come after every image
+    predict.usage = re.sub(r"\[\[MODEL\]\s+IMAGE_OR_DIR\s+\.\.\.\]", "[IMAGE_OR_DIR ...]",
+                           predict.format_usage().removeprefix("usage: ").rstrip())
 
 
 def _model_and_images(inputs: list[str]) -> tuple[str, list[str]]:
