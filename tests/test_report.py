@@ -178,6 +178,23 @@ def test_report_refuses_to_write_over_a_special_file(synthetic_run, capsys):
     assert "--resume" not in err and err.count("\n") == 1
 
 
+def test_a_run_folder_that_cannot_be_written_advises_out(synthetic_run, capsys, monkeypatch):
+    import errno
+
+    from lenet5 import files
+
+    def read_only(path, data):
+        raise files.write_error(path, OSError(errno.EROFS, "Read-only file system"))
+
+    monkeypatch.setattr(files, "write_atomic", read_only)
+    monkeypatch.setattr("lenet5.report.write_atomic", read_only)
+    assert main(["report", str(synthetic_run)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "that file system is read-only; write somewhere else (" in err
+    assert err.endswith(f"(`lenet5 report {synthetic_run} --out DIR` writes the report into "
+                        "another folder).\n")
+
+
 def test_a_run_stopped_before_its_only_test_pass_still_reports(synthetic_dataset, tmp_path):
     """--no-test-each-epoch measures the test set after the last epoch only: a run killed
     before it has epochs without test figures, and its report must still be written."""

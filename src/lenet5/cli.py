@@ -513,7 +513,15 @@ def _write_run_report(run_dir: Path, engine: str, device: str, log: Callable[[st
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    _write_run_report(Path(args.run_dir), args.engine, args.device, print, args.out)
+    from .files import WriteError
+
+    try:
+        _write_run_report(Path(args.run_dir), args.engine, args.device, print, args.out)
+    except WriteError as exc:  # "write somewhere else": say how
+        if args.out is not None or exc.errno is None:
+            raise
+        raise WriteError(f"{str(exc).rstrip('.')} (`lenet5 report {args.run_dir} --out DIR` "
+                         "writes the report into another folder).", exc.errno) from None
     return 0
 
 
