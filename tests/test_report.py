@@ -195,6 +195,22 @@ def test_a_run_folder_that_cannot_be_written_advises_out(synthetic_run, capsys, 
                         "another folder).\n")
 
 
+def test_a_report_that_fails_leaves_no_empty_folder(synthetic_run, tmp_path, capsys,
+                                                    monkeypatch):
+    import errno
+
+    from lenet5 import files
+
+    def full(path, data):
+        raise files.write_error(path, OSError(errno.ENOSPC, "No space left on device"))
+
+    monkeypatch.setattr("lenet5.report.write_atomic", full)
+    out = tmp_path / "reports" / "run"
+    assert main(["report", str(synthetic_run), "--out", str(out)]) == 1
+    assert "the disk is full" in capsys.readouterr().err
+    assert not (tmp_path / "reports").exists()  # nor the parent it made
+
+
 def test_a_run_stopped_before_its_only_test_pass_still_reports(synthetic_dataset, tmp_path):
     """--no-test-each-epoch measures the test set after the last epoch only: a run killed
     before it has epochs without test figures, and its report must still be written."""

@@ -168,41 +168,35 @@ def run_lock(directory: str | Path) -> Iterator[Path]:
     """
     directory = Path(directory)
     path = directory / LOCK_FILE
-    created = list(itertools.takewhile(lambda folder: not folder.exists(),
-                                       (directory, *directory.parents)))  # innermost first
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise write_error(directory, exc, "create the run directory") from None
-    try:
-        while True:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
-                os.close(fd)
-                raise WriteError(f"{directory} is being written by process {holder} (another "
-                                 "`lenet5 train`); wait for it to finish, or choose another "
-                                 "--out.") from None
-            if os.path.exists(path) and os.path.samestat(os.fstat(fd), os.stat(path)):
-                break  # else its holder removed it between our open and flock: try again
-            os.close(fd)
-    except OSError as exc:
-        raise write_error(path, exc) from None
-    try:
+    # a run that wrote nothing leaves no folder behind, nor the ones made to hold it (a
+    # sweep's setting)
+    with made_folder(directory, "create the run directory"):
         try:
-            os.ftruncate(fd, 0)
-            os.write(fd, f"{os.getpid()}\n".encode())
-        except OSError as exc:  # a full disk: the folder's own entries fitted, its PID not
+            while True:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+                    os.close(fd)
+                    raise WriteError(f"{directory} is being written by process {holder} "
+                                     "(another `lenet5 train`); wait for it to finish, or "
+                                     "choose another --out.") from None
+                if os.path.exists(path) and os.path.samestat(os.fstat(fd), os.stat(path)):
+                    break  # else its holder removed it between our open and flock: try again
+                os.close(fd)
+        except OSError as exc:
             raise write_error(path, exc) from None
-        yield path
-    finally:
-        path.unlink(missing_ok=True)  # while still locked: no one else holds this file
-        os.close(fd)
-        with contextlib.suppress(OSError):  # a run that wrote nothing leaves no folder
-            for folder in created:  # behind, nor the ones made to hold it (a sweep's
-                folder.rmdir()  # setting): each, until one holds something
+        try:
+            try:
+                os.ftruncate(fd, 0)
+                os.write(fd, f"{os.getpid()}\n".encode())
+            except OSError as exc:  # a full disk: the folder's own entries fitted, its PID not
+                raise write_error(path, exc) from None
+            yield path
+        finally:
+            path.unlink(missing_ok=True)  # while still locked: no one else holds this file
+            os.close(fd)
 
 
 def training_now(directory: Path) -> bool:
@@ -385,13 +379,27 @@ def refuse_others_files(folder: Path, names: Iterable[str], ours: Callable[[], b
                           f"wrote; {instead}, or move them away.")
 
 
-def make_folder(folder: Path) -> None:
+def make_folder(folder: Path, action: str = "create") -> None:
     """``folder`` and its parents made where missing, or a WriteError that names it and says
     why: before any work that ends by writing there."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise write_error(folder, exc, "create") from None
+        raise write_error(folder, exc, action) from None
+
+
+@contextlib.contextmanager
+def made_folder(folder: Path, action: str = "create") -> Iterator[None]:
+    """``make_folder`` for a block that writes there: the folders it made are removed again
+    where the block leaves them empty, so a write that failed leaves no empty folder."""
+    made = list(itertools.takewhile(lambda f: not f.exists(), (folder, *folder.parents)))
+    make_folder(folder, action)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            for each in made:  # innermost first, until one holds something
+                each.rmdir()
 
 
 def not_trained_yet(directory: str | Path) -> str:

@@ -39,7 +39,7 @@ from .files import (
     MODEL_FILE,
     TEMPORARY,
     is_number,
-    make_folder,
+    made_folder,
     not_trained_yet,
     read_config,
     read_metrics,
@@ -406,38 +406,38 @@ def write_report(run_dir: str | Path, *, out: str | Path | None = None, engine: 
     if folder != run:
         refuse_others_files(folder, REPORT_FILES, lambda: _a_report_there(folder), "report",
                             "write the report into another --out")
-    make_folder(folder)
-    remove_abandoned(folder, TEMPORARY, REPORT_FILES)  # killed reports' files
-    model = load_model(run, engine=engine, device=device)
-    dataset = model.metadata.get("dataset", config.get("dataset", "mnist"))
-    data = load_dataset(dataset, config.get("data_dir"), log=log)
-    probs = model.predict_proba(data.test_images)  # (N, K)
-    labels = data.test_labels.astype(np.int64)  # (N,)
-    predictions = probs.argmax(axis=1)
-    errors = int(np.count_nonzero(predictions != labels))
-    name = f"{model.arch.name} on {dataset} ({os.fsencode(run.name).decode(errors='replace')})"
+    with made_folder(folder):  # a report that failed leaves no empty folder
+        remove_abandoned(folder, TEMPORARY, REPORT_FILES)  # killed reports' files
+        model = load_model(run, engine=engine, device=device)
+        dataset = model.metadata.get("dataset", config.get("dataset", "mnist"))
+        data = load_dataset(dataset, config.get("data_dir"), log=log)
+        probs = model.predict_proba(data.test_images)  # (N, K)
+        labels = data.test_labels.astype(np.int64)  # (N,)
+        predictions = probs.argmax(axis=1)
+        errors = int(np.count_nonzero(predictions != labels))
+        name = f"{model.arch.name} on {dataset} ({os.fsencode(run.name).decode(errors='replace')})"
 
-    index = feature_index % len(labels)
-    trained = model.metadata.get("epochs")  # a part pass's row counts as a whole one
-    epochs_trained = float(trained) if is_number(trained) else float(metrics[-1]["epoch"])
-    ongoing = training_now(run)  # a report of the epochs so far, said to be one
-    if ongoing:
-        log(f"{run} is still training: this report shows its first {epochs_trained:g} "
-            f"epoch{'s' if epochs_trained != 1 else ''}")
-    figures = [
-        plot_curves(metrics, folder / "curves.png", f"Learning curves: {name}", epochs_trained),
-        plot_confusion(labels, predictions, model.classes, folder / "confusion.png"),
-        plot_errors(data.test_images, labels, probs, model.classes, folder / "errors.png"),
-        plot_feature_maps(model, data.test_images[index], int(labels[index]),
-                          folder / "feature_maps.png",
-                          f"What each layer computes for test image #{index}"),
-        plot_filters(model.engine.parameters()["C1.weight"], folder / "filters.png"),
-    ]
-    facts = _run_facts(model, config, metrics, dataset, len(data.train_images), errors,
-                       len(labels), epochs_trained, ongoing)
-    page = write_html(folder / PAGE, f"{PAGE_TITLE}{name}", facts, metrics,
-                      config, figures)
-    return [*figures, page]
+        index = feature_index % len(labels)
+        trained = model.metadata.get("epochs")  # a part pass's row counts as a whole one
+        epochs_trained = float(trained) if is_number(trained) else float(metrics[-1]["epoch"])
+        ongoing = training_now(run)  # a report of the epochs so far, said to be one
+        if ongoing:
+            log(f"{run} is still training: this report shows its first {epochs_trained:g} "
+                f"epoch{'s' if epochs_trained != 1 else ''}")
+        figures = [
+            plot_curves(metrics, folder / "curves.png", f"Learning curves: {name}", epochs_trained),
+            plot_confusion(labels, predictions, model.classes, folder / "confusion.png"),
+            plot_errors(data.test_images, labels, probs, model.classes, folder / "errors.png"),
+            plot_feature_maps(model, data.test_images[index], int(labels[index]),
+                              folder / "feature_maps.png",
+                              f"What each layer computes for test image #{index}"),
+            plot_filters(model.engine.parameters()["C1.weight"], folder / "filters.png"),
+        ]
+        facts = _run_facts(model, config, metrics, dataset, len(data.train_images), errors,
+                           len(labels), epochs_trained, ongoing)
+        page = write_html(folder / PAGE, f"{PAGE_TITLE}{name}", facts, metrics,
+                          config, figures)
+        return [*figures, page]
 
 
 def _run_facts(model: Model, config: dict, metrics: list[dict], dataset: str, n_train: int,
