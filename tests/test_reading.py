@@ -333,6 +333,64 @@ def test_the_surest_digit_is_never_shown_as_sure(mnist, monkeypatch):
     assert "has probability 0.89, below 0.90" in answer["rejected"]
 
 
+def _one_mark_read_as(monkeypatch, mnist, read: list[tuple[int, float]]) -> np.ndarray:
+    """A 0 and a 4 touching (one mark, which the shipped model cuts in two), its two pieces made
+    to read steadily as `read`; every other candidate, the whole included, reads as nothing."""
+    picture = _touching(mnist, 3, 4)
+    pieces = reading.read(lenet5.load("pretrained"), picture).images  # (2, 28, 28)
+    assert len(pieces) == 2 and len(find_writing(picture).groups[1]) == 1
+    table = {image.tobytes(): row for image, row in zip(pieces, _log_probs(read), strict=True)}
+    nothing = np.full(10, np.log(0.1))
+    monkeypatch.setattr(reading.refusal, "steady_log_probs", lambda model, images: np.array(
+        [table.get(image.tobytes(), nothing) for image in images]))
+    return picture
+
+
+@pytest.mark.parametrize("limit, read, text, reason", [
+    (0.4, [(0, 0.95), (4, 0.92)], "04", None),
+    (0.4, [(0, 0.95), (4, 0.7)], None,  # a letter's pieces
+     "the piece at {box} reads as 4 with probability 0.70, below 0.90"),
+    (0.4, [(0, 0.95), (4, 0.3)], None, "its best guess, 4, has probability 0.30, below the "
+     "threshold 0.40"),  # refused on its own, as before
+    (0.0, [(0, 0.95), (4, 0.7)], "04", None),  # no threshold: nothing refused
+])
+def test_one_mark_cut_into_digits_is_a_number_only_where_each_is_sure(mnist, monkeypatch,
+                                                                      limit, read, text,
+                                                                      reason):
+    """The picture's one mark, cut into digits, is read as a number only where each is
+    ONE_MARK-sure; the same digits written apart (two marks) need only one sure digit."""
+    assert reading.ONE_MARK == reading.SURE == 0.9  # what the cases are made for
+    model = lenet5.load("pretrained")
+    answer = model.read(_one_mark_read_as(monkeypatch, mnist, read), threshold=limit)
+    assert [d["confidence"] for d in answer["digits"]] == pytest.approx([p for _, p in read])
+    assert answer["text"] == text and (answer["rejected"] is None) == (text is not None)
+    if reason is not None:
+        box = answer["digits"][1]["box"]
+        assert answer["rejected"].endswith(reason.format(box=box))
+    monkeypatch.undo()
+    apart = model.read(_read_as(monkeypatch, mnist, [3, 4], read), threshold=limit)
+    assert apart["text"] == ("04" if read[1][1] >= limit else None)
+
+
+def test_one_mark_of_the_1998_network_needs_no_sure_digit(mnist, monkeypatch):
+    """Its MAP probabilities never reach SURE: one mark's digits are held to the threshold
+    alone, as any number's."""
+    picture = _one_mark_read_as(monkeypatch, mnist, [(0, 0.5), (4, 0.45)])
+    model = lenet5.load("pretrained")
+    monkeypatch.setattr(model, "arch", ARCHITECTURES["lenet5-1998"])
+    answer = model.read(picture, threshold=0.4)
+    assert answer["text"] == "04" and answer["rejected"] is None
+
+
+def test_a_drawn_m_is_no_14():
+    """An M drawn in one stroke is cut where its strokes meet and reads as a sure 1 and an
+    unsure 4 (it read "14" before ONE_MARK): refused as one mark."""
+    m = strokes([[(60, 240), (80, 60), (150, 180), (220, 60), (240, 240)]])
+    answer = lenet5.load("pretrained").read(m)
+    assert [d["label"] for d in answer["digits"]] == [1, 4]
+    assert answer["text"] is None and answer["rejected"].startswith("it is one mark, which")
+
+
 def test_a_lone_mark_the_path_leaves_out_reads_as_nothing(monkeypatch):
     """One candidate that the best path skips (scored below a skipped speck): "nothing read",
     an answer, not a crash."""
