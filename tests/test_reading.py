@@ -254,17 +254,24 @@ def _read_as(monkeypatch, mnist, indices: list[int], read: list[tuple[int, float
     nothing at all, a tenth to each class, so that the path takes the digits as they are."""
     picture = _side_by_side(mnist, indices)
     segmentation = segment(find_writing(picture))
-    table = {}
-    for i, row in enumerate(_log_probs(read)):
+    digits = []
+    for i in range(len(read)):
         left, right = i * (28 + GAP), i * (28 + GAP) + 28  # the digit's columns
         within = [j for j, box in enumerate(segmentation.boxes)
                   if left <= box[0] and box[2] <= right]
         whole = max(within, key=lambda j: segmentation.boxes[j][2] - segmentation.boxes[j][0])
-        table[segmentation.images[whole].tobytes()] = row
-    nothing = np.full(10, np.log(0.1))
-    monkeypatch.setattr(reading.refusal, "steady_log_probs", lambda model, images: np.array(
-        [table.get(image.tobytes(), nothing) for image in images]))
+        digits.append(segmentation.images[whole])
+    _reads_as(monkeypatch, digits, read)
     return picture
+
+
+def _reads_as(monkeypatch, images: list[np.ndarray], read: list[tuple[int, float]]) -> None:
+    """Each candidate image (28, 28) of `images` made to read steadily as its `read` (label,
+    probability); any other candidate reads as nothing at all, a tenth to each class."""
+    table = {image.tobytes(): row for image, row in zip(images, _log_probs(read), strict=True)}
+    nothing = np.full(10, np.log(0.1))
+    monkeypatch.setattr(reading.refusal, "steady_log_probs", lambda model, candidates: np.array(
+        [table.get(image.tobytes(), nothing) for image in candidates]))
 
 
 @pytest.mark.parametrize("limit, read, text, reason", [
@@ -339,10 +346,7 @@ def _one_mark_read_as(monkeypatch, mnist, read: list[tuple[int, float]]) -> np.n
     picture = _touching(mnist, 3, 4)
     pieces = reading.read(lenet5.load("pretrained"), picture).images  # (2, 28, 28)
     assert len(pieces) == 2 and len(find_writing(picture).groups[1]) == 1
-    table = {image.tobytes(): row for image, row in zip(pieces, _log_probs(read), strict=True)}
-    nothing = np.full(10, np.log(0.1))
-    monkeypatch.setattr(reading.refusal, "steady_log_probs", lambda model, images: np.array(
-        [table.get(image.tobytes(), nothing) for image in images]))
+    _reads_as(monkeypatch, list(pieces), read)
     return picture
 
 
