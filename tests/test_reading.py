@@ -99,12 +99,15 @@ def _drawn_seven(side: int = 112) -> np.ndarray:
     return np.asarray(img)
 
 
-def _touching(mnist, left: int, right: int, overlap: int = 12) -> np.ndarray:
-    """Two MNIST test digits overlapping by `overlap` columns (one blob), dark on white."""
-    pair = np.zeros((28, 56 - overlap), np.uint8)
-    pair[:, :28] = mnist.test_images[left]
-    pair[:, 28 - overlap:] = np.maximum(pair[:, 28 - overlap:], mnist.test_images[right])
-    return 255 - pair
+def _touching(mnist, indices: list[int], overlap: int = 12) -> np.ndarray:
+    """MNIST test digits in a row, each overlapping the one before by `overlap` columns (one
+    blob), dark on white."""
+    step = 28 - overlap
+    row = np.zeros((28, step * (len(indices) - 1) + 28), np.uint8)
+    for i, index in enumerate(indices):
+        row[:, i * step:i * step + 28] = np.maximum(row[:, i * step:i * step + 28],
+                                                     mnist.test_images[index])
+    return 255 - row
 
 
 def test_ink_to_cut_that_surely_reads_as_one_digit_is_not_cut(mnist, monkeypatch):
@@ -113,7 +116,8 @@ def test_ink_to_cut_that_surely_reads_as_one_digit_is_not_cut(mnist, monkeypatch
     probability; a 2 and a 1 touching, read as a sure 2 (0.98) but as wide as tall; a 0 and a
     4 touching, unsure as a whole; the page's layers are the first digit read's."""
     model = lenet5.load("pretrained")
-    seven, wide, unsure = _drawn_seven(), _touching(mnist, 7349, 529, 18), _touching(mnist, 3, 4)
+    seven = _drawn_seven()
+    wide, unsure = _touching(mnist, [7349, 529], 18), _touching(mnist, [3, 4])
     assert all(find_writing(ink).cuts[0] for ink in (seven, wide, unsure))  # all to be cut
     cuts = []
     monkeypatch.setattr(reading, "segment", lambda writing: cuts.append(1) or segment(writing))
@@ -321,12 +325,14 @@ def test_a_number_needs_a_sure_digit(mnist, monkeypatch, limit, read, text):
             f"has probability {surest[1]:.2f}, below 0.90); a number has at least one that does")
 
 
-def test_a_number_of_the_1998_network_needs_no_sure_digit(mnist, monkeypatch):
+@pytest.mark.parametrize("one_mark", [False, True])
+def test_a_number_of_the_1998_network_needs_no_sure_digit(mnist, monkeypatch, one_mark):
     """Its MAP probabilities never reach SURE (rubbish keeps its share): its numbers are read
-    as before, every digit held to the threshold alone."""
+    as before, every digit held to the threshold alone, written apart or as one mark."""
     assert HIGHEST_PROBABILITY["map"] < reading.SURE
     read = [(3, 0.5), (6, 0.45)]
-    picture = _read_as(monkeypatch, mnist, [3, 2], read)
+    picture = (_one_mark_read_as(monkeypatch, mnist, [3, 4], read) if one_mark
+               else _read_as(monkeypatch, mnist, [3, 2], read))
     model = lenet5.load("pretrained")
     monkeypatch.setattr(model, "arch", ARCHITECTURES["lenet5-1998"])
     answer = model.read(picture, threshold=0.4)
@@ -340,59 +346,63 @@ def test_the_surest_digit_is_never_shown_as_sure(mnist, monkeypatch):
     assert "has probability 0.89, below 0.90" in answer["rejected"]
 
 
-def _one_mark_read_as(monkeypatch, mnist, read: list[tuple[int, float]]) -> np.ndarray:
-    """A 0 and a 4 touching (one mark, which the shipped model cuts in two), its two pieces made
-    to read steadily as `read`; every other candidate, the whole included, reads as nothing."""
-    picture = _touching(mnist, 3, 4)
-    pieces = reading.read(lenet5.load("pretrained"), picture).images  # (2, 28, 28)
-    assert len(pieces) == 2 and len(find_writing(picture).groups[1]) == 1
+def _one_mark_read_as(monkeypatch, mnist, indices: list[int], read: list[tuple[int, float]]
+                      ) -> np.ndarray:
+    """MNIST test digits `indices` touching (one mark, which the shipped model cuts into as many
+    pieces), each piece made to read steadily as `read`; every other candidate, the whole
+    included, reads as nothing."""
+    picture = _touching(mnist, indices)
+    pieces = reading.read(lenet5.load("pretrained"), picture).images  # (k, 28, 28)
+    assert len(pieces) == len(indices) and len(find_writing(picture).groups[1]) == 1
     _reads_as(monkeypatch, list(pieces), read)
     return picture
 
 
-@pytest.mark.parametrize("limit, read, text, reason", [
-    (0.4, [(0, 0.95), (4, 0.92)], "04", None),
-    (0.4, [(0, 0.95), (4, 0.7)], None,  # a letter's pieces
-     "the piece at {box} reads as 4 with probability 0.70, below 0.90"),
-    (0.4, [(0, 0.95), (4, 0.3)], None, "its best guess, 4, has probability 0.30, below the "
-     "threshold 0.40"),  # refused on its own, as before
-    (0.0, [(0, 0.95), (4, 0.7)], "04", None),  # no threshold: nothing refused
+ONE_MARK_END = ("below {bound}: the picture is one piece of ink cut into {n} marks, a number "
+                "only where each reads surely")
+"""How a refusal of one mark cut into digits ends."""
+
+
+@pytest.mark.parametrize("limit, read, text, unsure, apart", [
+    (0.4, [(0, 0.95), (4, 0.92)], "04", None, "04"),
+    (0.4, [(0, 0.95), (4, 0.7)], None, 1, "04"),  # a letter's pieces
+    (0.4, [(0, 0.95), (4, 0.92), (3, 0.6)], None, 2, "043"),
+    (0.4, [(0, 0.95), (4, 0.3)], None, None, None),  # refused on its own, as before
+    (0.95, [(0, 0.99), (4, 0.92), (3, 0.96)], None, 1, "043"),  # above SURE: sure is >= 0.95
+    (0.95, [(0, 0.99), (4, 0.97), (3, 0.96)], "043", None, "043"),
+    (0.0, [(0, 0.95), (4, 0.7)], "04", None, "04"),  # no threshold: nothing refused
 ])
 def test_one_mark_cut_into_digits_is_a_number_only_where_each_is_sure(mnist, monkeypatch,
                                                                       limit, read, text,
-                                                                      reason):
-    """The picture's one mark, cut into digits, is read as a number only where each is
-    ONE_MARK-sure; the same digits written apart (two marks) need only one sure digit."""
-    assert reading.ONE_MARK == reading.SURE == 0.9  # what the cases are made for
+                                                                      unsure, apart):
+    """The picture's one mark, cut into digits, is read as a number only where each is sure
+    (SURE, or the threshold where that is higher), the reason naming the least sure one; the
+    same digits written apart (as many marks) need only one sure digit."""
+    assert reading.SURE == 0.9 and reading.IN_NUMBER == 0.5  # what the cases are made for
     model = lenet5.load("pretrained")
-    answer = model.read(_one_mark_read_as(monkeypatch, mnist, read), threshold=limit)
+    indices = [3, 4, 18][:len(read)]  # MNIST test digits 0, 4, 3
+    answer = model.read(_one_mark_read_as(monkeypatch, mnist, indices, read), threshold=limit)
     assert [d["confidence"] for d in answer["digits"]] == pytest.approx([p for _, p in read])
     assert answer["text"] == text and (answer["rejected"] is None) == (text is not None)
-    if reason is not None:
-        box = answer["digits"][1]["box"]
-        assert answer["rejected"].endswith(reason.format(box=box))
+    if unsure is not None:
+        digit = answer["digits"][unsure]
+        bound = f"{max(limit, reading.SURE):.2f}"
+        assert answer["rejected"] == (
+            f"the mark at {digit['box']} is read as {read[unsure][0]} with probability "
+            f"{read[unsure][1]:.2f}, " + ONE_MARK_END.format(bound=bound, n=len(read)))
     monkeypatch.undo()
-    apart = model.read(_read_as(monkeypatch, mnist, [3, 4], read), threshold=limit)
-    assert apart["text"] == ("04" if read[1][1] >= limit else None)
-
-
-def test_one_mark_of_the_1998_network_needs_no_sure_digit(mnist, monkeypatch):
-    """Its MAP probabilities never reach SURE: one mark's digits are held to the threshold
-    alone, as any number's."""
-    picture = _one_mark_read_as(monkeypatch, mnist, [(0, 0.5), (4, 0.45)])
-    model = lenet5.load("pretrained")
-    monkeypatch.setattr(model, "arch", ARCHITECTURES["lenet5-1998"])
-    answer = model.read(picture, threshold=0.4)
-    assert answer["text"] == "04" and answer["rejected"] is None
+    assert model.read(_read_as(monkeypatch, mnist, indices, read),
+                      threshold=limit)["text"] == apart
 
 
 def test_a_drawn_m_is_no_14():
-    """An M drawn in one stroke is cut where its strokes meet and reads as a sure 1 and an
-    unsure 4 (it read "14" before ONE_MARK): refused as one mark."""
+    """An M drawn in one stroke is cut where its strokes meet and reads, with the shipped
+    model, as a sure 1 and an unsure 4 (it read "14" before the rule): refused as one mark."""
     m = strokes([[(60, 240), (80, 60), (150, 180), (220, 60), (240, 240)]])
     answer = lenet5.load("pretrained").read(m)
     assert [d["label"] for d in answer["digits"]] == [1, 4]
-    assert answer["text"] is None and answer["rejected"].startswith("it is one mark, which")
+    assert answer["text"] is None
+    assert answer["rejected"].endswith(ONE_MARK_END.format(bound="0.90", n=2))
 
 
 def test_a_lone_mark_the_path_leaves_out_reads_as_nothing(monkeypatch):

@@ -455,8 +455,8 @@ function slot() {  // a refused mark inside a number: an empty dashed place
 function digitWords(answer, index) {
   const digit = answer.digits[index];
   // refused itself, or with the whole reading (marks too crowded to be digits side by side,
-  // 1s slanting apart, or none of them read surely: each mark keeps its label, and
-  // `rejected` says why)
+  // 1s slanting apart, none of them read surely, or one piece of ink cut into marks not all
+  // read surely: each mark keeps its label, and `rejected` says why)
   const refused = digit.label == null ||
     Boolean(answer.rejected && answer.digits.every((d) => d.label != null));
   const guess = `best guess ${nameOf(digit.top[0][0])}, ${percent(digit.top[0][1])}`;
