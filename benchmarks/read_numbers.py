@@ -9,7 +9,9 @@ seed, none shared with what `lenet5 train` generates to train and calibrate the 
 - numbers: 2-6 MNIST *test* digits in a row (`tests/number_photos.py`): mixed sizes, a slant
   and a slight rotation, some touching or overlapping, some with a stroke broken in two (as
   often as makes a plain connected-components reader score what issue 15 measured, 64%);
-  and "hard numbers", with twice as many touching and three times as many broken;
+  and "hard numbers", with twice as many touching and three times as many broken; and the
+  numbers' digits again, once written with none touching and once with no stroke broken (what
+  each costs; the photos differ otherwise, as the generator's draws do);
 - non-digits (`tests/nondigit_photos.py`): printed letters in Debian's DejaVu and Liberation
   fonts (`nondigit_photos.FONTS`: the same pictures on every machine that has them), hand-drawn
   letters, signs, scribbles, hatching, shapes, smudges, empty paper;
@@ -74,6 +76,23 @@ def score_numbers(results: list[dict], texts: list[str]
             float(np.mean([refused(r) for r in results])), by_length)
 
 
+def error_kinds(results: list[dict], texts: list[str]) -> Counter:
+    """How the numbers read wrong went wrong: refused, a digit misread (as many digits),
+    digits read as fewer (neighbours read as one) or as more (a mark read as an extra digit)."""
+    kinds: Counter = Counter()
+    for result, text in zip(results, texts, strict=True):
+        read = result.get("text") or ""
+        if read == text:
+            continue
+        if refused(result) or not read:
+            kinds["refused"] += 1
+        elif len(read) == len(text):
+            kinds["a digit misread"] += 1
+        else:
+            kinds["fewer digits" if len(read) < len(text) else "more digits"] += 1
+    return kinds
+
+
 def refused(result: dict) -> bool:
     return "error" in result or (result["label"] is None and not result["text"])
 
@@ -107,10 +126,15 @@ def main(argv: list[str] | None = None) -> None:
                               SEEDS["numbers"])
     hard = make_number_set(data.test_images, data.test_labels, args.hard,
                            SEEDS["hard numbers"], **HARD)
+    apart, whole = (make_number_set(data.test_images, data.test_labels, args.numbers,
+                                    SEEDS["numbers"], **{chance: 0.0})  # the same digits
+                    for chance in ("touching", "broken"))  # (other photos: the draws differ)
     nondigits = make_nondigit_set(args.nondigits, SEEDS["nondigits"])
     singles = make_photo_set(data.test_images, data.test_labels, args.singles, SEEDS["singles"])
     sets = {"numbers": [(jpeg, text) for jpeg, text, _ in numbers], "nondigits": nondigits,
-            "singles": singles, "hard numbers": [(jpeg, text) for jpeg, text, _ in hard]}
+            "singles": singles, "hard numbers": [(jpeg, text) for jpeg, text, _ in hard],
+            "numbers set apart": [(jpeg, text) for jpeg, text, _ in apart],
+            "numbers unbroken": [(jpeg, text) for jpeg, text, _ in whole]}
     with picture_folder(args.keep, "read-numbers-") as folder:
         files: dict[str, list[Path]] = {}
         for name, items in sets.items():
@@ -129,6 +153,9 @@ def main(argv: list[str] | None = None) -> None:
     exact, digit_acc, numbers_refused, exact_by_length = score_numbers(
         results["numbers"], texts)
     by_length = Counter(len(t) for t in texts)
+    apart_exact, apart_digits, _, _ = score_numbers(results["numbers set apart"], texts)
+    whole_exact, whole_digits, _, _ = score_numbers(results["numbers unbroken"], texts)
+    wrong_kinds = error_kinds(results["numbers"], texts)
     hard_exact, hard_digits, hard_refused, _ = score_numbers(
         results["hard numbers"], [text for _, text in sets["hard numbers"]])
     kinds = [kind for _, kind in sets["nondigits"]]
@@ -148,6 +175,12 @@ def main(argv: list[str] | None = None) -> None:
         ("numbers read exactly", f"{100 * exact:.1f}%", ">= 90% (bar 85%)"),
         ("digit-level accuracy (1 - edit distance / digits)", f"{100 * digit_acc:.1f}%", ""),
         ("numbers refused", f"{100 * numbers_refused:.1f}%", ""),
+        ("the same digits written with none touching: numbers read exactly",
+         f"{100 * apart_exact:.1f}%", ""),
+        ("... and digit-level accuracy", f"{100 * apart_digits:.1f}%", ""),
+        ("the same digits written with no stroke broken: numbers read exactly",
+         f"{100 * whole_exact:.1f}%", ""),
+        ("... and digit-level accuracy", f"{100 * whole_digits:.1f}%", ""),
         ("hard numbers read exactly", f"{100 * hard_exact:.1f}%", ""),
         ("hard numbers: digit-level accuracy", f"{100 * hard_digits:.1f}%", ""),
         ("hard numbers refused", f"{100 * hard_refused:.1f}%", ""),
@@ -177,6 +210,15 @@ def main(argv: list[str] | None = None) -> None:
         "Numbers read exactly, by length: " + ", ".join(
             f"{n} digits {100 * v:.0f}% ({by_length[n]})" for n, v in exact_by_length.items())
         + ".",
+        "",
+        "The same digits written with none touching, or none broken, are other photos (the "
+        "generator's draws differ once a layout does): two sets of "
+        f"{args.numbers} numbers, {100 * exact:.0f}% of them read exactly, differ by "
+        f"{100 * np.sqrt(2 * exact * (1 - exact) / args.numbers):.1f} points (one standard "
+        "deviation) by chance alone.",
+        "",
+        f"Numbers read wrong ({sum(wrong_kinds.values())}), by what went wrong: " + ", ".join(
+            f"{kind} {count}" for kind, count in wrong_kinds.most_common()) + ".",
         "",
         "Non-digits refused, by kind: " + ", ".join(
             f"{k} {r}/{n}" for k, (r, n) in by_kind.items()) + ".",
