@@ -3,15 +3,16 @@
     python benchmarks/read_numbers.py RUN_DIR [--numbers 300] [--nondigits 200]
                                               [--singles 500] [--keep DIR]
 
-Trains nothing. It makes three sets of JPEG photos on unevenly lit paper, each from its own
-seed, none shared with what `lenet5 train` generates to train and calibrate the refusal:
+Trains nothing. It makes three kinds of JPEG photos on unevenly lit paper, each set from a seed
+of its own, none shared with what `lenet5 train` generates to train and calibrate the refusal:
 
 - numbers: 2-6 MNIST *test* digits in a row (`tests/number_photos.py`): mixed sizes, a slant
   and a slight rotation, some touching or overlapping, some with a stroke broken in two (as
   often as makes a plain connected-components reader score what issue 15 measured, 64%);
   and "hard numbers", with twice as many touching and three times as many broken; and the
-  numbers' digits again, once written with none touching and once with no stroke broken (what
-  each costs; the photos differ otherwise, as the generator's draws do);
+  numbers' digits again (the same seed), once written with none touching and once with no
+  stroke broken, to show what each costs (the photos differ from the first number whose layout
+  does: the generator's later draws differ);
 - non-digits (`tests/nondigit_photos.py`): printed letters in Debian's DejaVu and Liberation
   fonts (`nondigit_photos.FONTS`: the same pictures on every machine that has them), hand-drawn
   letters, signs, scribbles, hatching, shapes, smudges, empty paper;
@@ -76,21 +77,27 @@ def score_numbers(results: list[dict], texts: list[str]
             float(np.mean([refused(r) for r in results])), by_length)
 
 
-def error_kinds(results: list[dict], texts: list[str]) -> Counter:
-    """How the numbers read wrong went wrong: refused, a digit misread (as many digits),
-    digits read as fewer (neighbours read as one) or as more (a mark read as an extra digit)."""
-    kinds: Counter = Counter()
+def error_kinds(results: list[dict], texts: list[str]) -> Counter[str]:
+    """How the numbers read wrong went wrong: refused; read with as many digits, one or more
+    of them wrong; read with fewer digits (two touching digits read as one, say, or a faint
+    one left out) or with more (a broken digit read as two, say)."""
+    kinds: Counter[str] = Counter()
     for result, text in zip(results, texts, strict=True):
-        read = result.get("text") or ""
+        read = result.get("text")
         if read == text:
             continue
-        if refused(result) or not read:
+        if refused(result):
             kinds["refused"] += 1
         elif len(read) == len(text):
-            kinds["a digit misread"] += 1
+            kinds["as many digits, misread"] += 1
         else:
             kinds["fewer digits" if len(read) < len(text) else "more digits"] += 1
     return kinds
+
+
+def _read_right(results: list[dict], texts: list[str]) -> np.ndarray:
+    """(n,) bool: each number read exactly."""
+    return np.array([r.get("text") == t for r, t in zip(results, texts, strict=True)])
 
 
 def refused(result: dict) -> bool:
@@ -122,19 +129,17 @@ def main(argv: list[str] | None = None) -> None:
 
     data = load_dataset("mnist", log=lambda _: None)
     model = load_model(args.run_dir)
-    numbers = make_number_set(data.test_images, data.test_labels, args.numbers,
-                              SEEDS["numbers"])
-    hard = make_number_set(data.test_images, data.test_labels, args.hard,
-                           SEEDS["hard numbers"], **HARD)
-    apart, whole = (make_number_set(data.test_images, data.test_labels, args.numbers,
-                                    SEEDS["numbers"], **{chance: 0.0})  # the same digits
-                    for chance in ("touching", "broken"))  # (other photos: the draws differ)
-    nondigits = make_nondigit_set(args.nondigits, SEEDS["nondigits"])
-    singles = make_photo_set(data.test_images, data.test_labels, args.singles, SEEDS["singles"])
-    sets = {"numbers": [(jpeg, text) for jpeg, text, _ in numbers], "nondigits": nondigits,
-            "singles": singles, "hard numbers": [(jpeg, text) for jpeg, text, _ in hard],
-            "numbers set apart": [(jpeg, text) for jpeg, text, _ in apart],
-            "numbers unbroken": [(jpeg, text) for jpeg, text, _ in whole]}
+    def numbers(n: int, seed: int, **chances: float) -> list[tuple[bytes, str]]:
+        return [(jpeg, text) for jpeg, text, _ in make_number_set(
+            data.test_images, data.test_labels, n, seed, **chances)]
+
+    sets = {"numbers": numbers(args.numbers, SEEDS["numbers"]),
+            "nondigits": make_nondigit_set(args.nondigits, SEEDS["nondigits"]),
+            "singles": make_photo_set(data.test_images, data.test_labels, args.singles,
+                                      SEEDS["singles"]),
+            "hard numbers": numbers(args.hard, SEEDS["hard numbers"], **HARD),
+            "numbers set apart": numbers(args.numbers, SEEDS["numbers"], touching=0.0),
+            "numbers unbroken": numbers(args.numbers, SEEDS["numbers"], broken=0.0)}
     with picture_folder(args.keep, "read-numbers-") as folder:
         files: dict[str, list[Path]] = {}
         for name, items in sets.items():
@@ -153,8 +158,14 @@ def main(argv: list[str] | None = None) -> None:
     exact, digit_acc, numbers_refused, exact_by_length = score_numbers(
         results["numbers"], texts)
     by_length = Counter(len(t) for t in texts)
-    apart_exact, apart_digits, _, _ = score_numbers(results["numbers set apart"], texts)
-    whole_exact, whole_digits, _, _ = score_numbers(results["numbers unbroken"], texts)
+    right = _read_right(results["numbers"], texts)
+    variants = {}  # the same digits written otherwise: (exact, digit-level, right only there)
+    for name in ("numbers set apart", "numbers unbroken"):
+        assert [text for _, text in sets[name]] == texts, "the generator drew other digits"
+        exact_there, digits_there, _, _ = score_numbers(results[name], texts)
+        right_there = _read_right(results[name], texts)
+        variants[name] = (exact_there, digits_there, int(np.sum(right_there & ~right)),
+                          int(np.sum(right & ~right_there)))
     wrong_kinds = error_kinds(results["numbers"], texts)
     hard_exact, hard_digits, hard_refused, _ = score_numbers(
         results["hard numbers"], [text for _, text in sets["hard numbers"]])
@@ -176,11 +187,13 @@ def main(argv: list[str] | None = None) -> None:
         ("digit-level accuracy (1 - edit distance / digits)", f"{100 * digit_acc:.1f}%", ""),
         ("numbers refused", f"{100 * numbers_refused:.1f}%", ""),
         ("the same digits written with none touching: numbers read exactly",
-         f"{100 * apart_exact:.1f}%", ""),
-        ("... and digit-level accuracy", f"{100 * apart_digits:.1f}%", ""),
+         f"{100 * variants['numbers set apart'][0]:.1f}%", ""),
+        ("none touching: digit-level accuracy",
+         f"{100 * variants['numbers set apart'][1]:.1f}%", ""),
         ("the same digits written with no stroke broken: numbers read exactly",
-         f"{100 * whole_exact:.1f}%", ""),
-        ("... and digit-level accuracy", f"{100 * whole_digits:.1f}%", ""),
+         f"{100 * variants['numbers unbroken'][0]:.1f}%", ""),
+        ("none broken: digit-level accuracy", f"{100 * variants['numbers unbroken'][1]:.1f}%",
+         ""),
         ("hard numbers read exactly", f"{100 * hard_exact:.1f}%", ""),
         ("hard numbers: digit-level accuracy", f"{100 * hard_digits:.1f}%", ""),
         ("hard numbers refused", f"{100 * hard_refused:.1f}%", ""),
@@ -201,7 +214,9 @@ def main(argv: list[str] | None = None) -> None:
         + (f"calibrated: {meta['refusal']}" if "refusal" in meta else "the default") + ").",
         f"Sets (`benchmarks/read_numbers.py`, seeds {SEEDS}): {args.numbers} numbers of 2-6 "
         f"MNIST test digits, {args.hard} hard numbers, {args.nondigits} non-digits, "
-        f"{args.singles} single-digit photos.",
+        f"{args.singles} single-digit photos; and the numbers' digits again (seed "
+        f"{SEEDS['numbers']}), {args.numbers} written with none touching and {args.numbers} "
+        "with no stroke broken.",
         "",
         "| measure | result | target |",
         "|---|---:|---|",
@@ -212,10 +227,13 @@ def main(argv: list[str] | None = None) -> None:
         + ".",
         "",
         "The same digits written with none touching, or none broken, are other photos (the "
-        "generator's draws differ once a layout does): two sets of "
-        f"{args.numbers} numbers, {100 * exact:.0f}% of them read exactly, differ by "
-        f"{100 * np.sqrt(2 * exact * (1 - exact) / args.numbers):.1f} points (one standard "
-        "deviation) by chance alone.",
+        "generator's draws differ from the first number whose layout does). Numbers read "
+        "right only that way, and only as generated: none touching "
+        f"{variants['numbers set apart'][2]} and {variants['numbers set apart'][3]}, none "
+        f"broken {variants['numbers unbroken'][2]} and {variants['numbers unbroken'][3]} (two "
+        f"independent sets of {args.numbers} numbers, {100 * exact:.0f}% of them read exactly, "
+        f"differ by {100 * np.sqrt(2 * exact * (1 - exact) / args.numbers):.1f} points, one "
+        "standard deviation, by chance alone; these share their digits, so less).",
         "",
         f"Numbers read wrong ({sum(wrong_kinds.values())}), by what went wrong: " + ", ".join(
             f"{kind} {count}" for kind, count in wrong_kinds.most_common()) + ".",

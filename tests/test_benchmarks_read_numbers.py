@@ -41,5 +41,5 @@ def test_numbers_read_wrong_are_told_apart_by_what_went_wrong():
     truth = ["2024", "15", "386", "70", "41", "99"]
     answers = [_answer("2024"), _answer("16"), _answer(None), _answer("7"), _answer("411"),
                {"error": "contains no digit"}]
-    assert error_kinds(answers, truth) == {"a digit misread": 1, "refused": 2,
+    assert error_kinds(answers, truth) == {"as many digits, misread": 1, "refused": 2,
                                            "fewer digits": 1, "more digits": 1}

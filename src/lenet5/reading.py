@@ -97,9 +97,10 @@ without, 98.7% and 97.7% with; `benchmarks/real_world.py`'s photos 97.9% and 98.
 a 2). Measured and not adopted, five seeds of the default recipe on four development sets
 (2,000 single photos, 2026-11-30): ink of several groups side by side read whole the same way
 (a 5 whose bar stands apart to its right) read one more single photo right and changed nothing
-else; the writing read whole where its pieces were refused, if at 0.5 or more (a 4 in two
-strokes read as 21, an 8 as a "(" and a 6), read +0.04 to +0.40 points more single photos
-right and refused 0.0 to 1.0 point fewer non-digits."""
+else; the writing read whole where its pieces were refused, if that reading's probability is
+0.5 or more (a 4 in two strokes read as 21, an 8 as a "(" and a 6), read +0.04 to +0.40 points
+more single photos right but refused 0.0 to 1.0 points fewer non-digits, the goal furthest
+from reach."""
 
 
 IN_NUMBER = 0.5

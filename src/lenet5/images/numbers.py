@@ -107,7 +107,7 @@ about three times as many windows over a 1 and its neighbour as non-digits -0.2 
 Each cut follows the path of least ink from top to bottom within `paths.REACH` of the height
 of its column, drifting off it costing `paths.DRIFT` of a pixel's ink per column. Cutting also
 where a stroke at least 0.7 of the height tall meets ink no taller than 0.3 of it (a 1 touching
-a 7's bar, which has no minimum of ink between them), `pretrained` on four development sets
+a 7's bar: no minimum of ink between them), `pretrained` on four development sets
 (seeds 1501, 1601, 1701, 1801; 2026-11-30): numbers -0.3, +0.3, 0.0 and 0.0 points, non-digits
 refused -0.5, 0.0, -1.0 and 0.0; not adopted."""
 FLAT = 0.9
@@ -470,10 +470,11 @@ def best_path(segmentation: Segmentation, scores: np.ndarray) -> list[int]:
     optionally, with the highest total score: their scores (C,), log-probabilities, plus
     their shape scores. Empty when no path exists.
 
-    Overlapping digits share ink no cut can part; neighbours sharing an atom (both candidates
-    holding it) at a cost of 0.5, `pretrained` on four development sets (2026-11-30): numbers
-    +0.3, 0.0, +0.7 and 0.0 points, hard ones -0.7, 0.0, +0.7 and -1.3; at 1.5 no reading
-    changed. Not adopted: the cuts seldom fall where an overlap begins and ends."""
+    Overlapping digits share ink no cut can part. Letting neighbours share an atom (both
+    candidates holding it) at a cost of 0.5 (log-probability), `pretrained` on four
+    development sets (2026-11-30): numbers +0.3, 0.0, +0.7 and 0.0 points, hard ones -0.7,
+    0.0, +0.7 and -1.3; at 1.5 no reading changed. Not adopted: the cuts seldom fall where an
+    overlap begins and ends."""
     if len(segmentation.shape_scores):
         scores = scores + segmentation.shape_scores
     count = segmentation.atoms
