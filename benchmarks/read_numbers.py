@@ -64,11 +64,16 @@ def edit_distance(a: str, b: str) -> int:
     return row[-1]
 
 
+def _read_right(results: list[dict], texts: list[str]) -> np.ndarray:
+    """(n,) bool: each number read exactly."""
+    return np.array([r.get("text") == t for r, t in zip(results, texts, strict=True)])
+
+
 def score_numbers(results: list[dict], texts: list[str]
                   ) -> tuple[float, float, float, dict[int, float]]:
     """(share read exactly, digit-level accuracy, share refused, exact share by length)."""
     read = [r.get("text") or "" for r in results]
-    right = [a == b for a, b in zip(read, texts, strict=True)]
+    right = _read_right(results, texts)
     errors = sum(edit_distance(a, b) for a, b in zip(read, texts, strict=True))
     lengths = sorted({len(t) for t in texts})
     by_length = {n: float(np.mean([ok for ok, t in zip(right, texts, strict=True)
@@ -93,11 +98,6 @@ def error_kinds(results: list[dict], texts: list[str]) -> Counter[str]:
         else:
             kinds["fewer digits" if len(read) < len(text) else "more digits"] += 1
     return kinds
-
-
-def _read_right(results: list[dict], texts: list[str]) -> np.ndarray:
-    """(n,) bool: each number read exactly."""
-    return np.array([r.get("text") == t for r, t in zip(results, texts, strict=True)])
 
 
 def refused(result: dict) -> bool:

@@ -164,7 +164,7 @@ def _read(model: Classifier, source: Picture, name: str | None, top_k: int,
     if whole is not None and not writing.cuts[0]:  # nothing to cut: the whole is all there is
         return _reading(model, whole, read_whole, limit, top_k)[0]
     whole_confidence = 0.0 if read_whole is None else float(np.exp(read_whole.max()))
-    sure = whole_confidence >= max(SURE, limit)
+    sure = whole_confidence >= _surely(limit)
     if sure and _within(whole.boxes[0], SURE_WIDTH):
         return _reading(model, whole, read_whole, limit, top_k)[0]  # no need to find the cuts
     reading, path = _reading(model, segment(writing), None, limit, top_k,
@@ -210,7 +210,7 @@ def _reading(model: Classifier, candidates: Segmentation,
         return Reading(_answer([], NOTHING_READ)), []
     log_probs = steady[path]  # (k, K)
     confidences = np.exp(log_probs.max(axis=1))  # (k,)
-    surely = max(SURE, limit)  # read surely: SURE, or the threshold where it is higher
+    surely = _surely(limit)
     sure_labels = log_probs.argmax(axis=1)[confidences >= surely]
     in_number = len(sure_labels) >= 2 and bool(np.any(sure_labels != 1))
     if in_number:
@@ -266,6 +266,11 @@ def shown_apart(value: float, limit: float) -> tuple[str, str]:
         if float(shown) < float(bound):
             break
     return shown, bound
+
+
+def _surely(limit: float) -> float:
+    """The probability a digit is read surely at: SURE, or the threshold where that is higher."""
+    return max(SURE, limit)
 
 
 def _within(box: list[int], width: float) -> bool:
